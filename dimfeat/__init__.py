@@ -1,0 +1,25 @@
+"""dimfeat: learned crystal feature vectors from a Site-Net encoder trained by Deep InfoMax.
+
+Public names: :class:`DeepInfoMaxFeaturizer` (scikit-learn transformer and matminer featuriser)
+and ``__version__``. Baselines live in :mod:`dimfeat.baselines`, datasets in
+:mod:`dimfeat.datasets`. The featuriser is imported on first use, so that the training core
+(:mod:`dimfeat.training`, the ``dimfeat train`` command on a cached input file) runs with only
+torch, numpy and safetensors installed.
+"""
+
+from typing import TYPE_CHECKING
+
+from dimfeat._version import __version__
+
+if TYPE_CHECKING:
+    from dimfeat.featurizer import DeepInfoMaxFeaturizer
+
+__all__ = ["DeepInfoMaxFeaturizer", "__version__"]
+
+
+def __getattr__(name: str):
+    if name == "DeepInfoMaxFeaturizer":
+        from dimfeat.featurizer import DeepInfoMaxFeaturizer
+
+        return DeepInfoMaxFeaturizer
+    raise AttributeError(f"module 'dimfeat' has no attribute {name!r}")

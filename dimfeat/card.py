@@ -1,0 +1,138 @@
+"""Model cards for weights folders, written from ``config.json`` (never by hand)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["model_card"]
+
+_CITATION = """```bibtex
+@article{moran2025dim,
+  title   = {Deep InfoMax as an effective self-supervised learning methodology in
+             materials informatics},
+  author  = {Moran, Michael and Gaultois, Michael W. and Gusev, Vladimir V. and
+             Antypov, Dmytro and Rosseinsky, Matthew J.},
+  journal = {Digital Discovery},
+  volume  = {4},
+  pages   = {790--811},
+  year    = {2025},
+  doi     = {10.1039/d4dd00202d}
+}
+```"""
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def model_card(config: dict[str, Any]) -> str:
+    """Markdown model card (Hugging Face front matter + sections) for a weights ``config``."""
+    training = config.get("training") or {}
+    data = training.get("data", {})
+    history = training.get("history", [])
+    best = min(
+        (h for h in history if "valid_loss" in h), key=lambda h: h["valid_loss"], default=None
+    )
+    enc = config["encoder"]
+    lines = [
+        "---",
+        "license: mit",
+        "library_name: dimfeat",
+        "pipeline_tag: feature-extraction",
+        "tags:",
+        "- materials-science",
+        "- crystal-structures",
+        "- deep-infomax",
+        "- self-supervised",
+        "- site-net",
+        "- matminer",
+        "datasets:",
+        f"- {data.get('dataset_id', 'materials-project')}",
+        "---",
+        "",
+        f"# {config['name']}",
+        "",
+        f"Site-Net encoder (one attention block, one head) producing a {enc['global_dim']}-d "
+        "crystal vector, "
+        + (
+            "trained without labels by Deep InfoMax (Moran et al., Digital Discovery 2025)."
+            if training
+            else "**untrained** (random initialisation): the paper's untrained baseline."
+        ),
+        "Use it through `dimfeat.DeepInfoMaxFeaturizer(weights=...)`.",
+        "",
+        "## Training data",
+        "",
+    ]
+    if training:
+        lines += [
+            f"- Data: {data.get('description', 'unknown')}",
+            f"- Structures: {data.get('n_train', '?')} for training, "
+            f"{data.get('n_valid', '?')} held out for model selection by the self-supervised "
+            "loss (no labels were used).",
+            f"- Source and credit: {data.get('credit', 'see dataset')}",
+            "",
+            "## Training",
+            "",
+            f"- Command: `{training.get('command', 'dimfeat train')}`",
+            f"- Epochs run: {len(history)} (maximum {training.get('settings', {}).get('epochs')}); "
+            f"best epoch: {best['epoch'] if best else 'n/a'}",
+            f"- Hardware: {training.get('hardware', 'unknown')}; wall time "
+            f"{training.get('wall_time_s', 0) / 60:.1f} min",
+            f"- Seed: {training.get('settings', {}).get('seed')}",
+            f"- Settings: `{training.get('settings')}`",
+            "",
+        ]
+        if best:
+            lines += [
+                "Validation losses at the selected epoch (Jensen-Shannon DIM loss: 1.386 = chance;"
+                " KL: 0 = prior):",
+                "",
+                "| local DIM | global DIM | local KL | global KL | total |",
+                "|---|---|---|---|---|",
+                "| "
+                + " | ".join(
+                    _fmt(best[f"valid_{k}"])
+                    for k in ("local_dim", "global_dim", "local_kl", "global_kl", "loss")
+                )
+                + " |",
+                "",
+            ]
+    else:
+        lines += ["None: random weights seeded by `random_state`.", ""]
+    inputs = config.get("inputs", {})
+    lines += [
+        "## Inputs",
+        "",
+        f"Canonical primitive cell, roughly cubic supercell of at most {inputs.get('max_atoms')} "
+        f"atoms, symmetry tolerance {inputs.get('symprec')} Å; site features "
+        f"{', '.join(config['normalisation']['features'])}, standardised with the stored "
+        "per-element mean and standard deviation.",
+        "",
+        "## Intended use",
+        "",
+        "Fixed-length features of ordered, periodic inorganic crystals for small supervised "
+        "models (linear models, small MLPs) trained on tens to thousands of labels.",
+        "",
+        "## Limitations",
+        "",
+        "- Trained on Materials Project crystals with at most 50 atoms in the primitive cell; "
+        "other chemistries and larger cells are out of distribution.",
+        "- Disordered (partially occupied) structures are rejected unless the featuriser is "
+        "asked to order them.",
+        "- Element data for Z > 103 is unavailable; missing properties of some elements are "
+        "imputed (see the dimfeat documentation).",
+        "- Vectors are invariant to site order, rotation, translation and the choice of cell "
+        "up to float round-off (relative change below 1e-4).",
+        "",
+        "## Citation",
+        "",
+        _CITATION,
+        "",
+        f"Written by dimfeat {config.get('dimfeat_version')}; weights sha256 "
+        f"`{config.get('sha256', '')}`."
+        if config.get("sha256")
+        else "",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,255 @@
+"""Command line: ``dimfeat train`` and ``dimfeat featurize``.
+
+``dimfeat train`` reads structures from a CGCNN-layout folder or tarball, a Matbench task or a
+file of structures, builds model inputs (optionally cached in an ``.npz`` file, which is all a
+GPU machine then needs), trains the encoder with Deep InfoMax and writes a weights folder
+(``model.safetensors``, ``config.json``, model card) that ``DeepInfoMaxFeaturizer(weights=...)``
+loads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["main"]
+
+
+def _hardware(device) -> str:
+    import torch
+
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
+    return f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+
+def _load_structures(args) -> tuple[list, list[str], dict]:
+    """Structures, their ids and a description of where they came from."""
+    from dimfeat import datasets
+
+    if args.matbench:
+        df = datasets.load_matbench(args.matbench, data_home=args.data)
+        ids = [str(i) for i in df.index]
+        return list(df["structure"]), ids, {"description": f"Matbench task {args.matbench}"}
+    if args.data is None:
+        raise SystemExit("give --data (CGCNN folder/tarball or structures file) or --matbench")
+    path = Path(args.data)
+    ids_wanted = None
+    description = f"{path.name}"
+    if args.split:
+        ids_wanted = datasets.load_split(args.split)[args.part]
+        description += f", '{args.part}' part of {Path(args.split).name}"
+    if path.suffix in {".json", ".gz"} and not path.name.endswith(".tar.gz"):
+        df = datasets.load_structures_file(path)
+    else:
+        df = datasets.load_cgcnn(path, ids=ids_wanted, progress=True)
+    return list(df["structure"]), [str(i) for i in df["material_id"]], {"description": description}
+
+
+def _build_inputs(structures, args) -> list:
+    from joblib import Parallel, delayed
+
+    from dimfeat.inputs import build_inputs
+
+    def chunk(items, offset):
+        import warnings
+
+        warnings.filterwarnings("ignore")
+        return [
+            build_inputs(s, max_atoms=args.max_atoms, symprec=args.symprec, index=offset + k)
+            for k, s in enumerate(items)
+        ]
+
+    bounds = np.array_split(np.arange(len(structures)), max(1, len(structures) // 500))
+    parts = Parallel(n_jobs=args.n_jobs)(
+        delayed(chunk)([structures[i] for i in b], int(b[0])) for b in bounds if len(b)
+    )
+    return [x for part in parts for x in part]
+
+
+def _train(args) -> None:
+    from dimfeat.encoder import EncoderConfig, SiteNetEncoder
+    from dimfeat.inputs import load_inputs, save_inputs
+    from dimfeat.training import DIMTrainer, TrainingConfig, resolve_device, split_validation
+    from dimfeat.weights import InputSettings, load_encoder, resolve_weights, save_pretrained
+
+    start = time.perf_counter()
+    data: dict = {}
+    if args.cache and Path(args.cache).is_file():
+        crystals, extra = load_inputs(args.cache)
+        ids = [str(i) for i in extra.get("material_id", np.arange(len(crystals)))]
+        data = json.loads(str(extra["data_json"])) if "data_json" in extra else {}
+        print(f"loaded {len(crystals)} cached inputs from {args.cache}")
+    else:
+        structures, ids, data = _load_structures(args)
+        crystals = _build_inputs(structures, args)
+        if args.cache:
+            save_inputs(
+                args.cache,
+                crystals,
+                material_id=np.array(ids),
+                data_json=np.array(json.dumps(data)),
+            )
+    keep = [i for i, c in enumerate(crystals) if c.n_sites <= args.max_primitive_sites]
+    dropped = len(crystals) - len(keep)
+    crystals = [crystals[i] for i in keep]
+    print(
+        f"{len(crystals)} structures with <= {args.max_primitive_sites} atoms in the primitive "
+        f"cell ({dropped} larger ones left out)"
+    )
+
+    config = TrainingConfig(
+        epochs=args.epochs,
+        lr=args.lr,
+        site_budget=args.site_budget,
+        validation_fraction=args.validation_fraction,
+        patience=args.patience,
+        false_samples=tuple(args.false_samples.split(",")),
+        seed=args.seed,
+        mixed_precision=not args.no_amp,
+        max_seconds=None if args.max_minutes is None else 60 * args.max_minutes,
+    )
+    device = resolve_device(args.device)
+    import torch
+
+    if args.weights:
+        encoder, _ = load_encoder(resolve_weights(args.weights))
+    else:
+        torch.manual_seed(args.seed)
+        encoder = SiteNetEncoder(EncoderConfig(global_dim=args.global_dim))
+    train_idx, valid_idx = split_validation(len(crystals), config.validation_fraction, args.seed)
+    trainer = DIMTrainer(
+        encoder, config, device, checkpoint_dir=args.checkpoint_dir, progress=not args.quiet
+    )
+    history = trainer.fit([crystals[i] for i in train_idx], [crystals[i] for i in valid_idx])
+    for record in history:
+        valid = {k: record.get(f"valid_{k}", float("nan")) for k in ("local_dim", "global_dim")}
+        print(
+            f"epoch {record['epoch']:3d}  valid DIM local {valid['local_dim']:.4f} "
+            f"global {valid['global_dim']:.4f}  {record['seconds']:.1f}s"
+            + ("  *" if record["best"] else "")
+        )
+    data.update(
+        {
+            "n_train": len(train_idx),
+            "n_valid": len(valid_idx),
+            "n_left_out_large": dropped,
+            "max_primitive_sites": args.max_primitive_sites,
+        }
+    )
+    training = {
+        "command": "dimfeat " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        "data": data,
+        "settings": config.to_dict(),
+        "start_weights": args.weights,
+        "hardware": _hardware(device),
+        "wall_time_s": round(time.perf_counter() - start, 1),
+        "torch_version": torch.__version__,
+        "history": history,
+    }
+    folder = save_pretrained(
+        args.output,
+        encoder,
+        inputs=InputSettings(max_atoms=args.max_atoms, symprec=args.symprec),
+        training=training,
+        name=args.name or Path(args.output).name,
+    )
+    print(f"wrote {folder}")
+
+
+def _featurize(args) -> None:
+    from dimfeat.featurizer import DeepInfoMaxFeaturizer
+
+    structures, ids, _ = _load_structures(args)
+    featurizer = DeepInfoMaxFeaturizer(
+        weights=args.weights, device=args.device, n_jobs=args.n_jobs, verbose=not args.quiet
+    )
+    rows = featurizer.featurize_many(structures, ignore_errors=args.ignore_errors)
+    import pandas as pd
+
+    frame = pd.DataFrame(rows, columns=featurizer.feature_labels(), index=pd.Index(ids, name="id"))
+    out = Path(args.output)
+    if out.suffix == ".parquet":
+        frame.to_parquet(out)
+    else:
+        frame.to_csv(out)
+    print(f"wrote {len(frame)} vectors to {out}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dimfeat", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def data_options(p):
+        p.add_argument(
+            "--data", help="CGCNN folder or .tar.gz, structures file, or Matbench data home"
+        )
+        p.add_argument("--split", help="split.json restricting the structures to one part")
+        p.add_argument("--part", default="train", help="part of --split to use (default train)")
+        p.add_argument("--matbench", help="Matbench task name, e.g. matbench_phonons")
+        p.add_argument("--n-jobs", type=int, default=-1, help="processes for input building")
+        p.add_argument("--device", default="auto")
+        p.add_argument("--quiet", action="store_true")
+
+    train = sub.add_parser("train", help="train a DIM encoder and write a weights folder")
+    train.add_argument("output", help="weights folder to write")
+    data_options(train)
+    train.add_argument("--cache", help=".npz of model inputs: read if present, else written")
+    train.add_argument("--weights", help="start from these weights (default: random)")
+    train.add_argument("--name", help="name in the model card (default: folder name)")
+    train.add_argument("--epochs", type=int, default=50)
+    train.add_argument("--lr", type=float, default=8.12e-4)
+    train.add_argument("--site-budget", type=int, default=1200)
+    train.add_argument("--validation-fraction", type=float, default=0.05)
+    train.add_argument("--patience", type=int, default=10)
+    train.add_argument(
+        "--false-samples",
+        default="other,polymorph,composition,permutation",
+        help="comma-separated kinds of false sample",
+    )
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--global-dim", type=int, default=128)
+    train.add_argument("--max-atoms", type=int, default=50, help="supercell size limit")
+    train.add_argument("--symprec", type=float, default=0.01)
+    train.add_argument(
+        "--max-primitive-sites",
+        type=int,
+        default=50,
+        help="leave out crystals with more atoms in the primitive cell",
+    )
+    train.add_argument(
+        "--max-minutes", type=float, help="stop after the epoch that passes this time budget"
+    )
+    train.add_argument("--checkpoint-dir", help="per-epoch checkpoints; resume from them")
+    train.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on CUDA")
+    train.set_defaults(func=_train)
+
+    feat = sub.add_parser("featurize", help="structures in, vectors out (parquet or CSV)")
+    feat.add_argument("output", help="output file (.parquet or .csv)")
+    data_options(feat)
+    feat.add_argument("--weights", default=None, help="weights (default: bundled)")
+    feat.add_argument("--ignore-errors", action="store_true", help="NaN rows for bad structures")
+    feat.set_defaults(func=_featurize)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``dimfeat`` command."""
+    args = _parser().parse_args(argv)
+    if args.command == "featurize" and args.weights is None:
+        from dimfeat.weights import DEFAULT_WEIGHTS
+
+        args.weights = DEFAULT_WEIGHTS
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

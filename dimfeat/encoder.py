@@ -1,0 +1,197 @@
+"""The Site-Net encoder: one attention block, one head, and the DIM representation heads.
+
+Data flow (SPEC section 2), with ``S`` unique sites in a batch and ``M`` supercell atoms each::
+
+    atomic numbers --table--> site features (9) --Linear/Mish/LayerNorm--> x (64)
+    distances (1) --Linear/Mish/LayerNorm--> e (64)
+    bond b_ij = [x_i, x_j, e_ij] (192)
+    attention a_ij = softmax_j MLP[64]->1 (b_ij);  values v_ij = MLP[64, 64] (b_ij)
+    local environment s_i = sum_j a_ij v_ij (64) -> mu_local, logvar_local (32)
+    pre-pooling MLP[64, 128] (mu_local) -> mean over each crystal's sites
+        -> post-pooling MLP[64] -> mu_global, logvar_global (128, the crystal vector)
+
+The global part reads ``mu_local`` through :meth:`SiteNetEncoder.encode_global`, which the DIM
+objective calls on a detached tensor so that the global loss never trains the local encoder.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from dimfeat.elements import SITE_FEATURES, element_table, standardisation
+from dimfeat.inputs import Batch
+
+__all__ = ["EncoderConfig", "SiteNetEncoder", "mlp"]
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Architecture of :class:`SiteNetEncoder`; saved in every weights folder's ``config.json``.
+
+    Parameters
+    ----------
+    embed_dim : int, default=64
+        Width of the site and distance embeddings.
+    attention_hidden : tuple of int, default=(64,)
+        Hidden layers of the attention-logit MLP.
+    value_hidden : tuple of int, default=(64, 64)
+        Layers of the value MLP (its last entry is the local-environment width).
+    local_dim : int, default=32
+        Width of the local representation ``mu_local``.
+    prepool_hidden : tuple of int, default=(64, 128)
+        Layers of the pre-pooling MLP.
+    postpool_hidden : tuple of int, default=(64,)
+        Layers of the post-pooling MLP.
+    global_dim : int, default=128
+        Length of the crystal vector.
+    """
+
+    embed_dim: int = 64
+    attention_hidden: tuple[int, ...] = (64,)
+    value_hidden: tuple[int, ...] = (64, 64)
+    local_dim: int = 32
+    prepool_hidden: tuple[int, ...] = (64, 128)
+    postpool_hidden: tuple[int, ...] = (64,)
+    global_dim: int = 128
+    site_features: tuple[str, ...] = field(default=SITE_FEATURES)
+
+    def to_dict(self) -> dict:
+        """JSON-ready dictionary (tuples become lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> EncoderConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise ``TypeError``."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+def mlp(sizes: list[int] | tuple[int, ...], *, final_activation: bool = True) -> nn.Sequential:
+    """Linear -> Mish -> LayerNorm for each consecutive pair of ``sizes``.
+
+    With ``final_activation=False`` the last layer is a plain Linear.
+    """
+    layers: list[nn.Module] = []
+    for k, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
+        layers.append(nn.Linear(n_in, n_out))
+        if final_activation or k < len(sizes) - 2:
+            layers += [nn.Mish(), nn.LayerNorm(n_out)]
+    return nn.Sequential(*layers)
+
+
+class SiteNetEncoder(nn.Module):
+    """Site-Net encoder mapping a :class:`~dimfeat.inputs.Batch` to crystal vectors.
+
+    Parameters
+    ----------
+    config : EncoderConfig, optional
+        Architecture; the paper's by default.
+    feature_mean, feature_std : array-like of shape (9,), optional
+        Standardisation of the site features; by default the per-element statistics of
+        :func:`dimfeat.elements.standardisation`.
+    raw_table : array-like of shape (MAX_Z + 1, 9), optional
+        Raw element table; by default :func:`dimfeat.elements.element_table`. Loading saved
+        weights overwrites the standardised table with the saved one, so saved models do not
+        depend on the installed matminer's element data.
+    """
+
+    def __init__(
+        self,
+        config: EncoderConfig | None = None,
+        feature_mean: np.ndarray | None = None,
+        feature_std: np.ndarray | None = None,
+        raw_table: np.ndarray | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = config = config or EncoderConfig()
+        n_features = len(config.site_features)
+        if feature_mean is None or feature_std is None:
+            feature_mean, feature_std = standardisation()
+        raw = element_table() if raw_table is None else np.asarray(raw_table, dtype=np.float64)
+        table = (raw - np.asarray(feature_mean)) / np.asarray(feature_std)
+        table[0] = 0.0  # padding row
+        self.register_buffer("element_features", torch.tensor(table, dtype=torch.float32))
+        self.register_buffer("feature_mean", torch.tensor(feature_mean, dtype=torch.float32))
+        self.register_buffer("feature_std", torch.tensor(feature_std, dtype=torch.float32))
+
+        d = config.embed_dim
+        self.site_embedding = mlp([n_features, d])
+        self.distance_embedding = mlp([1, d])
+        self.attention = mlp([3 * d, *config.attention_hidden, 1], final_activation=False)
+        self.values = mlp([3 * d, *config.value_hidden])
+        env_dim = config.value_hidden[-1]
+        self.local_mu = nn.Linear(env_dim, config.local_dim)
+        self.local_logvar = nn.Linear(env_dim, config.local_dim)
+        self.prepool = mlp([config.local_dim, *config.prepool_hidden])
+        self.postpool = mlp([config.prepool_hidden[-1], *config.postpool_hidden])
+        self.global_mu = nn.Linear(config.postpool_hidden[-1], config.global_dim)
+        self.global_logvar = nn.Linear(config.postpool_hidden[-1], config.global_dim)
+
+    # -- local part ---------------------------------------------------------------------------
+    def site_features(self, species: torch.Tensor) -> torch.Tensor:
+        """Standardised site features of atomic numbers ``species`` (any shape) -> (..., 9)."""
+        return self.element_features[species]
+
+    def encode_local(
+        self,
+        site_species: torch.Tensor,
+        neighbour_species: torch.Tensor,
+        distances: torch.Tensor,
+        mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Local environments of ``S`` sites.
+
+        Parameters
+        ----------
+        site_species : LongTensor (S,)
+        neighbour_species : LongTensor (S, M)
+        distances : FloatTensor (S, M), Å
+        mask : BoolTensor (S, M)
+
+        Returns
+        -------
+        mu_local, logvar_local : FloatTensor (S, local_dim)
+        """
+        x_i = self.site_embedding(self.site_features(site_species))  # (S, d)
+        x_j = self.site_embedding(self.site_features(neighbour_species))  # (S, M, d)
+        e_ij = self.distance_embedding(distances.unsqueeze(-1))  # (S, M, d)
+        bonds = torch.cat([x_i.unsqueeze(1).expand_as(x_j), x_j, e_ij], dim=-1)
+        logits = self.attention(bonds).squeeze(-1)
+        logits = logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
+        weights = torch.softmax(logits, dim=-1)
+        environment = torch.einsum("sm,smd->sd", weights, self.values(bonds))
+        return self.local_mu(environment), self.local_logvar(environment)
+
+    # -- global part --------------------------------------------------------------------------
+    def encode_global(
+        self, mu_local: torch.Tensor, crystal_index: torch.Tensor, n_crystals: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pool local representations into crystal vectors.
+
+        Parameters
+        ----------
+        mu_local : FloatTensor (S, local_dim)
+        crystal_index : LongTensor (S,)
+        n_crystals : int
+
+        Returns
+        -------
+        mu_global, logvar_global : FloatTensor (n_crystals, global_dim)
+        """
+        h = self.prepool(mu_local).float()  # pool in float32, also under autocast
+        total = h.new_zeros(n_crystals, h.shape[1]).index_add_(0, crystal_index, h)
+        count = h.new_zeros(n_crystals).index_add_(0, crystal_index, torch.ones_like(h[:, 0]))
+        pooled = self.postpool(total / count.clamp_min(1).unsqueeze(1))
+        return self.global_mu(pooled), self.global_logvar(pooled)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """Crystal vectors ``mu_global`` (B, global_dim) of a batch (deterministic, no noise)."""
+        mu_local, _ = self.encode_local(
+            batch.site_species, batch.neighbour_species, batch.distances, batch.mask
+        )
+        mu_global, _ = self.encode_global(mu_local, batch.crystal_index, batch.n_crystals)
+        return mu_global

@@ -1,0 +1,576 @@
+"""``DeepInfoMaxFeaturizer``: the scikit-learn transformer and matminer featuriser face.
+
+It delegates: structures -> :mod:`dimfeat.inputs`; weights -> :mod:`dimfeat.weights`;
+training -> :mod:`dimfeat.training`; vectors -> :class:`dimfeat.encoder.SiteNetEncoder`.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from matminer.featurizers.base import BaseFeaturizer
+from sklearn.utils.validation import check_is_fitted
+
+from dimfeat.encoder import EncoderConfig, SiteNetEncoder
+from dimfeat.infomax import FALSE_SAMPLE_KINDS
+from dimfeat.inputs import CrystalInputs, build_inputs, collate
+from dimfeat.training import DIMTrainer, TrainingConfig, resolve_device, split_validation
+from dimfeat.weights import DEFAULT_WEIGHTS, InputSettings, load_encoder, resolve_weights
+
+__all__ = ["DeepInfoMaxFeaturizer"]
+
+_MAX_BONDS_PER_BATCH = 2_000_000  # bounds inference memory for very large cells
+
+
+class DeepInfoMaxFeaturizer(BaseFeaturizer):
+    """Learned crystal vectors from a Site-Net encoder trained by Deep InfoMax.
+
+    Each ordered, periodic structure becomes a fixed-length vector (128 numbers by default)
+    that summarises its composition and geometry. The encoder was trained without property
+    labels (self-supervised Deep InfoMax), so the vector suits small supervised models. It is
+    invariant to site order, rotation, translation and the choice of primitive, conventional
+    or super cell of the same crystal.
+
+    ``fit`` trains (``epochs > 0``) or only loads (``epochs=0``) the encoder; ``transform``,
+    ``featurize`` and ``featurize_dataframe`` run batched inference. With ``epochs=0`` no fit is
+    needed: the weights load on first use.
+
+    Parameters
+    ----------
+    weights : str, path or None, default="sitenet-dim-mp36k"
+        Starting weights: a bundled name (:func:`dimfeat.weights.available_weights`), a local
+        folder written by :meth:`save_pretrained`, or a Hugging Face Hub id
+        ``"owner/name@revision"``. ``None`` gives a randomly initialised encoder seeded by
+        ``random_state`` (the paper's untrained baseline, or a start for training from scratch).
+    epochs : int, default=0
+        DIM training epochs run by :meth:`fit` on the structures it is given (``y`` is ignored).
+    device : str, default="auto"
+        ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
+    batch_size : int, default=256
+        Crystals per inference batch.
+    max_atoms : int or None, default=None
+        Supercell size limit (the paper's 50); ``None`` takes the value the weights were trained
+        with. Cells with more atoms than this in the primitive cell are featurised from a single
+        image.
+    symprec : float or None, default=None
+        Tolerance (Å) of the primitive-cell search; ``None`` takes the weights' value (0.01).
+    global_dim : int or None, default=None
+        Length of the vector when ``weights=None`` (default 128); must match the weights
+        otherwise.
+    lr : float, default=8.12e-4
+        AdamW learning rate for training.
+    site_budget : int, default=1200
+        Unique sites per training batch.
+    validation_fraction : float, default=0.1
+        Share of the structures given to :meth:`fit` held out to select the best epoch by the
+        self-supervised loss.
+    patience : int or None, default=10
+        Early stopping patience in epochs.
+    false_samples : tuple of str, default=("other", "polymorph", "composition", "permutation")
+        Kinds of false sample used by DIM training; ``("other",)`` reruns the paper's ablation.
+    alpha, beta : float, default=1.0, 0.1
+        Weights of the Jensen-Shannon and KL terms.
+    checkpoint_dir : str or None, default=None
+        Folder for per-epoch checkpoints; an interrupted :meth:`fit` resumes from it.
+    n_jobs : int, default=1
+        Processes that build model inputs from structures (joblib).
+    random_state : int, default=0
+        Seeds random initialisation, the validation split and training.
+    verbose : bool, default=False
+        Progress bars and timing messages.
+
+    Attributes
+    ----------
+    encoder_ : SiteNetEncoder
+        The encoder, after :meth:`fit`.
+    history_ : list of dict
+        Per-epoch training record (train/valid local and global DIM and KL losses, seconds);
+        empty when ``epochs=0``.
+    weights_config_ : dict
+        ``config.json`` of the starting weights (``{}`` for ``weights=None``).
+    n_features_out_ : int
+        Length of the vector.
+
+    See Also
+    --------
+    dimfeat.baselines.OrbitalFieldMatrixFeaturizer, dimfeat.baselines.XRDPatternFeaturizer
+
+    Notes
+    -----
+    Cost per structure is dominated by the primitive-cell search and the minimum-image distances
+    (well under a millisecond each for cells of <= 50 atoms) and the encoder; see
+    ``benchmarks/throughput.py``. Bad input (disordered structures, non-structures, overlapping
+    atoms, NaN coordinates, unsupported elements) raises an error naming the structure's
+    position; ``featurize_dataframe(..., ignore_errors=True)`` gives NaN rows instead.
+
+    References
+    ----------
+    .. [1] M. Moran et al., "Deep InfoMax as an effective self-supervised learning methodology
+       in materials informatics", Digital Discovery 4, 790-811 (2025), doi:10.1039/d4dd00202d.
+    .. [2] M. Moran et al., "Site-Net: using global self-attention and real-space supercells to
+       capture long-range interactions in crystal structures", Digital Discovery 2, 1297-1310
+       (2023), doi:10.1039/d3dd00005b.
+    .. [3] R. D. Hjelm et al., "Learning deep representations by mutual information estimation
+       and maximization", ICLR (2019), arXiv:1808.06670.
+
+    Examples
+    --------
+    >>> from pymatgen.core import Lattice, Structure
+    >>> from dimfeat import DeepInfoMaxFeaturizer
+    >>> cscl = Structure(Lattice.cubic(4.2), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    >>> X = DeepInfoMaxFeaturizer().transform([cscl])
+    >>> X.shape
+    (1, 128)
+    """
+
+    #: Plain parameter (shadows matminer's ``n_jobs`` property, which the batched
+    #: ``featurize_many`` does not use).
+    n_jobs: int = 1
+
+    def __init__(
+        self,
+        weights: str | None = DEFAULT_WEIGHTS,
+        *,
+        epochs: int = 0,
+        device: str = "auto",
+        batch_size: int = 256,
+        max_atoms: int | None = None,
+        symprec: float | None = None,
+        global_dim: int | None = None,
+        lr: float = 8.12e-4,
+        site_budget: int = 1200,
+        validation_fraction: float = 0.1,
+        patience: int | None = 10,
+        false_samples: tuple[str, ...] = FALSE_SAMPLE_KINDS,
+        alpha: float = 1.0,
+        beta: float = 0.1,
+        checkpoint_dir: str | None = None,
+        n_jobs: int = 1,
+        random_state: int = 0,
+        verbose: bool = False,
+    ) -> None:
+        self.weights = weights
+        self.epochs = epochs
+        self.device = device
+        self.batch_size = batch_size
+        self.max_atoms = max_atoms
+        self.symprec = symprec
+        self.global_dim = global_dim
+        self.lr = lr
+        self.site_budget = site_budget
+        self.validation_fraction = validation_fraction
+        self.patience = patience
+        self.false_samples = false_samples
+        self.alpha = alpha
+        self.beta = beta
+        self.checkpoint_dir = checkpoint_dir
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # -- scikit-learn ---------------------------------------------------------------------------
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        from sklearn.utils import TransformerTags
+
+        tags.transformer_tags = TransformerTags(preserves_dtype=[])
+        tags.input_tags.two_d_array = False
+        tags.requires_fit = self.epochs > 0
+        tags.non_deterministic = False
+        return tags
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return self.epochs == 0 or hasattr(self, "encoder_")
+
+    def fit(self, X: Sequence, y: Any = None) -> DeepInfoMaxFeaturizer:
+        """Load the starting weights and, if ``epochs > 0``, train on ``X`` (``y`` is ignored).
+
+        Parameters
+        ----------
+        X : sequence of pymatgen Structure
+            Unlabelled structures.
+        y : ignored
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
+        self.encoder_, self.weights_config_ = self._initial_encoder()
+        self.history_: list[dict] = []
+        if self.epochs > 0:
+            self._train(self._inputs(X, ignore_errors=False)[0])
+        self.n_features_out_ = self.encoder_.config.global_dim
+        return self
+
+    def transform(self, X: Sequence) -> np.ndarray:
+        """Crystal vectors of structures.
+
+        Parameters
+        ----------
+        X : sequence of pymatgen Structure
+            A list, tuple, array or pandas Series of structures, or a one-column DataFrame.
+
+        Returns
+        -------
+        ndarray of shape (n_structures, n_features_out)
+            float32 vectors.
+
+        Raises
+        ------
+        TypeError, ValueError
+            For the first structure that cannot be featurised; the message gives its index.
+        """
+        check_is_fitted(self)
+        inputs, _ = self._inputs(X, ignore_errors=False)
+        return self._encode(inputs)
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        """Output feature names ``dim_0 ... dim_{n-1}`` (object array)."""
+        return np.asarray(self.feature_labels(), dtype=object)
+
+    # -- matminer -------------------------------------------------------------------------------
+    def featurize(self, structure) -> list[float]:
+        """Vector of one structure (equal to the row ``transform([structure])`` gives)."""
+        return self.transform([structure])[0].tolist()
+
+    def featurize_many(
+        self,
+        entries: Sequence,
+        ignore_errors: bool = False,
+        return_errors: bool = False,
+        pbar: bool = True,
+    ) -> list[list]:
+        """Batched featurisation in the calling process (no multiprocessing pool).
+
+        Parameters
+        ----------
+        entries : sequence of Structure, or of 1-tuples of Structure (matminer's convention)
+        ignore_errors : bool, default=False
+            NaN rows for structures that fail instead of raising.
+        return_errors : bool, default=False
+            Append the error text (or NaN) to each row; needs ``ignore_errors=True``.
+        pbar : bool, default=True
+            Show a progress bar when ``verbose`` is set.
+
+        Returns
+        -------
+        list of list
+        """
+        if return_errors and not ignore_errors:
+            raise ValueError("Please set ignore_errors to True to use return_errors.")
+        check_is_fitted(self)
+        structures = [_unwrap_entry(e) for e in entries]
+        inputs, errors = self._inputs(structures, ignore_errors=ignore_errors)
+        good = [i for i, x in enumerate(inputs) if x is not None]
+        vectors = np.full((len(inputs), self._n_out()), np.nan)
+        if good:
+            vectors[good] = self._encode([inputs[i] for i in good])
+        rows: list[list] = vectors.tolist()
+        if return_errors:
+            rows = [[*row, errors.get(i, float("nan"))] for i, row in enumerate(rows)]
+        return rows
+
+    def feature_labels(self) -> list[str]:
+        """``dim_0`` ... ``dim_{n-1}``."""
+        return [f"dim_{i}" for i in range(self._n_out())]
+
+    def citations(self) -> list[str]:
+        """BibTeX of the DIM paper, Site-Net and Deep InfoMax."""
+        return [
+            "@article{moran2025dim, title={Deep InfoMax as an effective self-supervised "
+            "learning methodology in materials informatics}, author={Moran, Michael and "
+            "Gaultois, Michael W. and Gusev, Vladimir V. and Antypov, Dmytro and Rosseinsky, "
+            "Matthew J.}, journal={Digital Discovery}, volume={4}, pages={790--811}, "
+            "year={2025}, doi={10.1039/d4dd00202d}}",
+            "@article{moran2023sitenet, title={Site-Net: using global self-attention and "
+            "real-space supercells to capture long-range interactions in crystal structures}, "
+            "author={Moran, Michael and Gaultois, Michael W. and Gusev, Vladimir V. and "
+            "Rosseinsky, Matthew J.}, journal={Digital Discovery}, volume={2}, "
+            "pages={1297--1310}, year={2023}, doi={10.1039/d3dd00005b}}",
+            "@inproceedings{hjelm2019dim, title={Learning deep representations by mutual "
+            "information estimation and maximization}, author={Hjelm, R Devon and Fedorov, "
+            "Alex and Lavoie-Marchildon, Samuel and Grewal, Karan and Bachman, Phil and "
+            "Trischler, Adam and Bengio, Yoshua}, booktitle={ICLR}, year={2019}}",
+        ]
+
+    def implementors(self) -> list[str]:
+        """Who implemented this featuriser."""
+        return ["dimfeat developers"]
+
+    # -- weights --------------------------------------------------------------------------------
+    def save_pretrained(self, folder: str, *, name: str | None = None) -> str:
+        """Write the encoder as a weights folder (safetensors, config.json, model card).
+
+        The folder loads back with ``DeepInfoMaxFeaturizer(weights=folder)``.
+        """
+        from dimfeat.weights import save_pretrained
+
+        encoder = self._get_encoder()
+        training = None
+        if getattr(self, "history_", None):
+            training = {
+                "settings": self._training_config().to_dict(),
+                "history": self.history_,
+                "start_weights": None if self.weights is None else str(self.weights),
+                "data": {"description": "structures passed to DeepInfoMaxFeaturizer.fit"},
+            }
+        else:
+            training = self._weights_config().get("training")
+        return str(
+            save_pretrained(
+                folder,
+                encoder,
+                inputs=self._input_settings().__dict__,
+                training=training,
+                name=name,
+            )
+        )
+
+    def push_to_hub(self, repo_id: str, *, token: str | None = None, private: bool = False) -> str:
+        """Upload the weights folder to the Hugging Face Hub; returns the commit id."""
+        import tempfile
+
+        from dimfeat.hub import upload_folder
+
+        with tempfile.TemporaryDirectory() as tmp:
+            self.save_pretrained(tmp, name=repo_id)
+            return upload_folder(tmp, repo_id, token=token, private=private)
+
+    # -- internals ------------------------------------------------------------------------------
+    def _validate_params(self) -> None:
+        checks = {
+            "epochs": isinstance(self.epochs, int | np.integer) and self.epochs >= 0,
+            "batch_size": isinstance(self.batch_size, int | np.integer) and self.batch_size >= 1,
+            "max_atoms": self.max_atoms is None
+            or (isinstance(self.max_atoms, int | np.integer) and self.max_atoms >= 1),
+            "symprec": self.symprec is None or self.symprec > 0,
+            "global_dim": self.global_dim is None
+            or (isinstance(self.global_dim, int | np.integer) and self.global_dim >= 1),
+            "lr": self.lr > 0,
+            "site_budget": self.site_budget >= 2,
+            "validation_fraction": 0 <= self.validation_fraction < 1,
+            "patience": self.patience is None or self.patience >= 1,
+            "false_samples": bool(self.false_samples)
+            and set(self.false_samples) <= set(FALSE_SAMPLE_KINDS),
+            "n_jobs": isinstance(self.n_jobs, int | np.integer) and self.n_jobs != 0,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(
+                "invalid parameter(s): "
+                + ", ".join(f"{name}={getattr(self, name)!r}" for name in bad)
+            )
+        resolve_device(self.device)
+
+    def _initial_encoder(self) -> tuple[SiteNetEncoder, dict]:
+        if self.weights is None:
+            torch.manual_seed(self.random_state)
+            config = EncoderConfig(global_dim=self.global_dim or 128)
+            return SiteNetEncoder(config).eval(), {}
+        encoder, config = load_encoder(resolve_weights(self.weights))
+        if self.global_dim is not None and self.global_dim != encoder.config.global_dim:
+            raise ValueError(
+                f"global_dim={self.global_dim} does not match the {encoder.config.global_dim}-d "
+                f"weights {self.weights!r}; use weights=None to train a new size"
+            )
+        return encoder, config
+
+    def _get_encoder(self) -> SiteNetEncoder:
+        """The fitted encoder, or the lazily loaded starting weights when ``epochs=0``."""
+        if hasattr(self, "encoder_"):
+            return self.encoder_
+        cached = self.__dict__.get("_lazy_encoder")
+        if cached is None or cached[0] != (self.weights, self.global_dim, self.random_state):
+            self._validate_params()
+            encoder, config = self._initial_encoder()
+            cached = ((self.weights, self.global_dim, self.random_state), encoder, config)
+            self.__dict__["_lazy_encoder"] = cached
+        return cached[1]
+
+    def _weights_config(self) -> dict:
+        if hasattr(self, "weights_config_"):
+            return self.weights_config_
+        self._get_encoder()
+        return self.__dict__["_lazy_encoder"][2]
+
+    def _n_out(self) -> int:
+        if hasattr(self, "n_features_out_"):
+            return self.n_features_out_
+        if self.weights is None:
+            return self.global_dim or 128
+        return self._get_encoder().config.global_dim
+
+    def _input_settings(self) -> InputSettings:
+        saved = self._weights_config().get("inputs", {})
+        return InputSettings(
+            max_atoms=self.max_atoms or saved.get("max_atoms", 50),
+            symprec=self.symprec or saved.get("symprec", 0.01),
+        )
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state.pop("_lazy_encoder", None)  # reloaded lazily in each worker
+        return state
+
+    def _inputs(
+        self, X: Any, *, ignore_errors: bool
+    ) -> tuple[list[CrystalInputs | None], dict[int, str]]:
+        structures = _as_structure_list(X)
+        settings = self._input_settings()
+        if self.n_jobs != 1 and len(structures) > 64:
+            from joblib import Parallel, delayed
+
+            chunks = np.array_split(np.arange(len(structures)), max(1, len(structures) // 256))
+            parts = Parallel(n_jobs=self.n_jobs)(
+                delayed(_build_chunk)(
+                    [structures[i] for i in chunk], int(chunk[0]), settings, ignore_errors
+                )
+                for chunk in chunks
+                if len(chunk)
+            )
+            inputs = [x for part in parts for x in part[0]]
+            errors = {k: v for part in parts for k, v in part[1].items()}
+        else:
+            inputs, errors = _build_chunk(structures, 0, settings, ignore_errors)
+        large = [c.n_sites for c in inputs if c is not None and c.n_sites > settings.max_atoms]
+        if large:
+            warnings.warn(
+                f"{len(large)} structure(s) have more than max_atoms={settings.max_atoms} atoms "
+                f"in the primitive cell (largest {max(large)}): each is featurised from a single "
+                "cell, outside the training distribution",
+                UserWarning,
+                stacklevel=3,
+            )
+        return inputs, errors
+
+    def _encode(self, inputs: list[CrystalInputs]) -> np.ndarray:
+        encoder = self._get_encoder()
+        out = np.empty((len(inputs), encoder.config.global_dim), dtype=np.float32)
+        if not inputs:
+            return out
+        device = resolve_device(self.device)
+        encoder.to(device).eval()
+        order = np.argsort([c.n_atoms for c in inputs], kind="stable")
+        start_time = time.perf_counter()
+        with torch.inference_mode():
+            for group in _inference_batches(inputs, order, self.batch_size):
+                batch = collate([inputs[i] for i in group]).to(device)
+                out[group] = encoder(batch).float().cpu().numpy()
+        if self.verbose:
+            seconds = time.perf_counter() - start_time
+            print(f"encoded {len(inputs)} structures in {seconds:.2f} s on {device}")
+        return out
+
+    def _training_config(self) -> TrainingConfig:
+        return TrainingConfig(
+            epochs=self.epochs,
+            lr=self.lr,
+            site_budget=self.site_budget,
+            validation_fraction=self.validation_fraction,
+            patience=self.patience,
+            alpha=self.alpha,
+            beta=self.beta,
+            false_samples=tuple(self.false_samples),
+            seed=self.random_state,
+        )
+
+    def _train(self, inputs: list[CrystalInputs]) -> None:
+        config = self._training_config()
+        train_idx, valid_idx = split_validation(
+            len(inputs), config.validation_fraction, config.seed
+        )
+        trainer = DIMTrainer(
+            self.encoder_,
+            config,
+            resolve_device(self.device),
+            checkpoint_dir=self.checkpoint_dir,
+            progress=self.verbose,
+        )
+        self.history_ = trainer.fit([inputs[i] for i in train_idx], [inputs[i] for i in valid_idx])
+        self.encoder_.eval()
+
+
+def _as_structure_list(X: Any) -> list:
+    try:
+        import pandas as pd
+
+        if isinstance(X, pd.DataFrame):
+            if X.shape[1] != 1:
+                raise ValueError(
+                    "pass a sequence of structures or a one-column DataFrame, got a DataFrame "
+                    f"with columns {list(X.columns)}"
+                )
+            X = X.iloc[:, 0]
+        if isinstance(X, pd.Series):
+            return X.tolist()
+    except ImportError:  # pragma: no cover - pandas is a dependency
+        pass
+    from pymatgen.core import Structure
+
+    if isinstance(X, Structure):
+        raise TypeError("expected a sequence of structures; wrap a single Structure in a list")
+    if isinstance(X, np.ndarray):
+        return X.ravel().tolist()
+    if isinstance(X, str | bytes) or not isinstance(X, Sequence):
+        raise TypeError(f"expected a sequence of pymatgen Structures, got {type(X).__name__}")
+    return list(X)
+
+
+def _unwrap_entry(entry: Any) -> Any:
+    """matminer passes rows (1-tuples or 1-element arrays); accept bare structures too."""
+    if isinstance(entry, tuple | list | np.ndarray) and len(entry) == 1:
+        return entry[0]
+    return entry
+
+
+def _build_chunk(
+    structures: list, offset: int, settings: InputSettings, ignore_errors: bool
+) -> tuple[list[CrystalInputs | None], dict[int, str]]:
+    inputs: list[CrystalInputs | None] = []
+    errors: dict[int, str] = {}
+    for k, structure in enumerate(structures):
+        try:
+            inputs.append(
+                build_inputs(
+                    structure,
+                    max_atoms=settings.max_atoms,
+                    symprec=settings.symprec,
+                    index=offset + k,
+                )
+            )
+        except Exception:
+            if not ignore_errors:
+                raise
+            inputs.append(None)
+            errors[offset + k] = traceback.format_exc()
+    return inputs, errors
+
+
+def _inference_batches(
+    inputs: list[CrystalInputs], order: np.ndarray, batch_size: int
+) -> list[np.ndarray]:
+    """Consecutive groups of ``order`` with at most ``batch_size`` crystals and bounded bonds."""
+    groups: list[np.ndarray] = []
+    current: list[int] = []
+    n_sites = 0
+    for i in order:
+        # sorted by atoms, so the newest crystal sets the padded width of the group
+        width = inputs[i].n_atoms
+        if current and (
+            len(current) >= batch_size
+            or (n_sites + inputs[i].n_sites) * width > _MAX_BONDS_PER_BATCH
+        ):
+            groups.append(np.array(current))
+            current, n_sites = [], 0
+        current.append(int(i))
+        n_sites += inputs[i].n_sites
+    if current:
+        groups.append(np.array(current))
+    return groups
