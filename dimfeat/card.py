@@ -77,9 +77,11 @@ def model_card(config: dict[str, Any]) -> str:
             f"- Command: `{training.get('command', 'dimfeat train')}`",
             f"- Epochs run: {len(history)} (maximum {training.get('settings', {}).get('epochs')}); "
             f"best epoch: {best['epoch'] if best else 'n/a'}",
-            f"- Hardware: {training.get('hardware', 'unknown')}; wall time "
-            f"{training.get('wall_time_s', 0) / 60:.1f} min",
+            f"- Hardware: {training.get('hardware', 'unknown')}; training time "
+            f"{sum(h.get('seconds', 0) for h in history) / 60:.1f} min (sum of the epoch times"
+            f"{', over resumed runs' if training.get('resumed_runs', 1) > 1 else ''})",
             f"- Seed: {training.get('settings', {}).get('seed')}",
+            *([f"- Note: {training['note']}"] if training.get("note") else []),
             f"- Settings: `{training.get('settings')}`",
             "",
         ]

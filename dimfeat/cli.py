@@ -55,24 +55,11 @@ def _load_structures(args) -> tuple[list, list[str], dict]:
 
 
 def _build_inputs(structures, args) -> list:
-    from joblib import Parallel, delayed
+    from dimfeat.inputs import build_many
 
-    from dimfeat.inputs import build_inputs
-
-    def chunk(items, offset):
-        import warnings
-
-        warnings.filterwarnings("ignore")
-        return [
-            build_inputs(s, max_atoms=args.max_atoms, symprec=args.symprec, index=offset + k)
-            for k, s in enumerate(items)
-        ]
-
-    bounds = np.array_split(np.arange(len(structures)), max(1, len(structures) // 500))
-    parts = Parallel(n_jobs=args.n_jobs)(
-        delayed(chunk)([structures[i] for i in b], int(b[0])) for b in bounds if len(b)
-    )
-    return [x for part in parts for x in part]
+    return build_many(
+        structures, max_atoms=args.max_atoms, symprec=args.symprec, n_jobs=args.n_jobs
+    )[0]
 
 
 def _train(args) -> None:

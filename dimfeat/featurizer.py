@@ -7,7 +7,6 @@ training -> :mod:`dimfeat.training`; vectors -> :class:`dimfeat.encoder.SiteNetE
 from __future__ import annotations
 
 import time
-import traceback
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -19,7 +18,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from dimfeat.encoder import EncoderConfig, SiteNetEncoder
 from dimfeat.infomax import FALSE_SAMPLE_KINDS
-from dimfeat.inputs import CrystalInputs, build_inputs, collate
+from dimfeat.inputs import CrystalInputs, as_structure_list, build_many, collate
 from dimfeat.training import DIMTrainer, TrainingConfig, resolve_device, split_validation
 from dimfeat.weights import DEFAULT_WEIGHTS, InputSettings, load_encoder, resolve_weights
 
@@ -422,23 +421,14 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
     def _inputs(
         self, X: Any, *, ignore_errors: bool
     ) -> tuple[list[CrystalInputs | None], dict[int, str]]:
-        structures = _as_structure_list(X)
         settings = self._input_settings()
-        if self.n_jobs != 1 and len(structures) > 64:
-            from joblib import Parallel, delayed
-
-            chunks = np.array_split(np.arange(len(structures)), max(1, len(structures) // 256))
-            parts = Parallel(n_jobs=self.n_jobs)(
-                delayed(_build_chunk)(
-                    [structures[i] for i in chunk], int(chunk[0]), settings, ignore_errors
-                )
-                for chunk in chunks
-                if len(chunk)
-            )
-            inputs = [x for part in parts for x in part[0]]
-            errors = {k: v for part in parts for k, v in part[1].items()}
-        else:
-            inputs, errors = _build_chunk(structures, 0, settings, ignore_errors)
+        inputs, errors = build_many(
+            as_structure_list(X),
+            max_atoms=settings.max_atoms,
+            symprec=settings.symprec,
+            n_jobs=self.n_jobs,
+            ignore_errors=ignore_errors,
+        )
         large = [c.n_sites for c in inputs if c is not None and c.n_sites > settings.max_atoms]
         if large:
             warnings.warn(
@@ -497,60 +487,11 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         self.encoder_.eval()
 
 
-def _as_structure_list(X: Any) -> list:
-    try:
-        import pandas as pd
-
-        if isinstance(X, pd.DataFrame):
-            if X.shape[1] != 1:
-                raise ValueError(
-                    "pass a sequence of structures or a one-column DataFrame, got a DataFrame "
-                    f"with columns {list(X.columns)}"
-                )
-            X = X.iloc[:, 0]
-        if isinstance(X, pd.Series):
-            return X.tolist()
-    except ImportError:  # pragma: no cover - pandas is a dependency
-        pass
-    from pymatgen.core import Structure
-
-    if isinstance(X, Structure):
-        raise TypeError("expected a sequence of structures; wrap a single Structure in a list")
-    if isinstance(X, np.ndarray):
-        return X.ravel().tolist()
-    if isinstance(X, str | bytes) or not isinstance(X, Sequence):
-        raise TypeError(f"expected a sequence of pymatgen Structures, got {type(X).__name__}")
-    return list(X)
-
-
 def _unwrap_entry(entry: Any) -> Any:
     """matminer passes rows (1-tuples or 1-element arrays); accept bare structures too."""
     if isinstance(entry, tuple | list | np.ndarray) and len(entry) == 1:
         return entry[0]
     return entry
-
-
-def _build_chunk(
-    structures: list, offset: int, settings: InputSettings, ignore_errors: bool
-) -> tuple[list[CrystalInputs | None], dict[int, str]]:
-    inputs: list[CrystalInputs | None] = []
-    errors: dict[int, str] = {}
-    for k, structure in enumerate(structures):
-        try:
-            inputs.append(
-                build_inputs(
-                    structure,
-                    max_atoms=settings.max_atoms,
-                    symprec=settings.symprec,
-                    index=offset + k,
-                )
-            )
-        except Exception:
-            if not ignore_errors:
-                raise
-            inputs.append(None)
-            errors[offset + k] = traceback.format_exc()
-    return inputs, errors
 
 
 def _inference_batches(

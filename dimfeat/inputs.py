@@ -25,8 +25,11 @@ properties) are looked up inside the encoder, so the same inputs serve any norma
 from __future__ import annotations
 
 import itertools
+import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,8 +40,10 @@ __all__ = [
     "Batch",
     "CrystalInputs",
     "InvalidStructureError",
+    "as_structure_list",
     "batches_by_site_budget",
     "build_inputs",
+    "build_many",
     "collate",
     "load_inputs",
     "save_inputs",
@@ -454,3 +459,99 @@ def load_inputs(path: str | Path) -> tuple[list[CrystalInputs], dict[str, np.nda
         for p, n, a_end, d_end in zip(n_sites, n_atoms, atom_end, dist_end, strict=True)
     ]
     return crystals, arrays
+
+
+def as_structure_list(X: Any) -> list:
+    """Accept a list, tuple, array or pandas Series of structures, or a one-column DataFrame."""
+    try:
+        import pandas as pd
+
+        if isinstance(X, pd.DataFrame):
+            if X.shape[1] != 1:
+                raise ValueError(
+                    "pass a sequence of structures or a one-column DataFrame, got a DataFrame "
+                    f"with columns {list(X.columns)}"
+                )
+            X = X.iloc[:, 0]
+        if isinstance(X, pd.Series):
+            return X.tolist()
+    except ImportError:  # pragma: no cover - pandas is a dependency
+        pass
+    from pymatgen.core import Structure
+
+    if isinstance(X, Structure):
+        raise TypeError("expected a sequence of structures; wrap a single Structure in a list")
+    if isinstance(X, np.ndarray):
+        return X.ravel().tolist()
+    if isinstance(X, str | bytes) or not isinstance(X, Sequence):
+        raise TypeError(f"expected a sequence of pymatgen Structures, got {type(X).__name__}")
+    return list(X)
+
+
+def _build_chunk(
+    structures: list, offset: int, max_atoms: int, symprec: float, ignore_errors: bool
+) -> tuple[list[CrystalInputs | None], dict[int, str]]:
+    import warnings
+
+    warnings.filterwarnings("ignore", module="pymatgen")
+    inputs: list[CrystalInputs | None] = []
+    errors: dict[int, str] = {}
+    for k, structure in enumerate(structures):
+        try:
+            inputs.append(
+                build_inputs(
+                    structure,
+                    max_atoms=max_atoms,
+                    symprec=symprec,
+                    index=offset + k,
+                )
+            )
+        except Exception:
+            if not ignore_errors:
+                raise
+            inputs.append(None)
+            errors[offset + k] = traceback.format_exc()
+    return inputs, errors
+
+
+def build_many(
+    structures: list,
+    *,
+    max_atoms: int = 50,
+    symprec: float = 0.01,
+    n_jobs: int = 1,
+    ignore_errors: bool = False,
+) -> tuple[list[CrystalInputs | None], dict[int, str]]:
+    """:func:`build_inputs` for many structures, in chunks on ``n_jobs`` processes (joblib).
+
+    Parameters
+    ----------
+    structures : list of Structure
+    max_atoms, symprec : see :func:`build_inputs`
+    n_jobs : int, default=1
+        Worker processes (-1: all cores); inputs of 64 structures or fewer stay in-process.
+    ignore_errors : bool, default=False
+        Put ``None`` for a structure that fails, with its traceback in ``errors``, instead of
+        raising.
+
+    Returns
+    -------
+    inputs : list of CrystalInputs or None
+    errors : dict of int to str
+        Traceback text by position, for the structures that failed.
+    """
+    if n_jobs == 1 or len(structures) <= 64:
+        return _build_chunk(structures, 0, max_atoms, symprec, ignore_errors)
+    from joblib import Parallel, delayed
+
+    bounds = np.array_split(np.arange(len(structures)), max(1, len(structures) // 256))
+    parts = Parallel(n_jobs=n_jobs)(
+        delayed(_build_chunk)(
+            [structures[i] for i in b], int(b[0]), max_atoms, symprec, ignore_errors
+        )
+        for b in bounds
+        if len(b)
+    )
+    inputs = [x for part in parts for x in part[0]]
+    errors = {k: v for part in parts for k, v in part[1].items()}
+    return inputs, errors

@@ -1,0 +1,41 @@
+# Two commands do all the set-up on a fresh clone: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# The CPU build of torch lies in /opt/wheels on the build machines; elsewhere pip uses PyPI.
+export PIP_FIND_LINKS ?= $(wildcard /opt/wheels)
+export PIP_DISABLE_PIP_VERSION_CHECK = 1
+
+.PHONY: venv demo test lint docs wheel clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	# Pin torch first where a local CPU wheel exists, so that pip never pulls a CUDA build here.
+	if ls /opt/wheels/torch-2.13.0*cpu*.whl >/dev/null 2>&1; then \
+	  $(BIN)/pip install -q torch==2.13.0; fi
+	$(BIN)/pip install -q -e ".[dev]"
+	# matbench 0.6 pins ancient scikit-learn/matminer; it runs with current ones.
+	$(BIN)/pip install -q --no-deps matbench==0.6
+	touch $@
+
+venv: $(BIN)/.installed
+
+demo: venv
+	$(BIN)/python examples/pipeline.py
+
+test: venv
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+	$(BIN)/mkdocs build --strict --quiet --site-dir /tmp/dimfeat-site
+
+lint: venv
+	$(BIN)/ruff check .
+
+docs: venv
+	$(BIN)/mkdocs build --strict
+
+wheel: venv
+	$(BIN)/python -m build --wheel --outdir dist
+
+clean:
+	rm -rf $(VENV) build dist site *.egg-info

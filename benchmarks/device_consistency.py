@@ -1,0 +1,67 @@
+"""CPU vs CUDA: vectors of the same inputs on both devices, and inference throughput.
+
+Usage: python benchmarks/device_consistency.py --weights weights/sitenet-dim-mp36k \
+           --cache .devcache/mp36k_test.npz [--n 5000] [--json out.json]
+Needs only torch, numpy and safetensors (inputs come from a cache written by
+dimfeat.inputs.save_inputs). Prints the largest relative difference between the CPU and CUDA
+(float32, no autocast) vectors, and structures per second of the encoder on each device.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+from dimfeat.inputs import collate, load_inputs
+from dimfeat.weights import load_encoder
+
+
+def encode(encoder, crystals, device, batch_size=256):
+    encoder = encoder.to(device).eval()
+    order = np.argsort([c.n_atoms for c in crystals], kind="stable")
+    out = np.empty((len(crystals), encoder.config.global_dim), dtype=np.float32)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for k in range(0, len(order), batch_size):
+            group = order[k : k + batch_size]
+            out[group] = encoder(collate([crystals[i] for i in group]).to(device)).cpu().numpy()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return out, len(crystals) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--weights", required=True)
+    parser.add_argument("--cache", required=True)
+    parser.add_argument("--n", type=int, default=5000)
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    crystals = load_inputs(args.cache)[0][: args.n]
+    encoder, _ = load_encoder(args.weights)
+    cpu, cpu_rate = encode(encoder, crystals, torch.device("cpu"))
+    result = {"n": len(crystals), "cpu_structures_per_s": cpu_rate}
+    if torch.cuda.is_available():
+        encode(encoder, crystals[:512], torch.device("cuda"))  # warm-up
+        gpu, gpu_rate = encode(encoder, crystals, torch.device("cuda"))
+        rel = np.linalg.norm(gpu - cpu, axis=1) / np.linalg.norm(cpu, axis=1)
+        result.update(
+            device=torch.cuda.get_device_name(0),
+            cuda_structures_per_s=gpu_rate,
+            max_relative_difference=float(rel.max()),
+            median_relative_difference=float(np.median(rel)),
+        )
+    print(json.dumps(result, indent=1))
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(result, handle, indent=1)
+
+
+if __name__ == "__main__":
+    main()
