@@ -63,22 +63,43 @@ def _build_inputs(structures, args) -> list:
 
 
 def _train(args) -> None:
+    """Single process, or one rank of ``torchrun --nproc_per_node=N dimfeat train ...``."""
+    from dimfeat import distributed
+
+    if not distributed.launched_by_torchrun():
+        _train_process(args, None)
+        return
+    device = distributed.init_from_env(args.device)
+    try:
+        _train_process(args, device)
+    finally:
+        import torch.distributed
+
+        torch.distributed.destroy_process_group()
+
+
+def _train_process(args, ddp_device) -> None:
+    from dimfeat.distributed import barrier, is_main_process
     from dimfeat.encoder import EncoderConfig, SiteNetEncoder
     from dimfeat.inputs import load_inputs, save_inputs
     from dimfeat.training import DIMTrainer, TrainingConfig, resolve_device, split_validation
     from dimfeat.weights import InputSettings, load_encoder, resolve_weights, save_pretrained
 
     start = time.perf_counter()
+    main = is_main_process()  # under torchrun only rank 0 prints and writes files
+    say = print if main else _quiet
     data: dict = {}
-    if args.cache and Path(args.cache).is_file():
+    cached = bool(args.cache) and Path(args.cache).is_file()
+    barrier()  # every rank has looked for the cache before rank 0 may write it
+    if cached:
         crystals, extra = load_inputs(args.cache)
         ids = [str(i) for i in extra.get("material_id", np.arange(len(crystals)))]
         data = json.loads(str(extra["data_json"])) if "data_json" in extra else {}
-        print(f"loaded {len(crystals)} cached inputs from {args.cache}")
+        say(f"loaded {len(crystals)} cached inputs from {args.cache}")
     else:
         structures, ids, data = _load_structures(args)
         crystals = _build_inputs(structures, args)
-        if args.cache:
+        if args.cache and main:
             save_inputs(
                 args.cache,
                 crystals,
@@ -88,7 +109,7 @@ def _train(args) -> None:
     keep = [i for i, c in enumerate(crystals) if c.n_sites <= args.max_primitive_sites]
     dropped = len(crystals) - len(keep)
     crystals = [crystals[i] for i in keep]
-    print(
+    say(
         f"{len(crystals)} structures with <= {args.max_primitive_sites} atoms in the primitive "
         f"cell ({dropped} larger ones left out)"
     )
@@ -100,11 +121,12 @@ def _train(args) -> None:
         validation_fraction=args.validation_fraction,
         patience=args.patience,
         false_samples=tuple(args.false_samples.split(",")),
+        local_constituent=args.local_constituent,
         seed=args.seed,
         mixed_precision=not args.no_amp,
         max_seconds=None if args.max_minutes is None else 60 * args.max_minutes,
     )
-    device = resolve_device(args.device)
+    device = ddp_device if ddp_device is not None else resolve_device(args.device)
     import torch
 
     if args.weights:
@@ -114,12 +136,16 @@ def _train(args) -> None:
         encoder = SiteNetEncoder(EncoderConfig(global_dim=args.global_dim))
     train_idx, valid_idx = split_validation(len(crystals), config.validation_fraction, args.seed)
     trainer = DIMTrainer(
-        encoder, config, device, checkpoint_dir=args.checkpoint_dir, progress=not args.quiet
+        encoder,
+        config,
+        device,
+        checkpoint_dir=args.checkpoint_dir,
+        progress=not args.quiet and main,
     )
     history = trainer.fit([crystals[i] for i in train_idx], [crystals[i] for i in valid_idx])
     for record in history:
         valid = {k: record.get(f"valid_{k}", float("nan")) for k in ("local_dim", "global_dim")}
-        print(
+        say(
             f"epoch {record['epoch']:3d}  valid DIM local {valid['local_dim']:.4f} "
             f"global {valid['global_dim']:.4f}  {record['seconds']:.1f}s"
             + ("  *" if record["best"] else "")
@@ -132,6 +158,10 @@ def _train(args) -> None:
             "max_primitive_sites": args.max_primitive_sites,
         }
     )
+    if not main:
+        return
+    if ddp_device is not None:
+        data["world_size"] = int(os.environ["WORLD_SIZE"])
     training = {
         "command": "dimfeat " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         "data": data,
@@ -152,12 +182,55 @@ def _train(args) -> None:
     print(f"wrote {folder}")
 
 
+def _quiet(*args, **kwargs) -> None:
+    """``print`` on the ranks other than 0."""
+
+
+def _featurize_streaming(args) -> None:
+    from dimfeat.featurizer import DeepInfoMaxFeaturizer
+    from dimfeat.streaming import featurize_to_file
+
+    if args.split:
+        raise SystemExit("--split is not supported with --chunk-size; featurise the whole source")
+    if args.matbench:
+        source = args.matbench
+        if args.data:
+            source = str(Path(args.data) / f"{args.matbench}.json.gz")
+    elif args.data:
+        source = args.data
+    else:
+        raise SystemExit("give --data (CGCNN folder/tarball, folder of CIFs) or --matbench")
+    featurizer = DeepInfoMaxFeaturizer(
+        weights=args.weights, device=args.device, n_jobs=args.n_jobs, disorder=args.disorder
+    )
+    summary = featurize_to_file(
+        source,
+        args.output,
+        featurizer,
+        chunk_size=args.chunk_size or 1000,
+        resume=args.resume,
+        progress=not args.quiet,
+        ignore_errors=args.ignore_errors,
+    )
+    print(
+        f"wrote {summary.n_rows} vectors to {summary.output} ({summary.n_chunks} chunks, "
+        f"{summary.n_skipped_chunks} already done, {summary.n_errors} errors)"
+    )
+
+
 def _featurize(args) -> None:
     from dimfeat.featurizer import DeepInfoMaxFeaturizer
 
+    if args.chunk_size is not None or Path(args.output).suffix.lower() not in {".parquet", ".csv"}:
+        _featurize_streaming(args)
+        return
     structures, ids, _ = _load_structures(args)
     featurizer = DeepInfoMaxFeaturizer(
-        weights=args.weights, device=args.device, n_jobs=args.n_jobs, verbose=not args.quiet
+        weights=args.weights,
+        device=args.device,
+        n_jobs=args.n_jobs,
+        disorder=args.disorder,
+        verbose=not args.quiet,
     )
     rows = featurizer.featurize_many(structures, ignore_errors=args.ignore_errors)
     import pandas as pd
@@ -202,6 +275,12 @@ def _parser() -> argparse.ArgumentParser:
         default="other,polymorph,composition,permutation",
         help="comma-separated kinds of false sample",
     )
+    train.add_argument(
+        "--local-constituent",
+        choices=["neighbour", "bond"],
+        default="neighbour",
+        help="local DIM constituents: [f_j, d_ij] (neighbour) or [f_i, f_j, d_ij] (bond)",
+    )
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--global-dim", type=int, default=128)
     train.add_argument("--max-atoms", type=int, default=50, help="supercell size limit")
@@ -220,10 +299,32 @@ def _parser() -> argparse.ArgumentParser:
     train.set_defaults(func=_train)
 
     feat = sub.add_parser("featurize", help="structures in, vectors out (parquet or CSV)")
-    feat.add_argument("output", help="output file (.parquet or .csv)")
+    feat.add_argument(
+        "output",
+        help="output: a .parquet or .csv file, or a folder for streamed parquet parts "
+        "(a .csv is appended chunk by chunk when --chunk-size is given)",
+    )
     data_options(feat)
     feat.add_argument("--weights", default=None, help="weights (default: bundled)")
     feat.add_argument("--ignore-errors", action="store_true", help="NaN rows for bad structures")
+    feat.add_argument(
+        "--chunk-size",
+        type=int,
+        help="stream: read, featurise and write this many structures at a time (default 1000 "
+        "when the output is a folder); memory stays flat however large the input",
+    )
+    feat.add_argument(
+        "--resume",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="when streaming, skip the chunks an earlier run finished (default: on)",
+    )
+    feat.add_argument(
+        "--disorder",
+        choices=["error", "majority"],
+        default="error",
+        help="partial occupancies: fail, or keep each site's majority species",
+    )
     feat.set_defaults(func=_featurize)
     return parser
 

@@ -3,8 +3,10 @@
 Paper section 2.5-2.7 and SPEC section 3. Two independent DIM problems are solved in parallel:
 
 * **local**: a site's local environment ``z`` (``mu_local`` plus learned noise) against its pairwise
-  interactions ``c = [f_i, f_j, d_ij]`` (standardised site features of both atoms and their
-  distance), pairs weighted by ``(d_ij + 1)^-2`` normalised over the environment;
+  interactions: ``c = [f_j, d_ij]``, the neighbour's standardised site features and the
+  distance (SPEC; ``local_constituent="neighbour"``, the default), or ``c = [f_i, f_j, d_ij]``
+  with the centre's features too (``"bond"``), pairs weighted by ``(d_ij + 1)^-2`` normalised
+  over the environment;
 * **global**: a crystal vector ``z`` (``mu_global`` plus noise) against the crystal's local
   environments ``c = mu_local``, read through ``detach()`` so that the global loss never trains the
   local encoder (the paper's Fig. 4).
@@ -46,11 +48,17 @@ FALSE_SAMPLE_KINDS = ("other", "polymorph", "composition", "permutation")
 class DIMHeads(nn.Module):
     """The four projection MLPs (one hidden layer of 64, output 128) of the DIM classifiers."""
 
-    def __init__(self, config: EncoderConfig, hidden: int = 64, out: int = 128) -> None:
+    def __init__(
+        self,
+        config: EncoderConfig,
+        hidden: int = 64,
+        out: int = 128,
+        local_constituent: str = "neighbour",
+    ) -> None:
         super().__init__()
-        n_features = len(config.site_features)
+        n_features = len(config.site_features) * (2 if local_constituent == "bond" else 1)
         self.local_z = mlp([config.local_dim, hidden, out], final_activation=False)
-        self.local_c = mlp([2 * n_features + 1, hidden, out], final_activation=False)
+        self.local_c = mlp([n_features + 1, hidden, out], final_activation=False)
         self.global_z = mlp([config.global_dim, hidden, out], final_activation=False)
         self.global_c = mlp([config.local_dim, hidden, out], final_activation=False)
 
@@ -166,6 +174,8 @@ class DeepInfoMaxLoss(nn.Module):
     false_samples : tuple of str, default=FALSE_SAMPLE_KINDS
         Kinds of false sample in use; ``("other",)`` is the paper's ablation without synthetic
         samples (Fig. 11).
+    local_constituent : {"neighbour", "bond"}, default="neighbour"
+        What a local constituent holds: ``[f_j, d_ij]`` or ``[f_i, f_j, d_ij]``.
     """
 
     def __init__(
@@ -174,15 +184,27 @@ class DeepInfoMaxLoss(nn.Module):
         alpha: float = 1.0,
         beta: float = 0.1,
         false_samples: tuple[str, ...] = FALSE_SAMPLE_KINDS,
+        local_constituent: str = "neighbour",
     ) -> None:
         super().__init__()
+        if local_constituent not in ("neighbour", "bond"):
+            raise ValueError(
+                f"local_constituent must be 'neighbour' or 'bond', got {local_constituent!r}"
+            )
+        self.local_constituent = local_constituent
         unknown = set(false_samples) - set(FALSE_SAMPLE_KINDS)
         if unknown or not false_samples:
             raise ValueError(
                 f"false_samples must be a non-empty subset of {FALSE_SAMPLE_KINDS}, "
                 f"got {false_samples!r}"
             )
-        self.heads = DIMHeads(config)
+        if set(false_samples) == {"permutation"}:
+            raise ValueError(
+                "false_samples=('permutation',) leaves the local DIM loss without false samples "
+                "(permutation applies to the global loss only); add 'other', 'polymorph' or "
+                "'composition'"
+            )
+        self.heads = DIMHeads(config, local_constituent=local_constituent)
         self.alpha = alpha
         self.beta = beta
         self.false_samples = tuple(false_samples)
@@ -191,9 +213,11 @@ class DeepInfoMaxLoss(nn.Module):
     def _pair_constituents(
         self, encoder: SiteNetEncoder, site: torch.Tensor, neighbours: torch.Tensor, d: torch.Tensor
     ) -> torch.Tensor:
-        f_i = encoder.site_features(site).unsqueeze(1).expand(-1, neighbours.shape[1], -1)
-        pairs = torch.cat([f_i, encoder.site_features(neighbours), d.unsqueeze(-1)], dim=-1)
-        return self.heads.local_c(pairs)
+        parts = [encoder.site_features(neighbours), d.unsqueeze(-1)]
+        if self.local_constituent == "bond":
+            f_i = encoder.site_features(site).unsqueeze(1).expand(-1, neighbours.shape[1], -1)
+            parts.insert(0, f_i)
+        return self.heads.local_c(torch.cat(parts, dim=-1))
 
     @staticmethod
     def _pair_weights(d: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

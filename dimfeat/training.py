@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dimfeat.distributed import active_context
 from dimfeat.encoder import SiteNetEncoder
 from dimfeat.infomax import FALSE_SAMPLE_KINDS, DeepInfoMaxLoss
 from dimfeat.inputs import CrystalInputs, batches_by_site_budget, collate
@@ -64,6 +65,8 @@ class TrainingConfig:
         Weights of the Jensen-Shannon and KL terms.
     false_samples : tuple of str
         Kinds of false sample (see :data:`dimfeat.infomax.FALSE_SAMPLE_KINDS`).
+    local_constituent : {"neighbour", "bond"}
+        Local DIM constituents: ``[f_j, d_ij]`` or ``[f_i, f_j, d_ij]``.
     seed : int
         Seeds initialisation, shuffling, the validation split and the false samples.
     mixed_precision : bool
@@ -82,6 +85,7 @@ class TrainingConfig:
     alpha: float = 1.0
     beta: float = 0.1
     false_samples: tuple[str, ...] = field(default=FALSE_SAMPLE_KINDS)
+    local_constituent: str = "neighbour"
     seed: int = 0
     mixed_precision: bool = True
     max_seconds: float | None = None
@@ -141,7 +145,11 @@ class DIMTrainer:
         self.progress = progress
         torch.manual_seed(config.seed)
         self.criterion = DeepInfoMaxLoss(
-            encoder.config, config.alpha, config.beta, tuple(config.false_samples)
+            encoder.config,
+            config.alpha,
+            config.beta,
+            tuple(config.false_samples),
+            config.local_constituent,
         ).to(device)
         self.optimizer = torch.optim.AdamW(
             list(self.encoder.parameters()) + list(self.criterion.parameters()),
@@ -153,6 +161,10 @@ class DIMTrainer:
         self.best_state: dict | None = None
         self.bad_epochs = 0
         self.generator = torch.Generator(device=device).manual_seed(config.seed)
+        # Under torchrun (see dimfeat.distributed); None in a single process.
+        self.distributed = active_context()
+        if self.distributed is not None:
+            self.distributed.setup(self._parameters(), self.generator, config.seed)
 
     # -- public ---------------------------------------------------------------------------------
     def fit(self, train: list[CrystalInputs], valid: list[CrystalInputs]) -> list[dict]:
@@ -184,6 +196,8 @@ class DIMTrainer:
         groups = [
             g for g in batches_by_site_budget(train, self.config.site_budget, order) if len(g) >= 2
         ]
+        if self.distributed is not None:
+            groups = self.distributed.shard(groups)
         self.encoder.train()
         self.criterion.train()
         totals = dict.fromkeys(_LOSS_KEYS, 0.0)
@@ -196,6 +210,8 @@ class DIMTrainer:
                 bar.set_postfix(
                     local=f"{totals['local_dim'] / k:.3f}", glob=f"{totals['global_dim'] / k:.3f}"
                 )
+        if self.distributed is not None:
+            totals = self.distributed.mean(totals)
         record: dict = {"epoch": epoch + 1}
         record.update({f"train_{key}": v / max(len(groups), 1) for key, v in totals.items()})
         record.update({f"valid_{key}": v for key, v in self._validate(valid).items()})
@@ -216,6 +232,8 @@ class DIMTrainer:
             terms = self.criterion(self.encoder, batch, self.generator)
         self.optimizer.zero_grad(set_to_none=True)
         terms.loss.backward()
+        if self.distributed is not None:
+            self.distributed.average_gradients(self._parameters())
         self.optimizer.step()
         return terms.as_floats()
 
@@ -247,8 +265,13 @@ class DIMTrainer:
         return self.config.patience is not None and self.bad_epochs >= self.config.patience
 
     # -- checkpoints ----------------------------------------------------------------------------
+    def _parameters(self) -> list[torch.nn.Parameter]:
+        return [p for group in self.optimizer.param_groups for p in group["params"]]
+
     def _save_checkpoint(self) -> None:
         if self.checkpoint_dir is None:
+            return
+        if self.distributed is not None and not self.distributed.is_main:
             return
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         state = {

@@ -1,4 +1,4 @@
-"""Pretrained weights: bundled names, local folders, the Hugging Face Hub; save and push.
+"""Pretrained weights: bundled names, local folders, the Hugging Face Hub; save and verify.
 
 A weights folder holds three files and nothing executable:
 
@@ -11,16 +11,35 @@ A weights folder holds three files and nothing executable:
 
 Sources are resolved in a fixed order by :func:`resolve_weights`: a bundled name (see
 :func:`available_weights`), an existing local folder, then a Hub repo id ``owner/name`` with an
-optional pinned revision ``owner/name@<commit>``. This is the only module that imports
-``huggingface_hub``.
+optional pinned revision ``owner/name@<commit>``. Hub I/O lives in :mod:`dimfeat.hub`, the only
+module that imports ``huggingface_hub`` (imported on first use of a Hub id).
+
+Trust model
+-----------
+What :func:`load_encoder` verifies, before any tensor reaches the encoder:
+
+- ``config.json`` is parsed as JSON data only (never evaluated) and checked against a fixed
+  schema: known ``format`` and ``architecture``, no unknown top-level or encoder keys, integer
+  layer sizes in a sane range, finite normalisation numbers of matching shapes, a 64-hex sha256.
+- ``model.safetensors`` must match that sha256, must be a structurally valid safetensors file
+  (a pickle, a ``torch.save`` zip archive, a truncated or garbage file is refused) and must fit
+  the architecture exactly (``strict`` state-dict loading). Nothing is unpickled: dimfeat never
+  calls ``torch.load`` or :mod:`pickle` on weights files.
+
+What is trusted: the sha256 protects against corruption and tampering *in transit or in a cache*
+only; it comes from the same folder or repository as the tensors, so whoever can change the repo
+can change both. The numbers themselves (and the vectors they produce) are as good as their
+source. Pin Hub revisions to a commit (``owner/name@<40-hex commit>``) so that the weights you
+validated are the ones you get; without a pin dimfeat warns, because ``main`` may move.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
-from importlib import resources
+import math
+import re
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +47,7 @@ import numpy as np
 import torch
 
 from dimfeat._version import __version__
+from dimfeat.elements import MAX_Z
 from dimfeat.encoder import EncoderConfig, SiteNetEncoder
 
 __all__ = [
@@ -35,6 +55,7 @@ __all__ = [
     "WeightsError",
     "available_weights",
     "load_encoder",
+    "read_config",
     "resolve_weights",
     "save_pretrained",
 ]
@@ -46,6 +67,30 @@ ARCHITECTURE = "sitenet-dim"
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 CARD_FILE = "README.md"
+#: The files of a weights folder, and the only files fetched from a Hub repo.
+WEIGHTS_FILES = (CONFIG_FILE, MODEL_FILE, CARD_FILE)
+
+_CONFIG_KEYS = frozenset(
+    {
+        "format",
+        "architecture",
+        "dimfeat_version",
+        "name",
+        "encoder",
+        "inputs",
+        "normalisation",
+        "training",
+        "sha256",
+    }
+)
+_REQUIRED_KEYS = frozenset({"format", "architecture", "encoder", "normalisation", "sha256"})
+_NORMALISATION_KEYS = frozenset({"features", "mean", "std", "element_table"})
+_INPUT_KEYS = frozenset({"max_atoms", "symprec"})
+_MAX_WIDTH = 4096  # bound on any layer width read from a config (memory safety)
+_MAX_HEADER = 1 << 24  # bound on a safetensors JSON header (16 MiB)
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+# Files that are not a weights folder, to name in errors (a file passed instead of its folder).
+_FILE_SUFFIXES = frozenset({".safetensors", ".json", ".md", ".pt", ".pth", ".bin", ".ckpt"})
 
 
 class WeightsError(ValueError):
@@ -62,14 +107,15 @@ class InputSettings:
 
 # -- locating weights -------------------------------------------------------------------------
 def _bundled_root() -> Path:
-    """Folder of the bundled weights: ``dimfeat/_bundled`` in a wheel, ``weights/`` in a clone."""
-    try:
-        root = Path(str(resources.files("dimfeat._bundled")))
-        if root.is_dir():
-            return root
-    except ModuleNotFoundError:
-        pass
-    return Path(__file__).resolve().parent.parent / "weights"
+    """Folder of the bundled weights: ``dimfeat/_bundled`` in a wheel, ``weights/`` in a clone.
+
+    ``dimfeat._bundled`` has no ``__init__.py`` (it is the top-level ``weights/`` folder mapped
+    into the package), so :func:`importlib.resources.files` would give a ``MultiplexedPath``;
+    the folder next to this module is looked up directly instead.
+    """
+    here = Path(__file__).resolve().parent
+    installed = here / "_bundled"
+    return installed if installed.is_dir() else here.parent / "weights"
 
 
 def available_weights() -> list[str]:
@@ -94,6 +140,14 @@ def resolve_weights(weights: str | Path, *, local_files_only: bool = False) -> P
     Returns
     -------
     folder : Path
+        A folder holding ``config.json``, ``model.safetensors`` and ``README.md`` (not yet
+        verified: :func:`load_encoder` does that).
+
+    Raises
+    ------
+    WeightsError
+        For a path that does not exist, a file given instead of its folder, a malformed Hub id,
+        or a Hub repo or revision that cannot be found or downloaded (the message names it).
     """
     text = str(weights)
     if text in available_weights():
@@ -101,16 +155,27 @@ def resolve_weights(weights: str | Path, *, local_files_only: bool = False) -> P
     path = Path(text).expanduser()
     if path.is_dir():
         return path
-    if path.suffix or path.is_absolute() or text.startswith("."):
-        raise WeightsError(f"no weights folder at {text!r}; bundled weights: {available_weights()}")
-    if text.count("/") == 1:
+    if path.is_file():
+        raise WeightsError(
+            f"{text!r} is a file; pass the folder that holds {CONFIG_FILE} and {MODEL_FILE}"
+        )
+    bundled = ", ".join(available_weights()) or "none"
+    looks_like_path = (
+        isinstance(weights, Path)
+        or path.is_absolute()
+        or text.startswith((".", "~"))
+        or path.suffix in _FILE_SUFFIXES
+        or "\\" in text
+    )
+    if looks_like_path:
+        raise WeightsError(f"no weights folder at {text!r}; bundled weights: {bundled}")
+    if text.partition("@")[0].count("/") == 1:
         from dimfeat.hub import download_weights
 
         return download_weights(text, local_files_only=local_files_only)
     raise WeightsError(
-        f"unknown weights {text!r}: not a bundled name "
-        f"({', '.join(available_weights()) or 'none'}), a local folder, or a Hub id "
-        "'owner/name[@revision]'"
+        f"unknown weights {text!r}: not a bundled name ({bundled}), an existing local folder, "
+        "or a Hub id 'owner/name[@revision]'"
     )
 
 
@@ -124,35 +189,229 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_config(folder: Path) -> dict[str, Any]:
-    """Read and check ``config.json`` of a weights folder."""
-    path = folder / CONFIG_FILE
+def _is_width(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= _MAX_WIDTH
+
+
+def _finite_vector(value: Any, n: int) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) == n
+        and all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            for v in value
+        )
+    )
+
+
+def _check_encoder(encoder: Any) -> list[str]:
+    """Problems with the ``encoder`` block (empty when it is valid)."""
+    if not isinstance(encoder, dict):
+        return [f"'encoder' must be an object, not {type(encoder).__name__}"]
+    known = {f.name for f in fields(EncoderConfig)}
+    problems = []
+    if unknown := sorted(set(encoder) - known):
+        problems.append(
+            f"unknown encoder keys {unknown} (dimfeat {__version__} knows {sorted(known)})"
+        )
+    for key, value in encoder.items():
+        if key not in known:
+            continue
+        if key == "site_features":
+            if not (
+                isinstance(value, list)
+                and value
+                and all(isinstance(v, str) for v in value)
+                and len(set(value)) == len(value)
+            ):
+                problems.append("encoder.site_features must be a non-empty list of distinct names")
+        elif key.endswith("_hidden"):
+            if not (isinstance(value, list) and value and all(_is_width(v) for v in value)):
+                problems.append(f"encoder.{key} must be a non-empty list of widths 1..{_MAX_WIDTH}")
+        elif not _is_width(value):
+            problems.append(f"encoder.{key} must be an integer 1..{_MAX_WIDTH}, not {value!r}")
+    return problems
+
+
+def _check_normalisation(norm: Any, n_features: int) -> list[str]:
+    """Problems with the ``normalisation`` block for ``n_features`` site features."""
+    if not isinstance(norm, dict):
+        return [f"'normalisation' must be an object, not {type(norm).__name__}"]
+    problems = []
+    if unknown := sorted(set(norm) - _NORMALISATION_KEYS):
+        problems.append(f"unknown normalisation keys {unknown}")
+    if missing := sorted({"mean", "std", "element_table"} - set(norm)):
+        problems.append(f"normalisation lacks {missing}")
+        return problems
+    for key in ("mean", "std"):
+        if not _finite_vector(norm[key], n_features):
+            problems.append(f"normalisation.{key} must be {n_features} finite numbers")
+    if _finite_vector(norm["std"], n_features) and min(norm["std"]) <= 0:
+        problems.append("normalisation.std must be positive")
+    features = norm.get("features")
+    if features is not None and not (
+        isinstance(features, list)
+        and len(features) == n_features
+        and all(isinstance(f, str) for f in features)
+    ):
+        problems.append(f"normalisation.features must be {n_features} names")
+    table = norm["element_table"]
+    if not (
+        isinstance(table, list)
+        and len(table) == MAX_Z + 1
+        and all(_finite_vector(row, n_features) for row in table)
+    ):
+        problems.append(
+            f"normalisation.element_table must be {MAX_Z + 1} rows of {n_features} finite numbers"
+        )
+    return problems
+
+
+def _check_inputs(inputs: Any) -> list[str]:
+    if inputs is None:
+        return []
+    if not isinstance(inputs, dict):
+        return [f"'inputs' must be an object, not {type(inputs).__name__}"]
+    problems = []
+    if unknown := sorted(set(inputs) - _INPUT_KEYS):
+        problems.append(f"unknown inputs keys {unknown}")
+    if "max_atoms" in inputs and not _is_width(inputs["max_atoms"]):
+        problems.append(f"inputs.max_atoms must be an integer 1..{_MAX_WIDTH}")
+    symprec = inputs.get("symprec", 0.01)
+    if not (isinstance(symprec, int | float) and math.isfinite(symprec) and symprec > 0):
+        problems.append("inputs.symprec must be a positive number")
+    return problems
+
+
+def read_config(folder: str | Path) -> dict[str, Any]:
+    """Read ``config.json`` of a weights folder and check it against the schema.
+
+    The file is treated as data: it is parsed, never evaluated, and refused (with every problem
+    listed) when it has unknown keys, an unknown format or architecture, or invalid values.
+
+    Parameters
+    ----------
+    folder : path
+        A weights folder.
+
+    Returns
+    -------
+    config : dict
+
+    Raises
+    ------
+    WeightsError
+        If the file is missing, not JSON, or does not follow the schema.
+    """
+    path = Path(folder) / CONFIG_FILE
     if not path.is_file():
         raise WeightsError(f"{folder} is not a dimfeat weights folder: {CONFIG_FILE} is missing")
     try:
-        config = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        config = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise WeightsError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(config, dict):
+        raise WeightsError(f"{path} must hold a JSON object, not {type(config).__name__}")
     if config.get("format") != FORMAT or config.get("architecture") != ARCHITECTURE:
         raise WeightsError(
             f"{path}: unsupported weights format {config.get('format')!r} / architecture "
             f"{config.get('architecture')!r}; dimfeat {__version__} reads {FORMAT!r} / "
-            f"{ARCHITECTURE!r}"
+            f"{ARCHITECTURE!r} (a newer dimfeat may read it: pip install -U dimfeat)"
         )
+    problems = []
+    if unknown := sorted(set(config) - _CONFIG_KEYS):
+        problems.append(f"unknown keys {unknown}")
+    if missing := sorted(_REQUIRED_KEYS - set(config)):
+        problems.append(f"missing keys {missing}")
+    else:
+        encoder_problems = _check_encoder(config["encoder"])
+        problems += encoder_problems
+        if not encoder_problems:
+            n_features = len(config["encoder"].get("site_features", EncoderConfig().site_features))
+            problems += _check_normalisation(config["normalisation"], n_features)
+        if not (isinstance(config["sha256"], str) and _SHA256.fullmatch(config["sha256"])):
+            problems.append("sha256 must be 64 lowercase hex digits")
+    problems += _check_inputs(config.get("inputs"))
+    if not isinstance(config.get("training"), dict | None):
+        problems.append("'training' must be an object or null")
+    for key in ("name", "dimfeat_version"):
+        if not isinstance(config.get(key, ""), str):
+            problems.append(f"{key!r} must be a string")
+    if problems:
+        raise WeightsError(f"{path} is not a valid dimfeat weights config: " + "; ".join(problems))
     return config
 
 
-def load_encoder(folder: str | Path) -> tuple[SiteNetEncoder, dict[str, Any]]:
-    """Build a :class:`SiteNetEncoder` from a weights folder, after verifying its sha256.
+def _check_data_size(header: dict, available: int) -> str:
+    """'' when the tensors of a safetensors ``header`` exactly cover ``available`` bytes."""
+    try:
+        end = max(
+            (int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"),
+            default=0,
+        )
+    except (TypeError, KeyError, IndexError, ValueError):
+        return "garbage (its header does not describe tensors)"
+    if end != available:
+        return f"truncated or padded ({available} bytes of tensor data, the header says {end})"
+    return ""
 
-    Only ``safetensors`` is read: a pickle or any other file in its place is refused, never
-    executed.
+
+def _check_safetensors(path: Path) -> None:
+    """Refuse anything but a well-formed safetensors file, without executing or unpickling it."""
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+        if head.startswith(b"PK\x03\x04"):
+            kind = "a zip archive (torch.save checkpoint)"
+        elif head[:1] == b"\x80":
+            kind = "a Python pickle (torch.save / pickle.dump output)"
+        elif len(head) < 8:
+            kind = f"too short ({size} bytes)"
+        else:
+            n = int.from_bytes(head, "little")
+            kind = ""
+            if n > min(size - 8, _MAX_HEADER):
+                kind = f"truncated or garbage (header length {n} for a {size}-byte file)"
+            else:
+                try:
+                    header = json.loads(handle.read(n))
+                except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+                    header = None
+                if not isinstance(header, dict):
+                    kind = "garbage (its header is not a JSON object)"
+                else:
+                    kind = _check_data_size(header, size - 8 - n)
+    if kind:
+        raise WeightsError(
+            f"{path} is not a safetensors file: it is {kind}. dimfeat reads safetensors only and "
+            "never unpickles weights; re-save the encoder with dimfeat.weights.save_pretrained"
+        )
+
+
+def load_encoder(folder: str | Path) -> tuple[SiteNetEncoder, dict[str, Any]]:
+    """Build a :class:`SiteNetEncoder` from a weights folder, after verifying it.
+
+    Checks, in order: the config schema (:func:`read_config`), the sha256 of
+    ``model.safetensors``, its safetensors structure, and an exact fit of its tensors to the
+    architecture. Only ``safetensors`` is read: a pickle or any other file in its place is
+    refused, never executed (see "Trust model" in :mod:`dimfeat.weights`).
+
+    Parameters
+    ----------
+    folder : path
+        A weights folder (see :func:`resolve_weights`).
 
     Returns
     -------
-    encoder : SiteNetEncoder (in eval mode, on the CPU)
+    encoder : SiteNetEncoder
+        In eval mode, on the CPU.
     config : dict
         The parsed ``config.json``.
+
+    Raises
+    ------
+    WeightsError
+        If any check fails; the message names the file and the problem.
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -162,21 +421,20 @@ def load_encoder(folder: str | Path) -> tuple[SiteNetEncoder, dict[str, Any]]:
     model_path = folder / MODEL_FILE
     if not model_path.is_file():
         raise WeightsError(f"{folder}: {MODEL_FILE} is missing")
-    expected = config.get("sha256")
+    expected = config["sha256"]
     actual = sha256_of(model_path)
     if expected != actual:
         raise WeightsError(
             f"{model_path}: sha256 {actual} does not match {expected} recorded in "
-            f"{CONFIG_FILE}; the file is corrupt or was tampered with"
+            f"{CONFIG_FILE}; the file is corrupt or was tampered with (delete it and download "
+            "again; for Hub weights, pin a revision you trust)"
         )
+    _check_safetensors(model_path)
     try:
         state = load_file(model_path)
     except (SafetensorError, OSError, ValueError) as exc:
         raise WeightsError(f"{model_path} is not a valid safetensors file: {exc}") from exc
-    try:
-        encoder_config = EncoderConfig.from_dict(config["encoder"])
-    except (KeyError, TypeError) as exc:
-        raise WeightsError(f"{folder}/{CONFIG_FILE}: invalid encoder settings: {exc}") from exc
+    encoder_config = EncoderConfig.from_dict(config["encoder"])
     norm = config["normalisation"]
     encoder = SiteNetEncoder(
         encoder_config,
@@ -216,6 +474,10 @@ def save_pretrained(
         the model card; ``None`` for untrained weights.
     name : str, optional
         Name shown in the model card (default: the folder name).
+
+    Returns
+    -------
+    folder : Path
     """
     from safetensors.torch import save_file
 

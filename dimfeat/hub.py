@@ -1,0 +1,264 @@
+"""Hugging Face Hub I/O for weights folders: the only module that imports ``huggingface_hub``.
+
+Weights on the Hub are ordinary model repos holding the three files of a weights folder
+(:data:`dimfeat.weights.WEIGHTS_FILES`). :func:`download_weights` fetches exactly those files at
+one commit into the standard Hugging Face cache (``HF_HOME`` / ``HF_HUB_CACHE``), so a pinned
+revision works offline once cached; :func:`upload_folder` pushes a verified folder. Requests are
+tagged ``dimfeat/<version>`` in the user agent. Every failure of ``huggingface_hub`` is raised
+again as :class:`dimfeat.weights.WeightsError`, naming the repo id and revision and what to do
+next. Nothing downloaded is trusted here: :func:`dimfeat.weights.load_encoder` verifies it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from huggingface_hub import HfApi, constants, hf_hub_download
+from huggingface_hub.utils import (
+    EntryNotFoundError,
+    GatedRepoError,
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+
+from dimfeat._version import __version__
+from dimfeat.weights import CARD_FILE, CONFIG_FILE, MODEL_FILE, WEIGHTS_FILES, WeightsError
+
+__all__ = ["download_weights", "parse_repo_spec", "upload_folder"]
+
+LIBRARY_NAME = "dimfeat"
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+# A Hub name part: letters, digits, '-', '_', '.'; no leading/trailing '-' or '.'; at most 96.
+_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?")
+_TRUE = {"1", "on", "yes", "true"}
+
+
+def parse_repo_spec(spec: str) -> tuple[str, str | None]:
+    """Split ``"owner/name[@revision]"`` into the repo id and the revision.
+
+    Parameters
+    ----------
+    spec : str
+        A Hub model repo id, optionally pinned: ``"owner/name@<commit, tag or branch>"``.
+
+    Returns
+    -------
+    repo_id : str
+        ``"owner/name"``.
+    revision : str or None
+        ``None`` when no revision is given.
+
+    Raises
+    ------
+    WeightsError
+        For an id that is not ``owner/name``, has invalid characters, or an empty revision.
+
+    Examples
+    --------
+    >>> parse_repo_spec("acme/sitenet-dim@v1.0")
+    ('acme/sitenet-dim', 'v1.0')
+    >>> parse_repo_spec("acme/sitenet-dim")
+    ('acme/sitenet-dim', None)
+    """
+    if not isinstance(spec, str):
+        raise WeightsError(f"a Hub id must be a string 'owner/name[@revision]', not {spec!r}")
+    repo_id, at, revision = spec.strip().partition("@")
+    parts = repo_id.split("/")
+    if len(parts) != 2 or not all(
+        _NAME.fullmatch(p) and ".." not in p and "--" not in p for p in parts
+    ):
+        raise WeightsError(
+            f"malformed Hub id {spec!r}: expected 'owner/name' or 'owner/name@revision', where "
+            "owner and name use letters, digits, '-', '_' and '.' (e.g. 'acme/model@<commit>')"
+        )
+    if at and (not revision or any(c.isspace() for c in revision) or "@" in revision):
+        raise WeightsError(
+            f"malformed revision in {spec!r}: give a commit hash, tag or branch after '@'"
+        )
+    return repo_id, (revision or None)
+
+
+def _offline(local_files_only: bool) -> bool:
+    """Whether downloads are off: the argument, ``HF_HUB_OFFLINE`` now, or at import."""
+    env = (os.environ.get("HF_HUB_OFFLINE") or "").strip().lower() in _TRUE
+    return local_files_only or env or constants.HF_HUB_OFFLINE
+
+
+@contextmanager
+def _as_weights_error(
+    repo_id: str, revision: str, offline: bool, cache_dir: str | Path | None
+) -> Iterator[None]:
+    """Re-raise ``huggingface_hub`` and network errors as :class:`WeightsError`."""
+    where = f"{repo_id}@{revision}"
+    endpoint = constants.ENDPOINT
+    cache = cache_dir or constants.HF_HUB_CACHE
+    try:
+        yield
+    except GatedRepoError as exc:
+        raise WeightsError(
+            f"Hub repo {repo_id!r} is gated: accept its terms on {endpoint}/{repo_id} and log in "
+            "(`hf auth login` or HF_TOKEN)"
+        ) from exc
+    except RepositoryNotFoundError as exc:
+        raise WeightsError(
+            f"Hub repo {repo_id!r} not found at {endpoint} (or it is private and no valid token "
+            "was given): check the id, log in for private repos (`hf auth login` or HF_TOKEN), "
+            "or, if you meant a local folder, give a path that exists"
+        ) from exc
+    except RevisionNotFoundError as exc:
+        raise WeightsError(
+            f"revision {revision!r} of Hub repo {repo_id!r} not found: check the commit, tag or "
+            f"branch (see {endpoint}/{repo_id}/commits/main)"
+        ) from exc
+    except LocalEntryNotFoundError as exc:
+        if offline:
+            raise WeightsError(
+                f"{where} is not in the local Hugging Face cache ({cache}) and "
+                "downloads are off (HF_HUB_OFFLINE=1 or local_files_only=True): download it once "
+                "online, or unset HF_HUB_OFFLINE"
+            ) from exc
+        raise WeightsError(
+            f"could not download {where} from {endpoint} and it is not in the local cache: check "
+            "the network connection, proxy and HF_ENDPOINT, then try again"
+        ) from exc
+    except EntryNotFoundError as exc:
+        raise WeightsError(
+            f"{where} is not a dimfeat weights repo: it lacks one of {list(WEIGHTS_FILES)} "
+            "(written by DeepInfoMaxFeaturizer.save_pretrained / push_to_hub); check the id"
+        ) from exc
+    except HfHubHTTPError as exc:
+        status = getattr(getattr(exc, "response", None), "status_code", "an error")
+        raise WeightsError(
+            f"the Hub at {endpoint} answered {status} for {where}: {exc}; try again later"
+        ) from exc
+    except (OSError, ConnectionError) as exc:
+        raise WeightsError(
+            f"could not download {where} from {endpoint}: {exc}; check the network and the "
+            "free space of the Hugging Face cache"
+        ) from exc
+
+
+def download_weights(
+    spec: str, *, local_files_only: bool = False, cache_dir: str | Path | None = None
+) -> Path:
+    """Download the weights folder ``owner/name[@revision]`` into the Hugging Face cache.
+
+    Exactly ``config.json``, ``model.safetensors`` and ``README.md`` are fetched, all at the
+    same commit (the one ``revision`` resolves to when ``config.json`` is fetched). A pinned
+    commit already in the cache is used without any network request.
+
+    Parameters
+    ----------
+    spec : str
+        ``"owner/name"`` or ``"owner/name@revision"`` (a commit hash, tag or branch). Without a
+        revision, ``main`` is used and a :class:`UserWarning` names the commit to pin.
+    local_files_only : bool, default=False
+        Use the cache only; also implied by the environment variable ``HF_HUB_OFFLINE=1``.
+    cache_dir : str or path, optional
+        Cache folder; by default the standard one (``HF_HUB_CACHE``, else ``HF_HOME/hub``).
+
+    Returns
+    -------
+    folder : Path
+        The snapshot folder of the resolved commit, holding the three files (verified later
+        by :func:`dimfeat.weights.load_encoder`).
+
+    Raises
+    ------
+    WeightsError
+        For a malformed id, an unknown repo, revision or file, no network, or a cache miss in
+        offline mode; the message names the repo and revision and says what to do.
+    """
+    repo_id, pinned = parse_repo_spec(spec)
+    revision = pinned or constants.DEFAULT_REVISION
+    offline = _offline(local_files_only)
+
+    def fetch(filename: str, at: str) -> Path:
+        return Path(
+            hf_hub_download(
+                repo_id,
+                filename,
+                revision=at,
+                cache_dir=cache_dir,
+                local_files_only=offline,
+                library_name=LIBRARY_NAME,
+                library_version=__version__,
+            )
+        )
+
+    with _as_weights_error(repo_id, revision, offline, cache_dir):
+        config_path = fetch(CONFIG_FILE, revision)
+        # The cache layout is .../snapshots/<commit>/config.json: fetch the rest at that commit.
+        commit = config_path.parent.name if _COMMIT.fullmatch(config_path.parent.name) else revision
+        for filename in (MODEL_FILE, CARD_FILE):
+            fetch(filename, commit)
+    if pinned is None:
+        warnings.warn(
+            f"Hub weights {repo_id!r} were loaded without a pinned revision, so they are whatever "
+            f"'main' pointed to ({commit}); for reproducible vectors use "
+            f"weights='{repo_id}@{commit}'",
+            UserWarning,
+            stacklevel=2,
+        )
+    return config_path.parent
+
+
+def upload_folder(
+    folder: str | Path, repo_id: str, *, token: str | None = None, private: bool = False
+) -> str:
+    """Push a weights folder to a Hub model repo (created if needed); return the commit id.
+
+    The folder is verified first (:func:`dimfeat.weights.load_encoder`) and only its three
+    weights files are uploaded, in one commit to ``main``.
+
+    Parameters
+    ----------
+    folder : str or path
+        A folder written by :func:`dimfeat.weights.save_pretrained`.
+    repo_id : str
+        ``"owner/name"`` (no revision).
+    token : str, optional
+        A Hub token with write access; by default the saved login or ``HF_TOKEN``.
+    private : bool, default=False
+        Create the repo as private (ignored when it exists already).
+
+    Returns
+    -------
+    commit : str
+        The 40-hex id of the new commit: pin it as ``"owner/name@<commit>"``.
+
+    Raises
+    ------
+    WeightsError
+        If the folder does not verify, ``repo_id`` is malformed or has a revision, or the Hub
+        refuses the upload (the message says to check the token's write access).
+    """
+    from dimfeat.weights import load_encoder
+
+    name, revision = parse_repo_spec(repo_id)
+    if revision is not None:
+        raise WeightsError(f"push to a repo id without a revision, not {repo_id!r}")
+    load_encoder(folder)  # never publish weights that dimfeat would refuse to load
+    api = HfApi(library_name=LIBRARY_NAME, library_version=__version__)
+    try:
+        api.create_repo(name, token=token, private=private, exist_ok=True)
+        info = api.upload_folder(
+            repo_id=name,
+            folder_path=str(folder),
+            allow_patterns=list(WEIGHTS_FILES),
+            commit_message=f"Upload dimfeat {__version__} weights",
+            token=token,
+        )
+    except HfHubHTTPError as exc:
+        raise WeightsError(
+            f"could not push {folder} to Hub repo {name!r} at {constants.ENDPOINT}: {exc}; check "
+            "that the token (token=..., HF_TOKEN or `hf auth login`) has write access to it"
+        ) from exc
+    return info.oid
