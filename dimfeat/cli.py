@@ -278,7 +278,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--local-constituent",
         choices=["neighbour", "bond"],
-        default="neighbour",
+        default="bond",
         help="local DIM constituents: [f_j, d_ij] (neighbour) or [f_i, f_j, d_ij] (bond)",
     )
     train.add_argument("--seed", type=int, default=0)

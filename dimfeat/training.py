@@ -85,7 +85,7 @@ class TrainingConfig:
     alpha: float = 1.0
     beta: float = 0.1
     false_samples: tuple[str, ...] = field(default=FALSE_SAMPLE_KINDS)
-    local_constituent: str = "neighbour"
+    local_constituent: str = "bond"
     seed: int = 0
     mixed_precision: bool = True
     max_seconds: float | None = None

@@ -1,0 +1,79 @@
+"""dimfeat.plot: the paper's Fig. 6 from a training history."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("matplotlib")
+
+from dimfeat.plot import CHANCE_LOSS, plot_training_curves
+
+BUNDLED = Path(__file__).resolve().parent.parent / "weights" / "sitenet-dim-mp36k" / "config.json"
+KEYS = ("local_dim", "global_dim", "local_kl", "global_kl")
+
+
+def _history(n: int = 4, prefixes=("train", "valid")) -> list[dict]:
+    records = []
+    for epoch in range(1, n + 1):
+        record = {"epoch": epoch, "best": epoch == n - 1}
+        for prefix in prefixes:
+            record.update({f"{prefix}_{key}": 1.0 / epoch + k for k, key in enumerate(KEYS)})
+        records.append(record)
+    return records
+
+
+def test_chance_line_is_two_ln_two():
+    assert CHANCE_LOSS == pytest.approx(2 * math.log(2))
+
+
+def test_grid_of_four_panels_with_chance_line_on_dim_panels(tmp_path):
+    history = _history()
+    path = tmp_path / "curves.png"
+    fig = plot_training_curves(history, path)
+    assert path.is_file() and path.stat().st_size > 0
+    axes = fig.get_axes()
+    assert len(axes) == 4
+    titles = [ax.get_title(loc="left") for ax in axes]
+    assert titles == [
+        "(a) local DIM loss",
+        "(b) local KL divergence",
+        "(c) global DIM loss",
+        "(d) global KL divergence",
+    ]
+    for ax, key in zip(axes, ("local_dim", "local_kl", "global_dim", "global_kl"), strict=True):
+        curve = ax.get_lines()[0]
+        assert list(curve.get_xdata()) == [1, 2, 3, 4]
+        assert list(curve.get_ydata()) == [r[f"valid_{key}"] for r in history]
+        levels = [tuple(line.get_ydata()) for line in ax.get_lines()[1:]]
+        has_chance = (CHANCE_LOSS, CHANCE_LOSS) in levels
+        assert has_chance == key.endswith("_dim")
+        # the selected (best) epoch is marked
+        assert any(tuple(line.get_xdata()) == (3, 3) for line in ax.get_lines()[1:])
+
+
+def test_train_split_and_missing_validation():
+    history = _history(prefixes=("train",))
+    with pytest.raises(ValueError, match="split='train'"):
+        plot_training_curves(history)
+    fig = plot_training_curves(history, split="train")
+    assert list(fig.get_axes()[0].get_lines()[0].get_ydata()) == [
+        r["train_local_dim"] for r in history
+    ]
+
+
+def test_empty_history_raises():
+    with pytest.raises(ValueError, match="empty"):
+        plot_training_curves([])
+
+
+def test_accepts_the_bundled_weights_config():
+    config = json.loads(BUNDLED.read_text())
+    fig = plot_training_curves(config)
+    n = len(config["training"]["history"])
+    assert len(fig.get_axes()[2].get_lines()[0].get_xdata()) == n
+    fig_training = plot_training_curves(config["training"])
+    assert len(fig_training.get_axes()) == 4
