@@ -108,7 +108,10 @@ def supercell_repeats(lattice: np.ndarray, n_sites: int, max_atoms: int) -> tupl
     lengths = np.linalg.norm(lattice, axis=1)
     repeats = [1, 1, 1]
     while True:
-        axis = int(np.argmin([r * length for r, length in zip(repeats, lengths, strict=True)]))
+        reach = np.asarray(repeats) * lengths
+        # Ties within 1e-6 (relative) go to the first axis: rounding noise (e.g. from a rotated
+        # copy of the same cell) must not pick another supercell shape.
+        axis = int(np.flatnonzero(reach <= reach.min() * (1 + 1e-6))[0])
         grown = list(repeats)
         grown[axis] += 1
         if grown[0] * grown[1] * grown[2] * n_sites > max_atoms:
@@ -116,7 +119,29 @@ def supercell_repeats(lattice: np.ndarray, n_sites: int, max_atoms: int) -> tupl
         repeats = grown
 
 
-def _spglib_cell(structure, index: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+#: Accepted values of the ``disorder`` policy.
+DISORDER_POLICIES = ("error", "majority")
+
+
+def _majority_numbers(structure) -> np.ndarray:
+    """Atomic number of each site's majority species; ties go to the lowest atomic number.
+
+    Vacancies are ignored: a site 40% Fe and 60% empty becomes a full Fe atom.
+    """
+    numbers = []
+    for site in structure:
+        occupancies = {}
+        for specie, occupancy in site.species.items():
+            z = specie.Z
+            occupancies[z] = occupancies.get(z, 0.0) + occupancy
+        best = max(occupancies.values())
+        numbers.append(min(z for z, occ in occupancies.items() if occ >= best - 1e-8))
+    return np.array(numbers, dtype=np.int64)
+
+
+def _spglib_cell(
+    structure, index: int | None, disorder: str = "error"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     from pymatgen.core import Structure
 
     where = "" if index is None else f" (structure {index})"
@@ -125,7 +150,10 @@ def _spglib_cell(structure, index: int | None) -> tuple[np.ndarray, np.ndarray, 
             f"expected a pymatgen Structure{where}, got {type(structure).__name__}"
             + (": periodic crystals only" if type(structure).__name__ == "Molecule" else "")
         )
-    if not structure.is_ordered:
+    if disorder not in DISORDER_POLICIES:
+        raise ValueError(f"disorder must be one of {DISORDER_POLICIES}, got {disorder!r}")
+    ordered = structure.is_ordered
+    if not ordered and disorder == "error":
         raise InvalidStructureError(
             f"disordered structure{where} ({structure.composition.reduced_formula}): partial "
             "occupancies are not supported; order it first (e.g. pymatgen's "
@@ -140,7 +168,10 @@ def _spglib_cell(structure, index: int | None) -> tuple[np.ndarray, np.ndarray, 
     volume = abs(np.linalg.det(lattice))
     if not volume > 1e-3:
         raise InvalidStructureError(f"structure{where} has a degenerate lattice (volume {volume})")
-    numbers = np.array([site.specie.Z for site in structure], dtype=np.int64)
+    if ordered:
+        numbers = np.array([site.specie.Z for site in structure], dtype=np.int64)
+    else:
+        numbers = _majority_numbers(structure)
     return lattice, frac, numbers
 
 
@@ -244,6 +275,7 @@ def build_inputs(
     max_atoms: int = 50,
     symprec: float = 0.01,
     index: int | None = None,
+    disorder: str = "error",
 ) -> CrystalInputs:
     """Turn one ordered, periodic structure into :class:`CrystalInputs`.
 
@@ -257,6 +289,10 @@ def build_inputs(
         Symmetry tolerance (Å) passed to spglib for the canonical primitive cell.
     index : int, optional
         Position of the structure in the caller's input, used in error messages.
+    disorder : {"error", "majority"}, default="error"
+        Policy for sites with partial occupancies: raise :class:`InvalidStructureError`, or
+        keep each site's majority species (ties go to the lowest atomic number; vacancies are
+        ignored, so a partly empty site becomes a full atom of its majority species).
 
     Returns
     -------
@@ -267,12 +303,12 @@ def build_inputs(
     TypeError
         If ``structure`` is not a pymatgen ``Structure``.
     InvalidStructureError
-        For disordered structures, non-finite coordinates, degenerate lattices and overlapping
-        atoms (closer than 0.5 Å).
+        For disordered structures (with ``disorder="error"``), non-finite coordinates,
+        degenerate lattices and overlapping atoms (closer than 0.5 Å).
     dimfeat.elements.UnsupportedElementError
         For elements beyond Lr (Z > 103).
     """
-    lattice, frac, numbers = _spglib_cell(structure, index)
+    lattice, frac, numbers = _spglib_cell(structure, index, disorder)
     check_atomic_numbers(numbers)
     lattice, frac, numbers = _canonical_cell(lattice, frac, numbers, symprec)
     n_sites = len(numbers)
@@ -489,7 +525,12 @@ def as_structure_list(X: Any) -> list:
 
 
 def _build_chunk(
-    structures: list, offset: int, max_atoms: int, symprec: float, ignore_errors: bool
+    structures: list,
+    offset: int,
+    max_atoms: int,
+    symprec: float,
+    ignore_errors: bool,
+    disorder: str = "error",
 ) -> tuple[list[CrystalInputs | None], dict[int, str]]:
     import warnings
 
@@ -504,6 +545,7 @@ def _build_chunk(
                     max_atoms=max_atoms,
                     symprec=symprec,
                     index=offset + k,
+                    disorder=disorder,
                 )
             )
         except Exception:
@@ -521,13 +563,14 @@ def build_many(
     symprec: float = 0.01,
     n_jobs: int = 1,
     ignore_errors: bool = False,
+    disorder: str = "error",
 ) -> tuple[list[CrystalInputs | None], dict[int, str]]:
     """:func:`build_inputs` for many structures, in chunks on ``n_jobs`` processes (joblib).
 
     Parameters
     ----------
     structures : list of Structure
-    max_atoms, symprec : see :func:`build_inputs`
+    max_atoms, symprec, disorder : see :func:`build_inputs`
     n_jobs : int, default=1
         Worker processes (-1: all cores); inputs of 64 structures or fewer stay in-process.
     ignore_errors : bool, default=False
@@ -541,13 +584,13 @@ def build_many(
         Traceback text by position, for the structures that failed.
     """
     if n_jobs == 1 or len(structures) <= 64:
-        return _build_chunk(structures, 0, max_atoms, symprec, ignore_errors)
+        return _build_chunk(structures, 0, max_atoms, symprec, ignore_errors, disorder)
     from joblib import Parallel, delayed
 
     bounds = np.array_split(np.arange(len(structures)), max(1, len(structures) // 256))
     parts = Parallel(n_jobs=n_jobs)(
         delayed(_build_chunk)(
-            [structures[i] for i in b], int(b[0]), max_atoms, symprec, ignore_errors
+            [structures[i] for i in b], int(b[0]), max_atoms, symprec, ignore_errors, disorder
         )
         for b in bounds
         if len(b)

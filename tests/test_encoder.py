@@ -1,0 +1,110 @@
+"""The Site-Net encoder: shapes, configuration, masking of padded atoms."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from dimfeat.encoder import EncoderConfig, SiteNetEncoder, mlp
+from dimfeat.inputs import Batch, build_inputs, collate
+
+
+@pytest.fixture(scope="module")
+def encoder() -> SiteNetEncoder:
+    torch.manual_seed(0)
+    return SiteNetEncoder().eval()
+
+
+@pytest.fixture(scope="module")
+def batch(cscl, srtio3, zno) -> Batch:
+    return collate([build_inputs(s) for s in (cscl, srtio3, zno)])
+
+
+def test_shapes(encoder, batch):
+    with torch.no_grad():
+        mu_local, logvar_local = encoder.encode_local(
+            batch.site_species, batch.neighbour_species, batch.distances, batch.mask
+        )
+        mu_global, logvar_global = encoder.encode_global(
+            mu_local, batch.crystal_index, batch.n_crystals
+        )
+        vectors = encoder(batch)
+    n_sites = int(batch.n_sites.sum())
+    assert mu_local.shape == logvar_local.shape == (n_sites, 32)
+    assert mu_global.shape == logvar_global.shape == (3, 128)
+    torch.testing.assert_close(vectors, mu_global)
+    assert torch.isfinite(vectors).all()
+
+
+def test_global_dim_is_a_parameter(batch):
+    torch.manual_seed(0)
+    small = SiteNetEncoder(EncoderConfig(global_dim=16, local_dim=8)).eval()
+    with torch.no_grad():
+        assert small(batch).shape == (3, 16)
+
+
+def test_config_round_trips_through_json_dict():
+    config = EncoderConfig(value_hidden=(32, 48), global_dim=64)
+    data = config.to_dict()
+    assert data["value_hidden"] == [32, 48]
+    assert EncoderConfig.from_dict(data) == config
+    with pytest.raises(TypeError):
+        EncoderConfig.from_dict({**data, "unknown": 1})
+
+
+def test_mlp_layers():
+    layers = [type(m).__name__ for m in mlp([9, 64, 1], final_activation=False)]
+    assert layers == ["Linear", "Mish", "LayerNorm", "Linear"]
+    layers = [type(m).__name__ for m in mlp([1, 64])]
+    assert layers == ["Linear", "Mish", "LayerNorm"]
+
+
+def _with_padding_column(batch: Batch, species: int, distance: float) -> Batch:
+    """The same batch with one extra, masked-out atom column holding real-looking values."""
+    rows = batch.distances.shape[0]
+    fields = dict(batch.__dict__)
+    fields["neighbour_species"] = torch.cat(
+        [batch.neighbour_species, torch.full((rows, 1), species)], dim=1
+    )
+    fields["neighbour_site"] = torch.cat([batch.neighbour_site, torch.zeros(rows, 1).long()], 1)
+    fields["distances"] = torch.cat([batch.distances, torch.full((rows, 1), distance)], dim=1)
+    fields["mask"] = torch.cat([batch.mask, torch.zeros(rows, 1, dtype=torch.bool)], dim=1)
+    return Batch(**fields)
+
+
+@pytest.mark.parametrize(("species", "distance"), [(26, 1.0), (1, 0.0), (92, 40.0)])
+def test_padded_atoms_never_change_a_vector(encoder, batch, species, distance):
+    padded = _with_padding_column(batch, species, distance)
+    with torch.no_grad():
+        torch.testing.assert_close(encoder(padded), encoder(batch), rtol=0, atol=1e-6)
+    # ...and unmasking that column does change them (the check can fail)
+    padded.mask[:, -1] = True
+    with torch.no_grad():
+        assert (encoder(padded) - encoder(batch)).abs().max() > 1e-4
+
+
+def test_batch_neighbours_do_not_change_a_vector(encoder, cscl, srtio3, nacl):
+    alone = collate([build_inputs(cscl)])
+    mixed = collate([build_inputs(s) for s in (srtio3, cscl, nacl)])
+    assert mixed.distances.shape[1] >= alone.distances.shape[1]
+    with torch.no_grad():
+        torch.testing.assert_close(encoder(mixed)[1], encoder(alone)[0], rtol=0, atol=1e-5)
+
+
+def test_encoder_output_depends_on_species_and_geometry(encoder, cscl):
+    crystal = build_inputs(cscl)
+    # Cs and Cl swapped everywhere is the same crystal (both sites have the same geometry);
+    # K in place of Cs is another one.
+    swapped = dataclasses.replace(crystal, species=crystal.species[::-1].copy())
+    potassium = dataclasses.replace(
+        crystal, species=np.where(crystal.species == 55, 19, crystal.species).astype(np.int16)
+    )
+    scaled = dataclasses.replace(crystal, distances=crystal.distances * 1.1)
+    with torch.no_grad():
+        base = encoder(collate([crystal]))
+        assert (encoder(collate([scaled])) - base).abs().max() > 1e-4
+        torch.testing.assert_close(encoder(collate([swapped])), base, rtol=0, atol=1e-5)
+        assert (encoder(collate([potassium])) - base).abs().max() > 1e-4

@@ -1,0 +1,386 @@
+"""DeepInfoMaxFeaturizer: invariances on real crystals, the scikit-learn and matminer contracts,
+training through ``fit``, and regression values of the bundled weights."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from pymatgen.core import Lattice, Molecule, Structure
+from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+from scipy.spatial.transform import Rotation
+from sklearn.base import clone
+from sklearn.dummy import DummyRegressor
+from sklearn.exceptions import NotFittedError
+from sklearn.linear_model import LinearRegression
+from sklearn.model_selection import KFold, cross_val_score
+from sklearn.pipeline import Pipeline
+from sklearn.utils import estimator_checks, get_tags
+
+from dimfeat import DeepInfoMaxFeaturizer
+from dimfeat.weights import DEFAULT_WEIGHTS, resolve_weights, sha256_of
+
+REGRESSION_FILE = Path(__file__).resolve().parent / "data" / "regression_vectors.json"
+FEATURIZERS = ["featurizer", "untrained_featurizer"]
+#: Tolerances (relative change of the vector's norm): exact operations / other cells.
+SAME_CELL_RTOL = 1e-5
+OTHER_CELL_RTOL = 1e-4
+
+
+def _relative_change(reference: np.ndarray, other: np.ndarray) -> np.ndarray:
+    reference = np.asarray(reference, dtype=np.float64)
+    diff = np.linalg.norm(reference - np.asarray(other, dtype=np.float64), axis=-1)
+    return diff / np.linalg.norm(reference, axis=-1)
+
+
+def _rotated(structure: Structure, rotation: np.ndarray) -> Structure:
+    return Structure(
+        Lattice(structure.lattice.matrix @ rotation.T), structure.species, structure.frac_coords
+    )
+
+
+def _disordered() -> Structure:
+    return Structure(Lattice.cubic(3.6), [{"Fe": 0.5, "Ni": 0.5}], [[0, 0, 0]])
+
+
+def _water() -> Molecule:
+    return Molecule(["O", "H", "H"], [[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]])
+
+
+# -- invariances ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module", params=FEATURIZERS)
+def invariance(request, invariance_set):
+    """(featuriser, base structures, perturbed structures, vectors of the perturbed ones)."""
+    featurizer = request.getfixturevalue(request.param)
+    base, perturbed = invariance_set
+    return featurizer, base, perturbed, featurizer.transform(perturbed)
+
+
+def test_site_permutation_invariance(invariance):
+    featurizer, _, perturbed, vectors = invariance
+    rng = np.random.default_rng(0)
+    permuted = [Structure.from_sites([s[i] for i in rng.permutation(len(s))]) for s in perturbed]
+    assert _relative_change(vectors, featurizer.transform(permuted)).max() <= SAME_CELL_RTOL
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_rotation_invariance(invariance, seed):
+    featurizer, _, perturbed, vectors = invariance
+    rotation = Rotation.random(random_state=seed).as_matrix()
+    rotated = [_rotated(s, rotation) for s in perturbed]
+    assert _relative_change(vectors, featurizer.transform(rotated)).max() <= SAME_CELL_RTOL
+
+
+@pytest.mark.parametrize(("axis", "degrees"), [("x", 90), ("z", 45), ("y", 137)])
+def test_rotation_about_axes_invariance(invariance, axis, degrees):
+    featurizer, _, perturbed, vectors = invariance
+    rotation = Rotation.from_euler(axis, degrees, degrees=True).as_matrix()
+    rotated = [_rotated(s, rotation) for s in perturbed]
+    assert _relative_change(vectors, featurizer.transform(rotated)).max() <= SAME_CELL_RTOL
+
+
+def test_translation_invariance(invariance):
+    featurizer, _, perturbed, vectors = invariance
+    rng = np.random.default_rng(1)
+    moved = []
+    for structure in perturbed:
+        copy = structure.copy()
+        copy.translate_sites(range(len(copy)), rng.random(3), frac_coords=True)
+        moved.append(copy)
+    assert _relative_change(vectors, featurizer.transform(moved)).max() <= SAME_CELL_RTOL
+
+
+def test_perturbed_supercell_invariance(invariance):
+    featurizer, _, perturbed, vectors = invariance
+    doubled = [s * (2, 1, 1) for s in perturbed]
+    assert _relative_change(vectors, featurizer.transform(doubled)).max() <= OTHER_CELL_RTOL
+
+
+# The cell tests use the unperturbed structures: the conventional standard cell comes from the
+# symmetry finder, which needs (and idealises) the symmetry a perturbation would break.
+@pytest.mark.parametrize(
+    "make_cell",
+    [
+        lambda s: SpacegroupAnalyzer(s).get_conventional_standard_structure(),
+        lambda s: s * (2, 1, 1),
+        lambda s: s * [[1, 1, 0], [0, 1, 1], [1, 0, 1]],
+    ],
+    ids=["conventional", "supercell-2x1x1", "skewed-supercell"],
+)
+def test_other_cells_of_the_same_crystal(invariance, make_cell):
+    featurizer, base, _, _ = invariance
+    reference = featurizer.transform(base)
+    other = featurizer.transform([make_cell(s) for s in base])
+    assert _relative_change(reference, other).max() <= OTHER_CELL_RTOL
+
+
+def test_different_crystals_give_different_vectors(invariance, classic):
+    featurizer, base, _, _ = invariance
+    for structures in (base, list(classic.values())):
+        vectors = featurizer.transform(structures).astype(np.float64)
+        norms = np.linalg.norm(vectors, axis=1)
+        gaps = np.linalg.norm(vectors[:, None] - vectors[None], axis=-1) / norms[:, None]
+        np.fill_diagonal(gaps, np.inf)
+        assert gaps.min() > 1e-3
+
+
+def test_batch_one_by_one_shuffled_and_batch_size_one_agree(invariance):
+    featurizer, _, perturbed, vectors = invariance
+    one_by_one = np.vstack([featurizer.transform([s]) for s in perturbed[:12]])
+    assert _relative_change(vectors[:12], one_by_one).max() <= SAME_CELL_RTOL
+    order = np.random.default_rng(2).permutation(len(perturbed))
+    shuffled = featurizer.transform([perturbed[i] for i in order])
+    assert _relative_change(vectors[order], shuffled).max() <= SAME_CELL_RTOL
+    small_batches = clone(featurizer).set_params(batch_size=1).fit([])
+    assert _relative_change(vectors, small_batches.transform(perturbed)).max() <= SAME_CELL_RTOL
+
+
+# -- scikit-learn --------------------------------------------------------------------------------
+def test_clone_and_params(featurizer):
+    params = {"batch_size": 7, "max_atoms": 30, "false_samples": ("other",), "random_state": 3}
+    est = DeepInfoMaxFeaturizer(device="cpu", **params)
+    assert est.get_params() == {**DeepInfoMaxFeaturizer(device="cpu").get_params(), **params}
+    twin = clone(est)
+    assert twin is not est and twin.get_params() == est.get_params()
+    assert not hasattr(twin, "encoder_")
+    assert DeepInfoMaxFeaturizer().set_params(device="cpu", **params).get_params() == (
+        est.get_params()
+    )
+    assert clone(featurizer).get_params() == featurizer.get_params()
+
+
+def test_fit_returns_self_and_sets_fitted_attributes(cscl):
+    est = DeepInfoMaxFeaturizer(device="cpu")
+    assert est.fit([cscl]) is est
+    assert est.n_features_out_ == 128
+    assert est.history_ == []
+    assert est.weights_config_["name"] == DEFAULT_WEIGHTS
+
+
+def test_pickle_round_trip_gives_identical_vectors(featurizer, classic):
+    structures = list(classic.values())
+    again = pickle.loads(pickle.dumps(featurizer))
+    np.testing.assert_array_equal(again.transform(structures), featurizer.transform(structures))
+    unfitted = pickle.loads(pickle.dumps(DeepInfoMaxFeaturizer(device="cpu")))
+    np.testing.assert_array_equal(unfitted.transform(structures), featurizer.transform(structures))
+
+
+def test_transform_before_fit_raises_only_when_training_is_due(cscl):
+    with pytest.raises(NotFittedError):
+        DeepInfoMaxFeaturizer(weights=None, epochs=2, device="cpu").transform([cscl])
+    with pytest.raises(NotFittedError):
+        DeepInfoMaxFeaturizer(epochs=1, device="cpu").featurize(cscl)
+    # epochs=0: the weights load on first use
+    assert DeepInfoMaxFeaturizer(device="cpu").transform([cscl]).shape == (1, 128)
+
+
+def test_invalid_parameters_raise_at_fit():
+    est = DeepInfoMaxFeaturizer(batch_size=0, lr=-1.0, device="cpu")  # __init__ does not check
+    with pytest.raises(ValueError, match=r"batch_size=0.*lr=-1\.0"):
+        est.fit([])
+
+
+@pytest.mark.slow
+def test_pipeline_and_cross_val_score(sample):
+    subset = sample.iloc[:300]
+    X, y = subset["structure"], subset["formation_energy_per_atom"].to_numpy()
+    cv = KFold(3, shuffle=True, random_state=0)
+    pipe = Pipeline([("dim", DeepInfoMaxFeaturizer(device="cpu")), ("model", LinearRegression())])
+    mae = -cross_val_score(pipe, X, y, cv=cv, scoring="neg_mean_absolute_error")
+    dummy = -cross_val_score(DummyRegressor(), np.zeros((len(y), 1)), y, cv=cv,
+                             scoring="neg_mean_absolute_error")  # fmt: skip
+    assert np.isfinite(mae).all()
+    assert mae.mean() < 0.8 * dummy.mean()  # the vectors carry information about the label
+
+
+def test_set_output_pandas_and_feature_names(featurizer, classic):
+    est = clone(featurizer).set_output(transform="pandas")
+    frame = est.transform(pd.Series(list(classic.values()), index=list(classic)))
+    assert isinstance(frame, pd.DataFrame)
+    assert frame.columns.tolist() == [f"dim_{i}" for i in range(128)]
+    assert frame.index.tolist() == list(classic)
+    np.testing.assert_allclose(frame.to_numpy(), featurizer.transform(list(classic.values())))
+    names = featurizer.get_feature_names_out()
+    assert names.dtype == object and names.tolist() == frame.columns.tolist()
+
+
+def test_sklearn_tags():
+    tags = get_tags(DeepInfoMaxFeaturizer())
+    assert tags.transformer_tags is not None
+    assert tags.input_tags.two_d_array is False
+    assert tags.requires_fit is False
+    assert get_tags(DeepInfoMaxFeaturizer(epochs=3)).requires_fit is True
+
+
+@pytest.mark.parametrize(
+    "check",
+    [
+        "check_get_params_invariance",
+        "check_set_params",
+        "check_no_attributes_set_in_init",
+        "check_parameters_default_constructible",
+        "check_dont_overwrite_parameters",
+        "check_estimators_overwrite_params",
+        "check_estimator_cloneable",
+        "check_estimator_repr",
+        "check_do_not_raise_errors_in_init_or_set_params",
+        "check_estimators_fit_returns_self",
+        "check_valid_tag_types",
+        "check_fit_check_is_fitted",
+    ],
+)
+def test_sklearn_estimator_checks(check):
+    # These checks either ignore X or fit it, which epochs=0 never reads; the checks that feed
+    # numeric arrays to transform cannot apply to a Structure transformer.
+    getattr(estimator_checks, check)("DeepInfoMaxFeaturizer", DeepInfoMaxFeaturizer(device="cpu"))
+
+
+# -- matminer ------------------------------------------------------------------------------------
+def test_featurize_equals_the_transform_row(featurizer, classic):
+    structures = list(classic.values())
+    rows = featurizer.transform(structures)
+    for structure, row in zip(structures, rows, strict=True):
+        single = np.asarray(featurizer.featurize(structure))
+        assert _relative_change(row, single) <= SAME_CELL_RTOL
+
+
+def test_labels_citations_implementors(featurizer):
+    assert featurizer.feature_labels() == [f"dim_{i}" for i in range(128)]
+    citations = featurizer.citations()
+    assert citations and all(c.startswith("@") for c in citations)
+    assert any("10.1039/d4dd00202d" in c for c in citations)
+    assert featurizer.implementors()
+    assert DeepInfoMaxFeaturizer(weights=None, global_dim=16).feature_labels()[-1] == "dim_15"
+
+
+@pytest.fixture(scope="module")
+def frame_with_bad_rows(cscl, nacl):
+    return pd.DataFrame(
+        {"structure": [cscl, _disordered(), "not a structure", _water(), nacl], "y": range(5)}
+    )
+
+
+def test_featurize_dataframe_ignore_errors_gives_nan_rows_only_for_bad_rows(
+    featurizer, frame_with_bad_rows, cscl, nacl
+):
+    out = featurizer.featurize_dataframe(
+        frame_with_bad_rows, "structure", ignore_errors=True, pbar=False
+    )
+    values = out[featurizer.feature_labels()].to_numpy(dtype=np.float64)
+    assert values.shape == (5, 128)
+    assert np.isnan(values[[1, 2, 3]]).all()
+    assert np.isfinite(values[[0, 4]]).all()
+    np.testing.assert_allclose(values[[0, 4]], featurizer.transform([cscl, nacl]), atol=1e-6)
+    assert out["y"].tolist() == list(range(5))
+
+
+def test_featurize_dataframe_return_errors_gives_the_error_text(featurizer, frame_with_bad_rows):
+    out = featurizer.featurize_dataframe(
+        frame_with_bad_rows, "structure", ignore_errors=True, return_errors=True, pbar=False
+    )
+    errors = out.iloc[:, -1].tolist()
+    assert "disordered" in errors[1] and "Fe0.5Ni0.5" in errors[1]
+    assert "TypeError" in errors[2] and "str" in errors[2]
+    assert "Molecule" in errors[3]
+    assert all(isinstance(e, float) and np.isnan(e) for e in (errors[0], errors[4]))
+
+
+def test_featurize_dataframe_raises_naming_the_index(featurizer, frame_with_bad_rows):
+    with pytest.raises(ValueError, match=r"structure 1\b.*Fe0.5Ni0.5"):
+        featurizer.featurize_dataframe(frame_with_bad_rows, "structure", pbar=False)
+    with pytest.raises(TypeError, match=r"structure 1.*Molecule"):
+        featurizer.transform([frame_with_bad_rows["structure"][0], _water()])
+
+
+def test_empty_input(featurizer):
+    assert featurizer.transform([]).shape == (0, 128)
+    assert featurizer.transform([]).dtype == np.float32
+    empty = pd.DataFrame({"structure": pd.Series([], dtype=object)})
+    assert featurizer.featurize_dataframe(empty, "structure", pbar=False).shape == (0, 129)
+
+
+def test_trained_weights_differ_from_random_weights(featurizer, untrained_featurizer, classic):
+    structures = list(classic.values())
+    trained = featurizer.transform(structures)
+    untrained = untrained_featurizer.transform(structures)
+    assert (_relative_change(trained, untrained) > 0.1).all()
+    # untrained vectors are reproducible from random_state, and depend on it
+    again = DeepInfoMaxFeaturizer(weights=None, device="cpu").transform(structures)
+    np.testing.assert_array_equal(again, untrained)
+    other = DeepInfoMaxFeaturizer(weights=None, random_state=1, device="cpu")
+    assert (_relative_change(untrained, other.transform(structures)) > 0.1).all()
+
+
+def test_large_primitive_cells_warn_and_still_work(srtio3):
+    est = DeepInfoMaxFeaturizer(max_atoms=4, device="cpu")
+    with pytest.warns(UserWarning, match="more than max_atoms=4"):
+        vectors = est.transform([srtio3])
+    assert np.isfinite(vectors).all()
+
+
+# -- training through fit ------------------------------------------------------------------------
+@pytest.mark.slow
+def test_fit_trains_and_records_history(small_structures, classic, tmp_path):
+    est = DeepInfoMaxFeaturizer(
+        weights=None, epochs=2, max_atoms=24, site_budget=200, device="cpu", random_state=0
+    )
+    assert est.fit(small_structures[:100]) is est
+    assert len(est.history_) == 2
+    keys = {"epoch", "seconds", "best"} | {
+        f"{part}_{term}"
+        for part in ("train", "valid")
+        for term in ("loss", "local_dim", "global_dim", "local_kl", "global_kl")
+    }
+    for epoch, record in enumerate(est.history_, start=1):
+        assert set(record) == keys
+        assert record["epoch"] == epoch
+        assert np.isfinite(record["valid_loss"])
+    json.dumps(est.history_)  # JSON-saveable
+    structures = list(classic.values())
+    trained = est.transform(structures)
+    start = DeepInfoMaxFeaturizer(weights=None, max_atoms=24, device="cpu").transform(structures)
+    assert (_relative_change(start, trained) > 1e-3).all()
+
+    folder = est.save_pretrained(str(tmp_path / "weights"))
+    loaded = DeepInfoMaxFeaturizer(weights=folder, device="cpu")
+    np.testing.assert_allclose(loaded.transform(structures), trained, rtol=0, atol=1e-6)
+    config = json.loads((Path(folder) / "config.json").read_text())
+    assert len(config["training"]["history"]) == 2
+    assert config["inputs"]["max_atoms"] == 24
+
+
+# -- regression values of the bundled weights ----------------------------------------------------
+def test_regression_vectors_of_the_bundled_weights(featurizer, classic):
+    reference = json.loads(REGRESSION_FILE.read_text())
+    actual_sha = sha256_of(resolve_weights(reference["weights"]) / "model.safetensors")
+    if actual_sha != reference["sha256"]:
+        pytest.fail(
+            f"the bundled weights {reference['weights']} changed (sha256 {actual_sha[:12]}..., "
+            f"recorded {reference['sha256'][:12]}...): regenerate with "
+            "tests/data/make_regression_vectors.py"
+        )
+    names = list(reference["vectors"])
+    assert set(names) == {"CsCl", "NaCl", "Si", "SrTiO3"}
+    vectors = featurizer.transform([classic[name] for name in names])
+    n = reference["n_values"]
+    for name, row in zip(names, vectors, strict=True):
+        np.testing.assert_allclose(
+            row[:n], reference["vectors"][name], rtol=0, atol=reference["atol"], err_msg=name
+        )
+
+
+# -- CUDA ----------------------------------------------------------------------------------------
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("weights", [DEFAULT_WEIGHTS, None])
+def test_cpu_and_cuda_vectors_agree(weights, invariance_set, classic):
+    structures = list(classic.values()) + invariance_set[1]
+    cpu = DeepInfoMaxFeaturizer(weights=weights, device="cpu").transform(structures)
+    cuda = DeepInfoMaxFeaturizer(weights=weights, device="cuda").transform(structures)
+    assert cuda.dtype == np.float32
+    assert _relative_change(cpu, cuda).max() <= 1e-4

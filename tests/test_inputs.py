@@ -1,0 +1,277 @@
+"""Structure -> CrystalInputs -> Batch: supercells, distances, unique sites, errors, batching."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from pymatgen.core import Lattice, Molecule, Structure
+from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+from scipy.spatial.transform import Rotation
+
+from dimfeat.inputs import (
+    InvalidStructureError,
+    _canonical_cell,
+    _spglib_cell,
+    as_structure_list,
+    batches_by_site_budget,
+    build_inputs,
+    build_many,
+    collate,
+    load_inputs,
+    save_inputs,
+    supercell_repeats,
+)
+
+#: A triclinic crystal of the bundled sample (Ag2O, 9 atoms, angles 79/78/68 degrees).
+TRICLINIC_ID = "mp-38238"
+
+
+@pytest.fixture(scope="module")
+def triclinic(sample) -> Structure:
+    return sample.set_index("material_id").loc[TRICLINIC_ID, "structure"]
+
+
+# -- supercell size ------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("n_sites", "max_atoms", "expected"),
+    [
+        # grow the shortest axis (ties: first axis) while a*b*c*P <= max_atoms:
+        # 2,1,1 -> 2,2,1 -> 2,2,2 -> 3,2,2 -> 3,3,2 -> 3,3,3 -> 4,3,3 -> 4,4,3 (48); 4,4,4 = 64 > 50
+        (1, 50, (4, 4, 3)),
+        (2, 50, (3, 3, 2)),  # 3,3,3 would be 54 atoms
+        (5, 50, (2, 2, 2)),  # 3,2,2 would be 60 atoms
+        (25, 50, (2, 1, 1)),  # exactly 50
+        (26, 50, (1, 1, 1)),  # P > max_atoms / 2: a single image
+        (80, 50, (1, 1, 1)),  # P > max_atoms still gets one image
+        (1, 1, (1, 1, 1)),
+    ],
+)
+def test_supercell_repeats_cubic(n_sites, max_atoms, expected):
+    assert supercell_repeats(4.0 * np.eye(3), n_sites, max_atoms) == expected
+
+
+def test_supercell_repeats_grows_the_shortest_repeat_length():
+    # a = b = 3 Å, c = 9 Å: the short axes grow first; c only once a and b reach 9 Å.
+    lattice = np.diag([3.0, 3.0, 9.0])
+    assert supercell_repeats(lattice, 1, 8) == (3, 2, 1)  # 3,3,1 would be 9
+    assert supercell_repeats(lattice, 1, 9) == (3, 3, 1)
+    assert supercell_repeats(lattice, 1, 31) == (4, 4, 1)
+    assert supercell_repeats(lattice, 1, 50) == (5, 5, 2)
+    # only the row lengths matter, not the order of equal ones
+    assert supercell_repeats(np.diag([9.0, 3.0, 3.0]), 1, 9) == (1, 3, 3)
+
+
+def test_supercell_repeats_ignore_rounding_noise_of_rotated_cells():
+    # Equal lengths computed from a rotated cell differ in the last bits; the supercell shape
+    # (and therefore the vector) must not depend on that.
+    for seed in range(10):
+        rotation = Rotation.random(random_state=seed).as_matrix()
+        assert supercell_repeats(4.0 * np.eye(3) @ rotation.T, 1, 50) == (4, 4, 3)
+        assert supercell_repeats(4.0 * np.eye(3) @ rotation.T, 2, 50) == (3, 3, 2)
+
+
+# -- unique sites and distances ------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["CsCl", "NaCl", "Si", "SrTiO3", "ZnO"])
+def test_first_atoms_are_the_primitive_cell_sites(classic, name):
+    structure = classic[name]
+    crystal = build_inputs(structure)
+    primitive = SpacegroupAnalyzer(structure).find_primitive()
+    p = crystal.n_sites
+    assert p == len(primitive)
+    assert sorted(crystal.species[:p].tolist()) == sorted(site.specie.Z for site in primitive)
+    np.testing.assert_array_equal(crystal.atom_site[:p], np.arange(p))
+    # every supercell atom is an image of a unique site of the same species
+    np.testing.assert_array_equal(crystal.species, crystal.species[crystal.atom_site])
+    assert crystal.n_atoms % p == 0
+    assert crystal.n_atoms <= 50
+    assert np.bincount(crystal.atom_site).tolist() == [crystal.n_atoms // p] * p
+    np.testing.assert_array_equal(np.diag(crystal.distances[:, :p]), 0)
+    assert crystal.species.dtype == np.int16 and crystal.distances.dtype == np.float32
+
+
+def test_cscl_supercell_and_nearest_neighbours(cscl):
+    crystal = build_inputs(cscl)
+    assert (crystal.n_sites, crystal.n_atoms) == (2, 36)  # 3x3x2 images of the 2-atom cell
+    a = 4.123
+    cs = int(np.flatnonzero(crystal.species[:2] == 55)[0])
+    row = np.sort(crystal.distances[cs])
+    assert row[0] == 0
+    np.testing.assert_allclose(row[1:9], a * np.sqrt(3) / 2, rtol=1e-6)  # 8 Cl neighbours
+    assert row[9] == pytest.approx(a, rel=1e-6)  # then 6 Cs second neighbours
+
+
+def _reference_distances(structure: Structure, max_atoms: int = 50) -> list[np.ndarray]:
+    """Per unique site, sorted minimum-image distances from pymatgen on the same supercell."""
+    lattice, frac, numbers = _spglib_cell(structure, None)
+    lattice, frac, numbers = _canonical_cell(lattice, frac, numbers, 0.01)
+    repeats = supercell_repeats(lattice, len(numbers), max_atoms)
+    cell = Structure(
+        Lattice(lattice), numbers.tolist(), frac, site_properties={"uid": list(range(len(numbers)))}
+    )
+    supercell = cell * repeats
+    rows = []
+    for p in range(len(numbers)):
+        i = supercell.site_properties["uid"].index(p)
+        rows.append(np.sort([supercell.get_distance(i, j) for j in range(len(supercell))]))
+    return rows
+
+
+def test_distances_equal_pymatgen_minimum_image_on_a_triclinic_cell(triclinic):
+    assert SpacegroupAnalyzer(triclinic).get_crystal_system() == "triclinic"
+    crystal = build_inputs(triclinic)
+    reference = _reference_distances(triclinic)
+    assert len(reference) == crystal.n_sites
+    for p, expected in enumerate(reference):
+        np.testing.assert_allclose(np.sort(crystal.distances[p]), expected, atol=2e-5)
+
+
+@pytest.mark.parametrize("max_atoms", [12, 50])
+def test_skewed_cell_of_the_same_crystal_gives_the_same_inputs(triclinic, max_atoms):
+    skewed = triclinic * [[1, 2, 0], [0, 1, 0], [-1, 0, 1]]  # unimodular shear: same crystal
+    assert len(skewed) == len(triclinic)
+    assert max(skewed.lattice.angles) > 110 or min(skewed.lattice.angles) < 50
+    a = build_inputs(triclinic, max_atoms=max_atoms)
+    b = build_inputs(skewed, max_atoms=max_atoms)
+    np.testing.assert_array_equal(a.species, b.species)
+    np.testing.assert_allclose(a.distances, b.distances, atol=1e-5)
+    for p, expected in enumerate(_reference_distances(skewed, max_atoms)):
+        np.testing.assert_allclose(np.sort(b.distances[p]), expected, atol=2e-5)
+
+
+def test_distances_equal_pymatgen_for_sample_pairs(sample_structures):
+    # Structures without translational symmetry keep their cell: the first P supercell atoms
+    # are the input sites (in canonical order), so pairs can be checked one by one.
+    structure = sample_structures[0].copy().perturb(0.05, seed=3)
+    crystal = build_inputs(structure, max_atoms=1)  # one image: the supercell is the cell
+    assert crystal.n_atoms == crystal.n_sites == len(structure)
+    zs = [site.specie.Z for site in structure]
+    order = np.lexsort((*structure.frac_coords.T[::-1] % 1.0, zs))
+    for a in range(min(4, len(structure))):
+        for b in range(len(structure)):
+            expected = structure.get_distance(int(order[a]), int(order[b]))
+            assert crystal.distances[a, b] == pytest.approx(expected, abs=2e-5)
+
+
+def test_more_primitive_atoms_than_max_atoms_gives_one_image(srtio3):
+    crystal = build_inputs(srtio3 * (2, 1, 1), max_atoms=4)  # primitive cell: 5 atoms
+    assert crystal.n_sites == 5
+    assert crystal.n_atoms == 5
+    assert crystal.distances.shape == (5, 5)
+
+
+def test_supercell_input_reduces_to_the_primitive_cell(nacl, zno):
+    np.testing.assert_allclose(
+        build_inputs(nacl).distances, build_inputs(nacl * (1, 2, 3)).distances, atol=1e-5
+    )
+    assert build_inputs(zno * (2, 2, 1)).n_sites == 4
+
+
+# -- bad input -----------------------------------------------------------------------------------
+def test_disordered_structure_raises_naming_the_formula():
+    alloy = Structure(Lattice.cubic(3.6), [{"Fe": 0.5, "Ni": 0.5}], [[0, 0, 0]])
+    with pytest.raises(InvalidStructureError, match=r"disordered.*structure 7.*Fe0.5Ni0.5"):
+        build_inputs(alloy, index=7)
+
+
+def test_molecule_raises_type_error_naming_the_type():
+    water = Molecule(["O", "H", "H"], [[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]])
+    with pytest.raises(TypeError, match=r"structure 2.*Molecule"):
+        build_inputs(water, index=2)
+    with pytest.raises(TypeError, match="str"):
+        build_inputs("NaCl")
+
+
+@pytest.mark.parametrize(
+    ("structure", "message"),
+    [
+        (
+            Structure(Lattice.cubic(4.0), ["Na", "Cl"], [[0, 0, 0], [0.05, 0, 0]]),
+            r"overlapping atoms in structure \(structure 4\).*0\.200 Å",
+        ),
+        (
+            Structure(Lattice.cubic(4.0), ["Na", "Cl"], [[0, 0, 0], [np.nan, 0.5, 0.5]]),
+            r"structure \(structure 4\) has NaN",
+        ),
+        (Structure(Lattice.cubic(4.0), [], []), r"empty structure \(structure 4\)"),
+    ],
+    ids=["overlap", "nan", "empty"],
+)
+def test_invalid_structures_raise_with_the_index(structure, message):
+    with pytest.raises(InvalidStructureError, match=message):
+        build_inputs(structure, index=4)
+
+
+def test_build_many_names_the_failing_index_or_collects_errors(cscl, nacl):
+    alloy = Structure(Lattice.cubic(3.6), [{"Fe": 0.5, "Ni": 0.5}], [[0, 0, 0]])
+    with pytest.raises(InvalidStructureError, match="structure 2"):
+        build_many([cscl, nacl, alloy, cscl])
+    inputs, errors = build_many([cscl, alloy, "text", nacl], ignore_errors=True)
+    assert [x is None for x in inputs] == [False, True, True, False]
+    assert sorted(errors) == [1, 2]
+    assert "InvalidStructureError" in errors[1] and "Fe0.5Ni0.5" in errors[1]
+    assert "TypeError" in errors[2] and "str" in errors[2]
+
+
+def test_as_structure_list_accepts_sequences_and_refuses_a_bare_structure(cscl, nacl):
+    import pandas as pd
+
+    assert as_structure_list((cscl, nacl)) == [cscl, nacl]
+    assert as_structure_list(pd.Series([cscl, nacl])) == [cscl, nacl]
+    assert as_structure_list(pd.DataFrame({"s": [cscl, nacl]})) == [cscl, nacl]
+    assert as_structure_list(np.array([cscl, nacl], dtype=object)) == [cscl, nacl]
+    with pytest.raises(TypeError, match="wrap a single Structure"):
+        as_structure_list(cscl)
+    with pytest.raises(ValueError, match="one-column"):
+        as_structure_list(pd.DataFrame({"a": [cscl], "b": [nacl]}))
+
+
+# -- saving and batching -------------------------------------------------------------------------
+def test_save_load_inputs_round_trip(tmp_path, classic):
+    crystals = [build_inputs(s) for s in classic.values()]
+    ids = np.array(list(classic))
+    path = tmp_path / "inputs.npz"
+    save_inputs(path, crystals, material_id=ids)
+    loaded, extra = load_inputs(path)
+    assert len(loaded) == len(crystals)
+    for a, b in zip(crystals, loaded, strict=True):
+        for field in ("species", "atom_site", "distances"):
+            np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+            assert getattr(a, field).dtype == getattr(b, field).dtype
+    np.testing.assert_array_equal(extra["material_id"], ids)
+
+
+def test_collate_pads_and_masks(cscl, srtio3, si):
+    crystals = [build_inputs(s) for s in (cscl, srtio3, si)]
+    batch = collate(crystals)
+    n_sites = [c.n_sites for c in crystals]
+    assert batch.n_crystals == 3
+    assert batch.n_sites.tolist() == n_sites
+    assert batch.site_offset.tolist() == [0, n_sites[0], n_sites[0] + n_sites[1]]
+    assert batch.crystal_index.tolist() == [k for k, n in enumerate(n_sites) for _ in range(n)]
+    width = max(c.n_atoms for c in crystals)
+    assert batch.distances.shape == (sum(n_sites), width)
+    for k, c in enumerate(crystals):
+        rows = slice(int(batch.site_offset[k]), int(batch.site_offset[k]) + c.n_sites)
+        assert batch.mask[rows].sum(1).tolist() == [c.n_atoms] * c.n_sites
+        assert not batch.mask[rows, c.n_atoms :].any()
+        np.testing.assert_array_equal(batch.distances[rows, : c.n_atoms].numpy(), c.distances)
+        assert (batch.distances[rows, c.n_atoms :] == 0).all()
+        assert (batch.neighbour_species[rows, c.n_atoms :] == 0).all()
+        np.testing.assert_array_equal(batch.site_species[rows].numpy(), c.species[: c.n_sites])
+        np.testing.assert_array_equal(
+            batch.neighbour_site[rows, : c.n_atoms].numpy()[0], c.atom_site
+        )
+    assert batch.site_species.dtype == batch.neighbour_species.dtype == torch.int64
+    assert batch.mask.dtype == torch.bool
+    with pytest.raises(ValueError, match="empty"):
+        collate([])
+
+
+def test_batches_by_site_budget(cscl, srtio3, zno):
+    crystals = [build_inputs(s) for s in (cscl, srtio3, zno, cscl)]  # 2, 5, 4, 2 sites
+    groups = batches_by_site_budget(crystals, budget=7)
+    assert [g.tolist() for g in groups] == [[0, 1], [2, 3]]
+    groups = batches_by_site_budget(crystals, budget=3, order=np.array([3, 1, 0, 2]))
+    assert [g.tolist() for g in groups] == [[3], [1], [0], [2]]  # a crystal over budget: alone
+    assert sum(len(g) for g in batches_by_site_budget(crystals, budget=100)) == 4

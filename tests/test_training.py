@@ -1,0 +1,158 @@
+"""DIM training on CPU: the loss goes down, runs are reproducible, checkpoints resume exactly.
+
+Training data: 200 small crystals of the bundled sample (<= 6 atoms in the stored cell) with
+supercells of at most 24 atoms, so that an epoch costs about a second of one CPU core.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from dimfeat.encoder import SiteNetEncoder
+from dimfeat.inputs import build_many
+from dimfeat.training import (
+    CHECKPOINT_NAME,
+    DIMTrainer,
+    TrainingConfig,
+    resolve_device,
+    split_validation,
+)
+from dimfeat.weights import state_checksum
+
+LOSS_KEYS = ("loss", "local_dim", "global_dim", "local_kl", "global_kl")
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def data(small_structures):
+    inputs, errors = build_many(small_structures, max_atoms=24)
+    assert not errors and len(inputs) == 200
+    train_idx, valid_idx = split_validation(len(inputs), 0.2, seed=0)
+    return [inputs[i] for i in train_idx], [inputs[i] for i in valid_idx]
+
+
+def _train(data, epochs: int, checkpoint_dir=None, **settings):
+    settings = {"site_budget": 200, "patience": None, "seed": 0, **settings}
+    torch.manual_seed(settings["seed"])
+    encoder = SiteNetEncoder()
+    trainer = DIMTrainer(
+        encoder, TrainingConfig(epochs=epochs, **settings), CPU, checkpoint_dir=checkpoint_dir
+    )
+    history = trainer.fit(*data)
+    return history, encoder
+
+
+def _without_timing(history):
+    return [{k: v for k, v in record.items() if k != "seconds"} for record in history]
+
+
+@pytest.fixture(scope="module")
+def three_epochs(data):
+    return _train(data, 3)
+
+
+@pytest.mark.slow
+def test_short_run_lowers_the_validation_dim_loss(three_epochs):
+    history, _ = three_epochs
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+    for record in history:
+        for key in LOSS_KEYS:
+            assert math.isfinite(record[f"train_{key}"])
+            assert math.isfinite(record[f"valid_{key}"])
+        assert record["seconds"] > 0
+    first, last = history[0], history[-1]
+    assert last["valid_loss"] < first["valid_loss"]
+    assert last["valid_local_dim"] < first["valid_local_dim"]
+    assert last["valid_global_dim"] < first["valid_global_dim"]
+    # validation losses are the self-supervised loss on held-out crystals, no labels involved
+    assert set(history[0]) == {
+        "epoch",
+        "seconds",
+        "best",
+        *(f"{part}_{key}" for part in ("train", "valid") for key in LOSS_KEYS),
+    }
+
+
+@pytest.mark.slow
+def test_same_seed_gives_identical_history_and_weights(data, three_epochs):
+    history, encoder = three_epochs
+    again_history, again = _train(data, 3)
+    assert _without_timing(again_history) == _without_timing(history)
+    assert state_checksum(again) == state_checksum(encoder)
+    other_history, _ = _train(data, 1, seed=1)
+    assert other_history[0]["train_loss"] != history[0]["train_loss"]
+
+
+@pytest.mark.slow
+def test_resume_continues_and_ends_identical_to_an_uninterrupted_run(data, three_epochs, tmp_path):
+    history, encoder = three_epochs
+    first, _ = _train(data, 2, checkpoint_dir=tmp_path)
+    assert (tmp_path / CHECKPOINT_NAME).is_file()
+    assert len(first) == 2
+    resumed, resumed_encoder = _train(data, 3, checkpoint_dir=tmp_path)
+    assert [r["epoch"] for r in resumed] == [1, 2, 3]
+    assert resumed[:2] == first  # read back from the checkpoint, not retrained
+    # exact on CPU with one thread (the conftest sets it): same draws, same arithmetic
+    assert _without_timing(resumed) == _without_timing(history)
+    assert state_checksum(resumed_encoder) == state_checksum(encoder)
+
+    with pytest.raises(ValueError, match=r"different training settings \(lr\)"):
+        _train(data, 4, checkpoint_dir=tmp_path, lr=1e-3)
+    with pytest.raises(ValueError, match="false_samples"):
+        _train(data, 4, checkpoint_dir=tmp_path, false_samples=("other",))
+
+
+def test_fit_stops_after_the_epoch_that_passes_the_time_budget(data):
+    history, _ = _train(data, 5, max_seconds=0.0)
+    assert len(history) == 1
+    assert history[0]["best"] is True
+
+
+def test_too_few_structures_raise(data):
+    train, valid = data
+    torch.manual_seed(0)
+    trainer = DIMTrainer(SiteNetEncoder(), TrainingConfig(epochs=1), CPU)
+    with pytest.raises(ValueError, match="at least 2"):
+        trainer.fit(train[:1], valid)
+
+
+def test_split_validation():
+    train, valid = split_validation(100, 0.1, seed=3)
+    assert len(valid) == 10 and len(train) == 90
+    assert not set(train) & set(valid)
+    assert sorted(np.concatenate([train, valid]).tolist()) == list(range(100))
+    again, _ = split_validation(100, 0.1, seed=3)
+    np.testing.assert_array_equal(train, again)
+    assert len(split_validation(10, 0.01, seed=0)[1]) == 2  # at least 2 held out
+    assert len(split_validation(10, 0.0, seed=0)[1]) == 0
+    with pytest.raises(ValueError, match="at least"):
+        split_validation(3, 0.5, seed=0)
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == CPU
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            resolve_device("cuda")
+
+
+def test_training_config_is_json_ready():
+    data = TrainingConfig(false_samples=("other", "polymorph")).to_dict()
+    assert data["false_samples"] == ["other", "polymorph"]
+    assert data["lr"] == pytest.approx(8.12e-4)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_one_epoch_on_cuda(data):
+    torch.manual_seed(0)
+    encoder = SiteNetEncoder()
+    config = TrainingConfig(epochs=1, site_budget=200, patience=None)
+    history = DIMTrainer(encoder, config, torch.device("cuda")).fit(*data)
+    assert math.isfinite(history[0]["valid_loss"])
+    assert next(encoder.parameters()).device.type == "cuda"
