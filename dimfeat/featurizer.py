@@ -18,13 +18,19 @@ from sklearn.utils.validation import check_is_fitted
 
 from dimfeat.encoder import EncoderConfig, SiteNetEncoder
 from dimfeat.infomax import FALSE_SAMPLE_KINDS
-from dimfeat.inputs import CrystalInputs, as_structure_list, build_many, collate
+from dimfeat.inputs import (
+    DISORDER_POLICIES,
+    CrystalInputs,
+    as_structure_list,
+    build_many,
+    collate,
+)
 from dimfeat.training import DIMTrainer, TrainingConfig, resolve_device, split_validation
 from dimfeat.weights import DEFAULT_WEIGHTS, InputSettings, load_encoder, resolve_weights
 
 __all__ = ["DeepInfoMaxFeaturizer"]
 
-_MAX_BONDS_PER_BATCH = 2_000_000  # bounds inference memory for very large cells
+_MAX_BONDS_PER_BATCH = 500_000  # bounds inference memory for very large cells
 
 
 class DeepInfoMaxFeaturizer(BaseFeaturizer):
@@ -59,6 +65,10 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         image.
     symprec : float or None, default=None
         Tolerance (Å) of the primitive-cell search; ``None`` takes the weights' value (0.01).
+    disorder : {"error", "majority"}, default="error"
+        Structures with partial occupancies: raise an error naming the structure, or keep each
+        site's majority species (ties go to the lowest atomic number; vacancies are ignored) and
+        warn once per call with the number of structures ordered that way.
     global_dim : int or None, default=None
         Length of the vector when ``weights=None`` (default 128); must match the weights
         otherwise.
@@ -141,6 +151,7 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         batch_size: int = 256,
         max_atoms: int | None = None,
         symprec: float | None = None,
+        disorder: str = "error",
         global_dim: int | None = None,
         lr: float = 8.12e-4,
         site_budget: int = 1200,
@@ -160,6 +171,7 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         self.batch_size = batch_size
         self.max_atoms = max_atoms
         self.symprec = symprec
+        self.disorder = disorder
         self.global_dim = global_dim
         self.lr = lr
         self.site_budget = site_budget
@@ -350,6 +362,7 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
             "max_atoms": self.max_atoms is None
             or (isinstance(self.max_atoms, int | np.integer) and self.max_atoms >= 1),
             "symprec": self.symprec is None or self.symprec > 0,
+            "disorder": self.disorder in DISORDER_POLICIES,
             "global_dim": self.global_dim is None
             or (isinstance(self.global_dim, int | np.integer) and self.global_dim >= 1),
             "lr": self.lr > 0,
@@ -422,13 +435,29 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         self, X: Any, *, ignore_errors: bool
     ) -> tuple[list[CrystalInputs | None], dict[int, str]]:
         settings = self._input_settings()
+        structures = as_structure_list(X)
+        disorder = self.disorder
         inputs, errors = build_many(
-            as_structure_list(X),
+            structures,
             max_atoms=settings.max_atoms,
             symprec=settings.symprec,
             n_jobs=self.n_jobs,
             ignore_errors=ignore_errors,
+            disorder=disorder,
         )
+        if disorder == "majority":
+            n_ordered = sum(
+                1
+                for s, c in zip(structures, inputs, strict=True)
+                if c is not None and not s.is_ordered
+            )
+            if n_ordered:
+                warnings.warn(
+                    f"{n_ordered} disordered structure(s) were ordered by keeping each site's "
+                    "majority species (disorder='majority')",
+                    UserWarning,
+                    stacklevel=3,
+                )
         large = [c.n_sites for c in inputs if c is not None and c.n_sites > settings.max_atoms]
         if large:
             warnings.warn(

@@ -220,11 +220,17 @@ def _primitive_by_translations(
     if len(candidates) == 0:
         return lattice, frac, numbers
     candidates -= np.round(candidates)
-    moved = frac[None, :, None, :] + candidates[:, None, None, :] - frac[None, None, :, :]
-    moved -= np.round(moved)
-    gap = np.linalg.norm(moved @ lattice, axis=-1)  # (k, n, n)
-    gap = np.where(numbers[None, :, None] == numbers[None, None, :], gap, np.inf)
-    translations = candidates[(gap.min(axis=2) < tol).all(axis=1)]
+    same_species = numbers[:, None] == numbers[None, :]
+    keep = np.zeros(len(candidates), dtype=bool)
+    step = max(1, 2_000_000 // (n * n))  # candidates per block: bounds memory for large cells
+    for start in range(0, len(candidates), step):
+        block = candidates[start : start + step]
+        moved = frac[None, :, None, :] + block[:, None, None, :] - frac[None, None, :, :]
+        moved -= np.round(moved)
+        gap = np.linalg.norm(moved @ lattice, axis=-1)  # (block, n, n)
+        gap = np.where(same_species[None], gap, np.inf)
+        keep[start : start + step] = (gap.min(axis=2) < tol).all(axis=1)
+    translations = candidates[keep]
     order = len(translations) + 1
     if order == 1:
         return lattice, frac, numbers
@@ -267,6 +273,27 @@ def _canonical_cell(
     frac = frac - np.floor(frac + 1e-9)
     order = np.lexsort((frac[:, 2], frac[:, 1], frac[:, 0], numbers))
     return lattice, frac[order], numbers[order].astype(np.int64)
+
+
+def _minimum_image_distances(
+    super_frac: np.ndarray, n_sites: int, super_lattice: np.ndarray
+) -> np.ndarray:
+    """(P, N) minimum-image distances from the first ``n_sites`` atoms to all of them (Å).
+
+    Rows are processed in blocks so that memory stays bounded for very large cells.
+    """
+    n_atoms = len(super_frac)
+    out = np.empty((n_sites, n_atoms))
+    step = max(1, 1_000_000 // (n_atoms * len(_IMAGES)))
+    for start in range(0, n_sites, step):
+        stop = min(start + step, n_sites)
+        delta = super_frac[None, :, :] - super_frac[start:stop, None, :]  # (p, N, 3)
+        delta -= np.round(delta)
+        cart = (delta[:, :, None, :] + _IMAGES[None, None, :, :]) @ super_lattice  # (p,N,27,3)
+        out[start:stop] = np.sqrt(
+            np.min(np.einsum("pnik,pnik->pni", cart, cart), axis=2)
+        )
+    return out
 
 
 def build_inputs(
@@ -323,10 +350,7 @@ def build_inputs(
     species = np.tile(numbers, len(grid))
     atom_site = np.tile(np.arange(n_sites), len(grid))
 
-    delta = super_frac[None, :, :] - super_frac[:n_sites, None, :]  # (P, N, 3)
-    delta -= np.round(delta)
-    cart = (delta[:, :, None, :] + _IMAGES[None, None, :, :]) @ super_lattice  # (P, N, 27, 3)
-    distances = np.sqrt(np.min(np.einsum("pnik,pnik->pni", cart, cart), axis=2))
+    distances = _minimum_image_distances(super_frac, n_sites, super_lattice)
 
     off_diagonal = distances.copy()
     off_diagonal[np.arange(n_sites), np.arange(n_sites)] = np.inf

@@ -172,6 +172,8 @@ class DIMTrainer:
         if len(train) < 2:
             raise ValueError("DIM training needs at least 2 training structures")
         self._resume()
+        if self.distributed is not None and self.history:
+            self.distributed.reseed(self.generator, self.config.seed, len(self.history))
         start = time.perf_counter()
         for epoch in range(len(self.history), self.config.epochs):
             if self._should_stop():

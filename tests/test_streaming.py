@@ -1,0 +1,191 @@
+"""Streaming featurisation: chunked reading, incremental writing, resuming, the CLI."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dimfeat.featurizer import DeepInfoMaxFeaturizer
+from dimfeat.streaming import featurize_to_file, iter_chunks, read_features
+
+N = 12
+ATOL = 2e-5  # float32; batch composition changes padding widths (docs/reliability.md)
+
+
+@pytest.fixture(scope="module")
+def sample():
+    from dimfeat.datasets import load_sample
+
+    df = load_sample().iloc[:N]
+    return list(df["structure"]), [str(i) for i in df["material_id"]]
+
+
+@pytest.fixture(scope="module")
+def featurizer():
+    return DeepInfoMaxFeaturizer(device="cpu")
+
+
+@pytest.fixture(scope="module")
+def expected(sample, featurizer):
+    return featurizer.transform(sample[0])
+
+
+def _cgcnn_tarball(path, structures, ids, bad_at=None):
+    """A CGCNN tarball laid out like mp36k: CIFs first, the two tables at the end."""
+    with tarfile.open(path, "w:gz") as tar:
+
+        def add(name, text):
+            data = text.encode()
+            info = tarfile.TarInfo(f"set/data/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+        for k, s in enumerate(structures):
+            add(f"{k}.cif", "not a cif" if k == bad_at else s.to(fmt="cif"))
+        add("id_prop.csv", "".join(f"{k},{k * 0.1}\n" for k in range(len(structures))))
+        add("material_id_hash.csv", "".join(f"{k},{m}\n" for k, m in enumerate(ids)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tarball(sample, tmp_path_factory):
+    return _cgcnn_tarball(tmp_path_factory.mktemp("tar") / "set.tar.gz", *sample)
+
+
+def test_tarball_to_parquet_parts_matches_transform(tarball, sample, featurizer, expected):
+    out = tarball.parent / "parts"
+    summary = featurize_to_file(tarball, out, featurizer, chunk_size=5, progress=False)
+    assert (summary.n_rows, summary.n_chunks, summary.n_skipped_chunks) == (N, 3, 0)
+    assert sorted(p.name for p in out.glob("part-*.parquet")) == [
+        "part-00000.parquet",
+        "part-00001.parquet",
+        "part-00002.parquet",
+    ]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["complete"] and manifest["settings"]["chunk_size"] == 5
+    frame = read_features(out)
+    assert frame["id"].tolist() == sample[1]
+    assert frame["index"].tolist() == list(range(N))
+    np.testing.assert_allclose(frame[featurizer.feature_labels()].to_numpy(), expected, atol=ATOL)
+
+
+def test_chunks_are_lazy_and_bounded(tarball):
+    chunks = list(iter_chunks(tarball, 5))
+    assert [len(c.ids) for c in chunks] == [5, 5, 2]
+    assert [c.start for c in chunks] == [0, 5, 10]
+    assert len(chunks[1].load()) == 5
+    assert [len(c.ids) for c in iter_chunks(tarball, 5, limit=7)] == [5, 2]
+    with pytest.raises(ValueError, match="chunk_size"):
+        next(iter_chunks(tarball, 0))
+
+
+class _Interrupted(KeyboardInterrupt):
+    pass
+
+
+class _StopsAfter(DeepInfoMaxFeaturizer):
+    """Simulates a crash: raises on the call after ``calls_left`` successful ones."""
+
+    calls_left = 1
+
+    def featurize_many(self, *args, **kwargs):
+        if type(self).calls_left == 0:
+            raise _Interrupted
+        type(self).calls_left -= 1
+        return super().featurize_many(*args, **kwargs)
+
+
+def test_resume_skips_finished_chunks(tarball, featurizer, expected, tmp_path):
+    out = tmp_path / "parts"
+    crashing = _StopsAfter(device="cpu")
+    with pytest.raises(_Interrupted):
+        featurize_to_file(tarball, out, crashing, chunk_size=5, progress=False)
+    first = out / "part-00000.parquet"
+    assert first.is_file() and not (out / "part-00001.parquet").exists()
+    stamp = first.stat().st_mtime_ns
+    summary = featurize_to_file(tarball, out, featurizer, chunk_size=5, progress=False)
+    assert summary.n_skipped_chunks == 1 and summary.n_rows == N
+    assert first.stat().st_mtime_ns == stamp  # not redone
+    frame = read_features(out)
+    np.testing.assert_allclose(frame[featurizer.feature_labels()].to_numpy(), expected, atol=ATOL)
+    # other settings: refuse to mix, unless starting again
+    with pytest.raises(ValueError, match="other settings"):
+        featurize_to_file(tarball, out, featurizer, chunk_size=4, progress=False)
+    again = featurize_to_file(tarball, out, featurizer, chunk_size=4, resume=False, progress=False)
+    assert again.n_skipped_chunks == 0 and len(list(out.glob("part-*.parquet"))) == 3
+
+
+def test_csv_append_and_resume_truncates_partial_chunk(sample, featurizer, expected, tmp_path):
+    out = tmp_path / "vectors.csv"
+    featurize_to_file(sample[0], out, featurizer, chunk_size=5, limit=5, progress=False)
+    with out.open("a") as fh:
+        fh.write("5,5,0.1,0.2")  # a chunk cut off mid-write
+    summary = featurize_to_file(sample[0], out, featurizer, chunk_size=5, progress=False)
+    assert summary.n_skipped_chunks == 1
+    frame = read_features(out)
+    assert len(frame) == N and frame["id"].tolist() == [str(i) for i in range(N)]
+    np.testing.assert_allclose(frame[featurizer.feature_labels()].to_numpy(), expected, atol=ATOL)
+
+
+def test_bad_cif_gives_error_row_with_ignore_errors(sample, featurizer, expected, tmp_path):
+    tar = _cgcnn_tarball(tmp_path / "bad.tar.gz", *sample, bad_at=3)
+    with pytest.raises(ValueError, match=r"structure 3 \(id " + sample[1][3]):
+        featurize_to_file(tar, tmp_path / "strict", featurizer, chunk_size=5, progress=False)
+    summary = featurize_to_file(
+        tar, tmp_path / "lenient", featurizer, chunk_size=5, progress=False, ignore_errors=True
+    )
+    assert summary.n_errors == 1
+    frame = read_features(tmp_path / "lenient")
+    vectors = frame[featurizer.feature_labels()].to_numpy()
+    assert np.isnan(vectors[3]).all() and "could not parse" in frame["error"][3]
+    keep = [k for k in range(N) if k != 3]
+    np.testing.assert_allclose(vectors[keep], expected[keep], atol=ATOL)
+    assert frame["error"][keep].isna().all()
+
+
+def test_folder_of_cifs_and_series(sample, featurizer, expected, tmp_path):
+    folder = tmp_path / "cifs"
+    folder.mkdir()
+    for k, s in enumerate(sample[0][:4]):
+        (folder / f"x{k}.cif").write_text(s.to(fmt="cif"))
+    summary = featurize_to_file(folder, tmp_path / "out", featurizer, chunk_size=3, progress=False)
+    assert summary.n_rows == 4
+    frame = read_features(tmp_path / "out")
+    assert frame["id"].tolist() == ["x0", "x1", "x2", "x3"]
+    np.testing.assert_allclose(
+        frame[featurizer.feature_labels()].to_numpy(), expected[:4], atol=ATOL
+    )
+    series = pd.Series(sample[0][:3], index=["a", "b", "c"])
+    assert [c.ids for c in iter_chunks(series, 2)] == [["a", "b"], ["c"]]
+
+
+def test_matbench_file(featurizer, tmp_path):
+    from pathlib import Path
+
+    file = Path(__file__).resolve().parents[2] / "shared/data/matminer/matbench_phonons.json.gz"
+    if not file.is_file():
+        pytest.skip(f"{file} not present")
+    summary = featurize_to_file(
+        file, tmp_path / "mb", featurizer, chunk_size=4, limit=6, progress=False
+    )
+    assert summary.n_rows == 6
+    frame = read_features(tmp_path / "mb")
+    assert frame["id"].tolist() == [str(i) for i in range(6)]  # matminer's row index
+    assert np.isfinite(frame[featurizer.feature_labels()].to_numpy()).all()
+
+
+def test_cli_streams_and_resumes(tarball, tmp_path, capsys):
+    from dimfeat.cli import main
+
+    out = tmp_path / "cli"
+    args = ["featurize", str(out), "--data", str(tarball), "--chunk-size", "5", "--quiet"]
+    main([*args, "--device", "cpu"])
+    assert "0 already done" in capsys.readouterr().out
+    main([*args, "--device", "cpu"])
+    assert "3 already done" in capsys.readouterr().out
+    assert len(read_features(out)) == N
