@@ -1,0 +1,346 @@
+"""Transfer learning (paper Fig. 7): supervised Site-Net from DIM weights vs random weights.
+
+Usage (from the repository root)::
+
+    python benchmarks/transfer.py run  [--properties formation_energy_per_atom band_gap]
+                                       [--labels 50 100 250 1000] [--seeds 0 1 2]
+                                       [--inits random dim] [--n-test 1000] [--max-steps 200]
+    python benchmarks/transfer.py plot [--paper benchmarks/results/paper]
+
+Data: mp36k (CGCNN Materials Project set) with ``split.json``. Model inputs come from
+``.devcache/mp36k_{train,test}.npz``, rebuilt from ``../shared/data/mp36k`` when absent (crystals
+with <= 50 atoms in the stored cell, hence <= 50 in the primitive cell). Labels are drawn, seeded
+by ``(seed, n_labels)``, from the train part; the same draw serves every init and property. Every
+model is scored on one fixed test subset of ``--n-test`` crystals (``default_rng(2025)``) drawn
+from the test part: scoring all 6,423 would cost ~50 s of CPU per run, more than training at 50
+labels. Each run's test MAE is appended to ``benchmarks/results/transfer.json`` as soon as it is
+known; a rerun skips the runs already there, so an interrupted benchmark resumes.
+
+CPU budget: a run trains for at most ``--max-steps`` AdamW steps of 32 crystals
+(``epochs = min(200, ceil(max_steps / steps_per_epoch))``), with early stopping (patience 20) on
+10% of the drawn labels; the same budget applies to every init.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import os
+import platform
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("DIMFEAT_SHARED_DATA", ROOT.parent / "shared" / "data")) / "mp36k"
+CACHE = ROOT / ".devcache"
+RESULTS = ROOT / "benchmarks" / "results"
+FIGURES = ROOT / "docs" / "figures"
+PROPERTIES = ("formation_energy_per_atom", "band_gap")
+UNITS = {"formation_energy_per_atom": "eV/atom", "band_gap": "eV"}
+TEST_SEED = 2025
+BATCH_SIZE = 32
+MAX_EPOCHS = 200
+
+
+# -- data -------------------------------------------------------------------------------------
+def cached_inputs(part: str) -> tuple[list, np.ndarray]:
+    """Model inputs and material ids of a split part, built once into ``.devcache``."""
+    from dimfeat.inputs import build_many, load_inputs, save_inputs
+
+    path = CACHE / f"mp36k_{part}.npz"
+    if not path.is_file():
+        from dimfeat.datasets import load_cgcnn, load_split
+
+        print(f"building {path} from {DATA} (several minutes)", flush=True)
+        ids = load_split(DATA / "split.json")[part]
+        df = load_cgcnn(DATA / "mp36k.tar.gz", ids=ids, max_atoms=50, progress=True)
+        inputs, errors = build_many(list(df["structure"]), ignore_errors=True)
+        keep = [i for i, x in enumerate(inputs) if x is not None]
+        print(f"{len(errors)} structures failed and are left out", flush=True)
+        CACHE.mkdir(exist_ok=True)
+        save_inputs(
+            path,
+            [inputs[i] for i in keep],
+            material_id=df["material_id"].to_numpy(dtype=str)[keep],
+        )
+    crystals, extra = load_inputs(path)
+    return crystals, extra["material_id"]
+
+
+def labels() -> dict[str, dict[str, float]]:
+    """``{material_id: {property: value}}`` from ``id_prop.csv`` and ``material_id_hash.csv``."""
+    with tarfile.open(DATA / "mp36k.tar.gz") as tar:
+
+        def rows(name: str) -> list[list[str]]:
+            text = tar.extractfile(f"mp36k/data/{name}").read().decode()
+            return list(csv.reader(io.StringIO(text)))
+
+        ids = {r[0]: r[1] for r in rows("material_id_hash.csv")}
+        return {
+            ids[r[0]]: {PROPERTIES[0]: float(r[1]), PROPERTIES[1]: float(r[2])}
+            for r in rows("id_prop.csv")
+        }
+
+
+# -- results file -----------------------------------------------------------------------------
+def load_results(path: Path) -> dict:
+    if path.is_file():
+        return json.loads(path.read_text())
+    return {
+        "description": "Paper Fig. 7 on mp36k (CGCNN MP set, split.json): SiteNetRegressor "
+        "test MAE from random vs DIM (sitenet-dim-mp36k) initial weights",
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores "
+        "(shared), CPU only, torch.set_num_threads(1)",
+        "runs": [],
+    }
+
+
+def save_results(path: Path, results: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=1) + "\n")
+    tmp.replace(path)
+
+
+def run_key(prop: str, n: int, init: str, seed: int) -> str:
+    return f"{prop}|{n}|{init}|{seed}"
+
+
+# -- runs -------------------------------------------------------------------------------------
+def epochs_for(n_labels: int, max_steps: int, validation_fraction: float = 0.1) -> int:
+    n_train = n_labels - max(2, round(validation_fraction * n_labels))
+    return min(MAX_EPOCHS, math.ceil(max_steps / math.ceil(n_train / BATCH_SIZE)))
+
+
+def start_weights(init: str, prop: str, train, train_y, args) -> str | None:
+    """``None`` (random), the bundled DIM weights, or an encoder trained on the other property."""
+    if init == "random":
+        return None
+    if init == "dim":
+        return "sitenet-dim-mp36k"
+    from dimfeat.regressor import SiteNetRegressor
+
+    other = PROPERTIES[1 - PROPERTIES.index(prop)]
+    folder = CACHE / "transfer" / f"supervised-{other}-{args.supervised_n}"
+    if not (folder / "config.json").is_file():
+        rng = np.random.default_rng(TEST_SEED + 1)
+        pick = rng.choice(len(train), args.supervised_n, replace=False)
+        model = SiteNetRegressor(
+            weights=None, epochs=args.supervised_epochs, device="cpu", verbose=True
+        ).fit([train[i] for i in pick], train_y[other][pick])
+        model.save_pretrained(
+            str(folder),
+            note=f"supervised on {other} of {args.supervised_n} mp36k train crystals, "
+            f"{args.supervised_epochs} epochs from random weights",
+        )
+    return str(folder)
+
+
+def run(args: argparse.Namespace) -> None:
+    import torch
+
+    from dimfeat.regressor import SiteNetRegressor
+
+    torch.set_num_threads(1)
+    train, train_ids = cached_inputs("train")
+    test, test_ids = cached_inputs("test")
+    table = labels()
+    train_y = {p: np.array([table[i][p] for i in train_ids]) for p in PROPERTIES}
+    test_pick = np.sort(np.random.default_rng(TEST_SEED).choice(len(test), args.n_test, False))
+    test_x = [test[i] for i in test_pick]
+    results = load_results(args.out)
+    protocol = {
+        "train_pool": len(train),
+        "test_subset": f"{args.n_test} of {len(test)} test crystals, default_rng({TEST_SEED})",
+        "max_steps": args.max_steps,
+        "batch_size": BATCH_SIZE,
+        "regressor": "SiteNetRegressor(lr=1e-3, weight_decay=0.01, validation_fraction=0.1, "
+        "patience=20, device='cpu')",
+    }
+    if results.get("protocol", protocol) != protocol:
+        raise SystemExit(f"{args.out} was written with another protocol; use another --out")
+    results["protocol"] = protocol
+    done = {run_key(r["property"], r["n_labels"], r["init"], r["seed"]) for r in results["runs"]}
+    for prop in args.properties:
+        test_y = np.array([table[test_ids[i]][prop] for i in test_pick])
+        for seed in args.seeds:
+            for n in args.labels:
+                pick = np.random.default_rng([seed, n]).choice(len(train), n, replace=False)
+                for init in args.inits:
+                    if run_key(prop, n, init, seed) in done:
+                        continue
+                    weights = start_weights(init, prop, train, train_y, args)
+                    start = time.perf_counter()
+                    model = SiteNetRegressor(
+                        weights=weights,
+                        epochs=epochs_for(n, args.max_steps),
+                        batch_size=BATCH_SIZE,
+                        device="cpu",
+                        random_state=seed,
+                    ).fit([train[i] for i in pick], train_y[prop][pick])
+                    mae = float(np.mean(np.abs(model.predict(test_x) - test_y)))
+                    record = {
+                        "property": prop,
+                        "n_labels": n,
+                        "init": init,
+                        "seed": seed,
+                        "test_mae": mae,
+                        "epochs_run": len(model.history_),
+                        "best_epoch": model.best_epoch_,
+                        "best_valid_mae": min(h["valid_mae"] for h in model.history_),
+                        "seconds": time.perf_counter() - start,
+                    }
+                    results["runs"].append(record)
+                    save_results(args.out, results)
+                    print(json.dumps(record), flush=True)
+
+
+# -- figures and table ------------------------------------------------------------------------
+def medians(runs: list[dict]) -> dict[tuple[str, int, str], tuple[float, int]]:
+    groups: dict[tuple[str, int, str], list[float]] = {}
+    for r in runs:
+        groups.setdefault((r["property"], r["n_labels"], r["init"]), []).append(r["test_mae"])
+    return {k: (float(np.median(v)), len(v)) for k, v in groups.items()}
+
+
+def representation_results(folder: Path) -> list[dict]:
+    """Rows ``{property, n_labels, name, test_mae}`` from ``representation*.json``, if any.
+
+    Reads the nested layout ``{"mae": {property: {model: {representation: {n: [mae, ...]}}}}}``
+    written by ``benchmarks/paper``, or a list of records (bare or under ``runs``/``results``)
+    with fields ``property``/``target``, ``n_labels``/``n_train``, ``test_mae``/``mae`` and
+    ``representation`` (+ ``model``).
+    """
+    rows = []
+    for path in sorted(folder.glob("representation*.json")):
+        content = json.loads(path.read_text())
+        if isinstance(content, dict) and isinstance(content.get("mae"), dict):
+            rows += [
+                {"property": prop, "n_labels": int(n), "name": f"{rep}/{model}", "test_mae": mae}
+                for prop, by_model in content["mae"].items()
+                for model, by_rep in by_model.items()
+                for rep, by_n in by_rep.items()
+                for n, maes in by_n.items()
+                for mae in maes
+            ]
+            continue
+        records = content if isinstance(content, list) else []
+        if isinstance(content, dict):
+            records = next((content[k] for k in ("runs", "results", "records") if k in content), [])
+        for r in records:
+            if not isinstance(r, dict):
+                continue
+            prop = r.get("property", r.get("target"))
+            n = r.get("n_labels", r.get("n_train"))
+            mae = r.get("test_mae", r.get("mae"))
+            name = "/".join(str(r[k]) for k in ("representation", "model") if k in r)
+            if None not in (prop, n, mae):
+                rows.append({"property": prop, "n_labels": int(n), "name": name, "test_mae": mae})
+    return rows
+
+
+def plot(args: argparse.Namespace) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = load_results(args.out)["runs"]
+    FIGURES.mkdir(parents=True, exist_ok=True)
+    props = [p for p in PROPERTIES if any(r["property"] == p for r in runs)]
+    inits = [i for i in ("random", "dim", "supervised") if any(r["init"] == i for r in runs)]
+    colours = {"random": "tab:grey", "dim": "tab:blue", "supervised": "tab:orange"}
+    fig, axes = plt.subplots(1, len(props), figsize=(5.5 * len(props), 4), squeeze=False)
+    for ax, prop in zip(axes[0], props, strict=False):
+        counts = sorted({r["n_labels"] for r in runs if r["property"] == prop})
+        for k, init in enumerate(inits):
+            data = [
+                [r["test_mae"] for r in runs if (r["property"], r["n_labels"], r["init"]) == key]
+                for key in ((prop, n, init) for n in counts)
+            ]
+            pos = np.arange(len(counts)) + (k - (len(inits) - 1) / 2) * 0.3
+            box = ax.boxplot(data, positions=pos, widths=0.25, patch_artist=True)
+            for patch in box["boxes"]:
+                patch.set_facecolor(colours[init])
+            for x, d in zip(pos, data, strict=True):  # every seed, visible with few seeds
+                ax.plot(np.full(len(d), x), d, ".", color="black", ms=4)
+            ax.plot([], [], "s", color=colours[init], label=f"{init} init")
+        ax.set_xticks(range(len(counts)), [str(n) for n in counts])
+        ax.set(xlabel="training labels", ylabel=f"test MAE ({UNITS[prop]})", title=prop)
+        ax.legend()
+    fig.suptitle("Transfer learning, SiteNetRegressor on mp36k (Fig. 7)")
+    fig.tight_layout()
+    fig.savefig(FIGURES / "transfer_boxplots.png", dpi=120)
+
+    rep = representation_results(args.paper)
+    med = medians(runs)
+    fig, axes = plt.subplots(1, len(props), figsize=(5.5 * len(props), 4), squeeze=False)
+    for ax, prop in zip(axes[0], props, strict=False):
+        for init in inits:
+            pts = sorted((n, m) for (p, n, i), (m, _) in med.items() if (p, i) == (prop, init))
+            ax.plot(*zip(*pts, strict=True), "o-", lw=2, color=colours[init], label=f"{init} init")
+        for name in sorted({r["name"] for r in rep if r["property"] == prop}):
+            by_n: dict[int, list[float]] = {}
+            for r in rep:
+                if (r["property"], r["name"]) == (prop, name):
+                    by_n.setdefault(r["n_labels"], []).append(r["test_mae"])
+            ns = sorted(by_n)
+            style = "--" if name.endswith("mlp") else ":"
+            ax.plot(ns, [np.median(by_n[n]) for n in ns], style, lw=1, label=name)
+        ax.set(xscale="log", yscale="log", xlabel="training labels")
+        ax.set_ylabel(f"median test MAE ({UNITS[prop]}, log scale)")
+        counts = sorted({n for (p, n, _) in med if p == prop})
+        ax.set_xticks(counts, [str(n) for n in counts], minor=False)
+        ax.minorticks_off()
+        ax.set_title(prop if rep else f"{prop}\n(no representation results yet)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(FIGURES / "transfer_vs_representation.png", dpi=120)
+    print(table(med))
+
+
+def table(med: dict) -> str:
+    lines = []
+    for prop in PROPERTIES:
+        keys = sorted({(n, i) for (p, n, i) in med if p == prop})
+        if not keys:
+            continue
+        lines += [f"\n{prop} ({UNITS[prop]}): median test MAE (runs)"]
+        for n in sorted({n for n, _ in keys}):
+            cells = [
+                f"{i}: {med[(prop, n, i)][0]:.4f} ({med[(prop, n, i)][1]})"
+                for m, i in keys
+                if m == n
+            ]
+            lines.append(f"  {n:5d} labels  " + "  ".join(cells))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("command", choices=["run", "plot"])
+    parser.add_argument("--properties", nargs="+", default=list(PROPERTIES), choices=PROPERTIES)
+    parser.add_argument("--labels", nargs="+", type=int, default=[50, 100, 250, 1000])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument(
+        "--inits", nargs="+", default=["random", "dim"], choices=["random", "dim", "supervised"]
+    )
+    parser.add_argument("--n-test", type=int, default=1000)
+    parser.add_argument("--max-steps", type=int, default=200)
+    parser.add_argument("--supervised-n", type=int, default=5000)
+    parser.add_argument("--supervised-epochs", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=RESULTS / "transfer.json")
+    parser.add_argument("--paper", type=Path, default=RESULTS / "paper")
+    args = parser.parse_args(argv)
+    (run if args.command == "run" else plot)(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
