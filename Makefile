@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 export PIP_FIND_LINKS ?= $(wildcard /opt/wheels)
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: venv demo test lint docs wheel clean
+.PHONY: venv demo test lint docs wheel clean benchmarks
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ test: venv
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 	$(BIN)/mkdocs build --strict --quiet --site-dir /tmp/dimfeat-site
+
+# The paper's experiments (docs/results.md); resumes from benchmarks/cache/, hours on 2 CPUs.
+# Pass WEIGHTS=<name or folder> to benchmark other DIM weights.
+WEIGHTS ?= sitenet-dim-mp36k
+benchmarks: venv
+	OMP_NUM_THREADS=1 $(BIN)/python -m benchmarks.paper.run_all --weights $(WEIGHTS)
 
 lint: venv
 	$(BIN)/ruff check .

@@ -1,0 +1,334 @@
+"""Datasets, fixed subsets and cached feature matrices for the paper benchmarks.
+
+Every representation of a dataset is computed once and cached as
+``benchmarks/cache/features/<dataset>/<representation>-<key>.npz`` where ``key`` is the
+sha256 of the DIM weights (trained DIM), the encoder's state checksum (untrained DIM) or a
+hash of the featuriser's parameters (baselines). Baselines are computed in chunks with a
+partial file, so an interrupted run resumes where it stopped. DIM vectors are recomputed in
+seconds from cached model inputs, so a new set of weights only costs its own encoding.
+
+Subsets (fixed, seeded; never chosen by looking at test results):
+
+* ``mp36k-pool``: the first ``n_pool`` train ids of ``split.json`` in the order of
+  ``numpy.random.default_rng(seed).permutation``, keeping crystals with <= 50 atoms in the
+  primitive cell and only elements with Z <= 94 (the OFM's limit). Labels are drawn from it.
+* ``mp36k-test``: the same rule over the test ids (``n_test`` crystals).
+* ``mp36k-pretrain``: the same rule over the train ids, ``n_pretrain`` crystals (ablation).
+* ``phonons``: every row of ``matbench_phonons`` in matminer's order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = Path(os.environ.get("DIMFEAT_SHARED_DATA", ROOT.parent / "shared" / "data"))
+MP36K = DATA / "mp36k" / "mp36k.tar.gz"
+SPLIT = DATA / "mp36k" / "split.json"
+MATMINER = DATA / "matminer"
+CACHE = Path(os.environ.get("DIMFEAT_BENCH_CACHE", ROOT / "benchmarks" / "cache"))
+
+MAX_PRIMITIVE_SITES = 50
+MAX_Z = 94  # matminer's OrbitalFieldMatrix has element vectors for Z = 1..94 only
+BASELINES = ("xrd", "magpie", "ofm")
+CHUNK = 50
+
+
+@dataclass
+class Dataset:
+    """Structures (loaded lazily), ids, labels and SiteNet inputs of one benchmark set."""
+
+    name: str
+    ids: list[str]
+    labels: dict[str, np.ndarray]
+    structures: list = field(default_factory=list, repr=False)
+    inputs: list = field(default_factory=list, repr=False)
+    description: str = ""
+
+    @property
+    def fingerprint(self) -> str:
+        """Short hash of the ids, so that a cache never mixes two subsets."""
+        return hashlib.sha256("\n".join(self.ids).encode()).hexdigest()[:12]
+
+
+# ------------------------------------------------------------------------------ mp36k subsets
+def _eligible(crystal, structure) -> bool:
+    return crystal.n_sites <= MAX_PRIMITIVE_SITES and max(structure.atomic_numbers) <= MAX_Z
+
+
+def mp36k_subset(
+    part: str,
+    n: int,
+    *,
+    seed: int = 0,
+    name: str | None = None,
+    structures: bool = True,
+    verbose: bool = True,
+) -> Dataset:
+    """The first ``n`` eligible crystals of ``part`` in a seeded random order (see module doc).
+
+    The chosen ids, labels and model inputs are cached in ``CACHE/subsets``; the structures are
+    re-read from the tarball (about 20 s for 2,000 crystals).
+    """
+    from dimfeat.datasets import load_cgcnn, load_split
+    from dimfeat.inputs import build_many, load_inputs, save_inputs
+
+    name = name or f"mp36k-{part}{n}-seed{seed}"
+    folder = CACHE / "subsets"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.npz"
+    description = (
+        f"mp36k ({MP36K.name}), '{part}' part of split.json: first {n} crystals of "
+        f"default_rng({seed}).permutation(ids) with <= {MAX_PRIMITIVE_SITES} atoms in the "
+        f"primitive cell and Z <= {MAX_Z}"
+    )
+    if path.is_file():
+        crystals, extra = load_inputs(path)
+        ids = [str(i) for i in extra["material_id"]]
+        labels = {k: extra[k] for k in ("formation_energy_per_atom", "band_gap")}
+        loaded = list(load_cgcnn(MP36K, ids=ids, n_jobs=1)["structure"]) if structures else []
+        return Dataset(name, ids, labels, loaded, crystals, description)
+
+    order = np.random.default_rng(seed).permutation(load_split(SPLIT)[part])
+    chosen: list[int] = []
+    frames, crystals = [], []
+    start = 0
+    t0 = time.perf_counter()
+    while len(chosen) < n and start < len(order):
+        stop = start + max(200, int(1.3 * (n - len(chosen))))
+        df = load_cgcnn(MP36K, ids=list(order[start:stop]), n_jobs=1)
+        built, _ = build_many(list(df["structure"]), ignore_errors=True)
+        for k, (crystal, structure) in enumerate(zip(built, df["structure"], strict=True)):
+            if len(chosen) < n and crystal is not None and _eligible(crystal, structure):
+                chosen.append(len(chosen))
+                frames.append(df.iloc[k])
+                crystals.append(crystal)
+        start = stop
+    if len(chosen) < n:
+        raise ValueError(f"only {len(chosen)} eligible crystals in '{part}', asked for {n}")
+    ids = [str(r["material_id"]) for r in frames]
+    labels = {
+        k: np.array([r[k] for r in frames], dtype=np.float64)
+        for k in ("formation_energy_per_atom", "band_gap")
+    }
+    save_inputs(path, crystals, material_id=np.array(ids), **labels)
+    if verbose:
+        print(f"[{name}] chose {n} crystals in {time.perf_counter() - t0:.0f} s", flush=True)
+    loaded = [r["structure"] for r in frames] if structures else []
+    return Dataset(name, ids, labels, loaded, crystals, description)
+
+
+def phonons() -> Dataset:
+    """``matbench_phonons`` (1,265 structures, ``last phdos peak`` in cm^-1), matminer order."""
+    from dimfeat.datasets import load_matbench
+    from dimfeat.inputs import build_many
+
+    df = load_matbench("matbench_phonons", data_home=MATMINER)
+    structures = list(df["structure"])
+    crystals, _ = build_many(structures)
+    return Dataset(
+        "phonons",
+        [str(i) for i in df.index],
+        {"last phdos peak": df["last phdos peak"].to_numpy(dtype=np.float64)},
+        structures,
+        crystals,
+        "matbench_phonons (Matbench v0.1) from shared/data/matminer, all 1,265 rows",
+    )
+
+
+# ------------------------------------------------------------------------------ featurisers
+def baseline_featurizer(rep: str):
+    """The baseline featuriser for ``rep`` in ``BASELINES`` (parameters fixed here)."""
+    if rep == "ofm":
+        from dimfeat.baselines import OrbitalFieldMatrixFeaturizer
+
+        return OrbitalFieldMatrixFeaturizer(period_tag=False, n_jobs=1)
+    if rep == "xrd":
+        from dimfeat.baselines import XRDPatternFeaturizer
+
+        return XRDPatternFeaturizer(pattern_length=128, n_jobs=1)
+    if rep == "magpie":
+        from matminer.featurizers.composition import ElementProperty
+
+        return ElementProperty.from_preset("magpie", impute_nan=True)
+    raise KeyError(f"unknown baseline {rep!r}; choose from {BASELINES}")
+
+
+def _baseline_rows(rep: str, featurizer, structures: list) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if rep == "magpie":
+            return np.array([featurizer.featurize(s.composition) for s in structures], float)
+        return np.asarray(featurizer.fit(structures).transform(structures), dtype=np.float64)
+
+
+def _baseline_key(rep: str) -> str:
+    import dimfeat
+
+    featurizer = baseline_featurizer(rep)
+    if rep == "magpie":  # its data_source object has no stable repr
+        params = repr((featurizer.features, featurizer.stats, featurizer.impute_nan))
+    else:
+        params = repr(sorted(featurizer.get_params().items()))
+    return hashlib.sha256(f"{rep}|{params}|{dimfeat.__version__}".encode()).hexdigest()[:16]
+
+
+def weights_key(weights: str | None, seed: int = 0) -> str:
+    """Cache key of DIM vectors: the weights' sha256, or the untrained encoder's checksum."""
+    if weights is None:
+        from dimfeat.weights import state_checksum
+
+        return "untrained-" + state_checksum(_encoder(None, seed)[0])[:16]
+    from dimfeat.weights import read_config, resolve_weights
+
+    return read_config(resolve_weights(weights))["sha256"][:16]
+
+
+def _encoder(weights: str | None, seed: int):
+    import torch
+
+    from dimfeat.encoder import EncoderConfig, SiteNetEncoder
+    from dimfeat.weights import load_encoder, resolve_weights
+
+    if weights is None:  # exactly what DeepInfoMaxFeaturizer(weights=None) builds
+        torch.manual_seed(seed)
+        return SiteNetEncoder(EncoderConfig(global_dim=128)).eval(), {}
+    return load_encoder(resolve_weights(weights))
+
+
+def encode(weights: str | None, crystals: list, *, seed: int = 0, batch_size: int = 128):
+    """DIM vectors of cached model inputs (CPU, one thread), in the order given."""
+    import torch
+
+    from dimfeat.inputs import collate
+
+    torch.set_num_threads(1)
+    encoder, _ = _encoder(weights, seed)
+    out = np.empty((len(crystals), encoder.config.global_dim), dtype=np.float32)
+    order = np.argsort([c.n_atoms for c in crystals], kind="stable")
+    with torch.inference_mode():
+        for s in range(0, len(order), batch_size):
+            group = order[s : s + batch_size]
+            out[group] = encoder(collate([crystals[i] for i in group])).numpy()
+    return out
+
+
+# ------------------------------------------------------------------------------ cache
+def _cache_path(dataset: Dataset, rep: str, key: str) -> Path:
+    folder = CACHE / "features" / f"{dataset.name}-{dataset.fingerprint}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{rep}-{key}.npz"
+
+
+def features(
+    dataset: Dataset, rep: str, *, weights: str | None = None, seed: int = 0, verbose=True
+) -> np.ndarray:
+    """Feature matrix of ``dataset`` for ``rep``: a baseline name, ``"dim"`` or ``"dim-untrained"``.
+
+    ``weights`` names the DIM weights for ``rep="dim"`` (a bundled name or a folder).
+    """
+    if rep == "dim-untrained":
+        weights = None
+    elif rep.startswith("dim") and weights is None:
+        raise ValueError(f"rep={rep!r} needs weights")
+    key = weights_key(weights, seed) if rep.startswith("dim") else _baseline_key(rep)
+    path = _cache_path(dataset, rep, key)
+    if path.is_file():
+        with np.load(path) as data:
+            return data["X"]
+    t0 = time.perf_counter()
+    if rep.startswith("dim"):
+        X = encode(weights, dataset.inputs, seed=seed).astype(np.float64)
+    else:
+        X = _chunked_baseline(dataset, rep, path)
+    if not np.isfinite(X).all():
+        bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
+        raise ValueError(f"{rep} gave non-finite rows for {[dataset.ids[i] for i in bad[:5]]}")
+    seconds = time.perf_counter() - t0
+    np.savez_compressed(
+        path, X=X, ids=np.array(dataset.ids), seconds=seconds, meta=json.dumps({"rep": rep})
+    )
+    if verbose:
+        print(f"[{dataset.name}] {rep}: {X.shape} in {seconds:.0f} s -> {path.name}", flush=True)
+    return X
+
+
+def _chunked_baseline(dataset: Dataset, rep: str, path: Path) -> np.ndarray:
+    partial = path.with_suffix(".partial.npz")
+    rows: list[np.ndarray] = []
+    if partial.is_file():
+        with np.load(partial) as data:
+            rows = list(data["X"])
+    featurizer = baseline_featurizer(rep)
+    t0, resumed = time.perf_counter(), len(rows)
+    for start in range(len(rows), len(dataset.structures), CHUNK):
+        rows.extend(_baseline_rows(rep, featurizer, dataset.structures[start : start + CHUNK]))
+        with open(partial.with_suffix(".tmp"), "wb") as handle:  # atomic: kill-safe
+            np.savez(handle, X=np.array(rows))
+        partial.with_suffix(".tmp").replace(partial)
+        done = len(rows)
+        rate = (time.perf_counter() - t0) / (done - resumed)
+        print(
+            f"  [{dataset.name}] {rep} {done}/{len(dataset.structures)} ({rate:.2f} s each)",
+            flush=True,
+        )
+    X = np.array(rows, dtype=np.float64)
+    partial.unlink(missing_ok=True)
+    return X
+
+
+def cached(dataset: Dataset, rep: str, *, weights: str | None = None, seed: int = 0) -> bool:
+    """Whether ``features(dataset, rep, ...)`` would come from the cache."""
+    if rep == "dim-untrained":
+        weights = None
+    key = weights_key(weights, seed) if rep.startswith("dim") else _baseline_key(rep)
+    return _cache_path(dataset, rep, key).is_file()
+
+
+# ------------------------------------------------------------------------------ standard sets
+N_POOL, N_TEST, N_PRETRAIN, SEED = 2000, 2000, 5000, 0
+
+
+def pool() -> Dataset:
+    """Label pool: 2,000 eligible train crystals (seed 0)."""
+    return mp36k_subset("train", N_POOL, seed=SEED, name="mp36k-pool")
+
+
+def test_set() -> Dataset:
+    """2,000 eligible test crystals (seed 0); regression scores use the first ``N_SCORE``."""
+    return mp36k_subset("test", N_TEST, seed=SEED, name="mp36k-test")
+
+
+N_SCORE = 1000
+
+
+def first(dataset: Dataset, n: int) -> Dataset:
+    """The first ``n`` crystals of ``dataset`` as a dataset of its own (own cache folder)."""
+    return Dataset(
+        f"{dataset.name}-first{n}",
+        dataset.ids[:n],
+        {k: v[:n] for k, v in dataset.labels.items()},
+        dataset.structures[:n],
+        dataset.inputs[:n],
+        dataset.description.replace(f"first {len(dataset.ids)}", f"first {n}"),
+    )
+
+
+def main() -> None:
+    """Compute (or resume) every baseline matrix the benchmarks need, cheapest first."""
+    sets = [pool(), first(test_set(), N_SCORE), phonons()]
+    for rep in ("magpie", "xrd", "ofm"):
+        for dataset in sets:
+            features(dataset, rep)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,200 @@
+"""Fig. 8: representation learning on mp36k (formation energy and band gap).
+
+Small downstream models (:mod:`benchmarks.paper.protocol`) are fitted on 50/100/250/1000 labels
+drawn from a fixed pool of 2,000 train crystals and scored (MAE) on 1,000 fixed test crystals,
+for each representation: trained DIM (bundled weights), untrained DIM (random weights, seed 0),
+OFM, XRD and Magpie. Every finished cell is checkpointed, so a rerun only computes what changed
+(e.g. the trained-DIM cells after new weights).
+
+``python -m benchmarks.paper.representation [--weights NAME_OR_FOLDER] [--reps dim,xrd,...]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.paper import features as F
+from benchmarks.paper import protocol as P
+
+RESULTS = F.ROOT / "benchmarks" / "results" / "paper"
+PROPERTIES = ("formation_energy_per_atom", "band_gap")
+UNITS = {"formation_energy_per_atom": "eV/atom", "band_gap": "eV", "last phdos peak": "cm^-1"}
+REPS = ("dim", "dim-untrained", "ofm", "xrd", "magpie")
+DEFAULT_WEIGHTS = "sitenet-dim-mp36k"
+
+
+def rep_specs(reps, weights: str = DEFAULT_WEIGHTS) -> dict[str, tuple[str, str | None]]:
+    """``label -> (representation kind, weights)`` for the representation names given."""
+    return {r: (r, weights if r == "dim" else None) for r in reps}
+
+
+def cell_key(kind: str, weights: str | None) -> str:
+    """Cache identity of a representation: kind plus weights sha / featuriser hash."""
+    if kind.startswith("dim"):
+        return f"{kind}@{F.weights_key(weights)}"
+    return f"{kind}@{F._baseline_key(kind)}"
+
+
+def evaluate(
+    specs: dict[str, tuple[str, str | None]],
+    *,
+    pool: F.Dataset,
+    test: F.Dataset,
+    checkpoint: P.Checkpoint,
+    properties=PROPERTIES,
+    models=P.MODELS,
+    label_counts=P.LABEL_COUNTS,
+    draws=P.n_draws,
+    seed: int = 0,
+) -> tuple[dict, dict]:
+    """MAE of every draw for each property x model x representation x label count.
+
+    Returns ``(results, scaling)``: ``results[property][model][label][str(n)]`` is the list of
+    test MAEs; ``scaling[property][model][label]`` records the input scaling used and, for
+    trained DIM with ``linear``, the pool-only validation that chose it.
+    """
+    results: dict = {}
+    scaling: dict = {}
+    for label, (kind, weights) in specs.items():
+        X_pool = F.features(pool, kind, weights=weights)
+        X_test = F.features(test, kind, weights=weights)
+        ident = cell_key(kind, weights)
+        for prop in properties:
+            y_pool, y_test = pool.labels[prop], test.labels[prop]
+            for model in models:
+                scale = P.default_scaling(kind, model)
+                info: dict = {}
+                if scale is None:
+                    info = checkpoint.get_or_compute(
+                        f"choice|{prop}|{model}|{ident}|n{min(label_counts)}",
+                        partial(_choice, X_pool, y_pool, model, min(label_counts)),
+                    )
+                    scale = bool(info["scale"])
+                scaling.setdefault(prop, {}).setdefault(model, {})[label] = {
+                    "standardised": scale,
+                    **({"pool_validation_median_mae": info["validation"]} if info else {}),
+                }
+                for n in label_counts:
+                    maes = checkpoint.get_or_compute(
+                        f"{prop}|{model}|{ident}|{'std' if scale else 'raw'}|{n}|seed{seed}",
+                        partial(
+                            P.mae_draws,
+                            X_pool,
+                            y_pool,
+                            X_test,
+                            y_test,
+                            model=model,
+                            scale=scale,
+                            n=n,
+                            draws=draws(n),
+                            seed=seed,
+                        ),
+                    )
+                    results.setdefault(prop, {}).setdefault(model, {}).setdefault(label, {})[
+                        str(n)
+                    ] = maes
+    return results, scaling
+
+
+def _choice(X_pool, y_pool, model, n) -> dict:
+    scale, validation = P.choose_scaling(X_pool, y_pool, model, n=n)
+    return {"scale": bool(scale), "validation": validation}
+
+
+def weights_summary(weights: str) -> str:
+    """How the DIM weights were trained, from their ``config.json`` (one line)."""
+    from dimfeat.weights import read_config, resolve_weights
+
+    training = read_config(resolve_weights(weights)).get("training") or {}
+    history = training.get("history") or []
+    settings = training.get("settings") or {}
+    return (
+        f"trained {len(history)} epoch(s) on {training.get('hardware', '?')}, false samples "
+        f"{settings.get('false_samples', '?')}, local constituent "
+        f"{settings.get('local_constituent', 'neighbour')}"
+    )
+
+
+def describe(specs, pool: F.Dataset, test: F.Dataset, seed: int = 0) -> dict:
+    """The metadata block every result file carries."""
+    reps = {}
+    for label, (kind, weights) in specs.items():
+        if kind == "dim":
+            reps[label] = f"DIM encoder, weights {weights} (sha256 {F.weights_key(weights)}...)"
+            reps[label] += ": " + weights_summary(weights)
+        elif kind == "dim-untrained":
+            reps[label] = "DIM encoder with random weights (torch.manual_seed(0)), 128-d"
+        elif kind == "magpie":
+            reps[label] = "matminer ElementProperty.from_preset('magpie', impute_nan=True), 132"
+        else:
+            reps[label] = repr(F.baseline_featurizer(kind))
+    return {
+        "data": {"pool": pool.description, "test": test.description},
+        "split": str(F.SPLIT.relative_to(F.DATA.parent.parent)),
+        "n_pool": len(pool.ids),
+        "n_test": len(test.ids),
+        "label_counts": list(P.LABEL_COUNTS),
+        "draws": {str(n): P.n_draws(n) for n in P.LABEL_COUNTS},
+        "seed": seed,
+        "draw_rule": "default_rng([seed, n, d]).choice(n_pool, n, replace=False)",
+        "models": {
+            "linear": "LinearRegression()",
+            "mlp": f"MLPRegressor({P.MLP_SETTINGS}, random_state=d), standardised X and y",
+        },
+        "representations": reps,
+        "machine": P.machine(),
+    }
+
+
+def run(weights: str = DEFAULT_WEIGHTS, reps=REPS, out: Path | None = None) -> dict:
+    """Run (or resume) the experiment and write ``representation.json``."""
+    pool, test = F.pool(), F.first(F.test_set(), F.N_SCORE)
+    specs = rep_specs(reps, weights)
+    checkpoint = P.Checkpoint(F.CACHE / "runs" / "representation.json")
+    results, scaling = evaluate(specs, pool=pool, test=test, checkpoint=checkpoint)
+    payload = {
+        "experiment": "Fig. 8 representation learning",
+        **describe(specs, pool, test),
+        "units": {p: UNITS[p] for p in PROPERTIES},
+        "input_scaling": scaling,
+        "reference_mae_predict_pool_mean": {
+            p: float(np.mean(np.abs(test.labels[p] - pool.labels[p].mean()))) for p in PROPERTIES
+        },
+        "mae": results,
+    }
+    out = out or RESULTS / "representation.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(payload, indent=1))
+    print(f"wrote {out}")
+    return payload
+
+
+def medians(payload: dict) -> dict:
+    """``median[property][model][rep][n]`` of a result payload."""
+    return {
+        prop: {
+            model: {
+                rep: {n: float(np.median(v)) for n, v in by_n.items()}
+                for rep, by_n in by_rep.items()
+            }
+            for model, by_rep in by_model.items()
+        }
+        for prop, by_model in payload["mae"].items()
+    }
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--weights", default=DEFAULT_WEIGHTS)
+    parser.add_argument("--reps", default=",".join(REPS))
+    args = parser.parse_args(argv)
+    run(args.weights, tuple(args.reps.split(",")))
+
+
+if __name__ == "__main__":
+    main()

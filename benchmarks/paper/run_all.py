@@ -1,0 +1,70 @@
+"""Rerun every paper benchmark end to end, cheapest and most important first.
+
+Each stage resumes from ``benchmarks/cache/`` (feature matrices, finished cells, training
+checkpoints), and the report is rewritten after each stage, so the command can be interrupted
+and rerun at any time. For new DIM weights only the DIM vectors and DIM cells are recomputed.
+
+``python -m benchmarks.paper.run_all [--weights NAME_OR_FOLDER] [--skip ablation,ofm-phonons]``
+
+Stages: ``fast`` (Fig. 8 without OFM, Fig. 13 without OFM, t-SNE), ``ofm`` (OFM features of
+the mp36k subsets, Fig. 8 with OFM), ``ablation`` (Fig. 11, two CPU trainings),
+``ofm-phonons`` (OFM of the 1,265 phonon structures, Fig. 13 with OFM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+STAGES = ("fast", "ofm", "ablation", "ofm-phonons")
+
+
+def main(argv=None) -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+    from benchmarks.paper import ablation, phonons, report, representation, tsne
+    from benchmarks.paper import features as F
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--weights", default=representation.DEFAULT_WEIGHTS)
+    parser.add_argument("--skip", default="", help=f"comma-separated stages of {STAGES}")
+    args = parser.parse_args(argv)
+    skip = set(filter(None, args.skip.split(",")))
+    fast = ("dim", "dim-untrained", "magpie", "xrd")
+    t0 = time.perf_counter()
+
+    def stage(name: str, work) -> None:
+        if name in skip:
+            print(f"== {name}: skipped")
+            return
+        print(f"== {name} ({time.perf_counter() - t0:.0f} s)", flush=True)
+        work()
+        report.write()
+
+    def run_fast() -> None:
+        representation.run(args.weights, fast)
+        phonons.run(args.weights, fast)
+        tsne.run(args.weights)
+
+    def run_ofm() -> None:
+        pool, test = F.pool(), F.first(F.test_set(), F.N_SCORE)
+        F.features(pool, "ofm")
+        F.features(test, "ofm")
+        representation.run(args.weights, representation.REPS)
+
+    def run_ofm_phonons() -> None:
+        F.features(F.phonons(), "ofm")
+        phonons.run(args.weights, phonons.REPS)
+
+    stage("fast", run_fast)
+    stage("ofm", run_ofm)
+    stage("ablation", lambda: ablation.run(args.weights))
+    stage("ofm-phonons", run_ofm_phonons)
+    print(f"== done in {time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

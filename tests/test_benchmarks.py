@@ -1,0 +1,109 @@
+"""Smoke test of the paper benchmark code (benchmarks/paper) on a few bundled crystals."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.paper import features as F  # noqa: E402
+from benchmarks.paper import protocol as P  # noqa: E402
+from benchmarks.paper import report, representation, tsne  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A 30-crystal pool and a 12-crystal test set from the bundled sample, private cache."""
+    from dimfeat.datasets import load_sample
+    from dimfeat.inputs import build_many
+
+    df = load_sample().iloc[:42]
+    structures = list(df["structure"])
+    inputs, _ = build_many(structures)
+    labels = {k: df[k].to_numpy() for k in ("formation_energy_per_atom", "band_gap")}
+
+    def part(name, sl):
+        return F.Dataset(
+            name,
+            [str(i) for i in df["material_id"].iloc[sl]],
+            {k: v[sl] for k, v in labels.items()},
+            structures[sl],
+            inputs[sl],
+            f"tiny {name}",
+        )
+
+    cache = tmp_path_factory.mktemp("bench-cache")
+    saved = F.CACHE
+    F.CACHE = cache
+    yield part("pool", slice(0, 30)), part("test", slice(30, 42)), cache
+    F.CACHE = saved
+
+
+def test_dim_features_match_featurizer_and_cache(tiny):
+    from dimfeat import DeepInfoMaxFeaturizer
+
+    pool, _, cache = tiny
+    X = F.features(pool, "dim", weights="sitenet-dim-mp36k", verbose=False)
+    expected = DeepInfoMaxFeaturizer(device="cpu").transform(pool.structures)
+    np.testing.assert_allclose(X, expected, atol=1e-4)
+    U = F.features(pool, "dim-untrained", verbose=False)
+    untrained = DeepInfoMaxFeaturizer(weights=None, device="cpu").transform(pool.structures)
+    np.testing.assert_allclose(U, untrained, atol=1e-4)
+    files = sorted(p.name for p in cache.rglob("*.npz"))
+    assert any(f.startswith("dim-") for f in files) and len(files) == 2
+    assert F.cached(pool, "dim", weights="sitenet-dim-mp36k")
+    np.testing.assert_array_equal(F.features(pool, "dim", weights="sitenet-dim-mp36k"), X)
+
+
+def test_baseline_features_resume_from_partial(tiny, monkeypatch):
+    pool, _, _ = tiny
+    small = F.Dataset("small", pool.ids[:6], {}, pool.structures[:6], pool.inputs[:6])
+    monkeypatch.setattr(F, "CHUNK", 4)
+    X = F.features(small, "magpie", verbose=False)
+    assert X.shape == (6, 132) and np.isfinite(X).all()
+    xrd = F.features(small, "xrd", verbose=False)
+    assert xrd.shape == (6, 128)
+
+
+def test_protocol_and_report(tiny, tmp_path, monkeypatch):
+    pool, test, cache = tiny
+    specs = representation.rep_specs(("dim", "dim-untrained", "magpie"))
+    checkpoint = P.Checkpoint(cache / "runs" / "tiny.json")
+    kwargs = dict(pool=pool, test=test, label_counts=(10, 20), draws=lambda n: 3)
+    results, scaling = representation.evaluate(specs, checkpoint=checkpoint, **kwargs)
+    cell = results["band_gap"]["mlp"]["dim"]
+    assert set(cell) == {"10", "20"} and len(cell["10"]) == 3
+    assert scaling["band_gap"]["linear"]["dim-untrained"]["standardised"] is True
+    assert "pool_validation_median_mae" in scaling["band_gap"]["linear"]["dim"]
+    again, _ = representation.evaluate(specs, checkpoint=P.Checkpoint(checkpoint.path), **kwargs)
+    assert again == results
+    np.testing.assert_array_equal(P.draw(30, 10, 2), P.draw(30, 10, 2))
+
+    payload = {"mae": results, **representation.describe(specs, pool, test)}
+    payload["input_scaling"] = scaling
+    (tmp_path / "representation.json").write_text(json.dumps(payload))
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    monkeypatch.setattr(report, "FIGURES", tmp_path)
+    monkeypatch.setattr(report, "DOC", tmp_path / "results.md")
+    monkeypatch.setattr(report, "SUMMARY", tmp_path / "summary.md")
+    report.write()
+    text = (tmp_path / "results.md").read_text()
+    assert "DIM (trained)" in text and (tmp_path / "representation_boxplots.png").is_file()
+    assert "mp36k band gap" in (tmp_path / "summary.md").read_text()
+
+
+def test_tsne_helpers():
+    from pymatgen.core import Lattice, Structure
+
+    cscl = Structure(Lattice.cubic(4.2), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    si = Structure(Lattice.cubic(5.43), ["Si", "Si"], [[0, 0, 0], [0.25, 0.25, 0.25]])
+    assert tsne.halogen_and_metal(cscl) and not tsne.halogen_and_metal(si)
+    xy = tsne.embed(np.random.default_rng(0).normal(size=(30, 5)))
+    assert xy.shape == (30, 2)
