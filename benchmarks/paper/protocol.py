@@ -45,9 +45,8 @@ def make_model(model: str, scale: bool, random_state: int = 0):
         return make_pipeline(StandardScaler(), LinearRegression()) if scale else LinearRegression()
     if model == "mlp":
         mlp = MLPRegressor(random_state=random_state, **MLP_SETTINGS)
-        return TransformedTargetRegressor(
-            regressor=make_pipeline(StandardScaler(), mlp), transformer=StandardScaler()
-        )
+        regressor = make_pipeline(StandardScaler(), mlp) if scale else mlp
+        return TransformedTargetRegressor(regressor=regressor, transformer=StandardScaler())
     raise KeyError(f"unknown model {model!r}; choose from {MODELS}")
 
 

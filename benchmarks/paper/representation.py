@@ -68,6 +68,10 @@ def evaluate(
             y_pool, y_test = pool.labels[prop], test.labels[prop]
             for model in models:
                 scale = P.default_scaling(kind, model)
+                if kind.startswith(("ofm", "xrd")):
+                    # Sparse OFM columns (nonzero in 1-2 pool crystals) blow up under
+                    # standardisation; choose raw vs standardised inside the pool, as for DIM.
+                    scale = None
                 info: dict = {}
                 if scale is None:
                     info = checkpoint.get_or_compute(
@@ -144,7 +148,8 @@ def describe(specs, pool: F.Dataset, test: F.Dataset, seed: int = 0) -> dict:
         "draw_rule": "default_rng([seed, n, d]).choice(n_pool, n, replace=False)",
         "models": {
             "linear": "LinearRegression()",
-            "mlp": f"MLPRegressor({P.MLP_SETTINGS}, random_state=d), standardised X and y",
+            "mlp": f"MLPRegressor({P.MLP_SETTINGS}, random_state=d), standardised y; "
+            "X standardised unless the pool-chosen scaling (OFM, XRD) says raw",
         },
         "representations": reps,
         "machine": P.machine(),
