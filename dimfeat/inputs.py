@@ -6,8 +6,8 @@ The pipeline (SPEC section 1):
    the crystal onto itself (within ``symprec`` Å; spglib's ``find_primitive`` is the fallback when
    they do not form a consistent group), then Niggli-reduced with spglib. Positions are not
    symmetrised. Site order, rotation, translation and the choice of primitive/conventional/
-   supercell of the input do not change this cell. A translation search costs about 0.15 ms per
-   structure, thirty times less than spglib's full symmetry search, which dominated the pipeline.
+   supercell of the input do not change this cell. A translation search costs about 0.16 ms per
+   structure (``benchmarks/throughput.py``, stage ``cell_reduction``).
 2. **Roughly cubic supercell of at most** ``max_atoms`` **atoms.** Starting from repeats
    ``(1, 1, 1)`` of the Niggli-reduced cell, the axis with the shortest repeat length is grown by
    one while ``a*b*c*P <= max_atoms`` (ties go to the first axis); growth stops at the first step
