@@ -82,7 +82,13 @@ def _train_process(args, ddp_device) -> None:
     from dimfeat.distributed import barrier, is_main_process
     from dimfeat.encoder import EncoderConfig, SiteNetEncoder
     from dimfeat.inputs import load_inputs, save_inputs
-    from dimfeat.training import DIMTrainer, TrainingConfig, resolve_device, split_validation
+    from dimfeat.training import (
+        DIMTrainer,
+        SaveEveryEpoch,
+        TrainingConfig,
+        resolve_device,
+        split_validation,
+    )
     from dimfeat.weights import InputSettings, load_encoder, resolve_weights, save_pretrained
 
     start = time.perf_counter()
@@ -121,6 +127,9 @@ def _train_process(args, ddp_device) -> None:
         validation_fraction=args.validation_fraction,
         patience=args.patience,
         false_samples=tuple(args.false_samples.split(",")),
+        beta=args.beta,
+        local_pairs=args.local_pairs or None,
+        global_sites=args.global_sites or None,
         local_constituent=args.local_constituent,
         seed=args.seed,
         mixed_precision=not args.no_amp,
@@ -133,14 +142,24 @@ def _train_process(args, ddp_device) -> None:
         encoder, _ = load_encoder(resolve_weights(args.weights))
     else:
         torch.manual_seed(args.seed)
-        encoder = SiteNetEncoder(EncoderConfig(global_dim=args.global_dim))
+        encoder = SiteNetEncoder(
+            EncoderConfig(global_dim=args.global_dim, distance_expansion=args.distance_expansion)
+        )
     train_idx, valid_idx = split_validation(len(crystals), config.validation_fraction, args.seed)
+    inputs = InputSettings(max_atoms=args.max_atoms, symprec=args.symprec)
+    callbacks = []
+    if args.save_every_epoch:
+        command = "dimfeat " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        callbacks.append(
+            SaveEveryEpoch(args.save_every_epoch, inputs, {"command": command, "data": data})
+        )
     trainer = DIMTrainer(
         encoder,
         config,
         device,
         checkpoint_dir=args.checkpoint_dir,
         progress=not args.quiet and main,
+        callbacks=callbacks,
     )
     history = trainer.fit([crystals[i] for i in train_idx], [crystals[i] for i in valid_idx])
     for record in history:
@@ -175,7 +194,7 @@ def _train_process(args, ddp_device) -> None:
     folder = save_pretrained(
         args.output,
         encoder,
-        inputs=InputSettings(max_atoms=args.max_atoms, symprec=args.symprec),
+        inputs=inputs,
         training=training,
         name=args.name or Path(args.output).name,
     )
@@ -245,6 +264,9 @@ def _featurize(args) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from dimfeat.encoder import DISTANCE_EXPANSIONS
+    from dimfeat.infomax import FALSE_SAMPLE_KINDS
+
     parser = argparse.ArgumentParser(prog="dimfeat", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -272,8 +294,27 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--patience", type=int, default=10)
     train.add_argument(
         "--false-samples",
-        default="other,polymorph,composition,permutation",
+        default=",".join(FALSE_SAMPLE_KINDS),
         help="comma-separated kinds of false sample",
+    )
+    train.add_argument("--beta", type=float, default=0.1, help="weight of the KL terms")
+    train.add_argument(
+        "--local-pairs",
+        type=int,
+        default=16,
+        help="pairs scored per environment in the local loss, drawn by weight (0: all pairs)",
+    )
+    train.add_argument(
+        "--global-sites",
+        type=int,
+        default=6,
+        help="sites kept per synthetic false crystal in the global loss (0: all sites)",
+    )
+    train.add_argument(
+        "--distance-expansion",
+        choices=list(DISTANCE_EXPANSIONS),
+        default="gaussian",
+        help="distance input of a random encoder: Gaussian basis or the paper's linear input",
     )
     train.add_argument(
         "--local-constituent",
@@ -295,6 +336,11 @@ def _parser() -> argparse.ArgumentParser:
         "--max-minutes", type=float, help="stop after the epoch that passes this time budget"
     )
     train.add_argument("--checkpoint-dir", help="per-epoch checkpoints; resume from them")
+    train.add_argument(
+        "--save-every-epoch",
+        metavar="DIR",
+        help="also write each epoch's encoder as a weights folder DIR/epoch-NNN",
+    )
     train.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on CUDA")
     train.set_defaults(func=_train)
 

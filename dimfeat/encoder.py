@@ -3,7 +3,7 @@
 Data flow (SPEC section 2), with ``S`` unique sites in a batch and ``M`` supercell atoms each::
 
     atomic numbers --table--> site features (9) --Linear/Mish/LayerNorm--> x (64)
-    distances (1) --Linear/Mish/LayerNorm--> e (64)
+    distances --Gaussian basis (n_gaussians)--Linear/Mish/LayerNorm--> e (64)
     bond b_ij = [x_i, x_j, e_ij] (192)
     attention a_ij = softmax_j MLP[64]->1 (b_ij);  values v_ij = MLP[64, 64] (b_ij)
     local environment s_i = sum_j a_ij v_ij (64) -> mu_local, logvar_local (32)
@@ -26,7 +26,10 @@ from torch import nn
 from dimfeat.elements import SITE_FEATURES, element_table, standardisation
 from dimfeat.inputs import Batch
 
-__all__ = ["EncoderConfig", "SiteNetEncoder", "mlp"]
+__all__ = ["DISTANCE_EXPANSIONS", "EncoderConfig", "GaussianBasis", "SiteNetEncoder", "mlp"]
+
+#: Ways to present a distance to the distance embedding.
+DISTANCE_EXPANSIONS = ("gaussian", "linear")
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,20 @@ class EncoderConfig:
         Layers of the post-pooling MLP.
     global_dim : int, default=128
         Length of the crystal vector.
+    site_features : tuple of str
+        Names of the site features (see :data:`dimfeat.elements.SITE_FEATURES`).
+    distance_expansion : {"gaussian", "linear"}, default="gaussian"
+        How a distance enters the distance embedding. ``"gaussian"``: a fixed basis of
+        ``n_gaussians`` Gaussians with centres evenly spaced on ``[0, distance_cutoff]`` Å and
+        a width of one spacing (:class:`GaussianBasis`), then Linear/Mish/LayerNorm.
+        ``"linear"``: the paper's single linear input, Linear(1 -> 64)/Mish/LayerNorm. The
+        linear form is nearly blind beyond about 4 Å: the LayerNorm divides out the scale of
+        ``w * d``, so the embeddings of 5.6, 8 and 12 Å agree to a cosine of 0.97-0.995 (see
+        the training docs); weights saved before this option existed use it.
+    n_gaussians : int, default=32
+        Size of the Gaussian basis.
+    distance_cutoff : float, default=8.0
+        Last Gaussian centre (Å); farther atoms all look "far".
     """
 
     embed_dim: int = 64
@@ -59,6 +76,16 @@ class EncoderConfig:
     postpool_hidden: tuple[int, ...] = (64,)
     global_dim: int = 128
     site_features: tuple[str, ...] = field(default=SITE_FEATURES)
+    distance_expansion: str = "gaussian"
+    n_gaussians: int = 32
+    distance_cutoff: float = 8.0
+
+    def __post_init__(self) -> None:
+        if self.distance_expansion not in DISTANCE_EXPANSIONS:
+            raise ValueError(
+                f"distance_expansion must be one of {DISTANCE_EXPANSIONS}, "
+                f"got {self.distance_expansion!r}"
+            )
 
     def to_dict(self) -> dict:
         """JSON-ready dictionary (tuples become lists)."""
@@ -66,8 +93,37 @@ class EncoderConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> EncoderConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise ``TypeError``."""
+        """Inverse of :meth:`to_dict`; unknown keys raise ``TypeError``.
+
+        A dictionary without ``distance_expansion`` was written before the option existed and
+        describes the linear distance input.
+        """
+        data = {"distance_expansion": "linear", **data}
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+class GaussianBasis(nn.Module):
+    """Fixed Gaussian expansion of distances: ``exp(-((d - mu_k) / sigma)^2 / 2)``.
+
+    Parameters
+    ----------
+    n : int
+        Number of Gaussians; centres ``mu_k`` evenly spaced on ``[0, cutoff]``.
+    cutoff : float
+        Last centre (Å); the width ``sigma`` is one spacing.
+    """
+
+    def __init__(self, n: int, cutoff: float) -> None:
+        super().__init__()
+        if n < 2 or not cutoff > 0:
+            raise ValueError(f"need n >= 2 Gaussians and cutoff > 0, got {n} and {cutoff}")
+        self.register_buffer("centres", torch.linspace(0.0, float(cutoff), n), persistent=False)
+        self.width = float(cutoff) / (n - 1)
+
+    def forward(self, distances: torch.Tensor) -> torch.Tensor:
+        """(...) distances in Å -> (..., n) basis values."""
+        z = (distances.unsqueeze(-1) - self.centres) / self.width
+        return torch.exp(-0.5 * z * z)
 
 
 def mlp(sizes: list[int] | tuple[int, ...], *, final_activation: bool = True) -> nn.Sequential:
@@ -120,7 +176,14 @@ class SiteNetEncoder(nn.Module):
 
         d = config.embed_dim
         self.site_embedding = mlp([n_features, d])
-        self.distance_embedding = mlp([1, d])
+        if config.distance_expansion == "gaussian":
+            self.distance_basis: nn.Module | None = GaussianBasis(
+                config.n_gaussians, config.distance_cutoff
+            )
+            self.distance_embedding = mlp([config.n_gaussians, d])
+        else:
+            self.distance_basis = None
+            self.distance_embedding = mlp([1, d])
         self.attention = mlp([3 * d, *config.attention_hidden, 1], final_activation=False)
         self.values = mlp([3 * d, *config.value_hidden])
         env_dim = config.value_hidden[-1]
@@ -132,9 +195,19 @@ class SiteNetEncoder(nn.Module):
         self.global_logvar = nn.Linear(config.postpool_hidden[-1], config.global_dim)
 
     # -- local part ---------------------------------------------------------------------------
+    def expand_distances(self, distances: torch.Tensor) -> torch.Tensor:
+        """(...) distances in Å -> (..., n_gaussians) basis, or (..., 1) for the linear input."""
+        if self.distance_basis is None:
+            return distances.unsqueeze(-1)
+        return self.distance_basis(distances)
+
     def site_features(self, species: torch.Tensor) -> torch.Tensor:
         """Standardised site features of atomic numbers ``species`` (any shape) -> (..., 9)."""
         return self.element_features[species]
+
+    def embed_distances(self, expanded: torch.Tensor) -> torch.Tensor:
+        """Distance embedding ``e`` (..., embed_dim) of :meth:`expand_distances` output."""
+        return self.distance_embedding(expanded)
 
     def encode_local(
         self,
@@ -142,6 +215,8 @@ class SiteNetEncoder(nn.Module):
         neighbour_species: torch.Tensor,
         distances: torch.Tensor,
         mask: torch.Tensor,
+        *,
+        embedded_distances: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Local environments of ``S`` sites.
 
@@ -151,6 +226,9 @@ class SiteNetEncoder(nn.Module):
         neighbour_species : LongTensor (S, M)
         distances : FloatTensor (S, M), Å
         mask : BoolTensor (S, M)
+        embedded_distances : FloatTensor (S, M, embed_dim), optional
+            ``embed_distances(expand_distances(distances))`` when the caller has it already
+            (the DIM objective reuses it for false samples on the same geometry).
 
         Returns
         -------
@@ -163,7 +241,9 @@ class SiteNetEncoder(nn.Module):
         # Same function and same parameters as the concatenated form, a fraction of the cost.
         elements = self.site_embedding(self.element_features)  # (Z, d)
         x_i = elements[site_species]  # (S, d)
-        e_ij = self.distance_embedding(distances.unsqueeze(-1))  # (S, M, d)
+        if embedded_distances is None:
+            embedded_distances = self.embed_distances(self.expand_distances(distances))
+        e_ij = embedded_distances  # (S, M, d)
         logits = _bond_mlp(self.attention, x_i, elements, neighbour_species, e_ij).squeeze(-1)
         logits = logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
         weights = torch.softmax(logits, dim=-1)

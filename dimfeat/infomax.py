@@ -3,10 +3,12 @@
 Paper section 2.5-2.7 and SPEC section 3. Two independent DIM problems are solved in parallel:
 
 * **local**: a site's local environment ``z`` (``mu_local`` plus learned noise) against its pairwise
-  interactions: ``c = [f_j, d_ij]``, the neighbour's standardised site features and the
-  distance (SPEC; ``local_constituent="neighbour"``, the default), or ``c = [f_i, f_j, d_ij]``
+  interactions: ``c = [f_j, g(d_ij)]``, the neighbour's standardised site features and the
+  distance (``local_constituent="neighbour"``, the default), or ``c = [f_i, f_j, g(d_ij)]``
   with the centre's features too (``"bond"``), pairs weighted by ``(d_ij + 1)^-2`` normalised
-  over the environment;
+  over the environment. ``g`` is the encoder's fixed distance expansion
+  (:meth:`~dimfeat.encoder.SiteNetEncoder.expand_distances`: a Gaussian basis, or the raw
+  distance for encoders with the linear distance input);
 * **global**: a crystal vector ``z`` (``mu_global`` plus noise) against the crystal's local
   environments ``c = mu_local``, read through ``detach()`` so that the global loss never trains the
   local encoder (the paper's Fig. 4).
@@ -16,9 +18,16 @@ Scores are ``u_z(z) . u_c(c)``; the Jensen-Shannon loss of a true pair and a fal
 over the constituents of each set and over the kinds of false sample in use:
 
 ``other``        constituents of another crystal of the batch, drawn uniformly from all of them;
-``polymorph``    this crystal's species on another crystal's geometry;
+``polymorph``    this crystal's species on another crystal's geometry, taken from a crystal with
+                 the same number of unique sites when the batch has one (then the false
+                 polymorph has this crystal's stoichiometry, and only geometry tells it apart);
 ``composition``  this crystal's geometry with another crystal's species;
-``permutation``  this crystal's species shuffled among its own sites (global DIM only).
+``permutation``  this crystal's species shuffled among its own sites;
+``strain``       this crystal with every distance scaled by one factor, 5-25 % up or down
+                 (log-uniform), i.e. the same crystal at another density.
+
+``permutation`` and ``strain`` keep the composition exactly, so composition alone cannot reject
+them: they are what makes the objective, and so the vector, depend on geometry.
 
 Synthetic crystals relabel the unique sites of a geometry and propagate the labels to every
 supercell image, so they stay periodic. Their local environments, needed by the global loss, are
@@ -41,8 +50,11 @@ from dimfeat.inputs import Batch
 
 __all__ = ["FALSE_SAMPLE_KINDS", "DIMHeads", "DeepInfoMaxLoss", "LossTerms"]
 
-#: Kinds of false sample; ``permutation`` applies to the global objective only.
-FALSE_SAMPLE_KINDS = ("other", "polymorph", "composition", "permutation")
+#: Kinds of false sample (see the module docstring).
+FALSE_SAMPLE_KINDS = ("other", "polymorph", "composition", "permutation", "strain")
+
+#: Range of the ``strain`` false samples' distance factor: exp(+-U(log 1.05, log 1.25)).
+STRAIN_RANGE = (1.05, 1.25)
 
 
 class DIMHeads(nn.Module):
@@ -57,8 +69,10 @@ class DIMHeads(nn.Module):
     ) -> None:
         super().__init__()
         n_features = len(config.site_features) * (2 if local_constituent == "bond" else 1)
+        n_distance = config.n_gaussians if config.distance_expansion == "gaussian" else 1
         self.local_z = mlp([config.local_dim, hidden, out], final_activation=False)
-        self.local_c = mlp([n_features + 1, hidden, out], final_activation=False)
+        self.n_distance = n_distance
+        self.local_c = mlp([n_features + n_distance, hidden, out], final_activation=False)
         self.global_z = mlp([config.global_dim, hidden, out], final_activation=False)
         self.global_c = mlp([config.local_dim, hidden, out], final_activation=False)
 
@@ -104,11 +118,30 @@ class _Sampler:
     def _uniform(self, n: int) -> torch.Tensor:
         return torch.rand(n, generator=self.g, device=self.device)
 
-    def donors(self) -> torch.Tensor:
-        """For each crystal, another crystal of the batch, uniformly."""
+    def donors(self, *, same_size: bool = False) -> torch.Tensor:
+        """For each crystal, another crystal of the batch, uniformly.
+
+        With ``same_size``, uniformly among the other crystals with as many unique sites, when
+        there is one (otherwise among all other crystals).
+        """
         b = self.batch.n_crystals
-        step = torch.randint(1, b, (b,), generator=self.g, device=self.device)
-        return (torch.arange(b, device=self.device) + step) % b
+        if not same_size:
+            step = torch.randint(1, b, (b,), generator=self.g, device=self.device)
+            return (torch.arange(b, device=self.device) + step) % b
+        n = self.batch.n_sites
+        other = ~torch.eye(b, dtype=torch.bool, device=self.device)
+        same = other & (n.unsqueeze(0) == n.unsqueeze(1))
+        allowed = torch.where(same.any(1, keepdim=True), same, other)
+        keys = torch.rand((b, b), generator=self.g, device=self.device).masked_fill(~allowed, -1)
+        return keys.argmax(1)
+
+    def strain(self) -> torch.Tensor:
+        """For each crystal, a distance factor 5-25 % above or below 1 (log-uniform)."""
+        b = self.batch.n_crystals
+        low, high = (float(torch.log(torch.tensor(x))) for x in STRAIN_RANGE)
+        size = low + (high - low) * self._uniform(b)
+        sign = torch.where(self._uniform(b) < 0.5, -1.0, 1.0)
+        return torch.exp(sign * size)
 
     def other_rows(self, crystal: torch.Tensor) -> torch.Tensor:
         """For each entry of ``crystal``, a site row of any other crystal, uniformly."""
@@ -128,6 +161,15 @@ class _Sampler:
         n = self.batch.n_sites[species_crystal]
         shift = (self._uniform(len(species_crystal)) * n).long()
         return _Relabel(self.batch.site_offset[species_crystal], n, shift)
+
+    def subset(self, owner: torch.Tensor, k: int) -> torch.Tensor:
+        """Indices of at most ``k`` entries per owner, uniformly without replacement."""
+        keys = owner.to(torch.float64) + self._uniform(len(owner)).to(torch.float64) * 0.5
+        order = torch.argsort(keys)
+        counts = torch.bincount(owner, minlength=self.batch.n_crystals)
+        start = torch.cumsum(counts, 0) - counts
+        rank = torch.arange(len(owner), device=self.device) - start[owner[order]]
+        return torch.sort(order[rank < k]).values
 
     def permutation(self) -> torch.Tensor:
         """A random permutation of the site rows within each crystal (flat row indices)."""
@@ -176,6 +218,14 @@ class DeepInfoMaxLoss(nn.Module):
         samples (Fig. 11).
     local_constituent : {"neighbour", "bond"}, default="neighbour"
         What a local constituent holds: ``[f_j, d_ij]`` or ``[f_i, f_j, d_ij]``.
+    local_pairs : int or None, default=None
+        Score this many pairs per environment, drawn in proportion to the pair weights, instead
+        of every pair (``None``): an unbiased estimate of the local loss at a fraction of the
+        cost.
+    global_sites : int or None, default=None
+        Represent each synthetic false crystal of the global loss by at most this many of its
+        sites, drawn at random (``None``: all of them); its score is a mean over sites, so the
+        estimate stays unbiased while the local encoder runs on fewer sites.
     """
 
     def __init__(
@@ -185,8 +235,16 @@ class DeepInfoMaxLoss(nn.Module):
         beta: float = 0.1,
         false_samples: tuple[str, ...] = FALSE_SAMPLE_KINDS,
         local_constituent: str = "neighbour",
+        local_pairs: int | None = None,
+        global_sites: int | None = None,
     ) -> None:
         super().__init__()
+        if global_sites is not None and global_sites < 1:
+            raise ValueError(f"global_sites must be a positive integer or None, got {global_sites}")
+        self.global_sites = global_sites
+        if local_pairs is not None and local_pairs < 1:
+            raise ValueError(f"local_pairs must be a positive integer or None, got {local_pairs}")
+        self.local_pairs = local_pairs
         if local_constituent not in ("neighbour", "bond"):
             raise ValueError(
                 f"local_constituent must be 'neighbour' or 'bond', got {local_constituent!r}"
@@ -200,9 +258,8 @@ class DeepInfoMaxLoss(nn.Module):
             )
         if set(false_samples) == {"permutation"}:
             raise ValueError(
-                "false_samples=('permutation',) leaves the local DIM loss without false samples "
-                "(permutation applies to the global loss only); add 'other', 'polymorph' or "
-                "'composition'"
+                "false_samples=('permutation',) leaves crystals of one element without false "
+                "samples (shuffling their species changes nothing); add another kind"
             )
         self.heads = DIMHeads(config, local_constituent=local_constituent)
         self.alpha = alpha
@@ -210,14 +267,43 @@ class DeepInfoMaxLoss(nn.Module):
         self.false_samples = tuple(false_samples)
 
     # -- local ----------------------------------------------------------------------------------
-    def _pair_constituents(
-        self, encoder: SiteNetEncoder, site: torch.Tensor, neighbours: torch.Tensor, d: torch.Tensor
+    def _pair_scores(
+        self,
+        encoder: SiteNetEncoder,
+        q: tuple[torch.Tensor, torch.Tensor],
+        site: torch.Tensor,
+        neighbours: torch.Tensor,
+        distance_part: torch.Tensor,
     ) -> torch.Tensor:
-        parts = [encoder.site_features(neighbours), d.unsqueeze(-1)]
+        """Scores ``u_z(z_s) . u_c(c_sm)`` of every pair, without materialising ``u_c(c)``.
+
+        ``u_c`` ends in a Linear layer ``W h + b``, so ``u_z . u_c = (W^T u_z) . h + u_z . b``;
+        ``q`` holds ``(W^T u_z, u_z . b)``. The first layer of ``u_c`` acts on the concatenated
+        constituent ``[f_i, f_j, g(d)]``; its weight is split so that the species parts are
+        looked up per element and the distance part (``distance_part``, from
+        :meth:`_distance_part`) is computed once per set of distances.
+        """
+        first = self.heads.local_c[0]
+        n_f = encoder.element_features.shape[1]
+        w = first.weight
+        table = encoder.element_features
+        h = distance_part + (table @ w[:, self._f_j].T)[neighbours] + first.bias
         if self.local_constituent == "bond":
-            f_i = encoder.site_features(site).unsqueeze(1).expand(-1, neighbours.shape[1], -1)
-            parts.insert(0, f_i)
-        return self.heads.local_c(torch.cat(parts, dim=-1))
+            h = h + (table @ w[:, :n_f].T)[site].unsqueeze(1)
+        h = self.heads.local_c[1:-1](h)
+        qz, qb = q
+        return torch.einsum("sd,smd->sm", qz, h) + qb.unsqueeze(1)
+
+    def _distance_part(self, expanded: torch.Tensor) -> torch.Tensor:
+        """The distance block of ``u_c``'s first layer applied to ``g(d)``: (S, M, hidden)."""
+        w = self.heads.local_c[0].weight
+        return expanded @ w[:, self._f_j.stop :].T
+
+    @property
+    def _f_j(self) -> slice:
+        n_f = self.heads.local_c[0].in_features - self.heads.n_distance
+        start = n_f // 2 if self.local_constituent == "bond" else 0
+        return slice(start, n_f)
 
     @staticmethod
     def _pair_weights(d: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -225,33 +311,61 @@ class DeepInfoMaxLoss(nn.Module):
         return w / w.sum(dim=1, keepdim=True).clamp_min(1e-12)
 
     def _local_js(
-        self, encoder: SiteNetEncoder, batch: Batch, uz: torch.Tensor, sampler: _Sampler
+        self,
+        encoder: SiteNetEncoder,
+        batch: Batch,
+        uz: torch.Tensor,
+        sampler: _Sampler,
+        expanded: torch.Tensor,
     ) -> torch.Tensor:
         b = batch
-        true = self._pair_constituents(encoder, b.site_species, b.neighbour_species, b.distances)
-        score = torch.einsum("sd,smd->sm", uz, true)
-        loss = (F.softplus(-score) * self._pair_weights(b.distances, b.mask)).sum(1)
+        last = self.heads.local_c[-1]
+        q = (uz @ last.weight, uz @ last.bias)
+        own = self._distance_part(expanded)
+        loss = self._pair_term(
+            encoder, q, sampler, b.site_species, b.neighbour_species, b.distances, b.mask,
+            lambda idx: own if idx is None else own.gather(1, _expand(idx, own)), true=True,
+        )  # fmt: skip
 
-        false_terms = []
+        false_sum = torch.zeros_like(loss)
+        false_count = torch.zeros_like(loss)
         for kind in self.false_samples:
-            if kind == "permutation":
-                continue
-            if kind == "other":
-                rows = sampler.other_rows(b.crystal_index)
-                site, neigh = b.site_species[rows], b.neighbour_species[rows]
-            elif kind == "polymorph":  # donor geometry, own species
-                donors = sampler.donors()[b.crystal_index]
-                rows = sampler.row_of(donors)
-                site, neigh = _relabelled(b, rows, sampler.shifted_source(b.crystal_index))
-            else:  # composition: own geometry, donor species
-                rows = torch.arange(len(b.site_species), device=uz.device)
-                donors = sampler.donors()[b.crystal_index]
-                site, neigh = _relabelled(b, rows, sampler.shifted_source(donors))
-            d, mask = b.distances[rows], b.mask[rows]
-            false = self._pair_constituents(encoder, site, neigh, d)
-            score = torch.einsum("sd,smd->sm", uz, false)
-            false_terms.append((F.softplus(score) * self._pair_weights(d, mask)).sum(1))
-        return (loss + torch.stack(false_terms).mean(0)).mean()
+            rows, site, neigh, d = self._false_environments(kind, b, sampler, local=True)
+            if kind == "strain":
+
+                def part(idx, d=d):
+                    d = d if idx is None else d.gather(1, idx)
+                    return self._distance_part(encoder.expand_distances(d))
+            elif kind in ("composition", "permutation"):  # own geometry: the same distances
+
+                def part(idx):
+                    return own if idx is None else own.gather(1, _expand(idx, own))
+            else:
+
+                def part(idx, rows=rows):
+                    return own[rows] if idx is None else own[rows.unsqueeze(1), idx]
+
+            term = self._pair_term(encoder, q, sampler, site, neigh, d, b.mask[rows], part)
+            valid = self._changed(kind, b, rows, site, neigh)
+            false_sum = false_sum + term * valid
+            false_count = false_count + valid
+        return (loss + false_sum / false_count.clamp_min(1)).mean()
+
+    def _pair_term(self, encoder, q, sampler, site, neigh, d, mask, part, *, true=False):
+        """Weighted mean over an environment's pairs of ``softplus(-+score)``, per row.
+
+        With ``local_pairs = K`` the weighted sum over all pairs is replaced by the mean over
+        K pairs drawn in proportion to their weights (an unbiased estimate, at a fraction of
+        the cost of scoring every pair).
+        """
+        weights = self._pair_weights(d, mask)
+        sign = -1.0 if true else 1.0
+        if self.local_pairs is None:
+            score = self._pair_scores(encoder, q, site, neigh, part(None))
+            return (F.softplus(sign * score) * weights).sum(1)
+        idx = torch.multinomial(weights, self.local_pairs, replacement=True, generator=sampler.g)
+        score = self._pair_scores(encoder, q, site, neigh.gather(1, idx), part(idx))
+        return F.softplus(sign * score).mean(1)
 
     # -- global ---------------------------------------------------------------------------------
     def _global_js(
@@ -261,6 +375,7 @@ class DeepInfoMaxLoss(nn.Module):
         uz: torch.Tensor,
         local: torch.Tensor,
         sampler: _Sampler,
+        embedded: torch.Tensor,
     ) -> torch.Tensor:
         b, n_crystals = batch, batch.n_crystals
         uc = self.heads.global_c(local)
@@ -275,37 +390,86 @@ class DeepInfoMaxLoss(nn.Module):
                 false_uc = uc[sampler.other_rows(owner)]
                 valid = torch.ones_like(loss)
             else:
-                owner, rows, relabel = self._synthetic(kind, b, sampler)
-                site, neigh = _relabelled(b, rows, relabel)
-                with torch.no_grad():
-                    mu, _ = encoder.encode_local(site, neigh, b.distances[rows], b.mask[rows])
-                false_uc = self.heads.global_c(mu)
+                owner, rows, site, neigh, d = self._synthetic(kind, b, sampler)
                 # A shuffle or relabelling that changed no species is a copy of the true crystal
                 # (e.g. an element): such crystals get no false sample of this kind.
-                changed = (neigh != b.neighbour_species[rows]).any(1).float()
+                changed = self._changed(kind, b, rows, site, neigh)
                 valid = (_segment_mean(changed, owner, n_crystals) > 0).float()
+                if self.global_sites is not None:
+                    keep = sampler.subset(owner, self.global_sites)
+                    owner, rows, site, neigh, d = (t[keep] for t in (owner, rows, site, neigh, d))
+                with torch.no_grad():
+                    # every kind but strain keeps distances of batch rows: reuse their embedding
+                    e = None if kind == "strain" else embedded[rows]
+                    mu, _ = encoder.encode_local(site, neigh, d, b.mask[rows], embedded_distances=e)
+                false_uc = self.heads.global_c(mu)
             score = (uz[owner] * false_uc).sum(-1)
             term = _segment_mean(F.softplus(score), owner, n_crystals)
             false_sum = false_sum + term * valid
             false_count = false_count + valid
         return (loss + false_sum / false_count.clamp_min(1)).mean()
 
+    # -- false samples --------------------------------------------------------------------------
     @staticmethod
-    def _synthetic(kind: str, b: Batch, sampler: _Sampler):
-        """Owner crystal, geometry rows and relabelling of one kind of synthetic crystal."""
+    def _changed(
+        kind: str, b: Batch, rows: torch.Tensor, site: torch.Tensor, neigh: torch.Tensor
+    ) -> torch.Tensor:
+        """1.0 for the rows of a false sample that differ from the true environment, else 0.0.
+
+        Only a relabelling of the crystal's own geometry (``composition``, ``permutation``) can
+        reproduce the true environment; the other kinds always differ.
+        """
+        if kind not in ("composition", "permutation"):
+            return torch.ones(rows.shape[0], device=rows.device)
+        same_centre = site == b.site_species[rows]
+        same_neighbours = (neigh == b.neighbour_species[rows]).all(1)
+        return (~(same_centre & same_neighbours)).float()
+
+    def _false_environments(
+        self, kind: str, b: Batch, sampler: _Sampler, *, local: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Geometry rows, centre species, neighbour species and distances of false environments.
+
+        For the local loss (``local=True``) there is one false environment per site row of the
+        batch, in row order; :meth:`_synthetic` builds whole false crystals for the global loss.
+        """
         device = b.site_species.device
-        if kind == "polymorph":  # each crystal's species on its donor's geometry
-            donors = sampler.donors()
-            counts = b.n_sites[donors]
-            owner = torch.repeat_interleave(torch.arange(b.n_crystals, device=device), counts)
-            start = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
-            rows = b.site_offset[donors][owner] + torch.arange(len(owner), device=device) - start
-            return owner, rows, sampler.shifted_source(owner)
-        owner = b.crystal_index
-        rows = torch.arange(len(owner), device=device)
-        if kind == "composition":  # own geometry, donor's species
-            return owner, rows, sampler.shifted_source(sampler.donors()[owner])
-        return owner, rows, _PermutationRelabel(b.site_offset[owner], sampler.permutation())
+        all_rows = torch.arange(len(b.site_species), device=device)
+        if kind == "other":
+            rows = sampler.other_rows(b.crystal_index)
+            return rows, b.site_species[rows], b.neighbour_species[rows], b.distances[rows]
+        if kind == "polymorph":  # donor geometry, own species
+            donors = sampler.donors(same_size=True)[b.crystal_index]
+            rows = sampler.row_of(donors)
+            site, neigh = _relabelled(b, rows, sampler.shifted_source(b.crystal_index))
+            return rows, site, neigh, b.distances[rows]
+        if kind == "composition":  # own geometry, donor species
+            donors = sampler.donors()[b.crystal_index]
+            site, neigh = _relabelled(b, all_rows, sampler.shifted_source(donors))
+            return all_rows, site, neigh, b.distances
+        if kind == "permutation":  # own geometry, own species shuffled among the sites
+            relabel = _PermutationRelabel(b.site_offset[b.crystal_index], sampler.permutation())
+            site, neigh = _relabelled(b, all_rows, relabel)
+            return all_rows, site, neigh, b.distances
+        if kind == "strain":  # own crystal at another density
+            factor = sampler.strain()[b.crystal_index].unsqueeze(1)
+            return all_rows, b.site_species, b.neighbour_species, b.distances * factor
+        raise KeyError(kind)
+
+    def _synthetic(self, kind: str, b: Batch, sampler: _Sampler):
+        """Owner crystal, geometry rows, species and distances of one kind of false crystal."""
+        if kind != "polymorph":
+            rows, site, neigh, d = self._false_environments(kind, b, sampler, local=False)
+            return b.crystal_index, rows, site, neigh, d
+        # each crystal's species on the whole geometry of its donor
+        device = b.site_species.device
+        donors = sampler.donors(same_size=True)
+        counts = b.n_sites[donors]
+        owner = torch.repeat_interleave(torch.arange(b.n_crystals, device=device), counts)
+        start = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+        rows = b.site_offset[donors][owner] + torch.arange(len(owner), device=device) - start
+        site, neigh = _relabelled(b, rows, sampler.shifted_source(owner))
+        return owner, rows, site, neigh, b.distances[rows]
 
     def forward(
         self, encoder: SiteNetEncoder, batch: Batch, generator: torch.Generator
@@ -314,20 +478,29 @@ class DeepInfoMaxLoss(nn.Module):
         if batch.n_crystals < 2:
             raise ValueError("a Deep InfoMax batch needs at least 2 crystals to draw false samples")
         sampler = _Sampler(batch, generator)
+        expanded = encoder.expand_distances(batch.distances)
+        embedded = encoder.embed_distances(expanded)
         mu_l, logvar_l = encoder.encode_local(
-            batch.site_species, batch.neighbour_species, batch.distances, batch.mask
+            batch.site_species,
+            batch.neighbour_species,
+            batch.distances,
+            batch.mask,
+            embedded_distances=embedded,
         )
-        local_js = self._local_js(
-            encoder, batch, self.heads.local_z(_noisy(mu_l, logvar_l, generator)), sampler
-        )
+        uz_local = self.heads.local_z(_noisy(mu_l, logvar_l, generator))
+        local_js = self._local_js(encoder, batch, uz_local, sampler, expanded)
         local = mu_l.detach()
         mu_g, logvar_g = encoder.encode_global(local, batch.crystal_index, batch.n_crystals)
-        global_js = self._global_js(
-            encoder, batch, self.heads.global_z(_noisy(mu_g, logvar_g, generator)), local, sampler
-        )
+        uz_global = self.heads.global_z(_noisy(mu_g, logvar_g, generator))
+        global_js = self._global_js(encoder, batch, uz_global, local, sampler, embedded.detach())
         local_kl, global_kl = _kl(mu_l, logvar_l), _kl(mu_g, logvar_g)
         loss = self.alpha * (local_js + global_js) + self.beta * (local_kl + global_kl)
         return LossTerms(loss, local_js, global_js, local_kl, global_kl)
+
+
+def _expand(idx: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``idx`` (S, K) broadcast over the last dimension of ``like`` (S, M, D) for ``gather``."""
+    return idx.unsqueeze(-1).expand(-1, -1, like.shape[-1])
 
 
 @dataclass

@@ -16,6 +16,7 @@ import copy
 import json
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from dimfeat.encoder import SiteNetEncoder
 from dimfeat.infomax import FALSE_SAMPLE_KINDS, DeepInfoMaxLoss
 from dimfeat.inputs import CrystalInputs, batches_by_site_budget, collate
 
-__all__ = ["DIMTrainer", "TrainingConfig", "resolve_device", "split_validation"]
+__all__ = ["DIMTrainer", "SaveEveryEpoch", "TrainingConfig", "resolve_device", "split_validation"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 _LOSS_KEYS = ("loss", "local_dim", "global_dim", "local_kl", "global_kl")
@@ -67,6 +68,12 @@ class TrainingConfig:
         Kinds of false sample (see :data:`dimfeat.infomax.FALSE_SAMPLE_KINDS`).
     local_constituent : {"neighbour", "bond"}
         Local DIM constituents: ``[f_j, d_ij]`` or ``[f_i, f_j, d_ij]``.
+    local_pairs : int or None
+        Pairs scored per environment in the local loss, drawn in proportion to their weights
+        (None: every pair; see :class:`~dimfeat.infomax.DeepInfoMaxLoss`).
+    global_sites : int or None
+        Sites kept per synthetic false crystal in the global loss (None: all; see
+        :class:`~dimfeat.infomax.DeepInfoMaxLoss`).
     seed : int
         Seeds initialisation, shuffling, the validation split and the false samples.
     mixed_precision : bool
@@ -86,6 +93,8 @@ class TrainingConfig:
     beta: float = 0.1
     false_samples: tuple[str, ...] = field(default=FALSE_SAMPLE_KINDS)
     local_constituent: str = "bond"
+    local_pairs: int | None = None
+    global_sites: int | None = None
     seed: int = 0
     mixed_precision: bool = True
     max_seconds: float | None = None
@@ -122,6 +131,9 @@ class DIMTrainer:
         Folder for ``checkpoint.pt`` written after every epoch; :meth:`fit` resumes from it.
     progress : bool, default=False
         Show a tqdm progress bar with the running losses.
+    callbacks : sequence of callable, optional
+        Each is called as ``callback(trainer, record)`` after every epoch, once the epoch's
+        history record is appended and the checkpoint written (e.g. :class:`SaveEveryEpoch`).
 
     Attributes
     ----------
@@ -137,12 +149,14 @@ class DIMTrainer:
         device: torch.device,
         checkpoint_dir: str | Path | None = None,
         progress: bool = False,
+        callbacks: Sequence[Callable[[DIMTrainer, dict], None]] = (),
     ) -> None:
         self.encoder = encoder.to(device)
         self.config = config
         self.device = device
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.progress = progress
+        self.callbacks = tuple(callbacks)
         torch.manual_seed(config.seed)
         self.criterion = DeepInfoMaxLoss(
             encoder.config,
@@ -150,6 +164,8 @@ class DIMTrainer:
             config.beta,
             tuple(config.false_samples),
             config.local_constituent,
+            config.local_pairs,
+            config.global_sites,
         ).to(device)
         self.optimizer = torch.optim.AdamW(
             list(self.encoder.parameters()) + list(self.criterion.parameters()),
@@ -181,6 +197,8 @@ class DIMTrainer:
             record = self._run_epoch(epoch, train, valid)
             self.history.append(record)
             self._save_checkpoint()
+            for callback in self.callbacks:
+                callback(self, record)
             limit = self.config.max_seconds
             if limit is not None and time.perf_counter() - start > limit:
                 break
@@ -316,6 +334,54 @@ class DIMTrainer:
         self.best_loss = state["best_loss"]
         self.best_state = state["best_state"]
         self.bad_epochs = state["bad_epochs"]
+
+
+class SaveEveryEpoch:
+    """Callback writing the encoder of every epoch as a weights folder ``<folder>/epoch-NNN``.
+
+    The folders are ordinary weights (``DeepInfoMaxFeaturizer(weights=...)`` loads them), so
+    every epoch can be scored afterwards, e.g. by a probe on labelled training crystals.
+
+    Parameters
+    ----------
+    folder : path
+        Parent folder of the per-epoch weights folders.
+    inputs : InputSettings or dict
+        Input settings recorded with the weights.
+    training : dict, optional
+        Training record to store (the epoch's history so far is added).
+    every : int, default=1
+        Save epochs ``every``, ``2 * every``, ... and the last one.
+    """
+
+    def __init__(
+        self, folder: str | Path, inputs, training: dict | None = None, every: int = 1
+    ) -> None:
+        self.folder = Path(folder)
+        self.inputs = inputs
+        self.training = dict(training or {})
+        self.every = every
+
+    def __call__(self, trainer: DIMTrainer, record: dict) -> None:
+        from dimfeat.weights import save_pretrained
+
+        if trainer.distributed is not None and not trainer.distributed.is_main:
+            return
+        last = record["epoch"] == trainer.config.epochs
+        if record["epoch"] % self.every and not last:
+            return
+        name = f"epoch-{record['epoch']:03d}"
+        save_pretrained(
+            self.folder / name,
+            trainer.encoder,
+            inputs=self.inputs,
+            training={
+                **self.training,
+                "settings": trainer.config.to_dict(),
+                "history": list(trainer.history),
+            },
+            name=name,
+        )
 
 
 def _progress(items, enabled: bool, description: str):

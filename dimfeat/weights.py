@@ -48,7 +48,7 @@ import torch
 
 from dimfeat._version import __version__
 from dimfeat.elements import MAX_Z
-from dimfeat.encoder import EncoderConfig, SiteNetEncoder
+from dimfeat.encoder import DISTANCE_EXPANSIONS, EncoderConfig, SiteNetEncoder
 
 __all__ = [
     "DEFAULT_WEIGHTS",
@@ -225,6 +225,17 @@ def _check_encoder(encoder: Any) -> list[str]:
                 and len(set(value)) == len(value)
             ):
                 problems.append("encoder.site_features must be a non-empty list of distinct names")
+        elif key == "distance_expansion":
+            if value not in DISTANCE_EXPANSIONS:
+                problems.append(f"encoder.distance_expansion must be one of {DISTANCE_EXPANSIONS}")
+        elif key == "distance_cutoff":
+            if not (
+                isinstance(value, int | float)
+                and not isinstance(value, bool)
+                and math.isfinite(value)
+                and 0 < value <= 100
+            ):
+                problems.append("encoder.distance_cutoff must be a number in (0, 100] Å")
         elif key.endswith("_hidden"):
             if not (isinstance(value, list) and value and all(_is_width(v) for v in value)):
                 problems.append(f"encoder.{key} must be a non-empty list of widths 1..{_MAX_WIDTH}")

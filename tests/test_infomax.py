@@ -137,7 +137,7 @@ def test_invalid_false_samples_and_constituents_raise():
         DeepInfoMaxLoss(encoder.config, false_samples=("others",))
     with pytest.raises(ValueError, match="subset"):
         DeepInfoMaxLoss(encoder.config, false_samples=())
-    with pytest.raises(ValueError, match="global loss only"):
+    with pytest.raises(ValueError, match="one element"):
         DeepInfoMaxLoss(encoder.config, false_samples=("permutation",))
     with pytest.raises(ValueError, match="local_constituent"):
         DeepInfoMaxLoss(encoder.config, local_constituent="pair")
@@ -145,7 +145,8 @@ def test_invalid_false_samples_and_constituents_raise():
 
 def test_bond_constituents(batch):
     encoder, criterion = _model(local_constituent="bond")
-    assert criterion.heads.local_c[0].in_features == 2 * 9 + 1
+    n_distance = encoder.config.n_gaussians
+    assert criterion.heads.local_c[0].in_features == 2 * 9 + n_distance
     assert math.isfinite(float(criterion(encoder, batch, _gen()).loss.detach()))
 
 
@@ -157,19 +158,53 @@ def test_a_batch_of_one_crystal_raises(cscl):
 
 def test_permutation_skips_single_element_crystals(elements_batch, srtio3, zno):
     # Shuffling the species of an element changes nothing: such a crystal gets no permutation
-    # false sample, so adding the kind leaves the loss exactly as it was...
+    # false sample (every row is marked unchanged)...
     encoder, with_perm = _model(false_samples=("other", "permutation"))
+    sampler = _Sampler(elements_batch, _gen())
+    rows, site, neigh, _ = with_perm._false_environments(
+        "permutation", elements_batch, sampler, local=True
+    )
+    assert with_perm._changed("permutation", elements_batch, rows, site, neigh).sum() == 0
+    # ...while compounds do get one, in both the local and the global loss
+    compounds = collate([build_inputs(srtio3), build_inputs(zno)])
+    sampler = _Sampler(compounds, _gen())
+    rows, site, neigh, _ = with_perm._false_environments(
+        "permutation", compounds, sampler, local=True
+    )
+    assert with_perm._changed("permutation", compounds, rows, site, neigh).sum() > 0
     _, without = _model(false_samples=("other",))
     without.load_state_dict(with_perm.state_dict())
-    a = with_perm(encoder, elements_batch, _gen()).as_floats()
-    b = without(encoder, elements_batch, _gen()).as_floats()
-    assert a == b
-    # ...while compounds do get one (the check above can fail)
-    compounds = collate([build_inputs(srtio3), build_inputs(zno)])
     a = with_perm(encoder, compounds, _gen()).as_floats()
     b = without(encoder, compounds, _gen()).as_floats()
-    assert a["local_dim"] == b["local_dim"]
+    assert a["local_dim"] != b["local_dim"]
     assert a["global_dim"] != b["global_dim"]
+
+
+def test_same_composition_false_samples_keep_the_composition(batch):
+    # permutation and strain must not be separable by composition: same species multiset per row
+    _, criterion = _model()
+    for kind in ("permutation", "strain"):
+        rows, _, neigh, d = criterion._false_environments(
+            kind, batch, _Sampler(batch, _gen()), local=True
+        )
+        assert torch.equal(rows, torch.arange(len(batch.site_species)))
+        true_counts = torch.sort(batch.neighbour_species, dim=1).values
+        assert torch.equal(torch.sort(neigh, dim=1).values, true_counts)
+        if kind == "strain":
+            ratio = (d / batch.distances)[batch.mask & (batch.distances > 0)]
+            factor = ratio.max() if ratio.max() > 1 else ratio.min()
+            assert 1.05 <= max(factor, 1 / factor) <= 1.25
+
+
+def test_polymorph_donors_prefer_crystals_of_the_same_size(batch):
+    sampler = _Sampler(batch, _gen(3))
+    n = batch.n_sites
+    for _ in range(20):
+        donors = sampler.donors(same_size=True)
+        assert (donors != torch.arange(batch.n_crystals)).all()
+        for c, d in enumerate(donors.tolist()):
+            if ((n == n[c]).sum() > 1).item():
+                assert n[d] == n[c]
 
 
 def test_other_crystal_draws_are_uniform_over_the_other_crystals(batch):
@@ -191,3 +226,51 @@ def test_other_crystal_draws_are_uniform_over_the_other_crystals(batch):
     donors = torch.stack([sampler.donors() for _ in range(200)])
     assert (donors != torch.arange(batch.n_crystals)).all()
     assert len(torch.unique(donors[:, 0])) == batch.n_crystals - 1
+
+
+@pytest.mark.parametrize("constituent", ["neighbour", "bond"])
+def test_factorised_pair_scores_match_the_plain_classifier(batch, constituent):
+    # _pair_scores never builds u_c(c) (S, M, 128); it must equal u_z(z) . u_c([f_i, f_j, g(d)])
+    encoder, criterion = _model(local_constituent=constituent)
+    b = batch
+    uz = torch.randn(len(b.site_species), 128, generator=_gen(5))
+    last = criterion.heads.local_c[-1]
+    expanded = encoder.expand_distances(b.distances)
+    fast = criterion._pair_scores(
+        encoder,
+        (uz @ last.weight, uz @ last.bias),
+        b.site_species,
+        b.neighbour_species,
+        criterion._distance_part(expanded),
+    )
+    parts = [encoder.site_features(b.neighbour_species), expanded]
+    if constituent == "bond":
+        f_i = encoder.site_features(b.site_species).unsqueeze(1).expand_as(parts[0])
+        parts.insert(0, f_i)
+    plain = torch.einsum("sd,smd->sm", uz, criterion.heads.local_c(torch.cat(parts, dim=-1)))
+    torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-4)
+
+
+def test_sampled_pairs_estimate_the_exact_local_term(batch):
+    # local_pairs=K replaces the weighted sum over all pairs by a mean over K weighted draws:
+    # averaged over many draws it must agree with the exact term (and a single draw must not)
+    _, exact = _model()
+    encoder, sampled = _model(local_pairs=4)
+    b = batch
+    uz = torch.randn(len(b.site_species), 128, generator=_gen(5))
+    last = exact.heads.local_c[-1]
+    q = (uz @ last.weight, uz @ last.bias)
+    own = exact._distance_part(encoder.expand_distances(b.distances))
+
+    def part(idx):
+        return own if idx is None else own.gather(1, idx.unsqueeze(-1).expand(-1, -1, 64))
+
+    args = (b.site_species, b.neighbour_species, b.distances, b.mask, part)
+    with torch.no_grad():
+        reference = exact._pair_term(encoder, q, _Sampler(b, _gen()), *args, true=True)
+        sampler = _Sampler(b, _gen(9))
+        draws = torch.stack(
+            [sampled._pair_term(encoder, q, sampler, *args, true=True) for _ in range(600)]
+        )
+    assert not torch.allclose(draws[0], reference, rtol=1e-3)
+    torch.testing.assert_close(draws.mean(0), reference, rtol=0.05, atol=0.02)

@@ -145,6 +145,36 @@ def phonons() -> Dataset:
 
 
 # ------------------------------------------------------------------------------ featurisers
+class CHGNetCrystalFeatures:
+    """CHGNet's crystal features (``crystal_fea``, 64-d) from the pretrained weights in its wheel.
+
+    An optional peer for the geometry benchmark (``pip install chgnet``): a potential trained
+    on DFT energies and forces, i.e. on labels, unlike DIM.
+    """
+
+    def get_params(self, deep: bool = True) -> dict:
+        import chgnet
+
+        return {"chgnet": chgnet.__version__, "model": "pretrained default", "out": "crystal_fea"}
+
+    def fit(self, structures, y=None):
+        return self
+
+    def transform(self, structures) -> np.ndarray:
+        import torch
+        from chgnet.model import CHGNet
+
+        torch.set_num_threads(1)
+        model = CHGNet.load(verbose=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out = model.predict_structure(
+                list(structures), return_crystal_feas=True, batch_size=16
+            )
+        out = out if isinstance(out, list) else [out]
+        return np.array([o["crystal_fea"] for o in out], dtype=np.float64)
+
+
 def baseline_featurizer(rep: str):
     """The baseline featuriser for ``rep`` in ``BASELINES`` (parameters fixed here)."""
     if rep == "ofm":
@@ -155,6 +185,8 @@ def baseline_featurizer(rep: str):
         from dimfeat.baselines import XRDPatternFeaturizer
 
         return XRDPatternFeaturizer(pattern_length=128, n_jobs=1)
+    if rep == "chgnet":
+        return CHGNetCrystalFeatures()
     if rep == "magpie":
         from matminer.featurizers.composition import ElementProperty
 

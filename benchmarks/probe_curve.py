@@ -1,0 +1,219 @@
+"""Score every saved epoch of a DIM run by train-split criteria, and plot them against the losses.
+
+A DIM recipe is judged by what its vector does downstream and by how much structure it keeps,
+not by the DIM loss. For each weights folder ``epoch-NNN`` of a run (written by
+``dimfeat train --save-every-epoch`` or :class:`dimfeat.training.SaveEveryEpoch`) this computes,
+with labels of the mp36k **train** part only (the test part is never read):
+
+* the **probe**: on the paper benchmarks' label pool (2,000 train crystals, seed 0), for
+  formation energy and band gap, ``LinearRegression`` and the paper's ``MLPRegressor(64)``
+  (standardised inputs and target) fitted on n = 100, 250 and 1,000 labels (3 draws each) and
+  scored (MAE) on the other 2,000 - n pool crystals; the median over draws;
+* the **geometry** scores of :mod:`benchmarks.geometry` on the train polymorph families:
+  polymorph separation and polymorph ranking (Ridge and MLP on 1,000 pool labels).
+
+The untrained encoder of the same architecture is scored as epoch 0. The selection score of an
+epoch is its mean probe MAE relative to epoch 0 (lower is better), reported beside the geometry
+scores; :func:`choose` picks the epoch with the best probe among those whose geometry scores are
+not below the untrained encoder's.
+
+Usage::
+
+    python -m benchmarks.probe_curve RUN_FOLDER [--json RUN_FOLDER/probe_curve.json] [--plot PNG]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks import geometry
+from benchmarks.paper import features as F
+from benchmarks.paper.protocol import draw, fit_predict, machine, make_model
+
+LABELS = (100, 250, 1000)
+PROPERTIES = ("formation_energy_per_atom", "band_gap")
+MODELS = ("linear", "mlp")
+DRAWS = 3
+
+
+def probe(X: np.ndarray, labels: dict[str, np.ndarray]) -> dict[str, float]:
+    """Median pool MAE per ``property/model/n`` (see the module docstring)."""
+    out = {}
+    for prop in PROPERTIES:
+        y = labels[prop]
+        for model in MODELS:
+            for n in LABELS:
+                maes = []
+                for d in range(DRAWS):
+                    idx = draw(len(X), n, d, seed=11)
+                    rest = np.setdiff1d(np.arange(len(X)), idx)
+                    scale = model == "mlp"
+                    pred = fit_predict(make_model(model, scale, d), X[idx], y[idx], X[rest])
+                    maes.append(float(np.mean(np.abs(pred - y[rest]))))
+                out[f"{prop}/{model}/{n}"] = float(np.median(maes))
+    return out
+
+
+def score(weights: str | None) -> dict:
+    """Probe and geometry scores of one weights folder (``None``: the untrained encoder)."""
+    pool = F.mp36k_subset("train", F.N_POOL, seed=F.SEED, name="mp36k-pool", structures=False)
+    rep = "dim" if weights else "dim-untrained"
+    X = geometry.matrix(pool, rep, weights)
+    out = {"probe": probe(X, pool.labels)}
+    out["geometry"] = geometry.evaluate(rep, weights, part="train", quick=True)
+    return out
+
+
+def relative_probe(scores: dict, reference: dict) -> float:
+    """Mean over the probe cells of MAE / reference MAE."""
+    keys = reference["probe"]
+    return float(np.mean([scores["probe"][k] / reference["probe"][k] for k in keys]))
+
+
+def choose(curve: dict) -> str:
+    """The epoch with the best relative probe whose geometry is not below the untrained one's."""
+    base = curve["epoch-000"]["geometry"]
+    ok = [
+        k
+        for k, v in curve.items()
+        if k != "epoch-000"
+        and v["geometry"]["ranking_ridge"] >= base["ranking_ridge"]
+        and v["geometry"]["ranking_mlp"] >= base["ranking_mlp"]
+    ]
+    candidates = ok or [k for k in curve if k != "epoch-000"]
+    return min(candidates, key=lambda k: curve[k]["relative_probe"])
+
+
+def plot(curve: dict, history: list[dict], path: Path) -> None:
+    """Probe, geometry and DIM losses against the epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = sorted(int(k.split("-")[1]) for k in curve)
+    keys = [f"epoch-{e:03d}" for e in epochs]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    ax = axes[0]
+    for prop, style in zip(PROPERTIES, ("-", "--"), strict=True):
+        for model in MODELS:
+            rel = [
+                np.mean([curve[k]["probe"][f"{prop}/{model}/{n}"] for n in LABELS])
+                / np.mean([curve["epoch-000"]["probe"][f"{prop}/{model}/{n}"] for n in LABELS])
+                for k in keys
+            ]
+            ax.plot(epochs, rel, style, marker="o", ms=3, label=f"{prop.split('_')[0]} {model}")
+    ax.axhline(1, color="grey", lw=0.8)
+    ax.set(
+        xlabel="epoch (0 = untrained)", ylabel="probe MAE / untrained", title="train-split probe"
+    )
+    ax.legend(fontsize=7)
+    ax = axes[1]
+    for name in ("ranking_ridge", "ranking_mlp"):
+        ax.plot(epochs, [curve[k]["geometry"][name] for k in keys], marker="o", ms=3, label=name)
+    ax.axhline(0.5, color="grey", lw=0.8)
+    ax2 = ax.twinx()
+    ax2.plot(epochs, [curve[k]["geometry"]["separation"] for k in keys], "k:", label="separation")
+    ax2.set_ylabel("polymorph separation")
+    ax.set(xlabel="epoch", ylabel="polymorph ranking", title="geometry (train families)")
+    ax.legend(fontsize=7, loc="lower left")
+    ax = axes[2]
+    for key in ("valid_local_dim", "valid_global_dim", "valid_local_kl", "valid_global_kl"):
+        values = [h.get(key) for h in history]
+        if any(v is not None for v in values):
+            ax.plot([h["epoch"] for h in history], values, marker="o", ms=3, label=key[6:])
+    ax.set(xlabel="epoch", ylabel="validation loss", title="DIM losses")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
+def run(folder: Path, json_path: Path | None = None, plot_path: Path | None = None) -> dict:
+    """Score epoch 0 and every ``epoch-NNN`` folder of a run (resuming from the JSON)."""
+    import torch
+
+    torch.set_num_threads(1)
+    json_path = json_path or folder / "probe_curve.json"
+    record = json.loads(json_path.read_text()) if json_path.is_file() else {}
+    curve = record.get("curve", {})
+    # epoch 0 is the untrained encoder of the run's own architecture and seed
+    epochs = sorted(
+        p for p in folder.glob("epoch-[0-9][0-9][0-9]") if p.is_dir() and p.name != "epoch-000"
+    )
+    if not epochs:
+        raise SystemExit(f"no epoch-NNN weights folders in {folder}")
+    from dimfeat.weights import read_config
+
+    sha = {p.name: read_config(p)["sha256"] for p in epochs}
+    if "epoch-000" not in curve:
+        t0 = time.perf_counter()
+        curve["epoch-000"] = _untrained_like(epochs[0])
+        print(f"epoch-000 (untrained) scored in {time.perf_counter() - t0:.0f} s", flush=True)
+    for path in epochs:
+        if path.name in curve and curve[path.name].get("sha256") == sha[path.name]:
+            continue
+        t0 = time.perf_counter()
+        curve[path.name] = {**score(str(path)), "sha256": sha[path.name]}
+        print(f"{path.name} scored in {time.perf_counter() - t0:.0f} s", flush=True)
+        for v in curve.values():
+            v["relative_probe"] = relative_probe(v, curve["epoch-000"])
+        record = {
+            "protocol": __doc__.split("Usage::")[0].strip(),
+            "run": str(folder),
+            "machine": machine(),
+            "date": time.strftime("%Y-%m-%d"),
+            "curve": dict(sorted(curve.items())),
+        }
+        json_path.write_text(json.dumps(record, indent=1) + "\n")
+    for v in curve.values():
+        v["relative_probe"] = relative_probe(v, curve["epoch-000"])
+    record["curve"] = dict(sorted(curve.items()))
+    record["chosen"] = choose(curve)
+    json_path.write_text(json.dumps(record, indent=1) + "\n")
+    if plot_path is not None:
+        history = read_config(epochs[-1])["training"]["history"]
+        plot(curve, history, plot_path)
+    return record
+
+
+def _untrained_like(weights_folder: Path) -> dict:
+    """Scores of a random encoder with the architecture and seed of a run's weights."""
+    import torch
+
+    from dimfeat.encoder import EncoderConfig, SiteNetEncoder
+    from dimfeat.weights import InputSettings, read_config, save_pretrained
+
+    config = read_config(weights_folder)
+    seed = (config.get("training") or {}).get("settings", {}).get("seed", 0)
+    torch.manual_seed(seed)
+    encoder = SiteNetEncoder(EncoderConfig.from_dict(config["encoder"]))
+    target = weights_folder.parent / "epoch-000"
+    save_pretrained(target, encoder, inputs=InputSettings(**config["inputs"]), name="epoch-000")
+    out = {**score(str(target)), "sha256": read_config(target)["sha256"]}
+    return out
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path)
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--plot", type=Path, default=None)
+    args = parser.parse_args(argv)
+    record = run(args.run, args.json, args.plot)
+    for k, v in record["curve"].items():
+        g = v["geometry"]
+        print(
+            f"{k}: probe x{v['relative_probe']:.3f}  separation {g['separation']:.4f}  "
+            f"ranking ridge {g['ranking_ridge']:.3f} mlp {g['ranking_mlp']:.3f}"
+        )
+    print("chosen:", record["chosen"])
+
+
+if __name__ == "__main__":
+    main()
