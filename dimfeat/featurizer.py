@@ -211,12 +211,27 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         Returns
         -------
         self
+
+        Raises
+        ------
+        FloatingPointError
+            If training diverges (a NaN or infinite loss or weight); the featuriser is then left
+            unfitted, and no NaN weights are kept.
+        ValueError
+            For invalid parameters, a ``site_budget`` too small for a batch of 2 crystals, or a
+            ``checkpoint_dir`` holding a checkpoint of another run.
         """
         self._validate_params()
         self.encoder_, self.weights_config_ = self._initial_encoder()
         self.history_: list[dict] = []
         if self.epochs > 0:
-            self._train(self._inputs(X, ignore_errors=False)[0])
+            try:
+                self._train(self._inputs(X, ignore_errors=False)[0])
+            except BaseException:
+                # a failed training (e.g. a diverging loss) leaves the featuriser unfitted
+                for name in ("encoder_", "weights_config_", "history_", "n_features_out_"):
+                    self.__dict__.pop(name, None)
+                raise
         self.n_features_out_ = self.encoder_.config.global_dim
         return self
 
