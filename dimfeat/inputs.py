@@ -172,11 +172,30 @@ def _spglib_cell(
     volume = abs(np.linalg.det(lattice))
     if not volume > 1e-3:
         raise InvalidStructureError(f"structure{where} has a degenerate lattice (volume {volume})")
+    _refuse_dummy_species(structure, where)
     if ordered:
         numbers = np.array([site.specie.Z for site in structure], dtype=np.int64)
     else:
         numbers = _majority_numbers(structure)
     return lattice, frac, numbers
+
+
+def _refuse_dummy_species(structure, where: str) -> None:
+    """Raise for pymatgen dummy species (``X0+``...): they are no element, and their ``Z`` is
+    a meaningless hash, so they must never reach the element table."""
+    from pymatgen.core.periodic_table import DummySpecies
+
+    from dimfeat.elements import MAX_Z, UnsupportedElementError
+
+    dummies = sorted(
+        {str(sp) for site in structure for sp in site.species if isinstance(sp, DummySpecies)}
+    )
+    if dummies:
+        raise UnsupportedElementError(
+            f"structure{where} holds {', '.join(d + ' (a dummy species)' for d in dummies)}, "
+            f"which has no site-feature data: dimfeat supports the elements of atomic numbers "
+            f"1-{MAX_Z}; replace the dummy species by an element"
+        )
 
 
 def _integer_basis(rows: np.ndarray) -> np.ndarray:
@@ -369,10 +388,10 @@ def build_inputs(
         For disordered structures (with ``disorder="error"``), non-finite coordinates,
         degenerate lattices and overlapping atoms (closer than 0.5 Å).
     dimfeat.elements.UnsupportedElementError
-        For elements beyond Lr (Z > 103).
+        For elements beyond Lr (Z > 103) and dummy species, naming them and ``index``.
     """
     lattice, frac, numbers = _spglib_cell(structure, index, disorder)
-    check_atomic_numbers(numbers)
+    check_atomic_numbers(numbers, index=index)
     lattice, frac, numbers = _canonical_cell(lattice, frac, numbers, symprec)
     n_sites = len(numbers)
     repeats = np.array(supercell_repeats(lattice, n_sites, max_atoms))

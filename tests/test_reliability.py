@@ -132,10 +132,29 @@ def test_noble_gases_and_heavy_elements_are_imputed(featurizer):
     assert len({tuple(np.round(x, 5)) for x in X}) == 4
 
 
-def test_beyond_lawrencium_names_the_element(featurizer):
+def test_beyond_lawrencium_names_the_element(featurizer, cscl):
     rf = Structure(Lattice.cubic(3.5), ["Rf"], [[0, 0, 0]])
     with pytest.raises(UnsupportedElementError, match="Rf"):
         featurizer.transform([rf])
+    with pytest.raises(UnsupportedElementError, match=r"element\(s\) Rf in structure 2"):
+        featurizer.transform([cscl, cscl, rf])
+
+
+def test_dummy_species_is_named_not_hashed(featurizer, cscl):
+    from pymatgen.core import DummySpecies
+
+    dummy = Structure(Lattice.cubic(3.5), [DummySpecies("X"), "Cl"], [[0] * 3, [0.5] * 3])
+    with pytest.raises(
+        UnsupportedElementError, match=r"structure 1\) holds X0\+ \(a dummy species\)"
+    ) as caught:
+        featurizer.transform([cscl, dummy])
+    words = str(caught.value).split()
+    assert not any(len(w) > 12 and w.strip("-").isdigit() for w in words)  # no hash as a name
+    disordered = Structure(
+        Lattice.cubic(3.5), [{DummySpecies("X"): 0.3, "Na": 0.7}, "Cl"], [[0] * 3, [0.5] * 3]
+    )
+    with pytest.raises(UnsupportedElementError, match="dummy species"):
+        DeepInfoMaxFeaturizer(device="cpu", disorder="majority").transform([disordered])
 
 
 def test_empty_input(featurizer):
