@@ -376,7 +376,13 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
             "batch_size": isinstance(self.batch_size, int | np.integer) and self.batch_size >= 1,
             "max_atoms": self.max_atoms is None
             or (isinstance(self.max_atoms, int | np.integer) and self.max_atoms >= 1),
-            "symprec": self.symprec is None or self.symprec > 0,
+            "symprec": self.symprec is None
+            or (
+                isinstance(self.symprec, int | float | np.number)
+                and not isinstance(self.symprec, bool | np.bool_)
+                and np.isfinite(self.symprec)
+                and self.symprec > 0
+            ),
             "disorder": self.disorder in DISORDER_POLICIES,
             "global_dim": self.global_dim is None
             or (isinstance(self.global_dim, int | np.integer) and self.global_dim >= 1),
