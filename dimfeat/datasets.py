@@ -346,8 +346,15 @@ def _select(material_ids: list[str], ids: Sequence[str], path: Path) -> np.ndarr
     return rows
 
 
-def _parse_chunk(texts: list[str], names: list[str]) -> list[Structure]:
+def _parse_chunk(
+    texts: list[str], names: list[str], parent_pid: int | None = None
+) -> list[Structure]:
     from pymatgen.core import Structure
+
+    if parent_pid is not None:  # in a joblib worker: do not outlive the parent
+        from dimfeat._workers import exit_with_parent
+
+        exit_with_parent(parent_pid)
 
     out = []
     with warnings.catch_warnings():
@@ -372,8 +379,9 @@ def _parse_cifs(
         parallel = len(texts) >= PARALLEL_MIN_CIFS and cpu_count() >= 4
         n_jobs = -1 if parallel else 1
     starts = range(0, len(texts), _CHUNK_SIZE)
+    parent = os.getpid()
     jobs = (
-        delayed(_parse_chunk)(texts[s : s + _CHUNK_SIZE], names[s : s + _CHUNK_SIZE])
+        delayed(_parse_chunk)(texts[s : s + _CHUNK_SIZE], names[s : s + _CHUNK_SIZE], parent)
         for s in starts
     )
     structures: list[Structure] = []

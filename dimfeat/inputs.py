@@ -610,9 +610,14 @@ def _build_chunk(
     symprec: float,
     ignore_errors: bool,
     disorder: str = "error",
+    parent_pid: int | None = None,
 ) -> tuple[list[CrystalInputs | None], dict[int, str]]:
     import warnings
 
+    if parent_pid is not None:  # in a joblib worker: do not outlive the parent
+        from dimfeat._workers import exit_with_parent
+
+        exit_with_parent(parent_pid)
     warnings.filterwarnings("ignore", module="pymatgen")
     inputs: list[CrystalInputs | None] = []
     errors: dict[int, str] = {}
@@ -652,6 +657,7 @@ def build_many(
     max_atoms, symprec, disorder : see :func:`build_inputs`
     n_jobs : int, default=1
         Worker processes (-1: all cores); inputs of 64 structures or fewer stay in-process.
+        Workers exit within a second when this process dies (even by ``kill -9``).
     ignore_errors : bool, default=False
         Put ``None`` for a structure that fails, with its traceback in ``errors``, instead of
         raising.
@@ -664,12 +670,21 @@ def build_many(
     """
     if n_jobs == 1 or len(structures) <= 64:
         return _build_chunk(structures, 0, max_atoms, symprec, ignore_errors, disorder)
+    import os
+
     from joblib import Parallel, delayed
 
     bounds = np.array_split(np.arange(len(structures)), max(1, len(structures) // 256))
+    parent = os.getpid()
     parts = Parallel(n_jobs=n_jobs)(
         delayed(_build_chunk)(
-            [structures[i] for i in b], int(b[0]), max_atoms, symprec, ignore_errors, disorder
+            [structures[i] for i in b],
+            int(b[0]),
+            max_atoms,
+            symprec,
+            ignore_errors,
+            disorder,
+            parent,
         )
         for b in bounds
         if len(b)
