@@ -5,8 +5,9 @@
 - a CGCNN folder (``id_prop.csv`` + ``{idx}.cif``) or a plain folder of ``*.cif`` files;
 - a ``.tar.gz``/``.tgz``/``.tar`` of either, read as a stream member by member (never extracted
   and never loaded whole: one pass over the headers finds the tables, a second reads the CIFs);
-- a matminer/Matbench ``{name}.json.gz`` file or task name (loaded by matminer, which reads the
-  whole file: the structures are in memory, the model inputs and vectors are not);
+- a ``.json``/``.json.gz`` file of structures, such as a matminer/Matbench dataset file (read
+  whole by :func:`dimfeat.datasets.load_structures_file`, as data only), or a Matbench task name
+  (loaded by matminer): the structures are in memory, the model inputs and vectors are not;
 - an in-memory sequence, pandas Series or one-column DataFrame of structures.
 
 :func:`featurize_to_file` featurises chunk by chunk and writes each chunk as soon as it is done:
