@@ -49,9 +49,96 @@ def _load_structures(args) -> tuple[list, list[str], dict]:
         description += f", '{args.part}' part of {Path(args.split).name}"
     if path.suffix in {".json", ".gz"} and not path.name.endswith(".tar.gz"):
         df = datasets.load_structures_file(path)
+        if ids_wanted is not None:
+            df = df.set_index("material_id", drop=False)
+            missing = [i for i in ids_wanted if i not in df.index]
+            if missing:
+                raise SystemExit(
+                    f"{len(missing)} ids of {args.split} are not in {path}, e.g. {missing[:5]}"
+                )
+            df = df.loc[ids_wanted].reset_index(drop=True)
     else:
         df = datasets.load_cgcnn(path, ids=ids_wanted, progress=True)
     return list(df["structure"]), [str(i) for i in df["material_id"]], {"description": description}
+
+
+def _file_stamp(path: Path) -> list:
+    stat = path.stat()
+    return [path.name, stat.st_size, stat.st_mtime_ns]
+
+
+def _data_identity(args) -> dict | None:
+    """What identifies the structures ``--data``/``--matbench``/``--split`` select, or ``None``
+    when the data are not on this machine (then only a cache can stand in for them).
+
+    Files are identified by name, size and modification time (a folder by those of every file
+    in it), and a split file by its sha256, so that nothing large is read.
+    """
+    import hashlib
+
+    if args.matbench:
+        folder = Path(args.data) if args.data else None
+        from dimfeat.datasets import _matminer_file
+
+        try:
+            source = _matminer_file(args.matbench, folder)
+        except (FileNotFoundError, KeyError):
+            return None
+    elif args.data:
+        source = Path(args.data)
+    else:
+        return None
+    if not source.exists():
+        return None
+    if source.is_dir():
+        digest = hashlib.sha256()
+        for file in sorted(p for p in source.iterdir() if p.is_file()):
+            digest.update(json.dumps(_file_stamp(file)).encode())
+        stamp: list = [source.name, "folder", digest.hexdigest()]
+    else:
+        stamp = _file_stamp(source)
+    identity: dict = {"matbench": args.matbench, "source": stamp}
+    if args.split:
+        from dimfeat.weights import sha256_of
+
+        identity["split"] = [sha256_of(Path(args.split)), args.part]
+    return identity
+
+
+def _cache_key(args) -> dict:
+    """What determines the cached inputs: the data, ``--max-atoms``, ``--symprec``, dimfeat."""
+    from dimfeat._version import __version__
+
+    return {
+        "dimfeat_version": __version__,
+        "max_atoms": args.max_atoms,
+        "symprec": args.symprec,
+        "data": _data_identity(args),
+    }
+
+
+def _check_cache(cache: str, extra: dict, key: dict) -> str:
+    """Refuse a cache built from other data or settings; return what it was built from."""
+    if "cache_key" not in extra:
+        raise SystemExit(
+            f"{cache} does not record what it was built from (written by an older dimfeat, or "
+            "not by dimfeat train): delete it to rebuild it, or pass another --cache"
+        )
+    try:
+        recorded = json.loads(str(extra["cache_key"]))
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"{cache} has a damaged record of what built it: delete it") from exc
+    compared = ["dimfeat_version", "max_atoms", "symprec"]
+    if key["data"] is not None:  # the data are here: the cache must have been built from them
+        compared.append("data")
+    changed = [k for k in compared if recorded.get(k) != key[k]]
+    if changed:
+        raise SystemExit(
+            f"{cache} was built from other data or settings ({', '.join(changed)}: cached "
+            f"{[recorded.get(k) for k in changed]}, now {[key[k] for k in changed]}); delete it "
+            "to rebuild it, or pass another --cache"
+        )
+    return json.dumps(recorded.get("data"))
 
 
 def _build_inputs(structures, args) -> list:
@@ -96,12 +183,14 @@ def _train_process(args, ddp_device) -> None:
     say = print if main else _quiet
     data: dict = {}
     cached = bool(args.cache) and Path(args.cache).is_file()
+    key = _cache_key(args)
     barrier()  # every rank has looked for the cache before rank 0 may write it
     if cached:
         crystals, extra = load_inputs(args.cache)
+        built_from = _check_cache(args.cache, extra, key)
         ids = [str(i) for i in extra.get("material_id", np.arange(len(crystals)))]
         data = json.loads(str(extra["data_json"])) if "data_json" in extra else {}
-        say(f"loaded {len(crystals)} cached inputs from {args.cache}")
+        say(f"loaded {len(crystals)} cached inputs from {args.cache} (built from {built_from})")
     else:
         structures, ids, data = _load_structures(args)
         crystals = _build_inputs(structures, args)
@@ -111,6 +200,7 @@ def _train_process(args, ddp_device) -> None:
                 crystals,
                 material_id=np.array(ids),
                 data_json=np.array(json.dumps(data)),
+                cache_key=np.array(json.dumps(key)),
             )
     keep = [i for i, c in enumerate(crystals) if c.n_sites <= args.max_primitive_sites]
     dropped = len(crystals) - len(keep)
@@ -284,7 +374,11 @@ def _parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a DIM encoder and write a weights folder")
     train.add_argument("output", help="weights folder to write")
     data_options(train)
-    train.add_argument("--cache", help=".npz of model inputs: read if present, else written")
+    train.add_argument(
+        "--cache",
+        help=".npz of model inputs: read if present (refused if built from other data, "
+        "--max-atoms or --symprec), else written",
+    )
     train.add_argument("--weights", help="start from these weights (default: random)")
     train.add_argument("--name", help="name in the model card (default: folder name)")
     train.add_argument("--epochs", type=int, default=50)

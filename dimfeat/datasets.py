@@ -33,6 +33,7 @@ __all__ = [
     "load_matbench",
     "load_sample",
     "load_split",
+    "load_structures_file",
     "matbench_task",
 ]
 
@@ -345,8 +346,15 @@ def _select(material_ids: list[str], ids: Sequence[str], path: Path) -> np.ndarr
     return rows
 
 
-def _parse_chunk(texts: list[str], names: list[str]) -> list[Structure]:
+def _parse_chunk(
+    texts: list[str], names: list[str], parent_pid: int | None = None
+) -> list[Structure]:
     from pymatgen.core import Structure
+
+    if parent_pid is not None:  # in a joblib worker: do not outlive the parent
+        from dimfeat._workers import exit_with_parent
+
+        exit_with_parent(parent_pid)
 
     out = []
     with warnings.catch_warnings():
@@ -371,8 +379,9 @@ def _parse_cifs(
         parallel = len(texts) >= PARALLEL_MIN_CIFS and cpu_count() >= 4
         n_jobs = -1 if parallel else 1
     starts = range(0, len(texts), _CHUNK_SIZE)
+    parent = os.getpid()
     jobs = (
-        delayed(_parse_chunk)(texts[s : s + _CHUNK_SIZE], names[s : s + _CHUNK_SIZE])
+        delayed(_parse_chunk)(texts[s : s + _CHUNK_SIZE], names[s : s + _CHUNK_SIZE], parent)
         for s in starts
     )
     structures: list[Structure] = []
@@ -381,6 +390,161 @@ def _parse_cifs(
             structures.extend(chunk)
             bar.update(len(chunk))
     return structures
+
+
+# --------------------------------------------------------------------------- structure files
+
+#: Largest structures file :func:`load_structures_file` reads (uncompressed bytes).
+MAX_STRUCTURES_FILE = 4 << 30
+_STRUCTURE_CLASSES = frozenset({"Structure", "IStructure"})
+
+
+def load_structures_file(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Load crystal structures from a ``.json`` or ``.json.gz`` file, as data only.
+
+    Three layouts are read:
+
+    - a list of pymatgen structure dictionaries (``Structure.as_dict()``);
+    - an object mapping ids to structure dictionaries;
+    - a matminer/pandas DataFrame in the ``split`` layout (``index``, ``columns``, ``data``),
+      which is how matminer and Matbench store their ``.json.gz`` datasets, with a column of
+      structure dictionaries (``structure`` when there are several).
+
+    The file is parsed as JSON and only ``Structure.from_dict`` is called on the entries tagged
+    ``"@class": "Structure"`` (or ``"IStructure"``) from ``pymatgen.core.structure``; no other
+    class is imported or instantiated, whatever the file says.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A ``.json`` or gzip-compressed ``.json.gz`` file.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``material_id`` (str: the ``material_id`` column when there is one, else the
+        ids of a mapping, the DataFrame index, or positions ``0, 1, ...``) and ``structure``,
+        then the other columns of a DataFrame file (as plain JSON values).
+        ``df.attrs["source"]`` is the path.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If the file is not JSON (or not gzip when named ``.gz``), has none of the layouts above,
+        or an entry is not a structure (the message gives its position).
+    """
+    from pymatgen.core import Structure
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No structures file at {path}.")
+    try:
+        with open(path, "rb") as raw:
+            magic = raw.read(2)
+            raw.seek(0)
+            handle = gzip.open(raw, "rb") if magic == b"\x1f\x8b" else raw
+            text = handle.read(MAX_STRUCTURES_FILE + 1)
+        if len(text) > MAX_STRUCTURES_FILE:
+            raise ValueError(f"more than {MAX_STRUCTURES_FILE} bytes once decompressed")
+        content = json.loads(text)
+    except (OSError, EOFError, UnicodeDecodeError, RecursionError, ValueError) as exc:
+        raise ValueError(f"{path} is not a JSON file of structures: {exc}") from exc
+
+    others: dict[str, list] = {}
+    if isinstance(content, list):
+        ids, entries = [str(i) for i in range(len(content))], content
+    elif isinstance(content, dict) and {"index", "columns", "data"} <= set(content):
+        ids, entries, others = _split_frame(content, path)
+    elif isinstance(content, dict) and content and "@class" not in content:
+        ids, entries = [str(k) for k in content], list(content.values())
+    else:
+        raise ValueError(
+            f"{path} holds neither a list of structure dictionaries, an object of id -> "
+            "structure dictionary, nor a DataFrame (index/columns/data) with a structure column."
+        )
+    structures = []
+    for k, entry in enumerate(entries):
+        if not (
+            isinstance(entry, dict)
+            and entry.get("@class") in _STRUCTURE_CLASSES
+            and entry.get("@module", "pymatgen.core.structure") == "pymatgen.core.structure"
+        ):
+            raise ValueError(
+                f"{path}: entry {k} (id {ids[k]}) is not a pymatgen structure dictionary "
+                f"(@class {entry.get('@class') if isinstance(entry, dict) else None!r})."
+            )
+        if _has_tagged_object([entry.get("properties"), *_site_properties(entry)]):
+            raise ValueError(
+                f"{path}: entry {k} (id {ids[k]}) holds serialised Python objects in its "
+                "properties; dimfeat reads structure data only and does not decode them."
+            )
+        try:
+            structures.append(Structure.from_dict(entry))
+        except Exception as exc:
+            raise ValueError(
+                f"{path}: entry {k} (id {ids[k]}) is not a valid structure: {exc}"
+            ) from exc
+    if "material_id" in others:
+        ids = [str(i) for i in others.pop("material_id")]
+    df = pd.DataFrame({"material_id": ids, "structure": structures})
+    for name, values in others.items():
+        df[name] = values
+    df.attrs["source"] = str(path)
+    return df
+
+
+def _site_properties(entry: dict) -> list:
+    sites = entry.get("sites")
+    if not isinstance(sites, list):
+        return []
+    return [s.get("properties") for s in sites if isinstance(s, dict)]
+
+
+def _has_tagged_object(value: Any, depth: int = 0) -> bool:
+    """Whether ``value`` nests a dictionary tagged ``@module`` (which monty would import)."""
+    if depth > 50:
+        return True
+    if isinstance(value, dict):
+        return "@module" in value or any(_has_tagged_object(v, depth + 1) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_tagged_object(v, depth + 1) for v in value)
+    return False
+
+
+def _split_frame(content: dict, path: Path) -> tuple[list[str], list, dict[str, list]]:
+    """Ids, structure entries and other columns of a DataFrame in pandas' ``split`` layout."""
+    index, columns, data = content["index"], content["columns"], content["data"]
+    if not (
+        isinstance(index, list)
+        and isinstance(columns, list)
+        and isinstance(data, list)
+        and len(index) == len(data)
+        and all(isinstance(row, list) and len(row) == len(columns) for row in data)
+    ):
+        raise ValueError(f"{path}: 'index', 'columns' and 'data' do not form a table.")
+    candidates = [
+        k
+        for k, name in enumerate(columns)
+        if data
+        and all(isinstance(r[k], dict) and r[k].get("@class") in _STRUCTURE_CLASSES for r in data)
+    ]
+    if "structure" in columns:
+        column = columns.index("structure")
+    elif len(candidates) == 1:
+        column = candidates[0]
+    elif not data:
+        column = None
+    else:
+        raise ValueError(
+            f"{path}: no single column of structures among {columns} (name it 'structure')."
+        )
+    others = {
+        str(name): [row[k] for row in data] for k, name in enumerate(columns) if k != column
+    }
+    entries = [] if column is None else [row[column] for row in data]
+    return [str(i) for i in index], entries, others
 
 
 # --------------------------------------------------------------------------- split

@@ -163,15 +163,30 @@ def standardisation() -> tuple[np.ndarray, np.ndarray]:
     return rows.mean(axis=0), np.where(std > 0, std, 1.0)
 
 
-def check_atomic_numbers(numbers: np.ndarray) -> None:
-    """Raise :class:`UnsupportedElementError` naming any element beyond :data:`MAX_Z`."""
+def check_atomic_numbers(numbers: np.ndarray, *, index: int | None = None) -> None:
+    """Raise :class:`UnsupportedElementError` naming any element beyond :data:`MAX_Z`.
+
+    Parameters
+    ----------
+    numbers : ndarray of int
+        Atomic numbers of a structure's sites.
+    index : int, optional
+        Position of the structure in the caller's input, named in the message.
+    """
     bad = numbers[(numbers > MAX_Z) | (numbers < 1)]
     if bad.size:
         from pymatgen.core.periodic_table import Element
 
-        names = sorted({Element.from_Z(int(z)).symbol if z >= 1 else str(z) for z in bad})
+        def name(z: int) -> str:
+            try:
+                return Element.from_Z(z).symbol
+            except ValueError:
+                return f"Z={z}"
+
+        names = sorted({name(int(z)) for z in bad})
+        where = "" if index is None else f" in structure {index}"
         raise UnsupportedElementError(
-            f"no site-feature data for element(s) {', '.join(names)}: dimfeat supports "
+            f"no site-feature data for element(s) {', '.join(names)}{where}: dimfeat supports "
             f"atomic numbers 1-{MAX_Z}"
         )
 

@@ -211,12 +211,27 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         Returns
         -------
         self
+
+        Raises
+        ------
+        FloatingPointError
+            If training diverges (a NaN or infinite loss or weight); the featuriser is then left
+            unfitted, and no NaN weights are kept.
+        ValueError
+            For invalid parameters, a ``site_budget`` too small for a batch of 2 crystals, or a
+            ``checkpoint_dir`` holding a checkpoint of another run.
         """
         self._validate_params()
         self.encoder_, self.weights_config_ = self._initial_encoder()
         self.history_: list[dict] = []
         if self.epochs > 0:
-            self._train(self._inputs(X, ignore_errors=False)[0])
+            try:
+                self._train(self._inputs(X, ignore_errors=False)[0])
+            except BaseException:
+                # a failed training (e.g. a diverging loss) leaves the featuriser unfitted
+                for name in ("encoder_", "weights_config_", "history_", "n_features_out_"):
+                    self.__dict__.pop(name, None)
+                raise
         self.n_features_out_ = self.encoder_.config.global_dim
         return self
 
@@ -361,7 +376,13 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
             "batch_size": isinstance(self.batch_size, int | np.integer) and self.batch_size >= 1,
             "max_atoms": self.max_atoms is None
             or (isinstance(self.max_atoms, int | np.integer) and self.max_atoms >= 1),
-            "symprec": self.symprec is None or self.symprec > 0,
+            "symprec": self.symprec is None
+            or (
+                isinstance(self.symprec, int | float | np.number)
+                and not isinstance(self.symprec, bool | np.bool_)
+                and np.isfinite(self.symprec)
+                and self.symprec > 0
+            ),
             "disorder": self.disorder in DISORDER_POLICIES,
             "global_dim": self.global_dim is None
             or (isinstance(self.global_dim, int | np.integer) and self.global_dim >= 1),

@@ -38,6 +38,32 @@ _COMMIT = re.compile(r"[0-9a-f]{40}")
 # A Hub name part: letters, digits, '-', '_', '.'; no leading/trailing '-' or '.'; at most 96.
 _NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?")
 _TRUE = {"1", "on", "yes", "true"}
+_REF_FORBIDDEN = frozenset(" ~^:?*[\\")
+
+
+def _revision_problem(revision: str) -> str:
+    """Why ``revision`` is not a commit id or a git branch/tag name ('' when it is one).
+
+    The rules are git's (``git check-ref-format --allow-onelevel``), which the Hub follows for
+    branches and tags, restricted to printable ASCII. They exclude every path trick: no ``..``,
+    no component starting with ``.``, no leading, trailing or doubled ``/``, no backslash.
+    """
+    if _COMMIT.fullmatch(revision):
+        return ""
+    if len(revision) > 255:
+        return "longer than 255 characters"
+    if bad := sorted({c for c in revision if not " " < c < "\x7f" or c in _REF_FORBIDDEN}):
+        return f"it contains {''.join(bad)!r}"
+    if revision == "@" or "@{" in revision:
+        return "'@' alone and '@{' are not allowed"
+    if ".." in revision or "//" in revision or revision.startswith("/") or revision.endswith("/"):
+        return "'..', '//' and a leading or trailing '/' are not allowed"
+    if revision.endswith("."):
+        return "it ends with '.'"
+    for part in revision.split("/"):
+        if part.startswith(".") or part.endswith(".lock"):
+            return f"the part {part!r} starts with '.' or ends with '.lock'"
+    return ""
 
 
 def parse_repo_spec(spec: str) -> tuple[str, str | None]:
@@ -58,7 +84,10 @@ def parse_repo_spec(spec: str) -> tuple[str, str | None]:
     Raises
     ------
     WeightsError
-        For an id that is not ``owner/name``, has invalid characters, or an empty revision.
+        For an id that is not ``owner/name``, has invalid characters, or a revision that is
+        neither a 40-hex commit id nor a valid git branch or tag name (``..``, a leading ``/``,
+        a component starting with ``.``, spaces, ``~^:?*[\\`` and control characters are
+        refused: a revision also names a file in the Hugging Face cache).
 
     Examples
     --------
@@ -78,9 +107,11 @@ def parse_repo_spec(spec: str) -> tuple[str, str | None]:
             f"malformed Hub id {spec!r}: expected 'owner/name' or 'owner/name@revision', where "
             "owner and name use letters, digits, '-', '_' and '.' (e.g. 'acme/model@<commit>')"
         )
-    if at and (not revision or any(c.isspace() for c in revision) or "@" in revision):
+    if at and (not revision or "@" in revision or _revision_problem(revision)):
+        why = _revision_problem(revision) if revision and "@" not in revision else ""
         raise WeightsError(
-            f"malformed revision in {spec!r}: give a commit hash, tag or branch after '@'"
+            f"malformed revision in {spec!r}{f' ({why})' if why else ''}: give a 40-hex commit "
+            "id, or a tag or branch name as git allows them, after '@'"
         )
     return repo_id, (revision or None)
 

@@ -5,8 +5,9 @@
 - a CGCNN folder (``id_prop.csv`` + ``{idx}.cif``) or a plain folder of ``*.cif`` files;
 - a ``.tar.gz``/``.tgz``/``.tar`` of either, read as a stream member by member (never extracted
   and never loaded whole: one pass over the headers finds the tables, a second reads the CIFs);
-- a matminer/Matbench ``{name}.json.gz`` file or task name (loaded by matminer, which reads the
-  whole file: the structures are in memory, the model inputs and vectors are not);
+- a ``.json``/``.json.gz`` file of structures, such as a matminer/Matbench dataset file (read
+  whole by :func:`dimfeat.datasets.load_structures_file`, as data only), or a Matbench task name
+  (loaded by matminer): the structures are in memory, the model inputs and vectors are not;
 - an in-memory sequence, pandas Series or one-column DataFrame of structures.
 
 :func:`featurize_to_file` featurises chunk by chunk and writes each chunk as soon as it is done:
@@ -15,11 +16,22 @@ CSV file with a ``.manifest.json`` beside it. An interrupted run started again w
 ``resume=True`` skips the chunks the manifest lists as finished (their CIFs are read past but not
 parsed). Peak memory depends on ``chunk_size``, not on the size of the input
 (``benchmarks/memory.py``).
+
+What a resume trusts, and how it is proved: the manifest records a fingerprint of every finished
+chunk (sha256 of its ids and of the content of its entries: the bytes of each CIF, or the
+lattice, coordinates and species of each in-memory structure), a checksum of the encoder's
+weights (:func:`dimfeat.weights.state_checksum`) with the input settings, batch size and dimfeat
+version, and the sha256 of every file or byte range it wrote. A chunk is skipped only when all
+of these match; any mismatch is refused (``resume=False`` / ``--no-resume`` starts again), so a
+resumed output equals an uninterrupted one. Only files recorded in dimfeat's own manifest are
+ever deleted or truncated.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import json
 import os
 import re
@@ -44,7 +56,14 @@ __all__ = [
 ]
 
 MANIFEST_NAME = "manifest.json"
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2
+_PART = re.compile(r"part-(\d{5})\.parquet")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_MAX_MANIFEST = 64 << 20  # bytes; a manifest of a million chunks is ~300 MB, of 36k ~10 MB
+#: What every refusal to resume says.
+RESUME_HINT = (
+    "pass resume=False (command line: --no-resume) to start again, or write to another output"
+)
 
 
 @dataclass
@@ -62,12 +81,30 @@ class Chunk:
     load : callable
         ``load()`` returns the chunk's structures; an entry that could not be read (a bad CIF) is
         the exception raised while parsing it instead of a structure.
+    digests : callable, optional
+        ``digests()`` returns one sha256 per entry, of its content, without parsing it (the CIF
+        bytes, or the lattice, coordinates and species of a structure in memory). Without it,
+        :meth:`fingerprint` digests what ``load()`` returns.
     """
 
     index: int
     start: int
     ids: list[str]
     load: Callable[[], list[Any]]
+    digests: Callable[[], list[str]] | None = None
+
+    def fingerprint(self, n: int | None = None) -> str:
+        """sha256 of the ids and contents of the chunk's first ``n`` entries (default: all).
+
+        Two chunks with the same fingerprint hold the same entries under the same ids, so
+        their rows are the same; a resume compares it with the one its manifest recorded.
+        """
+        n = len(self.ids) if n is None else n
+        digests = (
+            self.digests() if self.digests is not None else [_digest(x) for x in self.load()]
+        )
+        payload = json.dumps([self.ids[:n], digests[:n]]).encode()
+        return hashlib.sha256(payload).hexdigest()
 
 
 @dataclass
@@ -84,9 +121,37 @@ class StreamSummary:
 # --------------------------------------------------------------------------- reading
 
 
-def _parse_cif(text: str, where: str) -> Any:
+def _digest(item: Any) -> str:
+    """sha256 of one entry: CIF bytes, a structure's content, an error, or a type name."""
+    from pymatgen.core import IStructure
+
+    digest = hashlib.sha256()
+    if isinstance(item, bytes):
+        digest.update(b"bytes:" + item)
+    elif isinstance(item, IStructure):
+        digest.update(b"structure:")
+        digest.update(np.ascontiguousarray(item.lattice.matrix, dtype=np.float64).tobytes())
+        digest.update(np.ascontiguousarray(item.frac_coords, dtype=np.float64).tobytes())
+        species = ";".join(
+            ",".join(f"{sp}:{occ!r}" for sp, occ in site.species.items()) for site in item
+        )
+        digest.update(species.encode())
+    elif isinstance(item, Exception):
+        digest.update(f"error:{type(item).__name__}:{item}".encode())
+    else:  # not a structure: featurising it fails the same way whatever its value
+        digest.update(f"object:{type(item).__module__}.{type(item).__qualname__}".encode())
+    return digest.hexdigest()
+
+
+def _parse_cif(data: bytes | Exception, where: str) -> Any:
     from pymatgen.core import Structure
 
+    if isinstance(data, Exception):
+        return data
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return ValueError(f"could not parse the CIF {where}: it is not UTF-8 text ({exc})")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pymatgen warns on rounded occupancies etc.
         try:
@@ -95,12 +160,19 @@ def _parse_cif(text: str, where: str) -> Any:
             return ValueError(f"could not parse the CIF {where}: {exc}")
 
 
+def _read_entry(read: Callable[[], bytes], where: str) -> bytes | Exception:
+    try:
+        return read()
+    except OSError as exc:
+        return ValueError(f"could not read the CIF {where}: {exc}")
+
+
 def _chunks_of_texts(
-    items: Iterator[tuple[str, str, Callable[[], str]]], chunk_size: int
+    items: Iterator[tuple[str, str, Callable[[], bytes]]], chunk_size: int
 ) -> Iterator[Chunk]:
     """Group ``(id, where, read)`` items into chunks; CIFs are parsed only by ``Chunk.load``."""
     ids: list[str] = []
-    texts: list[tuple[str, Callable[[], str]]] = []
+    texts: list[tuple[str, Callable[[], bytes]]] = []
     index = start = 0
     for id_, where, read in items:
         ids.append(id_)
@@ -113,10 +185,20 @@ def _chunks_of_texts(
 
 
 def _text_chunk(index, start, ids, texts) -> Chunk:
-    return Chunk(index, start, ids, lambda: [_parse_cif(read(), where) for where, read in texts])
+    read_once: list[list[bytes | Exception]] = []
+
+    def raw() -> list[bytes | Exception]:
+        if not read_once:  # the bytes are read once, for the fingerprint and for parsing
+            read_once.append([_read_entry(read, where) for where, read in texts])
+        return read_once[0]
+
+    def load() -> list[Any]:
+        return [_parse_cif(data, where) for (where, _), data in zip(texts, raw(), strict=True)]
+
+    return Chunk(index, start, ids, load, lambda: [_digest(data) for data in raw()])
 
 
-def _folder_items(root: Path) -> Iterator[tuple[str, str, Callable[[], str]]]:
+def _folder_items(root: Path) -> Iterator[tuple[str, str, Callable[[], bytes]]]:
     names, ids = _cgcnn_names(
         _read_text(root / "id_prop.csv"), _read_text(root / "material_id_hash.csv"), str(root)
     )
@@ -129,7 +211,7 @@ def _folder_items(root: Path) -> Iterator[tuple[str, str, Callable[[], str]]]:
         file = root / name
         if not file.is_file():
             raise FileNotFoundError(f"CIF {file} listed in id_prop.csv was not found")
-        yield id_, str(file), lambda file=file: file.read_text(encoding="utf-8")
+        yield id_, str(file), file.read_bytes
 
 
 def _read_text(file: Path) -> str | None:
@@ -161,7 +243,7 @@ def _iter_members(archive: Path) -> Iterator[tuple[tarfile.TarInfo, tarfile.TarF
                 yield member, tar
 
 
-def _tar_items(archive: Path) -> Iterator[tuple[str, str, Callable[[], str]]]:
+def _tar_items(archive: Path) -> Iterator[tuple[str, str, Callable[[], bytes]]]:
     # Pass 1: headers only, plus the two small tables (they may sit at the end of the archive).
     tables: dict[str, str] = {}
     n_cif = 0
@@ -170,7 +252,7 @@ def _tar_items(archive: Path) -> Iterator[tuple[str, str, Callable[[], str]]]:
         if base in {"id_prop.csv", "material_id_hash.csv"}:
             if base in tables:
                 raise ValueError(f"several {base} inside {archive}")
-            tables[base] = _member_text(tar, member)
+            tables[base] = _member_bytes(tar, member).decode("utf-8")
             tables[base + ":prefix"] = member.name[: -len(base)]
         elif base.endswith(".cif"):
             n_cif += 1
@@ -191,41 +273,57 @@ def _tar_items(archive: Path) -> Iterator[tuple[str, str, Callable[[], str]]]:
         else:
             continue
         seen += 1
-        text = _member_text(tar, member)
-        yield id_, f"{archive}:{member.name}", lambda text=text: text
+        data = _member_bytes(tar, member)
+        yield id_, f"{archive}:{member.name}", lambda data=data: data
     if wanted is not None and seen != len(wanted):
         raise FileNotFoundError(
             f"{len(wanted) - seen} CIFs listed in id_prop.csv are not in the tarball {archive}"
         )
 
 
-def _member_text(tar: tarfile.TarFile, member: tarfile.TarInfo) -> str:
+def _member_bytes(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
     fh = tar.extractfile(member)
     if fh is None:  # pragma: no cover - members are filtered to regular files
         raise FileNotFoundError(f"{member.name} is not a regular file")
-    return fh.read().decode("utf-8")
+    return fh.read()
 
 
-def _is_matbench(source: Any) -> bool:
+def _is_task_name(source: Any) -> bool:
+    """A Matbench/matminer dataset name (not a path that exists)."""
     if not isinstance(source, str | os.PathLike):
         return False
     text = str(source)
-    return text.endswith(".json.gz") or (not Path(text).exists() and text.startswith("matbench_"))
+    return not Path(text).exists() and text.startswith("matbench_") and "/" not in text
 
 
-def _matbench_frame(source: str | os.PathLike) -> pd.DataFrame:
-    from dimfeat.datasets import load_matbench
+def _is_structures_file(source: Any) -> bool:
+    """A ``.json`` or ``.json.gz`` file of structures (matminer datasets are such files)."""
+    if not isinstance(source, str | os.PathLike):
+        return False
+    name = Path(source).name.lower()
+    return name.endswith((".json", ".json.gz"))
 
-    path = Path(source)
-    if path.name.endswith(".json.gz"):
-        return load_matbench(path.name[: -len(".json.gz")], data_home=path.parent)
-    return load_matbench(str(source))
+
+def _structures_frame(source: str | os.PathLike) -> pd.DataFrame:
+    from dimfeat.datasets import load_matbench, load_structures_file
+
+    if _is_task_name(source):
+        df = load_matbench(str(source))
+        ids = [str(i) for i in df.index]
+        return pd.DataFrame({"material_id": ids, "structure": list(df["structure"])})
+    return load_structures_file(source)
 
 
 def _memory_chunks(structures: list, ids: list[str], chunk_size: int) -> Iterator[Chunk]:
     for index, start in enumerate(range(0, len(structures), chunk_size)):
         part = structures[start : start + chunk_size]
-        yield Chunk(index, start, ids[start : start + chunk_size], lambda part=part: list(part))
+        yield Chunk(
+            index,
+            start,
+            ids[start : start + chunk_size],
+            lambda part=part: list(part),
+            lambda part=part: [_digest(s) for s in part],
+        )
 
 
 def _in_memory(source: Any) -> tuple[list, list[str]]:
@@ -247,9 +345,10 @@ def iter_chunks(
     Parameters
     ----------
     source : path, str, sequence of Structure, pandas Series or DataFrame
-        A CGCNN folder or tarball, a folder or tarball of ``*.cif``, a matminer ``.json.gz``
-        file or Matbench task name, or structures in memory (a DataFrame needs a
-        ``structure`` column or a single column).
+        A CGCNN folder or tarball, a folder or tarball of ``*.cif``, a ``.json``/``.json.gz``
+        file of structures (matminer and Matbench datasets are such files; see
+        :func:`dimfeat.datasets.load_structures_file`), a Matbench task name, or structures in
+        memory (a DataFrame needs a ``structure`` column or a single column).
     chunk_size : int, default=1000
         Structures per chunk (the last chunk may be shorter).
     limit : int, optional
@@ -264,30 +363,42 @@ def iter_chunks(
     -----
     Order: ``id_prop.csv`` order for a CGCNN folder, archive order for a tarball, sorted file
     names for a plain folder, input order otherwise. The ids are material ids (from
-    ``material_id_hash.csv``), CIF file stems, the DataFrame/Series index or positions.
+    ``material_id_hash.csv`` or a ``material_id`` column), CIF file stems, the DataFrame/Series
+    index or positions.
     """
+    yield from _limited_chunks(source, chunk_size, limit, {})
+
+
+def _limited_chunks(
+    source: Any, chunk_size: int, limit: int | None, state: dict
+) -> Iterator[Chunk]:
+    """:func:`iter_chunks`; sets ``state["cut"]`` when ``limit`` left structures unread."""
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    if limit is not None and limit < 0:
-        raise ValueError(f"limit must be None or >= 0, got {limit!r}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise ValueError(f"limit must be None or an integer >= 0, got {limit!r}")
+    state["cut"] = False
     for chunk in _all_chunks(source, chunk_size):
         if limit is not None and chunk.start + len(chunk.ids) > limit:
+            state["cut"] = True
             keep = limit - chunk.start
             if keep > 0:
+                digests = chunk.digests
                 yield Chunk(
                     chunk.index,
                     chunk.start,
                     chunk.ids[:keep],
                     lambda load=chunk.load, keep=keep: load()[:keep],
+                    None if digests is None else (lambda d=digests, keep=keep: d()[:keep]),
                 )
             return
         yield chunk
 
 
 def _all_chunks(source: Any, chunk_size: int) -> Iterator[Chunk]:
-    if _is_matbench(source):
-        df = _matbench_frame(source)
-        yield from _memory_chunks(list(df["structure"]), [str(i) for i in df.index], chunk_size)
+    if _is_task_name(source) or (_is_structures_file(source) and Path(source).is_file()):
+        df = _structures_frame(source)
+        yield from _memory_chunks(list(df["structure"]), list(df["material_id"]), chunk_size)
         return
     if isinstance(source, str | os.PathLike):
         path = Path(source)
@@ -297,10 +408,11 @@ def _all_chunks(source: Any, chunk_size: int) -> Iterator[Chunk]:
             yield from _chunks_of_texts(_tar_items(path), chunk_size)
         elif path.exists():
             raise ValueError(
-                f"{path} is not a folder, a tar archive of CIFs or a matminer .json.gz file"
+                f"{path} is not a folder, a tar archive of CIFs or a .json/.json.gz file of "
+                "structures"
             )
         else:
-            raise FileNotFoundError(f"no folder, tarball or matminer file at {path}")
+            raise FileNotFoundError(f"no folder, tarball or structures file at {path}")
         return
     structures, ids = _in_memory(source)
     yield from _memory_chunks(structures, ids, chunk_size)
@@ -308,13 +420,11 @@ def _all_chunks(source: Any, chunk_size: int) -> Iterator[Chunk]:
 
 def count_structures(source: Any) -> int | None:
     """Number of structures in ``source`` when it is cheap to know (``None`` otherwise)."""
-    if isinstance(source, str | os.PathLike) and not _is_matbench(source):
+    if isinstance(source, str | os.PathLike):
         path = Path(source)
         if path.is_dir():
             names, _ = _cgcnn_names(_read_text(path / "id_prop.csv"), None, str(path))
             return len(names) if names is not None else len(list(path.glob("*.cif")))
-        return None
-    if _is_matbench(source):
         return None
     with contextlib.suppress(TypeError, ValueError):
         return len(source)
@@ -371,31 +481,165 @@ def _write_json(file: Path, content: dict) -> None:
     tmp.replace(file)
 
 
+def _sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _sha256_file(file: Path) -> str:
+    from dimfeat.weights import sha256_of
+
+    return sha256_of(file)
+
+
+#: Settings that describe a run without changing its rows (recorded, never compared).
+_DESCRIPTIVE = frozenset({"source", "weights"})
+
+
 def _settings(source, featurizer, chunk_size: int, ignore_errors: bool) -> dict:
+    """What determines the rows of a run, besides the input (fingerprinted per chunk)."""
+    from dimfeat._version import __version__
+
     params = featurizer.get_params()
-    return {
+    settings = {
         "format_version": _FORMAT_VERSION,
+        "dimfeat_version": __version__,
         "source": _describe_source(source),
         "chunk_size": chunk_size,
         "ignore_errors": ignore_errors,
         "weights": None if params.get("weights") is None else str(params["weights"]),
-        "max_atoms": params.get("max_atoms"),
-        "symprec": params.get("symprec"),
         "disorder": params.get("disorder"),
+        "batch_size": params.get("batch_size"),
+        "feature_labels": list(featurizer.feature_labels()),
     }
+    get_encoder = getattr(featurizer, "_get_encoder", None)
+    if get_encoder is not None:  # a DeepInfoMaxFeaturizer: its weights and resolved inputs
+        from dimfeat.weights import state_checksum
+
+        settings["encoder_sha256"] = state_checksum(get_encoder())
+        settings["inputs"] = dict(featurizer._input_settings().__dict__)
+    else:  # another featuriser: identified by its parameters only
+        settings["params"] = {k: repr(v) for k, v in sorted(params.items())}
+        settings["weights_compared"] = settings["weights"]
+    return settings
 
 
-def _start_manifest(manifest_file: Path, settings: dict, resume: bool) -> dict:
-    if resume and manifest_file.is_file():
-        manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
-        changed = [k for k, v in settings.items() if manifest.get("settings", {}).get(k) != v]
+class _Damaged(ValueError):
+    pass
+
+
+def _load_manifest(file: Path) -> dict:
+    """Parse a manifest (JSON object); raise :class:`_Damaged` for anything else."""
+    try:
+        if file.stat().st_size > _MAX_MANIFEST:
+            raise _Damaged(f"larger than {_MAX_MANIFEST} bytes")
+        manifest = json.loads(file.read_bytes())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise _Damaged(str(exc)) from exc
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("settings"), dict):
+        raise _Damaged("it is not a JSON object with 'settings'")
+    return manifest
+
+
+def _is_int(value: Any, low: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _check_records(manifest: dict, as_csv: bool) -> list[dict]:
+    """The chunk records in order, after checking that they are consistent."""
+    chunks = manifest.get("chunks")
+    if not isinstance(chunks, dict):
+        raise _Damaged("'chunks' is not an object")
+    size = manifest["settings"].get("chunk_size")
+    if not _is_int(size, 1):
+        raise _Damaged("settings.chunk_size is not a positive integer")
+    if sorted(chunks) != [str(k) for k in range(len(chunks))]:
+        raise _Damaged("the finished chunks are not 0, 1, 2, ...")
+    records = [chunks[str(k)] for k in range(len(chunks))]
+    byte = 0
+    for k, record in enumerate(records):
+        where = f"chunk {k}"
+        if not isinstance(record, dict):
+            raise _Damaged(f"{where} is not an object")
+        if not (_is_int(record.get("rows"), 1) and record["rows"] <= size):
+            raise _Damaged(f"{where} has no valid row count")
+        if k < len(records) - 1 and record["rows"] != size:
+            raise _Damaged(f"{where} is short but not the last chunk")
+        if record.get("start") != k * size or not _is_int(record.get("errors")):
+            raise _Damaged(f"{where} has an invalid start or error count")
+        for key in ("fingerprint", "sha256"):
+            if not (isinstance(record.get(key), str) and _HEX64.fullmatch(record[key])):
+                raise _Damaged(f"{where} has no valid {key}")
+        if as_csv:
+            if record.get("start_byte") != byte or not _is_int(record.get("end_byte"), byte + 1):
+                raise _Damaged(f"{where} has an invalid byte range")
+            byte = record["end_byte"]
+        elif record.get("file") != f"part-{k:05d}.parquet":
+            raise _Damaged(f"{where} names an invalid file {record.get('file')!r}")
+    pending = manifest.get("pending")
+    if not (pending is None or (isinstance(pending, str) and _PART.fullmatch(pending))):
+        raise _Damaged(f"invalid pending part {pending!r}")
+    return records
+
+
+def _owned_parts(manifest: dict) -> set[str]:
+    """Part files a manifest (of any format version) says dimfeat wrote: only exact part names."""
+    names = set()
+    chunks = manifest.get("chunks")
+    for record in chunks.values() if isinstance(chunks, dict) else []:
+        name = record.get("file") if isinstance(record, dict) else None
+        if isinstance(name, str) and _PART.fullmatch(name):
+            names.add(name)
+    pending = manifest.get("pending")
+    if isinstance(pending, str) and _PART.fullmatch(pending):
+        names.add(pending)
+    return names
+
+
+def _start_manifest(
+    manifest_file: Path, settings: dict, resume: bool, as_csv: bool
+) -> tuple[dict, set[str] | None]:
+    """The manifest to continue (or a new one) and, when starting again, what the old one owned.
+
+    The second value is ``None`` when there was no manifest (nothing in the output is dimfeat's).
+    """
+    if not manifest_file.is_file():
+        return _new_manifest(settings), None
+    if not resume:
+        try:
+            old = _load_manifest(manifest_file)
+        except _Damaged:
+            return _new_manifest(settings), set()  # its output is dimfeat's; its parts unknown
+        return _new_manifest(settings), _owned_parts(old)
+    try:
+        manifest = _load_manifest(manifest_file)
+        saved = manifest["settings"]
+        if saved.get("format_version") != _FORMAT_VERSION:
+            raise ValueError(
+                f"{manifest_file} was written by another version of dimfeat (manifest format "
+                f"{saved.get('format_version')!r}, this one writes {_FORMAT_VERSION}); "
+                f"{RESUME_HINT}"
+            )
+        changed = [
+            k
+            for k in sorted(set(settings) | set(saved))
+            if k not in _DESCRIPTIVE and saved.get(k) != settings.get(k)
+        ]
         if changed:
             raise ValueError(
-                f"{manifest_file} was written with other settings ({', '.join(changed)}); "
-                "pass resume=False to start again or write to another output"
+                f"{manifest_file} was written with other settings ({', '.join(changed)}): its "
+                f"rows are not the ones this run would compute; {RESUME_HINT}"
             )
-        return manifest
-    return {"settings": settings, "chunks": {}, "complete": False}
+        _check_records(manifest, as_csv)
+    except _Damaged as exc:
+        raise ValueError(
+            f"{manifest_file} is damaged or was not written by dimfeat ({exc}); {RESUME_HINT}"
+        ) from exc
+    manifest["settings"] = settings  # same in all compared keys; descriptions are refreshed
+    return manifest, set()
+
+
+def _new_manifest(settings: dict) -> dict:
+    return {"settings": settings, "chunks": {}, "pending": None, "complete": False}
 
 
 def featurize_to_file(
@@ -423,15 +667,18 @@ def featurize_to_file(
     chunk_size : int, default=1000
         Structures per chunk; peak memory grows with it, not with the size of ``source``.
     resume : bool, default=True
-        Skip the chunks that the manifest of an earlier run over the same source and settings
-        lists as done. With ``False`` an existing output is replaced.
+        Skip the chunks that the manifest of an earlier run lists as done, after proving that
+        they hold the same input (a fingerprint per chunk) featurised with the same weights and
+        settings; a mismatch raises. With ``False`` the files the old manifest lists are
+        replaced (command line: ``--no-resume``).
     progress : bool, default=True
         A tqdm progress bar over structures.
     ignore_errors : bool, default=False
         NaN rows with the error text in an ``error`` column for structures that fail (unreadable
         CIF, disordered, overlapping atoms, ...) instead of raising.
     limit : int, optional
-        Featurise only the first ``limit`` structures.
+        Featurise only the first ``limit`` structures. A later call with a larger ``limit`` (or
+        none) completes a chunk that an earlier ``limit`` cut short.
 
     Returns
     -------
@@ -441,14 +688,19 @@ def featurize_to_file(
     ------
     ValueError
         If the first failing structure is met with ``ignore_errors=False`` (its position and id
-        are in the message; finished chunks stay written), or if the manifest of ``output`` was
-        written with other settings.
+        are in the message; finished chunks stay written); when resuming, if the manifest was
+        written with other weights or settings, a finished chunk's input differs from this
+        ``source``, the output holds more rows than ``limit`` asks for, or a file it lists was
+        changed or removed; if the output holds files that dimfeat did not write (they are never
+        deleted).
 
     Notes
     -----
     Every row carries ``index`` (position in the input) and ``id``, then ``dim_0 ...``; read the
     result back with :func:`read_features`. A chunk is written to a temporary file and renamed,
-    then recorded in the manifest, so an interruption loses at most the chunk in progress.
+    then recorded in the manifest, so an interruption loses at most the chunk in progress. The
+    vectors of a resumed run are bit-identical to those of an uninterrupted one on the same
+    device; anything that would break that is refused.
     """
     from tqdm.auto import tqdm
 
@@ -460,19 +712,27 @@ def featurize_to_file(
     as_csv = output.suffix.lower() == ".csv"
     if as_csv:
         output.parent.mkdir(parents=True, exist_ok=True)
-        manifest_file = output.with_name(output.name + ".manifest.json")
+        manifest_file = _csv_manifest(output)
     else:
         if output.exists() and not output.is_dir():
             raise ValueError(f"{output} is a file: give a .csv file or a folder for parquet parts")
         output.mkdir(parents=True, exist_ok=True)
         manifest_file = output / MANIFEST_NAME
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     settings = _settings(source, featurizer, chunk_size, ignore_errors)
-    manifest = _start_manifest(manifest_file, settings, resume)
+    manifest, owned = _start_manifest(manifest_file, settings, resume, as_csv)
     done: dict[str, dict] = manifest["chunks"]
+    if limit is not None and sum(r["rows"] for r in done.values()) > limit:
+        raise ValueError(
+            f"{output} already holds {sum(r['rows'] for r in done.values())} rows, more than "
+            f"limit={limit} asks for: read them with read_features and keep the first {limit}, "
+            f"or {RESUME_HINT}"
+        )
     if as_csv:
-        _prepare_csv(output, done)
+        _prepare_csv(output, manifest, owned)
     else:
-        _prepare_folder(output, done)
+        _prepare_folder(output, manifest, owned)
     _write_json(manifest_file, manifest)
 
     skipped = n_rows = n_errors = n_chunks = 0
@@ -480,35 +740,71 @@ def featurize_to_file(
     if limit is not None:
         total = limit if total is None else min(total, limit)
     bar = tqdm(total=total, disable=not progress, unit="structure", desc="featurising")
+    state: dict = {}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        for chunk in iter_chunks(source, chunk_size, limit=limit):
+        for chunk in _limited_chunks(source, chunk_size, limit, state):
             n_chunks += 1
             key = str(chunk.index)
-            if key in done:
-                skipped += 1
-                n_rows += done[key]["rows"]
-                n_errors += done[key]["errors"]
-                bar.update(len(chunk.ids))
-                continue
+            record = done.get(key)
+            if record is not None:
+                _check_chunk(record, chunk, output)
+                if record["rows"] == len(chunk.ids):
+                    skipped += 1
+                    n_rows += record["rows"]
+                    n_errors += record["errors"]
+                    bar.update(len(chunk.ids))
+                    continue
+                # an earlier ``limit`` cut this chunk short: featurise it whole
+                if as_csv:
+                    _truncate(output, record["start_byte"])
+                del done[key]
+                _write_json(manifest_file, manifest)
             frame = _featurize_chunk(featurizer, chunk, ignore_errors)
             errors = int(frame["error"].notna().sum()) if ignore_errors else 0
-            record = {"rows": len(frame), "errors": errors, "start": chunk.start}
+            record = {
+                "rows": len(frame),
+                "errors": errors,
+                "start": chunk.start,
+                "fingerprint": chunk.fingerprint(),
+            }
             if as_csv:
-                record["end_byte"] = _append_csv(output, frame)
+                record.update(_append_csv(output, frame))
             else:
-                record["file"] = _write_part(output, chunk.index, frame)
+                manifest["pending"] = _part_name(chunk.index)
+                _write_json(manifest_file, manifest)
+                record.update(_write_part(output, chunk.index, frame))
+                manifest["pending"] = None
             done[key] = record
             _write_json(manifest_file, manifest)
             n_rows += len(frame)
             n_errors += errors
             bar.update(len(frame))
-        manifest["complete"] = True
+        extra = sorted(int(k) for k in done if int(k) >= n_chunks)
+        if extra:
+            raise ValueError(
+                f"{output} holds rows of chunks {extra[0]}..{extra[-1]}, which this source does "
+                f"not have: it was written from a longer input; {RESUME_HINT}"
+            )
+        manifest["complete"] = not state.get("cut", False)
+        manifest["limit"] = limit
         manifest["n_rows"] = n_rows
         _write_json(manifest_file, manifest)
     bar.close()
     _rewarn(caught)
     return StreamSummary(str(output), n_rows, n_chunks, skipped, n_errors)
+
+
+def _check_chunk(record: dict, chunk: Chunk, output: Path) -> None:
+    """Refuse to keep a finished chunk unless this run's input is the one it was made from."""
+    if record["rows"] > len(chunk.ids) or record["fingerprint"] != chunk.fingerprint(
+        record["rows"]
+    ):
+        raise ValueError(
+            f"chunk {chunk.index} of {output} (input positions {chunk.start}-"
+            f"{chunk.start + record['rows'] - 1}) was featurised from other structures or ids "
+            f"than this source holds there: the source changed since it was written; {RESUME_HINT}"
+        )
 
 
 def _rewarn(caught: list) -> None:
@@ -521,62 +817,169 @@ def _rewarn(caught: list) -> None:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
-def _prepare_csv(output: Path, done: dict) -> None:
-    """Cut a CSV back to the end of its last finished chunk (or remove it if none)."""
-    if not done:
-        output.unlink(missing_ok=True)
-        return
-    end = max(r["end_byte"] for r in done.values())
-    if not output.is_file() or output.stat().st_size < end:
-        raise ValueError(f"{output} is shorter than its manifest says; pass resume=False")
+def _csv_manifest(output: Path) -> Path:
+    return output.with_name(output.name + ".manifest.json")
+
+
+def _truncate(output: Path, end: int) -> None:
     with output.open("r+b") as fh:
         fh.truncate(end)
-
-
-def _append_csv(output: Path, frame: pd.DataFrame) -> int:
-    header = not output.is_file() or output.stat().st_size == 0
-    with output.open("a", encoding="utf-8", newline="") as fh:
-        frame.to_csv(fh, header=header, index=False)
         fh.flush()
         os.fsync(fh.fileno())
-        return fh.tell()
 
 
-def _prepare_folder(output: Path, done: dict) -> None:
-    """Remove parquet parts the manifest does not list (left by an interrupted or older run)."""
-    listed = {r["file"] for r in done.values()}
-    for part in output.glob("part-*.parquet*"):
-        if part.name not in listed:
-            part.unlink()
-    missing = [f for f in listed if not (output / f).is_file()]
-    if missing:
+def _verified_csv_bytes(output: Path, records: list[dict]) -> bytes:
+    """The bytes of the finished chunks of a CSV, after checking each chunk's sha256."""
+    end = records[-1]["end_byte"] if records else 0
+    if end and (not output.is_file() or output.stat().st_size < end):
+        raise ValueError(f"{output} is shorter than its manifest says; {RESUME_HINT}")
+    data = b""
+    if end:
+        with output.open("rb") as fh:
+            data = fh.read(end)
+    for k, record in enumerate(records):
+        if _sha256_bytes(data[record["start_byte"] : record["end_byte"]]) != record["sha256"]:
+            raise ValueError(
+                f"the rows of chunk {k} in {output} were changed after dimfeat wrote them; "
+                f"{RESUME_HINT}"
+            )
+    return data
+
+
+def _prepare_csv(output: Path, manifest: dict, owned: set[str] | None) -> None:
+    """Cut a CSV back to the end of its last finished chunk (or remove it if none).
+
+    Only a CSV that a dimfeat manifest accounts for is truncated or removed.
+    """
+    if owned is None and output.exists():
         raise ValueError(
-            f"{output} lacks parts its manifest lists ({missing[:3]}); pass resume=False"
+            f"{output} exists and has no dimfeat manifest ({_csv_manifest(output).name}): "
+            "dimfeat did not write it and will not overwrite it; remove it or choose another "
+            "output"
         )
+    records = _check_records(manifest, as_csv=True)
+    if not records:
+        output.unlink(missing_ok=True)
+        return
+    _verified_csv_bytes(output, records)
+    _truncate(output, records[-1]["end_byte"])
 
 
-def _write_part(output: Path, index: int, frame: pd.DataFrame) -> str:
-    name = f"part-{index:05d}.parquet"
+def _append_csv(output: Path, frame: pd.DataFrame) -> dict:
+    start = output.stat().st_size if output.is_file() else 0
+    data = frame.to_csv(header=start == 0, index=False).encode("utf-8")
+    with output.open("ab") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+        end = fh.tell()
+    if end != start + len(data):  # pragma: no cover - another writer appended meanwhile
+        raise RuntimeError(f"{output} changed while dimfeat appended to it")
+    return {"start_byte": start, "end_byte": end, "sha256": _sha256_bytes(data)}
+
+
+def _is_part_like(name: str) -> bool:
+    """Files that readers of a parquet folder would take as data."""
+    lower = name.lower()
+    return lower.startswith("part-") or ".parquet" in lower
+
+
+def _prepare_folder(output: Path, manifest: dict, owned: set[str] | None) -> None:
+    """Remove what an interrupted or replaced dimfeat run left; refuse anything dimfeat did not
+    write, and finished parts that were changed since."""
+    records = _check_records(manifest, as_csv=False)
+    removable = set(owned or ()) | _owned_parts({"pending": manifest.get("pending")})
+    for name in sorted(removable):
+        for file in (output / name, output / (name + ".tmp")):
+            file.unlink(missing_ok=True)
+    manifest["pending"] = None
+    listed = {r["file"] for r in records}
+    foreign = sorted(
+        p.name
+        for p in output.iterdir()
+        if _is_part_like(p.name) and p.name not in listed and p.name not in removable
+    )
+    if foreign:
+        raise ValueError(
+            f"{output} holds files that dimfeat did not write ({', '.join(foreign[:3])}"
+            f"{', ...' if len(foreign) > 3 else ''}); dimfeat never deletes them and will not "
+            "mix its parts with them: move them or choose another output folder"
+        )
+    for record in records:
+        file = output / record["file"]
+        if not file.is_file() or _sha256_file(file) != record["sha256"]:
+            raise ValueError(
+                f"{file}, listed in the manifest, is missing or was changed after dimfeat wrote "
+                f"it; {RESUME_HINT}"
+            )
+
+
+def _part_name(index: int) -> str:
+    return f"part-{index:05d}.parquet"
+
+
+def _write_part(output: Path, index: int, frame: pd.DataFrame) -> dict:
+    name = _part_name(index)
     tmp = output / (name + ".tmp")
     frame.to_parquet(tmp, index=False)
     tmp.replace(output / name)
-    return name
+    return {"file": name, "sha256": _sha256_file(output / name)}
 
 
 def read_features(output: str | os.PathLike) -> pd.DataFrame:
-    """Read what :func:`featurize_to_file` wrote (finished chunks, in input order).
+    """Read what :func:`featurize_to_file` wrote: its finished chunks, in input order.
+
+    Only rows that the manifest lists as finished are returned (never the half-written rows of
+    an interrupted chunk), after checking the sha256 of each part file or CSV byte range.
+
+    Parameters
+    ----------
+    output : str or path
+        The folder or ``.csv`` file given to :func:`featurize_to_file`.
 
     Returns
     -------
     pandas.DataFrame
         Columns ``index``, ``id``, ``dim_0 ...`` and ``error`` when errors were ignored.
+        ``df.attrs["complete"]`` says whether the whole input (or ``limit``) was featurised.
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no manifest (the output was not written by :func:`featurize_to_file`).
+    ValueError
+        If the manifest is damaged, or a file or byte range it lists was changed.
     """
     output = Path(output)
-    if output.suffix.lower() == ".csv":
-        return pd.read_csv(output, dtype={"id": str})
-    manifest = json.loads((output / MANIFEST_NAME).read_text(encoding="utf-8"))
-    parts = sorted(manifest["chunks"].items(), key=lambda kv: int(kv[0]))
-    frames = [pd.read_parquet(output / record["file"]) for _, record in parts]
-    if not frames:
-        return pd.DataFrame()
-    return pd.concat(frames, ignore_index=True)
+    as_csv = output.suffix.lower() == ".csv"
+    manifest_file = _csv_manifest(output) if as_csv else output / MANIFEST_NAME
+    if not manifest_file.is_file():
+        raise FileNotFoundError(
+            f"{output} has no manifest ({manifest_file.name}), so it was not written by "
+            "featurize_to_file (or not by this version); read it with pandas instead"
+        )
+    try:
+        manifest = _load_manifest(manifest_file)
+        records = _check_records(manifest, as_csv)
+    except _Damaged as exc:
+        raise ValueError(
+            f"{manifest_file} is damaged or was not written by dimfeat ({exc})"
+        ) from exc
+    if as_csv:
+        data = _verified_csv_bytes(output, records)
+        frame = pd.read_csv(io.BytesIO(data), dtype={"id": str}) if data else pd.DataFrame()
+    else:
+        frames = []
+        for record in records:
+            file = output / record["file"]
+            if not file.is_file() or _sha256_file(file) != record["sha256"]:
+                raise ValueError(
+                    f"{file}, listed in the manifest, is missing or was changed after dimfeat "
+                    "wrote it"
+                )
+            frames.append(pd.read_parquet(file))
+        frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if len(frame) != sum(r["rows"] for r in records):  # pragma: no cover - sha256 checked
+        raise ValueError(f"{output} does not hold the rows its manifest lists")
+    frame.attrs["complete"] = bool(manifest.get("complete"))
+    return frame

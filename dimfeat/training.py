@@ -13,6 +13,7 @@ and noise), so epochs are compared on the same draws.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import time
@@ -184,10 +185,30 @@ class DIMTrainer:
 
     # -- public ---------------------------------------------------------------------------------
     def fit(self, train: list[CrystalInputs], valid: list[CrystalInputs]) -> list[dict]:
-        """Train for up to ``config.epochs`` epochs; returns :attr:`history`."""
+        """Train for up to ``config.epochs`` epochs; returns :attr:`history`.
+
+        Raises
+        ------
+        ValueError
+            If there are fewer than 2 training structures, ``site_budget`` is too small for
+            any batch of 2 crystals, or ``checkpoint_dir`` holds a checkpoint of another run
+            (other data, starting weights or settings).
+        FloatingPointError
+            If the loss or a weight becomes NaN or infinite (the message names the epoch and
+            batch); the encoder is put back to its best epoch, or to its state when ``fit``
+            started, so no NaN state is kept or checkpointed.
+        """
         if len(train) < 2:
             raise ValueError("DIM training needs at least 2 training structures")
+        _check_site_budget(train, self.config.site_budget, "training", shuffled=True)
+        if len(valid) >= 2:
+            _check_site_budget(valid, self.config.site_budget, "validation", shuffled=False)
+        from dimfeat.weights import state_checksum
+
+        self._data_fingerprint = _inputs_fingerprint(train, valid)
+        self._start_checksum = state_checksum(self.encoder)
         self._resume()
+        self._good_state = copy.deepcopy(self.encoder.state_dict())
         if self.distributed is not None and self.history:
             self.distributed.reseed(self.generator, self.config.seed, len(self.history))
         start = time.perf_counter()
@@ -216,6 +237,11 @@ class DIMTrainer:
         groups = [
             g for g in batches_by_site_budget(train, self.config.site_budget, order) if len(g) >= 2
         ]
+        if not groups:  # the two smallest crystals fit, but never side by side in this order
+            raise ValueError(
+                f"epoch {epoch + 1}: no batch of 2 or more crystals fits site_budget="
+                f"{self.config.site_budget} in this epoch's order; raise site_budget"
+            )
         if self.distributed is not None:
             groups = self.distributed.shard(groups)
         self.encoder.train()
@@ -224,6 +250,8 @@ class DIMTrainer:
         bar = _progress(groups, self.progress, f"epoch {epoch + 1}/{self.config.epochs}")
         for k, group in enumerate(bar, start=1):
             terms = self._train_step(collate([train[i] for i in group]))
+            if not math.isfinite(terms["loss"]) or not self._parameters_finite():
+                self._diverged(f"epoch {epoch + 1}, batch {k} of {len(groups)}", terms["loss"])
             for key in _LOSS_KEYS:
                 totals[key] += terms[key]
             if self.progress:
@@ -237,6 +265,8 @@ class DIMTrainer:
         record.update({f"valid_{key}": v for key, v in self._validate(valid).items()})
         record["seconds"] = time.perf_counter() - start
         score = record.get("valid_loss", record["train_loss"])
+        if not math.isfinite(score):
+            self._diverged(f"epoch {epoch + 1} (validation)", score)
         record["best"] = bool(score < self.best_loss)
         if record["best"]:
             self.best_loss = score
@@ -275,7 +305,9 @@ class DIMTrainer:
             for key in _LOSS_KEYS:
                 totals[key] += terms[key] * len(group)
             weight += len(group)
-        return {key: v / max(weight, 1) for key, v in totals.items()}
+        if not weight:  # pragma: no cover - _check_site_budget refuses this before training
+            raise ValueError("no validation batch of 2 or more crystals fits site_budget")
+        return {key: v / weight for key, v in totals.items()}
 
     def _autocast(self):
         enabled = self.config.mixed_precision and self.device.type == "cuda"
@@ -283,6 +315,23 @@ class DIMTrainer:
 
     def _should_stop(self) -> bool:
         return self.config.patience is not None and self.bad_epochs >= self.config.patience
+
+    def _parameters_finite(self) -> bool:
+        return bool(torch.stack([torch.isfinite(p).all() for p in self._parameters()]).all())
+
+    def _diverged(self, where: str, loss: float) -> None:
+        """Put back the last finite encoder state and raise ``FloatingPointError``."""
+        if self.best_state is not None:
+            self.encoder.load_state_dict(self.best_state["encoder"])
+            kept = "its best epoch so far"
+        else:
+            self.encoder.load_state_dict(self._good_state)
+            kept = "its state when fit started"
+        raise FloatingPointError(
+            f"DIM training diverged at {where}: the loss is {loss} or a weight became NaN or "
+            f"infinite. The encoder was put back to {kept}, and no checkpoint of the diverged "
+            f"state was written; lower the learning rate (lr={self.config.lr})"
+        )
 
     # -- checkpoints ----------------------------------------------------------------------------
     def _parameters(self) -> list[torch.nn.Parameter]:
@@ -304,6 +353,8 @@ class DIMTrainer:
             "best_state": self.best_state,
             "bad_epochs": self.bad_epochs,
             "config": json.dumps(self.config.to_dict()),
+            "data": self._data_fingerprint,
+            "start": self._start_checksum,
         }
         tmp = self.checkpoint_dir / (CHECKPOINT_NAME + ".tmp")
         torch.save(state, tmp)
@@ -314,10 +365,24 @@ class DIMTrainer:
             return
         # Checkpoints are written by this class into a folder the user chose; weights_only=True
         # still refuses anything but tensors and plain containers.
-        state = torch.load(
-            self.checkpoint_dir / CHECKPOINT_NAME, map_location=self.device, weights_only=True
-        )
-        saved = json.loads(state["config"])
+        file = self.checkpoint_dir / CHECKPOINT_NAME
+        try:
+            state = torch.load(file, map_location=self.device, weights_only=True)
+            saved = json.loads(state["config"])
+        except Exception as exc:
+            raise ValueError(
+                f"{file} is not a dimfeat training checkpoint ({exc}); use another checkpoint_dir"
+            ) from exc
+        for key, what, mine in (
+            ("data", "other training or validation data", self._data_fingerprint),
+            ("start", "other starting weights", self._start_checksum),
+        ):
+            if state.get(key) != mine:
+                raise ValueError(
+                    f"checkpoint in {self.checkpoint_dir} was written by a run on {what} (or by "
+                    "an older dimfeat that did not record it), so it is not a state of this run; "
+                    f"use another checkpoint_dir or delete {file}"
+                )
         current = self.config.to_dict()
         budget_keys = {"epochs", "max_seconds", "patience"}
         differs = {k for k in current if k not in budget_keys and saved.get(k) != current[k]}
@@ -381,6 +446,36 @@ class SaveEveryEpoch:
                 "history": list(trainer.history),
             },
             name=name,
+        )
+
+
+def _inputs_fingerprint(*parts: list[CrystalInputs]) -> str:
+    """sha256 of lists of crystals' inputs (species, sites and distances, in order)."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(f"part:{len(part)}".encode())
+        for crystal in part:
+            digest.update(f"{crystal.n_sites},{crystal.n_atoms}".encode())
+            for array in (crystal.species, crystal.atom_site, crystal.distances):
+                digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def _check_site_budget(
+    crystals: list[CrystalInputs], budget: int, kind: str, *, shuffled: bool
+) -> None:
+    """Refuse a site budget under which no batch of at least 2 crystals can form."""
+    sizes = sorted(c.n_sites for c in crystals)
+    if shuffled:
+        fits = sizes[0] + sizes[1] <= budget
+    else:
+        fits = any(len(g) >= 2 for g in batches_by_site_budget(crystals, budget))
+    if not fits:
+        raise ValueError(
+            f"site_budget={budget} is too small for any {kind} batch: a DIM batch needs at least "
+            f"2 crystals, and the two smallest {kind} crystals have {sizes[0]} + {sizes[1]} "
+            f"unique sites{'' if shuffled else ' (batches follow the input order)'}; raise "
+            "site_budget"
         )
 
 

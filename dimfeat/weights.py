@@ -18,13 +18,18 @@ Trust model
 -----------
 What :func:`load_encoder` verifies, before any tensor reaches the encoder:
 
-- ``config.json`` is parsed as JSON data only (never evaluated) and checked against a fixed
-  schema: known ``format`` and ``architecture``, no unknown top-level or encoder keys, integer
-  layer sizes in a sane range, finite normalisation numbers of matching shapes, a 64-hex sha256.
+- ``config.json`` (at most 1 MiB) is parsed as JSON data only (never evaluated) and checked
+  against a fixed schema: known ``format`` and ``architecture``, no unknown top-level or encoder
+  keys, at most 16 hidden layers per block and integer layer sizes in a sane range, finite
+  normalisation numbers of matching shapes, input settings that are numbers (not booleans or
+  ``null``), a 64-hex sha256.
 - ``model.safetensors`` must match that sha256, must be a structurally valid safetensors file
-  (a pickle, a ``torch.save`` zip archive, a truncated or garbage file is refused) and must fit
-  the architecture exactly (``strict`` state-dict loading). Nothing is unpickled: dimfeat never
-  calls ``torch.load`` or :mod:`pickle` on weights files.
+  (a pickle, a ``torch.save`` zip archive, a truncated or garbage file is refused), and its
+  header must list exactly the tensors of the architecture, by name, shape and dtype (float32),
+  with at most 50 million parameters; this is checked on the header, before the model is built
+  or any tensor is read, so a hostile config cannot make dimfeat allocate memory. Every tensor
+  must then be finite (a NaN or infinity is refused, naming the tensor). Nothing is unpickled:
+  dimfeat never calls ``torch.load`` or :mod:`pickle` on weights files.
 
 What is trusted: the sha256 protects against corruption and tampering *in transit or in a cache*
 only; it comes from the same folder or repository as the tensors, so whoever can change the repo
@@ -87,6 +92,9 @@ _REQUIRED_KEYS = frozenset({"format", "architecture", "encoder", "normalisation"
 _NORMALISATION_KEYS = frozenset({"features", "mean", "std", "element_table"})
 _INPUT_KEYS = frozenset({"max_atoms", "symprec"})
 _MAX_WIDTH = 4096  # bound on any layer width read from a config (memory safety)
+_MAX_LAYERS = 16  # bound on the hidden layers of each MLP block
+_MAX_PARAMETERS = 50_000_000  # bound on the tensors' total size (the bundled encoder: 72k)
+_MAX_CONFIG = 1 << 20  # bound on config.json (bytes); the bundled one is 27 kB
 _MAX_HEADER = 1 << 24  # bound on a safetensors JSON header (16 MiB)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 # Files that are not a weights folder, to name in errors (a file passed instead of its folder).
@@ -237,8 +245,15 @@ def _check_encoder(encoder: Any) -> list[str]:
             ):
                 problems.append("encoder.distance_cutoff must be a number in (0, 100] Å")
         elif key.endswith("_hidden"):
-            if not (isinstance(value, list) and value and all(_is_width(v) for v in value)):
-                problems.append(f"encoder.{key} must be a non-empty list of widths 1..{_MAX_WIDTH}")
+            if not (
+                isinstance(value, list)
+                and 0 < len(value) <= _MAX_LAYERS
+                and all(_is_width(v) for v in value)
+            ):
+                problems.append(
+                    f"encoder.{key} must be a non-empty list of at most {_MAX_LAYERS} widths "
+                    f"1..{_MAX_WIDTH}"
+                )
         elif not _is_width(value):
             problems.append(f"encoder.{key} must be an integer 1..{_MAX_WIDTH}, not {value!r}")
     return problems
@@ -279,8 +294,6 @@ def _check_normalisation(norm: Any, n_features: int) -> list[str]:
 
 
 def _check_inputs(inputs: Any) -> list[str]:
-    if inputs is None:
-        return []
     if not isinstance(inputs, dict):
         return [f"'inputs' must be an object, not {type(inputs).__name__}"]
     problems = []
@@ -289,8 +302,13 @@ def _check_inputs(inputs: Any) -> list[str]:
     if "max_atoms" in inputs and not _is_width(inputs["max_atoms"]):
         problems.append(f"inputs.max_atoms must be an integer 1..{_MAX_WIDTH}")
     symprec = inputs.get("symprec", 0.01)
-    if not (isinstance(symprec, int | float) and math.isfinite(symprec) and symprec > 0):
-        problems.append("inputs.symprec must be a positive number")
+    if not (
+        isinstance(symprec, int | float)
+        and not isinstance(symprec, bool)
+        and math.isfinite(symprec)
+        and symprec > 0
+    ):
+        problems.append(f"inputs.symprec must be a positive number, not {symprec!r}")
     return problems
 
 
@@ -317,8 +335,15 @@ def read_config(folder: str | Path) -> dict[str, Any]:
     path = Path(folder) / CONFIG_FILE
     if not path.is_file():
         raise WeightsError(f"{folder} is not a dimfeat weights folder: {CONFIG_FILE} is missing")
+    with open(path, "rb") as handle:
+        raw = handle.read(_MAX_CONFIG + 1)
+    if len(raw) > _MAX_CONFIG:
+        raise WeightsError(
+            f"{path} is larger than {_MAX_CONFIG} bytes; a dimfeat config is about 30 kB, so it "
+            "is not one (it was not read further)"
+        )
     try:
-        config = json.loads(path.read_bytes())
+        config = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise WeightsError(f"{path} is not valid JSON: {exc}") from exc
     if not isinstance(config, dict):
@@ -342,7 +367,8 @@ def read_config(folder: str | Path) -> dict[str, Any]:
             problems += _check_normalisation(config["normalisation"], n_features)
         if not (isinstance(config["sha256"], str) and _SHA256.fullmatch(config["sha256"])):
             problems.append("sha256 must be 64 lowercase hex digits")
-    problems += _check_inputs(config.get("inputs"))
+    if "inputs" in config:
+        problems += _check_inputs(config["inputs"])
     if not isinstance(config.get("training"), dict | None):
         problems.append("'training' must be an object or null")
     for key in ("name", "dimfeat_version"):
@@ -367,9 +393,13 @@ def _check_data_size(header: dict, available: int) -> str:
     return ""
 
 
-def _check_safetensors(path: Path) -> None:
-    """Refuse anything but a well-formed safetensors file, without executing or unpickling it."""
+def _check_safetensors(path: Path) -> dict:
+    """Refuse anything but a well-formed safetensors file, without executing or unpickling it.
+
+    Returns the header's tensor entries (``{name: {"dtype", "shape", "data_offsets"}}``).
+    """
     size = path.stat().st_size
+    header = None
     with open(path, "rb") as handle:
         head = handle.read(8)
         if head.startswith(b"PK\x03\x04"):
@@ -397,15 +427,62 @@ def _check_safetensors(path: Path) -> None:
             f"{path} is not a safetensors file: it is {kind}. dimfeat reads safetensors only and "
             "never unpickles weights; re-save the encoder with dimfeat.weights.save_pretrained"
         )
+    return {k: v for k, v in header.items() if k != "__metadata__"}
+
+
+def _expected_tensors(config: dict) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of the encoder's tensors for ``config``, without allocating them."""
+    encoder_config = EncoderConfig.from_dict(config["encoder"])
+    norm = config["normalisation"]
+    with torch.device("meta"):
+        encoder = SiteNetEncoder(
+            encoder_config,
+            np.asarray(norm["mean"]),
+            np.asarray(norm["std"]),
+            raw_table=np.asarray(norm["element_table"]),
+        )
+    return {k: tuple(v.shape) for k, v in encoder.state_dict().items()}
+
+
+def _check_architecture(path: Path, header: dict, config: dict) -> None:
+    """Refuse a header whose tensors (names, shapes, dtypes) are not the architecture's, and an
+    architecture beyond the size bound: before any tensor is allocated."""
+    expected = _expected_tensors(config)
+    n_parameters = sum(math.prod(shape) for shape in expected.values())
+    if n_parameters > _MAX_PARAMETERS:
+        raise WeightsError(
+            f"the architecture in {path.with_name(CONFIG_FILE)} has {n_parameters} parameters, "
+            f"more than the {_MAX_PARAMETERS} dimfeat loads (the bundled encoder has about "
+            "72,000); it was not built"
+        )
+    problems = []
+    if missing := sorted(set(expected) - set(header)):
+        problems.append(f"missing tensors {missing[:5]}")
+    if unexpected := sorted(set(header) - set(expected)):
+        problems.append(f"unexpected tensors {unexpected[:5]}")
+    for name in sorted(set(expected) & set(header)):
+        entry = header[name]
+        dtype = entry.get("dtype") if isinstance(entry, dict) else None
+        shape = entry.get("shape") if isinstance(entry, dict) else None
+        if dtype != "F32":
+            problems.append(f"tensor {name!r} is {dtype}, not F32 (float32)")
+        if not isinstance(shape, list) or tuple(shape) != expected[name]:
+            problems.append(f"tensor {name!r} has shape {shape}, not {list(expected[name])}")
+    if problems:
+        raise WeightsError(
+            f"{path} does not fit the architecture in {CONFIG_FILE}: " + "; ".join(problems[:6])
+        )
 
 
 def load_encoder(folder: str | Path) -> tuple[SiteNetEncoder, dict[str, Any]]:
     """Build a :class:`SiteNetEncoder` from a weights folder, after verifying it.
 
     Checks, in order: the config schema (:func:`read_config`), the sha256 of
-    ``model.safetensors``, its safetensors structure, and an exact fit of its tensors to the
-    architecture. Only ``safetensors`` is read: a pickle or any other file in its place is
-    refused, never executed (see "Trust model" in :mod:`dimfeat.weights`).
+    ``model.safetensors``, its safetensors structure, an exact fit of the tensors its header
+    lists (names, shapes, float32) to the architecture and the size bound, all before anything
+    is allocated, then that every tensor is finite. Only ``safetensors`` is read: a pickle or
+    any other file in its place is refused, never executed (see "Trust model" in
+    :mod:`dimfeat.weights`).
 
     Parameters
     ----------
@@ -424,7 +501,7 @@ def load_encoder(folder: str | Path) -> tuple[SiteNetEncoder, dict[str, Any]]:
     WeightsError
         If any check fails; the message names the file and the problem.
     """
-    from safetensors import SafetensorError
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
     folder = Path(folder)
@@ -440,11 +517,23 @@ def load_encoder(folder: str | Path) -> tuple[SiteNetEncoder, dict[str, Any]]:
             f"{CONFIG_FILE}; the file is corrupt or was tampered with (delete it and download "
             "again; for Hub weights, pin a revision you trust)"
         )
-    _check_safetensors(model_path)
+    header = _check_safetensors(model_path)
+    try:
+        with safe_open(model_path, framework="pt"):  # validates the header; reads no tensor
+            pass
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsError(f"{model_path} is not a valid safetensors file: {exc}") from exc
+    _check_architecture(model_path, header, config)
     try:
         state = load_file(model_path)
     except (SafetensorError, OSError, ValueError) as exc:
         raise WeightsError(f"{model_path} is not a valid safetensors file: {exc}") from exc
+    bad = sorted(name for name, tensor in state.items() if not torch.isfinite(tensor).all())
+    if bad:
+        raise WeightsError(
+            f"{model_path}: tensor(s) {bad[:5]} hold NaN or infinite values; such weights give "
+            "NaN vectors and are refused"
+        )
     encoder_config = EncoderConfig.from_dict(config["encoder"])
     norm = config["normalisation"]
     encoder = SiteNetEncoder(

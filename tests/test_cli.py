@@ -130,3 +130,42 @@ def test_featurize_bad_structure_fails_or_gives_a_nan_row(tmp_path, cscl):
 def test_train_without_data_exits_with_a_message(tmp_path):
     with pytest.raises(SystemExit, match="--data"):
         main(["train", str(tmp_path / "w"), "--epochs", "1", "--device", "cpu", "--quiet"])
+
+
+def test_featurize_and_train_read_a_json_gz_file_of_structures(cgcnn, tmp_path, featurizer):
+    import gzip
+
+    _, _, structures = cgcnn
+    file = tmp_path / "x.json.gz"
+    with gzip.open(file, "wt") as fh:
+        json.dump([s.as_dict() for s in structures[:8]], fh)
+    out = tmp_path / "o.parquet"
+    main(["featurize", str(out), "--data", str(file), "--n-jobs", "1", "--device", "cpu",
+          "--quiet"])  # fmt: skip
+    frame = pd.read_parquet(out)
+    assert frame.index.tolist() == [str(k) for k in range(8)]
+    np.testing.assert_allclose(frame.to_numpy(), featurizer.transform(structures[:8]), atol=1e-6)
+    main(["train", str(tmp_path / "w"), "--data", str(file), "--epochs", "1",
+          "--validation-fraction", "0.25", "--site-budget", "100", "--max-atoms", "24",
+          "--n-jobs", "1", "--device", "cpu", "--quiet"])  # fmt: skip
+    config = json.loads((tmp_path / "w" / "config.json").read_text())
+    assert config["training"]["data"]["n_train"] + config["training"]["data"]["n_valid"] == 8
+
+
+def test_train_refuses_a_cache_built_from_other_data_or_settings(trained, cgcnn, tmp_path):
+    folder, _, structures = cgcnn
+    cache = trained / "inputs.npz"
+    with pytest.raises(SystemExit, match=r"other data or settings \(max_atoms"):
+        main([*_train_args(tmp_path / "w", folder, cache), "--max-atoms", "30"])
+    other = tmp_path / "other"
+    _write_cgcnn(other, structures[::-1], np.zeros(len(structures)))
+    with pytest.raises(SystemExit, match=r"other data or settings \(data"):
+        main(_train_args(tmp_path / "w", other, cache))
+    assert not (tmp_path / "w").exists()
+    # a cache that does not record what built it is refused too
+    crystals, extra = load_inputs(cache)
+    from dimfeat.inputs import save_inputs
+
+    save_inputs(tmp_path / "old.npz", crystals, material_id=extra["material_id"])
+    with pytest.raises(SystemExit, match="does not record what it was built from"):
+        main(_train_args(tmp_path / "w", folder, tmp_path / "old.npz"))

@@ -118,7 +118,10 @@ def test_torchrun_two_cpu_processes_match_single_process(tmp_path, sample_struct
 
     crystals, _ = build_many(sample_structures[:N_STRUCTURES], max_atoms=50)
     save_inputs(tmp_path / "inputs.npz", crystals)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    # the ranks import the dimfeat under test (this checkout), not whichever one is installed
+    root = str(Path(__file__).resolve().parents[1])
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "PYTHONPATH": path}
     script = str(Path(__file__).resolve())
     ddp = subprocess.run(
         [

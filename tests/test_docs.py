@@ -34,3 +34,17 @@ def test_method_page_lists_exactly_the_imputed_properties():
 def test_method_page_states_the_number_of_imputed_values():
     text = (DOCS / "method.md").read_text()
     assert f"{len(imputed_properties())} imputed values" in text
+
+
+def test_every_test_the_reliability_page_cites_exists():
+    import re
+
+    cited = set(re.findall(r"`(test_\w+)`", (DOCS / "reliability.md").read_text()))
+    tests = Path(__file__).resolve().parent
+    defined = {
+        name
+        for file in tests.glob("test_*.py")
+        for name in re.findall(r"^def (test_\w+)", file.read_text(), flags=re.M)
+    }
+    assert len(cited) > 30
+    assert sorted(cited - defined) == []

@@ -183,6 +183,8 @@ def test_invalid_parameters_raise_at_fit():
     est = DeepInfoMaxFeaturizer(batch_size=0, lr=-1.0, device="cpu")  # __init__ does not check
     with pytest.raises(ValueError, match=r"batch_size=0.*lr=-1\.0"):
         est.fit([])
+    with pytest.raises(ValueError, match=r"symprec=True"):  # a bool is not a tolerance
+        DeepInfoMaxFeaturizer(symprec=True, device="cpu").fit([])
 
 
 @pytest.mark.slow

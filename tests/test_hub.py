@@ -234,6 +234,7 @@ def bundled_vectors(structures) -> np.ndarray:
         ("acme/sitenet-dim@" + "a" * 40, ("acme/sitenet-dim", "a" * 40)),
         ("Acme-Lab/model_v2.5@v1.0", ("Acme-Lab/model_v2.5", "v1.0")),
         ("acme/model@refs/pr/1", ("acme/model", "refs/pr/1")),
+        ("acme/model@feature/new-model_2", ("acme/model", "feature/new-model_2")),
     ],
 )
 def test_parse_repo_spec(spec, expected):
@@ -255,6 +256,19 @@ def test_parse_repo_spec(spec, expected):
         "acme/model@a b",
         "acme/model@x@y",
         "",
+        # revisions that are neither a commit nor a git ref name (they also name cache files)
+        "acme/model@../../../../x",
+        "acme/model@..",
+        "acme/model@/etc/passwd",
+        "acme/model@v1/",
+        "acme/model@a//b",
+        "acme/model@.hidden",
+        "acme/model@refs/.x",
+        "acme/model@main.lock",
+        "acme/model@a\\b",
+        "acme/model@x~1",
+        "acme/model@x\x00y",
+        "acme/model@tab\there",
     ],
 )
 def test_parse_repo_spec_rejects_malformed(spec):
@@ -263,6 +277,20 @@ def test_parse_repo_spec_rejects_malformed(spec):
 
 
 # -- download -----------------------------------------------------------------------------------
+def test_a_path_traversing_revision_never_reaches_the_hub_or_the_disk(
+    fake_hub, bundled_files, tmp_path
+):
+    """A hostile endpoint that serves any revision: the revision would name the cache's ref
+    file, ``refs/../../../../x``, outside the cache."""
+    commit = fake_hub.commit(REPO, bundled_files)
+    fake_hub.repos[REPO]["refs"]["../../../../x"] = commit
+    with pytest.raises(WeightsError, match="malformed revision"):
+        resolve_weights(f"{REPO}@../../../../x")
+    assert fake_hub.requests == []
+    assert not (tmp_path / "x").exists()
+    assert not list(tmp_path.rglob("x"))
+
+
 def test_pinned_download_reproduces_bundled_vectors(
     fake_hub, bundled_files, structures, bundled_vectors
 ):

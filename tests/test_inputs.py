@@ -167,6 +167,40 @@ def test_supercell_input_reduces_to_the_primitive_cell(nacl, zno):
     assert build_inputs(zno * (2, 2, 1)).n_sites == 4
 
 
+def _displaced_nacl(nacl, distance: float, order: list[int]) -> Structure:
+    """Conventional NaCl with its atom 0 moved by ``distance`` Å along x, sites in ``order``."""
+    frac = nacl.frac_coords.copy()
+    frac[0] += np.array([distance, 0.0, 0.0]) @ np.linalg.inv(nacl.lattice.matrix)
+    species = [site.specie for site in nacl]
+    return Structure(nacl.lattice, [species[i] for i in order], frac[order])
+
+
+@pytest.mark.parametrize(("distance", "n_sites"), [(0.007, 2), (0.0095, 2), (0.0105, 8)])
+def test_primitive_cell_does_not_depend_on_the_site_order_near_symprec(
+    nacl, featurizer, distance, n_sites
+):
+    """symprec = 0.01 Å: one atom displaced by less keeps every translation, by more none.
+
+    The displaced atom comes first, in the middle, or last among the four Na atoms."""
+    orders = [list(range(8)), [1, 2, 0, 3, 4, 5, 6, 7], [7, 6, 5, 4, 3, 2, 1, 0]]
+    structures = [_displaced_nacl(nacl, distance, order) for order in orders]
+    assert len({(s.species[0], tuple(s.frac_coords[0])) for s in structures}) == 3
+    assert [build_inputs(s, symprec=0.01).n_sites for s in structures] == [n_sites] * 3
+    vectors = featurizer.transform(structures)
+    np.testing.assert_allclose(vectors[1:], vectors[[0, 0]], rtol=1e-5, atol=1e-6)
+
+
+def test_primitive_cell_positions_are_the_orbit_means(nacl):
+    """Na is placed at the mean of its 4 translated copies: one moved 0.008 Å along x moves it
+    by 0.002 Å, so the shortest Na-Cl distance is 2.820 - 0.002 Å, in any site order."""
+    for order in ([0, 1, 2, 3, 4, 5, 6, 7], [3, 2, 1, 0, 7, 6, 5, 4]):
+        crystal = build_inputs(_displaced_nacl(nacl, 0.008, order), max_atoms=8)
+        assert crystal.n_sites == 2
+        na = int(np.flatnonzero(crystal.species[:2] == 11)[0])
+        shortest = crystal.distances[na][crystal.species == 17].min()
+        assert shortest == pytest.approx(5.640 / 2 - 0.002, abs=1e-6)
+
+
 # -- bad input -----------------------------------------------------------------------------------
 def test_disordered_structure_raises_naming_the_formula():
     alloy = Structure(Lattice.cubic(3.6), [{"Fe": 0.5, "Ni": 0.5}], [[0, 0, 0]])

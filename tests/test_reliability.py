@@ -132,10 +132,29 @@ def test_noble_gases_and_heavy_elements_are_imputed(featurizer):
     assert len({tuple(np.round(x, 5)) for x in X}) == 4
 
 
-def test_beyond_lawrencium_names_the_element(featurizer):
+def test_beyond_lawrencium_names_the_element(featurizer, cscl):
     rf = Structure(Lattice.cubic(3.5), ["Rf"], [[0, 0, 0]])
     with pytest.raises(UnsupportedElementError, match="Rf"):
         featurizer.transform([rf])
+    with pytest.raises(UnsupportedElementError, match=r"element\(s\) Rf in structure 2"):
+        featurizer.transform([cscl, cscl, rf])
+
+
+def test_dummy_species_is_named_not_hashed(featurizer, cscl):
+    from pymatgen.core import DummySpecies
+
+    dummy = Structure(Lattice.cubic(3.5), [DummySpecies("X"), "Cl"], [[0] * 3, [0.5] * 3])
+    with pytest.raises(
+        UnsupportedElementError, match=r"structure 1\) holds X0\+ \(a dummy species\)"
+    ) as caught:
+        featurizer.transform([cscl, dummy])
+    words = str(caught.value).split()
+    assert not any(len(w) > 12 and w.strip("-").isdigit() for w in words)  # no hash as a name
+    disordered = Structure(
+        Lattice.cubic(3.5), [{DummySpecies("X"): 0.3, "Na": 0.7}, "Cl"], [[0] * 3, [0.5] * 3]
+    )
+    with pytest.raises(UnsupportedElementError, match="dummy species"):
+        DeepInfoMaxFeaturizer(device="cpu", disorder="majority").transform([disordered])
 
 
 def test_empty_input(featurizer):
@@ -183,3 +202,51 @@ def test_same_vectors_whatever_thread_count(featurizer, sample):
 
 
 # Another process: tests/test_dask.py (2 worker processes, same vectors to 2e-5).
+
+
+# -- processes --------------------------------------------------------------------------------
+
+_WORKERS_SCRIPT = """
+import warnings
+warnings.filterwarnings("ignore")
+from dimfeat.datasets import load_sample
+from dimfeat.inputs import build_many
+structures = load_sample()["structure"].tolist()
+build_many(structures[:1024], n_jobs=2)  # both workers have run a task
+print("warm", flush=True)
+build_many(structures * 50, n_jobs=2)  # minutes of work
+"""
+
+
+@pytest.mark.slow
+def test_workers_exit_when_the_parent_is_killed(tmp_path):
+    """``kill -9`` of a process featurising with n_jobs > 1 leaves no worker behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import psutil
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _WORKERS_SCRIPT], stdout=subprocess.PIPE, env=env, cwd=tmp_path
+    )
+    workers = []
+    try:
+        assert parent.stdout.readline().strip() == b"warm"
+        time.sleep(1.0)
+        workers = psutil.Process(parent.pid).children(recursive=True)
+        assert len(workers) >= 2
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(timeout=10)
+        _, alive = psutil.wait_procs(workers, timeout=10)
+        assert not alive, f"{len(alive)} worker(s) still running 10 s after the parent died"
+    finally:
+        parent.kill()
+        for worker in workers:
+            if worker.is_running():
+                worker.kill()

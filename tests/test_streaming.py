@@ -189,3 +189,217 @@ def test_cli_streams_and_resumes(tarball, tmp_path, capsys):
     main([*args, "--device", "cpu"])
     assert "3 already done" in capsys.readouterr().out
     assert len(read_features(out)) == N
+
+
+# -- a resume must prove that the finished chunks belong to this run -------------------------------
+def _labels(featurizer):
+    return featurizer.feature_labels()
+
+
+def test_resume_refuses_other_structures_in_memory(sample, featurizer, expected, tmp_path):
+    structures = sample[0]
+    out = tmp_path / "parts"
+    featurize_to_file(structures[:6], out, featurizer, chunk_size=3, progress=False)
+    with pytest.raises(ValueError, match=r"other structures.*resume=False.*--no-resume"):
+        featurize_to_file(structures[6:], out, featurizer, chunk_size=3, progress=False)
+    featurize_to_file(structures[6:], out, featurizer, chunk_size=3, resume=False, progress=False)
+    frame = read_features(out)
+    np.testing.assert_allclose(frame[_labels(featurizer)].to_numpy(), expected[6:], atol=ATOL)
+
+
+def test_resume_refuses_a_shorter_or_reordered_input(sample, featurizer, tmp_path):
+    structures = sample[0]
+    out = tmp_path / "parts"
+    featurize_to_file(structures[:9], out, featurizer, chunk_size=3, progress=False)
+    with pytest.raises(ValueError, match="longer input"):
+        featurize_to_file(structures[:6], out, featurizer, chunk_size=3, progress=False)
+    with pytest.raises(ValueError, match="other structures"):
+        featurize_to_file(structures[:9][::-1], out, featurizer, chunk_size=3, progress=False)
+    # the same structures under other ids are another input too
+    series = pd.Series(structures[:9], index=[f"x{k}" for k in range(9)])
+    with pytest.raises(ValueError, match="other structures or ids"):
+        featurize_to_file(series, out, featurizer, chunk_size=3, progress=False)
+
+
+def test_resume_refuses_other_weights_seed_or_retrained_folder(sample, tmp_path):
+    structures = sample[0][:4]
+    out = tmp_path / "parts"
+    seed0 = DeepInfoMaxFeaturizer(weights=None, device="cpu", random_state=0)
+    featurize_to_file(structures, out, seed0, chunk_size=2, progress=False)
+    seed1 = DeepInfoMaxFeaturizer(weights=None, device="cpu", random_state=1)
+    with pytest.raises(ValueError, match=r"other settings \(encoder_sha256\).*--no-resume"):
+        featurize_to_file(structures, out, seed1, chunk_size=2, progress=False)
+    # weights retrained (here: replaced) in the same folder, under the same name
+    folder = tmp_path / "weights"
+    DeepInfoMaxFeaturizer(device="cpu").save_pretrained(str(folder))
+    out2 = tmp_path / "parts2"
+    bundled = DeepInfoMaxFeaturizer(weights=str(folder), device="cpu")
+    featurize_to_file(structures, out2, bundled, chunk_size=2, progress=False)
+    seed0.save_pretrained(str(folder))
+    again = DeepInfoMaxFeaturizer(weights=str(folder), device="cpu")
+    with pytest.raises(ValueError, match="encoder_sha256"):
+        featurize_to_file(structures, out2, again, chunk_size=2, progress=False)
+    with pytest.raises(ValueError, match=r"max_atoms|inputs"):
+        featurize_to_file(
+            structures,
+            out2,
+            DeepInfoMaxFeaturizer(weights=str(folder), device="cpu", max_atoms=20),
+            chunk_size=2,
+            progress=False,
+        )
+
+
+def test_resume_refuses_a_changed_cif(sample, featurizer, tmp_path):
+    folder = tmp_path / "cifs"
+    folder.mkdir()
+    for k, s in enumerate(sample[0][:4]):
+        (folder / f"x{k}.cif").write_text(s.to(fmt="cif"))
+    out = tmp_path / "out.csv"
+    featurize_to_file(folder, out, featurizer, chunk_size=2, progress=False)
+    (folder / "x1.cif").write_text(sample[0][5].to(fmt="cif"))
+    with pytest.raises(ValueError, match=r"chunk 0 .*source changed.*--no-resume"):
+        featurize_to_file(folder, out, featurizer, chunk_size=2, progress=False)
+
+
+def test_a_chunk_cut_by_limit_is_completed_by_a_larger_limit(
+    sample, featurizer, expected, tmp_path
+):
+    for out in (tmp_path / "parts", tmp_path / "vectors.csv"):
+        first = featurize_to_file(sample[0], out, featurizer, chunk_size=5, limit=3, progress=False)
+        assert first.n_rows == 3 and len(read_features(out)) == 3
+        assert not read_features(out).attrs["complete"]
+        summary = featurize_to_file(
+            sample[0], out, featurizer, chunk_size=5, limit=8, progress=False
+        )
+        assert summary.n_rows == 8 and summary.n_skipped_chunks == 0
+        summary = featurize_to_file(sample[0], out, featurizer, chunk_size=5, progress=False)
+        assert (summary.n_rows, summary.n_skipped_chunks) == (N, 1)
+        frame = read_features(out)
+        assert frame["index"].tolist() == list(range(N)) and frame.attrs["complete"]
+        np.testing.assert_allclose(frame[_labels(featurizer)].to_numpy(), expected, atol=ATOL)
+        with pytest.raises(ValueError, match=r"more than limit=4.*--no-resume"):
+            featurize_to_file(sample[0], out, featurizer, chunk_size=5, limit=4, progress=False)
+
+
+def test_non_utf8_cif_is_an_error_row_with_ignore_errors(sample, featurizer, tmp_path, capsys):
+    from dimfeat.cli import main
+
+    folder = tmp_path / "d"
+    folder.mkdir()
+    for k in (0, 1):
+        (folder / f"{k}.cif").write_text(sample[0][k].to(fmt="cif"))
+    (folder / "2.cif").write_bytes(b"data_x\n\xff")
+    out = tmp_path / "o"
+    main(["featurize", str(out), "--data", str(folder), "--chunk-size", "2", "--ignore-errors",
+          "--device", "cpu", "--quiet"])  # fmt: skip
+    assert "1 errors" in capsys.readouterr().out
+    frame = read_features(out)
+    assert frame["id"].tolist() == ["0", "1", "2"]
+    assert "not UTF-8" in frame["error"][2] and frame["error"][:2].isna().all()
+    with pytest.raises(ValueError, match=r"structure 2 \(id 2\).*not UTF-8"):
+        featurize_to_file(folder, tmp_path / "strict", featurizer, chunk_size=2, progress=False)
+
+
+@pytest.mark.parametrize("layout", ["list", "frame"])
+def test_a_json_gz_file_of_structures_streams(sample, featurizer, expected, tmp_path, layout):
+    import gzip
+
+    structures, ids = sample[0][:5], sample[1][:5]
+    pairs = list(zip(ids, structures, strict=True))
+    if layout == "list":
+        content = [s.as_dict() for s in structures]
+        want_ids = [str(k) for k in range(5)]
+    else:  # matminer's layout (pandas "split"), with a material_id column
+        content = {
+            "index": list(range(5)),
+            "columns": ["material_id", "structure", "e_form"],
+            "data": [[i, s.as_dict(), 0.1 * k] for k, (i, s) in enumerate(pairs)],
+        }
+        want_ids = ids
+    file = tmp_path / "my_structures.json.gz"  # not the name of a matminer dataset
+    with gzip.open(file, "wt") as fh:
+        json.dump(content, fh)
+    featurize_to_file(file, tmp_path / "out", featurizer, chunk_size=2, progress=False)
+    frame = read_features(tmp_path / "out")
+    assert frame["id"].tolist() == want_ids
+    np.testing.assert_allclose(frame[_labels(featurizer)].to_numpy(), expected[:5], atol=ATOL)
+
+
+def test_files_dimfeat_did_not_write_are_never_deleted(sample, featurizer, tmp_path):
+    structures = sample[0][:4]
+    out = tmp_path / "spark"
+    out.mkdir()
+    foreign = out / "part-00000-1a2b-c000.snappy.parquet"
+    foreign.write_bytes(b"PAR1 somebody else's data")
+    for resume in (True, False):
+        with pytest.raises(ValueError, match=r"did not write.*part-00000-1a2b"):
+            featurize_to_file(structures, out, featurizer, chunk_size=2, resume=resume,
+                              progress=False)  # fmt: skip
+    assert foreign.read_bytes() == b"PAR1 somebody else's data"
+    # a dimfeat output into which a foreign file was dropped later
+    mine = tmp_path / "mine"
+    featurize_to_file(structures, mine, featurizer, chunk_size=2, progress=False)
+    (mine / "part-00007.parquet").write_bytes(b"not ours")
+    for resume in (True, False):
+        with pytest.raises(ValueError, match=r"did not write.*part-00007"):
+            featurize_to_file(structures, mine, featurizer, chunk_size=2, resume=resume,
+                              progress=False)  # fmt: skip
+    assert (mine / "part-00007.parquet").read_bytes() == b"not ours"
+    # a CSV without a dimfeat manifest is not overwritten
+    csv = tmp_path / "table.csv"
+    csv.write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="dimfeat did not write it"):
+        featurize_to_file(structures, csv, featurizer, chunk_size=2, progress=False)
+    assert csv.read_text() == "a,b\n1,2\n"
+
+
+def test_a_manifest_naming_files_outside_the_output_is_refused(sample, featurizer, tmp_path):
+    victim = tmp_path / "victim.parquet"
+    victim.write_bytes(b"keep me")
+    out = tmp_path / "parts"
+    featurize_to_file(sample[0][:4], out, featurizer, chunk_size=2, progress=False)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["chunks"]["1"]["file"] = "../victim.parquet"
+    manifest["pending"] = "../victim.parquet"
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=r"damaged.*--no-resume"):
+        featurize_to_file(sample[0][:4], out, featurizer, chunk_size=2, progress=False)
+    with pytest.raises(ValueError, match="damaged"):
+        read_features(out)
+    # starting again deletes only the parts the manifest proves are dimfeat's
+    with pytest.raises(ValueError, match=r"did not write.*part-00001"):
+        featurize_to_file(sample[0][:4], out, featurizer, chunk_size=2, resume=False,
+                          progress=False)  # fmt: skip
+    assert victim.read_bytes() == b"keep me" and (out / "part-00001.parquet").is_file()
+
+
+def test_read_features_csv_returns_only_finished_chunks(sample, featurizer, expected, tmp_path):
+    out = tmp_path / "vectors.csv"
+    crashing = _StopsAfter(device="cpu")
+    _StopsAfter.calls_left = 1
+    with pytest.raises(_Interrupted):
+        featurize_to_file(sample[0], out, crashing, chunk_size=5, progress=False)
+    with out.open("a") as fh:  # the crash came while the next chunk was being appended
+        fh.write("5,x5,0.1,0.2\n6,x6,0.3")
+    frame = read_features(out)
+    assert frame["index"].tolist() == list(range(5)) and not frame.attrs["complete"]
+    np.testing.assert_allclose(frame[_labels(featurizer)].to_numpy(), expected[:5], atol=ATOL)
+    # rows changed after they were written are refused, not returned
+    data = out.read_bytes()
+    out.write_bytes(data.replace(b"0.", b"1.", 1))
+    with pytest.raises(ValueError, match="changed after dimfeat wrote them"):
+        read_features(out)
+    with pytest.raises(FileNotFoundError, match="no manifest"):
+        read_features(tmp_path / "other.csv")
+
+
+def test_a_changed_part_is_refused(sample, featurizer, tmp_path):
+    out = tmp_path / "parts"
+    featurize_to_file(sample[0][:4], out, featurizer, chunk_size=2, progress=False)
+    other = tmp_path / "other"
+    featurize_to_file(sample[0][4:8], other, featurizer, chunk_size=2, progress=False)
+    (out / "part-00001.parquet").write_bytes((other / "part-00001.parquet").read_bytes())
+    with pytest.raises(ValueError, match="was changed after dimfeat wrote it"):
+        read_features(out)
+    with pytest.raises(ValueError, match=r"changed after dimfeat wrote it.*--no-resume"):
+        featurize_to_file(sample[0][:4], out, featurizer, chunk_size=2, progress=False)

@@ -156,3 +156,73 @@ def test_one_epoch_on_cuda(data):
     history = DIMTrainer(encoder, config, torch.device("cuda")).fit(*data)
     assert math.isfinite(history[0]["valid_loss"])
     assert next(encoder.parameters()).device.type == "cuda"
+
+
+# -- refusals: a checkpoint of another run, a diverging loss, a budget that forms no batch
+def test_a_checkpoint_of_other_data_is_refused(data, small_structures, tmp_path):
+    _, first_encoder = _train(data, 1, checkpoint_dir=tmp_path)
+    other_inputs, _ = build_many(small_structures[::-1], max_atoms=24)
+    train_idx, valid_idx = split_validation(len(other_inputs), 0.2, seed=0)
+    other = [other_inputs[i] for i in train_idx], [other_inputs[i] for i in valid_idx]
+    with pytest.raises(ValueError, match="other training or validation data"):
+        _train(other, 1, checkpoint_dir=tmp_path)
+    with pytest.raises(ValueError, match="other training or validation data"):
+        _train((data[0], data[1][:-1]), 2, checkpoint_dir=tmp_path)
+    # the same data, but other starting weights
+    trainer = DIMTrainer(
+        SiteNetEncoder(),  # another random draw
+        TrainingConfig(epochs=2, site_budget=200, patience=None),
+        CPU,
+        checkpoint_dir=tmp_path,
+    )
+    with pytest.raises(ValueError, match="other starting weights"):
+        trainer.fit(*data)
+    assert state_checksum(_train(data, 1, checkpoint_dir=tmp_path)[1]) == state_checksum(
+        first_encoder
+    )  # the right run still resumes
+
+
+def test_a_damaged_checkpoint_is_refused(data, tmp_path):
+    (tmp_path / CHECKPOINT_NAME).write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a dimfeat training checkpoint"):
+        _train(data, 1, checkpoint_dir=tmp_path)
+
+
+def test_a_diverging_loss_stops_training_and_keeps_no_nan_state(small_structures, tmp_path):
+    from dimfeat import DeepInfoMaxFeaturizer
+
+    featurizer = DeepInfoMaxFeaturizer(
+        weights=None, epochs=2, lr=1e3, device="cpu", max_atoms=24, site_budget=100,
+        checkpoint_dir=str(tmp_path),
+    )  # fmt: skip
+    with pytest.raises(FloatingPointError, match=r"diverged at epoch 1, batch \d+ of \d+"):
+        featurizer.fit(small_structures[:40])
+    assert not hasattr(featurizer, "encoder_")  # not fitted: transform refuses
+    assert not (tmp_path / CHECKPOINT_NAME).exists()
+    torch.manual_seed(0)
+    encoder = SiteNetEncoder()
+    before = state_checksum(encoder)
+    inputs, _ = build_many(small_structures[:40], max_atoms=24)
+    trainer = DIMTrainer(encoder, TrainingConfig(epochs=2, lr=1e3, site_budget=100), CPU)
+    with pytest.raises(FloatingPointError, match="put back to its state when fit started"):
+        trainer.fit(inputs[:32], inputs[32:])
+    assert state_checksum(encoder) == before
+
+
+def test_a_site_budget_too_small_for_any_batch_raises(data, small_structures):
+    from dimfeat import DeepInfoMaxFeaturizer
+
+    featurizer = DeepInfoMaxFeaturizer(weights=None, epochs=1, device="cpu", max_atoms=24,
+                                       site_budget=2)  # fmt: skip
+    with pytest.raises(ValueError, match=r"site_budget=2.*(too small|no batch)"):
+        featurizer.fit(small_structures[:40])  # trained nothing and reported loss 0.0 before
+    torch.manual_seed(0)
+    trainer = DIMTrainer(SiteNetEncoder(), TrainingConfig(epochs=1, site_budget=1), CPU)
+    with pytest.raises(ValueError, match=r"site_budget=1 is too small for any training batch"):
+        trainer.fit(*data)
+    smallest = sorted(c.n_sites for c in data[0])
+    budget = smallest[0] + smallest[1]
+    big_valid = [c for c in data[1] if c.n_sites > budget // 2 + 1]
+    trainer = DIMTrainer(SiteNetEncoder(), TrainingConfig(epochs=1, site_budget=budget), CPU)
+    with pytest.raises(ValueError, match="too small for any validation batch"):
+        trainer.fit(data[0], big_valid)

@@ -252,6 +252,9 @@ def test_missing_files(folder):
         ({"normalisation__extra": 1}, r"unknown normalisation keys \['extra'\]"),
         ({"inputs__max_atoms": -1}, "max_atoms must be an integer"),
         ({"inputs__symprec": 0}, "symprec must be a positive number"),
+        ({"inputs__symprec": True}, "symprec must be a positive number, not True"),
+        ({"inputs": None}, "'inputs' must be an object"),
+        ({"encoder__attention_hidden": [64] * 40}, "at most 16 widths"),
         ({"training": "yes"}, "'training' must be an object or null"),
     ],
 )
@@ -275,4 +278,50 @@ def test_config_missing_keys(folder):
     del config["normalisation"]
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(WeightsError, match=r"missing keys \['normalisation'\]"):
+        load_encoder(folder)
+
+
+# -- bad tensors and oversized files: refused before use, naming what is wrong -----------------
+def _rewrite_tensors(folder: Path, change) -> None:
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(folder / "model.safetensors")
+    change(state)
+    save_file(state, folder / "model.safetensors", metadata={"format": "dimfeat-weights/1"})
+    _edit_config(folder, sha256=sha256_of(folder / "model.safetensors"))
+
+
+def test_non_finite_tensors_are_refused_naming_them(folder):
+    def poison(state):
+        state["attention.0.weight"][3, 1] = float("nan")
+        state["values.0.bias"][0] = float("inf")
+
+    _rewrite_tensors(folder, poison)
+    with pytest.raises(WeightsError, match=r"\['attention.0.weight', 'values.0.bias'\].*NaN"):
+        load_encoder(folder)
+    with pytest.raises(WeightsError, match="NaN or infinite"):
+        DeepInfoMaxFeaturizer(weights=str(folder), device="cpu").transform([])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bool, torch.int64, torch.uint8])
+def test_tensors_that_are_not_float32_are_refused_naming_them(folder, dtype):
+    def cast(state):
+        state["site_embedding.0.weight"] = state["site_embedding.0.weight"].to(dtype)
+
+    _rewrite_tensors(folder, cast)
+    with pytest.raises(WeightsError, match=r"tensor 'site_embedding.0.weight' is \w+, not F32"):
+        load_encoder(folder)
+
+
+def test_an_oversized_architecture_is_refused_before_it_is_built(folder):
+    """16 layers of width 4096 pass the schema but hold 268 million parameters (1 GiB)."""
+    _edit_config(folder, encoder__value_hidden=[4096] * 16)
+    with pytest.raises(WeightsError, match=r"\d+ parameters, more than the 50000000.*not built"):
+        load_encoder(folder)
+
+
+def test_an_oversized_config_is_not_read(folder):
+    path = folder / "config.json"
+    path.write_text(path.read_text() + " " * (1 << 20))  # still valid JSON
+    with pytest.raises(WeightsError, match="larger than 1048576 bytes"):
         load_encoder(folder)
