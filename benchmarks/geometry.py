@@ -53,7 +53,6 @@ from benchmarks.paper.protocol import draw, fit_predict, machine, make_model
 
 ROOT = Path(__file__).resolve().parents[1]
 REPS = ("dim", "dim-untrained", "xrd", "ofm", "magpie", "chgnet")
-N_TRAIN_FAMILIES = None  # all of them; an int draws that many (seed 0) for a faster screen
 N_LABELS, N_DRAWS, MIN_GAP = 1000, 5, 0.05
 
 
@@ -288,13 +287,22 @@ def one_chemistry_check(X: np.ndarray, y: np.ndarray, reference_std: np.ndarray)
 
 
 # ------------------------------------------------------------------------------ run
-def evaluate(rep: str, weights: str | None, *, part: str = "test", quick: bool = False) -> dict:
-    """Every geometry score of one representation (see the module docstring)."""
+def evaluate(
+    rep: str,
+    weights: str | None,
+    *,
+    part: str = "test",
+    quick: bool = False,
+    n_families: int | None = None,
+) -> dict:
+    """Every geometry score of one representation (see the module docstring).
+
+    ``n_families`` draws that many families (seed 0) instead of all of them, for a faster
+    screen.
+    """
     pool = F.mp36k_subset("train", F.N_POOL, seed=F.SEED, name="mp36k-pool", structures=False)
     exclude = set(pool.ids) if part == "train" else set()
-    fam, group = families(
-        part, exclude=exclude, n_max=N_TRAIN_FAMILIES if part == "train" else None
-    )
+    fam, group = families(part, exclude=exclude, n_max=n_families)
     X_pool = matrix(pool, rep, weights)
     y_pool = pool.labels["formation_energy_per_atom"]
     X = matrix(fam, rep, weights)

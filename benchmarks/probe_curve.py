@@ -59,13 +59,15 @@ def probe(X: np.ndarray, labels: dict[str, np.ndarray]) -> dict[str, float]:
     return out
 
 
-def score(weights: str | None) -> dict:
+def score(weights: str | None, n_families: int | None = None) -> dict:
     """Probe and geometry scores of one weights folder (``None``: the untrained encoder)."""
     pool = F.mp36k_subset("train", F.N_POOL, seed=F.SEED, name="mp36k-pool", structures=False)
     rep = "dim" if weights else "dim-untrained"
     X = geometry.matrix(pool, rep, weights)
     out = {"probe": probe(X, pool.labels)}
-    out["geometry"] = geometry.evaluate(rep, weights, part="train", quick=True)
+    out["geometry"] = geometry.evaluate(
+        rep, weights, part="train", quick=True, n_families=n_families
+    )
     return out
 
 
@@ -134,8 +136,17 @@ def plot(curve: dict, history: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def run(folder: Path, json_path: Path | None = None, plot_path: Path | None = None) -> dict:
-    """Score epoch 0 and every ``epoch-NNN`` folder of a run (resuming from the JSON)."""
+def run(
+    folder: Path,
+    json_path: Path | None = None,
+    plot_path: Path | None = None,
+    every: int = 1,
+    n_families: int | None = None,
+) -> dict:
+    """Score epoch 0 and the ``epoch-NNN`` folders of a run (resuming from the JSON).
+
+    With ``every > 1`` only epochs ``every``, ``2 * every``, ... and the last are scored.
+    """
     import torch
 
     torch.set_num_threads(1)
@@ -148,18 +159,21 @@ def run(folder: Path, json_path: Path | None = None, plot_path: Path | None = No
     )
     if not epochs:
         raise SystemExit(f"no epoch-NNN weights folders in {folder}")
+    epochs = [
+        p for i, p in enumerate(epochs) if int(p.name[6:]) % every == 0 or i == len(epochs) - 1
+    ]
     from dimfeat.weights import read_config
 
     sha = {p.name: read_config(p)["sha256"] for p in epochs}
     if "epoch-000" not in curve:
         t0 = time.perf_counter()
-        curve["epoch-000"] = _untrained_like(epochs[0])
+        curve["epoch-000"] = _untrained_like(epochs[0], n_families)
         print(f"epoch-000 (untrained) scored in {time.perf_counter() - t0:.0f} s", flush=True)
     for path in epochs:
         if path.name in curve and curve[path.name].get("sha256") == sha[path.name]:
             continue
         t0 = time.perf_counter()
-        curve[path.name] = {**score(str(path)), "sha256": sha[path.name]}
+        curve[path.name] = {**score(str(path), n_families), "sha256": sha[path.name]}
         print(f"{path.name} scored in {time.perf_counter() - t0:.0f} s", flush=True)
         for v in curve.values():
             v["relative_probe"] = relative_probe(v, curve["epoch-000"])
@@ -182,7 +196,7 @@ def run(folder: Path, json_path: Path | None = None, plot_path: Path | None = No
     return record
 
 
-def _untrained_like(weights_folder: Path) -> dict:
+def _untrained_like(weights_folder: Path, n_families: int | None = None) -> dict:
     """Scores of a random encoder with the architecture and seed of a run's weights."""
     import torch
 
@@ -195,7 +209,7 @@ def _untrained_like(weights_folder: Path) -> dict:
     encoder = SiteNetEncoder(EncoderConfig.from_dict(config["encoder"]))
     target = weights_folder.parent / "epoch-000"
     save_pretrained(target, encoder, inputs=InputSettings(**config["inputs"]), name="epoch-000")
-    out = {**score(str(target)), "sha256": read_config(target)["sha256"]}
+    out = {**score(str(target), n_families), "sha256": read_config(target)["sha256"]}
     return out
 
 
@@ -204,8 +218,9 @@ def main(argv=None) -> None:
     parser.add_argument("run", type=Path)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--plot", type=Path, default=None)
+    parser.add_argument("--every", type=int, default=1, help="score every N-th epoch and the last")
     args = parser.parse_args(argv)
-    record = run(args.run, args.json, args.plot)
+    record = run(args.run, args.json, args.plot, args.every)
     for k, v in record["curve"].items():
         g = v["geometry"]
         print(

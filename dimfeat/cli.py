@@ -355,7 +355,13 @@ def _featurize(args) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     from dimfeat.encoder import DISTANCE_EXPANSIONS
-    from dimfeat.infomax import FALSE_SAMPLE_KINDS
+    from dimfeat.infomax import (
+        DEFAULT_BETA,
+        DEFAULT_GLOBAL_SITES,
+        DEFAULT_LOCAL_CONSTITUENT,
+        DEFAULT_LOCAL_PAIRS,
+        FALSE_SAMPLE_KINDS,
+    )
 
     parser = argparse.ArgumentParser(prog="dimfeat", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -391,17 +397,17 @@ def _parser() -> argparse.ArgumentParser:
         default=",".join(FALSE_SAMPLE_KINDS),
         help="comma-separated kinds of false sample",
     )
-    train.add_argument("--beta", type=float, default=0.1, help="weight of the KL terms")
+    train.add_argument("--beta", type=float, default=DEFAULT_BETA, help="weight of the KL terms")
     train.add_argument(
         "--local-pairs",
         type=int,
-        default=16,
+        default=DEFAULT_LOCAL_PAIRS,
         help="pairs scored per environment in the local loss, drawn by weight (0: all pairs)",
     )
     train.add_argument(
         "--global-sites",
         type=int,
-        default=6,
+        default=DEFAULT_GLOBAL_SITES,
         help="sites kept per synthetic false crystal in the global loss (0: all sites)",
     )
     train.add_argument(
@@ -413,7 +419,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--local-constituent",
         choices=["neighbour", "bond"],
-        default="bond",
+        default=DEFAULT_LOCAL_CONSTITUENT,
         help="local DIM constituents: [f_j, d_ij] (neighbour) or [f_i, f_j, d_ij] (bond)",
     )
     train.add_argument("--seed", type=int, default=0)

@@ -17,7 +17,7 @@ from matminer.featurizers.base import BaseFeaturizer
 from sklearn.utils.validation import check_is_fitted
 
 from dimfeat.encoder import EncoderConfig, SiteNetEncoder
-from dimfeat.infomax import FALSE_SAMPLE_KINDS
+from dimfeat.infomax import DEFAULT_BETA, FALSE_SAMPLE_KINDS
 from dimfeat.inputs import (
     DISORDER_POLICIES,
     CrystalInputs,
@@ -83,7 +83,7 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         Early stopping patience in epochs.
     false_samples : tuple of str, default=("other", "polymorph", "composition", "permutation")
         Kinds of false sample used by DIM training; ``("other",)`` reruns the paper's ablation.
-    alpha, beta : float, default=1.0, 0.1
+    alpha, beta : float, default=1.0, 0.01
         Weights of the Jensen-Shannon and KL terms.
     checkpoint_dir : str or None, default=None
         Folder for per-epoch checkpoints; an interrupted :meth:`fit` resumes from it.
@@ -159,7 +159,7 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         patience: int | None = 10,
         false_samples: tuple[str, ...] = FALSE_SAMPLE_KINDS,
         alpha: float = 1.0,
-        beta: float = 0.1,
+        beta: float = DEFAULT_BETA,
         checkpoint_dir: str | None = None,
         n_jobs: int = 1,
         random_state: int = 0,

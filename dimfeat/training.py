@@ -26,7 +26,14 @@ import torch
 
 from dimfeat.distributed import active_context
 from dimfeat.encoder import SiteNetEncoder
-from dimfeat.infomax import FALSE_SAMPLE_KINDS, DeepInfoMaxLoss
+from dimfeat.infomax import (
+    DEFAULT_BETA,
+    DEFAULT_GLOBAL_SITES,
+    DEFAULT_LOCAL_CONSTITUENT,
+    DEFAULT_LOCAL_PAIRS,
+    FALSE_SAMPLE_KINDS,
+    DeepInfoMaxLoss,
+)
 from dimfeat.inputs import CrystalInputs, batches_by_site_budget, collate
 
 __all__ = ["DIMTrainer", "SaveEveryEpoch", "TrainingConfig", "resolve_device", "split_validation"]
@@ -91,11 +98,11 @@ class TrainingConfig:
     validation_fraction: float = 0.05
     patience: int | None = 10
     alpha: float = 1.0
-    beta: float = 0.1
+    beta: float = DEFAULT_BETA
     false_samples: tuple[str, ...] = field(default=FALSE_SAMPLE_KINDS)
-    local_constituent: str = "bond"
-    local_pairs: int | None = None
-    global_sites: int | None = None
+    local_constituent: str = DEFAULT_LOCAL_CONSTITUENT
+    local_pairs: int | None = DEFAULT_LOCAL_PAIRS
+    global_sites: int | None = DEFAULT_GLOBAL_SITES
     seed: int = 0
     mixed_precision: bool = True
     max_seconds: float | None = None
