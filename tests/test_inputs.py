@@ -447,3 +447,33 @@ def test_batches_by_site_budget(cscl, srtio3, zno):
     groups = batches_by_site_budget(crystals, budget=3, order=np.array([3, 1, 0, 2]))
     assert [g.tolist() for g in groups] == [[3], [1], [0], [2]]  # a crystal over budget: alone
     assert sum(len(g) for g in batches_by_site_budget(crystals, budget=100)) == 4
+
+
+# -- the documented examples ---------------------------------------------------------------------
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(
+    ("page", "section", "rows", "same"),
+    [
+        ("docs/getting-started.md", "## Structures as you hold them", 2, 5),
+        ("README.md", "Inputs: structures as you hold them", 5, 4),
+    ],
+)
+def test_documented_input_kinds_run_as_written(page, section, rows, same, tmp_path, monkeypatch):
+    import re
+
+    pytest.importorskip("ase")
+    monkeypatch.chdir(tmp_path)  # the snippets write a CIF file
+    text = (ROOT / page).read_text(encoding="utf-8").split(section, 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    namespace: dict = {}
+    first_X = None
+    for block in blocks:
+        exec(block, namespace)
+        first_X = namespace["X"] if first_X is None else first_X
+    assert namespace["X"].shape == (rows, 128)
+    # the first `same` rows are forms of one crystal: one vector (text rounds coordinates)
+    equal = first_X[:same]
+    assert len(equal) == same
+    np.testing.assert_allclose(equal, np.broadcast_to(equal[0], equal.shape), atol=2e-5)
