@@ -11,6 +11,7 @@ here fix that and nothing else: the features are matminer's, and so are ``citati
 from __future__ import annotations
 
 import functools
+import traceback
 import warnings
 from collections.abc import Sequence
 from numbers import Integral, Real
@@ -21,11 +22,13 @@ import pandas as pd
 from joblib import Parallel, delayed, effective_n_jobs
 from matminer.featurizers.structure import OrbitalFieldMatrix, XRDPowderPattern
 from pymatgen.analysis.diffraction.xrd import XRDCalculator
-from pymatgen.core import Element, IStructure
+from pymatgen.core import Element
 from scipy.stats import gaussian_kde
 from sklearn.base import TransformerMixin
 from sklearn.utils import TransformerTags
 from sklearn.utils._param_validation import Interval, StrOptions
+
+from dimfeat.inputs import as_structure_list, check_structures, to_structure
 
 __all__ = ["OrbitalFieldMatrixFeaturizer", "XRDPatternFeaturizer"]
 
@@ -46,13 +49,16 @@ class _StructureTransformerMixin(TransformerMixin):
         """Set ``n_jobs`` (matminer's spelling of ``set_params(n_jobs=...)``)."""
         self.n_jobs = n_jobs
 
-    def fit(self, X: Sequence[IStructure], y: Any = None, **fit_kwargs: Any) -> Any:
+    def fit(self, X: Sequence[Any], y: Any = None, **fit_kwargs: Any) -> Any:
         """Check the parameters and the input; nothing is learned.
 
         Parameters
         ----------
-        X : sequence of pymatgen Structure
-            Crystals, e.g. a list or a pandas Series of ``Structure``.
+        X : sequence of structures
+            Crystals, e.g. a list or a pandas Series, in any form
+            :func:`dimfeat.inputs.to_structure` accepts (``Structure``, ``IStructure``,
+            structure dicts, CIF/POSCAR text, file paths, ASE ``Atoms``); only their kinds are
+            checked.
         y : None
             Ignored.
         **fit_kwargs : dict
@@ -63,16 +69,17 @@ class _StructureTransformerMixin(TransformerMixin):
         self
         """
         self._validate_params()
-        _as_structures(X)
+        check_structures(X)
         return self
 
-    def transform(self, X: Sequence[IStructure]) -> np.ndarray:
+    def transform(self, X: Sequence[Any]) -> np.ndarray:
         """Featurise crystals.
 
         Parameters
         ----------
-        X : sequence of pymatgen Structure of length n
-            Crystals, e.g. a list, a 1-D object array or a pandas Series of ``Structure``.
+        X : sequence of structures of length n
+            Crystals, e.g. a list, a 1-D object array or a pandas Series, in any form
+            :func:`dimfeat.inputs.to_structure` accepts.
 
         Returns
         -------
@@ -81,7 +88,7 @@ class _StructureTransformerMixin(TransformerMixin):
             ``ignore_errors=True`` (otherwise the failure raises).
         """
         self._validate_params()
-        structures = _as_structures(X)
+        structures = as_structure_list(X)
         rows = self.featurize_many(structures, ignore_errors=self.ignore_errors, pbar=False)
         n_features = len(self.feature_labels())
         return np.asarray(rows, dtype=np.float64).reshape(len(structures), n_features)
@@ -109,7 +116,10 @@ class _StructureTransformerMixin(TransformerMixin):
     ) -> list:
         """matminer's ``featurize_many`` on joblib workers (see ``n_jobs``).
 
-        Used by ``transform``, ``featurize_dataframe`` and matminer's other batch methods.
+        Used by ``transform``, ``featurize_dataframe`` and matminer's other batch methods. Each
+        entry is read by :func:`dimfeat.inputs.to_structure` first, so CIF text, paths,
+        structure dicts and ASE ``Atoms`` work too; one that is not a crystal fails like any
+        other entry, naming its position (a NaN row with ``ignore_errors=True``).
         """
         if return_errors and not ignore_errors:
             raise ValueError("Please set ignore_errors to True to use return_errors.")
@@ -130,11 +140,26 @@ class _StructureTransformerMixin(TransformerMixin):
 
             rows = tqdm(rows, desc=type(self).__name__, **(pbar if isinstance(pbar, dict) else {}))
         work = functools.partial(
-            self.featurize_wrapper, ignore_errors=ignore_errors, return_errors=return_errors
+            self._featurize_row, ignore_errors=ignore_errors, return_errors=return_errors
         )
         if effective_n_jobs(self.n_jobs) == 1:
-            return [work(row) for row in rows]
-        return Parallel(n_jobs=self.n_jobs)(delayed(work)(row) for row in rows)
+            return [work(k, row) for k, row in enumerate(rows)]
+        return Parallel(n_jobs=self.n_jobs)(delayed(work)(k, row) for k, row in enumerate(rows))
+
+    def _featurize_row(
+        self, position: int, row: tuple, *, ignore_errors: bool, return_errors: bool
+    ) -> list:
+        """matminer's ``featurize_wrapper`` on the row, its entry read as a structure first."""
+        try:
+            structure = to_structure(row[0], position)
+        except Exception:
+            if not ignore_errors:
+                raise
+            features = [float("nan")] * len(self.feature_labels())
+            return [*features, traceback.format_exc()] if return_errors else features
+        return self.featurize_wrapper(
+            (structure, *row[1:]), ignore_errors=ignore_errors, return_errors=return_errors
+        )
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
@@ -143,26 +168,6 @@ class _StructureTransformerMixin(TransformerMixin):
         tags.requires_fit = False
         tags.input_tags.two_d_array = False
         return tags
-
-
-def _as_structures(X: Any) -> list[IStructure]:
-    """A list of structures from a list, tuple, 1-D array, Series or one-column frame."""
-    if isinstance(X, pd.DataFrame):
-        if X.shape[1] != 1:
-            raise ValueError(f"X must hold one column of structures, got {X.shape[1]} columns.")
-        X = X.iloc[:, 0]
-    if isinstance(X, np.ndarray) and X.ndim == 2 and X.shape[1] == 1:
-        X = X[:, 0]
-    if isinstance(X, (IStructure, str)) or not isinstance(X, (Sequence, np.ndarray, pd.Series)):
-        raise TypeError(
-            "X must be a sequence (list, 1-D array, pandas Series) of pymatgen Structure, "
-            f"got {type(X).__name__}."
-        )
-    structures = list(X)
-    bad = [type(s).__name__ for s in structures if not isinstance(s, IStructure)]
-    if bad:
-        raise TypeError(f"X must hold pymatgen Structure objects; found {bad[0]}.")
-    return structures
 
 
 @functools.lru_cache(maxsize=2)
@@ -259,11 +264,14 @@ class OrbitalFieldMatrixFeaturizer(_StructureTransformerMixin, OrbitalFieldMatri
     def ohvs(self) -> dict[int, np.matrix]:
         return _one_hot_valence_vectors(bool(self.period_tag))
 
-    def featurize(self, s: IStructure) -> np.ndarray:
-        """OFM of one crystal, as a vector of length ``size**2``."""
+    def featurize(self, s: Any) -> np.ndarray:
+        """OFM of one crystal, as a vector of length ``size**2``.
+
+        ``s`` may be in any form :func:`dimfeat.inputs.to_structure` accepts.
+        """
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*matrix subclass.*")
-            return super().featurize(s)
+            return super().featurize(to_structure(s))
 
 
 class XRDPatternFeaturizer(_StructureTransformerMixin, XRDPowderPattern):
@@ -390,10 +398,13 @@ class XRDPatternFeaturizer(_StructureTransformerMixin, XRDPowderPattern):
         low, high = self.two_theta_range
         return int(high - low + 1)
 
-    def featurize(self, strc: IStructure) -> np.ndarray:
-        """Smoothed pattern of one crystal, a vector of length ``pattern_length``."""
+    def featurize(self, strc: Any) -> np.ndarray:
+        """Smoothed pattern of one crystal, a vector of length ``pattern_length``.
+
+        ``strc`` may be in any form :func:`dimfeat.inputs.to_structure` accepts.
+        """
         low, high = self.two_theta_range
-        pattern = self.xrd_calc.get_pattern(strc, two_theta_range=(low, high))
+        pattern = self.xrd_calc.get_pattern(to_structure(strc), two_theta_range=(low, high))
         hist: list[float] = []
         for angle, intensity in zip(pattern.x, pattern.y, strict=True):
             hist += [angle] * int(intensity)

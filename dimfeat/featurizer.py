@@ -6,14 +6,18 @@ training -> :mod:`dimfeat.training`; vectors -> :class:`dimfeat.encoder.SiteNetE
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from collections.abc import Sequence
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
 import torch
 from matminer.featurizers.base import BaseFeaturizer
+from sklearn.base import _fit_context
+from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from dimfeat.encoder import EncoderConfig, SiteNetEncoder
@@ -23,7 +27,9 @@ from dimfeat.inputs import (
     CrystalInputs,
     as_structure_list,
     build_many,
+    check_structures,
     collate,
+    progress_bar,
 )
 from dimfeat.training import DIMTrainer, TrainingConfig, resolve_device, split_validation
 from dimfeat.weights import DEFAULT_WEIGHTS, InputSettings, load_encoder, resolve_weights
@@ -88,11 +94,13 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
     checkpoint_dir : str or None, default=None
         Folder for per-epoch checkpoints; an interrupted :meth:`fit` resumes from it.
     n_jobs : int, default=1
-        Processes that build model inputs from structures (joblib).
+        Processes that build model inputs from structures (joblib); -1 means all cores.
     random_state : int, default=0
         Seeds random initialisation, the validation split and training.
     verbose : bool, default=False
-        Progress bars and timing messages.
+        Progress bars (on stderr) for ``fit`` and ``transform`` (building the model inputs and
+        encoding), and timing messages. ``featurize_many`` and ``featurize_dataframe`` follow
+        matminer's ``pbar`` argument instead.
 
     Attributes
     ----------
@@ -141,6 +149,31 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
     #: Plain parameter (shadows matminer's ``n_jobs`` property, which the batched
     #: ``featurize_many`` does not use).
     n_jobs: int = 1
+
+    _parameter_constraints: dict = {  # noqa: RUF012 - scikit-learn's declared convention
+        "weights": [str, os.PathLike, None],
+        "epochs": [Interval(Integral, 0, None, closed="left")],
+        "device": [str, torch.device],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "max_atoms": [Interval(Integral, 1, None, closed="left"), None],
+        "symprec": [Interval(Real, 0, None, closed="neither"), None],
+        "disorder": [StrOptions(set(DISORDER_POLICIES))],
+        "global_dim": [Interval(Integral, 1, None, closed="left"), None],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "site_budget": [Interval(Integral, 2, None, closed="left")],
+        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        "patience": [Interval(Integral, 1, None, closed="left"), None],
+        "false_samples": [tuple, list],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "beta": [Interval(Real, 0, None, closed="left")],
+        "checkpoint_dir": [str, os.PathLike, None],
+        "n_jobs": [
+            Interval(Integral, 1, None, closed="left"),
+            Interval(Integral, None, -1, closed="right"),
+        ],
+        "random_state": [Interval(Integral, 0, None, closed="left")],
+        "verbose": ["verbose"],
+    }
 
     def __init__(
         self,
@@ -199,13 +232,17 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
     def __sklearn_is_fitted__(self) -> bool:
         return self.epochs == 0 or hasattr(self, "encoder_")
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Sequence, y: Any = None) -> DeepInfoMaxFeaturizer:
         """Load the starting weights and, if ``epochs > 0``, train on ``X`` (``y`` is ignored).
 
         Parameters
         ----------
-        X : sequence of pymatgen Structure
-            Unlabelled structures.
+        X : sequence of structures
+            Unlabelled structures in any form :func:`dimfeat.inputs.to_structure` accepts
+            (``Structure``, ``IStructure``, structure dicts, CIF/POSCAR text, file paths, ASE
+            ``Atoms``), as a list, tuple, 1-D array, pandas Series or one-column DataFrame.
+            With ``epochs=0`` nothing is learned from them: only their kinds are checked.
         y : ignored
 
         Returns
@@ -214,6 +251,12 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
 
         Raises
         ------
+        sklearn.utils._param_validation.InvalidParameterError
+            For an invalid parameter (before anything else is done).
+        TypeError, ValueError
+            For ``X`` that is not a sequence of structures (numbers, a single string, ...), or
+            the first item that cannot be a crystal (the message gives its position and type);
+            for fewer than 2 structures when ``epochs > 0``.
         FloatingPointError
             If training diverges (a NaN or infinite loss or weight); the featuriser is then left
             unfitted, and no NaN weights are kept.
@@ -221,12 +264,17 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
             For invalid parameters, a ``site_budget`` too small for a batch of 2 crystals, or a
             ``checkpoint_dir`` holding a checkpoint of another run.
         """
-        self._validate_params()
+        structures = check_structures(X)
+        if self.epochs > 0 and len(structures) < 2:
+            raise ValueError(
+                f"training (epochs={self.epochs}) needs at least 2 structures, got "
+                f"n_samples={len(structures)}"
+            )
         self.encoder_, self.weights_config_ = self._initial_encoder()
         self.history_: list[dict] = []
         if self.epochs > 0:
             try:
-                self._train(self._inputs(X, ignore_errors=False)[0])
+                self._train(self._inputs(structures, ignore_errors=False, progress=self.verbose)[0])
             except BaseException:
                 # a failed training (e.g. a diverging loss) leaves the featuriser unfitted
                 for name in ("encoder_", "weights_config_", "history_", "n_features_out_"):
@@ -240,8 +288,11 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
 
         Parameters
         ----------
-        X : sequence of pymatgen Structure
-            A list, tuple, array or pandas Series of structures, or a one-column DataFrame.
+        X : sequence of structures
+            A list, tuple, 1-D array or pandas Series, or a one-column DataFrame, of structures
+            in any form :func:`dimfeat.inputs.to_structure` accepts: ``Structure``,
+            ``IStructure``, ``Structure.as_dict()`` dicts, CIF or POSCAR text, paths of
+            structure files (str or ``pathlib.Path``), ASE ``Atoms``.
 
         Returns
         -------
@@ -253,17 +304,21 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         TypeError, ValueError
             For the first structure that cannot be featurised; the message gives its index.
         """
+        self._validate_params()
         check_is_fitted(self)
-        inputs, _ = self._inputs(X, ignore_errors=False)
-        return self._encode(inputs)
+        inputs, _ = self._inputs(X, ignore_errors=False, progress=self.verbose)
+        return self._encode(inputs, progress=self.verbose)
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         """Output feature names ``dim_0 ... dim_{n-1}`` (object array)."""
         return np.asarray(self.feature_labels(), dtype=object)
 
     # -- matminer -------------------------------------------------------------------------------
-    def featurize(self, structure) -> list[float]:
-        """Vector of one structure (equal to the row ``transform([structure])`` gives)."""
+    def featurize(self, structure: Any) -> list[float]:
+        """Vector of one structure (equal to the row ``transform([structure])`` gives).
+
+        ``structure`` may be in any form :func:`dimfeat.inputs.to_structure` accepts.
+        """
         return self.transform([structure])[0].tolist()
 
     def featurize_many(
@@ -271,19 +326,24 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         entries: Sequence,
         ignore_errors: bool = False,
         return_errors: bool = False,
-        pbar: bool = True,
+        pbar: bool | dict = True,
     ) -> list[list]:
         """Batched featurisation in the calling process (no multiprocessing pool).
 
+        Used by matminer's ``featurize_dataframe``, which passes its ``ignore_errors``,
+        ``return_errors`` and ``pbar`` arguments on.
+
         Parameters
         ----------
-        entries : sequence of Structure, or of 1-tuples of Structure (matminer's convention)
+        entries : sequence of structures, or of 1-tuples of them (matminer's convention)
+            Structures in any form :func:`dimfeat.inputs.to_structure` accepts.
         ignore_errors : bool, default=False
             NaN rows for structures that fail instead of raising.
         return_errors : bool, default=False
             Append the error text (or NaN) to each row; needs ``ignore_errors=True``.
-        pbar : bool, default=True
-            Show a progress bar when ``verbose`` is set.
+        pbar : bool or dict, default=True
+            Show tqdm progress bars on stderr while the model inputs are built and while they
+            are encoded (a dict: keyword arguments for ``tqdm``).
 
         Returns
         -------
@@ -291,13 +351,14 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         """
         if return_errors and not ignore_errors:
             raise ValueError("Please set ignore_errors to True to use return_errors.")
+        self._validate_params()
         check_is_fitted(self)
         structures = [_unwrap_entry(e) for e in entries]
-        inputs, errors = self._inputs(structures, ignore_errors=ignore_errors)
+        inputs, errors = self._inputs(structures, ignore_errors=ignore_errors, progress=pbar)
         good = [i for i, x in enumerate(inputs) if x is not None]
         vectors = np.full((len(inputs), self._n_out()), np.nan)
         if good:
-            vectors[good] = self._encode([inputs[i] for i in good])
+            vectors[good] = self._encode([inputs[i] for i in good], progress=pbar)
         rows: list[list] = vectors.tolist()
         if return_errors:
             rows = [[*row, errors.get(i, float("nan"))] for i, row in enumerate(rows)]
@@ -371,36 +432,26 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
 
     # -- internals ------------------------------------------------------------------------------
     def _validate_params(self) -> None:
-        checks = {
-            "epochs": isinstance(self.epochs, int | np.integer) and self.epochs >= 0,
-            "batch_size": isinstance(self.batch_size, int | np.integer) and self.batch_size >= 1,
-            "max_atoms": self.max_atoms is None
-            or (isinstance(self.max_atoms, int | np.integer) and self.max_atoms >= 1),
-            "symprec": self.symprec is None
-            or (
-                isinstance(self.symprec, int | float | np.number)
-                and not isinstance(self.symprec, bool | np.bool_)
-                and np.isfinite(self.symprec)
-                and self.symprec > 0
-            ),
-            "disorder": self.disorder in DISORDER_POLICIES,
-            "global_dim": self.global_dim is None
-            or (isinstance(self.global_dim, int | np.integer) and self.global_dim >= 1),
-            "lr": self.lr > 0,
-            "site_budget": self.site_budget >= 2,
-            "validation_fraction": 0 <= self.validation_fraction < 1,
-            "patience": self.patience is None or self.patience >= 1,
-            "false_samples": bool(self.false_samples)
-            and set(self.false_samples) <= set(FALSE_SAMPLE_KINDS),
-            "n_jobs": isinstance(self.n_jobs, int | np.integer) and self.n_jobs != 0,
-        }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError(
-                "invalid parameter(s): "
-                + ", ".join(f"{name}={getattr(self, name)!r}" for name in bad)
+        """scikit-learn's check of ``_parameter_constraints``, then what it cannot express."""
+        super()._validate_params()
+        if isinstance(self.symprec, bool | np.bool_):  # a bool passes as a Real
+            raise InvalidParameterError(
+                f"The 'symprec' parameter of {type(self).__name__} must be a positive number "
+                f"(Å) or None. Got {self.symprec!r} instead."
             )
-        resolve_device(self.device)
+        kinds = self.false_samples
+        if not kinds or not all(isinstance(k, str) and k in FALSE_SAMPLE_KINDS for k in kinds):
+            raise InvalidParameterError(
+                f"The 'false_samples' parameter of {type(self).__name__} must be a non-empty "
+                f"tuple of kinds among {FALSE_SAMPLE_KINDS}. Got {kinds!r} instead."
+            )
+        try:
+            resolve_device(self.device)
+        except RuntimeError as exc:  # an unknown device type, or CUDA requested but absent
+            raise InvalidParameterError(
+                f"The 'device' parameter of {type(self).__name__} must be 'auto', 'cpu', 'cuda' "
+                f"or 'cuda:N' on a machine that has it. Got {self.device!r} instead: {exc}"
+            ) from exc
 
     def _initial_encoder(self) -> tuple[SiteNetEncoder, dict]:
         if self.weights is None:
@@ -453,32 +504,18 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         return state
 
     def _inputs(
-        self, X: Any, *, ignore_errors: bool
+        self, X: Any, *, ignore_errors: bool, progress: bool | dict = False
     ) -> tuple[list[CrystalInputs | None], dict[int, str]]:
         settings = self._input_settings()
-        structures = as_structure_list(X)
-        disorder = self.disorder
         inputs, errors = build_many(
-            structures,
+            as_structure_list(X),
             max_atoms=settings.max_atoms,
             symprec=settings.symprec,
             n_jobs=self.n_jobs,
             ignore_errors=ignore_errors,
-            disorder=disorder,
+            disorder=self.disorder,
+            progress=_bar_options(progress, "DeepInfoMaxFeaturizer: model inputs"),
         )
-        if disorder == "majority":
-            n_ordered = sum(
-                1
-                for s, c in zip(structures, inputs, strict=True)
-                if c is not None and not s.is_ordered
-            )
-            if n_ordered:
-                warnings.warn(
-                    f"{n_ordered} disordered structure(s) were ordered by keeping each site's "
-                    "majority species (disorder='majority')",
-                    UserWarning,
-                    stacklevel=3,
-                )
         large = [c.n_sites for c in inputs if c is not None and c.n_sites > settings.max_atoms]
         if large:
             warnings.warn(
@@ -490,7 +527,7 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
             )
         return inputs, errors
 
-    def _encode(self, inputs: list[CrystalInputs]) -> np.ndarray:
+    def _encode(self, inputs: list[CrystalInputs], progress: bool | dict = False) -> np.ndarray:
         encoder = self._get_encoder()
         out = np.empty((len(inputs), encoder.config.global_dim), dtype=np.float32)
         if not inputs:
@@ -499,10 +536,19 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         encoder.to(device).eval()
         order = np.argsort([c.n_atoms for c in inputs], kind="stable")
         start_time = time.perf_counter()
-        with torch.inference_mode():
-            for group in _inference_batches(inputs, order, self.batch_size):
-                batch = collate([inputs[i] for i in group]).to(device)
-                out[group] = encoder(batch).float().cpu().numpy()
+        bar = progress_bar(
+            _bar_options(progress, "DeepInfoMaxFeaturizer: encoding"), len(inputs), "encoding"
+        )
+        try:
+            with torch.inference_mode():
+                for group in _inference_batches(inputs, order, self.batch_size):
+                    batch = collate([inputs[i] for i in group]).to(device)
+                    out[group] = encoder(batch).float().cpu().numpy()
+                    if bar is not None:
+                        bar.update(len(group))
+        finally:
+            if bar is not None:
+                bar.close()
         if self.verbose:
             seconds = time.perf_counter() - start_time
             print(f"encoded {len(inputs)} structures in {seconds:.2f} s on {device}")
@@ -535,6 +581,13 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         )
         self.history_ = trainer.fit([inputs[i] for i in train_idx], [inputs[i] for i in valid_idx])
         self.encoder_.eval()
+
+
+def _bar_options(progress: bool | dict, desc: str) -> bool | dict:
+    """``progress`` as tqdm options with a default description (falsy stays falsy)."""
+    if not progress:
+        return False
+    return {"desc": desc, **(progress if isinstance(progress, dict) else {})}
 
 
 def _unwrap_entry(entry: Any) -> Any:

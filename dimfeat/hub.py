@@ -7,18 +7,27 @@ revision works offline once cached; :func:`upload_folder` pushes a verified fold
 tagged ``dimfeat/<version>`` in the user agent. Every failure of ``huggingface_hub`` is raised
 again as :class:`dimfeat.weights.WeightsError`, naming the repo id and revision and what to do
 next. Nothing downloaded is trusted here: :func:`dimfeat.weights.load_encoder` verifies it.
+
+Before the first request, the endpoint (or the proxy that applies to it) is probed with one DNS
+lookup and one TCP connection, bounded by ``HF_HUB_ETAG_TIMEOUT`` seconds: without a network, a
+download fails at once with the reason (``huggingface_hub`` would retry for about 20 s), or
+falls back to a copy already in the cache, with a warning.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import socket
+import threading
+import urllib.request
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from huggingface_hub import HfApi, constants, hf_hub_download
+from huggingface_hub import HfApi, constants, hf_hub_download, try_to_load_from_cache
 from huggingface_hub.utils import (
     EntryNotFoundError,
     GatedRepoError,
@@ -31,7 +40,7 @@ from huggingface_hub.utils import (
 from dimfeat._version import __version__
 from dimfeat.weights import CARD_FILE, CONFIG_FILE, MODEL_FILE, WEIGHTS_FILES, WeightsError
 
-__all__ = ["download_weights", "parse_repo_spec", "upload_folder"]
+__all__ = ["download_weights", "parse_repo_spec", "unreachable_reason", "upload_folder"]
 
 LIBRARY_NAME = "dimfeat"
 _COMMIT = re.compile(r"[0-9a-f]{40}")
@@ -116,6 +125,78 @@ def parse_repo_spec(spec: str) -> tuple[str, str | None]:
     return repo_id, (revision or None)
 
 
+def _probe_target(endpoint: str) -> tuple[str, int, str]:
+    """Host, port and a label of what a request to ``endpoint`` connects to first.
+
+    That is the endpoint itself, or the proxy the environment sets for its scheme
+    (``HTTPS_PROXY``/``HTTP_PROXY``/``ALL_PROXY``, unless ``NO_PROXY`` exempts the host).
+    """
+    url = urlsplit(endpoint)
+    host = url.hostname or ""
+    port = url.port or (443 if url.scheme == "https" else 80)
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(url.scheme) or proxies.get("all")
+    if proxy and host and not urllib.request.proxy_bypass(host):
+        via = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        if via.hostname:
+            defaults = {"https": 443, "socks5": 1080, "socks5h": 1080, "socks4": 1080}
+            via_port = via.port or defaults.get(via.scheme, 80)
+            return via.hostname, via_port, f"the proxy {via.hostname}:{via_port}"
+    return host, port, f"{host}:{port}"
+
+
+def unreachable_reason(endpoint: str | None = None, timeout: float | None = None) -> str | None:
+    """Why ``endpoint`` cannot be reached now, or ``None`` when a TCP connection opens.
+
+    One DNS lookup and one TCP connection to the endpoint's host (or to the proxy that applies
+    to it), each bounded by ``timeout``; no HTTP request is sent.
+
+    Parameters
+    ----------
+    endpoint : str, optional
+        A URL; by default the Hub endpoint in use (``HF_ENDPOINT``).
+    timeout : float, optional
+        Seconds for each step; by default ``HF_HUB_ETAG_TIMEOUT`` (10 s unless set).
+
+    Returns
+    -------
+    str or None
+        E.g. ``"the host 'huggingface.co' does not resolve (no network or no DNS)"``.
+    """
+    endpoint = endpoint or constants.ENDPOINT
+    timeout = float(timeout if timeout is not None else constants.HF_HUB_ETAG_TIMEOUT)
+    host, port, label = _probe_target(endpoint)
+    if not host:
+        return f"{endpoint!r} has no host name"
+    # getaddrinfo has no timeout of its own: run it in a thread and stop waiting after timeout
+    found: dict = {}
+
+    def lookup() -> None:
+        try:
+            found["addresses"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            found["error"] = exc
+
+    worker = threading.Thread(target=lookup, daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        return f"the DNS lookup of {host!r} took more than {timeout:g} s"
+    if "error" in found:
+        return f"the host {host!r} does not resolve (no network or no DNS): {found['error']}"
+    errors = []
+    for family, kind, proto, _, address in found["addresses"]:
+        try:
+            with socket.socket(family, kind, proto) as sock:
+                sock.settimeout(timeout)
+                sock.connect(address)
+            return None
+        except OSError as exc:
+            errors.append(exc)
+    reason = errors[-1].strerror if errors and errors[-1].strerror else str(errors[-1])
+    return f"cannot connect to {label}: {reason}"
+
+
 def _offline(local_files_only: bool) -> bool:
     """Whether downloads are off: the argument, ``HF_HUB_OFFLINE`` now, or at import."""
     env = (os.environ.get("HF_HUB_OFFLINE") or "").strip().lower() in _TRUE
@@ -176,6 +257,36 @@ def _as_weights_error(
         ) from exc
 
 
+def _check_reachable(repo_id: str, revision: str, cache_dir: str | Path | None) -> bool:
+    """Probe the Hub before downloading; ``True`` means: use the cache only.
+
+    A pinned commit already cached needs no network and is not probed. When the Hub cannot be
+    reached, a revision in the cache is used with a warning; otherwise the error is raised now,
+    instead of after ``huggingface_hub``'s retries.
+    """
+    cached = try_to_load_from_cache(repo_id, CONFIG_FILE, cache_dir=cache_dir, revision=revision)
+    in_cache = isinstance(cached, str)
+    if in_cache and _COMMIT.fullmatch(revision):
+        return False
+    reason = unreachable_reason()
+    if reason is None:
+        return False
+    where = f"{repo_id}@{revision}"
+    if in_cache:
+        warnings.warn(
+            f"the Hub at {constants.ENDPOINT} cannot be reached ({reason}); using the copy of "
+            f"{where} in the local cache, which may be older than the Hub's",
+            UserWarning,
+            stacklevel=3,
+        )
+        return True
+    raise WeightsError(
+        f"cannot download {where}: the Hub at {constants.ENDPOINT} cannot be reached ({reason}) "
+        "and it is not in the local cache; check the network connection, proxy and HF_ENDPOINT, "
+        "or use a local weights folder"
+    )
+
+
 def download_weights(
     spec: str, *, local_files_only: bool = False, cache_dir: str | Path | None = None
 ) -> Path:
@@ -205,11 +316,15 @@ def download_weights(
     ------
     WeightsError
         For a malformed id, an unknown repo, revision or file, no network, or a cache miss in
-        offline mode; the message names the repo and revision and says what to do.
+        offline mode; the message names the repo and revision and says what to do. Without a
+        network this is raised at once (see :func:`unreachable_reason`); a revision already in
+        the cache is then used with a :class:`UserWarning` instead.
     """
     repo_id, pinned = parse_repo_spec(spec)
     revision = pinned or constants.DEFAULT_REVISION
     offline = _offline(local_files_only)
+    if not offline:
+        offline = _check_reachable(repo_id, revision, cache_dir)
 
     def fetch(filename: str, at: str) -> Path:
         return Path(
@@ -277,6 +392,12 @@ def upload_folder(
     if revision is not None:
         raise WeightsError(f"push to a repo id without a revision, not {repo_id!r}")
     load_encoder(folder)  # never publish weights that dimfeat would refuse to load
+    reason = unreachable_reason()
+    if reason is not None:
+        raise WeightsError(
+            f"could not push {folder} to Hub repo {name!r}: the Hub at {constants.ENDPOINT} "
+            f"cannot be reached ({reason}); check the network connection, proxy and HF_ENDPOINT"
+        )
     api = HfApi(library_name=LIBRARY_NAME, library_version=__version__)
     try:
         api.create_repo(name, token=token, private=private, exist_ok=True)

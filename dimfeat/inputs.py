@@ -1,5 +1,11 @@
 """From a pymatgen ``Structure`` to Site-Net model inputs, and batching.
 
+:func:`to_structure` is the one place where a value becomes a ``Structure``: it accepts a
+``Structure`` or ``IStructure``, a ``Structure.as_dict()`` dict or its JSON text, CIF or POSCAR
+text, the path of a structure file and ASE ``Atoms``, and names the position and the reason when
+a value is not a crystal. Everything that takes structures (the featurisers, the regressor,
+:func:`build_many`, streaming) reads its items through it.
+
 The pipeline (SPEC section 1):
 
 1. **Canonical primitive cell.** The primitive cell is found from the pure translations that map
@@ -29,16 +35,22 @@ properties) are looked up inside the encoder, so the same inputs serve any norma
 from __future__ import annotations
 
 import itertools
+import os
+import re
 import traceback
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from dimfeat.elements import check_atomic_numbers
+
+if TYPE_CHECKING:
+    from pymatgen.core import Structure
 
 __all__ = [
     "Batch",
@@ -48,10 +60,12 @@ __all__ = [
     "batches_by_site_budget",
     "build_inputs",
     "build_many",
+    "check_structures",
     "collate",
     "load_inputs",
     "save_inputs",
     "supercell_repeats",
+    "to_structure",
 ]
 
 #: Two atoms closer than this (Å) are reported as overlapping.
@@ -146,14 +160,8 @@ def _majority_numbers(structure) -> np.ndarray:
 def _spglib_cell(
     structure, index: int | None, disorder: str = "error"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    from pymatgen.core import Structure
-
-    where = "" if index is None else f" (structure {index})"
-    if not isinstance(structure, Structure):
-        raise TypeError(
-            f"expected a pymatgen Structure{where}, got {type(structure).__name__}"
-            + (": periodic crystals only" if type(structure).__name__ == "Molecule" else "")
-        )
+    structure = to_structure(structure, index)
+    where = _where(index)
     if disorder not in DISORDER_POLICIES:
         raise ValueError(f"disorder must be one of {DISORDER_POLICIES}, got {disorder!r}")
     ordered = structure.is_ordered
@@ -361,8 +369,8 @@ def build_inputs(
 
     Parameters
     ----------
-    structure : pymatgen.core.Structure
-        An ordered crystal structure.
+    structure : Structure, or any form :func:`to_structure` accepts
+        An ordered crystal structure (CIF text, a path, a structure dict, ASE ``Atoms``, ...).
     max_atoms : int, default=50
         Upper bound on the number of supercell atoms (the paper's N).
     symprec : float, default=0.01
@@ -383,10 +391,11 @@ def build_inputs(
     Raises
     ------
     TypeError
-        If ``structure`` is not a pymatgen ``Structure``.
+        If ``structure`` cannot hold a crystal (see :func:`to_structure`).
     InvalidStructureError
-        For disordered structures (with ``disorder="error"``), non-finite coordinates,
-        degenerate lattices and overlapping atoms (closer than 0.5 Å).
+        For a value that does not read as a crystal (see :func:`to_structure`), disordered
+        structures (with ``disorder="error"``), non-finite coordinates, degenerate lattices and
+        overlapping atoms (closer than 0.5 Å).
     dimfeat.elements.UnsupportedElementError
         For elements beyond Lr (Z > 103) and dummy species, naming them and ``index``.
     """
@@ -576,8 +585,255 @@ def load_inputs(path: str | Path) -> tuple[list[CrystalInputs], dict[str, np.nda
     return crystals, arrays
 
 
+#: What :func:`to_structure` accepts, for messages.
+STRUCTURE_KINDS = (
+    "a pymatgen Structure or IStructure, a Structure.as_dict() dict (or its JSON text), CIF or "
+    "POSCAR text, the path of a structure file (str or pathlib.Path), or an ASE Atoms"
+)
+
+
+def _where(index: int | None) -> str:
+    return "" if index is None else f" (structure {index})"
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
+def _from_text(text: str, index: int | None, source: str) -> Any:
+    """A Structure from CIF, POSCAR or JSON text (``source`` says where the text came from)."""
+    from pymatgen.core import Structure
+
+    stripped = text.lstrip()
+    if stripped.startswith("{"):
+        import json
+
+        try:
+            data = json.loads(stripped)
+        except ValueError as exc:
+            raise InvalidStructureError(
+                f"could not read {source}{_where(index)} as JSON: {exc}"
+            ) from exc
+        return _from_dict(data, index)
+    fmt = "cif" if _CIF_BLOCK.search(text) else "poscar"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pymatgen warns on rounded occupancies etc.
+            return Structure.from_str(text, fmt=fmt)
+    except Exception as exc:
+        hint = "" if fmt == "cif" else " (it has no CIF 'data_' line, so it was read as POSCAR)"
+        raise InvalidStructureError(
+            f"could not parse {source}{_where(index)} as {fmt.upper()}{hint}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _from_dict(data: Any, index: int | None) -> Any:
+    from pymatgen.core import Structure
+
+    if not isinstance(data, dict):
+        raise TypeError(
+            f"expected a crystal structure{_where(index)}, got JSON holding a "
+            f"{type(data).__name__}; expected {STRUCTURE_KINDS}"
+        )
+    kind = data.get("@class")
+    molecule_like = kind is None and "sites" in data and "lattice" not in data
+    if kind in {"Molecule", "IMolecule"} or molecule_like:
+        raise TypeError(
+            f"expected a crystal structure{_where(index)}, got a Molecule dict: periodic "
+            "crystals only"
+        )
+    if kind not in {None, "Structure", "IStructure"} or not {"lattice", "sites"} <= set(data):
+        found = f"@class {kind!r}" if kind else f"keys {sorted(data)[:6]}"
+        raise InvalidStructureError(
+            f"the dict{_where(index)} is not a pymatgen structure dict (as written by "
+            f"Structure.as_dict(): '@class': 'Structure', 'lattice', 'sites'); it has {found}"
+        )
+    try:
+        return Structure.from_dict(data)
+    except Exception as exc:
+        raise InvalidStructureError(
+            f"could not read the structure dict{_where(index)}: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _from_file(path: Path, index: int | None) -> Any:
+    from pymatgen.core import Structure
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pymatgen warns on rounded occupancies etc.
+            return Structure.from_file(path)
+    except ValueError as exc:
+        if "nrecognized" not in str(exc):  # pymatgen: "Unrecognized extension in filename"
+            raise InvalidStructureError(
+                f"could not read a structure from the file {str(path)!r}{_where(index)}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+    except Exception as exc:
+        raise InvalidStructureError(
+            f"could not read a structure from the file {str(path)!r}{_where(index)}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    # A name pymatgen does not know (e.g. "NaCl.txt"): tell the format from the text.
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidStructureError(
+            f"the file {str(path)!r}{_where(index)} is neither a format pymatgen recognises by "
+            "its name nor CIF, POSCAR or JSON text"
+        ) from exc
+    return _from_text(text, index, f"the file {str(path)!r}")
+
+
+def _from_ase(atoms: Any, index: int | None) -> Any:
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    pbc = np.asarray(atoms.pbc, dtype=bool)
+    volume = abs(float(np.linalg.det(np.asarray(atoms.cell, dtype=np.float64))))
+    if not pbc.all() or not volume > 1e-3:
+        raise InvalidStructureError(
+            f"the ASE Atoms{_where(index)} ({atoms.get_chemical_formula()}) is not a periodic "
+            f"crystal (pbc={pbc.tolist()}, cell volume {volume:.3g} Å³): periodic crystals only; "
+            "for a crystal, give it a cell and set atoms.pbc = True"
+        )
+    return AseAtomsAdaptor.get_structure(atoms)
+
+
+def _is_ase_atoms(obj: Any) -> bool:
+    import sys
+
+    if "ase" not in sys.modules:  # whoever holds an Atoms has imported ase
+        return False
+    from ase import Atoms
+
+    return isinstance(obj, Atoms)
+
+
+_CIF_BLOCK = re.compile(r"^[ \t]*data_\S", re.MULTILINE | re.IGNORECASE)
+
+
+def _reader(obj: Any, index: int | None) -> Callable[[], Any]:
+    """How to read ``obj`` as a Structure; raises now for what can never be one (cheap).
+
+    Nothing is parsed here: the returned callable does the parsing.
+    """
+    from pymatgen.core import IMolecule, IStructure, Structure
+
+    if isinstance(obj, Structure):
+        return lambda: obj
+    if isinstance(obj, IStructure):
+        return lambda: Structure.from_sites(obj)
+    if isinstance(obj, IMolecule):
+        raise TypeError(
+            f"expected a crystal structure{_where(index)}, got {type(obj).__name__}: periodic "
+            "crystals only"
+        )
+    if isinstance(obj, dict):
+        return lambda: _from_dict(obj, index)
+    if isinstance(obj, bytes):
+        try:
+            obj = obj.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidStructureError(
+                f"the bytes{_where(index)} are not UTF-8 text (CIF, POSCAR or JSON)"
+            ) from exc
+    if isinstance(obj, str) and ("\n" in obj or "\r" in obj or obj.lstrip().startswith("{")):
+        # Several lines (CIF, POSCAR) or a JSON object: text. A file name has neither.
+        text = obj
+        return lambda: _from_text(text, index, "the text")
+    if isinstance(obj, str | os.PathLike):
+        path = Path(os.fsdecode(obj)).expanduser()
+        if path.is_file():
+            return lambda: _from_file(path, index)
+        if path.is_dir():
+            raise InvalidStructureError(
+                f"{str(obj)!r}{_where(index)} is a folder, not a structure file: pass the files "
+                "in it, or stream the whole folder with dimfeat.streaming.featurize_to_file"
+            )
+        if not isinstance(obj, str):
+            raise InvalidStructureError(f"no such file: {str(path)!r}{_where(index)}")
+        raise InvalidStructureError(
+            f"no such file: the str {_short(obj)}{_where(index)} has a single line, so it is "
+            "read as the path of a structure file, and nothing exists there (CIF and POSCAR "
+            "text have several lines)"
+        )
+    if _is_ase_atoms(obj):
+        return lambda: _from_ase(obj, index)
+    raise TypeError(
+        f"expected a crystal structure{_where(index)}, got {type(obj).__name__}; expected "
+        f"{STRUCTURE_KINDS}"
+    )
+
+
+def to_structure(obj: Any, index: int | None = None) -> Structure:
+    """Read one crystal from any of the forms a user may hold it in.
+
+    Parameters
+    ----------
+    obj : Structure, IStructure, dict, str, bytes, path or ase.Atoms
+        - a pymatgen ``Structure`` (returned as is) or ``IStructure`` (copied to a
+          ``Structure``);
+        - a dict written by ``Structure.as_dict()`` (how structures come out of JSON,
+          MPRester and matminer's loaders), or its JSON text;
+        - CIF text (it has a ``data_`` line) or POSCAR text (several lines, no ``data_``);
+        - the path of a structure file, as a ``str`` of one line or a ``pathlib.Path``: any
+          format pymatgen's ``Structure.from_file`` recognises by name (``*.cif``,
+          ``POSCAR*``, ``*.vasp``, ``*.json``, ...), else CIF, POSCAR or JSON read from the text;
+        - an ASE ``Atoms`` with a cell and ``pbc=True`` (needs ``ase``: ``pip install
+          dimfeat[ase]``).
+    index : int, optional
+        Position of ``obj`` in the caller's input, named in error messages.
+
+    Returns
+    -------
+    pymatgen.core.Structure
+
+    Raises
+    ------
+    TypeError
+        For an object that cannot hold a crystal (a ``Molecule``, a number, an array, ...).
+    InvalidStructureError
+        For a value of an accepted kind that does not give a crystal: text that parses as
+        neither CIF nor POSCAR, a one-line string naming no existing file, a folder, a dict
+        that is not a structure dict, non-periodic ASE ``Atoms``. The message names the
+        position and the reason.
+
+    Examples
+    --------
+    >>> from pymatgen.core import Lattice, Structure
+    >>> cscl = Structure(Lattice.cubic(4.2), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    >>> to_structure(cscl.to(fmt="cif")) == cscl
+    True
+    >>> to_structure(cscl.as_dict()) == cscl
+    True
+    """
+    return _reader(obj, index)()
+
+
 def as_structure_list(X: Any) -> list:
-    """Accept a list, tuple, array or pandas Series of structures, or a one-column DataFrame."""
+    """The items of a list, tuple, 1-D array or pandas Series, or of a one-column DataFrame.
+
+    The items are not read here (:func:`to_structure` reads each); this only unpacks the
+    container and refuses what is not a sequence of structures.
+
+    Parameters
+    ----------
+    X : sequence, ndarray of shape (n,) or (n, 1), pandas Series or one-column DataFrame
+        Structures in any form :func:`to_structure` accepts.
+
+    Returns
+    -------
+    list
+
+    Raises
+    ------
+    TypeError
+        For a single structure, text or path (wrap it in a list), a 2-D array of several
+        columns (numbers are not structures) or anything that is not a sequence.
+    ValueError
+        For a DataFrame of several columns.
+    """
     try:
         import pandas as pd
 
@@ -592,15 +848,55 @@ def as_structure_list(X: Any) -> list:
             return X.tolist()
     except ImportError:  # pragma: no cover - pandas is a dependency
         pass
-    from pymatgen.core import Structure
+    from pymatgen.core import IStructure, SiteCollection
 
-    if isinstance(X, Structure):
-        raise TypeError("expected a sequence of structures; wrap a single Structure in a list")
     if isinstance(X, np.ndarray):
-        return X.ravel().tolist()
-    if isinstance(X, str | bytes) or not isinstance(X, Sequence):
-        raise TypeError(f"expected a sequence of pymatgen Structures, got {type(X).__name__}")
+        if X.ndim == 2 and X.shape[1] == 1:
+            X = X[:, 0]
+        if X.ndim != 1:
+            raise TypeError(
+                "expected a sequence of structures (pymatgen Structure, CIF text, paths, ...), "
+                f"got a {X.ndim}-D array of shape {X.shape} and dtype {X.dtype}; numbers are not "
+                "structures"
+            )
+        return X.tolist()
+    single = isinstance(X, SiteCollection | IStructure | str | bytes | os.PathLike | dict)
+    if single or _is_ase_atoms(X):
+        raise TypeError(
+            f"expected a sequence of structures; wrap a single {type(X).__name__} in a list"
+        )
+    if not isinstance(X, Sequence):
+        raise TypeError(
+            "expected a sequence (list, tuple, 1-D array, pandas Series) of structures "
+            f"(pymatgen Structure, CIF text, paths, ...), got {type(X).__name__}"
+        )
     return list(X)
+
+
+def check_structures(X: Any) -> list:
+    """Unpack ``X`` (:func:`as_structure_list`) and check each item's kind without parsing it.
+
+    Cheap enough for ``fit`` when nothing is learned from ``X``: types are checked and paths
+    must exist; text is parsed only later, by :func:`to_structure`.
+
+    Parameters
+    ----------
+    X : sequence of structures in any form :func:`to_structure` accepts
+
+    Returns
+    -------
+    list
+        The items, not converted.
+
+    Raises
+    ------
+    TypeError, InvalidStructureError
+        For the first item that can never be read as a crystal, naming its position.
+    """
+    items = as_structure_list(X)
+    for index, item in enumerate(items):
+        _reader(item, index)
+    return items
 
 
 def _build_chunk(
@@ -610,57 +906,70 @@ def _build_chunk(
     symprec: float,
     ignore_errors: bool,
     disorder: str = "error",
+    bar: Any = None,
     parent_pid: int | None = None,
-) -> tuple[list[CrystalInputs | None], dict[int, str]]:
-    import warnings
-
+) -> tuple[list[CrystalInputs | None], dict[int, str], int]:
+    """Inputs, errors by position and the number of disordered structures that were ordered."""
     if parent_pid is not None:  # in a joblib worker: do not outlive the parent
         from dimfeat._workers import exit_with_parent
 
         exit_with_parent(parent_pid)
-    warnings.filterwarnings("ignore", module="pymatgen")
     inputs: list[CrystalInputs | None] = []
     errors: dict[int, str] = {}
-    for k, structure in enumerate(structures):
-        try:
-            inputs.append(
-                build_inputs(
-                    structure,
-                    max_atoms=max_atoms,
-                    symprec=symprec,
-                    index=offset + k,
-                    disorder=disorder,
+    n_ordered = 0
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module="pymatgen")
+        for k, item in enumerate(structures):
+            try:
+                structure = to_structure(item, offset + k)
+                inputs.append(
+                    build_inputs(
+                        structure,
+                        max_atoms=max_atoms,
+                        symprec=symprec,
+                        index=offset + k,
+                        disorder=disorder,
+                    )
                 )
-            )
-        except Exception:
-            if not ignore_errors:
-                raise
-            inputs.append(None)
-            errors[offset + k] = traceback.format_exc()
-    return inputs, errors
+                n_ordered += not structure.is_ordered
+            except Exception:
+                if not ignore_errors:
+                    raise
+                inputs.append(None)
+                errors[offset + k] = traceback.format_exc()
+            if bar is not None:
+                bar.update(1)
+    return inputs, errors, n_ordered
 
 
 def build_many(
-    structures: list,
+    structures: Sequence,
     *,
     max_atoms: int = 50,
     symprec: float = 0.01,
     n_jobs: int = 1,
     ignore_errors: bool = False,
     disorder: str = "error",
+    progress: bool | dict = False,
 ) -> tuple[list[CrystalInputs | None], dict[int, str]]:
     """:func:`build_inputs` for many structures, in chunks on ``n_jobs`` processes (joblib).
 
     Parameters
     ----------
-    structures : list of Structure
+    structures : sequence of Structure, or of any form :func:`to_structure` accepts
+        Each item is read by :func:`to_structure` (in the worker processes when ``n_jobs``
+        is not 1), so CIF text and paths are parsed in parallel too.
     max_atoms, symprec, disorder : see :func:`build_inputs`
+        With ``disorder="majority"``, one :class:`UserWarning` gives the number of disordered
+        structures ordered by majority species.
     n_jobs : int, default=1
         Worker processes (-1: all cores); inputs of 64 structures or fewer stay in-process.
         Workers exit within a second when this process dies (even by ``kill -9``).
     ignore_errors : bool, default=False
         Put ``None`` for a structure that fails, with its traceback in ``errors``, instead of
         raising.
+    progress : bool or dict, default=False
+        Show a tqdm progress bar on stderr (a dict: keyword arguments for ``tqdm``).
 
     Returns
     -------
@@ -668,27 +977,57 @@ def build_many(
     errors : dict of int to str
         Traceback text by position, for the structures that failed.
     """
-    if n_jobs == 1 or len(structures) <= 64:
-        return _build_chunk(structures, 0, max_atoms, symprec, ignore_errors, disorder)
-    import os
+    structures = list(structures)
+    bar = progress_bar(progress, len(structures), "model inputs")
+    try:
+        if n_jobs == 1 or len(structures) <= 64:
+            inputs, errors, n_ordered = _build_chunk(
+                structures, 0, max_atoms, symprec, ignore_errors, disorder, bar
+            )
+        else:
+            import os
 
-    from joblib import Parallel, delayed
+            from joblib import Parallel, delayed
 
-    bounds = np.array_split(np.arange(len(structures)), max(1, len(structures) // 256))
-    parent = os.getpid()
-    parts = Parallel(n_jobs=n_jobs)(
-        delayed(_build_chunk)(
-            [structures[i] for i in b],
-            int(b[0]),
-            max_atoms,
-            symprec,
-            ignore_errors,
-            disorder,
-            parent,
+            bounds = [
+                b
+                for b in np.array_split(np.arange(len(structures)), max(1, len(structures) // 256))
+                if len(b)
+            ]
+            # bar=None in the workers; each exits when this process dies
+            settings = (max_atoms, symprec, ignore_errors, disorder, None, os.getpid())
+            parts = []
+            for part in Parallel(n_jobs=n_jobs, return_as="generator")(
+                delayed(_build_chunk)([structures[i] for i in b], int(b[0]), *settings)
+                for b in bounds
+            ):
+                parts.append(part)
+                if bar is not None:
+                    bar.update(len(part[0]))
+            inputs = [x for part in parts for x in part[0]]
+            errors = {k: v for part in parts for k, v in part[1].items()}
+            n_ordered = sum(part[2] for part in parts)
+    finally:
+        if bar is not None:
+            bar.close()
+    if n_ordered:
+        warnings.warn(
+            f"{n_ordered} disordered structure(s) were ordered by keeping each site's "
+            "majority species (disorder='majority')",
+            UserWarning,
+            stacklevel=2,
         )
-        for b in bounds
-        if len(b)
-    )
-    inputs = [x for part in parts for x in part[0]]
-    errors = {k: v for part in parts for k, v in part[1].items()}
     return inputs, errors
+
+
+def progress_bar(progress: bool | dict, total: int, desc: str) -> Any:
+    """A tqdm bar on stderr when ``progress`` is truthy (a dict: tqdm keyword arguments), else
+    ``None``."""
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    options = {"desc": desc, "unit": "structure", "total": total}
+    if isinstance(progress, dict):
+        options.update(progress)
+    return tqdm(**options)

@@ -199,7 +199,9 @@ class SiteNetRegressor(RegressorMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : sequence of pymatgen Structure (or of CrystalInputs)
+        X : sequence of structures (or of CrystalInputs)
+            Structures in any form :func:`dimfeat.inputs.to_structure` accepts (``Structure``,
+            structure dicts, CIF/POSCAR text, file paths, ASE ``Atoms``, ...).
         y : array-like of shape (n_structures,)
             Finite targets (e.g. eV/atom).
 
@@ -240,7 +242,9 @@ class SiteNetRegressor(RegressorMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : sequence of pymatgen Structure (or of CrystalInputs)
+        X : sequence of structures (or of CrystalInputs)
+            Structures in any form :func:`dimfeat.inputs.to_structure` accepts (``Structure``,
+            structure dicts, CIF/POSCAR text, file paths, ASE ``Atoms``, ...).
 
         Returns
         -------

@@ -8,7 +8,9 @@
 - a ``.json``/``.json.gz`` file of structures, such as a matminer/Matbench dataset file (read
   whole by :func:`dimfeat.datasets.load_structures_file`, as data only), or a Matbench task name
   (loaded by matminer): the structures are in memory, the model inputs and vectors are not;
-- an in-memory sequence, pandas Series or one-column DataFrame of structures.
+- an in-memory sequence, pandas Series or one-column DataFrame of structures, in any form
+  :func:`dimfeat.inputs.to_structure` reads (``Structure``, structure dicts, CIF/POSCAR text,
+  file paths, ASE ``Atoms``).
 
 :func:`featurize_to_file` featurises chunk by chunk and writes each chunk as soon as it is done:
 one parquet file per chunk in an output folder with a ``manifest.json``, or rows appended to a
@@ -314,15 +316,24 @@ def _structures_frame(source: str | os.PathLike) -> pd.DataFrame:
     return load_structures_file(source)
 
 
+def _read_items(items: list) -> list[Any]:
+    """Each item as a Structure (:func:`dimfeat.inputs.to_structure`), or the error it raised."""
+    from dimfeat.inputs import to_structure
+
+    out: list[Any] = []
+    for item in items:
+        try:
+            out.append(to_structure(item))
+        except Exception as exc:
+            out.append(exc)
+    return out
+
+
 def _memory_chunks(structures: list, ids: list[str], chunk_size: int) -> Iterator[Chunk]:
     for index, start in enumerate(range(0, len(structures), chunk_size)):
         part = structures[start : start + chunk_size]
         yield Chunk(
-            index,
-            start,
-            ids[start : start + chunk_size],
-            lambda part=part: list(part),
-            lambda part=part: [_digest(s) for s in part],
+            index, start, ids[start : start + chunk_size], lambda part=part: _read_items(part)
         )
 
 
@@ -344,11 +355,13 @@ def iter_chunks(
 
     Parameters
     ----------
-    source : path, str, sequence of Structure, pandas Series or DataFrame
+    source : path, str, sequence of structures, pandas Series or DataFrame
         A CGCNN folder or tarball, a folder or tarball of ``*.cif``, a ``.json``/``.json.gz``
         file of structures (matminer and Matbench datasets are such files; see
         :func:`dimfeat.datasets.load_structures_file`), a Matbench task name, or structures in
-        memory (a DataFrame needs a ``structure`` column or a single column).
+        memory (a DataFrame needs a ``structure`` column or a single column), in any form
+        :func:`dimfeat.inputs.to_structure` reads; an item it cannot read is loaded as the
+        error it raised.
     chunk_size : int, default=1000
         Structures per chunk (the last chunk may be shorter).
     limit : int, optional
@@ -450,7 +463,10 @@ def _featurize_chunk(featurizer, chunk: Chunk, ignore_errors: bool) -> pd.DataFr
     if good:
         try:
             rows = featurizer.featurize_many(
-                [loaded[k] for k in good], ignore_errors=ignore_errors, return_errors=ignore_errors
+                [loaded[k] for k in good],
+                ignore_errors=ignore_errors,
+                return_errors=ignore_errors,
+                pbar=False,  # the stream shows its own progress
             )
         except (TypeError, ValueError) as exc:
             # the featuriser counts structures from the start of the chunk

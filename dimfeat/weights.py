@@ -156,6 +156,9 @@ def resolve_weights(weights: str | Path, *, local_files_only: bool = False) -> P
     WeightsError
         For a path that does not exist, a file given instead of its folder, a malformed Hub id,
         or a Hub repo or revision that cannot be found or downloaded (the message names it).
+        An unpinned ``"a/b"`` is first a path: when the folder ``a`` exists the error is "no
+        such folder" without any network access, and otherwise a Hub error starts with "no
+        such folder" too.
     """
     text = str(weights)
     if text in available_weights():
@@ -180,7 +183,20 @@ def resolve_weights(weights: str | Path, *, local_files_only: bool = False) -> P
     if text.partition("@")[0].count("/") == 1:
         from dimfeat.hub import download_weights
 
-        return download_weights(text, local_files_only=local_files_only)
+        pinned = "@" in text
+        if not pinned and path.parent.is_dir():
+            # "weights/sitenet" next to a folder "weights": a mistyped path, not a Hub id
+            raise WeightsError(
+                f"no such folder: {text!r} (the folder {str(path.parent)!r} exists but holds no "
+                f"{path.name!r}); bundled weights: {bundled}. To mean the Hub repo {text!r}, "
+                f"pin a revision: '{text}@<commit>'"
+            )
+        try:
+            return download_weights(text, local_files_only=local_files_only)
+        except WeightsError as exc:
+            if pinned:
+                raise
+            raise WeightsError(f"no such folder: {text!r}; as a Hub id: {exc}") from exc
     raise WeightsError(
         f"unknown weights {text!r}: not a bundled name ({bundled}), an existing local folder, "
         "or a Hub id 'owner/name[@revision]'"

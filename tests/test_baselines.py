@@ -148,3 +148,31 @@ def test_bad_input_and_parameters(crystals):
         XRDPatternFeaturizer(two_theta_range=(90, 10)).fit(crystals[0][:1])
     with pytest.raises(InvalidParameterError):
         OrbitalFieldMatrixFeaturizer(period_tag="yes").fit(crystals[0][:1])
+
+
+def test_structures_as_users_hold_them(crystals, tmp_path):
+    structures = crystals[0][:3]
+    reference = XRDPatternFeaturizer().transform(structures)
+    path = tmp_path / "second.cif"
+    path.write_text(structures[1].to(fmt="cif"))
+    held = pd.Series([structures[0].to(fmt="cif"), path, structures[2].as_dict()])
+    np.testing.assert_allclose(XRDPatternFeaturizer().fit(held).transform(held), reference,
+                               rtol=1e-6, atol=1e-9)  # fmt: skip
+    # matminer's featurize_dataframe on a column of CIF strings
+    frame = pd.DataFrame({"cif": [s.to(fmt="cif") for s in structures]})
+    out = XRDPatternFeaturizer().featurize_dataframe(frame, "cif", pbar=False)
+    np.testing.assert_allclose(out.iloc[:, 1:].to_numpy(float), reference, rtol=1e-6, atol=1e-9)
+
+
+def test_an_entry_that_is_not_a_crystal_names_its_position_or_gives_nan(crystals):
+    structures = [crystals[0][0], "no-such-file.cif", crystals[0][1]]
+    with pytest.raises(ValueError, match=r"no such file.*\(structure 1\)"):
+        XRDPatternFeaturizer().transform(structures)
+    with pytest.raises(TypeError, match=r"\(structure 0\), got float"):
+        XRDPatternFeaturizer().fit([0.5])
+    X = XRDPatternFeaturizer(ignore_errors=True).transform(structures)
+    assert np.isnan(X[1]).all() and np.isfinite(X[[0, 2]]).all()
+    rows = XRDPatternFeaturizer().featurize_many(
+        structures, ignore_errors=True, return_errors=True, pbar=False
+    )
+    assert "InvalidStructureError" in rows[1][-1] and "(structure 1)" in rows[1][-1]

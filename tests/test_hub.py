@@ -17,6 +17,7 @@ import json
 import re
 import shutil
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -27,7 +28,7 @@ from huggingface_hub import constants
 
 from dimfeat import DeepInfoMaxFeaturizer, __version__
 from dimfeat.datasets import load_sample
-from dimfeat.hub import download_weights, parse_repo_spec, upload_folder
+from dimfeat.hub import download_weights, parse_repo_spec, unreachable_reason, upload_folder
 from dimfeat.weights import (
     DEFAULT_WEIGHTS,
     WEIGHTS_FILES,
@@ -429,3 +430,102 @@ def test_upload_refuses_a_folder_that_does_not_verify(fake_hub, tmp_path):
     with pytest.raises(WeightsError, match="without a revision"):
         upload_folder(resolve_weights(DEFAULT_WEIGHTS), "acme/bad@main")
     assert fake_hub.requests == []
+
+
+# -- no network: fail fast ----------------------------------------------------------------------
+def _closed_port() -> int:
+    """A loopback port with nothing listening (bound, then released)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _point_hub_at(monkeypatch, url: str) -> None:
+    monkeypatch.setattr(constants, "ENDPOINT", url)
+    monkeypatch.setattr(
+        constants, "HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}"
+    )
+    monkeypatch.setenv("HF_ENDPOINT", url)
+    monkeypatch.setattr(constants, "HF_HUB_ETAG_TIMEOUT", 2)  # bounds the probe of the endpoint
+
+
+@pytest.fixture
+def no_proxy(monkeypatch):
+    for scheme in ("http", "https", "all"):
+        monkeypatch.delenv(f"{scheme}_proxy", raising=False)
+        monkeypatch.delenv(f"{scheme.upper()}_PROXY", raising=False)
+
+
+#: huggingface_hub alone takes about 23 s (five retries) before it gives up.
+FAST = 8.0
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://dimfeat-no-such-host.invalid", r"'dimfeat-no-such-host.invalid' does not resolve"),
+        ("http://127.0.0.1:{port}", r"cannot connect to 127\.0\.0\.1:\d+"),
+    ],
+    ids=["unresolvable-host", "connection-refused"],
+)
+def test_unreachable_hub_fails_fast_naming_the_reason(
+    fake_hub, monkeypatch, caplog, no_proxy, url, reason
+):
+    _point_hub_at(monkeypatch, url.format(port=_closed_port()))
+    start = time.perf_counter()
+    with pytest.raises(WeightsError, match=rf"cannot download {REPO}@{'0' * 40}.*{reason}"):
+        resolve_weights(f"{REPO}@{'0' * 40}")
+    with pytest.raises(WeightsError, match=reason):
+        upload_folder(resolve_weights(DEFAULT_WEIGHTS), "acme/pushed", token="hf_fake")
+    assert time.perf_counter() - start < FAST
+    assert "Retrying" not in caplog.text
+
+
+def test_unreachable_hub_uses_a_cached_revision(fake_hub, bundled_files, monkeypatch, no_proxy):
+    commit = fake_hub.commit(REPO, bundled_files)
+    with pytest.warns(UserWarning, match="pinned"):
+        folder = download_weights(REPO)  # caches main -> commit
+    _point_hub_at(monkeypatch, f"http://127.0.0.1:{_closed_port()}")
+    start = time.perf_counter()
+    assert resolve_weights(f"{REPO}@{commit}") == folder  # a cached commit needs no network
+    with pytest.warns(UserWarning) as caught:
+        assert download_weights(REPO) == folder
+    messages = [str(w.message) for w in caught]
+    assert any(re.search(rf"cannot be reached .*copy of {REPO}@main", m) for m in messages)
+    assert time.perf_counter() - start < FAST
+
+
+def test_the_probe_goes_to_the_proxy_that_applies(monkeypatch, no_proxy):
+    port = _closed_port()
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    reason = unreachable_reason("https://hub.example.invalid", timeout=2)
+    assert reason is not None and f"the proxy 127.0.0.1:{port}" in reason
+    monkeypatch.setenv("NO_PROXY", "hub.example.invalid")
+    assert "does not resolve" in unreachable_reason("https://hub.example.invalid", timeout=2)
+
+
+def test_the_probe_passes_for_a_listening_hub(fake_hub, no_proxy):
+    assert unreachable_reason(fake_hub.url, timeout=2) is None
+    assert fake_hub.requests == []  # a TCP connection only, no HTTP request
+
+
+def test_mistyped_local_path_says_no_such_folder_first(fake_hub, tmp_path, monkeypatch, no_proxy):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "weights").mkdir()
+    start = time.perf_counter()
+    with pytest.raises(WeightsError, match=r"^no such folder: 'weights/sitenet' \(the folder"):
+        resolve_weights("weights/sitenet")
+    with pytest.raises(WeightsError, match=r"^no such folder: 'weights/sitenet'"):
+        DeepInfoMaxFeaturizer(weights="weights/sitenet", device="cpu").fit([])
+    assert fake_hub.requests == []  # never taken for a Hub id
+    # no such parent folder either: the Hub is tried, and the message still starts with the folder
+    _point_hub_at(monkeypatch, "http://dimfeat-no-such-host.invalid")
+    with pytest.raises(
+        WeightsError, match=r"^no such folder: 'wieghts/sitenet'; as a Hub id: cannot download"
+    ):
+        resolve_weights("wieghts/sitenet")
+    assert time.perf_counter() - start < FAST

@@ -1,15 +1,21 @@
-"""Structure -> CrystalInputs -> Batch: supercells, distances, unique sites, errors, batching."""
+"""Structure -> CrystalInputs -> Batch: reading structures as users hold them, supercells,
+distances, unique sites, errors, batching."""
 
 from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from pymatgen.core import Lattice, Molecule, Structure
+from pymatgen.core import IStructure, Lattice, Molecule, Structure
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 from scipy.spatial.transform import Rotation
 
 from dimfeat.inputs import (
+    CrystalInputs,
     InvalidStructureError,
     _canonical_cell,
     _spglib_cell,
@@ -17,10 +23,12 @@ from dimfeat.inputs import (
     batches_by_site_budget,
     build_inputs,
     build_many,
+    check_structures,
     collate,
     load_inputs,
     save_inputs,
     supercell_repeats,
+    to_structure,
 )
 
 #: A triclinic crystal of the bundled sample (Ag2O, 9 atoms, angles 79/78/68 degrees).
@@ -210,9 +218,11 @@ def test_disordered_structure_raises_naming_the_formula():
 
 def test_molecule_raises_type_error_naming_the_type():
     water = Molecule(["O", "H", "H"], [[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]])
-    with pytest.raises(TypeError, match=r"structure 2.*Molecule"):
+    with pytest.raises(TypeError, match=r"structure 2.*Molecule.*periodic crystals only"):
         build_inputs(water, index=2)
-    with pytest.raises(TypeError, match="str"):
+    with pytest.raises(TypeError, match=r"structure 2.*Molecule dict"):
+        build_inputs(water.as_dict(), index=2)
+    with pytest.raises(InvalidStructureError, match=r"no such file: the str 'NaCl'"):
         build_inputs("NaCl")
 
 
@@ -240,11 +250,12 @@ def test_build_many_names_the_failing_index_or_collects_errors(cscl, nacl):
     alloy = Structure(Lattice.cubic(3.6), [{"Fe": 0.5, "Ni": 0.5}], [[0, 0, 0]])
     with pytest.raises(InvalidStructureError, match="structure 2"):
         build_many([cscl, nacl, alloy, cscl])
-    inputs, errors = build_many([cscl, alloy, "text", nacl], ignore_errors=True)
-    assert [x is None for x in inputs] == [False, True, True, False]
-    assert sorted(errors) == [1, 2]
+    inputs, errors = build_many([cscl, alloy, "text", nacl, 7], ignore_errors=True)
+    assert [x is None for x in inputs] == [False, True, True, False, True]
+    assert sorted(errors) == [1, 2, 4]
     assert "InvalidStructureError" in errors[1] and "Fe0.5Ni0.5" in errors[1]
-    assert "TypeError" in errors[2] and "str" in errors[2]
+    assert "InvalidStructureError" in errors[2] and "no such file: the str 'text'" in errors[2]
+    assert "TypeError" in errors[4] and "(structure 4), got int" in errors[4]
 
 
 def test_as_structure_list_accepts_sequences_and_refuses_a_bare_structure(cscl, nacl):
@@ -254,10 +265,171 @@ def test_as_structure_list_accepts_sequences_and_refuses_a_bare_structure(cscl, 
     assert as_structure_list(pd.Series([cscl, nacl])) == [cscl, nacl]
     assert as_structure_list(pd.DataFrame({"s": [cscl, nacl]})) == [cscl, nacl]
     assert as_structure_list(np.array([cscl, nacl], dtype=object)) == [cscl, nacl]
+    assert as_structure_list(np.array([[cscl], [nacl]], dtype=object)) == [cscl, nacl]
     with pytest.raises(TypeError, match="wrap a single Structure"):
         as_structure_list(cscl)
     with pytest.raises(ValueError, match="one-column"):
         as_structure_list(pd.DataFrame({"a": [cscl], "b": [nacl]}))
+
+
+# -- reading structures as users hold them -------------------------------------------------------
+def _same_crystal(a, b: Structure) -> None:
+    """Same model inputs (CIF and POSCAR text round coordinates, hence the tolerance)."""
+    x = a if isinstance(a, CrystalInputs) else build_inputs(a)
+    y = build_inputs(b)
+    np.testing.assert_array_equal(x.species, y.species)
+    np.testing.assert_allclose(x.distances, y.distances, atol=1e-5)
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+KINDS = {
+    "Structure": lambda s, tmp: s,
+    "IStructure": lambda s, tmp: IStructure.from_sites(s),
+    "as_dict": lambda s, tmp: s.as_dict(),
+    "json_round_trip_dict": lambda s, tmp: json.loads(s.to_json()),
+    "json_text": lambda s, tmp: s.to_json(),
+    "cif_text": lambda s, tmp: s.to(fmt="cif"),
+    "cif_bytes": lambda s, tmp: s.to(fmt="cif").encode(),
+    "poscar_text": lambda s, tmp: s.to(fmt="poscar"),
+    "cif_path_str": lambda s, tmp: str(_write(tmp / "x.cif", s.to(fmt="cif"))),
+    "poscar_path": lambda s, tmp: _write(tmp / "POSCAR", s.to(fmt="poscar")),
+    "vasp_path_str": lambda s, tmp: str(_write(tmp / "x.vasp", s.to(fmt="poscar"))),
+    "json_path": lambda s, tmp: _write(tmp / "x.json", s.to_json()),
+    "cif_unknown_suffix": lambda s, tmp: _write(tmp / "x.txt", s.to(fmt="cif")),
+    "poscar_no_suffix": lambda s, tmp: _write(tmp / "structure", s.to(fmt="poscar")),
+}
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_to_structure_reads_every_kind_a_user_holds(kind, zno, tmp_path):
+    value = KINDS[kind](zno, tmp_path)
+    structure = to_structure(value, 0)
+    assert type(structure) is Structure
+    _same_crystal(structure, zno)
+    # build_inputs and build_many read the same way
+    _same_crystal(build_inputs(value), zno)
+    assert build_many([value])[0][0].n_sites == 4
+
+
+def test_to_structure_returns_a_structure_unchanged(cscl):
+    assert to_structure(cscl) is cscl
+
+
+def test_ase_atoms_are_read_through_pymatgen(nacl):
+    ase_build = pytest.importorskip("ase.build")
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    atoms = ase_build.bulk("NaCl", "rocksalt", a=5.64)
+    structure = to_structure(atoms)
+    assert type(structure) is Structure and structure.composition.reduced_formula == "NaCl"
+    _same_crystal(structure, nacl)
+    _same_crystal(to_structure(AseAtomsAdaptor.get_atoms(nacl)), nacl)
+
+
+def test_non_periodic_ase_atoms_are_refused_with_the_reason():
+    ase = pytest.importorskip("ase")
+    water = ase.Atoms("OH2", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]])
+    with pytest.raises(InvalidStructureError, match=r"Atoms \(structure 5\) \(H2O\).*pbc"):
+        to_structure(water, 5)
+    water.cell = [10, 10, 10]  # a cell but pbc=False: a molecule in a box
+    with pytest.raises(InvalidStructureError, match=r"not a periodic crystal.*pbc=\[False"):
+        to_structure(water, 5)
+
+
+def test_a_path_and_text_are_told_apart(tmp_path, monkeypatch, zno):
+    monkeypatch.chdir(tmp_path)
+    cif = zno.to(fmt="cif")
+    # a one-line str is a path, even when it looks like the start of a CIF
+    _write(tmp_path / "data_ZnO", cif)
+    _same_crystal(to_structure("data_ZnO"), zno)
+    # several lines are text, even when the first line names an existing file
+    _write(tmp_path / "first", cif)
+    _same_crystal(to_structure("first\n" + zno.to(fmt="poscar").split("\n", 1)[1]), zno)
+    # Windows line ends, leading blank lines and comments before data_ are CIF text
+    _same_crystal(to_structure("\r\n# comment\r\n" + cif.replace("\n", "\r\n")), zno)
+    # a path with spaces, and a user-relative one
+    _write(tmp_path / "my zno.cif", cif)
+    _same_crystal(to_structure("my zno.cif"), zno)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    _same_crystal(to_structure("~/my zno.cif"), zno)
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "message"),
+    [
+        (lambda tmp: Molecule(["C", "O"], [[0, 0, 0], [0, 0, 1.13]]), TypeError, r"got Molecule"),
+        (lambda tmp: 42, TypeError, r"got int; expected a pymatgen Structure"),
+        (lambda tmp: np.zeros(3), TypeError, r"got ndarray"),
+        (lambda tmp: None, TypeError, r"got NoneType"),
+        (lambda tmp: "NaCl.cif", InvalidStructureError, r"no such file: the str 'NaCl.cif'"),
+        (lambda tmp: Path("no/such.cif"), InvalidStructureError, r"no such file"),
+        (lambda tmp: str(tmp), InvalidStructureError, r"is a folder"),
+        (lambda tmp: "line one\nline two", InvalidStructureError, r"text.*as POSCAR.*no CIF"),
+        (lambda tmp: "data_x\n_cell_length_a 3\n", InvalidStructureError, r"text.*as CIF"),
+        (lambda tmp: "{not json", InvalidStructureError, r"as JSON"),
+        (lambda tmp: "[1, 2]", InvalidStructureError, r"no such file"),
+        (lambda tmp: {"a": 1}, InvalidStructureError, r"not a pymatgen structure dict.*'a'"),
+        (
+            lambda tmp: {"@class": "ComputedEntry", "energy": 1.0},
+            InvalidStructureError,
+            r"@class 'ComputedEntry'",
+        ),
+        (lambda tmp: b"\xff\xfe", InvalidStructureError, r"not UTF-8"),
+        (
+            lambda tmp: _write(tmp / "bad.cif", "data_x\n"),
+            InvalidStructureError,
+            r"file .*bad\.cif.*\(structure 3\)",
+        ),
+        (
+            lambda tmp: _write(tmp / "notes.txt", "hello\nworld\n"),
+            InvalidStructureError,
+            r"file .*notes\.txt.*as POSCAR",
+        ),
+    ],
+)
+def test_what_is_not_a_crystal_is_named_with_position_and_reason(tmp_path, make, error, message):
+    value = make(tmp_path)
+    with pytest.raises(error, match=message) as caught:
+        to_structure(value, 3)
+    assert "(structure 3)" in str(caught.value)
+
+
+def test_check_structures_checks_kinds_without_parsing(cscl, tmp_path):
+    items = ["not parsed\nyet", cscl, tmp_path / "missing.cif"]
+    with pytest.raises(InvalidStructureError, match=r"no such file.*missing\.cif.*structure 2"):
+        check_structures(items)
+    assert check_structures(items[:2]) == items[:2]  # text is parsed later, by to_structure
+    with pytest.raises(TypeError, match=r"structure 1\), got float"):
+        check_structures([cscl, 1.5])
+
+
+@pytest.mark.parametrize(
+    ("X", "message"),
+    [
+        (np.zeros((3, 2)), r"2-D array of shape \(3, 2\).*numbers are not structures"),
+        ("x", r"wrap a single str in a list"),
+        (Path("x.cif"), r"wrap a single PosixPath in a list" if os.name != "nt" else "wrap"),
+        ({"lattice": 1}, r"wrap a single dict in a list"),
+        (42, r"expected a sequence .* got int"),
+    ],
+)
+def test_containers_that_are_not_sequences_of_structures(X, message):
+    with pytest.raises(TypeError, match=message):
+        as_structure_list(X)
+
+
+def test_build_many_shows_a_progress_bar_when_asked(capsys, cscl, nacl):
+    build_many([cscl, nacl, cscl])
+    assert capsys.readouterr().err == ""
+    build_many([cscl, nacl, cscl], progress=True)
+    err = capsys.readouterr().err
+    assert "model inputs" in err and "3/3" in err
+    build_many([cscl], progress={"desc": "reading crystals"})
+    assert "reading crystals" in capsys.readouterr().err
 
 
 # -- saving and batching -------------------------------------------------------------------------
@@ -309,3 +481,33 @@ def test_batches_by_site_budget(cscl, srtio3, zno):
     groups = batches_by_site_budget(crystals, budget=3, order=np.array([3, 1, 0, 2]))
     assert [g.tolist() for g in groups] == [[3], [1], [0], [2]]  # a crystal over budget: alone
     assert sum(len(g) for g in batches_by_site_budget(crystals, budget=100)) == 4
+
+
+# -- the documented examples ---------------------------------------------------------------------
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(
+    ("page", "section", "rows", "same"),
+    [
+        ("docs/getting-started.md", "## Structures as you hold them", 2, 5),
+        ("README.md", "Inputs: structures as you hold them", 5, 4),
+    ],
+)
+def test_documented_input_kinds_run_as_written(page, section, rows, same, tmp_path, monkeypatch):
+    import re
+
+    pytest.importorskip("ase")
+    monkeypatch.chdir(tmp_path)  # the snippets write a CIF file
+    text = (ROOT / page).read_text(encoding="utf-8").split(section, 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    namespace: dict = {}
+    first_X = None
+    for block in blocks:
+        exec(block, namespace)
+        first_X = namespace["X"] if first_X is None else first_X
+    assert namespace["X"].shape == (rows, 128)
+    # the first `same` rows are forms of one crystal: one vector (text rounds coordinates)
+    equal = first_X[:same]
+    assert len(equal) == same
+    np.testing.assert_allclose(equal, np.broadcast_to(equal[0], equal.shape), atol=2e-5)

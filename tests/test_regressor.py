@@ -130,7 +130,9 @@ def test_bad_structure_error_names_its_index(data, fitted):
     )
     with pytest.raises(ValueError, match=r"structure 3"):
         fitted.predict([*X[:3], disordered])
-    with pytest.raises(TypeError, match=r"structure 1"):
+    with pytest.raises(TypeError, match=r"structure 1\), got int"):
+        fitted.predict([X[0], 42])
+    with pytest.raises(ValueError, match=r"no such file.*structure 1"):
         fitted.predict([X[0], "not a structure"])
     model = SiteNetRegressor(epochs=1, **FAST)
     with pytest.raises(ValueError, match=r"structure 2"):

@@ -78,13 +78,19 @@ def test_disordered_majority_orders_and_warns_once(cscl):
     "bad, name",
     [
         (Molecule(["C", "O"], [[0, 0, 0], [0, 0, 1.13]]), "Molecule"),
-        ("NaCl.cif", "str"),
         (42, "int"),
     ],
 )
 def test_non_structures_raise_type_error_naming_the_type(featurizer, cscl, bad, name):
     with pytest.raises(TypeError, match=rf"structure 1\).*{name}"):
         featurizer.transform([cscl, bad])
+
+
+def test_a_missing_file_is_named_with_its_position(featurizer, cscl, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    message = r"no such file: the str 'NaCl\.cif' \(structure 1\)"
+    with pytest.raises(InvalidStructureError, match=message):
+        featurizer.transform([cscl, "NaCl.cif"])
 
 
 def test_overlapping_atoms(featurizer):
@@ -164,7 +170,7 @@ def test_empty_input(featurizer):
 
 def test_ignore_errors_gives_nan_rows_rest_intact(featurizer, nacl, cscl):
     good = featurizer.transform([nacl, cscl])
-    df = pd.DataFrame({"structure": [nacl, _disordered(), "oops", cscl]})
+    df = pd.DataFrame({"structure": [nacl, _disordered(), 42, cscl]})
     out = featurizer.featurize_dataframe(
         df, "structure", ignore_errors=True, return_errors=True, pbar=False
     )

@@ -403,3 +403,29 @@ def test_a_changed_part_is_refused(sample, featurizer, tmp_path):
         read_features(out)
     with pytest.raises(ValueError, match=r"changed after dimfeat wrote it.*--no-resume"):
         featurize_to_file(sample[0][:4], out, featurizer, chunk_size=2, progress=False)
+
+
+def test_in_memory_cif_text_and_paths_are_read_and_bad_items_named(
+    sample, featurizer, expected, tmp_path
+):
+    structures = sample[0][:4]
+    path = tmp_path / "third.cif"
+    path.write_text(structures[2].to(fmt="cif"))
+    held = [structures[0].to(fmt="cif"), structures[1].as_dict(), path, structures[3]]
+    chunks = list(iter_chunks(held, chunk_size=3))
+    assert [type(s).__name__ for c in chunks for s in c.load()] == ["Structure"] * 4
+    out = tmp_path / "held.csv"
+    featurize_to_file(held, out, featurizer, chunk_size=3, progress=False)
+    frame = read_features(out)
+    np.testing.assert_allclose(
+        frame[featurizer.feature_labels()].to_numpy(), expected[:4], atol=ATOL
+    )
+    held[1] = "missing.cif"
+    with pytest.raises(ValueError, match=r"structure 1 \(id 1\): no such file"):
+        featurize_to_file(held, tmp_path / "strict.csv", featurizer, progress=False)
+    featurize_to_file(
+        held, tmp_path / "lenient.csv", featurizer, progress=False, ignore_errors=True
+    )
+    frame = read_features(tmp_path / "lenient.csv")
+    assert np.isnan(frame[featurizer.feature_labels()].to_numpy()[1]).all()
+    assert "no such file" in frame["error"][1]
