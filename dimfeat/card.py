@@ -25,14 +25,60 @@ def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
+def _recipe(config: dict[str, Any]) -> list[str]:
+    """Bullet lines naming the objective's choices (distance input, false samples, KL weight)."""
+    settings = (config.get("training") or {}).get("settings") or {}
+    if not settings:
+        return []
+    enc = config["encoder"]
+    expansion = enc.get("distance_expansion", "linear")
+    distance = (
+        f"a basis of {enc.get('n_gaussians')} Gaussians on 0-{enc.get('distance_cutoff')} Å"
+        if expansion == "gaussian"
+        else "a single linear input (the paper's)"
+    )
+    return [
+        f"- Distance input: {distance}.",
+        f"- False samples: {', '.join(settings.get('false_samples', []))}.",
+        f"- Local constituents: {settings.get('local_constituent')}; pairs scored per "
+        f"environment: {settings.get('local_pairs') or 'all'}; sites per synthetic crystal in "
+        f"the global loss: {settings.get('global_sites') or 'all'}.",
+        f"- Loss = {settings.get('alpha')} x Jensen-Shannon + {settings.get('beta')} x KL; AdamW, "
+        f"learning rate {settings.get('lr')}, {settings.get('site_budget')} sites per batch.",
+    ]
+
+
+def _curve_table(selection: dict[str, Any]) -> list[str]:
+    """The train-split probe and geometry scores of each scored epoch, as a Markdown table."""
+    lines = [
+        "## Selection curve",
+        "",
+        selection.get("description", ""),
+        "",
+        "| epoch | probe MAE / untrained | polymorph separation | ranking (Ridge) | "
+        "ranking (MLP) |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for epoch, row in sorted(selection["curve"].items(), key=lambda kv: int(kv[0])):
+        mark = " (selected)" if int(epoch) == selection.get("epoch") else ""
+        lines.append(
+            f"| {epoch}{mark} | {row['relative_probe']:.3f} | {row['separation']:.4f} | "
+            f"{row['ranking_ridge']:.3f} | {row['ranking_mlp']:.3f} |"
+        )
+    return [*lines, ""]
+
+
 def model_card(config: dict[str, Any]) -> str:
     """Markdown model card (Hugging Face front matter + sections) for a weights ``config``."""
     training = config.get("training") or {}
     data = training.get("data", {})
     history = training.get("history", [])
+    selection = training.get("selection") or {}
     best = min(
         (h for h in history if "valid_loss" in h), key=lambda h: h["valid_loss"], default=None
     )
+    if selection.get("epoch") is not None:  # chosen by train-split criteria, not by the loss
+        best = next((h for h in history if h["epoch"] == selection["epoch"]), best)
     enc = config["encoder"]
     lines = [
         "---",
@@ -75,8 +121,13 @@ def model_card(config: dict[str, Any]) -> str:
             "## Training",
             "",
             f"- Command: `{training.get('command', 'dimfeat train')}`",
-            f"- Epochs run: {len(history)} (maximum {training.get('settings', {}).get('epochs')}); "
-            f"best epoch: {best['epoch'] if best else 'n/a'}",
+            f"- Epochs run: {training.get('epochs_run', len(history))} (maximum "
+            f"{training.get('settings', {}).get('epochs')}); "
+            + (
+                f"selected epoch: {selection['epoch']} ({selection.get('criterion', '')})"
+                if selection
+                else f"best epoch: {best['epoch'] if best else 'n/a'}"
+            ),
             f"- Hardware: {training.get('hardware', 'unknown')}; training time "
             f"{sum(h.get('seconds', 0) for h in history) / 60:.1f} min (sum of the epoch times"
             f"{', over resumed runs' if training.get('resumed_runs', 1) > 1 else ''})",
@@ -85,6 +136,11 @@ def model_card(config: dict[str, Any]) -> str:
             f"- Settings: `{training.get('settings')}`",
             "",
         ]
+        recipe = _recipe(config)
+        if recipe:
+            lines += ["## Recipe", "", *recipe, ""]
+        if selection.get("curve"):
+            lines += _curve_table(selection)
         if best:
             lines += [
                 "Validation losses at the selected epoch (Jensen-Shannon DIM loss: 1.386 = chance;"

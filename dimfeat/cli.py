@@ -237,12 +237,24 @@ def _train_process(args, ddp_device) -> None:
         )
     train_idx, valid_idx = split_validation(len(crystals), config.validation_fraction, args.seed)
     inputs = InputSettings(max_atoms=args.max_atoms, symprec=args.symprec)
+    data.update(
+        {
+            "n_train": len(train_idx),
+            "n_valid": len(valid_idx),
+            "n_left_out_large": dropped,
+            "max_primitive_sites": args.max_primitive_sites,
+        }
+    )
     callbacks = []
     if args.save_every_epoch:
         command = "dimfeat " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        callbacks.append(
-            SaveEveryEpoch(args.save_every_epoch, inputs, {"command": command, "data": data})
-        )
+        record = {
+            "command": command,
+            "data": data,
+            "hardware": _hardware(device),
+            "torch_version": torch.__version__,
+        }
+        callbacks.append(SaveEveryEpoch(args.save_every_epoch, inputs, record))
     trainer = DIMTrainer(
         encoder,
         config,
@@ -259,14 +271,6 @@ def _train_process(args, ddp_device) -> None:
             f"global {valid['global_dim']:.4f}  {record['seconds']:.1f}s"
             + ("  *" if record["best"] else "")
         )
-    data.update(
-        {
-            "n_train": len(train_idx),
-            "n_valid": len(valid_idx),
-            "n_left_out_large": dropped,
-            "max_primitive_sites": args.max_primitive_sites,
-        }
-    )
     if not main:
         return
     if ddp_device is not None:
