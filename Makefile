@@ -32,6 +32,7 @@ test: venv
 # Pass WEIGHTS=<name or folder> to benchmark other DIM weights.
 WEIGHTS ?= sitenet-dim-mp36k
 benchmarks: venv
+	$(BIN)/pip install -q -e ".[benchmarks]"
 	OMP_NUM_THREADS=1 $(BIN)/python -m benchmarks.paper.run_all --weights $(WEIGHTS)
 
 lint: venv

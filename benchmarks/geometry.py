@@ -355,11 +355,58 @@ def evaluate(
     return out
 
 
+LABELS = {
+    "dim": "DIM (trained)",
+    "dim-untrained": "DIM (untrained)",
+    "xrd": "XRD pattern",
+    "ofm": "orbital field matrix",
+    "magpie": "Magpie (composition)",
+    "chgnet": "CHGNet crystal features",
+}
+
+
+def _parse_rep(rep: str, weights: str) -> tuple[str, str | None]:
+    """``"dim@FOLDER"`` is DIM with other weights; other names use ``weights`` for ``dim``."""
+    if rep.startswith("dim@"):
+        return "dim", rep[4:]
+    return rep, weights if rep == "dim" else None
+
+
+def table(report: dict) -> str:
+    """Markdown table of a report (one row per representation)."""
+    rows = [
+        "| representation | separation | ranking (Ridge) | ranking (MLP) | rock salt vs CsCl |"
+        " a = 5.64 vs 8.0 Å | NaCl vs KCl | diamond vs graphite |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for rep, r in report["results"].items():
+        p = r.get("prototypes", {})
+        label = LABELS.get(rep, rep.replace("dim@", "DIM, weights "))
+        cells = [
+            f"{r['separation']:.4f}",
+            f"{r['ranking_ridge']:.3f}",
+            f"{r['ranking_mlp']:.3f}",
+            *(
+                f"{p[k]:.2f}" if k in p else ""
+                for k in (
+                    "rock salt vs CsCl (NaCl)",
+                    "rock salt a=5.64 vs a=8.00 (NaCl)",
+                    "NaCl vs KCl (rock salt)",
+                    "diamond vs graphite",
+                )
+            ),
+        ]
+        rows.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", default="sitenet-dim-mp36k")
     parser.add_argument("--part", choices=("train", "test"), default="test")
-    parser.add_argument("--reps", default=",".join(REPS))
+    parser.add_argument(
+        "--reps", default=",".join(REPS), help="comma-separated; dim@FOLDER adds other DIM weights"
+    )
     parser.add_argument("--quick", action="store_true", help="families only, no prototypes")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
@@ -375,7 +422,8 @@ def main(argv=None) -> None:
                 print("chgnet: not installed (pip install chgnet), skipped")
                 continue
         t0 = time.perf_counter()
-        results[rep] = evaluate(rep, args.weights, part=args.part, quick=args.quick)
+        kind, weights = _parse_rep(rep, args.weights)
+        results[rep] = evaluate(kind, weights, part=args.part, quick=args.quick)
         r = results[rep]
         print(
             f"{rep:14s} separation {r['separation']:.4f}  ranking ridge {r['ranking_ridge']:.3f} "
@@ -386,6 +434,11 @@ def main(argv=None) -> None:
         "protocol": __doc__.split("Usage::")[0].strip(),
         "part": args.part,
         "weights": args.weights,
+        "weights_sha256": {
+            rep: F.weights_key(_parse_rep(rep, args.weights)[1])
+            for rep in results
+            if rep.startswith("dim")
+        },
         "machine": machine(),
         "date": time.strftime("%Y-%m-%d"),
         "results": results,
@@ -393,6 +446,7 @@ def main(argv=None) -> None:
     path = Path(args.json or ROOT / "benchmarks" / "results" / f"geometry_{args.part}.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=1) + "\n")
+    print(table(report))
     print(f"wrote {path}")
 
 

@@ -107,3 +107,41 @@ def test_tsne_helpers():
     assert tsne.halogen_and_metal(cscl) and not tsne.halogen_and_metal(si)
     xy = tsne.embed(np.random.default_rng(0).normal(size=(30, 5)))
     assert xy.shape == (30, 2)
+
+
+# -- the structure-sensitivity benchmark (benchmarks/geometry.py) --------------------------------
+def test_geometry_scores_tell_a_composition_fingerprint_from_a_structure_feature():
+    from benchmarks import geometry
+
+    rng = np.random.default_rng(0)
+    group = np.repeat(np.arange(40), 3)  # 40 families of 3 polymorphs
+    composition = rng.normal(size=(40, 5))[group]
+    energy = rng.normal(size=40)[group] + 0.3 * rng.normal(size=len(group))
+    structure = energy - energy.mean()  # a feature that orders the polymorphs exactly
+    # a composition fingerprint: polymorphs coincide, and every pair is a tie (0.5)
+    assert geometry.separation(composition, group) == 0.0
+    pool_x, pool_y = rng.normal(size=(1200, 5)), rng.normal(size=1200)
+    pairs = geometry.ranking_pairs(energy, group)
+    assert len(pairs[0]) > 0 and np.all(np.abs(energy[pairs[0]] - energy[pairs[1]]) >= 0.05)
+    assert geometry.ranking(pool_x, pool_y, composition, energy, pairs, "ridge") == 0.5
+    # a column carrying the energy: polymorphs apart, and a model fitted on it ranks them right
+    with_structure = np.column_stack([composition, structure])
+    assert geometry.separation(with_structure, group) > 0.05
+    pool = np.column_stack([pool_x, pool_y])
+    assert geometry.ranking(pool, pool_y, with_structure, energy, pairs, "ridge") > 0.95
+
+
+def test_geometry_prototypes_and_distance_resolution():
+    from benchmarks import geometry
+
+    protos = geometry.prototypes()
+    assert {len(protos["NaCl rock salt"]), len(protos["NaCl CsCl type"])} == {8, 2}
+    volumes = [
+        protos[k].volume / len(protos[k]) for k in protos if k.startswith("NaCl") and "a=" not in k
+    ]
+    np.testing.assert_allclose(volumes, volumes[0], rtol=1e-6)  # one volume per atom
+    # the Gaussian basis resolves far distances; the paper's linear input barely does
+    archive = ROOT / "benchmarks" / "results" / "archive" / "sitenet-dim-mp36k-linear-2-epochs"
+    linear = geometry.distance_resolution(str(archive))
+    gaussian = geometry.distance_resolution(None)
+    assert linear["5.6 vs 8.0 A"] > 0.9 > 0.5 > gaussian["5.6 vs 8.0 A"]

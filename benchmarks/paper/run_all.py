@@ -6,7 +6,8 @@ and rerun at any time. For new DIM weights only the DIM vectors and DIM cells ar
 
 ``python -m benchmarks.paper.run_all [--weights NAME_OR_FOLDER] [--skip ablation,ofm-phonons]``
 
-Stages: ``fast`` (Fig. 8 without OFM, Fig. 13 without OFM, t-SNE), ``ofm`` (OFM features of
+Stages: ``fast`` (Fig. 8 without OFM, Fig. 13 without OFM, t-SNE), ``geometry`` (structure
+sensitivity on the test polymorph families, :mod:`benchmarks.geometry`), ``ofm`` (OFM features of
 the mp36k subsets, Fig. 8 with OFM), ``ablation`` (Fig. 11, two CPU trainings),
 ``ofm-phonons`` (OFM of the 1,265 phonon structures, Fig. 13 with OFM).
 """
@@ -17,7 +18,7 @@ import argparse
 import os
 import time
 
-STAGES = ("fast", "ofm", "ablation", "ofm-phonons")
+STAGES = ("fast", "geometry", "ofm", "ablation", "ofm-phonons")
 
 
 def main(argv=None) -> None:
@@ -59,11 +60,25 @@ def main(argv=None) -> None:
         F.features(F.phonons(), "ofm")
         phonons.run(args.weights, phonons.REPS)
 
+    def run_geometry() -> None:
+        from benchmarks import geometry
+
+        reps = [r for r in geometry.REPS if r != "chgnet" or _has("chgnet")]
+        archived = "benchmarks/results/archive/sitenet-dim-mp36k-linear-2-epochs"
+        geometry.main(["--weights", args.weights, "--reps", ",".join([*reps, f"dim@{archived}"])])
+
     stage("fast", run_fast)
+    stage("geometry", run_geometry)
     stage("ofm", run_ofm)
     stage("ablation", lambda: ablation.run(args.weights))
     stage("ofm-phonons", run_ofm_phonons)
     print(f"== done in {time.perf_counter() - t0:.0f} s")
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
 
 
 if __name__ == "__main__":
