@@ -1,4 +1,4 @@
-"""Reproduction of the experiments of the DIM paper (SPEC section 5) on the project's data.
+"""Reproduction of the experiments of the DIM paper on the CGCNN Materials Project set and Matbench.
 
 Run everything with ``python -m benchmarks.paper.run_all`` (or ``make benchmarks``) from the
 repository root; feature matrices are cached in ``benchmarks/cache/``, results go to

@@ -140,7 +140,7 @@ def phonons() -> Dataset:
         {"last phdos peak": df["last phdos peak"].to_numpy(dtype=np.float64)},
         structures,
         crystals,
-        "matbench_phonons (Matbench v0.1) from shared/data/matminer, all 1,265 rows",
+        "matbench_phonons (Matbench v0.1) in matminer's file format, all 1,265 rows",
     )
 
 

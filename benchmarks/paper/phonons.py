@@ -98,7 +98,7 @@ def run(weights: str = DEFAULT_WEIGHTS, reps=REPS, *, skip_uncached_ofm: bool = 
             summary.setdefault(model, {})[label] = checkpoint.get_or_compute(key, compute)
     payload = {
         "experiment": "Fig. 13 out of distribution: matbench_phonons",
-        "data": "matbench_phonons (Matbench v0.1, 1,265 structures) from shared/data/matminer, "
+        "data": "matbench_phonons (Matbench v0.1, 1,265 structures) in matminer's file format, "
         "official 5 folds via MatbenchBenchmark(autoload=False, subset=['matbench_phonons'])",
         "target": f"{TARGET} (cm^-1)",
         "n_train_per_fold": [len(task.get_train_and_val_data(f)[0]) for f in task.folds],
