@@ -37,11 +37,13 @@ def bundle(
     epoch: int | None = None,
     hardware: str | None = None,
     data: dict | None = None,
+    command: str | None = None,
 ) -> Path:
     """Write the chosen epoch of ``run`` to ``out`` (see the module docstring).
 
     ``hardware`` and ``data`` fill in what a run started by an older ``dimfeat train`` did not
-    record in its per-epoch folders (the machine; the training and validation counts).
+    record in its per-epoch folders (the machine; the training and validation counts);
+    ``command`` replaces the recorded command (e.g. to drop local paths from the model card).
     """
     from dimfeat.weights import InputSettings, load_encoder, read_config, save_pretrained
 
@@ -75,6 +77,8 @@ def bundle(
     )
     if hardware:
         training.setdefault("hardware", hardware)
+    if command:
+        training["command"] = command
     training["data"] = {**(data or {}), **training.get("data", {})}
     folder = save_pretrained(
         out,
@@ -93,12 +97,13 @@ def main(argv=None) -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--epoch", type=int, default=None)
     parser.add_argument("--hardware", default=None)
+    parser.add_argument("--command", default=None, help="command to record instead")
     parser.add_argument(
         "--data", action="append", default=[], metavar="KEY=JSON", help="data facts to record"
     )
     args = parser.parse_args(argv)
     data = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.data)}
-    bundle(args.run, args.out, args.epoch, args.hardware, data)
+    bundle(args.run, args.out, args.epoch, args.hardware, data, args.command)
 
 
 if __name__ == "__main__":
