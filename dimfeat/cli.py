@@ -342,6 +342,11 @@ def _featurize_inputs(args) -> tuple[list[str], str]:
                 "'dimfeat featurize INPUT -o OUTPUT'",
                 file=sys.stderr,
             )
+        elif len(inputs) >= 2 and not Path(inputs[-1]).exists():
+            raise SystemExit(
+                "give the output with -o OUT: dimfeat featurize "
+                f"{' '.join(inputs[:-1])} -o {inputs[-1]}"
+            )
         else:
             raise SystemExit("give the output file or folder with -o OUT")
     return inputs + data, output
@@ -587,8 +592,8 @@ output (-o OUT; the format follows the extension, or --format):
   OUT.npy      float32 array of vectors, with OUT.ids.csv (index, id, error) beside it
   OUT          (no extension) a folder of parquet parts, one per chunk, with manifest.json
 Every row is: index (position in the input), id (material id, file name without extension,
-Matbench id such as mb-phonons-0001, or the key or position in a .json file), dim_0 ... dim_127, error
-(empty, or why the structure failed, with --ignore-errors).
+Matbench id such as mb-phonons-0001, or the key or position in a .json file),
+dim_0 ... dim_127, error (empty, or why the structure failed, with --ignore-errors).
 
 An interrupted run resumes when started again with the same command (--no-resume starts over).
 Exit status: 0 done; 2 an error, printed as one line 'dimfeat: error: ...' (--debug or

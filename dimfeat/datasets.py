@@ -725,9 +725,8 @@ def _matminer_file(name: str, data_home: str | os.PathLike[str] | None) -> Path:
     if not file.is_file():
         raise FileNotFoundError(
             f"{file} not found, and dimfeat never downloads datasets. Put {file.name} in "
-            f"{folder}, or pass data_home=<folder holding it>, or set the MATMINER_DATA "
-            "environment variable to that folder (this project keeps it in "
-            "../shared/data/matminer)."
+            f"{folder}, or pass data_home=<folder holding it> (command line: --data-home), "
+            "or set the MATMINER_DATA environment variable to that folder."
         )
     return file
 

@@ -169,7 +169,8 @@ def _spglib_cell(
         raise InvalidStructureError(
             f"disordered structure{where} ({structure.composition.reduced_formula}): partial "
             "occupancies are not supported; order it first (e.g. pymatgen's "
-            "OrderDisorderedStructureTransformation) or pass disorder='majority'"
+            "OrderDisorderedStructureTransformation) or pass disorder='majority' (command line: "
+            "--disorder majority)"
         )
     if len(structure) == 0:
         raise InvalidStructureError(f"empty structure{where}: it has no sites")
@@ -351,9 +352,7 @@ def _minimum_image_distances(
         delta = super_frac[None, :, :] - super_frac[start:stop, None, :]  # (p, N, 3)
         delta -= np.round(delta)
         cart = (delta[:, :, None, :] + _IMAGES[None, None, :, :]) @ super_lattice  # (p,N,27,3)
-        out[start:stop] = np.sqrt(
-            np.min(np.einsum("pnik,pnik->pni", cart, cart), axis=2)
-        )
+        out[start:stop] = np.sqrt(np.min(np.einsum("pnik,pnik->pni", cart, cart), axis=2))
     return out
 
 
