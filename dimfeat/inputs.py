@@ -352,7 +352,9 @@ def _minimum_image_distances(
         delta = super_frac[None, :, :] - super_frac[start:stop, None, :]  # (p, N, 3)
         delta -= np.round(delta)
         cart = (delta[:, :, None, :] + _IMAGES[None, None, :, :]) @ super_lattice  # (p,N,27,3)
-        out[start:stop] = np.sqrt(np.min(np.einsum("pnik,pnik->pni", cart, cart), axis=2))
+        out[start:stop] = np.sqrt(
+            np.min(np.einsum("pnik,pnik->pni", cart, cart), axis=2)
+        )
     return out
 
 
