@@ -782,10 +782,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: ``name=value (command line: --flag ...)`` in a library message: the command line shows the flag.
+_PYTHON_AND_FLAG = re.compile(r"\b\w+=\S+ \(command line: ([^)]+)\)")
+
+
 def _one_line(exc: BaseException) -> str:
-    """An exception's message on one line (a ``KeyError`` without its quotes)."""
+    """An exception's message on one line, naming command-line flags rather than Python
+    arguments (a ``KeyError`` without its quotes)."""
     text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-    return " ".join(str(text).split()) or type(exc).__name__
+    text = _PYTHON_AND_FLAG.sub(r"\1", str(text))
+    return " ".join(text.split()) or type(exc).__name__
 
 
 def main(argv: list[str] | None = None) -> None:
