@@ -550,7 +550,7 @@ def _featurize(args) -> None:
             limit=args.limit,
         )
     except ValueError as exc:
-        if isinstance(exc, InvalidStructureError) or str(exc).startswith(("structure ", "chunk ")):
+        if isinstance(exc, InvalidStructureError) or _A_STRUCTURE_FAILED.match(str(exc)):
             raise SystemExit(
                 f"{exc} (--ignore-errors writes a row of NaN with the error text instead)"
             ) from exc
@@ -561,6 +561,10 @@ def _featurize(args) -> None:
         f"wrote {summary.n_rows} vectors to {out} ({summary.n_chunks} chunks, "
         f"{summary.n_skipped_chunks} already done, {summary.n_errors} errors)"
     )
+
+
+#: How ``featurize_to_file`` names a structure that failed (not a refused resume).
+_A_STRUCTURE_FAILED = re.compile(r"(structure \d+ \(id |chunk \d+, whose structure 0)")
 
 
 def _positive_int(text: str) -> int:

@@ -531,6 +531,9 @@ def _featurize_chunk(featurizer, chunk: Chunk, ignore_errors: bool) -> pd.DataFr
                 pbar=False,  # the stream shows its own progress
             )
         except (TypeError, ValueError) as exc:
+            named = _name_failure(featurizer, loaded, good, chunk)
+            if named is not None:
+                raise type(exc)(named) from exc
             # the featuriser counts structures from the start of the chunk
             raise type(exc)(
                 f"chunk {chunk.index}, whose structure 0 is input position {chunk.start}: {exc}"
@@ -538,12 +541,39 @@ def _featurize_chunk(featurizer, chunk: Chunk, ignore_errors: bool) -> pd.DataFr
         for k, row in zip(good, rows, strict=True):
             vectors[k] = row[: len(labels)]
             if ignore_errors and isinstance(row[-1], str):
-                errors[k] = row[-1]
+                errors[k] = _error_line(row[-1])
     frame = pd.DataFrame(vectors, columns=labels)
     frame.insert(0, "id", chunk.ids)
     frame.insert(0, "index", np.arange(chunk.start, chunk.start + len(loaded), dtype=np.int64))
     frame["error"] = pd.Series([errors.get(k) for k in range(len(loaded))], dtype=object)
     return frame
+
+
+_RELATIVE_POSITION = re.compile(r" \(structure \d+\)")
+
+
+def _error_line(text: str) -> str:
+    """The last line of an error's traceback, without the featuriser's position in the chunk
+    (the row's ``index`` and ``id`` say which structure it is)."""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return _RELATIVE_POSITION.sub("", lines[-1] if lines else text).strip()
+
+
+def _name_failure(featurizer, loaded: list, good: list[int], chunk: Chunk) -> str | None:
+    """``structure N (id X): why`` for the first structure of a chunk whose model inputs cannot
+    be built, or ``None`` (another featuriser, or the failure is elsewhere)."""
+    build = getattr(featurizer, "_inputs", None)
+    if build is None:
+        return None
+    try:
+        _, errors = build([loaded[k] for k in good], ignore_errors=True, progress=False)
+    except Exception:
+        return None
+    if not errors:
+        return None
+    j = min(errors)
+    k = good[j]
+    return f"structure {chunk.start + k} (id {chunk.ids[k]}): {_error_line(errors[j])}"
 
 
 def _describe_source(source: Any) -> str:
