@@ -187,7 +187,8 @@ def files(tmp_path_factory, sample):
     """Inputs of every kind, named as on the command-line page of the docs.
 
     ``cifs/`` (three CIFs and a ``.vasp`` POSCAR), ``a.cif``, ``b.cif``, ``POSCAR``,
-    ``structures.json.gz`` (id -> structure) and ``structures.tar.gz`` (CGCNN layout).
+    ``structures.json.gz`` (8 structures, id -> structure) and ``structures.tar.gz`` (6, in
+    the CGCNN layout).
     Returns the folder and, per input, its structures and ids.
     """
     small = sample[sample["structure"].map(len) <= 6]
@@ -203,12 +204,12 @@ def files(tmp_path_factory, sample):
     (root / "b.cif").write_text(structures[5].to(fmt="cif"))
     (root / "POSCAR").write_text(structures[6].to(fmt="poscar"))
     with gzip.open(root / "structures.json.gz", "wt") as fh:
-        json.dump({f"s-{k}": structures[k].as_dict() for k in range(6, 9)}, fh)
+        json.dump({f"s-{k}": structures[k].as_dict() for k in range(4, 12)}, fh)
     _cgcnn_tarball(root / "structures.tar.gz", structures[6:12], mp_ids[6:12])
     expected = {
         "cifs": (structures[:4], ["x0", "x1", "x2", "x3"]),
         "a.cif b.cif POSCAR": (structures[4:7], ["a", "b", "POSCAR"]),
-        "structures.json.gz": (structures[6:9], ["s-6", "s-7", "s-8"]),
+        "structures.json.gz": (structures[4:12], [f"s-{k}" for k in range(4, 12)]),
         "structures.tar.gz": (structures[6:12], mp_ids[6:12]),
     }
     return root, expected
