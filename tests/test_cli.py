@@ -363,8 +363,9 @@ def test_the_older_form_still_works(files, tmp_path, capsys):
 
 
 @needs_matbench
-def test_matbench_ids_join_the_task_frame(tmp_path):
+def test_matbench_ids_join_the_task_frame(tmp_path, monkeypatch):
     from dimfeat.datasets import matbench_task
+    from dimfeat.streaming import iter_chunks
 
     out = tmp_path / "phonons.parquet"
     main(["featurize", "--matbench", "matbench_phonons", "--data-home", str(MATMINER),
@@ -375,6 +376,9 @@ def test_matbench_ids_join_the_task_frame(tmp_path):
     assert frame["id"][0] == "mb-phonons-0001"
     joined = task.df.join(frame.set_index("id"), how="inner")
     assert len(joined) == 5 and np.isfinite(joined[LABELS].to_numpy()).all()
+    # a task name given to the streaming reader keeps the same ids
+    monkeypatch.setenv("MATMINER_DATA", str(MATMINER))
+    assert next(iter_chunks("matbench_phonons", 3)).ids == task.df.index[:3].tolist()
 
 
 def test_tarball_progress_bar_has_a_total(files, tmp_path, capsys):
