@@ -318,7 +318,7 @@ DEBUG_ENV = "DIMFEAT_DEBUG"
 
 
 def _plain(text: str) -> str:
-    """Help text without reStructuredText markup (````x````, ``:func:`x```)."""
+    """Help text without reStructuredText markup: double backquotes and roles (:func: etc.)."""
     text = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", text)
     return text.replace("``", "")
 
