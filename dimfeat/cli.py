@@ -1,4 +1,8 @@
-"""Command line: ``dimfeat train`` and ``dimfeat featurize``.
+"""Command line: ``dimfeat featurize`` and ``dimfeat train``.
+
+``dimfeat featurize INPUT... -o OUT`` reads structures from folders, tarballs, structure files or
+a Matbench task and writes one vector per structure; every input kind and output format goes
+through :func:`dimfeat.streaming.featurize_to_file` (see ``FEATURIZE_DESCRIPTION``).
 
 ``dimfeat train`` reads structures from a CGCNN-layout folder or tarball, a Matbench task or a
 file of structures, builds model inputs (optionally cached in an ``.npz`` file, which is all a
@@ -10,9 +14,11 @@ loads.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
+import re
 import shlex
 import sys
 import time
@@ -21,6 +27,12 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["main"]
+
+
+_TRAIN_DESCRIPTION = """Train a Site-Net encoder with Deep InfoMax on unlabelled structures
+(--data: a CGCNN folder or tarball, or a .json/.json.gz file of structures; or --matbench TASK)
+and write a weights folder (model.safetensors, config.json, model card) that
+``DeepInfoMaxFeaturizer(weights=...)`` and ``dimfeat featurize --weights`` load."""
 
 
 def _hardware(device) -> str:
@@ -299,65 +311,302 @@ def _quiet(*args, **kwargs) -> None:
     """``print`` on the ranks other than 0."""
 
 
-def _featurize_streaming(args) -> None:
+#: Output formats of ``dimfeat featurize`` and the file extension that selects each.
+FORMATS = {"parquet": ".parquet", "csv": ".csv", "npy": ".npy", "parts": ""}
+#: The environment variable that makes ``dimfeat`` show Python tracebacks (as ``--debug``).
+DEBUG_ENV = "DIMFEAT_DEBUG"
+
+
+def _plain(text: str) -> str:
+    """Help text without reStructuredText markup: double backquotes and roles (:func: etc.)."""
+    text = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", text)
+    return text.replace("``", "")
+
+
+def _featurize_inputs(args) -> tuple[list[str], str]:
+    """The INPUTs and the output of ``dimfeat featurize``, accepting the older form.
+
+    ``dimfeat featurize OUTPUT --data INPUT`` (before INPUT... -o OUTPUT) still works, with a
+    note on stderr.
+    """
+    inputs = list(args.inputs)
+    data = list(args.data or [])
+    if args.matbench and data and args.data_home is None:
+        args.data_home = data.pop(0)  # the older --matbench TASK --data HOME
+    output = args.output
+    if output is None:
+        if (data or args.matbench) and len(inputs) == 1:
+            output = inputs.pop(0)
+            print(
+                "dimfeat: note: 'dimfeat featurize OUTPUT --data INPUT' is deprecated; write "
+                "'dimfeat featurize INPUT -o OUTPUT'",
+                file=sys.stderr,
+            )
+        elif len(inputs) >= 2 and not Path(inputs[-1]).exists():
+            raise SystemExit(
+                "give the output with -o OUT: dimfeat featurize "
+                f"{' '.join(inputs[:-1])} -o {inputs[-1]}"
+            )
+        else:
+            raise SystemExit("give the output file or folder with -o OUT")
+    return inputs + data, output
+
+
+def _input_kind(name: str) -> str:
+    """``folder``, ``tarball``, ``json``, ``file`` (CIF/POSCAR) or ``task`` (Matbench name)."""
+    import tarfile
+
+    from dimfeat.streaming import is_structure_file_name
+
+    path = Path(name)
+    if path.is_dir():
+        return "folder"
+    if path.is_file():
+        lower = path.name.lower()
+        if lower.endswith((".json", ".json.gz")):
+            return "json"
+        if is_structure_file_name(path.name):
+            return "file"
+        if tarfile.is_tarfile(path):
+            return "tarball"
+        raise SystemExit(
+            f"{name} is not a folder, a tarball, a .json/.json.gz file of structures or a "
+            "CIF/POSCAR file (*.cif, POSCAR*, CONTCAR*, *.vasp, *.poscar)"
+        )
+    if name.startswith("matbench_") and "/" not in name:
+        return "task"
+    raise SystemExit(f"no such file or folder: {name}")
+
+
+def _featurize_source(inputs: list[str], args):
+    """What ``featurize_to_file`` reads: a path, a Matbench task's structures, or files."""
+    from dimfeat.streaming import structure_file_id, task_frame
+
+    if args.matbench:
+        if inputs:
+            raise SystemExit(
+                f"--matbench {args.matbench} reads the task's structures: give no other INPUT "
+                f"(got {' '.join(inputs)})"
+            )
+        inputs = [args.matbench]
+    if not inputs:
+        raise SystemExit(
+            "give at least one INPUT (a folder, a tarball, a .json/.json.gz file of structures, "
+            "CIF/POSCAR files) or --matbench TASK"
+        )
+    kinds = [_input_kind(name) for name in inputs]
+    if args.split:
+        if len(inputs) != 1 or kinds[0] not in {"folder", "tarball", "json"}:
+            raise SystemExit("--split needs one INPUT: a CGCNN folder or tarball, or a .json file")
+        split_args = argparse.Namespace(
+            matbench=None, data=inputs[0], split=args.split, part=args.part
+        )
+        structures, ids, _ = _load_structures(split_args)
+        return _series(structures, ids)
+    if kinds == ["task"]:
+        frame = task_frame(inputs[0], args.data_home)
+        return _series(list(frame["structure"]), list(frame["material_id"]))
+    if len(inputs) == 1 and kinds[0] in {"folder", "tarball", "json"}:
+        return inputs[0]
+    if all(kind == "file" for kind in kinds):
+        ids = [structure_file_id(Path(name).name) for name in inputs]
+        if len(set(ids)) < len(ids):  # several POSCARs, or a.cif and a.vasp: keep the paths
+            ids = list(inputs)
+        return _series([Path(name) for name in inputs], ids)
+    raise SystemExit(
+        "a folder, a tarball, a .json file or a Matbench task must be the only INPUT; several "
+        f"INPUTs must all be CIF/POSCAR files (got {', '.join(inputs)})"
+    )
+
+
+def _series(values: list, ids: list[str]):
+    """A pandas Series of ``values`` indexed by ``ids`` (the ids the output rows keep)."""
+    import pandas as pd
+
+    return pd.Series(values, index=pd.Index([str(i) for i in ids], name="id"), dtype=object)
+
+
+def _output_format(output: str, fmt: str | None) -> str:
+    """The output format: ``--format``, else the extension (none: a folder of parquet parts)."""
+    path = Path(output)
+    suffix = path.suffix.lower()
+    by_suffix = next((f for f, ext in FORMATS.items() if ext and ext == suffix), None)
+    if fmt is None:
+        if by_suffix is not None:
+            return by_suffix
+        if path.is_dir() or not suffix:
+            return "parts"
+        raise SystemExit(
+            f"cannot tell the output format from the extension of {output}: name a .parquet, "
+            ".csv or .npy file, or a folder without extension for parquet parts, or give "
+            "--format parquet|csv|npy|parts"
+        )
+    if fmt != "parts" and suffix != FORMATS[fmt]:
+        raise SystemExit(
+            f"--format {fmt} writes a {FORMATS[fmt]} file, and {output} is not named so: name "
+            f"it {path.with_suffix(FORMATS[fmt]).name if suffix else path.name + FORMATS[fmt]}"
+        )
+    return fmt
+
+
+def _work_folder(output: Path) -> Path:
+    """Where a single-file output is streamed (in parquet parts) before it is assembled."""
+    return output.with_name(output.name + ".parts")
+
+
+def _npy_ids(output: Path) -> Path:
+    """The table of rows beside a ``.npy`` output: ``vectors.npy`` -> ``vectors.ids.csv``."""
+    return output.with_suffix(".ids.csv")
+
+
+def _written_by_dimfeat(output: Path, fmt: str) -> bool:
+    """Whether an existing single-file output is one ``dimfeat featurize`` wrote."""
+    if fmt == "parquet":
+        try:
+            import pyarrow.parquet as pq
+
+            metadata = pq.read_schema(output).metadata or {}
+        except Exception:  # not parquet, unreadable, or no pyarrow: not provably dimfeat's
+            return False
+        return b"dimfeat" in metadata
+    ids = _npy_ids(output)
+    if not ids.is_file():
+        return False
+    with ids.open(encoding="utf-8") as fh:
+        return fh.readline().strip() == "index,id,error"
+
+
+def _check_single_file(output: Path, fmt: str) -> None:
+    """Refuse to overwrite a file (or folder) at ``output`` that dimfeat did not write."""
+    if output.is_dir():
+        raise SystemExit(
+            f"{output} is a folder: give --format parts to write parquet parts into it, or "
+            "another output name"
+        )
+    if output.exists() and not _written_by_dimfeat(output, fmt):
+        raise SystemExit(
+            f"{output} exists and was not written by dimfeat featurize: dimfeat will not "
+            "overwrite it; remove it or choose another output"
+        )
+
+
+def _write_single_file(work: Path, output: Path, fmt: str) -> int:
+    """Assemble the streamed parts of ``work`` into ``output``; remove them; return the rows."""
+    from dimfeat._version import __version__
+    from dimfeat.streaming import MANIFEST_NAME, read_features
+
+    frame = read_features(work)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(output.name + ".tmp")
+    if fmt == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        frame["error"] = frame["error"].astype(object).where(frame["error"].notna(), None)
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        stamp = {"dimfeat_version": __version__, "n_rows": len(frame)}
+        metadata = {**(table.schema.metadata or {}), b"dimfeat": json.dumps(stamp).encode()}
+        pq.write_table(table.replace_schema_metadata(metadata), tmp)
+    else:
+        labels = [c for c in frame.columns if c not in {"index", "id", "error"}]
+        with tmp.open("wb") as fh:
+            np.save(fh, frame[labels].to_numpy(dtype=np.float32))
+        frame[["index", "id", "error"]].to_csv(_npy_ids(output), index=False)
+    tmp.replace(output)
+    manifest = json.loads((work / MANIFEST_NAME).read_text(encoding="utf-8"))
+    for record in manifest["chunks"].values():  # only the files dimfeat's manifest lists
+        (work / record["file"]).unlink(missing_ok=True)
+    (work / MANIFEST_NAME).unlink()
+    with contextlib.suppress(OSError):  # left in place if anything else is in it
+        work.rmdir()
+    return len(frame)
+
+
+def _featurize(args) -> None:
+    """``dimfeat featurize``: every input kind and format goes through one streaming writer."""
     from dimfeat.featurizer import DeepInfoMaxFeaturizer
+    from dimfeat.inputs import InvalidStructureError
     from dimfeat.streaming import featurize_to_file
 
-    if args.split:
-        raise SystemExit("--split is not supported with --chunk-size; featurise the whole source")
-    if args.matbench:
-        source = args.matbench
-        if args.data:
-            source = str(Path(args.data) / f"{args.matbench}.json.gz")
-    elif args.data:
-        source = args.data
-    else:
-        raise SystemExit("give --data (CGCNN folder/tarball, folder of CIFs) or --matbench")
+    inputs, output = _featurize_inputs(args)
+    fmt = _output_format(output, args.format)
+    out = Path(output)
+    if fmt in {"parquet", "npy"}:
+        _check_single_file(out, fmt)
+    source = _featurize_source(inputs, args)
     featurizer = DeepInfoMaxFeaturizer(
         weights=args.weights, device=args.device, n_jobs=args.n_jobs, disorder=args.disorder
     )
-    summary = featurize_to_file(
-        source,
-        args.output,
-        featurizer,
-        chunk_size=args.chunk_size or 1000,
-        resume=args.resume,
-        progress=not args.quiet,
-        ignore_errors=args.ignore_errors,
-    )
+    stream_to = _work_folder(out) if fmt in {"parquet", "npy"} else out
+    try:
+        summary = featurize_to_file(
+            source,
+            stream_to,
+            featurizer,
+            chunk_size=args.chunk_size,
+            resume=args.resume,
+            progress=not args.quiet,
+            ignore_errors=args.ignore_errors,
+            limit=args.limit,
+        )
+    except ValueError as exc:
+        if isinstance(exc, InvalidStructureError) or _A_STRUCTURE_FAILED.match(str(exc)):
+            raise SystemExit(
+                f"{exc} (--ignore-errors writes a row of NaN with the error text instead)"
+            ) from exc
+        raise
+    if fmt in {"parquet", "npy"}:
+        _write_single_file(stream_to, out, fmt)
     print(
-        f"wrote {summary.n_rows} vectors to {summary.output} ({summary.n_chunks} chunks, "
+        f"wrote {summary.n_rows} vectors to {out} ({summary.n_chunks} chunks, "
         f"{summary.n_skipped_chunks} already done, {summary.n_errors} errors)"
     )
 
 
-def _featurize(args) -> None:
-    from dimfeat.featurizer import DeepInfoMaxFeaturizer
+#: How ``featurize_to_file`` names a structure that failed (not a refused resume).
+_A_STRUCTURE_FAILED = re.compile(r"(structure \d+ \(id |chunk \d+, whose structure 0)")
 
-    if args.chunk_size is not None or Path(args.output).suffix.lower() not in {".parquet", ".csv"}:
-        _featurize_streaming(args)
-        return
-    structures, ids, _ = _load_structures(args)
-    featurizer = DeepInfoMaxFeaturizer(
-        weights=args.weights,
-        device=args.device,
-        n_jobs=args.n_jobs,
-        disorder=args.disorder,
-        verbose=not args.quiet,
-    )
-    rows = featurizer.featurize_many(structures, ignore_errors=args.ignore_errors)
-    import pandas as pd
 
-    frame = pd.DataFrame(rows, columns=featurizer.feature_labels(), index=pd.Index(ids, name="id"))
-    out = Path(args.output)
-    if out.suffix == ".parquet":
-        frame.to_parquet(out)
-    else:
-        frame.to_csv(out)
-    print(f"wrote {len(frame)} vectors to {out}")
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+FEATURIZE_DESCRIPTION = """\
+Featurise crystal structures: one vector per structure, written as parquet, CSV or .npy.
+
+INPUT is one of
+  - a folder of structure files (*.cif, POSCAR*, CONTCAR*, *.vasp, *.poscar), or a CGCNN
+    folder (id_prop.csv, material_id_hash.csv and {idx}.cif);
+  - a .tar.gz, .tgz or .tar of a CGCNN folder or of *.cif files, read as a stream;
+  - a .json or .json.gz file of structures: a list of Structure.as_dict() dictionaries, an
+    object of id -> dictionary, or a matminer/Matbench dataset file;
+  - one or more CIF/POSCAR files;
+or --matbench TASK instead of INPUT.
+"""
+
+FEATURIZE_EPILOG = """\
+output (-o OUT; the format follows the extension, or --format):
+  OUT.parquet  one parquet file          OUT.csv  one CSV file
+  OUT.npy      float32 array of vectors, with OUT.ids.csv (index, id, error) beside it
+  OUT          (no extension) a folder of parquet parts, one per chunk, with manifest.json
+Every row is: index (position in the input), id (material id, file name without extension,
+Matbench id such as mb-phonons-0001, or the key or position in a .json file),
+dim_0 ... dim_127, error (empty, or why the structure failed, with --ignore-errors).
+
+An interrupted run resumes when started again with the same command (--no-resume starts over).
+Exit status: 0 done; 2 an error, printed as one line 'dimfeat: error: ...' (--debug or
+DIMFEAT_DEBUG=1 shows the Python traceback); 130 interrupted.
+"""
 
 
 def _parser() -> argparse.ArgumentParser:
+    from dimfeat._version import __version__
     from dimfeat.encoder import DISTANCE_EXPANSIONS
     from dimfeat.infomax import (
         DEFAULT_BETA,
@@ -367,8 +616,14 @@ def _parser() -> argparse.ArgumentParser:
         FALSE_SAMPLE_KINDS,
     )
 
-    parser = argparse.ArgumentParser(prog="dimfeat", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="dimfeat",
+        description="Learned crystal feature vectors: featurise structures, or train the "
+        "encoder that makes them.",
+        epilog=f"Tracebacks: --debug after the command, or {DEBUG_ENV}=1.",
+    )
+    parser.add_argument("--version", action="version", version=f"dimfeat {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{featurize,train}")
 
     def data_options(p):
         p.add_argument(
@@ -381,7 +636,16 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--device", default="auto")
         p.add_argument("--quiet", action="store_true")
 
-    train = sub.add_parser("train", help="train a DIM encoder and write a weights folder")
+    def debug_option(p):
+        p.add_argument(
+            "--debug", action="store_true", help=f"show Python tracebacks (or set {DEBUG_ENV}=1)"
+        )
+
+    train = sub.add_parser(
+        "train",
+        help="train a DIM encoder and write a weights folder",
+        description=_plain(_TRAIN_DESCRIPTION),
+    )
     train.add_argument("output", help="weights folder to write")
     data_options(train)
     train.add_argument(
@@ -446,28 +710,65 @@ def _parser() -> argparse.ArgumentParser:
         help="also write each epoch's encoder as a weights folder DIR/epoch-NNN",
     )
     train.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on CUDA")
+    debug_option(train)
     train.set_defaults(func=_train)
 
-    feat = sub.add_parser("featurize", help="structures in, vectors out (parquet or CSV)")
-    feat.add_argument(
-        "output",
-        help="output: a .parquet or .csv file, or a folder for streamed parquet parts "
-        "(a .csv is appended chunk by chunk when --chunk-size is given)",
+    feat = sub.add_parser(
+        "featurize",
+        help="structures in, vectors out (parquet, CSV or .npy)",
+        description=FEATURIZE_DESCRIPTION,
+        epilog=FEATURIZE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage="dimfeat featurize INPUT... -o OUT [--format {parquet,csv,npy,parts}] [options]",
     )
-    data_options(feat)
+    feat.add_argument(
+        "inputs", nargs="*", metavar="INPUT", help="structures to featurise (see above)"
+    )
+    feat.add_argument("-o", "--output", metavar="OUT", help="output file or folder (see below)")
+    feat.add_argument(
+        "--format",
+        choices=list(FORMATS),
+        help="output format (default: from the extension of OUT; none: parts)",
+    )
+    feat.add_argument(
+        "--matbench", metavar="TASK", help="a Matbench task instead of INPUT, e.g. matbench_phonons"
+    )
+    feat.add_argument(
+        "--data-home",
+        metavar="DIR",
+        help="folder holding TASK.json.gz (default: $MATMINER_DATA, else matminer's own "
+        "datasets folder; nothing is downloaded)",
+    )
+    feat.add_argument(
+        "--data",
+        action="append",
+        metavar="INPUT",
+        help="deprecated: the same as an INPUT (with --matbench: the same as --data-home)",
+    )
+    feat.add_argument("--split", help="split.json restricting a CGCNN/.json INPUT to one part")
+    feat.add_argument("--part", default="train", help="part of --split to use (default train)")
     feat.add_argument("--weights", default=None, help="weights (default: bundled)")
-    feat.add_argument("--ignore-errors", action="store_true", help="NaN rows for bad structures")
+    feat.add_argument(
+        "--ignore-errors",
+        action="store_true",
+        help="a row of NaN with the error text for a structure that fails, instead of stopping",
+    )
     feat.add_argument(
         "--chunk-size",
-        type=int,
-        help="stream: read, featurise and write this many structures at a time (default 1000 "
-        "when the output is a folder); memory stays flat however large the input",
+        type=_positive_int,
+        default=1000,
+        metavar="N",
+        help="structures read, featurised and written at a time (default 1000); memory stays "
+        "flat however large the input",
+    )
+    feat.add_argument(
+        "--limit", type=_positive_int, metavar="N", help="featurise only the first N structures"
     )
     feat.add_argument(
         "--resume",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="when streaming, skip the chunks an earlier run finished (default: on)",
+        help="continue an interrupted run, skipping the chunks it finished (default: on)",
     )
     feat.add_argument(
         "--disorder",
@@ -475,18 +776,70 @@ def _parser() -> argparse.ArgumentParser:
         default="error",
         help="partial occupancies: fail, or keep each site's majority species",
     )
+    feat.add_argument(
+        "--n-jobs", type=int, default=-1, help="processes for input building (default: all)"
+    )
+    feat.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    feat.add_argument("--quiet", action="store_true", help="no progress bar")
+    debug_option(feat)
     feat.set_defaults(func=_featurize)
     return parser
 
 
+#: ``name=value (command line: --flag ...)`` in a library message: the command line shows the flag.
+_PYTHON_AND_FLAG = re.compile(r"\b\w+=\S+ \(command line: ([^)]+)\)")
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception's message on one line, naming command-line flags rather than Python
+    arguments (a ``KeyError`` without its quotes)."""
+    text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+    text = _PYTHON_AND_FLAG.sub(r"\1", str(text))
+    return " ".join(text.split()) or type(exc).__name__
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``dimfeat`` command."""
+    """Entry point of the ``dimfeat`` command.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments after ``dimfeat`` (default: ``sys.argv[1:]``).
+
+    Raises
+    ------
+    SystemExit
+        Code 0 after ``--help``/``--version``; code 2 for a usage error or any error of the
+        run, printed on stderr as one line ``dimfeat: error: ...`` (with ``--debug`` or
+        ``DIMFEAT_DEBUG=1`` the exception propagates with its traceback instead); code 130
+        when interrupted.
+    """
     args = _parser().parse_args(argv)
     if args.command == "featurize" and args.weights is None:
         from dimfeat.weights import DEFAULT_WEIGHTS
 
         args.weights = DEFAULT_WEIGHTS
-    args.func(args)
+    debug = args.debug or os.environ.get(DEBUG_ENV, "") not in {"", "0"}
+    try:
+        args.func(args)
+    except SystemExit as exc:
+        if debug or not isinstance(exc.code, str):
+            raise
+        _fail(_one_line(exc))
+    except (ValueError, TypeError, KeyError, OSError, ImportError) as exc:
+        if debug:
+            raise
+        _fail(_one_line(exc))
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("dimfeat: interrupted (run the same command again to resume)", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+def _fail(message: str) -> None:
+    print(f"dimfeat: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import gzip
 import io
 import json
 import logging
+import math
 import os
 import tarfile
 import warnings
@@ -34,6 +35,7 @@ __all__ = [
     "load_sample",
     "load_split",
     "load_structures_file",
+    "matbench_ids",
     "matbench_task",
 ]
 
@@ -540,9 +542,7 @@ def _split_frame(content: dict, path: Path) -> tuple[list[str], list, dict[str, 
         raise ValueError(
             f"{path}: no single column of structures among {columns} (name it 'structure')."
         )
-    others = {
-        str(name): [row[k] for row in data] for k, name in enumerate(columns) if k != column
-    }
+    others = {str(name): [row[k] for row in data] for k, name in enumerate(columns) if k != column}
     entries = [] if column is None else [row[column] for row in data]
     return [str(i) for i in index], entries, others
 
@@ -674,6 +674,37 @@ def matbench_task(task_name: str, data_home: str | os.PathLike[str] | None = Non
     return task
 
 
+def matbench_ids(task_name: str, index: Sequence) -> list[str]:
+    """Matbench's ids for the rows of a matminer dataset: ``mb-phonons-0001``, ...
+
+    ``MatbenchTask.df`` is indexed by these ids (``matbench.data_ops.load`` builds them from the
+    matminer row index ``0, 1, ...``); vectors written under them join the task's frame.
+
+    Parameters
+    ----------
+    task_name : str
+        A dataset name starting with ``matbench_``, e.g. ``"matbench_phonons"``.
+    index : sequence of int
+        The matminer row index (``load_matbench(task_name).index``).
+
+    Returns
+    -------
+    list of str
+
+    Examples
+    --------
+    >>> matbench_ids("matbench_phonons", range(3))[:2]
+    ['mb-phonons-1', 'mb-phonons-2']
+    """
+    if not task_name.startswith("matbench_"):
+        raise ValueError(f"{task_name!r} is not a Matbench task (its name starts with matbench_)")
+    index = [int(i) for i in index]
+    # matbench's own formula (math.log(n, 10), not log10: they differ at powers of ten)
+    width = math.floor(math.log(len(index), 10)) + 1 if index else 1
+    prefix = task_name.replace("matbench", "mb").replace("_", "-")
+    return [f"{prefix}-{i + 1:0{width}d}" for i in index]
+
+
 def _matminer_file(name: str, data_home: str | os.PathLike[str] | None) -> Path:
     """The local file matminer would read for ``name``; raise before matminer downloads it."""
     from matminer.datasets.dataset_retrieval import get_dataset_attribute
@@ -694,9 +725,8 @@ def _matminer_file(name: str, data_home: str | os.PathLike[str] | None) -> Path:
     if not file.is_file():
         raise FileNotFoundError(
             f"{file} not found, and dimfeat never downloads datasets. Put {file.name} in "
-            f"{folder}, or pass data_home=<folder holding it>, or set the MATMINER_DATA "
-            "environment variable to that folder (this project keeps it in "
-            "../shared/data/matminer)."
+            f"{folder}, or pass data_home=<folder holding it> (command line: --data-home), "
+            "or set the MATMINER_DATA environment variable to that folder."
         )
     return file
 

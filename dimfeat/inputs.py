@@ -169,7 +169,8 @@ def _spglib_cell(
         raise InvalidStructureError(
             f"disordered structure{where} ({structure.composition.reduced_formula}): partial "
             "occupancies are not supported; order it first (e.g. pymatgen's "
-            "OrderDisorderedStructureTransformation) or pass disorder='majority'"
+            "OrderDisorderedStructureTransformation) or pass disorder='majority' (command line: "
+            "--disorder majority)"
         )
     if len(structure) == 0:
         raise InvalidStructureError(f"empty structure{where}: it has no sites")

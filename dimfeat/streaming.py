@@ -2,9 +2,11 @@
 
 :func:`iter_chunks` reads structures a chunk at a time from
 
-- a CGCNN folder (``id_prop.csv`` + ``{idx}.cif``) or a plain folder of ``*.cif`` files;
-- a ``.tar.gz``/``.tgz``/``.tar`` of either, read as a stream member by member (never extracted
-  and never loaded whole: one pass over the headers finds the tables, a second reads the CIFs);
+- a CGCNN folder (``id_prop.csv`` + ``{idx}.cif``) or a plain folder of structure files
+  (``*.cif``, and POSCAR files: ``POSCAR*``, ``CONTCAR*``, ``*.vasp``, ``*.poscar``);
+- a ``.tar.gz``/``.tgz``/``.tar`` of a CGCNN folder or of ``*.cif`` files, read as a stream
+  member by member (never extracted and never loaded whole: one pass over the headers finds
+  the tables, a second reads the CIFs);
 - a ``.json``/``.json.gz`` file of structures, such as a matminer/Matbench dataset file (read
   whole by :func:`dimfeat.datasets.load_structures_file`, as data only), or a Matbench task name
   (loaded by matminer): the structures are in memory, the model inputs and vectors are not;
@@ -53,12 +55,15 @@ __all__ = [
     "StreamSummary",
     "count_structures",
     "featurize_to_file",
+    "is_structure_file_name",
     "iter_chunks",
     "read_features",
+    "structure_file_id",
+    "task_frame",
 ]
 
 MANIFEST_NAME = "manifest.json"
-_FORMAT_VERSION = 2
+_FORMAT_VERSION = 3  # 3: every row has an ``error`` column
 _PART = re.compile(r"part-(\d{5})\.parquet")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _MAX_MANIFEST = 64 << 20  # bytes; a manifest of a million chunks is ~300 MB, of 36k ~10 MB
@@ -102,9 +107,7 @@ class Chunk:
         their rows are the same; a resume compares it with the one its manifest recorded.
         """
         n = len(self.ids) if n is None else n
-        digests = (
-            self.digests() if self.digests is not None else [_digest(x) for x in self.load()]
-        )
+        digests = self.digests() if self.digests is not None else [_digest(x) for x in self.load()]
         payload = json.dumps([self.ids[:n], digests[:n]]).encode()
         return hashlib.sha256(payload).hexdigest()
 
@@ -145,21 +148,40 @@ def _digest(item: Any) -> str:
     return digest.hexdigest()
 
 
+def is_structure_file_name(name: str) -> bool:
+    """Whether a file name is one of the structure files read from a plain folder.
+
+    ``*.cif`` (CIF), and ``POSCAR*``, ``CONTCAR*``, ``*.vasp``, ``*.poscar`` (VASP POSCAR).
+    """
+    lower = name.lower()
+    return lower.endswith((".cif", ".vasp", ".poscar")) or lower.startswith(("poscar", "contcar"))
+
+
+def structure_file_id(name: str) -> str:
+    """The id of a structure file: its name without ``.cif``/``.vasp``/``.poscar``."""
+    for suffix in (".cif", ".vasp", ".poscar"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
 def _parse_cif(data: bytes | Exception, where: str) -> Any:
+    """Parse the bytes of a structure file: CIF, or POSCAR when ``where`` does not end ``.cif``."""
     from pymatgen.core import Structure
 
     if isinstance(data, Exception):
         return data
+    fmt, kind = ("cif", "CIF") if where.lower().endswith(".cif") else ("poscar", "POSCAR file")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return ValueError(f"could not parse the CIF {where}: it is not UTF-8 text ({exc})")
+        return ValueError(f"could not parse the {kind} {where}: it is not UTF-8 text ({exc})")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pymatgen warns on rounded occupancies etc.
         try:
-            return Structure.from_str(text, fmt="cif")
+            return Structure.from_str(text, fmt=fmt)
         except Exception as exc:
-            return ValueError(f"could not parse the CIF {where}: {exc}")
+            return ValueError(f"could not parse the {kind} {where}: {exc}")
 
 
 def _read_entry(read: Callable[[], bytes], where: str) -> bytes | Exception:
@@ -205,15 +227,23 @@ def _folder_items(root: Path) -> Iterator[tuple[str, str, Callable[[], bytes]]]:
         _read_text(root / "id_prop.csv"), _read_text(root / "material_id_hash.csv"), str(root)
     )
     if names is None:
-        files = sorted(root.glob("*.cif"))
-        if not files:
-            raise FileNotFoundError(f"{root} holds neither id_prop.csv nor *.cif files")
-        names, ids = [f.name for f in files], [f.stem for f in files]
+        names = _structure_file_names(root)
+        if not names:
+            raise FileNotFoundError(
+                f"{root} holds neither id_prop.csv nor structure files (*.cif, POSCAR*, "
+                "CONTCAR*, *.vasp, *.poscar)"
+            )
+        ids = [structure_file_id(n) for n in names]
     for name, id_ in zip(names, ids, strict=True):
         file = root / name
         if not file.is_file():
             raise FileNotFoundError(f"CIF {file} listed in id_prop.csv was not found")
         yield id_, str(file), file.read_bytes
+
+
+def _structure_file_names(root: Path) -> list[str]:
+    """Sorted names of the structure files in a plain folder (not in its subfolders)."""
+    return sorted(p.name for p in root.iterdir() if is_structure_file_name(p.name) and p.is_file())
 
 
 def _read_text(file: Path) -> str | None:
@@ -245,7 +275,10 @@ def _iter_members(archive: Path) -> Iterator[tuple[tarfile.TarInfo, tarfile.TarF
                 yield member, tar
 
 
-def _tar_items(archive: Path) -> Iterator[tuple[str, str, Callable[[], bytes]]]:
+def _tar_items(
+    archive: Path, state: dict | None = None
+) -> Iterator[tuple[str, str, Callable[[], bytes]]]:
+    """CIFs of a tarball; ``state["total"]`` is set to their number after the first pass."""
     # Pass 1: headers only, plus the two small tables (they may sit at the end of the archive).
     tables: dict[str, str] = {}
     n_cif = 0
@@ -263,6 +296,8 @@ def _tar_items(archive: Path) -> Iterator[tuple[str, str, Callable[[], bytes]]]:
     names, ids = _cgcnn_names(tables.get("id_prop.csv"), tables.get("material_id_hash.csv"), "")
     prefix = tables.get("id_prop.csv:prefix", "")
     wanted = None if names is None else {prefix + n: i for n, i in zip(names, ids, strict=True)}
+    if state is not None:
+        state["total"] = n_cif if wanted is None else len(wanted)
     # Pass 2: the CIFs in archive order (the stream only moves forward).
     seen = 0
     for member, tar in _iter_members(archive):
@@ -306,13 +341,37 @@ def _is_structures_file(source: Any) -> bool:
     return name.endswith((".json", ".json.gz"))
 
 
+def task_frame(task_name: str, data_home: str | os.PathLike | None = None) -> pd.DataFrame:
+    """The structures of a Matbench task under the ids of ``MatbenchTask.df``.
+
+    Parameters
+    ----------
+    task_name : str
+        A matminer dataset whose name starts with ``matbench_``, e.g. ``"matbench_phonons"``.
+    data_home : str or path-like, optional
+        Folder holding ``{task_name}.json.gz`` (see :func:`dimfeat.datasets.load_matbench`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``material_id`` (``mb-phonons-0001``, ...: Matbench's own index, so that the
+        vectors join ``MatbenchTask.df``) and ``structure``.
+    """
+    from dimfeat.datasets import load_matbench, matbench_ids
+
+    df = load_matbench(str(task_name), data_home=data_home)
+    if "structure" not in df.columns:
+        raise ValueError(f"{task_name} has no structure column (its input is {list(df.columns)})")
+    return pd.DataFrame(
+        {"material_id": matbench_ids(str(task_name), df.index), "structure": list(df["structure"])}
+    )
+
+
 def _structures_frame(source: str | os.PathLike) -> pd.DataFrame:
-    from dimfeat.datasets import load_matbench, load_structures_file
+    from dimfeat.datasets import load_structures_file
 
     if _is_task_name(source):
-        df = load_matbench(str(source))
-        ids = [str(i) for i in df.index]
-        return pd.DataFrame({"material_id": ids, "structure": list(df["structure"])})
+        return task_frame(str(source))
     return load_structures_file(source)
 
 
@@ -376,8 +435,9 @@ def iter_chunks(
     -----
     Order: ``id_prop.csv`` order for a CGCNN folder, archive order for a tarball, sorted file
     names for a plain folder, input order otherwise. The ids are material ids (from
-    ``material_id_hash.csv`` or a ``material_id`` column), CIF file stems, the DataFrame/Series
-    index or positions.
+    ``material_id_hash.csv`` or a ``material_id`` column), file names without ``.cif`` (or
+    ``.vasp``/``.poscar``), Matbench's ids (``mb-phonons-0001``, ...) for a task name, the
+    DataFrame/Series index or positions.
     """
     yield from _limited_chunks(source, chunk_size, limit, {})
 
@@ -385,13 +445,14 @@ def iter_chunks(
 def _limited_chunks(
     source: Any, chunk_size: int, limit: int | None, state: dict
 ) -> Iterator[Chunk]:
-    """:func:`iter_chunks`; sets ``state["cut"]`` when ``limit`` left structures unread."""
+    """:func:`iter_chunks`; sets ``state["cut"]`` when ``limit`` left structures unread, and
+    ``state["total"]`` to the number of structures once the source has told it."""
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
         raise ValueError(f"limit must be None or an integer >= 0, got {limit!r}")
     state["cut"] = False
-    for chunk in _all_chunks(source, chunk_size):
+    for chunk in _all_chunks(source, chunk_size, state):
         if limit is not None and chunk.start + len(chunk.ids) > limit:
             state["cut"] = True
             keep = limit - chunk.start
@@ -408,9 +469,10 @@ def _limited_chunks(
         yield chunk
 
 
-def _all_chunks(source: Any, chunk_size: int) -> Iterator[Chunk]:
+def _all_chunks(source: Any, chunk_size: int, state: dict) -> Iterator[Chunk]:
     if _is_task_name(source) or (_is_structures_file(source) and Path(source).is_file()):
         df = _structures_frame(source)
+        state["total"] = len(df)
         yield from _memory_chunks(list(df["structure"]), list(df["material_id"]), chunk_size)
         return
     if isinstance(source, str | os.PathLike):
@@ -418,7 +480,7 @@ def _all_chunks(source: Any, chunk_size: int) -> Iterator[Chunk]:
         if path.is_dir():
             yield from _chunks_of_texts(_folder_items(path), chunk_size)
         elif path.is_file() and tarfile.is_tarfile(path):
-            yield from _chunks_of_texts(_tar_items(path), chunk_size)
+            yield from _chunks_of_texts(_tar_items(path, state), chunk_size)
         elif path.exists():
             raise ValueError(
                 f"{path} is not a folder, a tar archive of CIFs or a .json/.json.gz file of "
@@ -437,7 +499,7 @@ def count_structures(source: Any) -> int | None:
         path = Path(source)
         if path.is_dir():
             names, _ = _cgcnn_names(_read_text(path / "id_prop.csv"), None, str(path))
-            return len(names) if names is not None else len(list(path.glob("*.cif")))
+            return len(names) if names is not None else len(_structure_file_names(path))
         return None
     with contextlib.suppress(TypeError, ValueError):
         return len(source)
@@ -469,6 +531,9 @@ def _featurize_chunk(featurizer, chunk: Chunk, ignore_errors: bool) -> pd.DataFr
                 pbar=False,  # the stream shows its own progress
             )
         except (TypeError, ValueError) as exc:
+            named = _name_failure(featurizer, loaded, good, chunk)
+            if named is not None:
+                raise type(exc)(named) from exc
             # the featuriser counts structures from the start of the chunk
             raise type(exc)(
                 f"chunk {chunk.index}, whose structure 0 is input position {chunk.start}: {exc}"
@@ -476,13 +541,39 @@ def _featurize_chunk(featurizer, chunk: Chunk, ignore_errors: bool) -> pd.DataFr
         for k, row in zip(good, rows, strict=True):
             vectors[k] = row[: len(labels)]
             if ignore_errors and isinstance(row[-1], str):
-                errors[k] = row[-1]
+                errors[k] = _error_line(row[-1])
     frame = pd.DataFrame(vectors, columns=labels)
     frame.insert(0, "id", chunk.ids)
     frame.insert(0, "index", np.arange(chunk.start, chunk.start + len(loaded), dtype=np.int64))
-    if ignore_errors:
-        frame["error"] = [errors.get(k) for k in range(len(loaded))]
+    frame["error"] = pd.Series([errors.get(k) for k in range(len(loaded))], dtype=object)
     return frame
+
+
+_RELATIVE_POSITION = re.compile(r" \(structure \d+\)")
+
+
+def _error_line(text: str) -> str:
+    """The last line of an error's traceback, without the featuriser's position in the chunk
+    (the row's ``index`` and ``id`` say which structure it is)."""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return _RELATIVE_POSITION.sub("", lines[-1] if lines else text).strip()
+
+
+def _name_failure(featurizer, loaded: list, good: list[int], chunk: Chunk) -> str | None:
+    """``structure N (id X): why`` for the first structure of a chunk whose model inputs cannot
+    be built, or ``None`` (another featuriser, or the failure is elsewhere)."""
+    build = getattr(featurizer, "_inputs", None)
+    if build is None:
+        return None
+    try:
+        _, errors = build([loaded[k] for k in good], ignore_errors=True, progress=False)
+    except Exception:
+        return None
+    if not errors:
+        return None
+    j = min(errors)
+    k = good[j]
+    return f"structure {chunk.start + k} (id {chunk.ids[k]}): {_error_line(errors[j])}"
 
 
 def _describe_source(source: Any) -> str:
@@ -690,8 +781,8 @@ def featurize_to_file(
     progress : bool, default=True
         A tqdm progress bar over structures.
     ignore_errors : bool, default=False
-        NaN rows with the error text in an ``error`` column for structures that fail (unreadable
-        CIF, disordered, overlapping atoms, ...) instead of raising.
+        NaN rows with the error text in the ``error`` column for structures that fail
+        (unreadable CIF, disordered, overlapping atoms, ...) instead of raising.
     limit : int, optional
         Featurise only the first ``limit`` structures. A later call with a larger ``limit`` (or
         none) completes a chunk that an earlier ``limit`` cut short.
@@ -712,9 +803,11 @@ def featurize_to_file(
 
     Notes
     -----
-    Every row carries ``index`` (position in the input) and ``id``, then ``dim_0 ...``; read the
-    result back with :func:`read_features`. A chunk is written to a temporary file and renamed,
-    then recorded in the manifest, so an interruption loses at most the chunk in progress. The
+    Every row carries ``index`` (position in the input) and ``id``, then ``dim_0 ...``, then
+    ``error`` (empty, or the error text of a structure that failed under ``ignore_errors``);
+    read the result back with :func:`read_features`. A chunk is written to a temporary file and
+    renamed, then recorded in the manifest, so an interruption loses at most the chunk in
+    progress. The
     vectors of a resumed run are bit-identical to those of an uninterrupted one on the same
     device; anything that would break that is refused.
     """
@@ -760,6 +853,10 @@ def featurize_to_file(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for chunk in _limited_chunks(source, chunk_size, limit, state):
+            if bar.total is None and state.get("total") is not None:
+                # a tarball or structures file tells its size once read: the bar gets a total
+                bar.total = state["total"] if limit is None else min(state["total"], limit)
+                bar.refresh()
             n_chunks += 1
             key = str(chunk.index)
             record = done.get(key)
@@ -956,7 +1053,8 @@ def read_features(output: str | os.PathLike) -> pd.DataFrame:
     Returns
     -------
     pandas.DataFrame
-        Columns ``index``, ``id``, ``dim_0 ...`` and ``error`` when errors were ignored.
+        Columns ``index``, ``id``, ``dim_0 ...`` and ``error`` (missing, or the error text of a
+        structure that failed under ``ignore_errors``).
         ``df.attrs["complete"]`` says whether the whole input (or ``limit``) was featurised.
 
     Raises
@@ -983,7 +1081,11 @@ def read_features(output: str | os.PathLike) -> pd.DataFrame:
         ) from exc
     if as_csv:
         data = _verified_csv_bytes(output, records)
-        frame = pd.read_csv(io.BytesIO(data), dtype={"id": str}) if data else pd.DataFrame()
+        frame = (
+            pd.read_csv(io.BytesIO(data), dtype={"id": str, "error": object})
+            if data
+            else pd.DataFrame()
+        )
     else:
         frames = []
         for record in records:

@@ -1,10 +1,16 @@
-"""The command line: ``dimfeat train`` and ``dimfeat featurize`` on a tiny CGCNN folder."""
+"""The command line: ``dimfeat train`` and ``dimfeat featurize`` on tiny inputs written from the
+bundled sample, and every command of the command-line page of the docs."""
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
+import re
+import shlex
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +20,24 @@ from pymatgen.core import Lattice, Structure
 from pymatgen.io.cif import CifWriter
 
 from dimfeat import DeepInfoMaxFeaturizer
+from dimfeat._version import __version__
 from dimfeat.cli import main
-from dimfeat.inputs import InvalidStructureError, load_inputs
+from dimfeat.inputs import load_inputs
+from dimfeat.streaming import featurize_to_file, read_features
 from dimfeat.weights import sha256_of
 
 N_STRUCTURES = 16
+ATOL = 2e-5  # float32; batch composition changes padding widths (docs/reliability.md)
+LABELS = [f"dim_{i}" for i in range(128)]
+SCHEMA = ["index", "id", *LABELS, "error"]
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+MATMINER = Path(__file__).resolve().parents[2] / "shared" / "data" / "matminer"
+needs_matbench = pytest.mark.skipif(
+    not (MATMINER / "matbench_phonons.json.gz").is_file(),
+    reason=f"matbench_phonons.json.gz not found in {MATMINER}",
+)
+#: Appended to every featurize/train command of the tests: one process, CPU, no progress bar.
+QUIET = ["--n-jobs", "1", "--device", "cpu", "--quiet"]
 
 
 def _write_cgcnn(folder: Path, structures: list, labels: np.ndarray) -> list[str]:
@@ -96,76 +115,362 @@ def test_train_from_the_cache_reproduces_the_weights(trained, cgcnn, capsys):
     )
 
 
-@pytest.mark.slow
-def test_featurize_writes_a_csv_of_128_columns(cgcnn, tmp_path, featurizer):
-    folder, ids, structures = cgcnn
-    output = tmp_path / "vectors.csv"
-    command = [sys.executable, "-m", "dimfeat.cli", "featurize", str(output), "--data",
-               str(folder), "--n-jobs", "1", "--device", "cpu", "--quiet"]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
-    assert done.returncode == 0, done.stderr
-    assert f"wrote {N_STRUCTURES} vectors" in done.stdout
-    frame = pd.read_csv(output, index_col=0)
-    assert frame.shape == (N_STRUCTURES, 128)
-    assert frame.columns.tolist() == [f"dim_{i}" for i in range(128)]
-    assert frame.index.tolist() == ids
-    np.testing.assert_allclose(frame.to_numpy(), featurizer.transform(structures), atol=1e-6)
+def _fails(capsys, argv: list[str]) -> str:
+    """Run ``dimfeat argv``, check it exits with status 2 and one line on stderr; return it."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dimfeat: error: "), err
+    assert "Traceback" not in err
+    return lines[0]
 
 
-def test_featurize_bad_structure_fails_or_gives_a_nan_row(tmp_path, cscl):
-    alloy = Structure(Lattice.cubic(3.6), [{"Fe": 0.5, "Ni": 0.5}], [[0, 0, 0]])
-    folder = tmp_path / "bad"
-    _write_cgcnn(folder, [cscl, alloy], np.array([0.1, 0.2]))
-    args = ["featurize", "", "--data", str(folder), "--n-jobs", "1", "--device", "cpu", "--quiet"]
-    args[1] = str(tmp_path / "fails.csv")
-    with pytest.raises(InvalidStructureError, match="structure 1"):
-        main(args)
-    args[1] = str(tmp_path / "nan.csv")
-    main([*args, "--ignore-errors"])
-    frame = pd.read_csv(tmp_path / "nan.csv", index_col=0)
-    assert frame.shape == (2, 128)
-    assert np.isfinite(frame.iloc[0]).all() and frame.iloc[1].isna().all()
-
-
-def test_train_without_data_exits_with_a_message(tmp_path):
-    with pytest.raises(SystemExit, match="--data"):
-        main(["train", str(tmp_path / "w"), "--epochs", "1", "--device", "cpu", "--quiet"])
-
-
-def test_featurize_and_train_read_a_json_gz_file_of_structures(cgcnn, tmp_path, featurizer):
-    import gzip
-
-    _, _, structures = cgcnn
-    file = tmp_path / "x.json.gz"
-    with gzip.open(file, "wt") as fh:
-        json.dump([s.as_dict() for s in structures[:8]], fh)
-    out = tmp_path / "o.parquet"
-    main(["featurize", str(out), "--data", str(file), "--n-jobs", "1", "--device", "cpu",
-          "--quiet"])  # fmt: skip
-    frame = pd.read_parquet(out)
-    assert frame.index.tolist() == [str(k) for k in range(8)]
-    np.testing.assert_allclose(frame.to_numpy(), featurizer.transform(structures[:8]), atol=1e-6)
-    main(["train", str(tmp_path / "w"), "--data", str(file), "--epochs", "1",
-          "--validation-fraction", "0.25", "--site-budget", "100", "--max-atoms", "24",
-          "--n-jobs", "1", "--device", "cpu", "--quiet"])  # fmt: skip
-    config = json.loads((tmp_path / "w" / "config.json").read_text())
-    assert config["training"]["data"]["n_train"] + config["training"]["data"]["n_valid"] == 8
-
-
-def test_train_refuses_a_cache_built_from_other_data_or_settings(trained, cgcnn, tmp_path):
+def test_train_refuses_a_cache_built_from_other_data_or_settings(trained, cgcnn, tmp_path, capsys):
     folder, _, structures = cgcnn
     cache = trained / "inputs.npz"
-    with pytest.raises(SystemExit, match=r"other data or settings \(max_atoms"):
-        main([*_train_args(tmp_path / "w", folder, cache), "--max-atoms", "30"])
+    line = _fails(capsys, [*_train_args(tmp_path / "w", folder, cache), "--max-atoms", "30"])
+    assert re.search(r"other data or settings \(max_atoms", line)
     other = tmp_path / "other"
     _write_cgcnn(other, structures[::-1], np.zeros(len(structures)))
-    with pytest.raises(SystemExit, match=r"other data or settings \(data"):
-        main(_train_args(tmp_path / "w", other, cache))
+    line = _fails(capsys, _train_args(tmp_path / "w", other, cache))
+    assert re.search(r"other data or settings \(data", line)
     assert not (tmp_path / "w").exists()
     # a cache that does not record what built it is refused too
     crystals, extra = load_inputs(cache)
     from dimfeat.inputs import save_inputs
 
     save_inputs(tmp_path / "old.npz", crystals, material_id=extra["material_id"])
-    with pytest.raises(SystemExit, match="does not record what it was built from"):
-        main(_train_args(tmp_path / "w", folder, tmp_path / "old.npz"))
+    line = _fails(capsys, _train_args(tmp_path / "w", folder, tmp_path / "old.npz"))
+    assert "does not record what it was built from" in line
+
+
+def test_train_without_data_exits_with_a_message(tmp_path, capsys):
+    line = _fails(capsys, ["train", str(tmp_path / "w"), "--epochs", "1", *QUIET])
+    assert "give --data" in line
+
+
+def test_train_reads_a_json_gz_file_of_structures(cgcnn, tmp_path):
+    _, _, structures = cgcnn
+    file = tmp_path / "x.json.gz"
+    with gzip.open(file, "wt") as fh:
+        json.dump([s.as_dict() for s in structures[:8]], fh)
+    main(["train", str(tmp_path / "w"), "--data", str(file), "--epochs", "1",
+          "--validation-fraction", "0.25", "--site-budget", "100", "--max-atoms", "24",
+          *QUIET])  # fmt: skip
+    config = json.loads((tmp_path / "w" / "config.json").read_text())
+    assert config["training"]["data"]["n_train"] + config["training"]["data"]["n_valid"] == 8
+
+
+# -- dimfeat featurize ---------------------------------------------------------------------------
+def _cgcnn_tarball(path: Path, structures: list, ids: list[str]) -> Path:
+    """A CGCNN tarball with the two tables after the CIFs (as mp36k is laid out)."""
+    with tarfile.open(path, "w:gz") as tar:
+
+        def add(name: str, text: str) -> None:
+            data = text.encode()
+            info = tarfile.TarInfo(f"set/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+        for k, s in enumerate(structures):
+            add(f"{k}.cif", s.to(fmt="cif"))
+        add("id_prop.csv", "".join(f"{k},0.0\n" for k in range(len(structures))))
+        add("material_id_hash.csv", "".join(f"{k},{m}\n" for k, m in enumerate(ids)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, sample):
+    """Inputs of every kind, named as on the command-line page of the docs.
+
+    ``cifs/`` (three CIFs and a ``.vasp`` POSCAR), ``a.cif``, ``b.cif``, ``POSCAR``,
+    ``structures.json.gz`` (8 structures, id -> structure) and ``structures.tar.gz`` (6, in
+    the CGCNN layout).
+    Returns the folder and, per input, its structures and ids.
+    """
+    small = sample[sample["structure"].map(len) <= 6]
+    structures = small["structure"].tolist()[:12]
+    mp_ids = [str(i) for i in small["material_id"]][:12]
+    root = tmp_path_factory.mktemp("inputs")
+    (root / "cifs").mkdir()
+    for k in range(3):
+        (root / "cifs" / f"x{k}.cif").write_text(structures[k].to(fmt="cif"))
+    (root / "cifs" / "x3.vasp").write_text(structures[3].to(fmt="poscar"))
+    (root / "cifs" / "notes.txt").write_text("not a structure: left out")
+    (root / "a.cif").write_text(structures[4].to(fmt="cif"))
+    (root / "b.cif").write_text(structures[5].to(fmt="cif"))
+    (root / "POSCAR").write_text(structures[6].to(fmt="poscar"))
+    with gzip.open(root / "structures.json.gz", "wt") as fh:
+        json.dump({f"s-{k}": structures[k].as_dict() for k in range(4, 12)}, fh)
+    _cgcnn_tarball(root / "structures.tar.gz", structures[6:12], mp_ids[6:12])
+    expected = {
+        "cifs": (structures[:4], ["x0", "x1", "x2", "x3"]),
+        "a.cif b.cif POSCAR": (structures[4:7], ["a", "b", "POSCAR"]),
+        "structures.json.gz": (structures[4:12], [f"s-{k}" for k in range(4, 12)]),
+        "structures.tar.gz": (structures[6:12], mp_ids[6:12]),
+    }
+    return root, expected
+
+
+def _read(path: Path) -> pd.DataFrame:
+    """Any output of ``dimfeat featurize`` as one DataFrame."""
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    if path.suffix == ".csv":
+        return pd.read_csv(path, dtype={"id": str, "error": object})
+    if path.suffix == ".npy":
+        rows = pd.read_csv(path.with_suffix(".ids.csv"), dtype={"id": str, "error": object})
+        vectors = pd.DataFrame(np.load(path), columns=LABELS)
+        return pd.concat([rows[["index", "id"]], vectors, rows[["error"]]], axis=1)
+    return read_features(path)
+
+
+@pytest.mark.parametrize(
+    "given", ["cifs", "a.cif b.cif POSCAR", "structures.json.gz", "structures.tar.gz"]
+)
+def test_featurize_reads_every_input_kind_and_keeps_its_ids(
+    given, files, tmp_path, featurizer, monkeypatch
+):
+    root, expected = files
+    structures, ids = expected[given]
+    monkeypatch.chdir(root)
+    out = tmp_path / "vectors.parquet"
+    main(["featurize", *given.split(), "-o", str(out), *QUIET])
+    frame = pd.read_parquet(out)
+    assert frame.columns.tolist() == SCHEMA
+    assert frame["id"].tolist() == ids
+    assert frame["index"].tolist() == list(range(len(ids)))
+    assert frame["error"].isna().all()
+    np.testing.assert_allclose(
+        frame[LABELS].to_numpy(), featurizer.transform(structures), atol=ATOL
+    )
+    assert not (tmp_path / "vectors.parquet.parts").exists()  # the parts are assembled, removed
+
+
+def test_featurize_writes_one_schema_in_every_format(files, tmp_path, featurizer):
+    root, expected = files
+    structures, ids = expected["cifs"]
+    frames = {}
+    for name in ["v.parquet", "v.csv", "v.npy", "v"]:
+        main(["featurize", str(root / "cifs"), "-o", str(tmp_path / name), "--chunk-size", "3",
+              *QUIET])  # fmt: skip
+        frames[name] = _read(tmp_path / name)
+    for name, frame in frames.items():
+        assert frame.columns.tolist() == SCHEMA, name
+        assert frame["id"].tolist() == ids and frame["index"].tolist() == [0, 1, 2, 3], name
+        assert frame["error"].isna().all(), name
+        np.testing.assert_allclose(
+            frame[LABELS].to_numpy(), featurizer.transform(structures), atol=ATOL, err_msg=name
+        )
+    np.testing.assert_array_equal(  # the same vectors, bit for bit, in the binary formats
+        frames["v.parquet"][LABELS].to_numpy(), frames["v.npy"][LABELS].to_numpy()
+    )
+    assert np.load(tmp_path / "v.npy").dtype == np.float32
+    # --format states the format; it must agree with the extension
+    main(["featurize", str(root / "cifs"), "-o", str(tmp_path / "w.v2"), "--format", "parts",
+          *QUIET])  # fmt: skip
+    assert read_features(tmp_path / "w.v2")["id"].tolist() == ids
+
+
+def test_featurize_bad_structure_fails_or_gives_a_nan_row(tmp_path, cscl, capsys):
+    alloy = Structure(Lattice.cubic(3.6), [{"Fe": 0.5, "Ni": 0.5}], [[0, 0, 0]])
+    folder = tmp_path / "bad"
+    _write_cgcnn(folder, [cscl, alloy], np.array([0.1, 0.2]))
+    line = _fails(capsys, ["featurize", str(folder), "-o", str(tmp_path / "fails.csv"), *QUIET])
+    assert "structure 1" in line and "mp-test-1" in line and "--ignore-errors" in line
+    assert "--disorder majority" in line and "disorder='majority'" not in line
+    main(["featurize", str(folder), "-o", str(tmp_path / "nan.csv"), "--ignore-errors", *QUIET])
+    frame = _read(tmp_path / "nan.csv")
+    assert frame.columns.tolist() == SCHEMA and frame["id"].tolist() == ["mp-test-0", "mp-test-1"]
+    assert np.isfinite(frame[LABELS].iloc[0]).all() and frame[LABELS].iloc[1].isna().all()
+    assert pd.isna(frame["error"][0]) and "disordered" in frame["error"][1]
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["cifs", "out.csv"], "give the output with -o OUT: dimfeat featurize cifs -o out.csv"),
+        (["cifs", "-o", "out.json"], "cannot tell the output format from the extension"),
+        (["cifs", "-o", "out.parquet", "--format", "csv"], "--format csv writes a .csv file"),
+        (["missing", "-o", "out.csv"], "no such file or folder: missing"),
+        (["cifs/notes.txt", "-o", "out.csv"], "is not a folder, a tarball, a .json"),
+        (["cifs", "a.cif", "-o", "out.csv"], "must be the only INPUT"),
+        (["-o", "out.csv"], "give at least one INPUT"),
+        (["a.cif", "--matbench", "matbench_phonons", "-o", "o.csv"], "give no other INPUT"),
+        (["a.cif", "-o", "o.csv", "--weights", "./no-such-weights"], "no weights folder"),
+    ],
+)
+def test_featurize_errors_are_one_line_with_exit_status_2(
+    argv, says, files, tmp_path, monkeypatch, capsys
+):
+    root, _ = files
+    monkeypatch.chdir(root)
+    line = _fails(capsys, ["featurize", *argv, *QUIET])
+    assert says in line
+    assert not list(tmp_path.iterdir()) and not (root / "out.csv").exists()
+
+
+def test_an_output_file_dimfeat_did_not_write_is_never_overwritten(files, tmp_path, capsys):
+    root, _ = files
+    for name in ["v.parquet", "v.npy", "v.csv"]:
+        (tmp_path / name).write_text("someone's data")
+        line = _fails(capsys, ["featurize", str(root / "a.cif"), "-o", str(tmp_path / name),
+                               *QUIET])  # fmt: skip
+        assert "dimfeat did not write it" in line or "not written by dimfeat" in line
+        assert (tmp_path / name).read_text() == "someone's data"
+    # its own output is replaced by a later run
+    out = tmp_path / "own.parquet"
+    main(["featurize", str(root / "a.cif"), "-o", str(out), *QUIET])
+    main(["featurize", str(root / "b.cif"), "-o", str(out), *QUIET])
+    assert pd.read_parquet(out)["id"].tolist() == ["b"]
+
+
+def test_an_interrupted_single_file_run_resumes(files, tmp_path, featurizer, capsys):
+    root, expected = files
+    structures, ids = expected["cifs"]
+    out = tmp_path / "v.parquet"
+    # what an interrupted run leaves: the first finished chunk in OUT.parts
+    featurize_to_file(root / "cifs", tmp_path / "v.parquet.parts", featurizer, chunk_size=2,
+                      limit=2, progress=False)  # fmt: skip
+    capsys.readouterr()
+    main(["featurize", str(root / "cifs"), "-o", str(out), "--chunk-size", "2", *QUIET])
+    assert "2 chunks, 1 already done" in capsys.readouterr().out
+    frame = pd.read_parquet(out)
+    assert frame["id"].tolist() == ids
+    np.testing.assert_allclose(frame[LABELS].to_numpy(), featurizer.transform(structures),
+                               atol=ATOL)  # fmt: skip
+    # a refused resume names the command-line flag, not the Python argument
+    featurize_to_file(root / "cifs", tmp_path / "v.parquet.parts", featurizer, chunk_size=2,
+                      limit=2, progress=False)  # fmt: skip
+    line = _fails(capsys, ["featurize", str(root / "cifs"), "-o", str(out), "--chunk-size",
+                           "3", *QUIET])  # fmt: skip
+    assert "--no-resume" in line and "resume=False" not in line
+    main(["featurize", str(root / "cifs"), "-o", str(out), "--chunk-size", "3", "--no-resume",
+          *QUIET])  # fmt: skip
+    assert pd.read_parquet(out)["id"].tolist() == ids
+
+
+def test_the_older_form_still_works(files, tmp_path, capsys):
+    root, expected = files
+    out = tmp_path / "v.csv"
+    capsys.readouterr()
+    main(["featurize", str(out), "--data", str(root / "cifs"), *QUIET])
+    assert "is deprecated" in capsys.readouterr().err
+    assert _read(out)["id"].tolist() == expected["cifs"][1]
+
+
+@needs_matbench
+def test_matbench_ids_join_the_task_frame(tmp_path, monkeypatch):
+    from dimfeat.datasets import matbench_task
+    from dimfeat.streaming import iter_chunks
+
+    out = tmp_path / "phonons.parquet"
+    main(["featurize", "--matbench", "matbench_phonons", "--data-home", str(MATMINER),
+          "-o", str(out), "--limit", "5", *QUIET])  # fmt: skip
+    frame = pd.read_parquet(out)
+    task = matbench_task("matbench_phonons", data_home=MATMINER)
+    assert frame["id"].tolist() == task.df.index[:5].tolist()
+    assert frame["id"][0] == "mb-phonons-0001"
+    joined = task.df.join(frame.set_index("id"), how="inner")
+    assert len(joined) == 5 and np.isfinite(joined[LABELS].to_numpy()).all()
+    # a task name given to the streaming reader keeps the same ids
+    monkeypatch.setenv("MATMINER_DATA", str(MATMINER))
+    assert next(iter_chunks("matbench_phonons", 3)).ids == task.df.index[:3].tolist()
+
+
+def test_tarball_progress_bar_has_a_total(files, tmp_path, capsys):
+    root, _ = files
+    capsys.readouterr()
+    main(["featurize", str(root / "structures.tar.gz"), "-o", str(tmp_path / "v.csv"),
+          "--n-jobs", "1", "--device", "cpu"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert "6/6" in err, err  # a bar without a total shows "6structure"
+
+
+def test_debug_shows_the_exception(files, tmp_path, monkeypatch):
+    root, _ = files
+    argv = ["featurize", str(root / "missing"), "-o", str(tmp_path / "v.csv"), *QUIET]
+    with pytest.raises(SystemExit, match="no such file or folder"):
+        main([*argv, "--debug"])
+    monkeypatch.setenv("DIMFEAT_DEBUG", "1")
+    with pytest.raises(SystemExit, match="no such file or folder"):
+        main(argv)
+
+
+def test_version_and_help_read_as_plain_text(capsys):
+    for argv in (["--version"], ["--help"], ["featurize", "--help"], ["train", "--help"]):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 0
+        out = capsys.readouterr().out
+        assert "``" not in out and ":func:" not in out, argv
+        if argv == ["--version"]:
+            assert out.strip() == f"dimfeat {__version__}"
+        if argv == ["featurize", "--help"]:
+            assert "dimfeat featurize INPUT... -o OUT" in out and "Exit status" in out
+
+
+@pytest.mark.slow
+def test_the_installed_command_exits_with_status_2_and_one_line(tmp_path):
+    command = [sys.executable, "-m", "dimfeat.cli", "featurize", str(tmp_path / "missing"),
+               "-o", str(tmp_path / "v.csv")]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"dimfeat: error: no such file or folder: {tmp_path / 'missing'}"
+
+
+# -- the command-line page of the docs -----------------------------------------------------------
+def _page_blocks(page: Path) -> list[tuple[str, str]]:
+    """The fenced ``bash`` and ``python`` blocks of a docs page, in order."""
+    return re.findall(r"```(bash|python)\n(.*?)```", page.read_text(), flags=re.S)
+
+
+def test_every_example_of_the_cli_page_runs(files, tmp_path, monkeypatch, capsys):
+    """Runs each command and snippet of docs/cli.md as written, in order, in a folder holding
+    the inputs it names; featurize/train commands get ``QUIET`` (and a Matbench one
+    ``--limit 5``) appended."""
+    import shutil
+
+    root, expected = files
+    work = tmp_path / "work"
+    shutil.copytree(root, work)
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("MATMINER_DATA", str(MATMINER))
+    blocks = _page_blocks(DOCS / "cli.md")
+    commands = [c for kind, b in blocks if kind == "bash" for c in b.strip().splitlines()]
+    assert len(commands) >= 8 and all(c.startswith("dimfeat ") for c in commands)
+    has_matbench = (MATMINER / "matbench_phonons.json.gz").is_file()
+    ran = 0
+    for kind, block in blocks:
+        if "matbench" in block and not has_matbench:
+            continue
+        if kind == "python":
+            exec(compile(block, "docs/cli.md", "exec"), {})
+            ran += 1
+            continue
+        for command in block.strip().splitlines():
+            argv = shlex.split(command)[1:]
+            if argv[0] in {"featurize", "train"}:
+                argv += QUIET + (["--limit", "5"] if "--matbench" in argv else [])
+                main(argv)
+            else:
+                with pytest.raises(SystemExit) as exit_:
+                    main(argv)
+                assert exit_.value.code == 0
+            ran += 1
+    assert _read(work / "vectors.parquet")["id"].tolist() == expected["cifs"][1]
+    assert _read(work / "vectors.csv")["id"].tolist() == expected["a.cif b.cif POSCAR"][1]
+    assert _read(work / "vectors.npy")["id"].tolist() == expected["structures.json.gz"][1]
+    assert _read(work / "vectors")["id"].tolist() == expected["structures.tar.gz"][1]
+    assert (work / "my-weights" / "model.safetensors").is_file()
+    if not has_matbench:
+        pytest.skip(f"ran {ran} examples; the Matbench ones need {MATMINER}")
+
+
+def test_the_cli_page_is_in_the_site_navigation():
+    nav = (DOCS.parent / "mkdocs.yml").read_text()
+    assert "Command line: cli.md" in nav
