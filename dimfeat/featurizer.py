@@ -43,7 +43,8 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
     """Learned crystal vectors from a Site-Net encoder trained by Deep InfoMax.
 
     Each ordered, periodic structure becomes a fixed-length vector (128 numbers by default)
-    that summarises its composition and geometry. The encoder was trained without property
+    that encodes its composition and its structure (polymorphs of one formula get distinct
+    vectors; the training docs give the measurements). The encoder was trained without property
     labels (self-supervised Deep InfoMax), so the vector suits small supervised models. It is
     invariant to site order, rotation, translation and the choice of primitive, conventional
     or super cell of the same crystal.
