@@ -3,9 +3,9 @@
 Paper section 2.5-2.7 and SPEC section 3. Two independent DIM problems are solved in parallel:
 
 * **local**: a site's local environment ``z`` (``mu_local`` plus learned noise) against its pairwise
-  interactions: ``c = [f_j, g(d_ij)]``, the neighbour's standardised site features and the
-  distance (``local_constituent="neighbour"``, the default), or ``c = [f_i, f_j, g(d_ij)]``
-  with the centre's features too (``"bond"``), pairs weighted by ``(d_ij + 1)^-2`` normalised
+  interactions: ``c = [f_i, f_j, g(d_ij)]``, the centre's and the neighbour's standardised site
+  features and the distance (``local_constituent="bond"``, the default), or ``c = [f_j, g(d_ij)]``
+  without the centre (``"neighbour"``), pairs weighted by ``(d_ij + 1)^-2`` normalised
   over the environment. ``g`` is the encoder's fixed distance expansion
   (:meth:`~dimfeat.encoder.SiteNetEncoder.expand_distances`: a Gaussian basis, or the raw
   distance for encoders with the linear distance input);
@@ -39,6 +39,7 @@ eqn 4, shifted so that its minimum is 0). Loss = alpha * JS + beta * KL for each
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -154,7 +155,7 @@ class _Sampler:
     def strain(self) -> torch.Tensor:
         """For each crystal, a distance factor 5-25 % above or below 1 (log-uniform)."""
         b = self.batch.n_crystals
-        low, high = (float(torch.log(torch.tensor(x))) for x in STRAIN_RANGE)
+        low, high = (math.log(x) for x in STRAIN_RANGE)
         size = low + (high - low) * self._uniform(b)
         sign = torch.where(self._uniform(b) < 0.5, -1.0, 1.0)
         return torch.exp(sign * size)
@@ -339,28 +340,23 @@ class DeepInfoMaxLoss(nn.Module):
         last = self.heads.local_c[-1]
         q = (uz @ last.weight, uz @ last.bias)
         own = self._distance_part(expanded)
+        all_rows = torch.arange(len(b.site_species), device=uz.device)
         loss = self._pair_term(
             encoder, q, sampler, b.site_species, b.neighbour_species, b.distances, b.mask,
-            lambda idx: own if idx is None else own.gather(1, _expand(idx, own)), true=True,
+            _rows_part(own, all_rows, identity=True), true=True,
         )  # fmt: skip
 
         false_sum = torch.zeros_like(loss)
         false_count = torch.zeros_like(loss)
         for kind in self.false_samples:
-            rows, site, neigh, d = self._false_environments(kind, b, sampler, local=True)
-            if kind == "strain":
+            rows, site, neigh, d = self._false_environments(kind, b, sampler)
+            if kind == "strain":  # new distances: their own distance part
 
                 def part(idx, d=d):
                     d = d if idx is None else d.gather(1, idx)
                     return self._distance_part(encoder.expand_distances(d))
-            elif kind in ("composition", "permutation"):  # own geometry: the same distances
-
-                def part(idx):
-                    return own if idx is None else own.gather(1, _expand(idx, own))
-            else:
-
-                def part(idx, rows=rows):
-                    return own[rows] if idx is None else own[rows.unsqueeze(1), idx]
+            else:  # distances of batch rows: reuse theirs
+                part = _rows_part(own, rows, identity=kind in ("composition", "permutation"))
 
             term = self._pair_term(encoder, q, sampler, site, neigh, d, b.mask[rows], part)
             valid = self._changed(kind, b, rows, site, neigh)
@@ -443,11 +439,11 @@ class DeepInfoMaxLoss(nn.Module):
         return (~(same_centre & same_neighbours)).float()
 
     def _false_environments(
-        self, kind: str, b: Batch, sampler: _Sampler, *, local: bool
+        self, kind: str, b: Batch, sampler: _Sampler
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Geometry rows, centre species, neighbour species and distances of false environments.
 
-        For the local loss (``local=True``) there is one false environment per site row of the
+        There is one false environment per site row of the
         batch, in row order; :meth:`_synthetic` builds whole false crystals for the global loss.
         """
         device = b.site_species.device
@@ -476,7 +472,7 @@ class DeepInfoMaxLoss(nn.Module):
     def _synthetic(self, kind: str, b: Batch, sampler: _Sampler):
         """Owner crystal, geometry rows, species and distances of one kind of false crystal."""
         if kind != "polymorph":
-            rows, site, neigh, d = self._false_environments(kind, b, sampler, local=False)
+            rows, site, neigh, d = self._false_environments(kind, b, sampler)
             return b.crystal_index, rows, site, neigh, d
         # each crystal's species on the whole geometry of its donor
         device = b.site_species.device
@@ -515,9 +511,19 @@ class DeepInfoMaxLoss(nn.Module):
         return LossTerms(loss, local_js, global_js, local_kl, global_kl)
 
 
-def _expand(idx: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """``idx`` (S, K) broadcast over the last dimension of ``like`` (S, M, D) for ``gather``."""
-    return idx.unsqueeze(-1).expand(-1, -1, like.shape[-1])
+def _rows_part(own: torch.Tensor, rows: torch.Tensor, *, identity: bool):
+    """Distance parts of geometry rows ``rows`` of ``own`` (S, M, D), for :meth:`_pair_term`.
+
+    ``part(None)`` gives every pair of those rows, ``part(idx)`` the pairs ``idx`` (S, K);
+    ``identity`` says that ``rows`` is every row in order, so no copy is needed.
+    """
+
+    def part(idx: torch.Tensor | None) -> torch.Tensor:
+        if idx is None:
+            return own if identity else own[rows]
+        return own[rows.unsqueeze(1), idx]
+
+    return part
 
 
 @dataclass

@@ -161,16 +161,12 @@ def test_permutation_skips_single_element_crystals(elements_batch, srtio3, zno):
     # false sample (every row is marked unchanged)...
     encoder, with_perm = _model(false_samples=("other", "permutation"))
     sampler = _Sampler(elements_batch, _gen())
-    rows, site, neigh, _ = with_perm._false_environments(
-        "permutation", elements_batch, sampler, local=True
-    )
+    rows, site, neigh, _ = with_perm._false_environments("permutation", elements_batch, sampler)
     assert with_perm._changed("permutation", elements_batch, rows, site, neigh).sum() == 0
     # ...while compounds do get one, in both the local and the global loss
     compounds = collate([build_inputs(srtio3), build_inputs(zno)])
     sampler = _Sampler(compounds, _gen())
-    rows, site, neigh, _ = with_perm._false_environments(
-        "permutation", compounds, sampler, local=True
-    )
+    rows, site, neigh, _ = with_perm._false_environments("permutation", compounds, sampler)
     assert with_perm._changed("permutation", compounds, rows, site, neigh).sum() > 0
     _, without = _model(false_samples=("other",))
     without.load_state_dict(with_perm.state_dict())
@@ -184,9 +180,7 @@ def test_same_composition_false_samples_keep_the_composition(batch):
     # permutation and strain must not be separable by composition: same species multiset per row
     _, criterion = _model()
     for kind in ("permutation", "strain"):
-        rows, _, neigh, d = criterion._false_environments(
-            kind, batch, _Sampler(batch, _gen()), local=True
-        )
+        rows, _, neigh, d = criterion._false_environments(kind, batch, _Sampler(batch, _gen()))
         assert torch.equal(rows, torch.arange(len(batch.site_species)))
         true_counts = torch.sort(batch.neighbour_species, dim=1).values
         assert torch.equal(torch.sort(neigh, dim=1).values, true_counts)
