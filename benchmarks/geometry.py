@@ -41,6 +41,7 @@ Results: ``benchmarks/results/geometry.json`` (``--json`` to change).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 from collections import defaultdict
@@ -57,16 +58,12 @@ N_LABELS, N_DRAWS, MIN_GAP = 1000, 5, 0.05
 
 
 # ------------------------------------------------------------------------------ data
+@functools.lru_cache(maxsize=2)
 def _part_table(part: str):
-    """Ids, formulas, formation energies and primitive sizes of every crystal of ``part``."""
-    from benchmarks.mp36k_inputs import build, cache_path
-    from dimfeat.inputs import load_inputs
+    """Inputs, ids, formulas and labels of every crystal of ``part`` (read once per process)."""
+    from benchmarks.mp36k_inputs import load
 
-    path = cache_path(part)
-    if not path.is_file():
-        build(part)
-    crystals, extra = load_inputs(path)
-    return crystals, extra
+    return load(part)
 
 
 def families(part: str, *, exclude: set[str] = frozenset(), n_max: int | None = None, seed=0):

@@ -65,6 +65,31 @@ def build(part: str, n_jobs: int = -1) -> Path:
     return path
 
 
+FIELDS = ("material_id", "formula", "formation_energy_per_atom", "band_gap", "data_json")
+
+
+def load(part: str) -> tuple[list, dict]:
+    """The cached inputs of ``part`` and their per-crystal fields, built when absent.
+
+    A cache that lacks a field or was built with other input settings is refused: it does not
+    belong to this run (delete it to rebuild).
+    """
+    from dimfeat.inputs import load_inputs
+
+    path = cache_path(part)
+    if not path.is_file():
+        build(part)
+    crystals, extra = load_inputs(path)
+    missing = [f for f in FIELDS if f not in extra]
+    recorded = json.loads(str(extra["data_json"])) if "data_json" in extra else {}
+    if missing or recorded.get("inputs") != SETTINGS or part not in recorded.get("description", ""):
+        raise SystemExit(
+            f"{path} was not built by benchmarks/mp36k_inputs.py for the '{part}' part with "
+            f"{SETTINGS} (missing {missing}, recorded {recorded}); delete it to rebuild"
+        )
+    return crystals, extra
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("parts", nargs="+", choices=("train", "test"))

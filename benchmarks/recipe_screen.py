@@ -52,9 +52,9 @@ RECIPES = {
 
 
 def training_set(n: int = 2000) -> list:
-    from benchmarks.geometry import _part_table
+    from benchmarks.mp36k_inputs import load
 
-    crystals, extra = _part_table("train")
+    crystals, extra = load("train")
     pool = set(
         F.mp36k_subset("train", F.N_POOL, seed=F.SEED, name="mp36k-pool", structures=False).ids
     )

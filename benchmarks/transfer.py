@@ -7,10 +7,10 @@ Usage (from the repository root)::
                                        [--inits random dim] [--n-test 1000] [--max-steps 200]
     python benchmarks/transfer.py plot [--paper benchmarks/results/paper]
 
-Data: mp36k (CGCNN Materials Project set) with ``split.json``. Model inputs come from
-``.devcache/mp36k_{train,test}.npz``, rebuilt from ``../shared/data/mp36k`` when absent (crystals
-with <= 50 atoms in the stored cell, hence <= 50 in the primitive cell). Labels are drawn, seeded
-by ``(seed, n_labels)``, from the train part; the same draw serves every init and property. Every
+Data: mp36k (CGCNN Materials Project set) with ``split.json``. Model inputs come from the cache of
+:mod:`benchmarks.mp36k_inputs` (``.devcache/mp36k_{train,test}.npz``, built from the mp36k tarball
+when absent), keeping crystals with <= 50 atoms in the primitive cell. Labels are drawn, seeded by
+``(seed, n_labels)``, from the train part; the same draw serves every init and property. Every
 model is scored on one fixed test subset of ``--n-test`` crystals (``default_rng(2025)``) drawn
 from the test part: scoring all 6,423 would cost ~50 s of CPU per run, more than training at 50
 labels. Each run's test MAE is appended to ``benchmarks/results/transfer.json`` as soon as it is
@@ -51,27 +51,15 @@ MAX_EPOCHS = 200
 
 # -- data -------------------------------------------------------------------------------------
 def cached_inputs(part: str) -> tuple[list, np.ndarray]:
-    """Model inputs and material ids of a split part, built once into ``.devcache``."""
-    from dimfeat.inputs import build_many, load_inputs, save_inputs
+    """Model inputs and material ids of a split part (<= 50 atoms in the primitive cell).
 
-    path = CACHE / f"mp36k_{part}.npz"
-    if not path.is_file():
-        from dimfeat.datasets import load_cgcnn, load_split
+    The inputs come from the one cache of the whole part, :func:`benchmarks.mp36k_inputs.load`.
+    """
+    from benchmarks.mp36k_inputs import load
 
-        print(f"building {path} from {DATA} (several minutes)", flush=True)
-        ids = load_split(DATA / "split.json")[part]
-        df = load_cgcnn(DATA / "mp36k.tar.gz", ids=ids, max_atoms=50, progress=True)
-        inputs, errors = build_many(list(df["structure"]), ignore_errors=True)
-        keep = [i for i, x in enumerate(inputs) if x is not None]
-        print(f"{len(errors)} structures failed and are left out", flush=True)
-        CACHE.mkdir(exist_ok=True)
-        save_inputs(
-            path,
-            [inputs[i] for i in keep],
-            material_id=df["material_id"].to_numpy(dtype=str)[keep],
-        )
-    crystals, extra = load_inputs(path)
-    return crystals, extra["material_id"]
+    crystals, extra = load(part)
+    keep = [i for i, c in enumerate(crystals) if c.n_sites <= 50]
+    return [crystals[i] for i in keep], extra["material_id"][keep]
 
 
 def labels() -> dict[str, dict[str, float]]:
