@@ -3,8 +3,8 @@
 Writes ``.devcache/mp36k_<part>.npz`` (see :func:`dimfeat.inputs.save_inputs`) with, per crystal,
 ``material_id``, ``formula`` (pymatgen reduced formula), ``formation_energy_per_atom`` and
 ``band_gap``. Crystals whose inputs cannot be built are left out and counted. The input settings
-are the package defaults (``max_atoms=50``, ``symprec=0.01``) and are stored in the file, so a
-reader can refuse a cache built with other settings.
+are the package defaults (``max_atoms=50``, ``symprec=0.01``); they and a fingerprint of the
+input code are stored in the file, and :func:`load` refuses a cache built otherwise.
 
 Usage::
 
@@ -24,6 +24,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("DIMFEAT_SHARED_DATA", ROOT.parent / "shared" / "data")) / "mp36k"
 SETTINGS = {"max_atoms": 50, "symprec": 0.01}
+
+
+def code_fingerprint() -> str:
+    """sha256 of the source of ``dimfeat.inputs`` (the code that builds the inputs)."""
+    import hashlib
+    import inspect
+
+    import dimfeat.inputs
+
+    return hashlib.sha256(inspect.getsource(dimfeat.inputs).encode()).hexdigest()[:16]
 
 
 def cache_path(part: str) -> Path:
@@ -56,6 +66,7 @@ def build(part: str, n_jobs: int = -1) -> Path:
                 {
                     "description": f"mp36k.tar.gz, '{part}' part of split.json",
                     "inputs": SETTINGS,
+                    "inputs_code": code_fingerprint(),
                     "n_failed": len(errors),
                 }
             )
@@ -82,10 +93,16 @@ def load(part: str) -> tuple[list, dict]:
     crystals, extra = load_inputs(path)
     missing = [f for f in FIELDS if f not in extra]
     recorded = json.loads(str(extra["data_json"])) if "data_json" in extra else {}
-    if missing or recorded.get("inputs") != SETTINGS or part not in recorded.get("description", ""):
+    expected = {"inputs": SETTINGS, "inputs_code": code_fingerprint()}
+    if (
+        missing
+        or any(recorded.get(k) != v for k, v in expected.items())
+        or part not in recorded.get("description", "")
+    ):
         raise SystemExit(
-            f"{path} was not built by benchmarks/mp36k_inputs.py for the '{part}' part with "
-            f"{SETTINGS} (missing {missing}, recorded {recorded}); delete it to rebuild"
+            f"{path} was not built by benchmarks/mp36k_inputs.py for the '{part}' part with the "
+            f"current input code and settings (missing {missing}; recorded {recorded}, expected "
+            f"{expected}); delete it to rebuild"
         )
     return crystals, extra
 

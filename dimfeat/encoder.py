@@ -60,8 +60,9 @@ class EncoderConfig:
         a width of one spacing (:class:`GaussianBasis`), then Linear/Mish/LayerNorm.
         ``"linear"``: the paper's single linear input, Linear(1 -> 64)/Mish/LayerNorm. The
         linear form is nearly blind beyond about 4 Å: the LayerNorm divides out the scale of
-        ``w * d``, so the embeddings of 5.6, 8 and 12 Å agree to a cosine of 0.97-0.995 (see
-        the training docs); weights saved before this option existed use it.
+        ``w * d``, so in the weights bundled before this option the centred embeddings of 5.6 and
+        8.0 Å agree to a cosine of 0.96 (``distance_resolution`` in ``benchmarks/geometry.py``;
+        see the training docs). Weights saved before this option existed use it.
     n_gaussians : int, default=32
         Size of the Gaussian basis.
     distance_cutoff : float, default=8.0

@@ -108,3 +108,26 @@ def test_encoder_output_depends_on_species_and_geometry(encoder, cscl):
         assert (encoder(collate([scaled])) - base).abs().max() > 1e-4
         torch.testing.assert_close(encoder(collate([swapped])), base, rtol=0, atol=1e-5)
         assert (encoder(collate([potassium])) - base).abs().max() > 1e-4
+
+
+def test_distance_expansion_options_and_the_legacy_default():
+    from dimfeat.encoder import EncoderConfig, GaussianBasis
+
+    # a config written before the option existed describes the paper's linear input
+    legacy = {k: v for k, v in EncoderConfig().to_dict().items() if k != "distance_expansion"}
+    assert EncoderConfig.from_dict(legacy).distance_expansion == "linear"
+    assert EncoderConfig().distance_expansion == "gaussian"
+    with pytest.raises(ValueError, match="distance_expansion"):
+        EncoderConfig(distance_expansion="rbf")
+    # each Gaussian peaks (value 1) at its centre; neighbours are one width away
+    basis = GaussianBasis(5, 8.0)
+    values = basis(torch.tensor([0.0, 2.0, 8.0]))
+    torch.testing.assert_close(
+        values[:, 0], torch.tensor([1.0, np.exp(-0.5), np.exp(-8.0)]).float()
+    )
+    assert values.argmax(1).tolist() == [0, 1, 4]
+    # the two inputs give different embeddings of the same distances
+    torch.manual_seed(0)
+    linear = SiteNetEncoder(EncoderConfig(distance_expansion="linear"))
+    assert linear.expand_distances(torch.ones(3, 4)).shape == (3, 4, 1)
+    assert SiteNetEncoder().expand_distances(torch.ones(3, 4)).shape == (3, 4, 32)
