@@ -10,7 +10,12 @@ with labels of the mp36k **train** part only (the test part is never read):
   (standardised inputs and target) fitted on n = 100, 250 and 1,000 labels (3 draws each) and
   scored (MAE) on the other 2,000 - n pool crystals; the median over draws;
 * the **geometry** scores of :mod:`benchmarks.geometry` on the train polymorph families:
-  polymorph separation and polymorph ranking (Ridge and MLP on 1,000 pool labels).
+  polymorph separation and polymorph ranking (Ridge and MLP on 1,000 pool labels);
+* the **composition read-out**: how much of the composition a linear map recovers from the
+  standardised vector, as the 5-fold cross-validated R^2 of ``RidgeCV`` predicting each of the
+  9 site features (standardised element properties) averaged over a crystal's primitive cell,
+  on the pool; the mean over the 9 (1 = the composition's mean properties are linear in the
+  vector).
 
 The untrained encoder of the same architecture is scored as epoch 0. The selection score of an
 epoch is its mean probe MAE relative to epoch 0 (lower is better), reported beside the geometry
@@ -59,12 +64,34 @@ def probe(X: np.ndarray, labels: dict[str, np.ndarray]) -> dict[str, float]:
     return out
 
 
+def composition_readout(X: np.ndarray, crystals: list) -> float:
+    """Mean 5-fold CV R^2 of the cell-mean site features from ``X`` (see the module docstring)."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.model_selection import cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from dimfeat.elements import element_table, standardisation
+
+    mean, std = standardisation()
+    table = (element_table() - mean) / std
+    targets = np.stack([table[c.species[: c.n_sites].astype(int)].mean(0) for c in crystals])
+    model = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 3, 13)))
+    pred = cross_val_predict(model, X, targets, cv=5)
+    r2 = 1 - ((pred - targets) ** 2).mean(0) / targets.var(0)
+    return float(r2.mean())
+
+
+def _pool():
+    return F.mp36k_subset("train", F.N_POOL, seed=F.SEED, name="mp36k-pool", structures=False)
+
+
 def score(weights: str | None, n_families: int | None = None) -> dict:
-    """Probe and geometry scores of one weights folder (``None``: the untrained encoder)."""
-    pool = F.mp36k_subset("train", F.N_POOL, seed=F.SEED, name="mp36k-pool", structures=False)
+    """Probe, composition and geometry scores of one weights folder (``None``: untrained)."""
+    pool = _pool()
     rep = "dim" if weights else "dim-untrained"
     X = geometry.matrix(pool, rep, weights)
-    out = {"probe": probe(X, pool.labels)}
+    out = {"probe": probe(X, pool.labels), "composition_r2": composition_readout(X, pool.inputs)}
     out["geometry"] = geometry.evaluate(
         rep, weights, part="train", quick=True, n_families=n_families
     )
@@ -169,6 +196,16 @@ def run(
         t0 = time.perf_counter()
         curve["epoch-000"] = _untrained_like(epochs[0], n_families)
         print(f"epoch-000 (untrained) scored in {time.perf_counter() - t0:.0f} s", flush=True)
+    for name, entry in curve.items():
+        path = folder / name
+        if (
+            "composition_r2" not in entry
+            and path.is_dir()
+            and read_config(path)["sha256"] == entry["sha256"]
+        ):
+            # scored before the read-out existed: add it (the features are cached)
+            X = geometry.matrix(_pool(), "dim", str(path))
+            entry["composition_r2"] = composition_readout(X, _pool().inputs)
     for path in epochs:
         if path.name in curve and curve[path.name].get("sha256") == sha[path.name]:
             continue
@@ -224,7 +261,8 @@ def main(argv=None) -> None:
     for k, v in record["curve"].items():
         g = v["geometry"]
         print(
-            f"{k}: probe x{v['relative_probe']:.3f}  separation {g['separation']:.4f}  "
+            f"{k}: probe x{v['relative_probe']:.3f}  composition R2 {v['composition_r2']:.3f}  "
+            f"separation {g['separation']:.4f}  "
             f"ranking ridge {g['ranking_ridge']:.3f} mlp {g['ranking_mlp']:.3f}"
         )
     print("chosen:", record["chosen"])

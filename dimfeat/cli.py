@@ -232,6 +232,7 @@ def _train_process(args, ddp_device) -> None:
         beta=args.beta,
         local_pairs=args.local_pairs or None,
         global_sites=args.global_sites or None,
+        composition_weight=args.composition_weight,
         local_constituent=args.local_constituent,
         seed=args.seed,
         mixed_precision=not args.no_amp,
@@ -610,6 +611,7 @@ def _parser() -> argparse.ArgumentParser:
     from dimfeat.encoder import DISTANCE_EXPANSIONS
     from dimfeat.infomax import (
         DEFAULT_BETA,
+        DEFAULT_COMPOSITION_WEIGHT,
         DEFAULT_GLOBAL_SITES,
         DEFAULT_LOCAL_CONSTITUENT,
         DEFAULT_LOCAL_PAIRS,
@@ -677,6 +679,12 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=DEFAULT_GLOBAL_SITES,
         help="sites kept per synthetic false crystal in the global loss (0: all sites)",
+    )
+    train.add_argument(
+        "--composition-weight",
+        type=float,
+        default=DEFAULT_COMPOSITION_WEIGHT,
+        help="weight of the composition read-out term (0: the paper's objective)",
     )
     train.add_argument(
         "--distance-expansion",

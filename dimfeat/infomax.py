@@ -35,6 +35,13 @@ computed by the local encoder without gradient.
 
 The KL term is ``mean(mu^2 + s - ln s) - 1`` with ``s = exp(logvar)`` the noise variance (paper
 eqn 4, shifted so that its minimum is 0). Loss = alpha * JS + beta * KL for each part.
+
+**Composition term** (not in the paper; ``composition_weight`` gamma > 0): a linear read-out
+``softmax(W z + b)`` of the noisy crystal vector ``z`` must reproduce the crystal's element
+fractions ``p`` (of its primitive cell); the term is ``KL(p || softmax(W z + b))``, 0 when exact.
+The same-composition false samples make the JS terms spend the vector on geometry; this term keeps
+the composition linearly readable in it while they do (see the training docs).
+Loss = alpha * (JS_local + JS_global) + beta * (KL_local + KL_global) + gamma * composition.
 """
 
 from __future__ import annotations
@@ -46,11 +53,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dimfeat.elements import MAX_Z
 from dimfeat.encoder import EncoderConfig, SiteNetEncoder, mlp
 from dimfeat.inputs import Batch
 
 __all__ = [
     "DEFAULT_BETA",
+    "DEFAULT_COMPOSITION_WEIGHT",
     "DEFAULT_GLOBAL_SITES",
     "DEFAULT_LOCAL_CONSTITUENT",
     "DEFAULT_LOCAL_PAIRS",
@@ -70,6 +79,8 @@ DEFAULT_LOCAL_CONSTITUENT = "bond"
 DEFAULT_LOCAL_PAIRS = 16
 DEFAULT_GLOBAL_SITES = 6
 
+DEFAULT_COMPOSITION_WEIGHT = 0.0
+
 #: Range of the ``strain`` false samples' distance factor: exp(+-U(log 1.05, log 1.25)).
 STRAIN_RANGE = (1.05, 1.25)
 
@@ -83,6 +94,7 @@ class DIMHeads(nn.Module):
         hidden: int = 64,
         out: int = 128,
         local_constituent: str = "neighbour",
+        composition: bool = False,
     ) -> None:
         super().__init__()
         n_features = len(config.site_features) * (2 if local_constituent == "bond" else 1)
@@ -92,6 +104,8 @@ class DIMHeads(nn.Module):
         self.local_c = mlp([n_features + n_distance, hidden, out], final_activation=False)
         self.global_z = mlp([config.global_dim, hidden, out], final_activation=False)
         self.global_c = mlp([config.local_dim, hidden, out], final_activation=False)
+        if composition:  # linear read-out of element fractions (the composition term)
+            self.composition = nn.Linear(config.global_dim, MAX_Z + 1)
 
 
 @dataclass
@@ -103,6 +117,7 @@ class LossTerms:
     global_dim: torch.Tensor
     local_kl: torch.Tensor
     global_kl: torch.Tensor
+    composition: torch.Tensor
 
     def as_floats(self) -> dict[str, float]:
         """Detached Python floats, for logging."""
@@ -111,6 +126,18 @@ class LossTerms:
 
 def _kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return (mu.pow(2) + logvar.exp() - logvar - 1.0).mean()
+
+
+def _composition_kl(
+    logits: torch.Tensor, site_species: torch.Tensor, crystal_index: torch.Tensor
+) -> torch.Tensor:
+    """Mean over crystals of KL(element fractions || softmax(logits)); (B, MAX_Z + 1) logits."""
+    counts = torch.zeros_like(logits, dtype=torch.float32)
+    ones = torch.ones_like(site_species, dtype=counts.dtype)
+    counts.index_put_((crystal_index, site_species), ones, accumulate=True)
+    p = counts / counts.sum(1, keepdim=True)
+    log_q = torch.log_softmax(logits.float(), dim=1)
+    return (torch.xlogy(p, p) - p * log_q).sum(1).mean()
 
 
 def _noisy(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -244,6 +271,8 @@ class DeepInfoMaxLoss(nn.Module):
         Represent each synthetic false crystal of the global loss by at most this many of its
         sites, drawn at random (``None``: all of them); its score is a mean over sites, so the
         estimate stays unbiased while the local encoder runs on fewer sites.
+    composition_weight : float, default=0.0
+        Weight gamma of the composition term (see the module docstring); 0 leaves it out.
     """
 
     def __init__(
@@ -255,8 +284,12 @@ class DeepInfoMaxLoss(nn.Module):
         local_constituent: str = DEFAULT_LOCAL_CONSTITUENT,
         local_pairs: int | None = DEFAULT_LOCAL_PAIRS,
         global_sites: int | None = DEFAULT_GLOBAL_SITES,
+        composition_weight: float = DEFAULT_COMPOSITION_WEIGHT,
     ) -> None:
         super().__init__()
+        if not composition_weight >= 0:
+            raise ValueError(f"composition_weight must be >= 0, got {composition_weight}")
+        self.composition_weight = float(composition_weight)
         if global_sites is not None and global_sites < 1:
             raise ValueError(f"global_sites must be a positive integer or None, got {global_sites}")
         self.global_sites = global_sites
@@ -279,7 +312,9 @@ class DeepInfoMaxLoss(nn.Module):
                 "false_samples=('permutation',) leaves crystals of one element without false "
                 "samples (shuffling their species changes nothing); add another kind"
             )
-        self.heads = DIMHeads(config, local_constituent=local_constituent)
+        self.heads = DIMHeads(
+            config, local_constituent=local_constituent, composition=composition_weight > 0
+        )
         self.alpha = alpha
         self.beta = beta
         self.false_samples = tuple(false_samples)
@@ -504,11 +539,19 @@ class DeepInfoMaxLoss(nn.Module):
         local_js = self._local_js(encoder, batch, uz_local, sampler, expanded)
         local = mu_l.detach()
         mu_g, logvar_g = encoder.encode_global(local, batch.crystal_index, batch.n_crystals)
-        uz_global = self.heads.global_z(_noisy(mu_g, logvar_g, generator))
+        z_global = _noisy(mu_g, logvar_g, generator)
+        uz_global = self.heads.global_z(z_global)
         global_js = self._global_js(encoder, batch, uz_global, local, sampler, embedded.detach())
         local_kl, global_kl = _kl(mu_l, logvar_l), _kl(mu_g, logvar_g)
         loss = self.alpha * (local_js + global_js) + self.beta * (local_kl + global_kl)
-        return LossTerms(loss, local_js, global_js, local_kl, global_kl)
+        if self.composition_weight > 0:
+            composition = _composition_kl(
+                self.heads.composition(z_global), batch.site_species, batch.crystal_index
+            )
+            loss = loss + self.composition_weight * composition
+        else:
+            composition = torch.zeros_like(loss)
+        return LossTerms(loss, local_js, global_js, local_kl, global_kl, composition)
 
 
 def _rows_part(own: torch.Tensor, rows: torch.Tensor, *, identity: bool):

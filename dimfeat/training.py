@@ -28,6 +28,7 @@ from dimfeat.distributed import active_context
 from dimfeat.encoder import SiteNetEncoder
 from dimfeat.infomax import (
     DEFAULT_BETA,
+    DEFAULT_COMPOSITION_WEIGHT,
     DEFAULT_GLOBAL_SITES,
     DEFAULT_LOCAL_CONSTITUENT,
     DEFAULT_LOCAL_PAIRS,
@@ -39,7 +40,7 @@ from dimfeat.inputs import CrystalInputs, batches_by_site_budget, collate
 __all__ = ["DIMTrainer", "SaveEveryEpoch", "TrainingConfig", "resolve_device", "split_validation"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
-_LOSS_KEYS = ("loss", "local_dim", "global_dim", "local_kl", "global_kl")
+_LOSS_KEYS = ("loss", "local_dim", "global_dim", "local_kl", "global_kl", "composition")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -82,6 +83,9 @@ class TrainingConfig:
     global_sites : int or None
         Sites kept per synthetic false crystal in the global loss (None: all; see
         :class:`~dimfeat.infomax.DeepInfoMaxLoss`).
+    composition_weight : float
+        Weight of the composition term (0: the paper's objective; see
+        :class:`~dimfeat.infomax.DeepInfoMaxLoss`).
     seed : int
         Seeds initialisation, shuffling, the validation split and the false samples.
     mixed_precision : bool
@@ -103,6 +107,7 @@ class TrainingConfig:
     local_constituent: str = DEFAULT_LOCAL_CONSTITUENT
     local_pairs: int | None = DEFAULT_LOCAL_PAIRS
     global_sites: int | None = DEFAULT_GLOBAL_SITES
+    composition_weight: float = DEFAULT_COMPOSITION_WEIGHT
     seed: int = 0
     mixed_precision: bool = True
     max_seconds: float | None = None
@@ -174,6 +179,7 @@ class DIMTrainer:
             config.local_constituent,
             config.local_pairs,
             config.global_sites,
+            config.composition_weight,
         ).to(device)
         self.optimizer = torch.optim.AdamW(
             list(self.encoder.parameters()) + list(self.criterion.parameters()),

@@ -145,3 +145,22 @@ def test_geometry_prototypes_and_distance_resolution():
     linear = geometry.distance_resolution(str(archive))
     gaussian = geometry.distance_resolution(None)
     assert linear["5.6 vs 8.0 A"] > 0.9 > 0.5 > gaussian["5.6 vs 8.0 A"]
+
+
+def test_composition_readout_tells_a_composition_vector_from_noise():
+    from benchmarks.probe_curve import composition_readout
+    from dimfeat.datasets import load_sample
+    from dimfeat.elements import element_table, standardisation
+    from dimfeat.inputs import build_many
+
+    structures = list(load_sample()["structure"].iloc[:120])
+    crystals, _ = build_many(structures)
+    mean, std = standardisation()
+    table = (element_table() - mean) / std
+    cell_means = np.stack([table[c.species[: c.n_sites].astype(int)].mean(0) for c in crystals])
+    rng = np.random.default_rng(0)
+    # a vector that holds the cell means (plus 20 noise columns) reads them back ...
+    holds = np.hstack([cell_means @ rng.normal(size=(9, 9)), rng.normal(size=(120, 20))])
+    assert composition_readout(holds, crystals) > 0.99
+    # ... one of pure noise does not
+    assert composition_readout(rng.normal(size=(120, 29)), crystals) < 0.1

@@ -9,8 +9,15 @@ import pytest
 import torch
 from pymatgen.core import Lattice, Structure
 
+from dimfeat.elements import MAX_Z
 from dimfeat.encoder import SiteNetEncoder
-from dimfeat.infomax import FALSE_SAMPLE_KINDS, DeepInfoMaxLoss, _kl, _Sampler
+from dimfeat.infomax import (
+    FALSE_SAMPLE_KINDS,
+    DeepInfoMaxLoss,
+    _composition_kl,
+    _kl,
+    _Sampler,
+)
 from dimfeat.inputs import build_inputs, collate
 
 LOCAL_MODULES = (
@@ -21,6 +28,7 @@ LOCAL_MODULES = (
     "local_mu",
     "local_logvar",
 )
+N_Z = MAX_Z + 1  # classes of the composition read-out: atomic numbers 0 (padding) to MAX_Z
 GLOBAL_MODULES = ("prepool", "postpool", "global_mu", "global_logvar")
 
 
@@ -77,7 +85,15 @@ def test_loss_combines_its_terms(batch):
     encoder, criterion = _model(alpha=2.0, beta=0.5)
     terms = criterion(encoder, batch, _gen())
     parts = terms.as_floats()
-    assert set(parts) == {"loss", "local_dim", "global_dim", "local_kl", "global_kl"}
+    assert set(parts) == {
+        "loss",
+        "local_dim",
+        "global_dim",
+        "local_kl",
+        "global_kl",
+        "composition",
+    }
+    assert parts["composition"] == 0.0  # composition_weight=0: the paper's objective
     assert all(math.isfinite(v) for v in parts.values())
     expected = 2.0 * (parts["local_dim"] + parts["global_dim"]) + 0.5 * (
         parts["local_kl"] + parts["global_kl"]
@@ -268,3 +284,66 @@ def test_sampled_pairs_estimate_the_exact_local_term(batch):
         )
     assert not torch.allclose(draws[0], reference, rtol=1e-3)
     torch.testing.assert_close(draws.mean(0), reference, rtol=0.05, atol=0.02)
+
+
+# -- composition term ---------------------------------------------------------------------------
+def test_composition_term_is_zero_for_the_exact_fractions_and_positive_otherwise(batch):
+    n = batch.n_crystals
+    counts = torch.zeros(n, N_Z)
+    counts.index_put_(
+        (batch.crystal_index, batch.site_species),
+        torch.ones(len(batch.site_species)),
+        accumulate=True,
+    )
+    p = counts / counts.sum(1, keepdim=True)
+    exact = torch.where(p > 0, torch.log(p), torch.tensor(-1e4))  # softmax(exact) = p
+    assert float(_composition_kl(exact, batch.site_species, batch.crystal_index)) == pytest.approx(
+        0.0, abs=1e-6
+    )
+    uniform = torch.zeros(n, N_Z)
+    value = float(_composition_kl(uniform, batch.site_species, batch.crystal_index))
+    entropy = -(torch.xlogy(p, p)).sum(1)
+    assert value == pytest.approx(float((math.log(N_Z) - entropy).mean()), rel=1e-6)
+    assert value > 0
+
+
+def test_composition_term_reads_the_primitive_cell_not_the_supercell(classic):
+    # the target is the composition of the unique sites: a supercell gives the same fractions
+    s = classic["SrTiO3"]
+    big = s.copy()
+    big.make_supercell([2, 1, 1])
+    a, b = (
+        collate([build_inputs(s), build_inputs(s)]),
+        collate([build_inputs(big), build_inputs(s)]),
+    )
+    logits = torch.randn(2, N_Z, generator=_gen(3))
+    assert float(_composition_kl(logits, a.site_species, a.crystal_index)) == pytest.approx(
+        float(_composition_kl(logits, b.site_species, b.crystal_index)), rel=1e-6
+    )
+
+
+def test_composition_term_is_weighted_into_the_loss_and_trains_the_global_encoder(batch):
+    encoder, criterion = _model(composition_weight=0.7)
+    terms = criterion(encoder, batch, _gen())
+    parts = terms.as_floats()
+    expected = (
+        parts["local_dim"]
+        + parts["global_dim"]
+        + criterion.beta * (parts["local_kl"] + parts["global_kl"])
+    )
+    assert parts["composition"] > 0
+    assert parts["loss"] == pytest.approx(expected + 0.7 * parts["composition"], rel=1e-5)
+    terms.composition.backward()
+    assert all(g > 0 for g in _grads(encoder, ("postpool", "global_mu")).values())
+    assert all(g == 0.0 for g in _grads(encoder, LOCAL_MODULES).values())  # reads detached mu
+
+
+def test_composition_weight_zero_adds_no_parameters_and_negative_is_refused():
+    encoder, plain = _model()
+    _, with_term = _model(composition_weight=1.0)
+    assert not hasattr(plain.heads, "composition")
+    n_plain = sum(p.numel() for p in plain.parameters())
+    n_term = sum(p.numel() for p in with_term.parameters())
+    assert n_term - n_plain == (encoder.config.global_dim + 1) * N_Z
+    with pytest.raises(ValueError, match="composition_weight"):
+        DeepInfoMaxLoss(encoder.config, composition_weight=-1.0)
