@@ -21,7 +21,7 @@ from sklearn.utils._param_validation import Interval, InvalidParameterError, Str
 from sklearn.utils.validation import check_is_fitted
 
 from dimfeat.encoder import EncoderConfig, SiteNetEncoder
-from dimfeat.infomax import DEFAULT_BETA, FALSE_SAMPLE_KINDS
+from dimfeat.infomax import DEFAULT_BETA, DEFAULT_COMPOSITION_WEIGHT, FALSE_SAMPLE_KINDS
 from dimfeat.inputs import (
     DISORDER_POLICIES,
     CrystalInputs,
@@ -88,10 +88,15 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         self-supervised loss.
     patience : int or None, default=10
         Early stopping patience in epochs.
-    false_samples : tuple of str, default=("other", "polymorph", "composition", "permutation")
-        Kinds of false sample used by DIM training; ``("other",)`` reruns the paper's ablation.
+    false_samples : tuple of str, default=FALSE_SAMPLE_KINDS
+        Kinds of false sample used by DIM training (``"other"``, ``"polymorph"``,
+        ``"composition"``, ``"permutation"``, ``"strain"``); ``("other",)`` reruns the paper's
+        ablation.
     alpha, beta : float, default=1.0, 0.01
         Weights of the Jensen-Shannon and KL terms.
+    composition_weight : float, default=DEFAULT_COMPOSITION_WEIGHT
+        Weight of the composition read-out term of DIM training (0: the paper's objective; see
+        :class:`~dimfeat.infomax.DeepInfoMaxLoss`).
     checkpoint_dir : str or None, default=None
         Folder for per-epoch checkpoints; an interrupted :meth:`fit` resumes from it.
     n_jobs : int, default=1
@@ -167,6 +172,7 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         "false_samples": [tuple, list],
         "alpha": [Interval(Real, 0, None, closed="left")],
         "beta": [Interval(Real, 0, None, closed="left")],
+        "composition_weight": [Interval(Real, 0, None, closed="left")],
         "checkpoint_dir": [str, os.PathLike, None],
         "n_jobs": [
             Interval(Integral, 1, None, closed="left"),
@@ -194,6 +200,7 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         false_samples: tuple[str, ...] = FALSE_SAMPLE_KINDS,
         alpha: float = 1.0,
         beta: float = DEFAULT_BETA,
+        composition_weight: float = DEFAULT_COMPOSITION_WEIGHT,
         checkpoint_dir: str | None = None,
         n_jobs: int = 1,
         random_state: int = 0,
@@ -214,6 +221,7 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         self.false_samples = false_samples
         self.alpha = alpha
         self.beta = beta
+        self.composition_weight = composition_weight
         self.checkpoint_dir = checkpoint_dir
         self.n_jobs = n_jobs
         self.random_state = random_state
@@ -564,6 +572,7 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
             patience=self.patience,
             alpha=self.alpha,
             beta=self.beta,
+            composition_weight=self.composition_weight,
             false_samples=tuple(self.false_samples),
             seed=self.random_state,
         )

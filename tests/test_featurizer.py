@@ -537,10 +537,11 @@ def test_fit_trains_and_records_history(small_structures, classic, tmp_path):
     keys = {"epoch", "seconds", "best"} | {
         f"{part}_{term}"
         for part in ("train", "valid")
-        for term in ("loss", "local_dim", "global_dim", "local_kl", "global_kl")
+        for term in ("loss", "local_dim", "global_dim", "local_kl", "global_kl", "composition")
     }
     for epoch, record in enumerate(est.history_, start=1):
         assert set(record) == keys
+        assert record["train_composition"] == 0.0  # the default objective has no read-out term
         assert record["epoch"] == epoch
         assert np.isfinite(record["valid_loss"])
     json.dumps(est.history_)  # JSON-saveable
@@ -555,6 +556,19 @@ def test_fit_trains_and_records_history(small_structures, classic, tmp_path):
     config = json.loads((Path(folder) / "config.json").read_text())
     assert len(config["training"]["history"]) == 2
     assert config["inputs"]["max_atoms"] == 24
+
+
+def test_fit_passes_the_composition_weight_to_training(small_structures):
+    est = DeepInfoMaxFeaturizer(
+        weights=None, epochs=1, max_atoms=24, site_budget=200, device="cpu", composition_weight=0.5
+    ).fit(small_structures[:40])
+    (record,) = est.history_
+    assert record["train_composition"] > 0 and record["valid_composition"] > 0
+    assert est._training_config().composition_weight == 0.5
+    with pytest.raises(ValueError, match="composition_weight"):
+        DeepInfoMaxFeaturizer(weights=None, epochs=1, composition_weight=-1).fit(
+            small_structures[:4]
+        )
 
 
 # -- regression values of the bundled weights ----------------------------------------------------

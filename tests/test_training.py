@@ -23,7 +23,7 @@ from dimfeat.training import (
 )
 from dimfeat.weights import state_checksum
 
-LOSS_KEYS = ("loss", "local_dim", "global_dim", "local_kl", "global_kl")
+LOSS_KEYS = ("loss", "local_dim", "global_dim", "local_kl", "global_kl", "composition")
 CPU = torch.device("cpu")
 
 
