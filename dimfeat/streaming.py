@@ -618,12 +618,13 @@ def _settings(source, featurizer, chunk_size: int, ignore_errors: bool) -> dict:
         "batch_size": params.get("batch_size"),
         "feature_labels": list(featurizer.feature_labels()),
     }
-    get_encoder = getattr(featurizer, "_get_encoder", None)
-    if get_encoder is not None:  # a DeepInfoMaxFeaturizer: its weights and resolved inputs
+    get_runtime = getattr(featurizer, "get_runtime", None)
+    if get_runtime is not None:  # a DeepInfoMaxFeaturizer: its weights and resolved inputs
         from dimfeat.weights import state_checksum
 
-        settings["encoder_sha256"] = state_checksum(get_encoder())
-        settings["inputs"] = dict(featurizer._input_settings().__dict__)
+        runtime = get_runtime()
+        settings["encoder_sha256"] = state_checksum(runtime.encoder)
+        settings["inputs"] = dict(runtime.inputs.__dict__)
     else:  # another featuriser: identified by its parameters only
         settings["params"] = {k: repr(v) for k, v in sorted(params.items())}
         settings["weights_compared"] = settings["weights"]
