@@ -181,6 +181,7 @@ def _train_process(args, ddp_device) -> None:
     from dimfeat.distributed import barrier, is_main_process
     from dimfeat.encoder import EncoderConfig
     from dimfeat.inputs import load_inputs, save_inputs
+    from dimfeat.record import TrainingRecord
     from dimfeat.runtime import EncoderRuntime
     from dimfeat.training import (
         SaveEveryEpoch,
@@ -290,16 +291,16 @@ def _train_process(args, ddp_device) -> None:
         return
     if ddp_device is not None:
         data["world_size"] = int(os.environ["WORLD_SIZE"])
-    training = {
-        "command": "dimfeat " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
-        "data": data,
-        "settings": config.to_dict(),
-        "start_weights": args.weights,
-        "hardware": _hardware(device),
-        "wall_time_s": round(time.perf_counter() - start, 1),
-        "torch_version": torch.__version__,
-        "history": history,
-    }
+    training = TrainingRecord(
+        command="dimfeat " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        data=data,
+        settings=config.to_dict(),
+        start_weights=args.weights,
+        hardware=_hardware(device),
+        wall_time_s=round(time.perf_counter() - start, 1),
+        torch_version=torch.__version__,
+        history=history,
+    )
     folder = save_pretrained(
         args.output,
         encoder,

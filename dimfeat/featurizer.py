@@ -23,6 +23,7 @@ from sklearn.utils.validation import check_is_fitted
 from dimfeat.encoder import EncoderConfig
 from dimfeat.infomax import DEFAULT_BETA, FALSE_SAMPLE_KINDS
 from dimfeat.inputs import DISORDER_POLICIES, CrystalInputs, check_structures
+from dimfeat.record import TrainingRecord
 from dimfeat.runtime import INFERENCE_BATCH_SIZE, EncoderRuntime, bar_options, input_settings
 from dimfeat.training import (
     ESTIMATOR_VALIDATION_FRACTION,
@@ -400,12 +401,12 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         runtime = self.get_runtime()
         training = None
         if getattr(self, "history_", None):
-            training = {
-                "settings": self._training_config().to_dict(),
-                "history": self.history_,
-                "start_weights": None if self.weights is None else str(self.weights),
-                "data": {"description": "structures passed to DeepInfoMaxFeaturizer.fit"},
-            }
+            training = TrainingRecord(
+                settings=self._training_config().to_dict(),
+                history=self.history_,
+                start_weights=None if self.weights is None else str(self.weights),
+                data={"description": "structures passed to DeepInfoMaxFeaturizer.fit"},
+            )
         else:
             training = runtime.config.get("training")
         return str(

@@ -24,6 +24,7 @@ from torch import nn
 
 from dimfeat.encoder import EncoderConfig, SiteNetEncoder
 from dimfeat.inputs import CrystalInputs
+from dimfeat.record import TrainingRecord
 from dimfeat.runtime import (
     INFERENCE_BATCH_SIZE,
     EncoderRuntime,
@@ -283,12 +284,12 @@ class SiteNetRegressor(RegressorMixin, BaseEstimator):
         from dimfeat.weights import save_pretrained
 
         check_is_fitted(self)
-        training = {
-            "note": note or "supervised fine-tuning by SiteNetRegressor (labels were used)",
-            "settings": {k: v for k, v in self.get_params().items() if k != "weights"},
-            "history": [],
-            "start_weights": None if self.weights is None else str(self.weights),
-        }
+        training = TrainingRecord(
+            note=note or "supervised fine-tuning by SiteNetRegressor (labels were used)",
+            settings={k: v for k, v in self.get_params().items() if k != "weights"},
+            history=[],
+            start_weights=None if self.weights is None else str(self.weights),
+        )
         return str(
             save_pretrained(
                 folder, self.encoder_, inputs=self._input_settings(), training=training, name=name

@@ -719,6 +719,7 @@ class SaveEveryEpoch:
         self.every = every
 
     def __call__(self, trainer: DIMTrainer, record: dict) -> None:
+        from dimfeat.record import TrainingRecord
         from dimfeat.weights import save_pretrained
 
         if trainer.distributed is not None and not trainer.distributed.is_main:
@@ -731,11 +732,13 @@ class SaveEveryEpoch:
             self.folder / name,
             trainer.encoder,
             inputs=self.inputs,
-            training={
-                **self.training,
-                "settings": trainer.config.to_dict(),
-                "history": list(trainer.history),
-            },
+            training=TrainingRecord.from_dict(
+                {
+                    **self.training,
+                    "settings": trainer.config.to_dict(),
+                    "history": list(trainer.history),
+                }
+            ),
             name=name,
         )
 

@@ -35,6 +35,7 @@ def train(variant: str, *, epochs: int = EPOCHS, n_pretrain: int = F.N_PRETRAIN)
     """Train (or resume, or reuse) one ablation encoder; returns its weights folder."""
     import torch
 
+    from dimfeat.record import TrainingRecord
     from dimfeat.runtime import EncoderRuntime
     from dimfeat.training import TrainingConfig, train_dim
     from dimfeat.weights import InputSettings, save_pretrained
@@ -62,21 +63,20 @@ def train(variant: str, *, epochs: int = EPOCHS, n_pretrain: int = F.N_PRETRAIN)
         torch.device("cpu"),
         checkpoint_dir=folder.with_suffix(".ckpt"),
     )
-    training = {
-        "command": f"python -m benchmarks.paper.ablation --epochs {epochs} "
-        f"--n-pretrain {n_pretrain}",
-        "data": {"description": data.description, **sizes},
-        "settings": config.to_dict(),
-        "start_weights": None,
-        "hardware": f"CPU ({platform.processor() or platform.machine()}), 1 thread",
-        "wall_time_s": round(time.perf_counter() - start, 1),
-        "torch_version": torch.__version__,
-        "history": history,
-    }
+    training = TrainingRecord(
+        command=f"python -m benchmarks.paper.ablation --epochs {epochs} --n-pretrain {n_pretrain}",
+        data={"description": data.description, **sizes},
+        settings=config.to_dict(),
+        start_weights=None,
+        hardware=f"CPU ({platform.processor() or platform.machine()}), 1 thread",
+        wall_time_s=round(time.perf_counter() - start, 1),
+        torch_version=torch.__version__,
+        history=history,
+    )
     save_pretrained(
         folder, encoder, inputs=InputSettings(), training=training, name=f"ablation-{variant}"
     )
-    print(f"[ablation] trained {variant} in {training['wall_time_s']:.0f} s -> {folder}")
+    print(f"[ablation] trained {variant} in {training.wall_time_s:.0f} s -> {folder}")
     return folder
 
 
