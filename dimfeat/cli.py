@@ -90,10 +90,10 @@ def _data_identity(args) -> dict | None:
 
     if args.matbench:
         folder = Path(args.data) if args.data else None
-        from dimfeat.datasets import _matminer_file
+        from dimfeat.datasets import matminer_file
 
         try:
-            source = _matminer_file(args.matbench, folder)
+            source = matminer_file(args.matbench, folder)
         except (FileNotFoundError, KeyError):
             return None
     elif args.data:

@@ -254,12 +254,12 @@ def _cgcnn_names(
     id_prop: str | None, hash_text: str | None, where: str
 ) -> tuple[list[str] | None, list[str] | None]:
     """CIF names and ids in ``id_prop.csv`` order (``None, None`` without id_prop.csv)."""
-    from dimfeat.datasets import _material_ids, _parse_id_prop
+    from dimfeat.datasets import cgcnn_material_ids, parse_id_prop
 
     if id_prop is None:
         return None, None
-    idx = _parse_id_prop(id_prop, f"{where}/id_prop.csv")[0].tolist()
-    ids = _material_ids(idx, hash_text, f"{where}/material_id_hash.csv")
+    idx = parse_id_prop(id_prop, f"{where}/id_prop.csv")[0].tolist()
+    ids = cgcnn_material_ids(idx, hash_text, f"{where}/material_id_hash.csv")
     return [f"{i}.cif" for i in idx], ids
 
 
