@@ -16,21 +16,17 @@ import time
 import numpy as np
 import torch
 
-from dimfeat.inputs import collate, load_inputs
-from dimfeat.weights import load_encoder
+from dimfeat.inputs import load_inputs
+from dimfeat.runtime import EncoderRuntime
 
 
-def encode(encoder, crystals, device, batch_size=256):
-    encoder = encoder.to(device).eval()
-    order = np.argsort([c.n_atoms for c in crystals], kind="stable")
-    out = np.empty((len(crystals), encoder.config.global_dim), dtype=np.float32)
+def encode(runtime: EncoderRuntime, crystals, device):
+    """Vectors of ``crystals`` on ``device`` and the structures per second."""
+    runtime.encoder.to(device)
     if device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
-    with torch.inference_mode():
-        for k in range(0, len(order), batch_size):
-            group = order[k : k + batch_size]
-            out[group] = encoder(collate([crystals[i] for i in group]).to(device)).cpu().numpy()
+    out = runtime.encode(crystals, device=device)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return out, len(crystals) / (time.perf_counter() - start)
@@ -44,12 +40,12 @@ def main() -> None:
     parser.add_argument("--json")
     args = parser.parse_args()
     crystals = load_inputs(args.cache)[0][: args.n]
-    encoder, _ = load_encoder(args.weights)
-    cpu, cpu_rate = encode(encoder, crystals, torch.device("cpu"))
+    runtime = EncoderRuntime.from_weights(args.weights)
+    cpu, cpu_rate = encode(runtime, crystals, torch.device("cpu"))
     result = {"n": len(crystals), "cpu_structures_per_s": cpu_rate}
     if torch.cuda.is_available():
-        encode(encoder, crystals[:512], torch.device("cuda"))  # warm-up
-        gpu, gpu_rate = encode(encoder, crystals, torch.device("cuda"))
+        encode(runtime, crystals[:512], torch.device("cuda"))  # warm-up
+        gpu, gpu_rate = encode(runtime, crystals, torch.device("cuda"))
         rel = np.linalg.norm(gpu - cpu, axis=1) / np.linalg.norm(cpu, axis=1)
         result.update(
             device=torch.cuda.get_device_name(0),

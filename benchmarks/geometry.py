@@ -183,7 +183,7 @@ def structure_matrix(structures: list, rep: str, weights: str | None) -> np.ndar
     if rep.startswith("dim"):
         inputs, _ = build_many(structures)
         return F.encode(weights if rep == "dim" else None, inputs).astype(np.float64)
-    return F._baseline_rows(rep, F.baseline_featurizer(rep), structures)
+    return F.baseline_rows(rep, F.baseline_featurizer(rep), structures)
 
 
 # ------------------------------------------------------------------------------ scores
@@ -195,7 +195,7 @@ def distance_resolution(weights: str | None) -> dict[str, float]:
     """
     import torch
 
-    encoder, _ = F._encoder(weights, 0)
+    encoder = F.dim_runtime(weights, 0).encoder
     grid = torch.linspace(0, 12, 121)
     with torch.no_grad():
         e = encoder.embed_distances(encoder.expand_distances(grid))

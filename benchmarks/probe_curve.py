@@ -235,15 +235,15 @@ def run(
 
 def _untrained_like(weights_folder: Path, n_families: int | None = None) -> dict:
     """Scores of a random encoder with the architecture and seed of a run's weights."""
-    import torch
 
-    from dimfeat.encoder import EncoderConfig, SiteNetEncoder
+    from dimfeat.encoder import EncoderConfig
+    from dimfeat.runtime import EncoderRuntime
     from dimfeat.weights import InputSettings, read_config, save_pretrained
 
     config = read_config(weights_folder)
     seed = (config.get("training") or {}).get("settings", {}).get("seed", 0)
-    torch.manual_seed(seed)
-    encoder = SiteNetEncoder(EncoderConfig.from_dict(config["encoder"]))
+    encoder_config = EncoderConfig.from_dict(config["encoder"])
+    encoder = EncoderRuntime.create(None, seed=seed, encoder_config=encoder_config).encoder
     target = weights_folder.parent / "epoch-000"
     save_pretrained(target, encoder, inputs=InputSettings(**config["inputs"]), name="epoch-000")
     out = {**score(str(target), n_families), "sha256": read_config(target)["sha256"]}

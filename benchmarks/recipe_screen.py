@@ -70,22 +70,27 @@ def training_set(n: int = 2000) -> list:
 def train(name: str, epochs: int, out: Path) -> Path:
     import torch
 
-    from dimfeat.encoder import EncoderConfig, SiteNetEncoder
-    from dimfeat.training import DIMTrainer, SaveEveryEpoch, TrainingConfig, split_validation
+    from dimfeat.encoder import EncoderConfig
+    from dimfeat.runtime import EncoderRuntime
+    from dimfeat.training import SaveEveryEpoch, TrainingConfig, train_dim
     from dimfeat.weights import InputSettings
 
     encoder_settings, training_settings = RECIPES[name]
     crystals = training_set()
     config = TrainingConfig(epochs=epochs, patience=None, seed=0, **{**BASE, **training_settings})
-    train_idx, valid_idx = split_validation(len(crystals), config.validation_fraction, config.seed)
-    torch.manual_seed(config.seed)
-    encoder = SiteNetEncoder(EncoderConfig(**encoder_settings))
+    runtime = EncoderRuntime.create(
+        None, seed=config.seed, encoder_config=EncoderConfig(**encoder_settings)
+    )
     folder = out / name
     saver = SaveEveryEpoch(folder, InputSettings(), {"recipe": name}, every=2)
-    trainer = DIMTrainer(
-        encoder, config, torch.device("cpu"), checkpoint_dir=folder, callbacks=[saver]
+    train_dim(
+        runtime.encoder,
+        crystals,
+        config,
+        torch.device("cpu"),
+        checkpoint_dir=folder,
+        callbacks=[saver],
     )
-    trainer.fit([crystals[i] for i in train_idx], [crystals[i] for i in valid_idx])
     return folder
 
 

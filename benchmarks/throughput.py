@@ -8,8 +8,8 @@ part of the mp36k split. Measured, in this order and in the same process:
 * DIM ``DeepInfoMaxFeaturizer().transform`` (bundled weights ``sitenet-dim-mp36k``, CPU) with
   ``n_jobs=1`` and ``n_jobs=2``. Weight loading and the joblib worker start-up are excluded by a
   warm-up call on 100 structures.
-* Where DIM's time goes (``n_jobs=1``): structure extraction (``inputs._spglib_cell``), cell
-  reduction (``inputs._canonical_cell``), supercell + distances (the rest of
+* Where DIM's time goes (``n_jobs=1``): structure extraction (``inputs.structure_cell``), cell
+  reduction (``inputs.canonical_cell``), supercell + distances (the rest of
   ``inputs.build_inputs``), ``inputs.collate`` and the encoder, each timed with
   ``time.perf_counter`` around the piece.
 * ``XRDPatternFeaturizer`` (matminer XRDPowderPattern, 128 angles) with ``n_jobs=1`` on all
@@ -32,14 +32,12 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from dimfeat import DeepInfoMaxFeaturizer, inputs
 from dimfeat.baselines import OrbitalFieldMatrixFeaturizer, XRDPatternFeaturizer
 from dimfeat.datasets import load_sample
 from dimfeat.elements import check_atomic_numbers
-from dimfeat.featurizer import _inference_batches
 
 RESULTS = Path(__file__).with_name("results")
 
@@ -78,15 +76,16 @@ def time_transform(featurizer, structures) -> float:
 
 def breakdown(featurizer: DeepInfoMaxFeaturizer, structures) -> dict[str, float]:
     """Seconds spent in each stage of DIM featurisation, in one process."""
-    settings = featurizer._input_settings()
+    runtime = featurizer.get_runtime()
+    settings = runtime.inputs
     t = dict.fromkeys(["extract", "cell_reduction", "supercell_distances", "collate", "model"], 0.0)
     crystals = []
     for k, s in enumerate(structures):
         t0 = time.perf_counter()
-        lattice, frac, numbers = inputs._spglib_cell(s, k)
+        lattice, frac, numbers = inputs.structure_cell(s, k)
         check_atomic_numbers(numbers)
         t1 = time.perf_counter()
-        inputs._canonical_cell(lattice, frac, numbers, settings.symprec)
+        inputs.canonical_cell(lattice, frac, numbers, settings.symprec)
         t2 = time.perf_counter()
         crystals.append(
             inputs.build_inputs(s, max_atoms=settings.max_atoms, symprec=settings.symprec)
@@ -96,17 +95,7 @@ def breakdown(featurizer: DeepInfoMaxFeaturizer, structures) -> dict[str, float]
         t["cell_reduction"] += t2 - t1
         # build_inputs repeats extraction and reduction: the remainder is supercell + distances
         t["supercell_distances"] += max((t3 - t2) - (t2 - t0), 0.0)
-    encoder = featurizer._get_encoder().to("cpu").eval()
-    order = np.argsort([c.n_atoms for c in crystals], kind="stable")
-    with torch.inference_mode():
-        for group in _inference_batches(crystals, order, featurizer.batch_size):
-            t0 = time.perf_counter()
-            batch = inputs.collate([crystals[i] for i in group])
-            t1 = time.perf_counter()
-            encoder(batch)
-            t2 = time.perf_counter()
-            t["collate"] += t1 - t0
-            t["model"] += t2 - t1
+    runtime.encode(crystals, device="cpu", batch_size=featurizer.batch_size, timings=t)
     return t
 
 

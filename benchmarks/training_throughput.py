@@ -35,8 +35,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from throughput import machine_info
 
-from dimfeat.encoder import SiteNetEncoder
 from dimfeat.inputs import build_many, load_inputs
+from dimfeat.runtime import EncoderRuntime
 from dimfeat.training import DIMTrainer, TrainingConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,9 +62,8 @@ def subset(n: int, cache: str | None) -> tuple[list, str]:
 
 
 def train_rate(crystals: list, epochs: int, device: torch.device) -> dict:
-    torch.manual_seed(0)
     config = TrainingConfig(epochs=epochs, validation_fraction=0.0, patience=None, seed=0)
-    trainer = DIMTrainer(SiteNetEncoder(), config, device)
+    trainer = DIMTrainer(EncoderRuntime.create(None, seed=0).encoder, config, device)
     if device.type == "cuda":
         torch.cuda.synchronize()
     history = trainer.fit(crystals, [])

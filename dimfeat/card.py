@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from dimfeat.record import TrainingRecord
+
 __all__ = ["model_card"]
 
 _CITATION = """```bibtex
@@ -70,10 +72,11 @@ def _curve_table(selection: dict[str, Any]) -> list[str]:
 
 def model_card(config: dict[str, Any]) -> str:
     """Markdown model card (Hugging Face front matter + sections) for a weights ``config``."""
-    training = config.get("training") or {}
-    data = training.get("data", {})
-    history = training.get("history", [])
-    selection = training.get("selection") or {}
+    record = TrainingRecord.from_dict(config.get("training") or None)
+    training = record is not None
+    data = record.data if record else {}
+    history = record.history if record else []
+    selection = (record.selection if record else None) or {}
     best = min(
         (h for h in history if "valid_loss" in h), key=lambda h: h["valid_loss"], default=None
     )
@@ -120,20 +123,20 @@ def model_card(config: dict[str, Any]) -> str:
             "",
             "## Training",
             "",
-            f"- Command: `{training.get('command', 'dimfeat train')}`",
-            f"- Epochs run: {training.get('epochs_run', len(history))} (maximum "
-            f"{training.get('settings', {}).get('epochs')}); "
+            f"- Command: `{record.command or 'dimfeat train'}`",
+            f"- Epochs run: {record.epochs_run or len(history)} (maximum "
+            f"{(record.settings or {}).get('epochs')}); "
             + (
                 f"selected epoch: {selection['epoch']} ({selection.get('criterion', '')})"
                 if selection
                 else f"best epoch: {best['epoch'] if best else 'n/a'}"
             ),
-            f"- Hardware: {training.get('hardware', 'unknown')}; training time "
+            f"- Hardware: {record.hardware or 'unknown'}; training time "
             f"{sum(h.get('seconds', 0) for h in history) / 60:.1f} min (sum of the epoch times"
-            f"{', over resumed runs' if training.get('resumed_runs', 1) > 1 else ''})",
-            f"- Seed: {training.get('settings', {}).get('seed')}",
-            *([f"- Note: {training['note']}"] if training.get("note") else []),
-            f"- Settings: `{training.get('settings')}`",
+            f"{', over resumed runs' if (record.resumed_runs or 1) > 1 else ''})",
+            f"- Seed: {(record.settings or {}).get('seed')}",
+            *([f"- Note: {record.note}"] if record.note else []),
+            f"- Settings: `{record.settings}`",
             "",
         ]
         recipe = _recipe(config)

@@ -90,10 +90,10 @@ def _data_identity(args) -> dict | None:
 
     if args.matbench:
         folder = Path(args.data) if args.data else None
-        from dimfeat.datasets import _matminer_file
+        from dimfeat.datasets import matminer_file
 
         try:
-            source = _matminer_file(args.matbench, folder)
+            source = matminer_file(args.matbench, folder)
         except (FileNotFoundError, KeyError):
             return None
     elif args.data:
@@ -179,16 +179,18 @@ def _train(args) -> None:
 
 def _train_process(args, ddp_device) -> None:
     from dimfeat.distributed import barrier, is_main_process
-    from dimfeat.encoder import EncoderConfig, SiteNetEncoder
+    from dimfeat.encoder import EncoderConfig
     from dimfeat.inputs import load_inputs, save_inputs
+    from dimfeat.record import TrainingRecord
+    from dimfeat.runtime import EncoderRuntime
     from dimfeat.training import (
-        DIMTrainer,
         SaveEveryEpoch,
         TrainingConfig,
         resolve_device,
         split_validation,
+        train_dim,
     )
-    from dimfeat.weights import InputSettings, load_encoder, resolve_weights, save_pretrained
+    from dimfeat.weights import save_pretrained
 
     start = time.perf_counter()
     main = is_main_process()  # under torchrun only rank 0 prints and writes files
@@ -241,15 +243,16 @@ def _train_process(args, ddp_device) -> None:
     device = ddp_device if ddp_device is not None else resolve_device(args.device)
     import torch
 
-    if args.weights:
-        encoder, _ = load_encoder(resolve_weights(args.weights))
-    else:
-        torch.manual_seed(args.seed)
-        encoder = SiteNetEncoder(
-            EncoderConfig(global_dim=args.global_dim, distance_expansion=args.distance_expansion)
-        )
-    train_idx, valid_idx = split_validation(len(crystals), config.validation_fraction, args.seed)
-    inputs = InputSettings(max_atoms=args.max_atoms, symprec=args.symprec)
+    runtime = EncoderRuntime.create(
+        args.weights or None,
+        seed=args.seed,
+        encoder_config=EncoderConfig(distance_expansion=args.distance_expansion),
+        global_dim=None if args.weights else args.global_dim,
+        max_atoms=args.max_atoms,
+        symprec=args.symprec,
+    )
+    encoder, inputs = runtime.encoder, runtime.inputs
+    train_idx, valid_idx = split_validation(len(crystals), config.validation_fraction, config.seed)
     data.update(
         {
             "n_train": len(train_idx),
@@ -268,15 +271,15 @@ def _train_process(args, ddp_device) -> None:
             "torch_version": torch.__version__,
         }
         callbacks.append(SaveEveryEpoch(args.save_every_epoch, inputs, record))
-    trainer = DIMTrainer(
+    history, _ = train_dim(
         encoder,
+        crystals,
         config,
         device,
         checkpoint_dir=args.checkpoint_dir,
         progress=not args.quiet and main,
         callbacks=callbacks,
     )
-    history = trainer.fit([crystals[i] for i in train_idx], [crystals[i] for i in valid_idx])
     for record in history:
         valid = {k: record.get(f"valid_{k}", float("nan")) for k in ("local_dim", "global_dim")}
         say(
@@ -288,16 +291,16 @@ def _train_process(args, ddp_device) -> None:
         return
     if ddp_device is not None:
         data["world_size"] = int(os.environ["WORLD_SIZE"])
-    training = {
-        "command": "dimfeat " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
-        "data": data,
-        "settings": config.to_dict(),
-        "start_weights": args.weights,
-        "hardware": _hardware(device),
-        "wall_time_s": round(time.perf_counter() - start, 1),
-        "torch_version": torch.__version__,
-        "history": history,
-    }
+    training = TrainingRecord(
+        command="dimfeat " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        data=data,
+        settings=config.to_dict(),
+        start_weights=args.weights,
+        hardware=_hardware(device),
+        wall_time_s=round(time.perf_counter() - start, 1),
+        torch_version=torch.__version__,
+        history=history,
+    )
     folder = save_pretrained(
         args.output,
         encoder,
@@ -617,6 +620,8 @@ def _parser() -> argparse.ArgumentParser:
         DEFAULT_LOCAL_PAIRS,
         FALSE_SAMPLE_KINDS,
     )
+    from dimfeat.training import VALIDATION_FRACTION
+    from dimfeat.weights import InputSettings
 
     parser = argparse.ArgumentParser(
         prog="dimfeat",
@@ -660,7 +665,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int, default=50)
     train.add_argument("--lr", type=float, default=8.12e-4)
     train.add_argument("--site-budget", type=int, default=1200)
-    train.add_argument("--validation-fraction", type=float, default=0.05)
+    train.add_argument("--validation-fraction", type=float, default=VALIDATION_FRACTION)
     train.add_argument("--patience", type=int, default=10)
     train.add_argument(
         "--false-samples",
@@ -700,8 +705,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--global-dim", type=int, default=128)
-    train.add_argument("--max-atoms", type=int, default=50, help="supercell size limit")
-    train.add_argument("--symprec", type=float, default=0.01)
+    train.add_argument(
+        "--max-atoms", type=int, default=InputSettings().max_atoms, help="supercell size limit"
+    )
+    train.add_argument("--symprec", type=float, default=InputSettings().symprec)
     train.add_argument(
         "--max-primitive-sites",
         type=int,

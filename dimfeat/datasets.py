@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CGCNN_LABELS",
+    "cgcnn_material_ids",
     "load_cgcnn",
     "load_matbench",
     "load_sample",
@@ -37,6 +38,8 @@ __all__ = [
     "load_structures_file",
     "matbench_ids",
     "matbench_task",
+    "matminer_file",
+    "parse_id_prop",
 ]
 
 logger = logging.getLogger(__name__)
@@ -185,10 +188,10 @@ def load_cgcnn(
     if not path.exists():
         raise FileNotFoundError(f"No CGCNN folder or tarball at {path}.")
     with _open_cgcnn(path) as source:
-        props = _parse_id_prop(source.read_table("id_prop.csv"), source.describe("id_prop.csv"))
+        props = parse_id_prop(source.read_table("id_prop.csv"), source.describe("id_prop.csv"))
         hash_text = source.read_table("material_id_hash.csv", required=False)
         idx = props[0].tolist()
-        material_ids = _material_ids(idx, hash_text, source.describe("material_id_hash.csv"))
+        material_ids = cgcnn_material_ids(idx, hash_text, source.describe("material_id_hash.csv"))
         rows = np.arange(len(idx)) if ids is None else _select(material_ids, ids, path)
         names = [f"{idx[i]}.cif" for i in rows]
         texts = source.read_cifs(names)
@@ -307,7 +310,21 @@ def _open_cgcnn(path: Path) -> Iterator[_CgcnnSource]:
         yield _TarSource(path, tar)
 
 
-def _parse_id_prop(text: str | None, where: str) -> pd.DataFrame:
+def parse_id_prop(text: str | None, where: str) -> pd.DataFrame:
+    """Rows ``idx,label_1,...`` of a CGCNN ``id_prop.csv``.
+
+    Parameters
+    ----------
+    text : str or None
+        The file's text.
+    where : str
+        Named in error messages.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Column 0: ``idx`` (str); the others: labels.
+    """
     if not text or not text.strip():
         raise ValueError(f"{where} is empty.")
     props = pd.read_csv(
@@ -320,7 +337,21 @@ def _parse_id_prop(text: str | None, where: str) -> pd.DataFrame:
     return props
 
 
-def _material_ids(idx: list[str], hash_text: str | None, where: str) -> list[str]:
+def cgcnn_material_ids(idx: list[str], hash_text: str | None, where: str) -> list[str]:
+    """Material ids of CGCNN ``idx`` values from ``material_id_hash.csv`` (or the idx).
+
+    Parameters
+    ----------
+    idx : list of str
+    hash_text : str or None
+        Text of ``material_id_hash.csv`` (``None``: the ids are the idx).
+    where : str
+        Named in error messages.
+
+    Returns
+    -------
+    list of str
+    """
     if hash_text is None:
         return list(idx)
     table = pd.read_csv(io.StringIO(hash_text), header=None, dtype=str)
@@ -625,7 +656,7 @@ def load_matbench(
     """
     from matminer.datasets import load_dataset
 
-    file = _matminer_file(task_name, data_home)
+    file = matminer_file(task_name, data_home)
     df = load_dataset(task_name, data_home=str(file.parent), download_if_missing=False)
     df.attrs["source"] = str(file)
     return df
@@ -666,7 +697,7 @@ def matbench_task(task_name: str, data_home: str | os.PathLike[str] | None = Non
         raise KeyError(
             f"{task_name!r} is not a Matbench v0.1 task; choose from {sorted(mbv01_metadata)}."
         )
-    file = _matminer_file(task_name, data_home)
+    file = matminer_file(task_name, data_home)
     with _environ("MATMINER_DATA", str(file.parent)):
         benchmark = MatbenchBenchmark(autoload=False, subset=[task_name])
         task = benchmark.tasks_map[task_name]
@@ -705,8 +736,20 @@ def matbench_ids(task_name: str, index: Sequence) -> list[str]:
     return [f"{prefix}-{i + 1:0{width}d}" for i in index]
 
 
-def _matminer_file(name: str, data_home: str | os.PathLike[str] | None) -> Path:
-    """The local file matminer would read for ``name``; raise before matminer downloads it."""
+def matminer_file(name: str, data_home: str | os.PathLike[str] | None) -> Path:
+    """The local file matminer would read for ``name``; raise before matminer downloads it.
+
+    Parameters
+    ----------
+    name : str
+        A matminer dataset name (e.g. ``"matbench_phonons"``).
+    data_home : path or None
+        Folder holding it (default: ``$MATMINER_DATA``, else matminer's own folder).
+
+    Returns
+    -------
+    Path
+    """
     from matminer.datasets.dataset_retrieval import get_dataset_attribute
 
     try:

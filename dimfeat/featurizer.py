@@ -6,9 +6,9 @@ training -> :mod:`dimfeat.training`; vectors -> :class:`dimfeat.encoder.SiteNetE
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
-import warnings
 from collections.abc import Sequence
 from numbers import Integral, Real
 from typing import Any
@@ -20,23 +20,20 @@ from sklearn.base import _fit_context
 from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from dimfeat.encoder import EncoderConfig, SiteNetEncoder
+from dimfeat.encoder import EncoderConfig
 from dimfeat.infomax import DEFAULT_BETA, DEFAULT_COMPOSITION_WEIGHT, FALSE_SAMPLE_KINDS
-from dimfeat.inputs import (
-    DISORDER_POLICIES,
-    CrystalInputs,
-    as_structure_list,
-    build_many,
-    check_structures,
-    collate,
-    progress_bar,
+from dimfeat.inputs import DISORDER_POLICIES, CrystalInputs, check_structures
+from dimfeat.record import TrainingRecord
+from dimfeat.runtime import INFERENCE_BATCH_SIZE, EncoderRuntime, bar_options, input_settings
+from dimfeat.training import (
+    ESTIMATOR_VALIDATION_FRACTION,
+    TrainingConfig,
+    resolve_device,
+    train_dim,
 )
-from dimfeat.training import DIMTrainer, TrainingConfig, resolve_device, split_validation
-from dimfeat.weights import DEFAULT_WEIGHTS, InputSettings, load_encoder, resolve_weights
+from dimfeat.weights import DEFAULT_WEIGHTS
 
 __all__ = ["DeepInfoMaxFeaturizer"]
-
-_MAX_BONDS_PER_BATCH = 500_000  # bounds inference memory for very large cells
 
 
 class DeepInfoMaxFeaturizer(BaseFeaturizer):
@@ -188,14 +185,14 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         *,
         epochs: int = 0,
         device: str = "auto",
-        batch_size: int = 256,
+        batch_size: int = INFERENCE_BATCH_SIZE,
         max_atoms: int | None = None,
         symprec: float | None = None,
         disorder: str = "error",
         global_dim: int | None = None,
         lr: float = 8.12e-4,
         site_budget: int = 1200,
-        validation_fraction: float = 0.1,
+        validation_fraction: float = ESTIMATOR_VALIDATION_FRACTION,
         patience: int | None = 10,
         false_samples: tuple[str, ...] = FALSE_SAMPLE_KINDS,
         alpha: float = 1.0,
@@ -279,7 +276,8 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
                 f"training (epochs={self.epochs}) needs at least 2 structures, got "
                 f"n_samples={len(structures)}"
             )
-        self.encoder_, self.weights_config_ = self._initial_encoder()
+        runtime = self._initial_runtime()
+        self.encoder_, self.weights_config_ = runtime.encoder, runtime.config
         self.history_: list[dict] = []
         if self.epochs > 0:
             try:
@@ -408,22 +406,22 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         """
         from dimfeat.weights import save_pretrained
 
-        encoder = self._get_encoder()
+        runtime = self.get_runtime()
         training = None
         if getattr(self, "history_", None):
-            training = {
-                "settings": self._training_config().to_dict(),
-                "history": self.history_,
-                "start_weights": None if self.weights is None else str(self.weights),
-                "data": {"description": "structures passed to DeepInfoMaxFeaturizer.fit"},
-            }
+            training = TrainingRecord(
+                settings=self._training_config().to_dict(),
+                history=self.history_,
+                start_weights=None if self.weights is None else str(self.weights),
+                data={"description": "structures passed to DeepInfoMaxFeaturizer.fit"},
+            )
         else:
-            training = self._weights_config().get("training")
+            training = runtime.config.get("training")
         return str(
             save_pretrained(
                 folder,
-                encoder,
-                inputs=self._input_settings().__dict__,
+                runtime.encoder,
+                inputs=runtime.inputs,
                 training=training,
                 name=name,
             )
@@ -462,103 +460,76 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
                 f"or 'cuda:N' on a machine that has it. Got {self.device!r} instead: {exc}"
             ) from exc
 
-    def _initial_encoder(self) -> tuple[SiteNetEncoder, dict]:
-        if self.weights is None:
-            torch.manual_seed(self.random_state)
-            config = EncoderConfig(global_dim=self.global_dim or 128)
-            return SiteNetEncoder(config).eval(), {}
-        encoder, config = load_encoder(resolve_weights(self.weights))
-        if self.global_dim is not None and self.global_dim != encoder.config.global_dim:
-            raise ValueError(
-                f"global_dim={self.global_dim} does not match the {encoder.config.global_dim}-d "
-                f"weights {self.weights!r}; use weights=None to train a new size"
-            )
-        return encoder, config
+    def get_runtime(self) -> EncoderRuntime:
+        """The encoder in use, with its input settings and provenance.
 
-    def _get_encoder(self) -> SiteNetEncoder:
-        """The fitted encoder, or the lazily loaded starting weights when ``epochs=0``."""
+        The fitted encoder after :meth:`fit`; otherwise the starting weights, loaded on first
+        use (random weights seeded by ``random_state`` when ``weights=None``). ``max_atoms``
+        and ``symprec`` override the settings recorded with the weights.
+
+        Returns
+        -------
+        dimfeat.runtime.EncoderRuntime
+        """
         if hasattr(self, "encoder_"):
-            return self.encoder_
-        cached = self.__dict__.get("_lazy_encoder")
-        if cached is None or cached[0] != (self.weights, self.global_dim, self.random_state):
-            self._validate_params()
-            encoder, config = self._initial_encoder()
-            cached = ((self.weights, self.global_dim, self.random_state), encoder, config)
-            self.__dict__["_lazy_encoder"] = cached
-        return cached[1]
+            base = EncoderRuntime(
+                self.encoder_,
+                config=self.weights_config_,
+                weights=None if self.weights is None else str(self.weights),
+                seed=self.random_state if self.weights is None else None,
+            )
+        else:
+            key = (self.weights, self.global_dim, self.random_state)
+            cached = self.__dict__.get("_lazy_runtime")
+            if cached is None or cached[0] != key:
+                self._validate_params()
+                cached = (key, self._initial_runtime())
+                self.__dict__["_lazy_runtime"] = cached
+            base = cached[1]
+        inputs = input_settings(base.config, max_atoms=self.max_atoms, symprec=self.symprec)
+        return dataclasses.replace(base, inputs=inputs)
 
-    def _weights_config(self) -> dict:
-        if hasattr(self, "weights_config_"):
-            return self.weights_config_
-        self._get_encoder()
-        return self.__dict__["_lazy_encoder"][2]
+    def _initial_runtime(self) -> EncoderRuntime:
+        return EncoderRuntime.create(
+            self.weights, seed=self.random_state, global_dim=self.global_dim
+        )
 
     def _n_out(self) -> int:
         if hasattr(self, "n_features_out_"):
             return self.n_features_out_
         if self.weights is None:
-            return self.global_dim or 128
-        return self._get_encoder().config.global_dim
-
-    def _input_settings(self) -> InputSettings:
-        saved = self._weights_config().get("inputs", {})
-        return InputSettings(
-            max_atoms=self.max_atoms or saved.get("max_atoms", 50),
-            symprec=self.symprec or saved.get("symprec", 0.01),
-        )
+            return self.global_dim or EncoderConfig().global_dim
+        return self.get_runtime().n_features
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state.pop("_lazy_encoder", None)  # reloaded lazily in each worker
+        state.pop("_lazy_runtime", None)  # reloaded lazily in each worker
         return state
 
     def _inputs(
         self, X: Any, *, ignore_errors: bool, progress: bool | dict = False
     ) -> tuple[list[CrystalInputs | None], dict[int, str]]:
-        settings = self._input_settings()
-        inputs, errors = build_many(
-            as_structure_list(X),
-            max_atoms=settings.max_atoms,
-            symprec=settings.symprec,
+        return self.get_runtime().build(
+            X,
             n_jobs=self.n_jobs,
             ignore_errors=ignore_errors,
             disorder=self.disorder,
-            progress=_bar_options(progress, "DeepInfoMaxFeaturizer: model inputs"),
+            progress=progress,
+            owner="DeepInfoMaxFeaturizer",
+            stacklevel=4,
         )
-        large = [c.n_sites for c in inputs if c is not None and c.n_sites > settings.max_atoms]
-        if large:
-            warnings.warn(
-                f"{len(large)} structure(s) have more than max_atoms={settings.max_atoms} atoms "
-                f"in the primitive cell (largest {max(large)}): each is featurised from a single "
-                "cell, outside the training distribution",
-                UserWarning,
-                stacklevel=3,
-            )
-        return inputs, errors
 
     def _encode(self, inputs: list[CrystalInputs], progress: bool | dict = False) -> np.ndarray:
-        encoder = self._get_encoder()
-        out = np.empty((len(inputs), encoder.config.global_dim), dtype=np.float32)
-        if not inputs:
-            return out
+        runtime = self.get_runtime()
         device = resolve_device(self.device)
-        encoder.to(device).eval()
-        order = np.argsort([c.n_atoms for c in inputs], kind="stable")
         start_time = time.perf_counter()
-        bar = progress_bar(
-            _bar_options(progress, "DeepInfoMaxFeaturizer: encoding"), len(inputs), "encoding"
+        out = runtime.encode(
+            inputs,
+            device=device,
+            batch_size=self.batch_size,
+            progress=bar_options(progress, "DeepInfoMaxFeaturizer: encoding"),
         )
-        try:
-            with torch.inference_mode():
-                for group in _inference_batches(inputs, order, self.batch_size):
-                    batch = collate([inputs[i] for i in group]).to(device)
-                    out[group] = encoder(batch).float().cpu().numpy()
-                    if bar is not None:
-                        bar.update(len(group))
-        finally:
-            if bar is not None:
-                bar.close()
-        if self.verbose:
+        if self.verbose and len(inputs):
             seconds = time.perf_counter() - start_time
             print(f"encoded {len(inputs)} structures in {seconds:.2f} s on {device}")
         return out
@@ -578,26 +549,14 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         )
 
     def _train(self, inputs: list[CrystalInputs]) -> None:
-        config = self._training_config()
-        train_idx, valid_idx = split_validation(
-            len(inputs), config.validation_fraction, config.seed
-        )
-        trainer = DIMTrainer(
+        self.history_, _ = train_dim(
             self.encoder_,
-            config,
+            inputs,
+            self._training_config(),
             resolve_device(self.device),
             checkpoint_dir=self.checkpoint_dir,
             progress=self.verbose,
         )
-        self.history_ = trainer.fit([inputs[i] for i in train_idx], [inputs[i] for i in valid_idx])
-        self.encoder_.eval()
-
-
-def _bar_options(progress: bool | dict, desc: str) -> bool | dict:
-    """``progress`` as tqdm options with a default description (falsy stays falsy)."""
-    if not progress:
-        return False
-    return {"desc": desc, **(progress if isinstance(progress, dict) else {})}
 
 
 def _unwrap_entry(entry: Any) -> Any:
@@ -605,26 +564,3 @@ def _unwrap_entry(entry: Any) -> Any:
     if isinstance(entry, tuple | list | np.ndarray) and len(entry) == 1:
         return entry[0]
     return entry
-
-
-def _inference_batches(
-    inputs: list[CrystalInputs], order: np.ndarray, batch_size: int
-) -> list[np.ndarray]:
-    """Consecutive groups of ``order`` with at most ``batch_size`` crystals and bounded bonds."""
-    groups: list[np.ndarray] = []
-    current: list[int] = []
-    n_sites = 0
-    for i in order:
-        # sorted by atoms, so the newest crystal sets the padded width of the group
-        width = inputs[i].n_atoms
-        if current and (
-            len(current) >= batch_size
-            or (n_sites + inputs[i].n_sites) * width > _MAX_BONDS_PER_BATCH
-        ):
-            groups.append(np.array(current))
-            current, n_sites = [], 0
-        current.append(int(i))
-        n_sites += inputs[i].n_sites
-    if current:
-        groups.append(np.array(current))
-    return groups

@@ -60,10 +60,12 @@ __all__ = [
     "batches_by_site_budget",
     "build_inputs",
     "build_many",
+    "canonical_cell",
     "check_structures",
     "collate",
     "load_inputs",
     "save_inputs",
+    "structure_cell",
     "supercell_repeats",
     "to_structure",
 ]
@@ -1032,3 +1034,43 @@ def progress_bar(progress: bool | dict, total: int, desc: str) -> Any:
     if isinstance(progress, dict):
         options.update(progress)
     return tqdm(**options)
+
+
+def structure_cell(
+    structure: Any, index: int | None = None, disorder: str = "error"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The first stage of :func:`build_inputs`: a checked structure as arrays.
+
+    Parameters
+    ----------
+    structure : any form :func:`to_structure` accepts
+    index : int, optional
+        Position named in error messages.
+    disorder : {"error", "majority"}, default="error"
+
+    Returns
+    -------
+    lattice : ndarray of shape (3, 3)
+    frac : ndarray of shape (n, 3)
+    numbers : ndarray of shape (n,)
+    """
+    return _spglib_cell(structure, index, disorder)
+
+
+def canonical_cell(
+    lattice: np.ndarray, frac: np.ndarray, numbers: np.ndarray, symprec: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The second stage of :func:`build_inputs`: the Niggli-reduced primitive cell.
+
+    Parameters
+    ----------
+    lattice, frac, numbers : ndarray
+        As :func:`structure_cell` returns them.
+    symprec : float
+        Tolerance (Å) of the primitive-cell search.
+
+    Returns
+    -------
+    lattice, frac, numbers : ndarray
+    """
+    return _canonical_cell(lattice, frac, numbers, symprec)

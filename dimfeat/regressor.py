@@ -8,12 +8,10 @@ end to end on a property. It delegates: structures -> :mod:`dimfeat.inputs`; sta
 
 from __future__ import annotations
 
-import copy
-import math
+import hashlib
 import os
-import time
-import warnings
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from numbers import Integral, Real
 from typing import Any
 
@@ -25,12 +23,27 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from dimfeat.encoder import EncoderConfig, SiteNetEncoder
-from dimfeat.featurizer import _inference_batches
-from dimfeat.inputs import CrystalInputs, as_structure_list, build_many, collate
-from dimfeat.training import resolve_device, split_validation
-from dimfeat.weights import DEFAULT_WEIGHTS, load_encoder, resolve_weights
+from dimfeat.inputs import CrystalInputs
+from dimfeat.record import TrainingRecord
+from dimfeat.runtime import (
+    INFERENCE_BATCH_SIZE,
+    EncoderRuntime,
+    input_settings,
+    run_batches,
+    seeded,
+    structures_to_inputs,
+)
+from dimfeat.training import (
+    ESTIMATOR_VALIDATION_FRACTION,
+    Objective,
+    TrainingLoop,
+    inputs_fingerprint,
+    resolve_device,
+    split_validation,
+)
+from dimfeat.weights import DEFAULT_WEIGHTS, InputSettings
 
-__all__ = ["SiteNetRegressor"]
+__all__ = ["RegressionConfig", "RegressionObjective", "SiteNetRegressor", "regression_head"]
 
 HEAD_HIDDEN = 64
 
@@ -62,7 +75,7 @@ class SiteNetRegressor(RegressorMixin, BaseEstimator):
     weight_decay : float, default=0.01
         AdamW weight decay.
     batch_size : int, default=32
-        Crystals per training and inference batch.
+        Crystals per training batch (inference batches hold at least 256).
     validation_fraction : float, default=0.1
         Share of the labelled crystals held out (at least 2) to select the best epoch by the
         validation mean absolute error; 0 trains on everything and keeps the last epoch.
@@ -76,12 +89,16 @@ class SiteNetRegressor(RegressorMixin, BaseEstimator):
         Supercell size limit; ``None`` takes the value the weights were trained with (50).
     symprec : float or None, default=None
         Tolerance (Å) of the primitive-cell search; ``None`` takes the weights' value (0.01).
+    checkpoint_dir : str or None, default=None
+        Folder for per-epoch checkpoints (encoder, head, optimiser, history); an interrupted
+        :meth:`fit` on the same data and settings resumes from it, and one of another run is
+        refused.
     n_jobs : int, default=1
         Processes that build model inputs from structures (joblib).
     random_state : int, default=0
         Seeds random initialisation, the validation split and the batch order.
     verbose : bool, default=False
-        Progress bar over epochs with the running training loss.
+        Progress bar over each epoch's batches with the running training loss.
 
     Attributes
     ----------
@@ -109,9 +126,10 @@ class SiteNetRegressor(RegressorMixin, BaseEstimator):
     -----
     ``X`` may also be a list of :class:`~dimfeat.inputs.CrystalInputs` built with the same
     ``max_atoms`` and ``symprec`` (e.g. from :func:`dimfeat.inputs.load_inputs`), which skips the
-    structure pipeline. bfloat16 autocast is used for training on CUDA; predictions are computed
-    in float32. Bad structures raise an error
-    naming their position in ``X``.
+    structure pipeline. Training runs in :class:`dimfeat.training.TrainingLoop` (the loop of
+    DIM training too): bfloat16 autocast on CUDA, data-parallel under ``torchrun``, and a NaN
+    loss or weight stops it with ``FloatingPointError``. Predictions are computed in float32. Bad
+    structures raise an error naming their position in ``X``.
 
     References
     ----------
@@ -144,6 +162,7 @@ class SiteNetRegressor(RegressorMixin, BaseEstimator):
         "device": [str, torch.device],
         "max_atoms": [Interval(Integral, 1, None, closed="left"), None],
         "symprec": [Interval(Real, 0, None, closed="neither"), None],
+        "checkpoint_dir": [str, os.PathLike, None],
         "n_jobs": [Integral],
         "random_state": [Interval(Integral, 0, None, closed="left")],
         "verbose": ["verbose"],
@@ -157,12 +176,13 @@ class SiteNetRegressor(RegressorMixin, BaseEstimator):
         lr: float = 1e-3,
         weight_decay: float = 0.01,
         batch_size: int = 32,
-        validation_fraction: float = 0.1,
+        validation_fraction: float = ESTIMATOR_VALIDATION_FRACTION,
         patience: int | None = 20,
         freeze_encoder: bool = False,
         device: str = "auto",
         max_atoms: int | None = None,
         symprec: float | None = None,
+        checkpoint_dir: str | None = None,
         n_jobs: int = 1,
         random_state: int = 0,
         verbose: bool = False,
@@ -178,6 +198,7 @@ class SiteNetRegressor(RegressorMixin, BaseEstimator):
         self.device = device
         self.max_atoms = max_atoms
         self.symprec = symprec
+        self.checkpoint_dir = checkpoint_dir
         self.n_jobs = n_jobs
         self.random_state = random_state
         self.verbose = verbose
@@ -263,28 +284,37 @@ class SiteNetRegressor(RegressorMixin, BaseEstimator):
         from dimfeat.weights import save_pretrained
 
         check_is_fitted(self)
-        training = {
-            "note": note or "supervised fine-tuning by SiteNetRegressor (labels were used)",
-            "settings": {k: v for k, v in self.get_params().items() if k != "weights"},
-            "history": [],
-            "start_weights": None if self.weights is None else str(self.weights),
-        }
+        training = TrainingRecord(
+            note=note or "supervised fine-tuning by SiteNetRegressor (labels were used)",
+            settings={k: v for k, v in self.get_params().items() if k != "weights"},
+            history=[],
+            start_weights=None if self.weights is None else str(self.weights),
+        )
         return str(
             save_pretrained(
                 folder, self.encoder_, inputs=self._input_settings(), training=training, name=name
             )
         )
 
-    # -- initialisation and training loop -------------------------------------------------------
+    # -- initialisation and training ------------------------------------------------------------
     def _initialize(self) -> None:
         """Starting encoder and a fresh head, seeded by ``random_state``."""
-        with torch.random.fork_rng(devices=[]):  # leave the caller's global torch RNG alone
-            torch.manual_seed(self.random_state)
-            if self.weights is None:
-                self.encoder_, self.weights_config_ = SiteNetEncoder(EncoderConfig()), {}
-            else:
-                self.encoder_, self.weights_config_ = load_encoder(resolve_weights(self.weights))
+        runtime = EncoderRuntime.create(self.weights, seed=self.random_state)
+        self.encoder_, self.weights_config_ = runtime.encoder, runtime.config
+        with seeded(self.random_state):  # leave the caller's global torch RNG alone
             self.head_ = regression_head(self.encoder_.config.global_dim)
+
+    def _training_config(self) -> RegressionConfig:
+        return RegressionConfig(
+            epochs=self.epochs,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            batch_size=self.batch_size,
+            validation_fraction=self.validation_fraction,
+            patience=self.patience,
+            freeze_encoder=self.freeze_encoder,
+            seed=self.random_state,
+        )
 
     def _fit_loop(
         self,
@@ -294,112 +324,48 @@ class SiteNetRegressor(RegressorMixin, BaseEstimator):
         y_valid: np.ndarray,
     ) -> None:
         device = resolve_device(self.device)
-        self.encoder_.to(device).requires_grad_(not self.freeze_encoder)
-        self.head_.to(device)
-        params = [
-            p for p in (*self.encoder_.parameters(), *self.head_.parameters()) if p.requires_grad
-        ]
-        optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
-        target = torch.as_tensor((y_train - self.y_mean_) / self.y_scale_, dtype=torch.float32)
-        self.history_: list[dict] = []
-        best, bad_epochs = (math.inf, None), 0
-        epochs = _progress(range(self.epochs), self.verbose)
-        for epoch in epochs:
-            start = time.perf_counter()
-            rng = np.random.default_rng([self.random_state, epoch])
-            order = rng.permutation(len(train))
-            total = 0.0
-            for k, lo in enumerate(range(0, len(order), self.batch_size), start=1):
-                group = order[lo : lo + self.batch_size]
-                total += self._train_step(
-                    [train[i] for i in group], target[group], optimizer, device
-                )
-                if self.verbose:
-                    epochs.set_postfix(loss=f"{total / k:.4f}")
-            record = {"epoch": epoch + 1, "train_loss": total / max(k, 1)}
-            record.update(self._validate(valid, y_valid, device))
-            record["seconds"] = time.perf_counter() - start
-            score = record.get("valid_mae", -epoch)  # without validation: keep the last epoch
-            record["best"] = bool(score < best[0])
-            if record["best"]:
-                best, bad_epochs = (score, self._state()), 0
-            else:
-                bad_epochs += 1
-            self.history_.append(record)
-            if self.patience is not None and valid and bad_epochs >= self.patience:
-                break
-        if best[1] is not None:
-            self.encoder_.load_state_dict(best[1]["encoder"])
-            self.head_.load_state_dict(best[1]["head"])
+        config = self._training_config()
+        objective = RegressionObjective(self, y_train, y_valid, device)
+        loop = TrainingLoop(
+            objective, config, device, checkpoint_dir=self.checkpoint_dir, progress=self.verbose
+        )
+        try:
+            self.history_: list[dict] = loop.fit(train, valid)
+        finally:
+            self.encoder_.cpu().eval().requires_grad_(True)
+            self.head_.cpu().eval()
         self.best_epoch_ = max((h["epoch"] for h in self.history_ if h["best"]), default=0)
-        self.encoder_.cpu().eval().requires_grad_(True)
-        self.head_.cpu().eval()
-
-    def _train_step(self, crystals, target, optimizer, device) -> float:
-        self.encoder_.train()
-        self.head_.train()
-        with _autocast(device):
-            pred = self._forward(collate(crystals).to(device))
-        loss = nn.functional.mse_loss(pred.float(), target.to(device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return loss.item()
-
-    def _validate(self, valid: list[CrystalInputs], y_valid: np.ndarray, device) -> dict:
-        if not valid:
-            return {}
-        pred = self._predict_inputs(valid, device)
-        return {
-            "valid_loss": float(np.mean(((pred - y_valid) / self.y_scale_) ** 2)),
-            "valid_mae": float(np.mean(np.abs(pred - y_valid))),
-        }
 
     def _forward(self, batch) -> torch.Tensor:
         vectors = self.encoder_(batch)
         return self.head_(vectors.to(self.head_[0].weight.dtype)).squeeze(-1)
 
     def _predict_inputs(self, inputs: list[CrystalInputs], device) -> np.ndarray:
-        out = np.empty(len(inputs), dtype=np.float64)
-        if not inputs:
-            return out
         self.encoder_.to(device).eval()
         self.head_.to(device).eval()
-        order = np.argsort([c.n_atoms for c in inputs], kind="stable")
-        with torch.inference_mode():  # float32: predictions keep full precision on any device
-            for group in _inference_batches(inputs, order, max(self.batch_size, 256)):
-                batch = collate([inputs[i] for i in group]).to(device)
-                out[group] = self._forward(batch).float().cpu().numpy()
+        # float32: predictions keep full precision on any device
+        out = run_batches(
+            inputs,
+            self._forward,
+            None,
+            device=device,
+            batch_size=max(self.batch_size, INFERENCE_BATCH_SIZE),
+            dtype=np.float64,
+        )
         return out * self.y_scale_ + self.y_mean_
 
-    def _state(self) -> dict:
-        return {
-            "encoder": copy.deepcopy(self.encoder_.state_dict()),
-            "head": copy.deepcopy(self.head_.state_dict()),
-        }
-
     # -- inputs ---------------------------------------------------------------------------------
-    def _input_settings(self) -> dict:
-        saved = getattr(self, "weights_config_", {}).get("inputs", {})
-        return {
-            "max_atoms": self.max_atoms or saved.get("max_atoms", 50),
-            "symprec": self.symprec or saved.get("symprec", 0.01),
-        }
+    def _input_settings(self) -> InputSettings:
+        return input_settings(
+            getattr(self, "weights_config_", {}), max_atoms=self.max_atoms, symprec=self.symprec
+        )
 
     def _inputs(self, X: Any) -> list[CrystalInputs]:
         if isinstance(X, list | tuple) and X and all(isinstance(c, CrystalInputs) for c in X):
             return list(X)
-        settings = self._input_settings()
-        inputs, _ = build_many(as_structure_list(X), n_jobs=self.n_jobs, **settings)
-        large = [c.n_sites for c in inputs if c.n_sites > settings["max_atoms"]]
-        if large:
-            warnings.warn(
-                f"{len(large)} structure(s) have more than max_atoms={settings['max_atoms']} "
-                f"atoms in the primitive cell (largest {max(large)}): each uses a single cell, "
-                "outside the training distribution",
-                UserWarning,
-                stacklevel=3,
-            )
+        inputs, _ = structures_to_inputs(
+            X, self._input_settings(), n_jobs=self.n_jobs, owner="SiteNetRegressor", stacklevel=4
+        )
         if not inputs:
             raise ValueError("no structures given")
         return inputs
@@ -436,16 +402,115 @@ class SiteNetRegressor(RegressorMixin, BaseEstimator):
         super().__setstate__(state)
 
 
-def _autocast(device: torch.device):
-    """bfloat16 autocast on CUDA; a no-op elsewhere."""
-    return torch.autocast(
-        device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"
-    )
+@dataclass
+class RegressionConfig:
+    """Settings of a :class:`SiteNetRegressor` fit, as the training loop reads them.
+
+    Parameters
+    ----------
+    epochs, lr, weight_decay, batch_size, validation_fraction, patience, freeze_encoder
+        As for :class:`SiteNetRegressor`.
+    seed : int
+        ``random_state``.
+    mixed_precision : bool, default=True
+        bfloat16 autocast for training on CUDA.
+    max_seconds : float or None, default=None
+        Wall-clock budget (none).
+    """
+
+    epochs: int = 200
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    batch_size: int = 32
+    validation_fraction: float = ESTIMATOR_VALIDATION_FRACTION
+    patience: int | None = 20
+    freeze_encoder: bool = False
+    seed: int = 0
+    mixed_precision: bool = True
+    max_seconds: float | None = None
+
+    def to_dict(self) -> dict:
+        """JSON-ready dictionary."""
+        return asdict(self)
 
 
-def _progress(items, enabled: bool):
-    if not enabled:
-        return items
-    from tqdm.auto import tqdm
+@dataclass
+class _Loss:
+    loss: torch.Tensor
 
-    return tqdm(items, desc="SiteNetRegressor", unit="epoch", leave=False)
+    def as_floats(self) -> dict[str, float]:
+        return {"loss": float(self.loss.detach())}
+
+
+class RegressionObjective(Objective):
+    """Mean squared error of standardised targets, for :class:`~dimfeat.training.TrainingLoop`.
+
+    Batches are ``batch_size`` crystals of the epoch's order; the validation scores are
+    ``loss`` (MSE of standardised targets) and ``mae`` (target units), and the best epoch has
+    the lowest validation MAE (without validation data: the last epoch).
+
+    Parameters
+    ----------
+    model : SiteNetRegressor
+        Holds ``encoder_``, ``head_``, ``y_mean_`` and ``y_scale_``.
+    y_train, y_valid : ndarray
+        Targets of the training and validation crystals (target units).
+    device : torch.device
+    """
+
+    name = "regression training"
+    loss_keys = ("loss",)
+    kept = ("encoder", "head")
+
+    def __init__(
+        self, model: SiteNetRegressor, y_train: np.ndarray, y_valid: np.ndarray, device
+    ) -> None:
+        self.model = model
+        self.encoder = model.encoder_.to(device).requires_grad_(not model.freeze_encoder)
+        self.head = model.head_.to(device)
+        self.y_valid = y_valid
+        self.device = device
+        scaled = (y_train - model.y_mean_) / model.y_scale_
+        self.target = torch.as_tensor(scaled, dtype=torch.float32)
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        """The encoder and the head."""
+        return {"encoder": self.encoder, "head": self.head}
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        """Trainable parameters (the head only with ``freeze_encoder``)."""
+        modules = (*self.encoder.parameters(), *self.head.parameters())
+        return [p for p in modules if p.requires_grad]
+
+    def fingerprint(self, train: list[CrystalInputs], valid: list[CrystalInputs]) -> str:
+        """Inputs and targets."""
+        digest = hashlib.sha256(inputs_fingerprint(train, valid).encode())
+        digest.update(np.ascontiguousarray(self.target.numpy()).tobytes())
+        digest.update(np.ascontiguousarray(self.y_valid, dtype=np.float64).tobytes())
+        return digest.hexdigest()
+
+    def train_groups(
+        self, train: list[CrystalInputs], order: np.ndarray, epoch: int
+    ) -> list[np.ndarray]:
+        """Consecutive ``batch_size`` slices of the epoch's order."""
+        size = self.model.batch_size
+        return [order[lo : lo + size] for lo in range(0, len(order), size)]
+
+    def train_step(self, batch, group: np.ndarray, generator: torch.Generator) -> _Loss:
+        """MSE of standardised targets on one batch."""
+        pred = self.model._forward(batch)
+        return _Loss(nn.functional.mse_loss(pred.float(), self.target[group].to(self.device)))
+
+    def validate(self, valid: list[CrystalInputs], autocast) -> dict[str, float]:
+        """``loss`` and ``mae`` of float32 predictions."""
+        if not valid:
+            return {}
+        pred = self.model._predict_inputs(valid, self.device)
+        return {
+            "loss": float(np.mean(((pred - self.y_valid) / self.model.y_scale_) ** 2)),
+            "mae": float(np.mean(np.abs(pred - self.y_valid))),
+        }
+
+    def score(self, record: dict) -> float:
+        """Validation MAE; without validation, ``-epoch`` (the last epoch is kept)."""
+        return record.get("valid_mae", -record["epoch"])

@@ -254,12 +254,12 @@ def _cgcnn_names(
     id_prop: str | None, hash_text: str | None, where: str
 ) -> tuple[list[str] | None, list[str] | None]:
     """CIF names and ids in ``id_prop.csv`` order (``None, None`` without id_prop.csv)."""
-    from dimfeat.datasets import _material_ids, _parse_id_prop
+    from dimfeat.datasets import cgcnn_material_ids, parse_id_prop
 
     if id_prop is None:
         return None, None
-    idx = _parse_id_prop(id_prop, f"{where}/id_prop.csv")[0].tolist()
-    ids = _material_ids(idx, hash_text, f"{where}/material_id_hash.csv")
+    idx = parse_id_prop(id_prop, f"{where}/id_prop.csv")[0].tolist()
+    ids = cgcnn_material_ids(idx, hash_text, f"{where}/material_id_hash.csv")
     return [f"{i}.cif" for i in idx], ids
 
 
@@ -618,12 +618,13 @@ def _settings(source, featurizer, chunk_size: int, ignore_errors: bool) -> dict:
         "batch_size": params.get("batch_size"),
         "feature_labels": list(featurizer.feature_labels()),
     }
-    get_encoder = getattr(featurizer, "_get_encoder", None)
-    if get_encoder is not None:  # a DeepInfoMaxFeaturizer: its weights and resolved inputs
+    get_runtime = getattr(featurizer, "get_runtime", None)
+    if get_runtime is not None:  # a DeepInfoMaxFeaturizer: its weights and resolved inputs
         from dimfeat.weights import state_checksum
 
-        settings["encoder_sha256"] = state_checksum(get_encoder())
-        settings["inputs"] = dict(featurizer._input_settings().__dict__)
+        runtime = get_runtime()
+        settings["encoder_sha256"] = state_checksum(runtime.encoder)
+        settings["inputs"] = dict(runtime.inputs.__dict__)
     else:  # another featuriser: identified by its parameters only
         settings["params"] = {k: repr(v) for k, v in sorted(params.items())}
         settings["weights_compared"] = settings["weights"]

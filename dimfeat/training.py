@@ -1,12 +1,15 @@
-"""Self-supervised Deep InfoMax training: fit loop, validation, early stopping, checkpoints.
+"""Training: one loop (:class:`TrainingLoop`) and the objectives it optimises.
 
-The loop follows skorch's shape: :meth:`DIMTrainer.fit` -> :meth:`~DIMTrainer._run_epoch`
--> :meth:`~DIMTrainer._train_step` / :meth:`~DIMTrainer._validate`. It works on precomputed
-:class:`~dimfeat.inputs.CrystalInputs`, so it needs neither pymatgen nor matminer at run time
-and the same code trains on a laptop CPU and on a GPU.
+:class:`TrainingLoop` owns epochs, shuffling, best state, patience, checkpoints and resume,
+DDP, autocast, divergence checks, progress and callbacks; an :class:`Objective` says what a
+batch and its loss are. :class:`DIMObjective` is self-supervised Deep InfoMax
+(:class:`DIMTrainer` is the loop of it); the regressor's objective is in
+:mod:`dimfeat.regressor`. The loop works on precomputed :class:`~dimfeat.inputs.CrystalInputs`,
+so it needs neither pymatgen nor matminer at run time and the same code trains on a laptop CPU
+and on a GPU.
 
-Model selection uses the self-supervised loss on a held-out slice of the *unlabelled* data; no
-label is ever read. The validation loss is computed with a fixed random stream (false samples
+DIM model selection uses the self-supervised loss on a held-out slice of the *unlabelled* data;
+no label is ever read. The validation loss is computed with a fixed random stream (false samples
 and noise), so epochs are compared on the same draws.
 """
 
@@ -20,6 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,12 +39,33 @@ from dimfeat.infomax import (
     FALSE_SAMPLE_KINDS,
     DeepInfoMaxLoss,
 )
-from dimfeat.inputs import CrystalInputs, batches_by_site_budget, collate
+from dimfeat.inputs import Batch, CrystalInputs, batches_by_site_budget, collate
 
-__all__ = ["DIMTrainer", "SaveEveryEpoch", "TrainingConfig", "resolve_device", "split_validation"]
+__all__ = [
+    "ESTIMATOR_VALIDATION_FRACTION",
+    "LOSS_KEYS",
+    "VALIDATION_FRACTION",
+    "DIMObjective",
+    "DIMTrainer",
+    "Objective",
+    "SaveEveryEpoch",
+    "TrainingConfig",
+    "TrainingLoop",
+    "inputs_fingerprint",
+    "resolve_device",
+    "split_validation",
+    "train_dim",
+]
 
 CHECKPOINT_NAME = "checkpoint.pt"
-_LOSS_KEYS = ("loss", "local_dim", "global_dim", "local_kl", "global_kl", "composition")
+#: Share of the crystals held out for model selection by :class:`TrainingConfig` and
+#: ``dimfeat train`` (large unlabelled sets; the recipe of the bundled weights).
+VALIDATION_FRACTION = 0.05
+#: Share held out by the estimators' ``fit`` (``DeepInfoMaxFeaturizer``, ``SiteNetRegressor``),
+#: which typically see a few hundred crystals.
+ESTIMATOR_VALIDATION_FRACTION = 0.1
+#: Keys of the DIM loss terms (history records ``train_<key>`` and ``valid_<key>``).
+LOSS_KEYS = ("loss", "local_dim", "global_dim", "local_kl", "global_kl", "composition")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -99,7 +124,7 @@ class TrainingConfig:
     lr: float = 8.12e-4
     weight_decay: float = 0.01
     site_budget: int = 1200
-    validation_fraction: float = 0.05
+    validation_fraction: float = VALIDATION_FRACTION
     patience: int | None = 10
     alpha: float = 1.0
     beta: float = DEFAULT_BETA
@@ -131,60 +156,131 @@ def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
-class DIMTrainer:
-    """Train a :class:`~dimfeat.encoder.SiteNetEncoder` with the Deep InfoMax objective.
+class Objective:
+    """What a :class:`TrainingLoop` optimises: its modules, batches, step and validation.
+
+    The loop owns everything that is the same for every objective (epochs, shuffling, best
+    state, patience, checkpoints and resume, DDP, autocast, divergence checks, progress,
+    callbacks); an objective says what a batch is and what its loss is. :class:`DIMObjective`
+    (the self-supervised Deep InfoMax loss) and the regressor's objective
+    (:class:`dimfeat.regressor.RegressionObjective`) are the two in the package.
+
+    Attributes
+    ----------
+    name : str
+        Names the training in error messages (e.g. ``"DIM training"``).
+    loss_keys : tuple of str
+        Keys of the floats a training step returns (``"loss"`` first); the history records
+        ``train_<key>`` for each.
+    kept : tuple of str
+        Names (keys of :meth:`modules`) of the modules whose best-epoch state is kept and
+        restored at the end.
+    encoder : SiteNetEncoder
+        The encoder being trained.
+    """
+
+    name: str = "training"
+    loss_keys: tuple[str, ...] = ("loss",)
+    kept: tuple[str, ...] = ("encoder",)
+    encoder: SiteNetEncoder
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        """Modules trained and checkpointed, by name (``"encoder"`` among them)."""
+        raise NotImplementedError
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        """Parameters the optimiser updates."""
+        return [p for module in self.modules().values() for p in module.parameters()]
+
+    def check(self, train: list[CrystalInputs], valid: list[CrystalInputs]) -> None:
+        """Refuse data this objective cannot train on (raise ``ValueError``)."""
+
+    def fingerprint(self, train: list[CrystalInputs], valid: list[CrystalInputs]) -> str:
+        """Identity of the training data, recorded in checkpoints (:func:`inputs_fingerprint`)."""
+        return inputs_fingerprint(train, valid)
+
+    def train_groups(
+        self, train: list[CrystalInputs], order: np.ndarray, epoch: int
+    ) -> list[np.ndarray]:
+        """Index groups (one per optimiser step) of one epoch, visiting ``order``."""
+        raise NotImplementedError
+
+    def train_step(self, batch: Batch, group: np.ndarray, generator: torch.Generator) -> Any:
+        """Loss of one training batch: an object with ``.loss`` (a tensor) and ``.as_floats()``
+        (a dict over :attr:`loss_keys`)."""
+        raise NotImplementedError
+
+    def validate(self, valid: list[CrystalInputs], autocast: Callable[[], Any]) -> dict[str, float]:
+        """Validation scores (recorded as ``valid_<key>``); ``{}`` without validation data."""
+        raise NotImplementedError
+
+    def score(self, record: dict) -> float:
+        """Lower is better: the number that selects the best epoch from its history record."""
+        return record.get("valid_loss", record["train_loss"])
+
+    def postfix(self, totals: dict[str, float], n_batches: int) -> dict[str, str]:
+        """Running figures shown on the progress bar."""
+        return {"loss": f"{totals['loss'] / n_batches:.4f}"}
+
+
+class TrainingLoop:
+    """The training loop of the package: epochs of an :class:`Objective` with AdamW.
+
+    Each epoch visits the training crystals in an order drawn from ``(seed, epoch)``, runs
+    the objective's steps (bfloat16 autocast on CUDA when ``mixed_precision``), records the
+    mean training losses and the validation scores, keeps the best epoch's state by
+    :meth:`Objective.score` and stops after ``patience`` epochs without improvement or once
+    ``max_seconds`` have passed. A NaN or infinite loss or weight stops training with
+    ``FloatingPointError`` after putting the last finite state back. Under ``torchrun`` (see
+    :mod:`dimfeat.distributed`) each rank takes a share of every step's batches and gradients
+    are averaged.
 
     Parameters
     ----------
-    encoder : SiteNetEncoder
-        Trained in place (its best weights are restored at the end of :meth:`fit`).
-    config : TrainingConfig
+    objective : Objective
+    config : object
+        Settings with ``epochs``, ``lr``, ``weight_decay``, ``seed``, ``patience``,
+        ``mixed_precision``, ``max_seconds`` and ``to_dict()`` (e.g. :class:`TrainingConfig`);
+        ``to_dict()`` is stored in checkpoints and compared when resuming.
     device : torch.device
     checkpoint_dir : path, optional
         Folder for ``checkpoint.pt`` written after every epoch; :meth:`fit` resumes from it.
     progress : bool, default=False
-        Show a tqdm progress bar with the running losses.
+        Show a tqdm progress bar over each epoch's batches with running losses.
     callbacks : sequence of callable, optional
-        Each is called as ``callback(trainer, record)`` after every epoch, once the epoch's
-        history record is appended and the checkpoint written (e.g. :class:`SaveEveryEpoch`).
+        Each is called as ``callback(loop, record)`` after every epoch, once the epoch's
+        history record is appended and the checkpoint written.
 
     Attributes
     ----------
     history : list of dict
-        One entry per epoch: ``epoch``, ``train_*`` and ``valid_*`` for each of ``loss``,
-        ``local_dim``, ``global_dim``, ``local_kl``, ``global_kl``, ``seconds``, ``best``.
+        One entry per epoch: ``epoch``, ``train_<key>`` for the objective's loss keys,
+        ``valid_<key>`` for its validation scores, ``seconds`` and ``best``.
+    encoder : SiteNetEncoder
+        The objective's encoder.
+    optimizer : torch.optim.AdamW
+    generator : torch.Generator
+        Random stream handed to every training step (saved in checkpoints).
     """
 
     def __init__(
         self,
-        encoder: SiteNetEncoder,
-        config: TrainingConfig,
+        objective: Objective,
+        config: Any,
         device: torch.device,
         checkpoint_dir: str | Path | None = None,
         progress: bool = False,
-        callbacks: Sequence[Callable[[DIMTrainer, dict], None]] = (),
+        callbacks: Sequence[Callable[[Any, dict], None]] = (),
     ) -> None:
-        self.encoder = encoder.to(device)
+        self.objective = objective
+        self.encoder = objective.encoder
         self.config = config
         self.device = device
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.progress = progress
         self.callbacks = tuple(callbacks)
-        torch.manual_seed(config.seed)
-        self.criterion = DeepInfoMaxLoss(
-            encoder.config,
-            config.alpha,
-            config.beta,
-            tuple(config.false_samples),
-            config.local_constituent,
-            config.local_pairs,
-            config.global_sites,
-            config.composition_weight,
-        ).to(device)
         self.optimizer = torch.optim.AdamW(
-            list(self.encoder.parameters()) + list(self.criterion.parameters()),
-            lr=config.lr,
-            weight_decay=config.weight_decay,
+            objective.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
         self.history: list[dict] = []
         self.best_loss = math.inf
@@ -203,25 +299,20 @@ class DIMTrainer:
         Raises
         ------
         ValueError
-            If there are fewer than 2 training structures, ``site_budget`` is too small for
-            any batch of 2 crystals, or ``checkpoint_dir`` holds a checkpoint of another run
-            (other data, starting weights or settings).
+            If the objective refuses the data, or ``checkpoint_dir`` holds a checkpoint of
+            another run (other data, starting weights or settings).
         FloatingPointError
             If the loss or a weight becomes NaN or infinite (the message names the epoch and
-            batch); the encoder is put back to its best epoch, or to its state when ``fit``
-            started, so no NaN state is kept or checkpointed.
+            batch); the modules are put back to their best epoch, or to their state when
+            ``fit`` started, so no NaN state is kept or checkpointed.
         """
-        if len(train) < 2:
-            raise ValueError("DIM training needs at least 2 training structures")
-        _check_site_budget(train, self.config.site_budget, "training", shuffled=True)
-        if len(valid) >= 2:
-            _check_site_budget(valid, self.config.site_budget, "validation", shuffled=False)
         from dimfeat.weights import state_checksum
 
-        self._data_fingerprint = _inputs_fingerprint(train, valid)
+        self.objective.check(train, valid)
+        self._data_fingerprint = self.objective.fingerprint(train, valid)
         self._start_checksum = state_checksum(self.encoder)
         self._resume()
-        self._good_state = copy.deepcopy(self.encoder.state_dict())
+        self._good_state = self._kept_state()
         if self.distributed is not None and self.history:
             self.distributed.reseed(self.generator, self.config.seed, len(self.history))
         start = time.perf_counter()
@@ -237,7 +328,7 @@ class DIMTrainer:
             if limit is not None and time.perf_counter() - start > limit:
                 break
         if self.best_state is not None:
-            self.encoder.load_state_dict(self.best_state["encoder"])
+            self._load_kept(self.best_state)
         return self.history
 
     # -- one epoch ------------------------------------------------------------------------------
@@ -247,80 +338,51 @@ class DIMTrainer:
         start = time.perf_counter()
         rng = np.random.default_rng([self.config.seed, epoch])
         order = rng.permutation(len(train))
-        groups = [
-            g for g in batches_by_site_budget(train, self.config.site_budget, order) if len(g) >= 2
-        ]
-        if not groups:  # the two smallest crystals fit, but never side by side in this order
-            raise ValueError(
-                f"epoch {epoch + 1}: no batch of 2 or more crystals fits site_budget="
-                f"{self.config.site_budget} in this epoch's order; raise site_budget"
-            )
+        groups = self.objective.train_groups(train, order, epoch)
         if self.distributed is not None:
             groups = self.distributed.shard(groups)
-        self.encoder.train()
-        self.criterion.train()
-        totals = dict.fromkeys(_LOSS_KEYS, 0.0)
+        for module in self.objective.modules().values():
+            module.train()
+        keys = self.objective.loss_keys
+        totals = dict.fromkeys(keys, 0.0)
         bar = _progress(groups, self.progress, f"epoch {epoch + 1}/{self.config.epochs}")
         for k, group in enumerate(bar, start=1):
-            terms = self._train_step(collate([train[i] for i in group]))
+            terms = self._train_step(collate([train[i] for i in group]), group)
             if not math.isfinite(terms["loss"]) or not self._parameters_finite():
                 self._diverged(f"epoch {epoch + 1}, batch {k} of {len(groups)}", terms["loss"])
-            for key in _LOSS_KEYS:
+            for key in keys:
                 totals[key] += terms[key]
             if self.progress:
-                bar.set_postfix(
-                    local=f"{totals['local_dim'] / k:.3f}", glob=f"{totals['global_dim'] / k:.3f}"
-                )
+                bar.set_postfix(**self.objective.postfix(totals, k))
         if self.distributed is not None:
             totals = self.distributed.mean(totals)
         record: dict = {"epoch": epoch + 1}
         record.update({f"train_{key}": v / max(len(groups), 1) for key, v in totals.items()})
-        record.update({f"valid_{key}": v for key, v in self._validate(valid).items()})
+        scores = self.objective.validate(valid, self._autocast)
+        record.update({f"valid_{key}": v for key, v in scores.items()})
         record["seconds"] = time.perf_counter() - start
-        score = record.get("valid_loss", record["train_loss"])
+        score = self.objective.score(record)
         if not math.isfinite(score):
             self._diverged(f"epoch {epoch + 1} (validation)", score)
         record["best"] = bool(score < self.best_loss)
         if record["best"]:
             self.best_loss = score
             self.bad_epochs = 0
-            self.best_state = {"encoder": copy.deepcopy(self.encoder.state_dict())}
+            self.best_state = self._kept_state()
         else:
             self.bad_epochs += 1
         return record
 
-    def _train_step(self, batch) -> dict[str, float]:
+    def _train_step(self, batch: Batch, group: np.ndarray) -> dict[str, float]:
         batch = batch.to(self.device)
         with self._autocast():
-            terms = self.criterion(self.encoder, batch, self.generator)
+            terms = self.objective.train_step(batch, group, self.generator)
         self.optimizer.zero_grad(set_to_none=True)
         terms.loss.backward()
         if self.distributed is not None:
             self.distributed.average_gradients(self._parameters())
         self.optimizer.step()
         return terms.as_floats()
-
-    @torch.no_grad()
-    def _validate(self, valid: list[CrystalInputs]) -> dict[str, float]:
-        if len(valid) < 2:
-            return {}
-        self.encoder.eval()
-        self.criterion.eval()
-        generator = torch.Generator(device=self.device).manual_seed(self.config.seed + 1)
-        totals = dict.fromkeys(_LOSS_KEYS, 0.0)
-        weight = 0
-        for group in batches_by_site_budget(valid, self.config.site_budget):
-            if len(group) < 2:
-                continue
-            batch = collate([valid[i] for i in group]).to(self.device)
-            with self._autocast():
-                terms = self.criterion(self.encoder, batch, generator).as_floats()
-            for key in _LOSS_KEYS:
-                totals[key] += terms[key] * len(group)
-            weight += len(group)
-        if not weight:  # pragma: no cover - _check_site_budget refuses this before training
-            raise ValueError("no validation batch of 2 or more crystals fits site_budget")
-        return {key: v / weight for key, v in totals.items()}
 
     def _autocast(self):
         enabled = self.config.mixed_precision and self.device.type == "cuda"
@@ -332,18 +394,27 @@ class DIMTrainer:
     def _parameters_finite(self) -> bool:
         return bool(torch.stack([torch.isfinite(p).all() for p in self._parameters()]).all())
 
+    def _kept_state(self) -> dict:
+        modules = self.objective.modules()
+        return {name: copy.deepcopy(modules[name].state_dict()) for name in self.objective.kept}
+
+    def _load_kept(self, state: dict) -> None:
+        modules = self.objective.modules()
+        for name in self.objective.kept:
+            modules[name].load_state_dict(state[name])
+
     def _diverged(self, where: str, loss: float) -> None:
-        """Put back the last finite encoder state and raise ``FloatingPointError``."""
+        """Put back the last finite state and raise ``FloatingPointError``."""
         if self.best_state is not None:
-            self.encoder.load_state_dict(self.best_state["encoder"])
+            self._load_kept(self.best_state)
             kept = "its best epoch so far"
         else:
-            self.encoder.load_state_dict(self._good_state)
+            self._load_kept(self._good_state)
             kept = "its state when fit started"
         raise FloatingPointError(
-            f"DIM training diverged at {where}: the loss is {loss} or a weight became NaN or "
-            f"infinite. The encoder was put back to {kept}, and no checkpoint of the diverged "
-            f"state was written; lower the learning rate (lr={self.config.lr})"
+            f"{self.objective.name} diverged at {where}: the loss is {loss} or a weight became "
+            f"NaN or infinite. The encoder was put back to {kept}, and no checkpoint of the "
+            f"diverged state was written; lower the learning rate (lr={self.config.lr})"
         )
 
     # -- checkpoints ----------------------------------------------------------------------------
@@ -356,19 +427,20 @@ class DIMTrainer:
         if self.distributed is not None and not self.distributed.is_main:
             return
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        state = {
-            "encoder": self.encoder.state_dict(),
-            "criterion": self.criterion.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "generator": self.generator.get_state(),
-            "history": json.dumps(self.history),
-            "best_loss": self.best_loss,
-            "best_state": self.best_state,
-            "bad_epochs": self.bad_epochs,
-            "config": json.dumps(self.config.to_dict()),
-            "data": self._data_fingerprint,
-            "start": self._start_checksum,
-        }
+        state = {name: module.state_dict() for name, module in self.objective.modules().items()}
+        state.update(
+            {
+                "optimizer": self.optimizer.state_dict(),
+                "generator": self.generator.get_state(),
+                "history": json.dumps(self.history),
+                "best_loss": self.best_loss,
+                "best_state": self.best_state,
+                "bad_epochs": self.bad_epochs,
+                "config": json.dumps(self.config.to_dict()),
+                "data": self._data_fingerprint,
+                "start": self._start_checksum,
+            }
+        )
         tmp = self.checkpoint_dir / (CHECKPOINT_NAME + ".tmp")
         torch.save(state, tmp)
         tmp.replace(self.checkpoint_dir / CHECKPOINT_NAME)
@@ -379,9 +451,13 @@ class DIMTrainer:
         # Checkpoints are written by this class into a folder the user chose; weights_only=True
         # still refuses anything but tensors and plain containers.
         file = self.checkpoint_dir / CHECKPOINT_NAME
+        modules = self.objective.modules()
         try:
             state = torch.load(file, map_location=self.device, weights_only=True)
             saved = json.loads(state["config"])
+            missing = [name for name in modules if name not in state]
+            if missing:
+                raise KeyError(f"no state of {', '.join(missing)}")
         except Exception as exc:
             raise ValueError(
                 f"{file} is not a dimfeat training checkpoint ({exc}); use another checkpoint_dir"
@@ -404,14 +480,216 @@ class DIMTrainer:
                 f"checkpoint in {self.checkpoint_dir} was written with different training "
                 f"settings ({', '.join(sorted(differs))}); use another checkpoint_dir"
             )
-        self.encoder.load_state_dict(state["encoder"])
-        self.criterion.load_state_dict(state["criterion"])
+        for name, module in modules.items():
+            module.load_state_dict(state[name])
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"].cpu())
         self.history = json.loads(state["history"])
         self.best_loss = state["best_loss"]
         self.best_state = state["best_state"]
         self.bad_epochs = state["bad_epochs"]
+
+
+class DIMObjective(Objective):
+    """The Deep InfoMax objective (:class:`~dimfeat.infomax.DeepInfoMaxLoss`) of an encoder.
+
+    Batches hold at most ``config.site_budget`` unique sites and at least 2 crystals (the
+    other crystals of a batch are the false samples); validation uses a fixed random stream
+    (seed ``config.seed + 1``), so epochs are compared on the same draws.
+
+    Parameters
+    ----------
+    encoder : SiteNetEncoder
+    config : TrainingConfig
+    device : torch.device
+    """
+
+    name = "DIM training"
+    loss_keys = LOSS_KEYS
+    kept = ("encoder",)
+
+    def __init__(self, encoder: SiteNetEncoder, config: TrainingConfig, device: torch.device):
+        self.encoder = encoder
+        self.config = config
+        self.device = device
+        self.criterion = DeepInfoMaxLoss(
+            encoder.config,
+            config.alpha,
+            config.beta,
+            tuple(config.false_samples),
+            config.local_constituent,
+            config.local_pairs,
+            config.global_sites,
+            config.composition_weight,
+        ).to(device)
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        """The encoder and the loss's DIM heads."""
+        return {"encoder": self.encoder, "criterion": self.criterion}
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        """Encoder parameters, then those of the DIM heads."""
+        return list(self.encoder.parameters()) + list(self.criterion.parameters())
+
+    def check(self, train: list[CrystalInputs], valid: list[CrystalInputs]) -> None:
+        """At least 2 training crystals, and a site budget that forms batches of 2."""
+        if len(train) < 2:
+            raise ValueError("DIM training needs at least 2 training structures")
+        _check_site_budget(train, self.config.site_budget, "training", shuffled=True)
+        if len(valid) >= 2:
+            _check_site_budget(valid, self.config.site_budget, "validation", shuffled=False)
+
+    def train_groups(
+        self, train: list[CrystalInputs], order: np.ndarray, epoch: int
+    ) -> list[np.ndarray]:
+        """Groups of at most ``site_budget`` unique sites and at least 2 crystals."""
+        budget = self.config.site_budget
+        groups = [g for g in batches_by_site_budget(train, budget, order) if len(g) >= 2]
+        if not groups:  # the two smallest crystals fit, but never side by side in this order
+            raise ValueError(
+                f"epoch {epoch + 1}: no batch of 2 or more crystals fits site_budget="
+                f"{budget} in this epoch's order; raise site_budget"
+            )
+        return groups
+
+    def train_step(self, batch: Batch, group: np.ndarray, generator: torch.Generator) -> Any:
+        """The :class:`~dimfeat.infomax.LossTerms` of one batch."""
+        return self.criterion(self.encoder, batch, generator)
+
+    @torch.no_grad()
+    def validate(self, valid: list[CrystalInputs], autocast: Callable[[], Any]) -> dict[str, float]:
+        """Mean DIM loss terms over validation batches, weighted by crystals."""
+        if len(valid) < 2:
+            return {}
+        self.encoder.eval()
+        self.criterion.eval()
+        generator = torch.Generator(device=self.device).manual_seed(self.config.seed + 1)
+        totals = dict.fromkeys(LOSS_KEYS, 0.0)
+        weight = 0
+        for group in batches_by_site_budget(valid, self.config.site_budget):
+            if len(group) < 2:
+                continue
+            batch = collate([valid[i] for i in group]).to(self.device)
+            with autocast():
+                terms = self.criterion(self.encoder, batch, generator).as_floats()
+            for key in LOSS_KEYS:
+                totals[key] += terms[key] * len(group)
+            weight += len(group)
+        if not weight:  # pragma: no cover - _check_site_budget refuses this before training
+            raise ValueError("no validation batch of 2 or more crystals fits site_budget")
+        return {key: v / weight for key, v in totals.items()}
+
+    def postfix(self, totals: dict[str, float], n_batches: int) -> dict[str, str]:
+        """Running local and global DIM losses."""
+        return {
+            "local": f"{totals['local_dim'] / n_batches:.3f}",
+            "glob": f"{totals['global_dim'] / n_batches:.3f}",
+        }
+
+
+class DIMTrainer(TrainingLoop):
+    """Train a :class:`~dimfeat.encoder.SiteNetEncoder` with the Deep InfoMax objective.
+
+    The :class:`TrainingLoop` of a :class:`DIMObjective`.
+
+    Parameters
+    ----------
+    encoder : SiteNetEncoder
+        Trained in place (its best weights are restored at the end of :meth:`fit`).
+    config : TrainingConfig
+    device : torch.device
+    checkpoint_dir : path, optional
+        Folder for ``checkpoint.pt`` written after every epoch; :meth:`fit` resumes from it.
+    progress : bool, default=False
+        Show a tqdm progress bar with the running losses.
+    callbacks : sequence of callable, optional
+        Each is called as ``callback(trainer, record)`` after every epoch, once the epoch's
+        history record is appended and the checkpoint written (e.g. :class:`SaveEveryEpoch`).
+
+    Attributes
+    ----------
+    history : list of dict
+        One entry per epoch: ``epoch``, ``train_*`` and ``valid_*`` for each of the loss terms
+        (``loss``, ``local_dim``, ``global_dim``, ``local_kl``, ``global_kl``,
+        ``composition``), ``seconds``, ``best``.
+    criterion : DeepInfoMaxLoss
+        The loss with its DIM heads.
+    """
+
+    def __init__(
+        self,
+        encoder: SiteNetEncoder,
+        config: TrainingConfig,
+        device: torch.device,
+        checkpoint_dir: str | Path | None = None,
+        progress: bool = False,
+        callbacks: Sequence[Callable[[DIMTrainer, dict], None]] = (),
+    ) -> None:
+        encoder = encoder.to(device)
+        torch.manual_seed(config.seed)  # the DIM heads' initialisation
+        objective = DIMObjective(encoder, config, device)
+        self.criterion = objective.criterion
+        super().__init__(objective, config, device, checkpoint_dir, progress, callbacks)
+
+    def fit(self, train: list[CrystalInputs], valid: list[CrystalInputs]) -> list[dict]:
+        """Train for up to ``config.epochs`` epochs; returns :attr:`history`.
+
+        Raises
+        ------
+        ValueError
+            If there are fewer than 2 training structures, ``site_budget`` is too small for
+            any batch of 2 crystals, or ``checkpoint_dir`` holds a checkpoint of another run
+            (other data, starting weights or settings).
+        FloatingPointError
+            If the loss or a weight becomes NaN or infinite (the message names the epoch and
+            batch); the encoder is put back to its best epoch, or to its state when ``fit``
+            started, so no NaN state is kept or checkpointed.
+        """
+        return super().fit(train, valid)
+
+
+def train_dim(
+    encoder: SiteNetEncoder,
+    crystals: list[CrystalInputs],
+    config: TrainingConfig,
+    device: torch.device,
+    *,
+    checkpoint_dir: str | Path | None = None,
+    progress: bool = False,
+    callbacks: Sequence[Callable[[DIMTrainer, dict], None]] = (),
+) -> tuple[list[dict], dict[str, int]]:
+    """Split ``crystals`` by ``config.validation_fraction`` and train ``encoder`` with DIM.
+
+    Parameters
+    ----------
+    encoder : SiteNetEncoder
+        Trained in place; left at its best epoch, in eval mode.
+    crystals : list of CrystalInputs
+        Unlabelled training data; a share is held out for model selection.
+    config : TrainingConfig
+    device : torch.device
+    checkpoint_dir, progress, callbacks
+        As for :class:`DIMTrainer`.
+
+    Returns
+    -------
+    history : list of dict
+        :attr:`DIMTrainer.history`.
+    sizes : dict
+        ``n_train`` and ``n_valid``.
+    """
+    train_idx, valid_idx = split_validation(len(crystals), config.validation_fraction, config.seed)
+    trainer = DIMTrainer(
+        encoder,
+        config,
+        device,
+        checkpoint_dir=checkpoint_dir,
+        progress=progress,
+        callbacks=callbacks,
+    )
+    history = trainer.fit([crystals[i] for i in train_idx], [crystals[i] for i in valid_idx])
+    encoder.eval()
+    return history, {"n_train": len(train_idx), "n_valid": len(valid_idx)}
 
 
 class SaveEveryEpoch:
@@ -441,6 +719,7 @@ class SaveEveryEpoch:
         self.every = every
 
     def __call__(self, trainer: DIMTrainer, record: dict) -> None:
+        from dimfeat.record import TrainingRecord
         from dimfeat.weights import save_pretrained
 
         if trainer.distributed is not None and not trainer.distributed.is_main:
@@ -453,17 +732,29 @@ class SaveEveryEpoch:
             self.folder / name,
             trainer.encoder,
             inputs=self.inputs,
-            training={
-                **self.training,
-                "settings": trainer.config.to_dict(),
-                "history": list(trainer.history),
-            },
+            training=TrainingRecord.from_dict(
+                {
+                    **self.training,
+                    "settings": trainer.config.to_dict(),
+                    "history": list(trainer.history),
+                }
+            ),
             name=name,
         )
 
 
-def _inputs_fingerprint(*parts: list[CrystalInputs]) -> str:
-    """sha256 of lists of crystals' inputs (species, sites and distances, in order)."""
+def inputs_fingerprint(*parts: list[CrystalInputs]) -> str:
+    """sha256 of lists of crystals' inputs (species, sites and distances, in order).
+
+    Parameters
+    ----------
+    *parts : list of CrystalInputs
+
+    Returns
+    -------
+    str
+        Hex digest.
+    """
     digest = hashlib.sha256()
     for part in parts:
         digest.update(f"part:{len(part)}".encode())

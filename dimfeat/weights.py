@@ -54,6 +54,7 @@ import torch
 from dimfeat._version import __version__
 from dimfeat.elements import MAX_Z
 from dimfeat.encoder import DISTANCE_EXPANSIONS, EncoderConfig, SiteNetEncoder
+from dimfeat.record import TrainingRecord
 
 __all__ = [
     "DEFAULT_WEIGHTS",
@@ -573,7 +574,7 @@ def save_pretrained(
     encoder: SiteNetEncoder,
     *,
     inputs: InputSettings | dict,
-    training: dict[str, Any] | None = None,
+    training: TrainingRecord | dict[str, Any] | None = None,
     name: str | None = None,
 ) -> Path:
     """Write ``model.safetensors``, ``config.json`` and the model card to ``folder``.
@@ -585,9 +586,10 @@ def save_pretrained(
     encoder : SiteNetEncoder
     inputs : InputSettings or dict
         ``max_atoms`` and ``symprec`` the encoder expects.
-    training : dict, optional
+    training : TrainingRecord or dict, optional
         Facts about training (data, settings, history, hardware, wall time) for the config and
-        the model card; ``None`` for untrained weights.
+        the model card (see :class:`dimfeat.record.TrainingRecord`); ``None`` for untrained
+        weights.
     name : str, optional
         Name shown in the model card (default: the folder name).
 
@@ -622,7 +624,7 @@ def save_pretrained(
             "std": encoder.feature_std.cpu().tolist(),
             "element_table": raw.tolist(),
         },
-        "training": training,
+        "training": training.to_dict() if isinstance(training, TrainingRecord) else training,
         "sha256": sha256_of(folder / MODEL_FILE),
     }
     (folder / CONFIG_FILE).write_text(json.dumps(config, indent=1) + "\n")

@@ -157,3 +157,14 @@ def test_saved_encoder_is_a_starting_weights_folder(fitted, data, tmp_path):
     start = SiteNetRegressor(weights=folder, epochs=0, **FAST).fit(X, y)
     for key, value in fitted.encoder_.state_dict().items():
         assert np.array_equal(value.numpy(), start.encoder_.state_dict()[key].numpy()), key
+
+
+def test_an_interrupted_fit_resumes_from_its_checkpoint(data, tmp_path):
+    X, y = data
+    first = SiteNetRegressor(epochs=1, checkpoint_dir=str(tmp_path), **FAST).fit(X, y)
+    resumed = SiteNetRegressor(epochs=2, checkpoint_dir=str(tmp_path), **FAST).fit(X, y)
+    straight = SiteNetRegressor(epochs=2, **FAST).fit(X, y)
+    assert resumed.history_[:1] == first.history_  # read back, not retrained
+    np.testing.assert_allclose(resumed.predict(X), straight.predict(X), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="other training or validation data"):
+        SiteNetRegressor(epochs=3, checkpoint_dir=str(tmp_path), **FAST).fit(X, y[::-1])

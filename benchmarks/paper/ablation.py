@@ -35,8 +35,9 @@ def train(variant: str, *, epochs: int = EPOCHS, n_pretrain: int = F.N_PRETRAIN)
     """Train (or resume, or reuse) one ablation encoder; returns its weights folder."""
     import torch
 
-    from dimfeat.encoder import EncoderConfig, SiteNetEncoder
-    from dimfeat.training import DIMTrainer, TrainingConfig, split_validation
+    from dimfeat.record import TrainingRecord
+    from dimfeat.runtime import EncoderRuntime
+    from dimfeat.training import TrainingConfig, train_dim
     from dimfeat.weights import InputSettings, save_pretrained
 
     folder = F.CACHE / "ablation" / f"{variant}-n{n_pretrain}-e{epochs}"
@@ -53,29 +54,29 @@ def train(variant: str, *, epochs: int = EPOCHS, n_pretrain: int = F.N_PRETRAIN)
         false_samples=VARIANTS[variant],
         seed=0,
     )
-    torch.manual_seed(config.seed)
-    encoder = SiteNetEncoder(EncoderConfig(global_dim=128))
-    tr, va = split_validation(len(data.inputs), config.validation_fraction, config.seed)
+    encoder = EncoderRuntime.create(None, seed=config.seed).encoder
     start = time.perf_counter()
-    trainer = DIMTrainer(
-        encoder, config, torch.device("cpu"), checkpoint_dir=folder.with_suffix(".ckpt")
+    history, sizes = train_dim(
+        encoder,
+        data.inputs,
+        config,
+        torch.device("cpu"),
+        checkpoint_dir=folder.with_suffix(".ckpt"),
     )
-    history = trainer.fit([data.inputs[i] for i in tr], [data.inputs[i] for i in va])
-    training = {
-        "command": f"python -m benchmarks.paper.ablation --epochs {epochs} "
-        f"--n-pretrain {n_pretrain}",
-        "data": {"description": data.description, "n_train": len(tr), "n_valid": len(va)},
-        "settings": config.to_dict(),
-        "start_weights": None,
-        "hardware": f"CPU ({platform.processor() or platform.machine()}), 1 thread",
-        "wall_time_s": round(time.perf_counter() - start, 1),
-        "torch_version": torch.__version__,
-        "history": history,
-    }
+    training = TrainingRecord(
+        command=f"python -m benchmarks.paper.ablation --epochs {epochs} --n-pretrain {n_pretrain}",
+        data={"description": data.description, **sizes},
+        settings=config.to_dict(),
+        start_weights=None,
+        hardware=f"CPU ({platform.processor() or platform.machine()}), 1 thread",
+        wall_time_s=round(time.perf_counter() - start, 1),
+        torch_version=torch.__version__,
+        history=history,
+    )
     save_pretrained(
         folder, encoder, inputs=InputSettings(), training=training, name=f"ablation-{variant}"
     )
-    print(f"[ablation] trained {variant} in {training['wall_time_s']:.0f} s -> {folder}")
+    print(f"[ablation] trained {variant} in {training.wall_time_s:.0f} s -> {folder}")
     return folder
 
 

@@ -168,9 +168,7 @@ class CHGNetCrystalFeatures:
         model = CHGNet.load(verbose=False)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            out = model.predict_structure(
-                list(structures), return_crystal_feas=True, batch_size=16
-            )
+            out = model.predict_structure(list(structures), return_crystal_feas=True, batch_size=16)
         out = out if isinstance(out, list) else [out]
         return np.array([o["crystal_fea"] for o in out], dtype=np.float64)
 
@@ -194,7 +192,8 @@ def baseline_featurizer(rep: str):
     raise KeyError(f"unknown baseline {rep!r}; choose from {BASELINES}")
 
 
-def _baseline_rows(rep: str, featurizer, structures: list) -> np.ndarray:
+def baseline_rows(rep: str, featurizer, structures: list) -> np.ndarray:
+    """Features of ``structures`` from a baseline featuriser (warnings silenced)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if rep == "magpie":
@@ -202,7 +201,8 @@ def _baseline_rows(rep: str, featurizer, structures: list) -> np.ndarray:
         return np.asarray(featurizer.fit(structures).transform(structures), dtype=np.float64)
 
 
-def _baseline_key(rep: str) -> str:
+def baseline_key(rep: str) -> str:
+    """Cache key of a baseline's features: its parameters and the dimfeat version."""
     import dimfeat
 
     featurizer = baseline_featurizer(rep)
@@ -218,39 +218,25 @@ def weights_key(weights: str | None, seed: int = 0) -> str:
     if weights is None:
         from dimfeat.weights import state_checksum
 
-        return "untrained-" + state_checksum(_encoder(None, seed)[0])[:16]
+        return "untrained-" + state_checksum(dim_runtime(None, seed).encoder)[:16]
     from dimfeat.weights import read_config, resolve_weights
 
     return read_config(resolve_weights(weights))["sha256"][:16]
 
 
-def _encoder(weights: str | None, seed: int):
-    import torch
+def dim_runtime(weights: str | None, seed: int = 0):
+    """The encoder of ``weights``, or what ``DeepInfoMaxFeaturizer(weights=None)`` builds."""
+    from dimfeat.runtime import EncoderRuntime
 
-    from dimfeat.encoder import EncoderConfig, SiteNetEncoder
-    from dimfeat.weights import load_encoder, resolve_weights
-
-    if weights is None:  # exactly what DeepInfoMaxFeaturizer(weights=None) builds
-        torch.manual_seed(seed)
-        return SiteNetEncoder(EncoderConfig(global_dim=128)).eval(), {}
-    return load_encoder(resolve_weights(weights))
+    return EncoderRuntime.create(weights, seed=seed)
 
 
 def encode(weights: str | None, crystals: list, *, seed: int = 0, batch_size: int = 128):
     """DIM vectors of cached model inputs (CPU, one thread), in the order given."""
     import torch
 
-    from dimfeat.inputs import collate
-
     torch.set_num_threads(1)
-    encoder, _ = _encoder(weights, seed)
-    out = np.empty((len(crystals), encoder.config.global_dim), dtype=np.float32)
-    order = np.argsort([c.n_atoms for c in crystals], kind="stable")
-    with torch.inference_mode():
-        for s in range(0, len(order), batch_size):
-            group = order[s : s + batch_size]
-            out[group] = encoder(collate([crystals[i] for i in group])).numpy()
-    return out
+    return dim_runtime(weights, seed).encode(crystals, batch_size=batch_size)
 
 
 # ------------------------------------------------------------------------------ cache
@@ -271,7 +257,7 @@ def features(
         weights = None
     elif rep.startswith("dim") and weights is None:
         raise ValueError(f"rep={rep!r} needs weights")
-    key = weights_key(weights, seed) if rep.startswith("dim") else _baseline_key(rep)
+    key = weights_key(weights, seed) if rep.startswith("dim") else baseline_key(rep)
     path = _cache_path(dataset, rep, key)
     if path.is_file():
         with np.load(path) as data:
@@ -302,7 +288,7 @@ def _chunked_baseline(dataset: Dataset, rep: str, path: Path) -> np.ndarray:
     featurizer = baseline_featurizer(rep)
     t0, resumed = time.perf_counter(), len(rows)
     for start in range(len(rows), len(dataset.structures), CHUNK):
-        rows.extend(_baseline_rows(rep, featurizer, dataset.structures[start : start + CHUNK]))
+        rows.extend(baseline_rows(rep, featurizer, dataset.structures[start : start + CHUNK]))
         with open(partial.with_suffix(".tmp"), "wb") as handle:  # atomic: kill-safe
             np.savez(handle, X=np.array(rows))
         partial.with_suffix(".tmp").replace(partial)
@@ -321,7 +307,7 @@ def cached(dataset: Dataset, rep: str, *, weights: str | None = None, seed: int 
     """Whether ``features(dataset, rep, ...)`` would come from the cache."""
     if rep == "dim-untrained":
         weights = None
-    key = weights_key(weights, seed) if rep.startswith("dim") else _baseline_key(rep)
+    key = weights_key(weights, seed) if rep.startswith("dim") else baseline_key(rep)
     return _cache_path(dataset, rep, key).is_file()
 
 

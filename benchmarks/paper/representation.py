@@ -37,7 +37,7 @@ def cell_key(kind: str, weights: str | None) -> str:
     """Cache identity of a representation: kind plus weights sha / featuriser hash."""
     if kind.startswith("dim"):
         return f"{kind}@{F.weights_key(weights)}"
-    return f"{kind}@{F._baseline_key(kind)}"
+    return f"{kind}@{F.baseline_key(kind)}"
 
 
 def evaluate(

@@ -1,0 +1,434 @@
+"""The runtime layer: an encoder with its input settings and provenance, and the inference loop.
+
+Every face of the package (the featuriser, the regressor, the command line, the benchmarks)
+turns structures into vectors through :class:`EncoderRuntime`:
+
+- one way to create it: :meth:`EncoderRuntime.create` from weights (bundled name, folder, Hub
+  id) or from random weights drawn under a seed that never touches the caller's torch RNG;
+- one way to turn structures into model inputs: :meth:`EncoderRuntime.build`, with the input
+  settings (``max_atoms``, ``symprec``) the weights were trained with unless overridden;
+- one batched, memory-bounded inference loop: :func:`run_batches` (sort by size, batch under a
+  bound on the padded bonds, collate, run the model, scatter the rows back into input order),
+  which :meth:`EncoderRuntime.encode` and the regressor's predictions use.
+
+Training is :mod:`dimfeat.training`; this module only runs a model forward.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from dimfeat.encoder import EncoderConfig, SiteNetEncoder
+from dimfeat.inputs import (
+    Batch,
+    CrystalInputs,
+    as_structure_list,
+    build_many,
+    collate,
+    progress_bar,
+)
+from dimfeat.weights import InputSettings, load_encoder, resolve_weights
+
+__all__ = [
+    "INFERENCE_BATCH_SIZE",
+    "MAX_BONDS_PER_BATCH",
+    "EncoderRuntime",
+    "bar_options",
+    "inference_batches",
+    "input_settings",
+    "run_batches",
+    "seeded",
+    "structures_to_inputs",
+]
+
+#: Crystals per inference batch unless a caller asks otherwise.
+INFERENCE_BATCH_SIZE = 256
+#: Bound on (unique sites x padded atoms) of one inference batch: bounds memory for large cells.
+MAX_BONDS_PER_BATCH = 500_000
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run a block with the CPU torch RNG seeded by ``seed``, restoring the caller's RNG after.
+
+    Parameters
+    ----------
+    seed : int
+        Seed of :func:`torch.manual_seed` inside the block.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def bar_options(progress: bool | dict, desc: str) -> bool | dict:
+    """``progress`` as tqdm options with a default description (falsy stays falsy).
+
+    Parameters
+    ----------
+    progress : bool or dict
+        ``False``: no bar; ``True``: a bar; a dict: tqdm keyword arguments.
+    desc : str
+        Description used unless ``progress`` gives one.
+
+    Returns
+    -------
+    bool or dict
+    """
+    if not progress:
+        return False
+    return {"desc": desc, **(progress if isinstance(progress, dict) else {})}
+
+
+def inference_batches(
+    inputs: Sequence[CrystalInputs],
+    order: np.ndarray,
+    batch_size: int,
+    max_bonds: int = MAX_BONDS_PER_BATCH,
+) -> list[np.ndarray]:
+    """Consecutive groups of ``order`` with at most ``batch_size`` crystals and bounded bonds.
+
+    Parameters
+    ----------
+    inputs : sequence of CrystalInputs
+    order : ndarray of int
+        Visiting order, sorted by supercell atoms (the newest crystal sets the padded width).
+    batch_size : int
+        Most crystals per group.
+    max_bonds : int, default=MAX_BONDS_PER_BATCH
+        Most unique sites x padded atoms per group (a larger crystal gets a group of its own).
+
+    Returns
+    -------
+    list of ndarray of int
+        Indices into ``inputs``.
+    """
+    groups: list[np.ndarray] = []
+    current: list[int] = []
+    n_sites = 0
+    for i in order:
+        width = inputs[i].n_atoms
+        if current and (
+            len(current) >= batch_size or (n_sites + inputs[i].n_sites) * width > max_bonds
+        ):
+            groups.append(np.array(current))
+            current, n_sites = [], 0
+        current.append(int(i))
+        n_sites += inputs[i].n_sites
+    if current:
+        groups.append(np.array(current))
+    return groups
+
+
+def run_batches(
+    inputs: Sequence[CrystalInputs],
+    forward: Callable[[Batch], torch.Tensor],
+    width: int | None,
+    *,
+    device: torch.device,
+    batch_size: int = INFERENCE_BATCH_SIZE,
+    dtype: Any = np.float32,
+    progress: bool | dict = False,
+    timings: dict[str, float] | None = None,
+) -> np.ndarray:
+    """The inference loop: sort by size, batch, collate, run ``forward``, scatter back.
+
+    Parameters
+    ----------
+    inputs : sequence of CrystalInputs
+    forward : callable
+        Maps a :class:`~dimfeat.inputs.Batch` on ``device`` to one row (or one number, when
+        ``width`` is ``None``) per crystal; run under :func:`torch.inference_mode`, in float32.
+    width : int or None
+        Length of each output row; ``None`` for one number per crystal.
+    device : torch.device
+        Where batches are moved before ``forward``.
+    batch_size : int, default=256
+        Most crystals per batch (see :func:`inference_batches` for the memory bound).
+    dtype : numpy dtype, default=float32
+        Of the returned array.
+    progress : bool or dict, default=False
+        A tqdm bar over crystals (a dict: tqdm keyword arguments).
+    timings : dict, optional
+        If given, seconds spent collating and in ``forward`` are added to its ``"collate"``
+        and ``"model"`` entries.
+
+    Returns
+    -------
+    ndarray of shape (n_inputs, width) or (n_inputs,)
+        In the order of ``inputs``.
+    """
+    shape = (len(inputs),) if width is None else (len(inputs), width)
+    out = np.empty(shape, dtype=dtype)
+    if not len(inputs):
+        return out
+    order = np.argsort([c.n_atoms for c in inputs], kind="stable")
+    bar = progress_bar(progress, len(inputs), "encoding")
+    try:
+        with torch.inference_mode():
+            for group in inference_batches(inputs, order, batch_size):
+                start = time.perf_counter()
+                batch = collate([inputs[i] for i in group])
+                collated = time.perf_counter()
+                out[group] = forward(batch.to(device)).float().cpu().numpy()
+                if timings is not None:
+                    timings["collate"] = timings.get("collate", 0.0) + collated - start
+                    timings["model"] = timings.get("model", 0.0) + time.perf_counter() - collated
+                if bar is not None:
+                    bar.update(len(group))
+    finally:
+        if bar is not None:
+            bar.close()
+    return out
+
+
+@dataclass
+class EncoderRuntime:
+    """An encoder with the input settings it expects and where it came from.
+
+    Create one with :meth:`create` (or :meth:`from_weights`); turn structures
+    into model inputs with :meth:`build` and inputs into vectors with :meth:`encode`.
+
+    Parameters
+    ----------
+    encoder : SiteNetEncoder
+    inputs : InputSettings
+        ``max_atoms`` and ``symprec`` used by :meth:`build`.
+    config : dict
+        ``config.json`` of the weights (``{}`` for random weights).
+    weights : str or None
+        The weights source as given (``None`` for random weights).
+    seed : int or None
+        Seed of random weights (``None`` for loaded weights).
+    """
+
+    encoder: SiteNetEncoder
+    inputs: InputSettings = field(default_factory=InputSettings)
+    config: dict = field(default_factory=dict)
+    weights: str | None = None
+    seed: int | None = None
+
+    # -- creation -------------------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        weights: Any,
+        *,
+        seed: int = 0,
+        global_dim: int | None = None,
+        max_atoms: int | None = None,
+        symprec: float | None = None,
+        encoder_config: EncoderConfig | None = None,
+    ) -> EncoderRuntime:
+        """The runtime of ``weights``, or of random weights when ``weights`` is ``None``.
+
+        Parameters
+        ----------
+        weights : str, path or None
+            A bundled name, a weights folder or a Hub id (see
+            :func:`dimfeat.weights.resolve_weights`); ``None``: random weights.
+        seed : int, default=0
+            Seed of random weights, drawn under :func:`seeded` (ignored for loaded ones).
+        global_dim : int or None, default=None
+            Length of the vector: the size of random weights (default 128), or a check on
+            loaded ones.
+        max_atoms, symprec : optional
+            Input settings overriding those recorded with the weights (default 50 and 0.01).
+        encoder_config : EncoderConfig, optional
+            Architecture of random weights (``global_dim`` then overrides its width).
+
+        Returns
+        -------
+        EncoderRuntime
+
+        Raises
+        ------
+        ValueError
+            If ``global_dim`` does not match loaded weights.
+        dimfeat.weights.WeightsError
+            If the weights cannot be found or verified.
+        """
+        if weights is None:  # random weights, drawn without touching the caller's RNG
+            config = encoder_config or EncoderConfig()
+            if global_dim is not None and global_dim != config.global_dim:
+                config = EncoderConfig(**{**config.__dict__, "global_dim": global_dim})
+            with seeded(seed):
+                encoder = SiteNetEncoder(config).eval()
+            inputs = input_settings({}, max_atoms=max_atoms, symprec=symprec)
+            return cls(encoder, inputs, {}, weights=None, seed=seed)
+        runtime = cls.from_weights(weights, max_atoms=max_atoms, symprec=symprec)
+        if global_dim is not None and global_dim != runtime.n_features:
+            raise ValueError(
+                f"global_dim={global_dim} does not match the {runtime.n_features}-d "
+                f"weights {weights!r}; use weights=None to train a new size"
+            )
+        return runtime
+
+    @classmethod
+    def from_weights(
+        cls, weights: Any, *, max_atoms: int | None = None, symprec: float | None = None
+    ) -> EncoderRuntime:
+        """Load and verify weights (see :func:`dimfeat.weights.load_encoder`).
+
+        Parameters
+        ----------
+        weights : str or path
+            A bundled name, a weights folder or a Hub id.
+        max_atoms, symprec : optional
+            Override the input settings recorded with the weights.
+
+        Returns
+        -------
+        EncoderRuntime
+        """
+        encoder, config = load_encoder(resolve_weights(weights))
+        inputs = input_settings(config, max_atoms=max_atoms, symprec=symprec)
+        return cls(encoder, inputs, config, weights=str(weights))
+
+    # -- use ------------------------------------------------------------------------------------
+    @property
+    def n_features(self) -> int:
+        """Length of the crystal vector."""
+        return self.encoder.config.global_dim
+
+    def build(
+        self, structures: Any, **options: Any
+    ) -> tuple[list[CrystalInputs | None], dict[int, str]]:
+        """Model inputs of structures, with this runtime's input settings.
+
+        Parameters
+        ----------
+        structures : sequence
+            As for :func:`structures_to_inputs`.
+        **options
+            Keyword options of :func:`structures_to_inputs` (``n_jobs``, ``ignore_errors``,
+            ``disorder``, ``progress``, ``owner``, ``stacklevel``).
+
+        Returns
+        -------
+        inputs : list of CrystalInputs or None
+        errors : dict of int to str
+        """
+        options["stacklevel"] = options.get("stacklevel", 2) + 1
+        return structures_to_inputs(structures, self.inputs, **options)
+
+    def encode(
+        self, inputs: Sequence[CrystalInputs], *, device: torch.device | str = "cpu", **options: Any
+    ) -> np.ndarray:
+        """Crystal vectors of model inputs (float32, in input order).
+
+        Parameters
+        ----------
+        inputs : sequence of CrystalInputs
+        device : torch.device or str, default="cpu"
+            The encoder is moved there and put in eval mode.
+        **options
+            Keyword options of :func:`run_batches` (``batch_size``, ``progress``,
+            ``timings``).
+
+        Returns
+        -------
+        ndarray of shape (n_inputs, n_features), float32
+        """
+        device = torch.device(device)
+        encoder = self.encoder.to(device).eval()
+        return run_batches(inputs, encoder, self.n_features, device=device, **options)
+
+
+def structures_to_inputs(
+    structures: Any,
+    settings: InputSettings,
+    *,
+    n_jobs: int = 1,
+    ignore_errors: bool = False,
+    disorder: str = "error",
+    progress: bool | dict = False,
+    owner: str = "dimfeat",
+    stacklevel: int = 2,
+) -> tuple[list[CrystalInputs | None], dict[int, str]]:
+    """Model inputs of structures under ``settings`` (``max_atoms``, ``symprec``).
+
+    Parameters
+    ----------
+    structures : sequence
+        Structures in any form :func:`dimfeat.inputs.to_structure` accepts (or a
+        one-column DataFrame / Series of them).
+    settings : InputSettings
+        Input settings of the encoder the inputs are for.
+    n_jobs : int, default=1
+        Processes building the inputs (joblib; -1: all cores).
+    ignore_errors : bool, default=False
+        ``None`` for a structure that fails (its error in the returned dict) instead of
+        raising.
+    disorder : {"error", "majority"}, default="error"
+        Policy for partial occupancies (see :func:`dimfeat.inputs.build_many`).
+    progress : bool or dict, default=False
+        A tqdm bar (a dict: tqdm keyword arguments).
+    owner : str, default="dimfeat"
+        Named in the progress bar's description.
+    stacklevel : int, default=2
+        Of the warning about large cells (2: the caller of this function).
+
+    Returns
+    -------
+    inputs : list of CrystalInputs or None
+    errors : dict of int to str
+        Error text of each failed structure, by position.
+
+    Warns
+    -----
+    UserWarning
+        For structures with more atoms than ``max_atoms`` in the primitive cell (each is
+        used as a single cell, outside the training distribution).
+    """
+    inputs, errors = build_many(
+        as_structure_list(structures),
+        max_atoms=settings.max_atoms,
+        symprec=settings.symprec,
+        n_jobs=n_jobs,
+        ignore_errors=ignore_errors,
+        disorder=disorder,
+        progress=bar_options(progress, f"{owner}: model inputs"),
+    )
+    large = [c.n_sites for c in inputs if c is not None and c.n_sites > settings.max_atoms]
+    if large:
+        warnings.warn(
+            f"{len(large)} structure(s) have more than max_atoms={settings.max_atoms} atoms "
+            f"in the primitive cell (largest {max(large)}): each is featurised from a single "
+            "cell, outside the training distribution",
+            UserWarning,
+            stacklevel=stacklevel,
+        )
+    return inputs, errors
+
+
+def input_settings(
+    config: dict, *, max_atoms: int | None = None, symprec: float | None = None
+) -> InputSettings:
+    """Input settings of weights: explicit values, else those recorded, else the defaults.
+
+    Parameters
+    ----------
+    config : dict
+        ``config.json`` of the weights (``{}``: none recorded).
+    max_atoms, symprec : optional
+        Values that override the recorded ones.
+
+    Returns
+    -------
+    InputSettings
+    """
+    saved = config.get("inputs", {}) if config else {}
+    default = InputSettings()
+    return InputSettings(
+        max_atoms=max_atoms or saved.get("max_atoms", default.max_atoms),
+        symprec=symprec or saved.get("symprec", default.symprec),
+    )
