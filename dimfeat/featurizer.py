@@ -26,7 +26,7 @@ from dimfeat.inputs import DISORDER_POLICIES, CrystalInputs, check_structures
 from dimfeat.record import TrainingRecord
 from dimfeat.runtime import INFERENCE_BATCH_SIZE, EncoderRuntime, bar_options, input_settings
 from dimfeat.training import (
-    ESTIMATOR_VALIDATION_FRACTION,
+    VALIDATION_FRACTION,
     TrainingConfig,
     resolve_device,
     train_dim,
@@ -80,9 +80,11 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         AdamW learning rate for training.
     site_budget : int, default=1200
         Unique sites per training batch.
-    validation_fraction : float, default=0.1
-        Share of the structures given to :meth:`fit` held out to select the best epoch by the
-        self-supervised loss.
+    validation_fraction : float, default=0.05
+        Share of the structures given to :meth:`fit` held out (at least 2) to select the best
+        epoch by the self-supervised loss; the same default as ``TrainingConfig``, ``dimfeat
+        train`` and :class:`~dimfeat.SiteNetRegressor`
+        (:data:`dimfeat.training.VALIDATION_FRACTION`).
     patience : int or None, default=10
         Early stopping patience in epochs.
     false_samples : tuple of str, default=FALSE_SAMPLE_KINDS
@@ -192,7 +194,7 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         global_dim: int | None = None,
         lr: float = 8.12e-4,
         site_budget: int = 1200,
-        validation_fraction: float = ESTIMATOR_VALIDATION_FRACTION,
+        validation_fraction: float = VALIDATION_FRACTION,
         patience: int | None = 10,
         false_samples: tuple[str, ...] = FALSE_SAMPLE_KINDS,
         alpha: float = 1.0,
