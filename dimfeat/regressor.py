@@ -75,7 +75,9 @@ class SiteNetRegressor(RegressorMixin, BaseEstimator):
     weight_decay : float, default=0.01
         AdamW weight decay.
     batch_size : int, default=32
-        Crystals per training batch (inference batches hold at least 256).
+        Crystals per *training* batch; prediction batches hold ``max(batch_size, 256)``
+        (:data:`dimfeat.runtime.INFERENCE_BATCH_SIZE`). Not the featuriser's ``batch_size``,
+        which is its inference batch (it trains by ``site_budget``).
     validation_fraction : float, default=0.05
         Share of the labelled crystals held out (at least 2) to select the best epoch by the
         validation mean absolute error; 0 trains on everything and keeps the last epoch. The
