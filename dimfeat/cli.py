@@ -30,7 +30,8 @@ __all__ = ["main"]
 
 
 _TRAIN_DESCRIPTION = """Train a Site-Net encoder with Deep InfoMax on unlabelled structures
-(--data: a CGCNN folder or tarball, or a .json/.json.gz file of structures; or --matbench TASK)
+(--data: a CGCNN folder or tarball, a folder or tarball of CIF/POSCAR files, or a .json/.json.gz
+file of structures; or --matbench TASK)
 and write a weights folder (model.safetensors, config.json, model card) that
 ``DeepInfoMaxFeaturizer(weights=...)`` and ``dimfeat featurize --weights`` load."""
 
@@ -44,7 +45,12 @@ def _hardware(device) -> str:
 
 
 def _load_structures(args) -> tuple[list, list[str], dict]:
-    """Structures, their ids and a description of where they came from."""
+    """Structures, their ids and a description of where they came from.
+
+    ``--data`` is any layout :func:`dimfeat.datasets.load_structures` reads (a CGCNN or plain
+    folder, a tarball, a .json/.json.gz file, CIF/POSCAR files), the same as ``dimfeat
+    featurize`` INPUTs.
+    """
     from dimfeat import datasets
 
     if args.matbench:
@@ -52,25 +58,16 @@ def _load_structures(args) -> tuple[list, list[str], dict]:
         ids = [str(i) for i in df.index]
         return list(df["structure"]), ids, {"description": f"Matbench task {args.matbench}"}
     if args.data is None:
-        raise SystemExit("give --data (CGCNN folder/tarball or structures file) or --matbench")
+        raise SystemExit(
+            "give --data (a folder or tarball of structures, or a structures file) or --matbench"
+        )
     path = Path(args.data)
     ids_wanted = None
     description = f"{path.name}"
     if args.split:
         ids_wanted = datasets.load_split(args.split)[args.part]
         description += f", '{args.part}' part of {Path(args.split).name}"
-    if path.suffix in {".json", ".gz"} and not path.name.endswith(".tar.gz"):
-        df = datasets.load_structures_file(path)
-        if ids_wanted is not None:
-            df = df.set_index("material_id", drop=False)
-            missing = [i for i in ids_wanted if i not in df.index]
-            if missing:
-                raise SystemExit(
-                    f"{len(missing)} ids of {args.split} are not in {path}, e.g. {missing[:5]}"
-                )
-            df = df.loc[ids_wanted].reset_index(drop=True)
-    else:
-        df = datasets.load_cgcnn(path, ids=ids_wanted, progress=True)
+    df = datasets.load_structures(path, ids=ids_wanted, progress=True)
     return list(df["structure"]), [str(i) for i in df["material_id"]], {"description": description}
 
 
@@ -358,33 +355,18 @@ def _featurize_inputs(args) -> tuple[list[str], str]:
 
 def _input_kind(name: str) -> str:
     """``folder``, ``tarball``, ``json``, ``file`` (CIF/POSCAR) or ``task`` (Matbench name)."""
-    import tarfile
+    from dimfeat.sources import source_kind
 
-    from dimfeat.streaming import is_structure_file_name
-
-    path = Path(name)
-    if path.is_dir():
-        return "folder"
-    if path.is_file():
-        lower = path.name.lower()
-        if lower.endswith((".json", ".json.gz")):
-            return "json"
-        if is_structure_file_name(path.name):
-            return "file"
-        if tarfile.is_tarfile(path):
-            return "tarball"
-        raise SystemExit(
-            f"{name} is not a folder, a tarball, a .json/.json.gz file of structures or a "
-            "CIF/POSCAR file (*.cif, POSCAR*, CONTCAR*, *.vasp, *.poscar)"
-        )
-    if name.startswith("matbench_") and "/" not in name:
-        return "task"
-    raise SystemExit(f"no such file or folder: {name}")
+    try:
+        return source_kind(name)
+    except (FileNotFoundError, ValueError) as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def _featurize_source(inputs: list[str], args):
     """What ``featurize_to_file`` reads: a path, a Matbench task's structures, or files."""
-    from dimfeat.streaming import structure_file_id, task_frame
+    from dimfeat.datasets import task_frame
+    from dimfeat.sources import structure_file_id
 
     if args.matbench:
         if inputs:
@@ -401,7 +383,9 @@ def _featurize_source(inputs: list[str], args):
     kinds = [_input_kind(name) for name in inputs]
     if args.split:
         if len(inputs) != 1 or kinds[0] not in {"folder", "tarball", "json"}:
-            raise SystemExit("--split needs one INPUT: a CGCNN folder or tarball, or a .json file")
+            raise SystemExit(
+                "--split needs one INPUT: a folder or tarball of structures, or a .json file"
+            )
         split_args = argparse.Namespace(
             matbench=None, data=inputs[0], split=args.split, part=args.part
         )
@@ -634,7 +618,9 @@ def _parser() -> argparse.ArgumentParser:
 
     def data_options(p):
         p.add_argument(
-            "--data", help="CGCNN folder or .tar.gz, structures file, or Matbench data home"
+            "--data",
+            help="a folder or tarball of structures (CGCNN or CIF/POSCAR files), a structures "
+            "file, or the Matbench data home",
         )
         p.add_argument("--split", help="split.json restricting the structures to one part")
         p.add_argument("--part", default="train", help="part of --split to use (default train)")

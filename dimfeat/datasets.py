@@ -1,5 +1,9 @@
 """Crystal datasets: the bundled sample, CGCNN-layout folders, the project split and Matbench.
 
+Files are read by :mod:`dimfeat.sources`, the one reader of input layouts, which
+:mod:`dimfeat.streaming` uses too: :func:`load_structures` loads any of them into memory,
+:func:`load_cgcnn` a CGCNN folder or tarball with its labels.
+
 Nothing here downloads anything. The bundled sample ships inside the package; every other loader
 reads a local file and raises :class:`FileNotFoundError` naming the path (and, for matminer data,
 the ``MATMINER_DATA`` environment variable) when it is missing.
@@ -9,13 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import io
 import json
 import logging
 import math
 import os
-import tarfile
-import warnings
 from collections.abc import Iterator, Sequence
 from importlib import resources
 from pathlib import Path
@@ -23,6 +24,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+
+from dimfeat.sources import (
+    Listing,
+    cgcnn_material_ids,
+    iter_files,
+    list_files,
+    memory_items,
+    parse_id_prop,
+    parse_structure,
+    read_item,
+    source_kind,
+)
 
 if TYPE_CHECKING:
     from matbench.task import MatbenchTask
@@ -35,11 +48,13 @@ __all__ = [
     "load_matbench",
     "load_sample",
     "load_split",
+    "load_structures",
     "load_structures_file",
     "matbench_ids",
     "matbench_task",
     "matminer_file",
     "parse_id_prop",
+    "task_frame",
 ]
 
 logger = logging.getLogger(__name__)
@@ -131,8 +146,9 @@ def load_cgcnn(
 
     The layout (CGCNN, ALIGNN, CrysXPP): ``{idx}.cif`` per crystal, ``id_prop.csv`` without a
     header (``idx, label_1, ..., label_k``), and optionally ``material_id_hash.csv`` without a
-    header (``idx, material_id``). A tarball is read member by member, never extracted to disk;
-    its folder is the one holding ``id_prop.csv``.
+    header (``idx, material_id``). A tarball is read as a stream, member by member, never
+    extracted to disk; its folder is the one holding ``id_prop.csv``. A folder of structure
+    files without ``id_prop.csv`` has no labels: :func:`load_structures` reads it.
 
     Parameters
     ----------
@@ -187,21 +203,22 @@ def load_cgcnn(
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"No CGCNN folder or tarball at {path}.")
-    with _open_cgcnn(path) as source:
-        props = parse_id_prop(source.read_table("id_prop.csv"), source.describe("id_prop.csv"))
-        hash_text = source.read_table("material_id_hash.csv", required=False)
-        idx = props[0].tolist()
-        material_ids = cgcnn_material_ids(idx, hash_text, source.describe("material_id_hash.csv"))
-        rows = np.arange(len(idx)) if ids is None else _select(material_ids, ids, path)
-        names = [f"{idx[i]}.cif" for i in rows]
-        texts = source.read_cifs(names)
-    structures = _parse_cifs(texts, [source.describe(n) for n in names], progress, n_jobs)
-
+    if source_kind(path) not in {"folder", "tarball"}:
+        raise ValueError(f"{path} is neither a folder nor a tar archive of a CGCNN dataset.")
+    listing = list_files(path)
+    if listing.labels is None:
+        raise FileNotFoundError(
+            f"{listing.table_where('id_prop.csv')} not found: a CGCNN folder needs id_prop.csv "
+            "(load_structures reads a folder of structure files without labels)."
+        )
+    rows = np.arange(len(listing.ids)) if ids is None else _select(listing.ids, ids, path)
+    structures = _read_rows(listing, rows, progress, n_jobs)
+    props = listing.labels
     n_labels = props.shape[1] - 1
     label_names = (
         CGCNN_LABELS if n_labels == len(CGCNN_LABELS) else [f"target_{k}" for k in range(n_labels)]
     )
-    df = pd.DataFrame({"material_id": [material_ids[i] for i in rows], "structure": structures})
+    df = pd.DataFrame({"material_id": [listing.ids[i] for i in rows], "structure": structures})
     for k, name in enumerate(label_names, start=1):
         df[name] = props[k].to_numpy(dtype=np.float64)[rows]
 
@@ -224,149 +241,87 @@ def load_cgcnn(
     return df
 
 
-class _CgcnnSource:
-    """Reads the tables and CIFs of a CGCNN folder."""
+def load_structures(
+    source: Any,
+    *,
+    ids: Sequence[str] | None = None,
+    data_home: str | os.PathLike[str] | None = None,
+    progress: bool = False,
+    n_jobs: int | None = None,
+) -> pd.DataFrame:
+    """Load the structures of any input layout into memory, optionally only some ids.
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def describe(self, name: str) -> str:
-        return str(self.root / name)
-
-    def read_table(self, name: str, *, required: bool = True) -> str | None:
-        file = self.root / name
-        if not file.is_file():
-            if required:
-                raise FileNotFoundError(f"{file} not found: a CGCNN folder needs id_prop.csv.")
-            return None
-        return file.read_text(encoding="utf-8")
-
-    def read_cifs(self, names: list[str]) -> list[str]:
-        texts = []
-        for name in names:
-            file = self.root / name
-            if not file.is_file():
-                raise FileNotFoundError(f"CIF {file} listed in id_prop.csv was not found.")
-            texts.append(file.read_text(encoding="utf-8"))
-        return texts
-
-
-class _TarSource(_CgcnnSource):
-    """Reads a tarball member by member, in archive order, without extracting it."""
-
-    def __init__(self, archive: Path, tar: tarfile.TarFile) -> None:
-        self.archive = archive
-        self.tar = tar
-        self.members = {m.name: m for m in tar.getmembers() if m.isfile()}
-        tables = [n for n in self.members if n.rsplit("/", 1)[-1] == "id_prop.csv"]
-        if not tables:
-            raise FileNotFoundError(f"No id_prop.csv inside the tarball {archive}.")
-        if len(tables) > 1:
-            raise ValueError(f"Several id_prop.csv inside {archive}: {sorted(tables)}.")
-        self.prefix = tables[0][: -len("id_prop.csv")]
-
-    def describe(self, name: str) -> str:
-        return f"{self.archive}:{self.prefix}{name}"
-
-    def _read(self, member: tarfile.TarInfo) -> str:
-        fh = self.tar.extractfile(member)
-        if fh is None:  # pragma: no cover - members are filtered to regular files
-            raise FileNotFoundError(f"{self.archive}:{member.name} is not a regular file.")
-        return fh.read().decode("utf-8")
-
-    def read_table(self, name: str, *, required: bool = True) -> str | None:
-        member = self.members.get(self.prefix + name)
-        if member is None:
-            if required:
-                raise FileNotFoundError(f"{self.describe(name)} not found in the tarball.")
-            return None
-        return self._read(member)
-
-    def read_cifs(self, names: list[str]) -> list[str]:
-        wanted = []
-        for name in names:
-            member = self.members.get(self.prefix + name)
-            if member is None:
-                raise FileNotFoundError(
-                    f"CIF {self.describe(name)} listed in id_prop.csv is not in the tarball."
-                )
-            wanted.append(member)
-        # Reading in archive order keeps the gzip stream moving forward.
-        order = sorted(range(len(wanted)), key=lambda i: wanted[i].offset_data)
-        texts: list[str] = [""] * len(wanted)
-        for i in order:
-            texts[i] = self._read(wanted[i])
-        return texts
-
-
-@contextlib.contextmanager
-def _open_cgcnn(path: Path) -> Iterator[_CgcnnSource]:
-    if path.is_dir():
-        yield _CgcnnSource(path)
-        return
-    if not tarfile.is_tarfile(path):
-        raise ValueError(f"{path} is neither a folder nor a tar archive of a CGCNN dataset.")
-    with tarfile.open(path, "r:*") as tar:
-        yield _TarSource(path, tar)
-
-
-def parse_id_prop(text: str | None, where: str) -> pd.DataFrame:
-    """Rows ``idx,label_1,...`` of a CGCNN ``id_prop.csv``.
+    The random-access face of :mod:`dimfeat.sources` (:func:`dimfeat.streaming.iter_chunks` is
+    the streamed one): a CGCNN folder or tarball, a plain folder of structure files (``*.cif``,
+    ``POSCAR*``, ``CONTCAR*``, ``*.vasp``, ``*.poscar``) or a tarball of ``*.cif``, one CIF or
+    POSCAR file, a ``.json``/``.json.gz`` file of structures (:func:`load_structures_file`;
+    matminer and Matbench dataset files are such files), a Matbench task name
+    (:func:`task_frame`), or structures in memory.
 
     Parameters
     ----------
-    text : str or None
-        The file's text.
-    where : str
-        Named in error messages.
+    source : path, str, sequence, pandas Series or DataFrame
+    ids : sequence of str, default=None
+        The ids to load, in this order (e.g. one fold of :func:`load_split`); ``None``: all, in
+        the layout's order (``id_prop.csv`` order, sorted file names, archive order, file
+        order).
+    data_home : str or path-like, default=None
+        For a Matbench task name: the folder holding its file (see :func:`load_matbench`).
+    progress : bool, default=False
+        A progress bar while parsing structure files.
+    n_jobs : int, default=None
+        Processes for parsing structure files (as for :func:`load_cgcnn`).
 
     Returns
     -------
     pandas.DataFrame
-        Column 0: ``idx`` (str); the others: labels.
+        Columns ``material_id`` (str; the ids :func:`dimfeat.streaming.iter_chunks` gives the
+        same source) and ``structure``, then the labels of a CGCNN ``id_prop.csv`` or the other
+        columns of a ``.json`` file. In-memory items are read by
+        :func:`dimfeat.inputs.to_structure`.
+
+    Raises
+    ------
+    FileNotFoundError
+        For a path that does not exist, or an empty folder.
+    KeyError
+        If some of ``ids`` are not in the source.
+    ValueError
+        For a file that is none of the layouts, or a structure that cannot be parsed.
     """
-    if not text or not text.strip():
-        raise ValueError(f"{where} is empty.")
-    props = pd.read_csv(
-        io.StringIO(text), header=None, dtype={0: str}, float_precision="round_trip"
-    )
-    if props.shape[1] < 2:
-        raise ValueError(f"{where} must have rows of 'idx,label_1,...' with at least one label.")
-    if props[0].duplicated().any():
-        raise ValueError(f"{where} lists some idx more than once.")
-    return props
+    kind = source_kind(source)
+    if kind in {"folder", "tarball", "file"}:
+        listing = list_files(source)
+        if listing.labels is not None:
+            return load_cgcnn(source, ids=ids, progress=progress, n_jobs=n_jobs)
+        rows = np.arange(len(listing.ids)) if ids is None else _select(listing.ids, ids, source)
+        structures = _read_rows(listing, rows, progress, n_jobs)
+        df = pd.DataFrame({"material_id": [listing.ids[i] for i in rows], "structure": structures})
+    else:
+        if kind == "json":
+            df = load_structures_file(source)
+        elif kind == "task":
+            df = task_frame(str(source), data_home)
+        else:
+            items, item_ids = memory_items(source)
+            df = pd.DataFrame({"material_id": item_ids, "structure": items})
+            for k, item in enumerate(df["structure"]):
+                structure = read_item(item)
+                if isinstance(structure, Exception):
+                    raise ValueError(f"structure {k} (id {item_ids[k]}): {structure}")
+                df.at[k, "structure"] = structure
+        if ids is not None:
+            df = df.iloc[_select(list(df["material_id"]), ids, source)].reset_index(drop=True)
+    df.attrs["source"] = str(source) if kind != "memory" else f"<{type(source).__name__}>"
+    return df
 
 
-def cgcnn_material_ids(idx: list[str], hash_text: str | None, where: str) -> list[str]:
-    """Material ids of CGCNN ``idx`` values from ``material_id_hash.csv`` (or the idx).
-
-    Parameters
-    ----------
-    idx : list of str
-    hash_text : str or None
-        Text of ``material_id_hash.csv`` (``None``: the ids are the idx).
-    where : str
-        Named in error messages.
-
-    Returns
-    -------
-    list of str
-    """
-    if hash_text is None:
-        return list(idx)
-    table = pd.read_csv(io.StringIO(hash_text), header=None, dtype=str)
-    if table.shape[1] != 2:
-        raise ValueError(f"{where} must have two columns: idx,material_id.")
-    mapping = dict(zip(table[0], table[1], strict=True))
-    missing = [i for i in idx if i not in mapping]
-    if missing:
-        raise ValueError(
-            f"{where} has no material id for idx {missing[:5]} ({len(missing)} in all)."
-        )
-    material_ids = [mapping[i] for i in idx]
-    if len(set(material_ids)) != len(material_ids):
-        raise ValueError(f"{where} maps several idx to the same material id.")
-    return material_ids
+def _read_rows(listing: Listing, rows: np.ndarray, progress: bool, n_jobs: int | None) -> list:
+    """Parse the structure files of ``rows`` of ``listing``, in the order of ``rows``."""
+    data: dict[int, tuple[bytes, str]] = {}
+    for row, where, read in iter_files(listing, rows.tolist()):
+        data[row] = (read(), where)
+    return _parse_files([data[i][0] for i in rows], [data[i][1] for i in rows], progress, n_jobs)
 
 
 def _select(material_ids: list[str], ids: Sequence[str], path: Path) -> np.ndarray:
@@ -380,45 +335,33 @@ def _select(material_ids: list[str], ids: Sequence[str], path: Path) -> np.ndarr
 
 
 def _parse_chunk(
-    texts: list[str], names: list[str], parent_pid: int | None = None
+    data: list[bytes], names: list[str], parent_pid: int | None = None
 ) -> list[Structure]:
-    from pymatgen.core import Structure
-
     if parent_pid is not None:  # in a joblib worker: do not outlive the parent
         from dimfeat._workers import exit_with_parent
 
         exit_with_parent(parent_pid)
-
-    out = []
-    with warnings.catch_warnings():
-        # pymatgen warns about rounded occupancies and missing oxidation states on every CIF.
-        warnings.simplefilter("ignore")
-        for text, name in zip(texts, names, strict=True):
-            try:
-                out.append(Structure.from_str(text, fmt="cif"))
-            except Exception as exc:
-                raise ValueError(f"Could not parse the CIF {name}: {exc}") from exc
-    return out
+    return [parse_structure(d, name) for d, name in zip(data, names, strict=True)]
 
 
-def _parse_cifs(
-    texts: list[str], names: list[str], progress: bool, n_jobs: int | None
+def _parse_files(
+    data: list[bytes], names: list[str], progress: bool, n_jobs: int | None
 ) -> list[Structure]:
     from joblib import Parallel, cpu_count, delayed
     from tqdm.auto import tqdm
 
     if n_jobs is None:
         # Below 4 cores, unpickling the workers' structures costs more than parsing saves.
-        parallel = len(texts) >= PARALLEL_MIN_CIFS and cpu_count() >= 4
+        parallel = len(data) >= PARALLEL_MIN_CIFS and cpu_count() >= 4
         n_jobs = -1 if parallel else 1
-    starts = range(0, len(texts), _CHUNK_SIZE)
+    starts = range(0, len(data), _CHUNK_SIZE)
     parent = os.getpid()
     jobs = (
-        delayed(_parse_chunk)(texts[s : s + _CHUNK_SIZE], names[s : s + _CHUNK_SIZE], parent)
+        delayed(_parse_chunk)(data[s : s + _CHUNK_SIZE], names[s : s + _CHUNK_SIZE], parent)
         for s in starts
     )
     structures: list[Structure] = []
-    with tqdm(total=len(texts), desc="Parsing CIFs", disable=not progress) as bar:
+    with tqdm(total=len(data), desc="Parsing CIFs", disable=not progress) as bar:
         for chunk in Parallel(n_jobs=n_jobs, return_as="generator")(jobs):
             structures.extend(chunk)
             bar.update(len(chunk))
@@ -734,6 +677,30 @@ def matbench_ids(task_name: str, index: Sequence) -> list[str]:
     width = math.floor(math.log(len(index), 10)) + 1 if index else 1
     prefix = task_name.replace("matbench", "mb").replace("_", "-")
     return [f"{prefix}-{i + 1:0{width}d}" for i in index]
+
+
+def task_frame(task_name: str, data_home: str | os.PathLike | None = None) -> pd.DataFrame:
+    """The structures of a Matbench task under the ids of ``MatbenchTask.df``.
+
+    Parameters
+    ----------
+    task_name : str
+        A matminer dataset whose name starts with ``matbench_``, e.g. ``"matbench_phonons"``.
+    data_home : str or path-like, optional
+        Folder holding ``{task_name}.json.gz`` (see :func:`load_matbench`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``material_id`` (``mb-phonons-0001``, ...: Matbench's own index, so that the
+        vectors join ``MatbenchTask.df``) and ``structure``.
+    """
+    df = load_matbench(str(task_name), data_home=data_home)
+    if "structure" not in df.columns:
+        raise ValueError(f"{task_name} has no structure column (its input is {list(df.columns)})")
+    return pd.DataFrame(
+        {"material_id": matbench_ids(str(task_name), df.index), "structure": list(df["structure"])}
+    )
 
 
 def matminer_file(name: str, data_home: str | os.PathLike[str] | None) -> Path:

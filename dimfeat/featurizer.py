@@ -26,7 +26,7 @@ from dimfeat.inputs import DISORDER_POLICIES, CrystalInputs, check_structures
 from dimfeat.record import TrainingRecord
 from dimfeat.runtime import INFERENCE_BATCH_SIZE, EncoderRuntime, bar_options, input_settings
 from dimfeat.training import (
-    ESTIMATOR_VALIDATION_FRACTION,
+    VALIDATION_FRACTION,
     TrainingConfig,
     resolve_device,
     train_dim,
@@ -62,7 +62,9 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
     device : str, default="auto"
         ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
     batch_size : int, default=256
-        Crystals per inference batch.
+        Crystals per *inference* batch (:data:`dimfeat.runtime.INFERENCE_BATCH_SIZE`); it does
+        not change the vectors. Training batches are bounded by ``site_budget`` (sites), not by
+        this. :class:`~dimfeat.SiteNetRegressor`'s ``batch_size`` is its *training* batch.
     max_atoms : int or None, default=None
         Supercell size limit (the paper's 50); ``None`` takes the value the weights were trained
         with. Cells with more atoms than this in the primitive cell are featurised from a single
@@ -80,9 +82,11 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         AdamW learning rate for training.
     site_budget : int, default=1200
         Unique sites per training batch.
-    validation_fraction : float, default=0.1
-        Share of the structures given to :meth:`fit` held out to select the best epoch by the
-        self-supervised loss.
+    validation_fraction : float, default=0.05
+        Share of the structures given to :meth:`fit` held out (at least 2) to select the best
+        epoch by the self-supervised loss; the same default as ``TrainingConfig``, ``dimfeat
+        train`` and :class:`~dimfeat.SiteNetRegressor`
+        (:data:`dimfeat.training.VALIDATION_FRACTION`).
     patience : int or None, default=10
         Early stopping patience in epochs.
     false_samples : tuple of str, default=FALSE_SAMPLE_KINDS
@@ -192,7 +196,7 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         global_dim: int | None = None,
         lr: float = 8.12e-4,
         site_budget: int = 1200,
-        validation_fraction: float = ESTIMATOR_VALIDATION_FRACTION,
+        validation_fraction: float = VALIDATION_FRACTION,
         patience: int | None = 10,
         false_samples: tuple[str, ...] = FALSE_SAMPLE_KINDS,
         alpha: float = 1.0,

@@ -1,5 +1,9 @@
 """Hugging Face Hub I/O for weights folders: the only module that imports ``huggingface_hub``.
 
+It sits between the folder format (:mod:`dimfeat.weights_folder`, which it imports) and name
+resolution (:func:`dimfeat.weights.resolve_weights`, which imports it for Hub ids); it never
+imports :mod:`dimfeat.weights`.
+
 Weights on the Hub are ordinary model repos holding the three files of a weights folder
 (:data:`dimfeat.weights.WEIGHTS_FILES`). :func:`download_weights` fetches exactly those files at
 one commit into the standard Hugging Face cache (``HF_HOME`` / ``HF_HUB_CACHE``), so a pinned
@@ -38,7 +42,14 @@ from huggingface_hub.utils import (
 )
 
 from dimfeat._version import __version__
-from dimfeat.weights import CARD_FILE, CONFIG_FILE, MODEL_FILE, WEIGHTS_FILES, WeightsError
+from dimfeat.weights_folder import (
+    CARD_FILE,
+    CONFIG_FILE,
+    MODEL_FILE,
+    WEIGHTS_FILES,
+    WeightsError,
+    load_encoder,
+)
 
 __all__ = ["download_weights", "parse_repo_spec", "unreachable_reason", "upload_folder"]
 
@@ -386,8 +397,6 @@ def upload_folder(
         If the folder does not verify, ``repo_id`` is malformed or has a revision, or the Hub
         refuses the upload (the message says to check the token's write access).
     """
-    from dimfeat.weights import load_encoder
-
     name, revision = parse_repo_spec(repo_id)
     if revision is not None:
         raise WeightsError(f"push to a repo id without a revision, not {repo_id!r}")

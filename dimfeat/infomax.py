@@ -110,7 +110,13 @@ class DIMHeads(nn.Module):
 
 @dataclass
 class LossTerms:
-    """The loss of one batch and its parts (scalars)."""
+    """The loss of one batch and its parts (scalars).
+
+    ``local_dim`` and ``global_dim`` here are the local and global *Deep InfoMax terms* (the
+    Jensen-Shannon estimates), as in the history keys ``train_local_dim``/``valid_global_dim``
+    written to ``config.json``; they are not the layer widths of the same names in
+    :class:`dimfeat.encoder.EncoderConfig`. The names are kept because they are on disk.
+    """
 
     loss: torch.Tensor
     local_dim: torch.Tensor

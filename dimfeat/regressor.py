@@ -34,7 +34,7 @@ from dimfeat.runtime import (
     structures_to_inputs,
 )
 from dimfeat.training import (
-    ESTIMATOR_VALIDATION_FRACTION,
+    VALIDATION_FRACTION,
     Objective,
     TrainingLoop,
     inputs_fingerprint,
@@ -75,10 +75,14 @@ class SiteNetRegressor(RegressorMixin, BaseEstimator):
     weight_decay : float, default=0.01
         AdamW weight decay.
     batch_size : int, default=32
-        Crystals per training batch (inference batches hold at least 256).
-    validation_fraction : float, default=0.1
+        Crystals per *training* batch; prediction batches hold ``max(batch_size, 256)``
+        (:data:`dimfeat.runtime.INFERENCE_BATCH_SIZE`). Not the featuriser's ``batch_size``,
+        which is its inference batch (it trains by ``site_budget``).
+    validation_fraction : float, default=0.05
         Share of the labelled crystals held out (at least 2) to select the best epoch by the
-        validation mean absolute error; 0 trains on everything and keeps the last epoch.
+        validation mean absolute error; 0 trains on everything and keeps the last epoch. The
+        same default as the featuriser, ``TrainingConfig`` and ``dimfeat train``
+        (:data:`dimfeat.training.VALIDATION_FRACTION`).
     patience : int or None, default=20
         Stop after this many epochs without a better validation MAE (``None``: never).
     freeze_encoder : bool, default=False
@@ -176,7 +180,7 @@ class SiteNetRegressor(RegressorMixin, BaseEstimator):
         lr: float = 1e-3,
         weight_decay: float = 0.01,
         batch_size: int = 32,
-        validation_fraction: float = ESTIMATOR_VALIDATION_FRACTION,
+        validation_fraction: float = VALIDATION_FRACTION,
         patience: int | None = 20,
         freeze_encoder: bool = False,
         device: str = "auto",
@@ -422,7 +426,7 @@ class RegressionConfig:
     lr: float = 1e-3
     weight_decay: float = 0.01
     batch_size: int = 32
-    validation_fraction: float = ESTIMATOR_VALIDATION_FRACTION
+    validation_fraction: float = VALIDATION_FRACTION
     patience: int | None = 20
     freeze_encoder: bool = False
     seed: int = 0

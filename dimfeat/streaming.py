@@ -1,6 +1,8 @@
 """Featurise inputs larger than memory: chunked reading, incremental writing, resuming.
 
-:func:`iter_chunks` reads structures a chunk at a time from
+:func:`iter_chunks` reads structures a chunk at a time, through :mod:`dimfeat.sources` (the
+one reader of input layouts, which :func:`dimfeat.datasets.load_structures` uses for random
+access), from
 
 - a CGCNN folder (``id_prop.csv`` + ``{idx}.cif``) or a plain folder of structure files
   (``*.cif``, and POSCAR files: ``POSCAR*``, ``CONTCAR*``, ``*.vasp``, ``*.poscar``);
@@ -10,6 +12,7 @@
 - a ``.json``/``.json.gz`` file of structures, such as a matminer/Matbench dataset file (read
   whole by :func:`dimfeat.datasets.load_structures_file`, as data only), or a Matbench task name
   (loaded by matminer): the structures are in memory, the model inputs and vectors are not;
+- one CIF or POSCAR file;
 - an in-memory sequence, pandas Series or one-column DataFrame of structures, in any form
   :func:`dimfeat.inputs.to_structure` reads (``Structure``, structure dicts, CIF/POSCAR text,
   file paths, ASE ``Atoms``).
@@ -39,7 +42,6 @@ import io
 import json
 import os
 import re
-import tarfile
 import traceback
 import warnings
 from collections.abc import Callable, Iterator
@@ -49,6 +51,19 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from dimfeat.datasets import load_structures_file, task_frame
+from dimfeat.sources import (
+    Listing,
+    is_structure_file_name,
+    iter_files,
+    list_files,
+    memory_items,
+    parse_structure,
+    read_item,
+    source_kind,
+    structure_file_id,
+)
 
 __all__ = [
     "Chunk",
@@ -148,40 +163,14 @@ def _digest(item: Any) -> str:
     return digest.hexdigest()
 
 
-def is_structure_file_name(name: str) -> bool:
-    """Whether a file name is one of the structure files read from a plain folder.
-
-    ``*.cif`` (CIF), and ``POSCAR*``, ``CONTCAR*``, ``*.vasp``, ``*.poscar`` (VASP POSCAR).
-    """
-    lower = name.lower()
-    return lower.endswith((".cif", ".vasp", ".poscar")) or lower.startswith(("poscar", "contcar"))
-
-
-def structure_file_id(name: str) -> str:
-    """The id of a structure file: its name without ``.cif``/``.vasp``/``.poscar``."""
-    for suffix in (".cif", ".vasp", ".poscar"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
-def _parse_cif(data: bytes | Exception, where: str) -> Any:
-    """Parse the bytes of a structure file: CIF, or POSCAR when ``where`` does not end ``.cif``."""
-    from pymatgen.core import Structure
-
+def _parse_entry(data: bytes | Exception, where: str) -> Any:
+    """A structure parsed from bytes (:func:`dimfeat.sources.parse_structure`), or the error."""
     if isinstance(data, Exception):
         return data
-    fmt, kind = ("cif", "CIF") if where.lower().endswith(".cif") else ("poscar", "POSCAR file")
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return ValueError(f"could not parse the {kind} {where}: it is not UTF-8 text ({exc})")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # pymatgen warns on rounded occupancies etc.
-        try:
-            return Structure.from_str(text, fmt=fmt)
-        except Exception as exc:
-            return ValueError(f"could not parse the {kind} {where}: {exc}")
+        return parse_structure(data, where)
+    except ValueError as exc:
+        return exc
 
 
 def _read_entry(read: Callable[[], bytes], where: str) -> bytes | Exception:
@@ -191,15 +180,13 @@ def _read_entry(read: Callable[[], bytes], where: str) -> bytes | Exception:
         return ValueError(f"could not read the CIF {where}: {exc}")
 
 
-def _chunks_of_texts(
-    items: Iterator[tuple[str, str, Callable[[], bytes]]], chunk_size: int
-) -> Iterator[Chunk]:
-    """Group ``(id, where, read)`` items into chunks; CIFs are parsed only by ``Chunk.load``."""
+def _file_chunks(listing: Listing, chunk_size: int) -> Iterator[Chunk]:
+    """Chunks of the entries of a folder, tarball or file; parsed only by ``Chunk.load``."""
     ids: list[str] = []
     texts: list[tuple[str, Callable[[], bytes]]] = []
     index = start = 0
-    for id_, where, read in items:
-        ids.append(id_)
+    for row, where, read in iter_files(listing):
+        ids.append(listing.ids[row])
         texts.append((where, read))
         if len(ids) == chunk_size:
             yield _text_chunk(index, start, ids, texts)
@@ -217,194 +204,20 @@ def _text_chunk(index, start, ids, texts) -> Chunk:
         return read_once[0]
 
     def load() -> list[Any]:
-        return [_parse_cif(data, where) for (where, _), data in zip(texts, raw(), strict=True)]
+        return [_parse_entry(data, where) for (where, _), data in zip(texts, raw(), strict=True)]
 
     return Chunk(index, start, ids, load, lambda: [_digest(data) for data in raw()])
-
-
-def _folder_items(root: Path) -> Iterator[tuple[str, str, Callable[[], bytes]]]:
-    names, ids = _cgcnn_names(
-        _read_text(root / "id_prop.csv"), _read_text(root / "material_id_hash.csv"), str(root)
-    )
-    if names is None:
-        names = _structure_file_names(root)
-        if not names:
-            raise FileNotFoundError(
-                f"{root} holds neither id_prop.csv nor structure files (*.cif, POSCAR*, "
-                "CONTCAR*, *.vasp, *.poscar)"
-            )
-        ids = [structure_file_id(n) for n in names]
-    for name, id_ in zip(names, ids, strict=True):
-        file = root / name
-        if not file.is_file():
-            raise FileNotFoundError(f"CIF {file} listed in id_prop.csv was not found")
-        yield id_, str(file), file.read_bytes
-
-
-def _structure_file_names(root: Path) -> list[str]:
-    """Sorted names of the structure files in a plain folder (not in its subfolders)."""
-    return sorted(p.name for p in root.iterdir() if is_structure_file_name(p.name) and p.is_file())
-
-
-def _read_text(file: Path) -> str | None:
-    return file.read_text(encoding="utf-8") if file.is_file() else None
-
-
-def _cgcnn_names(
-    id_prop: str | None, hash_text: str | None, where: str
-) -> tuple[list[str] | None, list[str] | None]:
-    """CIF names and ids in ``id_prop.csv`` order (``None, None`` without id_prop.csv)."""
-    from dimfeat.datasets import cgcnn_material_ids, parse_id_prop
-
-    if id_prop is None:
-        return None, None
-    idx = parse_id_prop(id_prop, f"{where}/id_prop.csv")[0].tolist()
-    ids = cgcnn_material_ids(idx, hash_text, f"{where}/material_id_hash.csv")
-    return [f"{i}.cif" for i in idx], ids
-
-
-def _iter_members(archive: Path) -> Iterator[tuple[tarfile.TarInfo, tarfile.TarFile]]:
-    """Regular members of a tar archive in stream mode, without keeping their headers."""
-    with tarfile.open(archive, "r|*") as tar:
-        while True:
-            member = tar.next()
-            if member is None:
-                return
-            tar.members = []  # stream mode would otherwise keep every header (O(n) memory)
-            if member.isfile():
-                yield member, tar
-
-
-def _tar_items(
-    archive: Path, state: dict | None = None
-) -> Iterator[tuple[str, str, Callable[[], bytes]]]:
-    """CIFs of a tarball; ``state["total"]`` is set to their number after the first pass."""
-    # Pass 1: headers only, plus the two small tables (they may sit at the end of the archive).
-    tables: dict[str, str] = {}
-    n_cif = 0
-    for member, tar in _iter_members(archive):
-        base = member.name.rsplit("/", 1)[-1]
-        if base in {"id_prop.csv", "material_id_hash.csv"}:
-            if base in tables:
-                raise ValueError(f"several {base} inside {archive}")
-            tables[base] = _member_bytes(tar, member).decode("utf-8")
-            tables[base + ":prefix"] = member.name[: -len(base)]
-        elif base.endswith(".cif"):
-            n_cif += 1
-    if not n_cif:
-        raise FileNotFoundError(f"no CIF inside the tarball {archive}")
-    names, ids = _cgcnn_names(tables.get("id_prop.csv"), tables.get("material_id_hash.csv"), "")
-    prefix = tables.get("id_prop.csv:prefix", "")
-    wanted = None if names is None else {prefix + n: i for n, i in zip(names, ids, strict=True)}
-    if state is not None:
-        state["total"] = n_cif if wanted is None else len(wanted)
-    # Pass 2: the CIFs in archive order (the stream only moves forward).
-    seen = 0
-    for member, tar in _iter_members(archive):
-        if not member.name.endswith(".cif"):
-            continue
-        if wanted is None:
-            id_ = member.name.rsplit("/", 1)[-1][: -len(".cif")]
-        elif member.name in wanted:
-            id_ = wanted[member.name]
-        else:
-            continue
-        seen += 1
-        data = _member_bytes(tar, member)
-        yield id_, f"{archive}:{member.name}", lambda data=data: data
-    if wanted is not None and seen != len(wanted):
-        raise FileNotFoundError(
-            f"{len(wanted) - seen} CIFs listed in id_prop.csv are not in the tarball {archive}"
-        )
-
-
-def _member_bytes(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
-    fh = tar.extractfile(member)
-    if fh is None:  # pragma: no cover - members are filtered to regular files
-        raise FileNotFoundError(f"{member.name} is not a regular file")
-    return fh.read()
-
-
-def _is_task_name(source: Any) -> bool:
-    """A Matbench/matminer dataset name (not a path that exists)."""
-    if not isinstance(source, str | os.PathLike):
-        return False
-    text = str(source)
-    return not Path(text).exists() and text.startswith("matbench_") and "/" not in text
-
-
-def _is_structures_file(source: Any) -> bool:
-    """A ``.json`` or ``.json.gz`` file of structures (matminer datasets are such files)."""
-    if not isinstance(source, str | os.PathLike):
-        return False
-    name = Path(source).name.lower()
-    return name.endswith((".json", ".json.gz"))
-
-
-def task_frame(task_name: str, data_home: str | os.PathLike | None = None) -> pd.DataFrame:
-    """The structures of a Matbench task under the ids of ``MatbenchTask.df``.
-
-    Parameters
-    ----------
-    task_name : str
-        A matminer dataset whose name starts with ``matbench_``, e.g. ``"matbench_phonons"``.
-    data_home : str or path-like, optional
-        Folder holding ``{task_name}.json.gz`` (see :func:`dimfeat.datasets.load_matbench`).
-
-    Returns
-    -------
-    pandas.DataFrame
-        Columns ``material_id`` (``mb-phonons-0001``, ...: Matbench's own index, so that the
-        vectors join ``MatbenchTask.df``) and ``structure``.
-    """
-    from dimfeat.datasets import load_matbench, matbench_ids
-
-    df = load_matbench(str(task_name), data_home=data_home)
-    if "structure" not in df.columns:
-        raise ValueError(f"{task_name} has no structure column (its input is {list(df.columns)})")
-    return pd.DataFrame(
-        {"material_id": matbench_ids(str(task_name), df.index), "structure": list(df["structure"])}
-    )
-
-
-def _structures_frame(source: str | os.PathLike) -> pd.DataFrame:
-    from dimfeat.datasets import load_structures_file
-
-    if _is_task_name(source):
-        return task_frame(str(source))
-    return load_structures_file(source)
-
-
-def _read_items(items: list) -> list[Any]:
-    """Each item as a Structure (:func:`dimfeat.inputs.to_structure`), or the error it raised."""
-    from dimfeat.inputs import to_structure
-
-    out: list[Any] = []
-    for item in items:
-        try:
-            out.append(to_structure(item))
-        except Exception as exc:
-            out.append(exc)
-    return out
 
 
 def _memory_chunks(structures: list, ids: list[str], chunk_size: int) -> Iterator[Chunk]:
     for index, start in enumerate(range(0, len(structures), chunk_size)):
         part = structures[start : start + chunk_size]
         yield Chunk(
-            index, start, ids[start : start + chunk_size], lambda part=part: _read_items(part)
+            index,
+            start,
+            ids[start : start + chunk_size],
+            lambda part=part: [read_item(item) for item in part],
         )
-
-
-def _in_memory(source: Any) -> tuple[list, list[str]]:
-    from dimfeat.inputs import as_structure_list
-
-    if isinstance(source, pd.DataFrame) and "structure" in source.columns:
-        source = source["structure"]
-    if isinstance(source, pd.Series | pd.DataFrame):
-        return as_structure_list(source), [str(i) for i in source.index]
-    structures = as_structure_list(source)
-    return structures, [str(i) for i in range(len(structures))]
 
 
 def iter_chunks(
@@ -470,37 +283,25 @@ def _limited_chunks(
 
 
 def _all_chunks(source: Any, chunk_size: int, state: dict) -> Iterator[Chunk]:
-    if _is_task_name(source) or (_is_structures_file(source) and Path(source).is_file()):
-        df = _structures_frame(source)
+    kind = source_kind(source)
+    if kind in {"folder", "tarball", "file"}:
+        listing = list_files(source)
+        state["total"] = len(listing.ids)
+        yield from _file_chunks(listing, chunk_size)
+    elif kind in {"json", "task"}:
+        df = load_structures_file(source) if kind == "json" else task_frame(str(source))
         state["total"] = len(df)
         yield from _memory_chunks(list(df["structure"]), list(df["material_id"]), chunk_size)
-        return
-    if isinstance(source, str | os.PathLike):
-        path = Path(source)
-        if path.is_dir():
-            yield from _chunks_of_texts(_folder_items(path), chunk_size)
-        elif path.is_file() and tarfile.is_tarfile(path):
-            yield from _chunks_of_texts(_tar_items(path, state), chunk_size)
-        elif path.exists():
-            raise ValueError(
-                f"{path} is not a folder, a tar archive of CIFs or a .json/.json.gz file of "
-                "structures"
-            )
-        else:
-            raise FileNotFoundError(f"no folder, tarball or structures file at {path}")
-        return
-    structures, ids = _in_memory(source)
-    yield from _memory_chunks(structures, ids, chunk_size)
+    else:
+        structures, ids = memory_items(source)
+        yield from _memory_chunks(structures, ids, chunk_size)
 
 
 def count_structures(source: Any) -> int | None:
     """Number of structures in ``source`` when it is cheap to know (``None`` otherwise)."""
     if isinstance(source, str | os.PathLike):
         path = Path(source)
-        if path.is_dir():
-            names, _ = _cgcnn_names(_read_text(path / "id_prop.csv"), None, str(path))
-            return len(names) if names is not None else len(_structure_file_names(path))
-        return None
+        return len(list_files(path).ids) if path.is_dir() else None
     with contextlib.suppress(TypeError, ValueError):
         return len(source)
     return None

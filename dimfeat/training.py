@@ -42,7 +42,6 @@ from dimfeat.infomax import (
 from dimfeat.inputs import Batch, CrystalInputs, batches_by_site_budget, collate
 
 __all__ = [
-    "ESTIMATOR_VALIDATION_FRACTION",
     "LOSS_KEYS",
     "VALIDATION_FRACTION",
     "DIMObjective",
@@ -58,12 +57,11 @@ __all__ = [
 ]
 
 CHECKPOINT_NAME = "checkpoint.pt"
-#: Share of the crystals held out for model selection by :class:`TrainingConfig` and
-#: ``dimfeat train`` (large unlabelled sets; the recipe of the bundled weights).
+#: Share of the crystals given to training held out (at least 2) to select the best epoch: the
+#: one default of ``validation_fraction`` in :class:`TrainingConfig`, ``dimfeat train
+#: --validation-fraction``, ``DeepInfoMaxFeaturizer`` and ``SiteNetRegressor`` (the recipe of
+#: the bundled weights).
 VALIDATION_FRACTION = 0.05
-#: Share held out by the estimators' ``fit`` (``DeepInfoMaxFeaturizer``, ``SiteNetRegressor``),
-#: which typically see a few hundred crystals.
-ESTIMATOR_VALIDATION_FRACTION = 0.1
 #: Keys of the DIM loss terms (history records ``train_<key>`` and ``valid_<key>``).
 LOSS_KEYS = ("loss", "local_dim", "global_dim", "local_kl", "global_kl", "composition")
 
@@ -93,7 +91,8 @@ class TrainingConfig:
     site_budget : int
         Maximum unique sites per batch (the paper's 1200).
     validation_fraction : float
-        Share of the unlabelled crystals held out for model selection.
+        Share of the unlabelled crystals held out for model selection (at least 2;
+        :data:`VALIDATION_FRACTION`).
     patience : int or None
         Stop after this many epochs without a better validation loss (None: never).
     alpha, beta : float

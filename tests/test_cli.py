@@ -250,6 +250,30 @@ def test_featurize_reads_every_input_kind_and_keeps_its_ids(
     assert not (tmp_path / "vectors.parquet.parts").exists()  # the parts are assembled, removed
 
 
+def test_a_plain_folder_of_cifs_works_in_every_mode(files, tmp_path, featurizer):
+    """One reader (dimfeat.sources) under every mode: stream, parts, --split and train."""
+    root, expected = files
+    structures, ids = expected["cifs"]
+    vectors = featurizer.transform(structures)
+    for name in ["v.csv", "parts"]:
+        main(["featurize", str(root / "cifs"), "-o", str(tmp_path / name), *QUIET])
+        frame = _read(tmp_path / name)
+        assert frame["id"].tolist() == ids
+        np.testing.assert_allclose(frame[LABELS].to_numpy(), vectors, atol=ATOL)
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": ["x0", "x1"], "test": ["x3", "x2"]}))
+    main(["featurize", str(root / "cifs"), "--split", str(split), "--part", "test",
+          "-o", str(tmp_path / "test.csv"), *QUIET])  # fmt: skip
+    frame = _read(tmp_path / "test.csv")
+    assert frame["id"].tolist() == ["x3", "x2"]
+    np.testing.assert_allclose(frame[LABELS].to_numpy(), vectors[[3, 2]], atol=ATOL)
+    main(["train", str(tmp_path / "w"), "--data", str(root / "cifs"), "--epochs", "1",
+          "--validation-fraction", "0.25", "--site-budget", "100", "--max-atoms", "24",
+          *QUIET])  # fmt: skip
+    config = json.loads((tmp_path / "w" / "config.json").read_text())
+    assert config["training"]["data"]["n_train"] + config["training"]["data"]["n_valid"] == 4
+
+
 def test_featurize_writes_one_schema_in_every_format(files, tmp_path, featurizer):
     root, expected = files
     structures, ids = expected["cifs"]

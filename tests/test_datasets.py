@@ -305,3 +305,41 @@ def test_matbench_unknown_names():
         load_matbench("not_a_dataset")
     with pytest.raises(KeyError, match=r"Matbench v0\.1"):
         matbench_task("dielectric_constant")
+
+
+# --------------------------------------------------------------------------- any layout
+
+
+def test_load_structures_reads_every_layout_with_the_ids_of_the_stream(tmp_path, sample):
+    """Random access (load_structures) and the stream (iter_chunks) read one reader's entries."""
+    from dimfeat.datasets import load_structures
+    from dimfeat.streaming import iter_chunks
+
+    structures = sample["structure"].tolist()[:4]
+    folder = tmp_path / "cifs"
+    folder.mkdir()
+    for k, s in enumerate(structures[:3]):
+        (folder / f"c{k}.cif").write_text(s.to(fmt="cif"))
+    (folder / "POSCAR").write_text(structures[3].to(fmt="poscar"))
+    archive = tmp_path / "cifs.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for k, s in enumerate(structures[:3]):
+            data = s.to(fmt="cif").encode()
+            info = tarfile.TarInfo(f"set/c{k}.cif")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    for source, n in [(folder, 4), (archive, 3), (folder / "c1.cif", 1), (structures, 4)]:
+        df = load_structures(source)
+        streamed = [i for chunk in iter_chunks(source, 2) for i in chunk.ids]
+        assert df["material_id"].tolist() == streamed and len(streamed) == n
+        assert all(isinstance(s, Structure) for s in df["structure"])
+    df = load_structures(folder, ids=["c2", "POSCAR"])
+    assert df["material_id"].tolist() == ["c2", "POSCAR"]
+    assert df["structure"][0] == structures[2]
+    with pytest.raises(KeyError, match="nope"):
+        load_structures(archive, ids=["nope"])
+    with pytest.raises(FileNotFoundError, match="no such file or folder"):
+        load_structures(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"neither id_prop\.csv nor structure files"):
+        load_structures(tmp_path / "empty")

@@ -1,0 +1,551 @@
+"""A weights folder: its format, its verification, reading and writing it. No names, no network.
+
+A weights folder holds three files and nothing executable:
+
+``model.safetensors``  the encoder's tensors (safetensors: loading never runs code);
+``config.json``        ``format``, ``architecture``, encoder arguments, input featurisation and
+                       element normalisation, training data and settings, history, and the
+                       sha256 of ``model.safetensors``, checked before loading;
+``README.md``          the model card (YAML front matter for the Hub), written by
+                       :func:`save_pretrained` from the same facts.
+
+This is the bottom of the weights layers: :mod:`dimfeat.hub` (Hub I/O) imports it, and
+:mod:`dimfeat.weights` (which turns a bundled name, a folder or a Hub id into a folder) imports
+both and re-exports the public names below, so ``from dimfeat.weights import load_encoder``
+is the documented spelling. Nothing here imports either of them.
+
+Trust model
+-----------
+What :func:`load_encoder` verifies, before any tensor reaches the encoder:
+
+- ``config.json`` (at most 1 MiB) is parsed as JSON data only (never evaluated) and checked
+  against a fixed schema: known ``format`` and ``architecture``, no unknown top-level or encoder
+  keys, at most 16 hidden layers per block and integer layer sizes in a sane range, finite
+  normalisation numbers of matching shapes, input settings that are numbers (not booleans or
+  ``null``), a 64-hex sha256.
+- ``model.safetensors`` must match that sha256, must be a structurally valid safetensors file
+  (a pickle, a ``torch.save`` zip archive, a truncated or garbage file is refused), and its
+  header must list exactly the tensors of the architecture, by name, shape and dtype (float32),
+  with at most 50 million parameters; this is checked on the header, before the model is built
+  or any tensor is read, so a hostile config cannot make dimfeat allocate memory. Every tensor
+  must then be finite (a NaN or infinity is refused, naming the tensor). Nothing is unpickled:
+  dimfeat never calls ``torch.load`` or :mod:`pickle` on weights files.
+
+What is trusted: the sha256 protects against corruption and tampering *in transit or in a cache*
+only; it comes from the same folder or repository as the tensors, so whoever can change the repo
+can change both. The numbers themselves (and the vectors they produce) are as good as their
+source. Pin Hub revisions to a commit (``owner/name@<40-hex commit>``) so that the weights you
+validated are the ones you get; without a pin dimfeat warns, because ``main`` may move.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dimfeat._version import __version__
+from dimfeat.elements import MAX_Z
+from dimfeat.encoder import DISTANCE_EXPANSIONS, EncoderConfig, SiteNetEncoder
+from dimfeat.record import TrainingRecord
+
+__all__ = [
+    "CARD_FILE",
+    "CONFIG_FILE",
+    "MODEL_FILE",
+    "WEIGHTS_FILES",
+    "InputSettings",
+    "WeightsError",
+    "load_encoder",
+    "read_config",
+    "save_pretrained",
+    "sha256_of",
+    "state_checksum",
+]
+
+FORMAT = "dimfeat-weights/1"
+ARCHITECTURE = "sitenet-dim"
+MODEL_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+CARD_FILE = "README.md"
+#: The files of a weights folder, and the only files fetched from a Hub repo.
+WEIGHTS_FILES = (CONFIG_FILE, MODEL_FILE, CARD_FILE)
+
+_CONFIG_KEYS = frozenset(
+    {
+        "format",
+        "architecture",
+        "dimfeat_version",
+        "name",
+        "encoder",
+        "inputs",
+        "normalisation",
+        "training",
+        "sha256",
+    }
+)
+_REQUIRED_KEYS = frozenset({"format", "architecture", "encoder", "normalisation", "sha256"})
+_NORMALISATION_KEYS = frozenset({"features", "mean", "std", "element_table"})
+_INPUT_KEYS = frozenset({"max_atoms", "symprec"})
+_MAX_WIDTH = 4096  # bound on any layer width read from a config (memory safety)
+_MAX_LAYERS = 16  # bound on the hidden layers of each MLP block
+_MAX_PARAMETERS = 50_000_000  # bound on the tensors' total size (the bundled encoder: 72k)
+_MAX_CONFIG = 1 << 20  # bound on config.json (bytes); the bundled one is 27 kB
+_MAX_HEADER = 1 << 24  # bound on a safetensors JSON header (16 MiB)
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+class WeightsError(ValueError):
+    """Weights that cannot be found, verified or loaded (the message says which and why)."""
+
+
+@dataclass(frozen=True)
+class InputSettings:
+    """How structures become inputs for a given set of weights."""
+
+    max_atoms: int = 50
+    symprec: float = 0.01
+
+
+# -- reading ----------------------------------------------------------------------------------
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _is_width(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= _MAX_WIDTH
+
+
+def _finite_vector(value: Any, n: int) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) == n
+        and all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            for v in value
+        )
+    )
+
+
+def _check_encoder(encoder: Any) -> list[str]:
+    """Problems with the ``encoder`` block (empty when it is valid)."""
+    if not isinstance(encoder, dict):
+        return [f"'encoder' must be an object, not {type(encoder).__name__}"]
+    known = {f.name for f in fields(EncoderConfig)}
+    problems = []
+    if unknown := sorted(set(encoder) - known):
+        problems.append(
+            f"unknown encoder keys {unknown} (dimfeat {__version__} knows {sorted(known)})"
+        )
+    for key, value in encoder.items():
+        if key not in known:
+            continue
+        if key == "site_features":
+            if not (
+                isinstance(value, list)
+                and value
+                and all(isinstance(v, str) for v in value)
+                and len(set(value)) == len(value)
+            ):
+                problems.append("encoder.site_features must be a non-empty list of distinct names")
+        elif key == "distance_expansion":
+            if value not in DISTANCE_EXPANSIONS:
+                problems.append(f"encoder.distance_expansion must be one of {DISTANCE_EXPANSIONS}")
+        elif key == "distance_cutoff":
+            if not (
+                isinstance(value, int | float)
+                and not isinstance(value, bool)
+                and math.isfinite(value)
+                and 0 < value <= 100
+            ):
+                problems.append("encoder.distance_cutoff must be a number in (0, 100] Å")
+        elif key.endswith("_hidden"):
+            if not (
+                isinstance(value, list)
+                and 0 < len(value) <= _MAX_LAYERS
+                and all(_is_width(v) for v in value)
+            ):
+                problems.append(
+                    f"encoder.{key} must be a non-empty list of at most {_MAX_LAYERS} widths "
+                    f"1..{_MAX_WIDTH}"
+                )
+        elif not _is_width(value):
+            problems.append(f"encoder.{key} must be an integer 1..{_MAX_WIDTH}, not {value!r}")
+    return problems
+
+
+def _check_normalisation(norm: Any, n_features: int) -> list[str]:
+    """Problems with the ``normalisation`` block for ``n_features`` site features."""
+    if not isinstance(norm, dict):
+        return [f"'normalisation' must be an object, not {type(norm).__name__}"]
+    problems = []
+    if unknown := sorted(set(norm) - _NORMALISATION_KEYS):
+        problems.append(f"unknown normalisation keys {unknown}")
+    if missing := sorted({"mean", "std", "element_table"} - set(norm)):
+        problems.append(f"normalisation lacks {missing}")
+        return problems
+    for key in ("mean", "std"):
+        if not _finite_vector(norm[key], n_features):
+            problems.append(f"normalisation.{key} must be {n_features} finite numbers")
+    if _finite_vector(norm["std"], n_features) and min(norm["std"]) <= 0:
+        problems.append("normalisation.std must be positive")
+    features = norm.get("features")
+    if features is not None and not (
+        isinstance(features, list)
+        and len(features) == n_features
+        and all(isinstance(f, str) for f in features)
+    ):
+        problems.append(f"normalisation.features must be {n_features} names")
+    table = norm["element_table"]
+    if not (
+        isinstance(table, list)
+        and len(table) == MAX_Z + 1
+        and all(_finite_vector(row, n_features) for row in table)
+    ):
+        problems.append(
+            f"normalisation.element_table must be {MAX_Z + 1} rows of {n_features} finite numbers"
+        )
+    return problems
+
+
+def _check_inputs(inputs: Any) -> list[str]:
+    if not isinstance(inputs, dict):
+        return [f"'inputs' must be an object, not {type(inputs).__name__}"]
+    problems = []
+    if unknown := sorted(set(inputs) - _INPUT_KEYS):
+        problems.append(f"unknown inputs keys {unknown}")
+    if "max_atoms" in inputs and not _is_width(inputs["max_atoms"]):
+        problems.append(f"inputs.max_atoms must be an integer 1..{_MAX_WIDTH}")
+    symprec = inputs.get("symprec", 0.01)
+    if not (
+        isinstance(symprec, int | float)
+        and not isinstance(symprec, bool)
+        and math.isfinite(symprec)
+        and symprec > 0
+    ):
+        problems.append(f"inputs.symprec must be a positive number, not {symprec!r}")
+    return problems
+
+
+def read_config(folder: str | Path) -> dict[str, Any]:
+    """Read ``config.json`` of a weights folder and check it against the schema.
+
+    The file is treated as data: it is parsed, never evaluated, and refused (with every problem
+    listed) when it has unknown keys, an unknown format or architecture, or invalid values.
+
+    Parameters
+    ----------
+    folder : path
+        A weights folder.
+
+    Returns
+    -------
+    config : dict
+
+    Raises
+    ------
+    WeightsError
+        If the file is missing, not JSON, or does not follow the schema.
+    """
+    path = Path(folder) / CONFIG_FILE
+    if not path.is_file():
+        raise WeightsError(f"{folder} is not a dimfeat weights folder: {CONFIG_FILE} is missing")
+    with open(path, "rb") as handle:
+        raw = handle.read(_MAX_CONFIG + 1)
+    if len(raw) > _MAX_CONFIG:
+        raise WeightsError(
+            f"{path} is larger than {_MAX_CONFIG} bytes; a dimfeat config is about 30 kB, so it "
+            "is not one (it was not read further)"
+        )
+    try:
+        config = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise WeightsError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(config, dict):
+        raise WeightsError(f"{path} must hold a JSON object, not {type(config).__name__}")
+    if config.get("format") != FORMAT or config.get("architecture") != ARCHITECTURE:
+        raise WeightsError(
+            f"{path}: unsupported weights format {config.get('format')!r} / architecture "
+            f"{config.get('architecture')!r}; dimfeat {__version__} reads {FORMAT!r} / "
+            f"{ARCHITECTURE!r} (a newer dimfeat may read it: pip install -U dimfeat)"
+        )
+    problems = []
+    if unknown := sorted(set(config) - _CONFIG_KEYS):
+        problems.append(f"unknown keys {unknown}")
+    if missing := sorted(_REQUIRED_KEYS - set(config)):
+        problems.append(f"missing keys {missing}")
+    else:
+        encoder_problems = _check_encoder(config["encoder"])
+        problems += encoder_problems
+        if not encoder_problems:
+            n_features = len(config["encoder"].get("site_features", EncoderConfig().site_features))
+            problems += _check_normalisation(config["normalisation"], n_features)
+        if not (isinstance(config["sha256"], str) and _SHA256.fullmatch(config["sha256"])):
+            problems.append("sha256 must be 64 lowercase hex digits")
+    if "inputs" in config:
+        problems += _check_inputs(config["inputs"])
+    if not isinstance(config.get("training"), dict | None):
+        problems.append("'training' must be an object or null")
+    for key in ("name", "dimfeat_version"):
+        if not isinstance(config.get(key, ""), str):
+            problems.append(f"{key!r} must be a string")
+    if problems:
+        raise WeightsError(f"{path} is not a valid dimfeat weights config: " + "; ".join(problems))
+    return config
+
+
+def _check_data_size(header: dict, available: int) -> str:
+    """'' when the tensors of a safetensors ``header`` exactly cover ``available`` bytes."""
+    try:
+        end = max(
+            (int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"),
+            default=0,
+        )
+    except (TypeError, KeyError, IndexError, ValueError):
+        return "garbage (its header does not describe tensors)"
+    if end != available:
+        return f"truncated or padded ({available} bytes of tensor data, the header says {end})"
+    return ""
+
+
+def _check_safetensors(path: Path) -> dict:
+    """Refuse anything but a well-formed safetensors file, without executing or unpickling it.
+
+    Returns the header's tensor entries (``{name: {"dtype", "shape", "data_offsets"}}``).
+    """
+    size = path.stat().st_size
+    header = None
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+        if head.startswith(b"PK\x03\x04"):
+            kind = "a zip archive (torch.save checkpoint)"
+        elif head[:1] == b"\x80":
+            kind = "a Python pickle (torch.save / pickle.dump output)"
+        elif len(head) < 8:
+            kind = f"too short ({size} bytes)"
+        else:
+            n = int.from_bytes(head, "little")
+            kind = ""
+            if n > min(size - 8, _MAX_HEADER):
+                kind = f"truncated or garbage (header length {n} for a {size}-byte file)"
+            else:
+                try:
+                    header = json.loads(handle.read(n))
+                except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+                    header = None
+                if not isinstance(header, dict):
+                    kind = "garbage (its header is not a JSON object)"
+                else:
+                    kind = _check_data_size(header, size - 8 - n)
+    if kind:
+        raise WeightsError(
+            f"{path} is not a safetensors file: it is {kind}. dimfeat reads safetensors only and "
+            "never unpickles weights; re-save the encoder with dimfeat.weights.save_pretrained"
+        )
+    return {k: v for k, v in header.items() if k != "__metadata__"}
+
+
+def _expected_tensors(config: dict) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of the encoder's tensors for ``config``, without allocating them."""
+    encoder_config = EncoderConfig.from_dict(config["encoder"])
+    norm = config["normalisation"]
+    with torch.device("meta"):
+        encoder = SiteNetEncoder(
+            encoder_config,
+            np.asarray(norm["mean"]),
+            np.asarray(norm["std"]),
+            raw_table=np.asarray(norm["element_table"]),
+        )
+    return {k: tuple(v.shape) for k, v in encoder.state_dict().items()}
+
+
+def _check_architecture(path: Path, header: dict, config: dict) -> None:
+    """Refuse a header whose tensors (names, shapes, dtypes) are not the architecture's, and an
+    architecture beyond the size bound: before any tensor is allocated."""
+    expected = _expected_tensors(config)
+    n_parameters = sum(math.prod(shape) for shape in expected.values())
+    if n_parameters > _MAX_PARAMETERS:
+        raise WeightsError(
+            f"the architecture in {path.with_name(CONFIG_FILE)} has {n_parameters} parameters, "
+            f"more than the {_MAX_PARAMETERS} dimfeat loads (the bundled encoder has about "
+            "72,000); it was not built"
+        )
+    problems = []
+    if missing := sorted(set(expected) - set(header)):
+        problems.append(f"missing tensors {missing[:5]}")
+    if unexpected := sorted(set(header) - set(expected)):
+        problems.append(f"unexpected tensors {unexpected[:5]}")
+    for name in sorted(set(expected) & set(header)):
+        entry = header[name]
+        dtype = entry.get("dtype") if isinstance(entry, dict) else None
+        shape = entry.get("shape") if isinstance(entry, dict) else None
+        if dtype != "F32":
+            problems.append(f"tensor {name!r} is {dtype}, not F32 (float32)")
+        if not isinstance(shape, list) or tuple(shape) != expected[name]:
+            problems.append(f"tensor {name!r} has shape {shape}, not {list(expected[name])}")
+    if problems:
+        raise WeightsError(
+            f"{path} does not fit the architecture in {CONFIG_FILE}: " + "; ".join(problems[:6])
+        )
+
+
+def load_encoder(folder: str | Path) -> tuple[SiteNetEncoder, dict[str, Any]]:
+    """Build a :class:`SiteNetEncoder` from a weights folder, after verifying it.
+
+    Checks, in order: the config schema (:func:`read_config`), the sha256 of
+    ``model.safetensors``, its safetensors structure, an exact fit of the tensors its header
+    lists (names, shapes, float32) to the architecture and the size bound, all before anything
+    is allocated, then that every tensor is finite. Only ``safetensors`` is read: a pickle or
+    any other file in its place is refused, never executed (see "Trust model" in
+    :mod:`dimfeat.weights`).
+
+    Parameters
+    ----------
+    folder : path
+        A weights folder (see :func:`dimfeat.weights.resolve_weights`).
+
+    Returns
+    -------
+    encoder : SiteNetEncoder
+        In eval mode, on the CPU.
+    config : dict
+        The parsed ``config.json``.
+
+    Raises
+    ------
+    WeightsError
+        If any check fails; the message names the file and the problem.
+    """
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    config = read_config(folder)
+    model_path = folder / MODEL_FILE
+    if not model_path.is_file():
+        raise WeightsError(f"{folder}: {MODEL_FILE} is missing")
+    expected = config["sha256"]
+    actual = sha256_of(model_path)
+    if expected != actual:
+        raise WeightsError(
+            f"{model_path}: sha256 {actual} does not match {expected} recorded in "
+            f"{CONFIG_FILE}; the file is corrupt or was tampered with (delete it and download "
+            "again; for Hub weights, pin a revision you trust)"
+        )
+    header = _check_safetensors(model_path)
+    try:
+        with safe_open(model_path, framework="pt"):  # validates the header; reads no tensor
+            pass
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsError(f"{model_path} is not a valid safetensors file: {exc}") from exc
+    _check_architecture(model_path, header, config)
+    try:
+        state = load_file(model_path)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsError(f"{model_path} is not a valid safetensors file: {exc}") from exc
+    bad = sorted(name for name, tensor in state.items() if not torch.isfinite(tensor).all())
+    if bad:
+        raise WeightsError(
+            f"{model_path}: tensor(s) {bad[:5]} hold NaN or infinite values; such weights give "
+            "NaN vectors and are refused"
+        )
+    encoder_config = EncoderConfig.from_dict(config["encoder"])
+    norm = config["normalisation"]
+    encoder = SiteNetEncoder(
+        encoder_config,
+        np.asarray(norm["mean"]),
+        np.asarray(norm["std"]),
+        raw_table=np.asarray(norm["element_table"]),
+    )
+    try:
+        encoder.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise WeightsError(
+            f"{model_path} does not fit the architecture in {CONFIG_FILE}: {exc}"
+        ) from exc
+    return encoder.eval(), config
+
+
+# -- writing ----------------------------------------------------------------------------------
+def save_pretrained(
+    folder: str | Path,
+    encoder: SiteNetEncoder,
+    *,
+    inputs: InputSettings | dict,
+    training: TrainingRecord | dict[str, Any] | None = None,
+    name: str | None = None,
+) -> Path:
+    """Write ``model.safetensors``, ``config.json`` and the model card to ``folder``.
+
+    Parameters
+    ----------
+    folder : path
+        Created if needed; existing files of the same names are replaced.
+    encoder : SiteNetEncoder
+    inputs : InputSettings or dict
+        ``max_atoms`` and ``symprec`` the encoder expects.
+    training : TrainingRecord or dict, optional
+        Facts about training (data, settings, history, hardware, wall time) for the config and
+        the model card (see :class:`dimfeat.record.TrainingRecord`); ``None`` for untrained
+        weights.
+    name : str, optional
+        Name shown in the model card (default: the folder name).
+
+    Returns
+    -------
+    folder : Path
+    """
+    from safetensors.torch import save_file
+
+    from dimfeat.card import model_card
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
+    save_file(state, folder / MODEL_FILE, metadata={"format": FORMAT})
+    settings = inputs if isinstance(inputs, dict) else inputs.__dict__
+    raw = (
+        encoder.element_features.cpu().double().numpy() * encoder.feature_std.cpu().double().numpy()
+        + encoder.feature_mean.cpu().double().numpy()
+    )
+    raw[0] = 0.0
+    config = {
+        "format": FORMAT,
+        "architecture": ARCHITECTURE,
+        "dimfeat_version": __version__,
+        "name": name or folder.name,
+        "encoder": encoder.config.to_dict(),
+        "inputs": dict(settings),
+        "normalisation": {
+            "features": list(encoder.config.site_features),
+            "mean": encoder.feature_mean.cpu().tolist(),
+            "std": encoder.feature_std.cpu().tolist(),
+            "element_table": raw.tolist(),
+        },
+        "training": training.to_dict() if isinstance(training, TrainingRecord) else training,
+        "sha256": sha256_of(folder / MODEL_FILE),
+    }
+    (folder / CONFIG_FILE).write_text(json.dumps(config, indent=1) + "\n")
+    (folder / CARD_FILE).write_text(model_card(config))
+    return folder
+
+
+def state_checksum(encoder: torch.nn.Module) -> str:
+    """sha256 over an encoder's parameters (order-stable), for quick identity checks."""
+    digest = hashlib.sha256()
+    for key, value in sorted(encoder.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
