@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -74,6 +74,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device={device!r} was requested but CUDA is not available")
     return resolved
+
+
+_MISSING = object()
 
 
 @dataclass
@@ -133,6 +136,11 @@ class TrainingConfig:
     global_sites: int | None = DEFAULT_GLOBAL_SITES
     composition_weight: float = DEFAULT_COMPOSITION_WEIGHT
     seed: int = 0
+
+    #: Settings added after checkpoints were first written, with the value that reproduces the
+    #: behaviour of the versions that did not record them (a checkpoint without the key resumes
+    #: only a run with this value).
+    ADDED_SETTINGS: ClassVar[dict] = {"composition_weight": 0.0}
     mixed_precision: bool = True
     max_seconds: float | None = None
 
@@ -473,7 +481,14 @@ class TrainingLoop:
                 )
         current = self.config.to_dict()
         budget_keys = {"epochs", "max_seconds", "patience"}
-        differs = {k for k in current if k not in budget_keys and saved.get(k) != current[k]}
+        # a setting added in a later version reads, in an older checkpoint, as the value that
+        # reproduces what that version did
+        added = getattr(self.config, "ADDED_SETTINGS", {})
+        differs = {
+            k
+            for k in current
+            if k not in budget_keys and saved.get(k, added.get(k, _MISSING)) != current[k]
+        }
         if differs:
             raise ValueError(
                 f"checkpoint in {self.checkpoint_dir} was written with different training "

@@ -6,6 +6,7 @@ supercells of at most 24 atoms, so that an epoch costs about a second of one CPU
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -104,6 +105,21 @@ def test_resume_continues_and_ends_identical_to_an_uninterrupted_run(data, three
         _train(data, 4, checkpoint_dir=tmp_path, lr=1e-3)
     with pytest.raises(ValueError, match="false_samples"):
         _train(data, 4, checkpoint_dir=tmp_path, false_samples=("other",))
+
+
+def test_a_checkpoint_from_before_a_setting_existed_resumes_only_at_its_old_value(data, tmp_path):
+    _train(data, 1, checkpoint_dir=tmp_path)
+    # rewrite the checkpoint as a version without composition_weight wrote it
+    file = tmp_path / CHECKPOINT_NAME
+    state = torch.load(file, weights_only=True)
+    config = json.loads(state["config"])
+    del config["composition_weight"]
+    state["config"] = json.dumps(config)
+    torch.save(state, file)
+    with pytest.raises(ValueError, match="composition_weight"):
+        _train(data, 2, checkpoint_dir=tmp_path, composition_weight=1.0)
+    resumed, _ = _train(data, 2, checkpoint_dir=tmp_path)  # 0.0 is what that version did
+    assert [r["epoch"] for r in resumed] == [1, 2]
 
 
 def test_fit_stops_after_the_epoch_that_passes_the_time_budget(data):
