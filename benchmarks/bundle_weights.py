@@ -10,7 +10,7 @@ from that record; nothing is edited by hand.
 Usage::
 
     python -m benchmarks.bundle_weights .devcache/full/epochs weights/sitenet-dim-mp36k \
-        [--epoch N] [--hardware "..."] [--data n_train=24268 ...]
+        [--epoch N] [--curve JSON] [--hardware "..."] [--data n_train=24271 ...]
 """
 
 from __future__ import annotations
@@ -38,12 +38,14 @@ def bundle(
     hardware: str | None = None,
     data: dict | None = None,
     command: str | None = None,
+    curve_path: Path | None = None,
 ) -> Path:
     """Write the chosen epoch of ``run`` to ``out`` (see the module docstring).
 
     ``hardware`` and ``data`` fill in what a run started by an older ``dimfeat train`` did not
     record in its per-epoch folders (the machine; the training and validation counts);
-    ``command`` replaces the recorded command (e.g. to drop local paths from the model card).
+    ``command`` replaces the recorded command (e.g. to drop local paths from the model card);
+    ``curve_path`` is the run's scores (default ``run/probe_curve.json``).
     """
     from dimfeat.weights import InputSettings, load_encoder, read_config, save_pretrained
 
@@ -98,12 +100,13 @@ def main(argv=None) -> None:
     parser.add_argument("--epoch", type=int, default=None)
     parser.add_argument("--hardware", default=None)
     parser.add_argument("--command", default=None, help="command to record instead")
+    parser.add_argument("--curve", type=Path, default=None, help="probe_curve JSON of the run")
     parser.add_argument(
         "--data", action="append", default=[], metavar="KEY=JSON", help="data facts to record"
     )
     args = parser.parse_args(argv)
     data = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.data)}
-    bundle(args.run, args.out, args.epoch, args.hardware, data, args.command)
+    bundle(args.run, args.out, args.epoch, args.hardware, data, args.command, args.curve)
 
 
 if __name__ == "__main__":
