@@ -36,6 +36,9 @@ import time
 import warnings
 from pathlib import Path
 
+import dimfeat.runtime
+from dimfeat import DeepInfoMaxFeaturizer
+
 
 def _timed(function) -> float:
     start = time.perf_counter()
@@ -43,21 +46,21 @@ def _timed(function) -> float:
     return time.perf_counter() - start
 
 
+class Reloading(DeepInfoMaxFeaturizer):
+    """The former behaviour: each worker process loads the weights again."""
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        dimfeat.runtime._SHARED.clear()
+
+
 def composed(n: int, n_jobs: int) -> dict:
     """Seconds of the composed featurisation in each mode (see the module docstring)."""
     from matminer.featurizers.base import MultipleFeaturizer
     from matminer.featurizers.structure import DensityFeatures
 
-    import dimfeat.runtime
     from dimfeat import DeepInfoMaxFeaturizer
     from dimfeat.datasets import load_sample
-
-    class Reloading(DeepInfoMaxFeaturizer):
-        """The former behaviour: each worker process loads the weights again."""
-
-        def __setstate__(self, state):
-            super().__setstate__(state)
-            dimfeat.runtime._SHARED.clear()
 
     df = load_sample().iloc[:n][["structure"]].copy()
 

@@ -19,6 +19,7 @@ import copy
 import hashlib
 import json
 import math
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -326,7 +327,7 @@ class TrainingLoop:
             for epoch in range(len(self.history), self.config.epochs):
                 if self._should_stop():
                     if bar is not None:
-                        bar.write(self._stop_message())
+                        bar.write(self._stop_message(), file=sys.stderr)
                     break
                 record = self._run_epoch(epoch, train, valid)
                 self.history.append(record)
