@@ -30,9 +30,9 @@ __all__ = ["main"]
 
 
 _TRAIN_DESCRIPTION = """Train a Site-Net encoder with Deep InfoMax on unlabelled structures
-(--data: a CGCNN folder or tarball, a folder or tarball of CIF/POSCAR files, or a .json/.json.gz
-file of structures; or --matbench TASK)
-and write a weights folder (model.safetensors, config.json, model card) that
+(INPUT...: what dimfeat featurize reads, a CGCNN folder or tarball, a folder or tarball of
+CIF/POSCAR files, a .json/.json.gz file of structures or CIF/POSCAR files; or --matbench TASK)
+and write a weights folder OUT (model.safetensors, config.json, model card) that
 ``DeepInfoMaxFeaturizer(weights=...)`` and ``dimfeat featurize --weights`` load."""
 
 
@@ -53,6 +53,8 @@ def _load_structures(args) -> tuple[list, list[str], dict]:
     """
     from dimfeat import datasets
 
+    if getattr(args, "inputs", None) is not None:  # dimfeat train INPUT... -o OUT
+        return _train_structures(args)
     if args.matbench:
         df = datasets.load_matbench(args.matbench, data_home=args.data)
         ids = [str(i) for i in df.index]
@@ -71,6 +73,45 @@ def _load_structures(args) -> tuple[list, list[str], dict]:
     return list(df["structure"]), [str(i) for i in df["material_id"]], {"description": description}
 
 
+def _train_structures(args) -> tuple[list, list[str], dict]:
+    """Structures of ``dimfeat train INPUT...``, read as ``dimfeat featurize`` reads them."""
+    from dimfeat.datasets import load_structures
+
+    source = _featurize_source(list(args.inputs), args)
+    names = [args.matbench] if args.matbench else list(args.inputs)
+    description = ", ".join(Path(name).name for name in names)
+    if args.split:
+        description += f", '{args.part}' part of {Path(args.split).name}"
+    if isinstance(source, str):  # one folder, tarball or .json file
+        df = load_structures(Path(source), progress=True)
+        return (
+            list(df["structure"]),
+            [str(i) for i in df["material_id"]],
+            {"description": description},
+        )
+    return list(source), [str(i) for i in source.index], {"description": description}
+
+
+def _train_inputs(args) -> None:
+    """``dimfeat train INPUT... -o OUT``, accepting the older ``dimfeat train OUT --data DATA``.
+
+    Sets ``args.inputs`` (the sources) and ``args.output``.
+    """
+    inputs = list(args.inputs)
+    data = list(args.data or [])
+    if args.matbench and data and args.data_home is None:
+        args.data_home = data.pop(0)  # the older --matbench TASK --data HOME
+    if args.output is None:
+        if len(inputs) == 1 and (data or args.matbench):
+            args.output = inputs.pop(0)  # the older form: OUT --data DATA
+        else:
+            raise SystemExit(
+                "give the structures to train on and the weights folder to write: "
+                "dimfeat train INPUT... -o OUT"
+            )
+    args.inputs = inputs + data
+
+
 def _file_stamp(path: Path) -> list:
     stat = path.stat()
     return [path.name, stat.st_size, stat.st_mtime_ns]
@@ -86,27 +127,36 @@ def _data_identity(args) -> dict | None:
     import hashlib
 
     if args.matbench:
-        folder = Path(args.data) if args.data else None
+        home = getattr(args, "data_home", None)
+        folder = Path(home) if home else None
         from dimfeat.datasets import matminer_file
 
         try:
-            source = matminer_file(args.matbench, folder)
+            sources = [matminer_file(args.matbench, folder)]
         except (FileNotFoundError, KeyError):
             return None
+    elif getattr(args, "inputs", None):
+        sources = [Path(name) for name in args.inputs]
     elif args.data:
-        source = Path(args.data)
+        sources = [Path(args.data)]
     else:
         return None
-    if not source.exists():
+    if not all(source.exists() for source in sources):
         return None
-    if source.is_dir():
-        digest = hashlib.sha256()
-        for file in sorted(p for p in source.iterdir() if p.is_file()):
-            digest.update(json.dumps(_file_stamp(file)).encode())
-        stamp: list = [source.name, "folder", digest.hexdigest()]
-    else:
-        stamp = _file_stamp(source)
-    identity: dict = {"matbench": args.matbench, "source": stamp}
+    stamps = []
+    for source in sources:
+        if source.is_dir():
+            digest = hashlib.sha256()
+            for file in sorted(p for p in source.iterdir() if p.is_file()):
+                digest.update(json.dumps(_file_stamp(file)).encode())
+            stamps.append([source.name, "folder", digest.hexdigest()])
+        else:
+            stamps.append(_file_stamp(source))
+    # one source is recorded as before, so that caches written by older versions still match
+    identity: dict = {
+        "matbench": args.matbench,
+        "source": stamps[0] if len(stamps) == 1 else stamps,
+    }
     if args.split:
         from dimfeat.weights import sha256_of
 
@@ -162,6 +212,7 @@ def _train(args) -> None:
     """Single process, or one rank of ``torchrun --nproc_per_node=N dimfeat train ...``."""
     from dimfeat import distributed
 
+    _train_inputs(args)
     if not distributed.launched_by_torchrun():
         _train_process(args, None)
         return
@@ -618,13 +669,27 @@ def _parser() -> argparse.ArgumentParser:
 
     def data_options(p):
         p.add_argument(
-            "--data",
-            help="a folder or tarball of structures (CGCNN or CIF/POSCAR files), a structures "
-            "file, or the Matbench data home",
+            "inputs",
+            nargs="*",
+            metavar="INPUT",
+            help="structures to train on, in any form dimfeat featurize reads",
         )
-        p.add_argument("--split", help="split.json restricting the structures to one part")
+        p.add_argument("-o", "--output", metavar="OUT", help="weights folder to write")
+        p.add_argument(
+            "--data",
+            action="append",
+            metavar="INPUT",
+            help="the older form: the same as an INPUT (with --matbench: the same as --data-home)",
+        )
+        p.add_argument("--split", help="split.json restricting a CGCNN/.json INPUT to one part")
         p.add_argument("--part", default="train", help="part of --split to use (default train)")
-        p.add_argument("--matbench", help="Matbench task name, e.g. matbench_phonons")
+        p.add_argument("--matbench", metavar="TASK", help="a Matbench task instead of INPUT")
+        p.add_argument(
+            "--data-home",
+            metavar="DIR",
+            help="folder holding TASK.json.gz (default: $MATMINER_DATA, else matminer's own "
+            "datasets folder; nothing is downloaded)",
+        )
         p.add_argument("--n-jobs", type=int, default=-1, help="processes for input building")
         p.add_argument("--device", default="auto")
         p.add_argument("--quiet", action="store_true")
@@ -638,8 +703,8 @@ def _parser() -> argparse.ArgumentParser:
         "train",
         help="train a DIM encoder and write a weights folder",
         description=_plain(_TRAIN_DESCRIPTION),
+        usage="dimfeat train INPUT... -o OUT [options]",
     )
-    train.add_argument("output", help="weights folder to write")
     data_options(train)
     train.add_argument(
         "--cache",

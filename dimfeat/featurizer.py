@@ -9,12 +9,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+import traceback
 from collections.abc import Sequence
 from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
 import torch
+from joblib import Memory
 from matminer.featurizers.base import BaseFeaturizer
 from sklearn.base import _fit_context
 from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
@@ -22,16 +24,30 @@ from sklearn.utils.validation import check_is_fitted
 
 from dimfeat.encoder import EncoderConfig
 from dimfeat.infomax import DEFAULT_BETA, DEFAULT_COMPOSITION_WEIGHT, FALSE_SAMPLE_KINDS
-from dimfeat.inputs import DISORDER_POLICIES, CrystalInputs, check_structures
+from dimfeat.inputs import (
+    DISORDER_POLICIES,
+    CrystalInputs,
+    as_structure_list,
+    build_inputs,
+    check_structures,
+    to_structure,
+)
 from dimfeat.record import TrainingRecord
-from dimfeat.runtime import INFERENCE_BATCH_SIZE, EncoderRuntime, bar_options, input_settings
+from dimfeat.runtime import (
+    INFERENCE_BATCH_SIZE,
+    EncoderRuntime,
+    bar_options,
+    input_settings,
+    shared_runtime,
+)
 from dimfeat.training import (
     VALIDATION_FRACTION,
     TrainingConfig,
     resolve_device,
     train_dim,
 )
-from dimfeat.weights import DEFAULT_WEIGHTS
+from dimfeat.vector_cache import VectorCache, cache_context, cache_folder, structure_key
+from dimfeat.weights import DEFAULT_WEIGHTS, state_checksum
 
 __all__ = ["DeepInfoMaxFeaturizer"]
 
@@ -102,6 +118,15 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         Folder for per-epoch checkpoints; an interrupted :meth:`fit` resumes from it.
     n_jobs : int, default=1
         Processes that build model inputs from structures (joblib); -1 means all cores.
+    cache : str, path, joblib.Memory or None, default=None
+        Folder where vectors are kept (a ``Memory`` gives its ``location``): a structure
+        featurised before with the same encoder and settings is read back instead of encoded
+        again, so repeated transforms (cross-validation folds, grid search, a notebook run
+        again) are nearly free. The key is a sha256 of the encoder's parameters, the input
+        settings, the device type, the dimfeat version and code, and the structure's lattice,
+        coordinates and species (:mod:`dimfeat.vector_cache`); another encoder or a changed
+        structure is a miss. Warnings about a structure (a large cell, majority ordering) are
+        given when it is first encoded only.
     random_state : int, default=0
         Seeds random initialisation, the validation split and training.
     verbose : bool, default=False
@@ -179,6 +204,7 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
             Interval(Integral, 1, None, closed="left"),
             Interval(Integral, None, -1, closed="right"),
         ],
+        "cache": [str, os.PathLike, Memory, None],
         "random_state": [Interval(Integral, 0, None, closed="left")],
         "verbose": ["verbose"],
     }
@@ -204,6 +230,7 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         composition_weight: float = DEFAULT_COMPOSITION_WEIGHT,
         checkpoint_dir: str | None = None,
         n_jobs: int = 1,
+        cache: str | os.PathLike | Memory | None = None,
         random_state: int = 0,
         verbose: bool = False,
     ) -> None:
@@ -225,6 +252,7 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         self.composition_weight = composition_weight
         self.checkpoint_dir = checkpoint_dir
         self.n_jobs = n_jobs
+        self.cache = cache
         self.random_state = random_state
         self.verbose = verbose
 
@@ -280,8 +308,10 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
                 f"training (epochs={self.epochs}) needs at least 2 structures, got "
                 f"n_samples={len(structures)}"
             )
-        runtime = self._initial_runtime()
+        # training changes the encoder in place: a fresh one; otherwise the process's shared one
+        runtime = self._initial_runtime() if self.epochs > 0 else self._shared_runtime()
         self.encoder_, self.weights_config_ = runtime.encoder, runtime.config
+        self.__dict__.pop("_context", None)
         self.history_: list[dict] = []
         if self.epochs > 0:
             try:
@@ -317,8 +347,7 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         """
         self._validate_params()
         check_is_fitted(self)
-        inputs, _ = self._inputs(X, ignore_errors=False, progress=self.verbose)
-        return self._encode(inputs, progress=self.verbose)
+        return self._vectors(X, ignore_errors=False, progress=self.verbose)[0]
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         """Output feature names ``dim_0 ... dim_{n-1}`` (object array)."""
@@ -365,12 +394,8 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         self._validate_params()
         check_is_fitted(self)
         structures = [_unwrap_entry(e) for e in entries]
-        inputs, errors = self._inputs(structures, ignore_errors=ignore_errors, progress=pbar)
-        good = [i for i, x in enumerate(inputs) if x is not None]
-        vectors = np.full((len(inputs), self._n_out()), np.nan)
-        if good:
-            vectors[good] = self._encode([inputs[i] for i in good], progress=pbar)
-        rows: list[list] = vectors.tolist()
+        vectors, errors = self._vectors(structures, ignore_errors=ignore_errors, progress=pbar)
+        rows: list[list] = vectors.astype(np.float64).tolist()
         if return_errors:
             rows = [[*row, errors.get(i, float("nan"))] for i, row in enumerate(rows)]
         return rows
@@ -443,7 +468,23 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
 
     # -- internals ------------------------------------------------------------------------------
     def _validate_params(self) -> None:
-        """scikit-learn's check of ``_parameter_constraints``, then what it cannot express."""
+        """scikit-learn's check of ``_parameter_constraints``, then what it cannot express.
+
+        Remembered for the current parameter values (matminer calls ``featurize`` once per
+        structure, and validation costs milliseconds).
+        """
+        params = self.get_params(deep=False)
+        try:
+            key = repr(sorted(params.items()))
+        except Exception:  # pragma: no cover - a value without a repr: always validate
+            key = None
+        if key is not None and self.__dict__.get("_validated") == key:
+            return
+        self._check_params()
+        if key is not None:
+            self.__dict__["_validated"] = key
+
+    def _check_params(self) -> None:
         super()._validate_params()
         if isinstance(self.symprec, bool | np.bool_):  # a bool passes as a Real
             raise InvalidParameterError(
@@ -487,7 +528,7 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
             cached = self.__dict__.get("_lazy_runtime")
             if cached is None or cached[0] != key:
                 self._validate_params()
-                cached = (key, self._initial_runtime())
+                cached = (key, self._shared_runtime())
                 self.__dict__["_lazy_runtime"] = cached
             base = cached[1]
         inputs = input_settings(base.config, max_atoms=self.max_atoms, symprec=self.symprec)
@@ -498,6 +539,10 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
             self.weights, seed=self.random_state, global_dim=self.global_dim
         )
 
+    def _shared_runtime(self) -> EncoderRuntime:
+        """The starting weights, loaded once per process (see ``shared_runtime``)."""
+        return shared_runtime(self.weights, seed=self.random_state, global_dim=self.global_dim)
+
     def _n_out(self) -> int:
         if hasattr(self, "n_features_out_"):
             return self.n_features_out_
@@ -507,11 +552,105 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state.pop("_lazy_runtime", None)  # reloaded lazily in each worker
+        # a worker takes the runtime from its process's cache (inherited when forked), and
+        # validates the parameters again where it runs
+        for name in ("_lazy_runtime", "_validated", "_context"):
+            state.pop(name, None)
         return state
 
-    def _inputs(
+    def _vector_cache(self, runtime: EncoderRuntime) -> VectorCache | None:
+        folder = cache_folder(self.cache)
+        if folder is None:
+            return None
+        device = resolve_device(self.device)
+        encoder = runtime.encoder
+        key = (id(encoder), runtime.inputs, self.disorder, device.type)
+        cached = self.__dict__.get("_context")
+        if cached is None or cached[0] != key:
+            loaded = not hasattr(self, "encoder_") or self.epochs == 0
+            sha256 = runtime.config.get("sha256") if loaded and self.weights is not None else None
+            context = cache_context(
+                # the verified file's sha256 for loaded weights, else that of the parameters
+                weights_sha256=sha256 or state_checksum(encoder),
+                n_features=runtime.n_features,
+                max_atoms=runtime.inputs.max_atoms,
+                symprec=runtime.inputs.symprec,
+                disorder=self.disorder,
+                device_type=device.type,
+            )
+            cached = (key, context)
+            self.__dict__["_context"] = cached
+        return VectorCache(folder, cached[1])
+
+    def _vectors(
         self, X: Any, *, ignore_errors: bool, progress: bool | dict = False
+    ) -> tuple[np.ndarray, dict[int, str]]:
+        """float32 vectors of ``X`` (NaN rows for failures) and error texts by position."""
+        runtime = self.get_runtime()
+        store = self._vector_cache(runtime)
+        if store is None:
+            inputs, errors = self._inputs(
+                X, ignore_errors=ignore_errors, progress=progress, stacklevel=5
+            )
+            return self._encode_rows(inputs, progress), errors
+        items = as_structure_list(X)
+        vectors = np.full((len(items), runtime.n_features), np.nan, dtype=np.float32)
+        errors: dict[int, str] = {}
+        structures: dict[int, Any] = {}
+        keys: dict[int, str] = {}
+        for i, item in enumerate(items):
+            try:
+                structures[i] = to_structure(item, i)
+            except Exception:
+                if not ignore_errors:
+                    raise
+                errors[i] = traceback.format_exc()
+                continue
+            keys[i] = structure_key(structures[i])
+            found = store.get(keys[i])
+            if found is not None and found.shape == (runtime.n_features,):
+                vectors[i] = found
+        misses = [i for i in keys if np.isnan(vectors[i]).all()]
+        if not misses:
+            return vectors, errors
+        inputs, failed = self._inputs(
+            [structures[i] for i in misses], ignore_errors=True, progress=progress, stacklevel=5
+        )
+        for k in sorted(failed):  # the error again, naming the position in X
+            i = misses[k]
+            try:
+                build_inputs(
+                    structures[i],
+                    max_atoms=runtime.inputs.max_atoms,
+                    symprec=runtime.inputs.symprec,
+                    index=i,
+                    disorder=self.disorder,
+                )
+            except Exception:
+                if not ignore_errors:
+                    raise
+                errors[i] = traceback.format_exc()
+            else:  # pragma: no cover - build_many and build_inputs agree
+                errors[i] = failed[k]
+        rows = self._encode_rows(inputs, progress)
+        for k, i in enumerate(misses):
+            if inputs[k] is not None:
+                vectors[i] = rows[k]
+                store.put(keys[i], rows[k])
+        return vectors, dict(sorted(errors.items()))
+
+    def _encode_rows(self, inputs: list[CrystalInputs | None], progress: bool | dict) -> np.ndarray:
+        """Vectors of inputs, NaN rows where an input is ``None``."""
+        good = [i for i, x in enumerate(inputs) if x is not None]
+        if len(good) == len(inputs):
+            return self._encode(inputs, progress=progress)
+        vectors = np.full((len(inputs), self._n_out()), np.nan, dtype=np.float32)
+        if good:
+            vectors[good] = self._encode([inputs[i] for i in good], progress=progress)
+        return vectors
+
+    def _inputs(
+        self, X: Any, *, ignore_errors: bool, progress: bool | dict = False, stacklevel: int = 4
     ) -> tuple[list[CrystalInputs | None], dict[int, str]]:
         return self.get_runtime().build(
             X,
@@ -520,7 +659,7 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
             disorder=self.disorder,
             progress=progress,
             owner="DeepInfoMaxFeaturizer",
-            stacklevel=4,
+            stacklevel=stacklevel,
         )
 
     def _encode(self, inputs: list[CrystalInputs], progress: bool | dict = False) -> np.ndarray:

@@ -69,7 +69,8 @@ class SiteNetRegressor(RegressorMixin, BaseEstimator):
         bundled name, a local weights folder or a Hub id ``"owner/name@revision"``. ``None``:
         random initialisation seeded by ``random_state``.
     epochs : int, default=200
-        Maximum passes over the training crystals.
+        Maximum passes over the training crystals; by default training stops earlier, after
+        ``patience`` epochs without a better MAE on the held-out ``validation_fraction``.
     lr : float, default=1e-3
         AdamW learning rate (encoder and head).
     weight_decay : float, default=0.01
@@ -102,7 +103,9 @@ class SiteNetRegressor(RegressorMixin, BaseEstimator):
     random_state : int, default=0
         Seeds random initialisation, the validation split and the batch order.
     verbose : bool, default=False
-        Progress bar over each epoch's batches with the running training loss.
+        Progress bars on stderr: one over epochs (training loss, validation MAE, best epoch,
+        epochs without improvement against ``patience``; a line when training stops early) and
+        one over each epoch's batches with the running training loss.
 
     Attributes
     ----------
@@ -518,3 +521,10 @@ class RegressionObjective(Objective):
     def score(self, record: dict) -> float:
         """Validation MAE; without validation, ``-epoch`` (the last epoch is kept)."""
         return record.get("valid_mae", -record["epoch"])
+
+    def epoch_postfix(self, record: dict) -> dict[str, str]:
+        """Training loss and validation MAE (target units) of a finished epoch."""
+        figures = {"train_loss": f"{record['train_loss']:.4f}"}
+        if "valid_mae" in record:
+            figures["valid_mae"] = f"{record['valid_mae']:.4g}"
+        return figures

@@ -17,6 +17,8 @@ Training is :mod:`dimfeat.training`; this module only runs a model forward.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -35,7 +37,7 @@ from dimfeat.inputs import (
     collate,
     progress_bar,
 )
-from dimfeat.weights import InputSettings, load_encoder, resolve_weights
+from dimfeat.weights import CONFIG_FILE, InputSettings, load_encoder, resolve_weights
 
 __all__ = [
     "INFERENCE_BATCH_SIZE",
@@ -46,6 +48,7 @@ __all__ = [
     "input_settings",
     "run_batches",
     "seeded",
+    "shared_runtime",
     "structures_to_inputs",
 ]
 
@@ -339,8 +342,69 @@ class EncoderRuntime:
         ndarray of shape (n_inputs, n_features), float32
         """
         device = torch.device(device)
-        encoder = self.encoder.to(device).eval()
+        encoder = self.encoder
+        first = next(encoder.parameters(), None)
+        if encoder.training or (first is not None and first.device != _full_device(device)):
+            encoder = encoder.to(device).eval()  # (moving costs milliseconds: only when needed)
         return run_batches(inputs, encoder, self.n_features, device=device, **options)
+
+
+def _full_device(device: torch.device) -> torch.device:
+    """``cuda`` as the ``cuda:N`` a tensor reports (the current device)."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+#: Runtimes loaded in this process, by weights identity (see :func:`shared_runtime`).
+_SHARED: dict[tuple, EncoderRuntime] = {}
+
+
+def shared_runtime(weights: Any, *, seed: int = 0, global_dim: int | None = None) -> EncoderRuntime:
+    """:meth:`EncoderRuntime.create`, loaded once per process and shared by its callers.
+
+    The cache is keyed by what the encoder is: the sha256 of the weights file (recorded in the
+    weights' ``config.json``, and checked against the file when it is first loaded), or the
+    seed and width of random weights; a name that now points at other weights is a new key. A
+    process forked after the first load (matminer's process pool, joblib's ``fork`` workers)
+    inherits the cache and loads nothing. The encoder is shared: callers must not train it in
+    place (:class:`~dimfeat.DeepInfoMaxFeaturizer` trains a fresh copy when ``epochs > 0``).
+
+    Parameters
+    ----------
+    weights : str, path or None
+        As for :meth:`EncoderRuntime.create`.
+    seed : int, default=0
+        Seed of random weights (ignored for loaded ones).
+    global_dim : int or None, default=None
+        As for :meth:`EncoderRuntime.create`.
+
+    Returns
+    -------
+    EncoderRuntime
+        With ``weights`` as given (a name, a folder or a Hub id).
+    """
+    if weights is None:
+        key: tuple = ("random", seed, global_dim)
+        folder = None
+    else:
+        folder = resolve_weights(weights)
+        try:
+            sha256 = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))["sha256"]
+        except (OSError, ValueError, KeyError, TypeError):
+            sha256 = None  # not a readable weights folder: let create() say why
+        if not isinstance(sha256, str):
+            return EncoderRuntime.create(weights, seed=seed, global_dim=global_dim)
+        key = ("weights", sha256, global_dim)
+    runtime = _SHARED.get(key)
+    if runtime is None:
+        runtime = EncoderRuntime.create(
+            weights if folder is None else folder, seed=seed, global_dim=global_dim
+        )
+        _SHARED[key] = runtime
+    if weights is not None:
+        runtime = dataclasses.replace(runtime, weights=str(weights))
+    return runtime
 
 
 def structures_to_inputs(

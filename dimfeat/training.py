@@ -19,6 +19,7 @@ import copy
 import hashlib
 import json
 import math
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -229,6 +230,10 @@ class Objective:
         """Running figures shown on the progress bar."""
         return {"loss": f"{totals['loss'] / n_batches:.4f}"}
 
+    def epoch_postfix(self, record: dict) -> dict[str, str]:
+        """Figures of a finished epoch shown on the bar over epochs."""
+        return {"score": f"{self.score(record):.4g}"}
+
 
 class TrainingLoop:
     """The training loop of the package: epochs of an :class:`Objective` with AdamW.
@@ -253,7 +258,9 @@ class TrainingLoop:
     checkpoint_dir : path, optional
         Folder for ``checkpoint.pt`` written after every epoch; :meth:`fit` resumes from it.
     progress : bool, default=False
-        Show a tqdm progress bar over each epoch's batches with running losses.
+        Show tqdm progress bars: one over epochs (the validation score, the best epoch and the
+        epochs without improvement against ``patience``; a line when training stops early) and
+        one over each epoch's batches with running losses.
     callbacks : sequence of callable, optional
         Each is called as ``callback(loop, record)`` after every epoch, once the epoch's
         history record is appended and the checkpoint written.
@@ -323,17 +330,27 @@ class TrainingLoop:
         if self.distributed is not None and self.history:
             self.distributed.reseed(self.generator, self.config.seed, len(self.history))
         start = time.perf_counter()
-        for epoch in range(len(self.history), self.config.epochs):
-            if self._should_stop():
-                break
-            record = self._run_epoch(epoch, train, valid)
-            self.history.append(record)
-            self._save_checkpoint()
-            for callback in self.callbacks:
-                callback(self, record)
-            limit = self.config.max_seconds
-            if limit is not None and time.perf_counter() - start > limit:
-                break
+        bar = _epoch_bar(self.progress, self.config.epochs, len(self.history), self.objective.name)
+        try:
+            for epoch in range(len(self.history), self.config.epochs):
+                if self._should_stop():
+                    if bar is not None:
+                        bar.write(self._stop_message(), file=sys.stderr)
+                    break
+                record = self._run_epoch(epoch, train, valid)
+                self.history.append(record)
+                self._save_checkpoint()
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(self._epoch_postfix(record), refresh=True)
+                for callback in self.callbacks:
+                    callback(self, record)
+                limit = self.config.max_seconds
+                if limit is not None and time.perf_counter() - start > limit:
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
         if self.best_state is not None:
             self._load_kept(self.best_state)
         return self.history
@@ -394,6 +411,24 @@ class TrainingLoop:
     def _autocast(self):
         enabled = self.config.mixed_precision and self.device.type == "cuda"
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    def _best_epoch(self) -> int | None:
+        best = [r["epoch"] for r in self.history if r.get("best")]
+        return best[-1] if best else None
+
+    def _epoch_postfix(self, record: dict) -> dict[str, str]:
+        figures = self.objective.epoch_postfix(record)
+        figures["best"] = f"epoch {self._best_epoch()}"
+        if self.config.patience is not None:
+            figures["patience"] = f"{self.bad_epochs}/{self.config.patience}"
+        return figures
+
+    def _stop_message(self) -> str:
+        return (
+            f"{self.objective.name}: stopped early after epoch {len(self.history)} of "
+            f"{self.config.epochs}: no better validation score in {self.config.patience} epochs "
+            f"(best: epoch {self._best_epoch()})"
+        )
 
     def _should_stop(self) -> bool:
         return self.config.patience is not None and self.bad_epochs >= self.config.patience
@@ -795,6 +830,15 @@ def _check_site_budget(
             f"unique sites{'' if shuffled else ' (batches follow the input order)'}; raise "
             "site_budget"
         )
+
+
+def _epoch_bar(enabled: bool, epochs: int, done: int, name: str):
+    """A tqdm bar over epochs (on stderr), or None."""
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=epochs, initial=done, desc=name, unit="epoch")
 
 
 def _progress(items, enabled: bool, description: str):

@@ -149,7 +149,26 @@ def test_train_refuses_a_cache_built_from_other_data_or_settings(trained, cgcnn,
 
 def test_train_without_data_exits_with_a_message(tmp_path, capsys):
     line = _fails(capsys, ["train", str(tmp_path / "w"), "--epochs", "1", *QUIET])
-    assert "give --data" in line
+    assert "dimfeat train INPUT... -o OUT" in line
+    line = _fails(capsys, ["train", "-o", str(tmp_path / "w"), "--epochs", "1", *QUIET])
+    assert "give at least one INPUT" in line
+
+
+@pytest.mark.parametrize(
+    "inputs",
+    [["structures.tar.gz"], ["cifs/x0.cif", "cifs/x1.cif", "cifs/x2.cif", "cifs/x3.vasp", "a.cif"]],
+)
+def test_train_reads_the_inputs_featurize_reads(files, inputs, tmp_path, monkeypatch):
+    root, expected = files
+    monkeypatch.chdir(root)
+    main(["train", *inputs, "-o", str(tmp_path / "w"), "--epochs", "1",
+          "--validation-fraction", "0.25", "--site-budget", "100", "--max-atoms", "24",
+          *QUIET])  # fmt: skip
+    data = json.loads((tmp_path / "w" / "config.json").read_text())["training"]["data"]
+    assert data["n_train"] + data["n_valid"] == (6 if len(inputs) == 1 else 5)
+    assert data["description"] == ", ".join(Path(name).name for name in inputs)
+    featurizer = DeepInfoMaxFeaturizer(weights=str(tmp_path / "w"), device="cpu")
+    assert featurizer.transform(expected["cifs"][0][:1]).shape == (1, 128)
 
 
 def test_train_reads_a_json_gz_file_of_structures(cgcnn, tmp_path):

@@ -48,3 +48,97 @@ def test_every_test_the_reliability_page_cites_exists():
     }
     assert len(cited) > 30
     assert sorted(cited - defined) == []
+
+
+# -- every snippet runs ----------------------------------------------------------------------------
+import re  # noqa: E402
+
+import pytest  # noqa: E402
+
+ROOT = DOCS.parent
+#: Pages whose snippets another test runs as written, in the folder of inputs they name.
+RUN_ELSEWHERE = {"docs/cli.md": "tests/test_cli.py::test_every_example_of_the_cli_page_runs"}
+_BLOCK = re.compile(r"(?:<!-- snippet: (?P<directive>.*?) -->\n)?```python\n(?P<code>.*?)```", re.S)
+
+
+def _pages() -> list[str]:
+    return ["README.md", *(f"docs/{p.name}" for p in sorted(DOCS.glob("*.md")))]
+
+
+def snippets(page: str) -> list[tuple[int, str | None, str]]:
+    """(line, directive, code) of each fenced python block of a page, in order.
+
+    A block may be preceded by ``<!-- snippet: skip (REASON) -->`` (not run, for a reason the
+    page states: network, hours, data that is not shipped) or ``<!-- snippet: replace "A" =>
+    "B"; ... -->`` (run with smaller sizes: the same code on fewer crystals or epochs).
+    """
+    text = (ROOT / page).read_text(encoding="utf-8")
+    return [
+        (text[: m.start()].count("\n") + 1, m.group("directive"), m.group("code"))
+        for m in _BLOCK.finditer(text)
+    ]
+
+
+def _prepared(directive: str | None, code: str) -> str | None:
+    if directive is None:
+        return code
+    if directive.startswith("skip"):
+        assert re.fullmatch(r"skip \(.+\)", directive), f"a skip names its reason: {directive!r}"
+        return None
+    assert directive.startswith("replace "), f"unknown snippet directive {directive!r}"
+    for pair in directive[len("replace ") :].split(";"):
+        old, new = re.fullmatch(r'\s*"(.*)" => "(.*)"\s*', pair).groups()
+        assert old in code, f"{old!r} is not in the snippet"
+        code = code.replace(old, new)
+    return code
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", [p for p in _pages() if p not in RUN_ELSEWHERE])
+def test_every_python_snippet_of_the_page_runs(page, tmp_path, monkeypatch):
+    """The blocks of one page run in order in one namespace (a page reads top to bottom), in
+    an empty folder, with only the changes its ``snippet`` comments state."""
+    blocks = snippets(page)
+    if not blocks:
+        pytest.skip(f"{page} has no python snippet")
+    if any("ase" in code for _, _, code in blocks):
+        pytest.importorskip("ase")
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {"__name__": "__main__"}
+    skipped = []
+    for line, directive, code in blocks:
+        prepared = _prepared(directive, code)
+        if prepared is None:
+            skipped.append(line)
+            continue
+        exec(compile(prepared, f"{page}:{line}", "exec"), namespace)
+    assert len(skipped) < len(blocks), f"every snippet of {page} is skipped"
+
+
+def test_only_named_pages_are_run_elsewhere_and_skips_give_reasons():
+    assert set(RUN_ELSEWHERE) <= set(_pages())
+    for page in _pages():
+        for _line, directive, code in snippets(page):
+            if directive is not None:
+                _prepared(directive, code)  # a skip has a reason, a replacement applies
+
+
+#: Internal context a reader of the docs does not have (``SPEC`` in capitals only).
+INTERNAL = [
+    r"\.\./shared",
+    r"(?-i:\bSPEC\b)",
+    r"\bissues?\b",
+    r"this (machine|project)",
+    r"\bsession\b",
+]
+
+
+@pytest.mark.parametrize("pattern", INTERNAL)
+def test_the_docs_name_no_internal_file_or_process(pattern):
+    found = [
+        f"{page}:{n}: {line.strip()}"
+        for page in _pages()
+        for n, line in enumerate((ROOT / page).read_text(encoding="utf-8").splitlines(), 1)
+        if re.search(pattern, line, flags=re.I) and "into sessions" not in line
+    ]
+    assert found == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -168,3 +169,27 @@ def test_an_interrupted_fit_resumes_from_its_checkpoint(data, tmp_path):
     np.testing.assert_allclose(resumed.predict(X), straight.predict(X), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="other training or validation data"):
         SiteNetRegressor(epochs=3, checkpoint_dir=str(tmp_path), **FAST).fit(X, y[::-1])
+
+
+def test_defaults_hold_out_a_validation_split_and_stop_early():
+    params = SiteNetRegressor().get_params()
+    assert params["validation_fraction"] > 0 and params["patience"] == 20
+    assert params["epochs"] == 200  # a ceiling: early stopping ends training before it
+
+
+def test_verbose_shows_a_bar_over_epochs_and_says_when_it_stopped_early(data, capsys):
+    X, y = data
+    model = SiteNetRegressor(
+        epochs=40, patience=1, lr=3e-2, validation_fraction=0.25, device="cpu", batch_size=16,
+        verbose=True,
+    ).fit(X, y)  # fmt: skip
+    err = capsys.readouterr().err
+    assert len(model.history_) < 40  # stopped early
+    assert re.search(rf"regression training: .*\| {len(model.history_)}/40 ", err)  # over epochs
+    assert "valid_mae=" in err and "patience=" in err and "best=epoch" in err
+    assert (
+        f"stopped early after epoch {len(model.history_)} of 40: no better validation score "
+        f"in 1 epochs (best: epoch {model.best_epoch_})"
+    ) in err
+    quiet = SiteNetRegressor(epochs=1, **FAST).fit(X, y)
+    assert quiet.history_ and capsys.readouterr().err == ""
