@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
+import hashlib
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -37,7 +37,13 @@ from dimfeat.inputs import (
     collate,
     progress_bar,
 )
-from dimfeat.weights import CONFIG_FILE, InputSettings, load_encoder, resolve_weights
+from dimfeat.weights import (
+    CONFIG_FILE,
+    MODEL_FILE,
+    InputSettings,
+    load_encoder,
+    resolve_weights,
+)
 
 __all__ = [
     "INFERENCE_BATCH_SIZE",
@@ -363,8 +369,9 @@ _SHARED: dict[tuple, EncoderRuntime] = {}
 def shared_runtime(weights: Any, *, seed: int = 0, global_dim: int | None = None) -> EncoderRuntime:
     """:meth:`EncoderRuntime.create`, loaded once per process and shared by its callers.
 
-    The cache is keyed by what the encoder is: the sha256 of the weights file (recorded in the
-    weights' ``config.json``, and checked against the file when it is first loaded), or the
+    The cache is keyed by what the encoder is: the sha256 of the bytes of the weights file and of
+    ``config.json`` as they are on disk now (hashed on every call, a few milliseconds; a file
+    changed or swapped after the first load is a new key, loaded and verified again), or the
     seed and width of random weights; a name that now points at other weights is a new key. A
     process forked after the first load (matminer's process pool, joblib's ``fork`` workers)
     inherits the cache and loads nothing. The encoder is shared: callers must not train it in
@@ -390,12 +397,13 @@ def shared_runtime(weights: Any, *, seed: int = 0, global_dim: int | None = None
     else:
         folder = resolve_weights(weights)
         try:
-            sha256 = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))["sha256"]
-        except (OSError, ValueError, KeyError, TypeError):
-            sha256 = None  # not a readable weights folder: let create() say why
-        if not isinstance(sha256, str):
+            digests = tuple(
+                hashlib.sha256((folder / name).read_bytes()).hexdigest()
+                for name in (MODEL_FILE, CONFIG_FILE)
+            )
+        except OSError:  # not a readable weights folder: let create() say why
             return EncoderRuntime.create(weights, seed=seed, global_dim=global_dim)
-        key = ("weights", sha256, global_dim)
+        key = ("weights", digests, global_dim)
     runtime = _SHARED.get(key)
     if runtime is None:
         runtime = EncoderRuntime.create(

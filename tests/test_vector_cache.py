@@ -136,3 +136,22 @@ def test_the_runtime_is_loaded_once_per_process_and_not_pickled(small_structures
     assert trained.encoder_ is not first.encoder
     assert state_checksum(first.encoder) == before
     np.testing.assert_array_equal(featurizer.transform(small_structures[:2]), expected)
+
+
+def test_weights_changed_on_disk_after_the_first_load_are_verified_again(
+    tmp_path, small_structures
+):
+    import shutil
+
+    from dimfeat.weights import WeightsError, resolve_weights
+
+    folder = tmp_path / "weights"
+    shutil.copytree(resolve_weights("sitenet-dim-mp36k"), folder)
+    assert shared_runtime(str(folder)).encoder is not None  # loaded and shared
+    model = bytearray((folder / "model.safetensors").read_bytes())
+    model[-100] ^= 0x01  # tampered in place: same folder, same config.json
+    (folder / "model.safetensors").write_bytes(bytes(model))
+    with pytest.raises(WeightsError, match="sha256"):
+        shared_runtime(str(folder))
+    with pytest.raises(WeightsError):
+        DeepInfoMaxFeaturizer(weights=str(folder), device="cpu").transform(small_structures[:1])
