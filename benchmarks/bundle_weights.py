@@ -49,7 +49,7 @@ def bundle(
     """
     from dimfeat.weights import InputSettings, load_encoder, read_config, save_pretrained
 
-    record = json.loads((run / "probe_curve.json").read_text())
+    record = json.loads((curve_path or run / "probe_curve.json").read_text())
     curve = record["curve"]
     name = f"epoch-{epoch:03d}" if epoch is not None else probe_curve.choose(curve)
     if curve.get(name, {}).get("sha256") != read_config(run / name)["sha256"]:
