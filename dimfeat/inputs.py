@@ -17,7 +17,10 @@ The pipeline (SPEC section 1):
    rotation, translation and the choice of primitive/conventional/supercell of the input do not
    change this cell, including for distortions close to ``symprec``. A translation search costs
    about 0.16 ms per structure (``benchmarks/throughput.py``, stage ``cell_reduction``; the
-   order-independent fit added about 0.04 ms, measured on 400 sample structures).
+   order-independent fit added about 0.04 ms, measured on 400 sample structures). Large cells
+   pair atoms through a k-d tree after a screen on 12 atoms (:func:`_match_tree`): about
+   ``n log n`` for ``n`` atoms when few candidates are translations, ``n^2 log n`` at worst
+   (every candidate a translation); 0.03 s for a 2,000-atom cell with no translation.
 2. **Roughly cubic supercell of at most** ``max_atoms`` **atoms.** Starting from repeats
    ``(1, 1, 1)`` of the Niggli-reduced cell, the axis with the shortest repeat length is grown by
    one while ``a*b*c*P <= max_atoms`` (ties go to the first axis); growth stops at the first step
@@ -26,7 +29,7 @@ The pipeline (SPEC section 1):
 3. **Unique sites and interactions.** The first ``P`` supercell atoms are the primitive cell's
    sites. Each of them attends to every supercell atom (itself included, at distance 0) through the
    minimum-image distance within the supercell, found among the 27 nearest periodic images of the
-   Niggli-reduced supercell.
+   Niggli-reduced supercell (``27 P N`` work for ``P`` sites and ``N`` atoms, in blocks).
 
 A :class:`CrystalInputs` holds atomic numbers and distances only; the site features (element
 properties) are looked up inside the encoder, so the same inputs serve any normalisation.
@@ -380,8 +383,12 @@ def _primitive_by_translations(
     a single atom displaced by ``d`` keeps every lattice translation iff ``d < tol``, whichever
     position it holds in the input. Candidates are the vectors from one atom of the rarest
     species to the others of that species (pairings are found with ``2 * tol``, which any
-    accepted ``t`` satisfies from any anchor), so the search costs ``O(m n^2)`` for ``n`` atoms
-    of which ``m`` are of the rarest species.
+    accepted ``t`` satisfies from any anchor). With ``n`` atoms of which ``m`` are of the rarest
+    species, the ``m - 1`` candidates are tested against all atom pairs at once
+    (:func:`_match_dense`, ``O(m n^2)``) while ``(m - 1) n^2 <= 200,000``, else through a k-d
+    tree after a screen on a few atoms (:func:`_match_tree`, ``O((m + A n) log n)`` with ``A``
+    the candidates passing the screen, nearly only the kept ones); both keep the same
+    translations with the same pairings.
 
     The kept translations and the cell vectors generate the primitive lattice, and each
     primitive-cell atom is placed at the mean position of the atoms its translations map onto

@@ -279,6 +279,35 @@ def test_thin_cells_use_the_dense_search(monkeypatch):
     assert not called
 
 
+def test_large_cell_search_is_invariant_to_site_order_rotation_and_translation(
+    triclinic, featurizer
+):
+    """A 108-atom supercell of triclinic Ag2O (k-d tree search), shaken by 0.0008 Å: it
+    reduces to 9 atoms, and in other site orders, rotated and translated gives the same vector."""
+    big = triclinic * (3, 2, 2)
+    numbers = _spglib_cell(big, None)[2]
+    counts = np.unique(numbers, return_counts=True)[1]
+    assert (counts.min() - 1) * len(numbers) ** 2 > inputs_module._DENSE_MATCH_LIMIT
+    rng = np.random.default_rng(3)
+    noise = rng.normal(0, 0.0008, (len(big), 3)) @ np.linalg.inv(big.lattice.matrix)
+    shaken = Structure(big.lattice, big.species, big.frac_coords + noise)
+    rotation = Rotation.from_euler("zyx", [30, 50, -20], degrees=True).as_matrix()
+    variants = [shaken]
+    for _ in range(3):
+        order = rng.permutation(len(shaken))
+        variants.append(
+            Structure(
+                Lattice(shaken.lattice.matrix @ rotation.T),
+                [shaken.species[i] for i in order],
+                shaken.frac_coords[order] + rng.random(3),
+            )
+        )
+    assert [build_inputs(v).n_sites for v in variants] == [9] * 4
+    vectors = featurizer.transform(variants)
+    np.testing.assert_allclose(vectors[1:], vectors[[0, 0, 0]], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(vectors[0], featurizer.transform([triclinic])[0], atol=1e-3)
+
+
 def test_large_supercell_reduces_and_a_perturbed_one_does_not():
     """1,000-atom NaCl supercells: exact, it reduces to the 2-atom cell (999 candidate
     translations, 499 kept); perturbed by 0.005 Å per coordinate, no translation is kept."""
