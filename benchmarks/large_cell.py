@@ -1,10 +1,19 @@
-"""Time and peak memory of featurising one very large primitive cell.
+"""Time and peak memory of featurising one very large primitive cell, against the atom count.
 
-Usage: python benchmarks/large_cell.py [--repeat 8] [--json benchmarks/results/large_cell.json]
+Usage: python benchmarks/large_cell.py [--atoms 500 1000 2000] [--baseline REV]
+[--baseline-timeout 120] [--json benchmarks/results/large_cell.json]
 
-Builds a perturbed NaCl supercell (repeat**3 * 2 atoms; the perturbation, seed 0, keeps it from
-reducing to a smaller primitive cell), featurises it once with the bundled weights in this
-process, and reports the wall time and the process's peak RSS (library imports included).
+For each atom count, builds a perturbed NaCl supercell of that many atoms (roughly cubic repeats
+of the 2-atom cell; the perturbation, normal with 0.005 Å per coordinate and seed 0, keeps it
+from reducing to a smaller primitive cell) and featurises it once with the bundled weights, in a
+fresh process per size, so that each peak RSS (library imports included) is that size's own.
+It reports the wall time of the whole ``transform`` call, its CPU time (all threads; less
+sensitive than the wall time to other load on the machine), the time of the model inputs alone
+(:func:`dimfeat.inputs.build_inputs`, measured after the call) and the peak RSS.
+
+``--baseline REV`` measures the package of that git revision (``dimfeat/`` and ``weights/`` as
+committed there) the same way, size by size in turn with the current code, and prints the
+ratios; a baseline run that exceeds ``--baseline-timeout`` seconds is reported as not finished.
 """
 
 from __future__ import annotations
@@ -13,40 +22,143 @@ import argparse
 import json
 import os
 import platform
-import resource
-import time
-import warnings
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
-import numpy as np
-from pymatgen.core import Lattice, Structure
-
-from dimfeat import DeepInfoMaxFeaturizer
+ROOT = Path(__file__).resolve().parent.parent
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=8)
-    parser.add_argument("--json", default="benchmarks/results/large_cell.json")
-    args = parser.parse_args()
+def repeats_for(n_atoms: int) -> tuple[int, int, int]:
+    """Repeats (a <= b <= c) of the 2-atom NaCl cell with ``a*b*c*2 == n_atoms``, most cubic."""
+    if n_atoms % 2:
+        raise ValueError(f"the atom count must be even (2-atom cell), got {n_atoms}")
+    cells = n_atoms // 2
+    best = None
+    for a in range(1, cells + 1):
+        for b in range(a, cells // a + 1):
+            if cells % (a * b) == 0 and cells // (a * b) >= b:
+                c = cells // (a * b)
+                if best is None or c - a < best[2] - best[0]:
+                    best = (a, b, c)
+    return best
+
+
+def large_cell(n_atoms: int):
+    """The perturbed NaCl supercell of ``n_atoms`` atoms."""
+    import numpy as np
+    from pymatgen.core import Lattice, Structure
+
     cell = Structure(Lattice.cubic(4.0), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
-    cell.make_supercell([args.repeat] * 3)
+    cell.make_supercell(list(repeats_for(n_atoms)))
     noise = np.random.default_rng(0).normal(0, 0.005, (len(cell), 3))
-    cell = Structure(cell.lattice, cell.species, cell.frac_coords + noise)
+    return Structure(cell.lattice, cell.species, cell.frac_coords + noise)
+
+
+def measure_one(n_atoms: int) -> dict:
+    """Featurise one cell in this process (call in a fresh process)."""
+    import resource
+    import time
+    import warnings
+
+    import numpy as np
+
+    import dimfeat
+    from dimfeat import DeepInfoMaxFeaturizer
+    from dimfeat.inputs import build_inputs
+
+    cell = large_cell(n_atoms)
     featurizer = DeepInfoMaxFeaturizer()
+    cpu_start = time.process_time()
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the documented large-cell warning
         vector = featurizer.transform([cell])
     seconds = time.perf_counter() - start
-    result = {
-        "atoms_in_primitive_cell": len(cell),
-        "seconds": round(seconds, 1),
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    cpu_seconds = time.process_time() - cpu_start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    start = time.perf_counter()
+    inputs = build_inputs(cell)
+    inputs_seconds = time.perf_counter() - start
+    return {
+        "atoms_in_primitive_cell": inputs.n_sites,
+        "seconds": round(seconds, 2),
+        "cpu_seconds": round(cpu_seconds, 2),
+        "inputs_seconds": round(inputs_seconds, 2),
+        "peak_rss_mib": round(peak, 1),
         "finite": bool(np.isfinite(vector).all()),
+        "dimfeat": str(Path(dimfeat.__file__).parent),
+    }
+
+
+def run_child(n_atoms: int, pythonpath: Path, timeout: float | None) -> dict:
+    """:func:`measure_one` in a fresh interpreter importing dimfeat from ``pythonpath``."""
+    env = dict(os.environ, PYTHONPATH=str(pythonpath))
+    command = [sys.executable, str(Path(__file__).resolve()), "--one", str(n_atoms)]
+    try:
+        done = subprocess.run(
+            command, env=env, capture_output=True, text=True, timeout=timeout, check=True
+        )
+    except subprocess.TimeoutExpired:
+        return {"finished": False, "timeout_s": timeout}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def baseline_tree(revision: str, folder: Path) -> Path:
+    """``dimfeat/`` and ``weights/`` of a git revision, unpacked into ``folder``."""
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", revision, "dimfeat", "weights"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return folder
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--atoms", type=int, nargs="+", default=[500, 1000, 2000])
+    parser.add_argument("--baseline", help="git revision to compare with (e.g. main)")
+    parser.add_argument("--baseline-timeout", type=float, default=120.0)
+    parser.add_argument("--json", default="benchmarks/results/large_cell.json")
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one is not None:
+        print(json.dumps(measure_one(args.one)))
+        return
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        base = baseline_tree(args.baseline, Path(tmp)) if args.baseline else None
+        print(
+            f"{'atoms':>6} {'seconds':>8} {'CPU s':>7} {'inputs s':>9} {'peak RSS MiB':>13}", end=""
+        )
+        print(f"  {'baseline s':>10} {'baseline MiB':>12} {'time ratio':>10}" if base else "")
+        for n_atoms in args.atoms:
+            row = {"atoms": n_atoms, **run_child(n_atoms, ROOT, None)}
+            line = (
+                f"{n_atoms:>6} {row['seconds']:>8.2f} {row['cpu_seconds']:>7.1f} "
+                f"{row['inputs_seconds']:>9.2f} "
+                f"{row['peak_rss_mib']:>13.1f}"
+            )
+            if base is not None:
+                old = run_child(n_atoms, base, args.baseline_timeout)
+                row["baseline"] = old
+                if old.get("finished", True):
+                    ratio = old["seconds"] / row["seconds"]
+                    row["baseline_time_ratio"] = round(ratio, 1)
+                    line += f"  {old['seconds']:>10.2f} {old['peak_rss_mib']:>12.1f} {ratio:>10.1f}"
+                else:
+                    line += f"  {'> ' + str(int(args.baseline_timeout)):>10} {'-':>12} {'-':>10}"
+            print(line, flush=True)
+            rows.append(row)
+    result = {
+        "cell": "perturbed NaCl supercell (normal 0.005 Å, seed 0), bundled weights, 1 process",
+        "baseline": args.baseline,
+        "rows": rows,
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "load_average": os.getloadavg(),
     }
-    print(json.dumps(result, indent=1))
     with open(args.json, "w") as handle:
         json.dump(result, handle, indent=1)
 

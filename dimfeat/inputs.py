@@ -17,7 +17,10 @@ The pipeline (SPEC section 1):
    rotation, translation and the choice of primitive/conventional/supercell of the input do not
    change this cell, including for distortions close to ``symprec``. A translation search costs
    about 0.16 ms per structure (``benchmarks/throughput.py``, stage ``cell_reduction``; the
-   order-independent fit added about 0.04 ms, measured on 400 sample structures).
+   order-independent fit added about 0.04 ms, measured on 400 sample structures). Large cells
+   pair atoms through a k-d tree after a screen on 12 atoms (:func:`_match_tree`): about
+   ``n log n`` for ``n`` atoms when few candidates are translations, ``n^2 log n`` at worst
+   (every candidate a translation); 0.03 s for a 2,000-atom cell with no translation.
 2. **Roughly cubic supercell of at most** ``max_atoms`` **atoms.** Starting from repeats
    ``(1, 1, 1)`` of the Niggli-reduced cell, the axis with the shortest repeat length is grown by
    one while ``a*b*c*P <= max_atoms`` (ties go to the first axis); growth stops at the first step
@@ -26,7 +29,7 @@ The pipeline (SPEC section 1):
 3. **Unique sites and interactions.** The first ``P`` supercell atoms are the primitive cell's
    sites. Each of them attends to every supercell atom (itself included, at distance 0) through the
    minimum-image distance within the supercell, found among the 27 nearest periodic images of the
-   Niggli-reduced supercell.
+   Niggli-reduced supercell (``27 P N`` work for ``P`` sites and ``N`` atoms, in blocks).
 
 A :class:`CrystalInputs` holds atomic numbers and distances only; the site features (element
 properties) are looked up inside the encoder, so the same inputs serve any normalisation.
@@ -236,6 +239,139 @@ def _integer_basis(rows: np.ndarray) -> np.ndarray:
     return np.array(basis, dtype=np.int64)
 
 
+#: Above this many (candidate, atom, atom) triples the translation search uses a k-d tree.
+_DENSE_MATCH_LIMIT = 200_000
+#: Atoms checked first for every candidate translation by :func:`_match_tree`.
+_SCREEN_ATOMS = 12
+
+
+def _min_height(lattice: np.ndarray) -> float:
+    """The smallest distance (Å) between opposite faces of the cell."""
+    volume = abs(np.linalg.det(lattice))
+    faces = np.linalg.norm(np.cross(lattice[[1, 2, 0]], lattice[[2, 0, 1]]), axis=1)
+    return float(volume / faces.max())
+
+
+def _fit_translations(
+    block: np.ndarray,
+    partner: np.ndarray,
+    residual: np.ndarray,
+    paired: np.ndarray,
+    inverse: np.ndarray,
+    tol: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which candidates ``block`` (C, 3) are kept, and their fitted translations.
+
+    ``partner`` (C, n) pairs each atom with an atom of its species, ``residual`` (C, n, 3) is
+    ``x_i + t - x_partner`` (Cartesian) and ``paired`` (C, n) says whether it is within
+    ``2 * tol``.
+    """
+    shift = residual.mean(axis=1)  # the least-squares correction of t (Cartesian)
+    within = np.linalg.norm(residual - shift[:, None, :], axis=-1) < tol
+    ordered = np.sort(partner, axis=1)
+    one_to_one = (ordered[:, 1:] != ordered[:, :-1]).all(axis=1)
+    keep = paired.all(axis=1) & within.all(axis=1) & one_to_one
+    return keep, block - shift @ inverse
+
+
+def _match_dense(
+    lattice: np.ndarray, frac: np.ndarray, numbers: np.ndarray, candidates: np.ndarray, tol: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Kept translations (fitted) and their atom pairings, all atom pairs at once.
+
+    Costs ``O(C n^2)`` time for ``C`` candidates and ``n`` atoms; the pairing of an atom is the
+    nearest atom of its species, each offset taken at the image of its rounded fractional
+    difference.
+    """
+    n = len(numbers)
+    same_species = numbers[:, None] == numbers[None, :]
+    inverse = np.linalg.inv(lattice)
+    keep = np.zeros(len(candidates), dtype=bool)
+    fitted = np.empty_like(candidates)
+    partners = np.empty((len(candidates), n), dtype=np.int64)
+    step = max(1, 2_000_000 // (n * n))  # candidates per block: bounds memory
+    for start in range(0, len(candidates), step):
+        block = candidates[start : start + step]
+        moved = frac[None, :, None, :] + block[:, None, None, :] - frac[None, None, :, :]
+        moved -= np.round(moved)
+        offset = moved @ lattice  # (block, n, n, 3): x_i + t - x_j, Cartesian
+        gap = np.where(same_species[None], np.linalg.norm(offset, axis=-1), np.inf)
+        partner = gap.argmin(axis=2)  # (block, n)
+        residual = np.take_along_axis(offset, partner[:, :, None, None], axis=2)[:, :, 0]
+        paired = np.take_along_axis(gap, partner[:, :, None], axis=2)[:, :, 0] < 2 * tol
+        stop = start + len(block)
+        keep[start:stop], fitted[start:stop] = _fit_translations(
+            block, partner, residual, paired, inverse, tol
+        )
+        partners[start:stop] = partner
+    return fitted[keep], partners[keep]
+
+
+def _match_tree(
+    lattice: np.ndarray, frac: np.ndarray, numbers: np.ndarray, candidates: np.ndarray, tol: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """What :func:`_match_dense` returns, from nearest-neighbour queries in a k-d tree.
+
+    The tree holds the atoms and their 26 neighbouring images (Cartesian, with the species as a
+    fourth coordinate far apart, so that only atoms of the same species are ever nearest); an
+    atom's partner under ``t`` is the nearest point to ``x_i + t`` within ``2 * tol``. That is
+    the dense pairing whenever the cell is thicker than ``4 * tol`` in every direction (the
+    caller makes sure): an offset shorter than ``2 * tol`` is then its own rounded image.
+
+    Every candidate is first screened on the first :data:`_SCREEN_ATOMS` atoms: a kept
+    translation pairs them one-to-one within ``2 * tol``, and their residuals lie within
+    ``tol`` of the common mean, hence within ``2 * tol`` of each other. Only candidates that
+    pass are checked on every atom. With ``n`` atoms, ``C`` candidates and ``A`` of them
+    passing the screen, the cost is ``O((C + A n) log n)``.
+    """
+    from scipy.spatial import cKDTree
+
+    n = len(numbers)
+    rank = np.unique(numbers, return_inverse=True)[1].astype(np.float64)
+    separation = 4.0 * np.abs(lattice).sum() + 1.0  # more than any distance between points
+    wrapped = frac - np.floor(frac)
+    images = (wrapped[None, :, :] + _IMAGES[:, None, :]).reshape(-1, 3) @ lattice  # image-major
+    tree = cKDTree(np.column_stack([images, np.tile(rank, len(_IMAGES)) * separation]))
+    inverse = np.linalg.inv(lattice)
+
+    def pair(block: np.ndarray, atoms: np.ndarray):
+        moved = frac[atoms][None, :, :] + block[:, None, :]
+        moved -= np.floor(moved)
+        query = moved.reshape(-1, 3) @ lattice
+        keys = np.tile(rank[atoms], len(block)) * separation
+        _, index = tree.query(
+            np.column_stack([query, keys]), distance_upper_bound=2 * tol * (1 + 1e-6)
+        )
+        found = index < len(images)
+        index = np.where(found, index, 0)
+        residual = (query - images[index]).reshape(len(block), len(atoms), 3)
+        paired = found.reshape(len(block), len(atoms))
+        paired &= np.linalg.norm(residual, axis=-1) < 2 * tol
+        return (index % n).reshape(len(block), len(atoms)), residual, paired
+
+    screen = np.arange(min(n, _SCREEN_ATOMS))
+    partner, residual, paired = pair(candidates, screen)
+    spread = np.linalg.norm(residual[:, :, None, :] - residual[:, None, :, :], axis=-1)
+    ordered = np.sort(partner, axis=1)
+    alive = candidates[
+        paired.all(axis=1)
+        & (spread.max(axis=(1, 2)) < 2 * tol)
+        & (ordered[:, 1:] != ordered[:, :-1]).all(axis=1)
+    ]
+    translations, partners = [], []
+    everyone = np.arange(n)
+    step = max(1, 250_000 // n)  # candidates per block: bounds memory
+    for start in range(0, len(alive), step):
+        block = alive[start : start + step]
+        partner, residual, paired = pair(block, everyone)
+        keep, fitted = _fit_translations(block, partner, residual, paired, inverse, tol)
+        translations.append(fitted[keep])
+        partners.append(partner[keep])
+    if not translations:
+        return np.empty((0, 3)), np.empty((0, n), dtype=np.int64)
+    return np.concatenate(translations), np.concatenate(partners)
+
+
 def _primitive_by_translations(
     lattice: np.ndarray, frac: np.ndarray, numbers: np.ndarray, tol: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -249,8 +385,12 @@ def _primitive_by_translations(
     a single atom displaced by ``d`` keeps every lattice translation iff ``d < tol``, whichever
     position it holds in the input. Candidates are the vectors from one atom of the rarest
     species to the others of that species (pairings are found with ``2 * tol``, which any
-    accepted ``t`` satisfies from any anchor), so the search costs ``O(m n^2)`` for ``n`` atoms
-    of which ``m`` are of the rarest species.
+    accepted ``t`` satisfies from any anchor). With ``n`` atoms of which ``m`` are of the rarest
+    species, the ``m - 1`` candidates are tested against all atom pairs at once
+    (:func:`_match_dense`, ``O(m n^2)``) while ``(m - 1) n^2 <= 200,000``, else through a k-d
+    tree after a screen on a few atoms (:func:`_match_tree`, ``O((m + A n) log n)`` with ``A``
+    the candidates passing the screen, nearly only the kept ones); both keep the same
+    translations with the same pairings.
 
     The kept translations and the cell vectors generate the primitive lattice, and each
     primitive-cell atom is placed at the mean position of the atoms its translations map onto
@@ -264,29 +404,10 @@ def _primitive_by_translations(
     if len(candidates) == 0:
         return lattice, frac, numbers
     candidates -= np.round(candidates)
-    same_species = numbers[:, None] == numbers[None, :]
-    inverse = np.linalg.inv(lattice)
-    keep = np.zeros(len(candidates), dtype=bool)
-    fitted = np.empty_like(candidates)
-    partners = np.empty((len(candidates), n), dtype=np.int64)
-    step = max(1, 2_000_000 // (n * n))  # candidates per block: bounds memory for large cells
-    for start in range(0, len(candidates), step):
-        block = candidates[start : start + step]
-        moved = frac[None, :, None, :] + block[:, None, None, :] - frac[None, None, :, :]
-        moved -= np.round(moved)
-        offset = moved @ lattice  # (block, n, n, 3): x_i + t - x_j, Cartesian
-        gap = np.where(same_species[None], np.linalg.norm(offset, axis=-1), np.inf)
-        partner = gap.argmin(axis=2)  # (block, n)
-        residual = np.take_along_axis(offset, partner[:, :, None, None], axis=2)[:, :, 0]
-        paired = np.take_along_axis(gap, partner[:, :, None], axis=2)[:, :, 0] < 2 * tol
-        shift = residual.mean(axis=1)  # the least-squares correction of t (Cartesian)
-        within = np.linalg.norm(residual - shift[:, None, :], axis=-1) < tol
-        ordered = np.sort(partner, axis=1)
-        one_to_one = (ordered[:, 1:] != ordered[:, :-1]).all(axis=1)
-        keep[start : start + step] = paired.all(axis=1) & within.all(axis=1) & one_to_one
-        fitted[start : start + step] = block - shift @ inverse
-        partners[start : start + step] = partner
-    translations, partners = fitted[keep], partners[keep]
+    if len(candidates) * n * n <= _DENSE_MATCH_LIMIT or _min_height(lattice) <= 4 * tol:
+        translations, partners = _match_dense(lattice, frac, numbers, candidates, tol)
+    else:
+        translations, partners = _match_tree(lattice, frac, numbers, candidates, tol)
     order = len(translations) + 1
     if order == 1:
         return lattice, frac, numbers
@@ -344,19 +465,26 @@ def _minimum_image_distances(
 ) -> np.ndarray:
     """(P, N) minimum-image distances from the first ``n_sites`` atoms to all of them (Å).
 
-    Rows are processed in blocks so that memory stays bounded for very large cells.
+    Each offset is rounded to its nearest fractional image ``c`` (Cartesian), then the
+    shortest of ``c + v`` over the 27 image vectors ``v`` is taken, as ``|c|^2 + min_v (2 c.v +
+    |v|^2)`` (one matrix product per block). Rows are processed in blocks of about a million
+    (row, atom, image) triples, so memory stays bounded for very large cells.
     """
     n_atoms = len(super_frac)
+    image_cart = _IMAGES @ super_lattice  # (27, 3)
+    image_sq = np.einsum("ik,ik->i", image_cart, image_cart)
     out = np.empty((n_sites, n_atoms))
     step = max(1, 1_000_000 // (n_atoms * len(_IMAGES)))
     for start in range(0, n_sites, step):
         stop = min(start + step, n_sites)
         delta = super_frac[None, :, :] - super_frac[start:stop, None, :]  # (p, N, 3)
         delta -= np.round(delta)
-        cart = (delta[:, :, None, :] + _IMAGES[None, None, :, :]) @ super_lattice  # (p,N,27,3)
-        out[start:stop] = np.sqrt(
-            np.min(np.einsum("pnik,pnik->pni", cart, cart), axis=2)
-        )
+        cart = delta @ super_lattice
+        squared = cart @ (2 * image_cart.T)  # (p, N, 27)
+        squared += image_sq
+        best = squared.min(axis=2)
+        best += np.einsum("pnk,pnk->pn", cart, cart)
+        out[start:stop] = np.sqrt(np.maximum(best, 0.0))
     return out
 
 

@@ -131,3 +131,15 @@ def test_distance_expansion_options_and_the_legacy_default():
     linear = SiteNetEncoder(EncoderConfig(distance_expansion="linear"))
     assert linear.expand_distances(torch.ones(3, 4)).shape == (3, 4, 1)
     assert SiteNetEncoder().expand_distances(torch.ones(3, 4)).shape == (3, 4, 32)
+
+
+def test_chunked_sites_give_the_vectors_of_the_whole_batch(encoder, batch, monkeypatch):
+    """forward encodes at most CHUNK_PAIRS (site, atom) pairs at a time (one site at least):
+    rows are independent, so chunks of one or two sites give the vectors of one chunk."""
+    import dimfeat.encoder as encoder_module
+
+    with torch.inference_mode():
+        whole = encoder(batch)
+        for pairs in (1, 2 * batch.neighbour_species.shape[1]):
+            monkeypatch.setattr(encoder_module, "CHUNK_PAIRS", pairs)
+            torch.testing.assert_close(encoder(batch), whole, rtol=1e-5, atol=1e-6)

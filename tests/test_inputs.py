@@ -14,6 +14,7 @@ from pymatgen.core import IStructure, Lattice, Molecule, Structure
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 from scipy.spatial.transform import Rotation
 
+import dimfeat.inputs as inputs_module
 from dimfeat.inputs import (
     CrystalInputs,
     InvalidStructureError,
@@ -207,6 +208,116 @@ def test_primitive_cell_positions_are_the_orbit_means(nacl):
         na = int(np.flatnonzero(crystal.species[:2] == 11)[0])
         shortest = crystal.distances[na][crystal.species == 17].min()
         assert shortest == pytest.approx(5.640 / 2 - 0.002, abs=1e-6)
+
+
+# -- primitive-cell search on large cells: k-d tree ----------------------------------------------
+def _search_cases(classic, sample) -> list[Structure]:
+    """Supercells (every translation kept), perturbations around symprec (some kept, most not),
+    permuted sites and skewed cells, of the classic crystals and of sample crystals."""
+    rng = np.random.default_rng(0)
+    bases = list(classic.values()) + [s for s in sample["structure"] if len(s) <= 8][:12]
+    cases = []
+    for base in bases:
+        big = base * (2, 2, 1)
+        cases += [base * (2, 1, 1), big, base * (3, 1, 2)]
+        for sigma in (0.001, 0.003, 0.005, 0.02):  # Å per coordinate; symprec is 0.01 Å
+            noise = rng.normal(0, sigma, (len(big), 3)) @ np.linalg.inv(big.lattice.matrix)
+            cases.append(Structure(big.lattice, big.species, big.frac_coords + noise))
+        order = rng.permutation(len(big))
+        cases.append(
+            Structure(big.lattice, [big.species[i] for i in order], big.frac_coords[order])
+        )
+        cases.append(
+            Structure.from_sites(base.copy().make_supercell([[1, 0, 0], [3, 1, 0], [0, -2, 1]]))
+        )
+    return cases
+
+
+def test_tree_and_dense_translation_searches_agree(classic, sample, nacl, monkeypatch):
+    """The k-d tree search (large cells) keeps the translations, pairings and fitted values of
+    the dense one (small cells), at symprec 0.01 and 0.1 Å, and fails where the dense one does."""
+    cases = _search_cases(classic, sample)
+    cases += [
+        _displaced_nacl(nacl, d, [7, 6, 5, 4, 3, 2, 1, 0]) * (2, 1, 1) for d in (0.007, 0.0105)
+    ]
+    sizes = set()
+    for structure in cases:
+        lattice, frac, numbers = _spglib_cell(structure, None)
+        for tol in (0.01, 0.1):
+            found = []
+            for limit in (10**18, 0):  # dense, then the k-d tree
+                monkeypatch.setattr(inputs_module, "_DENSE_MATCH_LIMIT", limit)
+                try:
+                    found.append(
+                        inputs_module._primitive_by_translations(lattice, frac, numbers, tol)
+                    )
+                except ValueError as exc:
+                    found.append(str(exc))
+            dense, tree = found
+            assert type(dense) is type(tree), structure.formula
+            if isinstance(dense, str):
+                assert dense == tree
+                continue
+            sizes.add((len(numbers), len(dense[2])))
+            for a, b in zip(dense, tree, strict=True):
+                assert a.shape == b.shape
+                np.testing.assert_allclose(a, b, rtol=0, atol=1e-9)
+    assert any(n == p for n, p in sizes) and any(n > p for n, p in sizes)
+
+
+def test_thin_cells_use_the_dense_search(monkeypatch):
+    """A cell thinner than 4 * symprec in some direction keeps the dense search: only there can
+    an offset shorter than 2 * symprec fail to be its own rounded image."""
+    assert inputs_module._min_height(np.diag([3.0, 4.0, 5.0])) == pytest.approx(3.0)
+    skew = np.array([[1.0, 0, 0], [0, 1, 0], [100, 0, 0.01]])
+    assert inputs_module._min_height(skew) < 0.04
+    monkeypatch.setattr(inputs_module, "_DENSE_MATCH_LIMIT", 0)
+    called = []
+    monkeypatch.setattr(inputs_module, "_match_tree", lambda *a: called.append(a))
+    frac = np.array([[0.0, 0, 0], [0.5, 0, 0]])
+    inputs_module._primitive_by_translations(skew * 10, frac, np.array([1, 1]), 0.01)
+    assert not called
+
+
+def test_large_cell_search_is_invariant_to_site_order_rotation_and_translation(
+    triclinic, featurizer
+):
+    """A 108-atom supercell of triclinic Ag2O (k-d tree search), shaken by 0.0008 Å: it
+    reduces to 9 atoms, and in other site orders, rotated and translated gives the same vector."""
+    big = triclinic * (3, 2, 2)
+    numbers = _spglib_cell(big, None)[2]
+    counts = np.unique(numbers, return_counts=True)[1]
+    assert (counts.min() - 1) * len(numbers) ** 2 > inputs_module._DENSE_MATCH_LIMIT
+    rng = np.random.default_rng(3)
+    noise = rng.normal(0, 0.0008, (len(big), 3)) @ np.linalg.inv(big.lattice.matrix)
+    shaken = Structure(big.lattice, big.species, big.frac_coords + noise)
+    rotation = Rotation.from_euler("zyx", [30, 50, -20], degrees=True).as_matrix()
+    variants = [shaken]
+    for _ in range(3):
+        order = rng.permutation(len(shaken))
+        variants.append(
+            Structure(
+                Lattice(shaken.lattice.matrix @ rotation.T),
+                [shaken.species[i] for i in order],
+                shaken.frac_coords[order] + rng.random(3),
+            )
+        )
+    assert [build_inputs(v).n_sites for v in variants] == [9] * 4
+    vectors = featurizer.transform(variants)
+    np.testing.assert_allclose(vectors[1:], vectors[[0, 0, 0]], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(vectors[0], featurizer.transform([triclinic])[0], atol=1e-3)
+
+
+def test_large_supercell_reduces_and_a_perturbed_one_does_not():
+    """1,000-atom NaCl supercells: exact, it reduces to the 2-atom cell (999 candidate
+    translations, 499 kept); perturbed by 0.005 Å per coordinate, no translation is kept."""
+    cell = Structure(Lattice.cubic(4.0), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    big = cell * (5, 10, 10)
+    np.testing.assert_allclose(build_inputs(big).distances, build_inputs(cell).distances, atol=1e-5)
+    noise = np.random.default_rng(0).normal(0, 0.005, (len(big), 3)) / 4.0
+    perturbed = Structure(big.lattice, big.species, big.frac_coords + noise)
+    lattice, frac, numbers = _spglib_cell(perturbed, None)
+    assert len(inputs_module._primitive_by_translations(lattice, frac, numbers, 0.01)[2]) == 1000
 
 
 # -- bad input -----------------------------------------------------------------------------------
