@@ -204,8 +204,9 @@ def run(
             and read_config(path)["sha256"] == entry["sha256"]
         ):
             # scored before the read-out existed: add it (the features are cached)
-            X = geometry.matrix(_pool(), "dim", str(path))
-            entry["composition_r2"] = composition_readout(X, _pool().inputs)
+            pool = _pool()
+            X = geometry.matrix(pool, "dim", str(path))
+            entry["composition_r2"] = composition_readout(X, pool.inputs)
     for path in epochs:
         if path.name in curve and curve[path.name].get("sha256") == sha[path.name]:
             continue

@@ -667,14 +667,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dimfeat {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{featurize,train}")
 
-    def data_options(p):
-        p.add_argument(
-            "inputs",
-            nargs="*",
-            metavar="INPUT",
-            help="structures to train on, in any form dimfeat featurize reads",
-        )
-        p.add_argument("-o", "--output", metavar="OUT", help="weights folder to write")
+    def source_options(p, inputs_help: str, output_help: str) -> None:
+        """INPUT..., -o OUT and the options that choose the structures (one reader for both)."""
+        p.add_argument("inputs", nargs="*", metavar="INPUT", help=inputs_help)
+        p.add_argument("-o", "--output", metavar="OUT", help=output_help)
         p.add_argument(
             "--data",
             action="append",
@@ -683,12 +679,23 @@ def _parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--split", help="split.json restricting a CGCNN/.json INPUT to one part")
         p.add_argument("--part", default="train", help="part of --split to use (default train)")
-        p.add_argument("--matbench", metavar="TASK", help="a Matbench task instead of INPUT")
+        p.add_argument(
+            "--matbench",
+            metavar="TASK",
+            help="a Matbench task instead of INPUT, e.g. matbench_phonons",
+        )
         p.add_argument(
             "--data-home",
             metavar="DIR",
             help="folder holding TASK.json.gz (default: $MATMINER_DATA, else matminer's own "
             "datasets folder; nothing is downloaded)",
+        )
+
+    def data_options(p):
+        source_options(
+            p,
+            "structures to train on, in any form dimfeat featurize reads",
+            "weights folder to write",
         )
         p.add_argument("--n-jobs", type=int, default=-1, help="processes for input building")
         p.add_argument("--device", default="auto")
@@ -787,32 +794,12 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         usage="dimfeat featurize INPUT... -o OUT [--format {parquet,csv,npy,parts}] [options]",
     )
-    feat.add_argument(
-        "inputs", nargs="*", metavar="INPUT", help="structures to featurise (see above)"
-    )
-    feat.add_argument("-o", "--output", metavar="OUT", help="output file or folder (see below)")
+    source_options(feat, "structures to featurise (see above)", "output file or folder (see below)")
     feat.add_argument(
         "--format",
         choices=list(FORMATS),
         help="output format (default: from the extension of OUT; none: parts)",
     )
-    feat.add_argument(
-        "--matbench", metavar="TASK", help="a Matbench task instead of INPUT, e.g. matbench_phonons"
-    )
-    feat.add_argument(
-        "--data-home",
-        metavar="DIR",
-        help="folder holding TASK.json.gz (default: $MATMINER_DATA, else matminer's own "
-        "datasets folder; nothing is downloaded)",
-    )
-    feat.add_argument(
-        "--data",
-        action="append",
-        metavar="INPUT",
-        help="deprecated: the same as an INPUT (with --matbench: the same as --data-home)",
-    )
-    feat.add_argument("--split", help="split.json restricting a CGCNN/.json INPUT to one part")
-    feat.add_argument("--part", default="train", help="part of --split to use (default train)")
     feat.add_argument("--weights", default=None, help="weights (default: bundled)")
     feat.add_argument(
         "--ignore-errors",

@@ -164,3 +164,20 @@ def test_composition_readout_tells_a_composition_vector_from_noise():
     assert composition_readout(holds, crystals) > 0.99
     # ... one of pure noise does not
     assert composition_readout(rng.normal(size=(120, 29)), crystals) < 0.1
+
+
+def test_exported_layer_candidates_include_the_featurizer_vector():
+    from benchmarks.exported_layer import LAYERS, layers
+    from dimfeat import DeepInfoMaxFeaturizer
+    from dimfeat.datasets import load_sample
+    from dimfeat.inputs import build_many
+    from dimfeat.weights import resolve_weights
+
+    structures = list(load_sample()["structure"].iloc[:6])
+    crystals, _ = build_many(structures)
+    out = layers(str(resolve_weights("sitenet-dim-mp36k")), crystals, batch_size=4)
+    assert set(out) == {*LAYERS, "logvar_global"}
+    expected = DeepInfoMaxFeaturizer(device="cpu").transform(structures)
+    np.testing.assert_allclose(out["mu_global"], expected, rtol=1e-5, atol=1e-6)
+    # the exported vector is a linear map of the 64-wide post-pooling layer
+    assert out["postpool"].shape == (6, 64) and out["mu_local_mean"].shape == (6, 32)
