@@ -39,9 +39,13 @@ def _recipe(config: dict[str, Any]) -> list[str]:
         if expansion == "gaussian"
         else "a single linear input (the paper's)"
     )
+    kinds = ", ".join(settings.get("false_samples", []))
+    local = settings.get("local_false_samples")
+    if local is not None:
+        kinds = f"{kinds} (local loss: {', '.join(local)})"
     return [
         f"- Distance input: {distance}.",
-        f"- False samples: {', '.join(settings.get('false_samples', []))}.",
+        f"- False samples: {kinds}.",
         f"- Local constituents: {settings.get('local_constituent')}; pairs scored per "
         f"environment: {settings.get('local_pairs') or 'all'}; sites per synthetic crystal in "
         f"the global loss: {settings.get('global_sites') or 'all'}.",

@@ -279,6 +279,9 @@ def _train_process(args, ddp_device) -> None:
         validation_fraction=args.validation_fraction,
         patience=args.patience,
         false_samples=tuple(args.false_samples.split(",")),
+        local_false_samples=(
+            None if args.local_false_samples is None else tuple(args.local_false_samples.split(","))
+        ),
         beta=args.beta,
         local_pairs=args.local_pairs or None,
         global_sites=args.global_sites or None,
@@ -729,6 +732,12 @@ def _parser() -> argparse.ArgumentParser:
         "--false-samples",
         default=",".join(FALSE_SAMPLE_KINDS),
         help="comma-separated kinds of false sample",
+    )
+    train.add_argument(
+        "--local-false-samples",
+        default=None,
+        help="kinds for the local loss only (default: --false-samples); the paper's: "
+        "other,polymorph,composition",
     )
     train.add_argument("--beta", type=float, default=DEFAULT_BETA, help="weight of the KL terms")
     train.add_argument(

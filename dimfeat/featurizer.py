@@ -79,8 +79,9 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
     batch_size : int, default=256
         Crystals per *inference* batch (:data:`dimfeat.runtime.INFERENCE_BATCH_SIZE`); it does
-        not change the vectors. Training batches are bounded by ``site_budget`` (sites), not by
-        this. :class:`~dimfeat.SiteNetRegressor`'s ``batch_size`` is its *training* batch.
+        not change the vectors. Deep InfoMax training batches are bounded by ``site_budget``
+        (sites), not by this. The same name means the same in
+        :class:`~dimfeat.SiteNetRegressor`: crystals per batch of the encoder.
     max_atoms : int or None, default=None
         Supercell size limit (the paper's 50); ``None`` takes the value the weights were trained
         with. Cells with more atoms than this in the primitive cell are featurised from a single

@@ -267,6 +267,10 @@ class DeepInfoMaxLoss(nn.Module):
     false_samples : tuple of str, default=FALSE_SAMPLE_KINDS
         Kinds of false sample in use; ``("other",)`` is the paper's ablation without synthetic
         samples (Fig. 11).
+    local_false_samples : tuple of str or None, default=None
+        Kinds used by the local loss only (``None``: ``false_samples``); the global loss always
+        uses ``false_samples``. The paper uses ``permutation`` in the global loss only, i.e.
+        ``local_false_samples=("other", "polymorph", "composition")``.
     local_constituent : {"neighbour", "bond"}, default="bond"
         What a local constituent holds: ``[f_j, d_ij]`` or ``[f_i, f_j, d_ij]``.
     local_pairs : int or None, default=16
@@ -291,6 +295,7 @@ class DeepInfoMaxLoss(nn.Module):
         local_pairs: int | None = DEFAULT_LOCAL_PAIRS,
         global_sites: int | None = DEFAULT_GLOBAL_SITES,
         composition_weight: float = DEFAULT_COMPOSITION_WEIGHT,
+        local_false_samples: tuple[str, ...] | None = None,
     ) -> None:
         super().__init__()
         if not composition_weight >= 0:
@@ -307,23 +312,17 @@ class DeepInfoMaxLoss(nn.Module):
                 f"local_constituent must be 'neighbour' or 'bond', got {local_constituent!r}"
             )
         self.local_constituent = local_constituent
-        unknown = set(false_samples) - set(FALSE_SAMPLE_KINDS)
-        if unknown or not false_samples:
-            raise ValueError(
-                f"false_samples must be a non-empty subset of {FALSE_SAMPLE_KINDS}, "
-                f"got {false_samples!r}"
-            )
-        if set(false_samples) == {"permutation"}:
-            raise ValueError(
-                "false_samples=('permutation',) leaves crystals of one element without false "
-                "samples (shuffling their species changes nothing); add another kind"
-            )
+        self.false_samples = _check_kinds(false_samples, "false_samples")
+        self.local_false_samples = (
+            self.false_samples
+            if local_false_samples is None
+            else _check_kinds(local_false_samples, "local_false_samples")
+        )
         self.heads = DIMHeads(
             config, local_constituent=local_constituent, composition=composition_weight > 0
         )
         self.alpha = alpha
         self.beta = beta
-        self.false_samples = tuple(false_samples)
 
     # -- local ----------------------------------------------------------------------------------
     def _pair_scores(
@@ -389,7 +388,7 @@ class DeepInfoMaxLoss(nn.Module):
 
         false_sum = torch.zeros_like(loss)
         false_count = torch.zeros_like(loss)
-        for kind in self.false_samples:
+        for kind in self.local_false_samples:
             rows, site, neigh, d = self._false_environments(kind, b, sampler)
             if kind == "strain":  # new distances: their own distance part
 
@@ -558,6 +557,22 @@ class DeepInfoMaxLoss(nn.Module):
         else:
             composition = torch.zeros_like(loss)
         return LossTerms(loss, local_js, global_js, local_kl, global_kl, composition)
+
+
+def _check_kinds(kinds, name: str) -> tuple[str, ...]:
+    """``kinds`` as a tuple, refused unless a usable non-empty subset of FALSE_SAMPLE_KINDS."""
+    kinds = tuple(kinds)
+    unknown = set(kinds) - set(FALSE_SAMPLE_KINDS)
+    if unknown or not kinds:
+        raise ValueError(
+            f"{name} must be a non-empty subset of {FALSE_SAMPLE_KINDS}, got {kinds!r}"
+        )
+    if set(kinds) == {"permutation"}:
+        raise ValueError(
+            f"{name}=('permutation',) leaves crystals of one element without false "
+            "samples (shuffling their species changes nothing); add another kind"
+        )
+    return kinds
 
 
 def _rows_part(own: torch.Tensor, rows: torch.Tensor, *, identity: bool):

@@ -26,7 +26,6 @@ from dimfeat.encoder import EncoderConfig, SiteNetEncoder
 from dimfeat.inputs import CrystalInputs
 from dimfeat.record import TrainingRecord
 from dimfeat.runtime import (
-    INFERENCE_BATCH_SIZE,
     EncoderRuntime,
     input_settings,
     run_batches,
@@ -76,9 +75,10 @@ class SiteNetRegressor(RegressorMixin, BaseEstimator):
     weight_decay : float, default=0.01
         AdamW weight decay.
     batch_size : int, default=32
-        Crystals per *training* batch; prediction batches hold ``max(batch_size, 256)``
-        (:data:`dimfeat.runtime.INFERENCE_BATCH_SIZE`). Not the featuriser's ``batch_size``,
-        which is its inference batch (it trains by ``site_budget``).
+        Crystals per batch of the encoder, in training and in prediction (as in skorch), with
+        the featuriser's meaning: crystals per batch wherever crystals are batched by count.
+        Prediction batches are also bounded in bonds (see :func:`dimfeat.runtime.run_batches`),
+        and their size does not change the predictions beyond float rounding.
     validation_fraction : float, default=0.05
         Share of the labelled crystals held out (at least 2) to select the best epoch by the
         validation mean absolute error; 0 trains on everything and keeps the last epoch. The
@@ -356,7 +356,7 @@ class SiteNetRegressor(RegressorMixin, BaseEstimator):
             self._forward,
             None,
             device=device,
-            batch_size=max(self.batch_size, INFERENCE_BATCH_SIZE),
+            batch_size=self.batch_size,
             dtype=np.float64,
         )
         return out * self.y_scale_ + self.y_mean_

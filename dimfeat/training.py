@@ -103,6 +103,9 @@ class TrainingConfig:
         Weights of the Jensen-Shannon and KL terms.
     false_samples : tuple of str
         Kinds of false sample (see :data:`dimfeat.infomax.FALSE_SAMPLE_KINDS`).
+    local_false_samples : tuple of str or None
+        Kinds used by the local loss only (None: ``false_samples``; see
+        :class:`~dimfeat.infomax.DeepInfoMaxLoss`).
     local_constituent : {"neighbour", "bond"}
         Local DIM constituents: ``[f_j, d_ij]`` or ``[f_i, f_j, d_ij]``.
     local_pairs : int or None
@@ -136,12 +139,13 @@ class TrainingConfig:
     local_pairs: int | None = DEFAULT_LOCAL_PAIRS
     global_sites: int | None = DEFAULT_GLOBAL_SITES
     composition_weight: float = DEFAULT_COMPOSITION_WEIGHT
+    local_false_samples: tuple[str, ...] | None = None
     seed: int = 0
 
     #: Settings added after checkpoints were first written, with the value that reproduces the
     #: behaviour of the versions that did not record them (a checkpoint without the key resumes
     #: only a run with this value).
-    ADDED_SETTINGS: ClassVar[dict] = {"composition_weight": 0.0}
+    ADDED_SETTINGS: ClassVar[dict] = {"composition_weight": 0.0, "local_false_samples": None}
     mixed_precision: bool = True
     max_seconds: float | None = None
 
@@ -149,6 +153,8 @@ class TrainingConfig:
         """JSON-ready dictionary."""
         out = asdict(self)
         out["false_samples"] = list(self.false_samples)
+        if self.local_false_samples is not None:
+            out["local_false_samples"] = list(self.local_false_samples)
         return out
 
 
@@ -370,8 +376,8 @@ class TrainingLoop:
         keys = self.objective.loss_keys
         totals = dict.fromkeys(keys, 0.0)
         bar = _progress(groups, self.progress, f"epoch {epoch + 1}/{self.config.epochs}")
-        for k, group in enumerate(bar, start=1):
-            terms = self._train_step(collate([train[i] for i in group]), group)
+        for k, (group, batch) in enumerate(_collated(train, bar, self.device), start=1):
+            terms = self._train_step(batch, group)
             if not math.isfinite(terms["loss"]) or not self._parameters_finite():
                 self._diverged(f"epoch {epoch + 1}, batch {k} of {len(groups)}", terms["loss"])
             for key in keys:
@@ -398,7 +404,6 @@ class TrainingLoop:
         return record
 
     def _train_step(self, batch: Batch, group: np.ndarray) -> dict[str, float]:
-        batch = batch.to(self.device)
         with self._autocast():
             terms = self.objective.train_step(batch, group, self.generator)
         self.optimizer.zero_grad(set_to_none=True)
@@ -570,6 +575,7 @@ class DIMObjective(Objective):
             config.local_pairs,
             config.global_sites,
             config.composition_weight,
+            config.local_false_samples,
         ).to(device)
 
     def modules(self) -> dict[str, torch.nn.Module]:
@@ -615,10 +621,8 @@ class DIMObjective(Objective):
         generator = torch.Generator(device=self.device).manual_seed(self.config.seed + 1)
         totals = dict.fromkeys(LOSS_KEYS, 0.0)
         weight = 0
-        for group in batches_by_site_budget(valid, self.config.site_budget):
-            if len(group) < 2:
-                continue
-            batch = collate([valid[i] for i in group]).to(self.device)
+        groups = [g for g in batches_by_site_budget(valid, self.config.site_budget) if len(g) >= 2]
+        for group, batch in _collated(valid, groups, self.device):
             with autocast():
                 terms = self.criterion(self.encoder, batch, generator).as_floats()
             for key in LOSS_KEYS:
@@ -847,3 +851,9 @@ def _progress(items, enabled: bool, description: str):
     from tqdm.auto import tqdm
 
     return tqdm(items, desc=description, leave=False, unit="batch")
+
+
+def _collated(inputs: list[CrystalInputs], groups, device: torch.device):
+    """``(group, batch)`` for each group of indices: the loop's one place that collates."""
+    for group in groups:
+        yield group, collate([inputs[i] for i in group]).to(device)

@@ -22,6 +22,7 @@ from pymatgen.io.cif import CifWriter
 from dimfeat import DeepInfoMaxFeaturizer
 from dimfeat._version import __version__
 from dimfeat.cli import main
+from dimfeat.infomax import FALSE_SAMPLE_KINDS
 from dimfeat.inputs import load_inputs
 from dimfeat.streaming import featurize_to_file, read_features
 from dimfeat.weights import sha256_of
@@ -113,6 +114,22 @@ def test_train_from_the_cache_reproduces_the_weights(trained, cgcnn, capsys):
     assert sha256_of(trained / "again" / "model.safetensors") == sha256_of(
         trained / "weights" / "model.safetensors"
     )
+
+
+def test_train_records_the_local_false_samples(trained, cgcnn):
+    folder, _, _ = cgcnn
+    out = trained / "paper-local"
+    kinds = "other,polymorph,composition"
+    main([*_train_args(out, folder, trained / "inputs.npz"), "--local-false-samples", kinds])
+    settings = json.loads((out / "config.json").read_text())["training"]["settings"]
+    assert settings["local_false_samples"] == kinds.split(",")
+    assert settings["false_samples"] == list(FALSE_SAMPLE_KINDS)
+    assert f"(local loss: {kinds.replace(',', ', ')})" in (out / "README.md").read_text()
+    assert sha256_of(out / "model.safetensors") != sha256_of(
+        trained / "weights" / "model.safetensors"
+    )
+    default = json.loads((trained / "weights" / "config.json").read_text())["training"]
+    assert default["settings"]["local_false_samples"] is None
 
 
 def _fails(capsys, argv: list[str]) -> str:

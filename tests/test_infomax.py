@@ -159,6 +159,40 @@ def test_invalid_false_samples_and_constituents_raise():
         DeepInfoMaxLoss(encoder.config, local_constituent="pair")
 
 
+def test_local_false_samples_choose_the_local_kinds_only(batch, monkeypatch):
+    """The local loss draws only ``local_false_samples``; the global loss all ``false_samples``."""
+    local_kinds, global_kinds = [], []
+    environments, synthetic = DeepInfoMaxLoss._false_environments, DeepInfoMaxLoss._synthetic
+
+    def spy_local(self, kind, b, sampler):
+        local_kinds.append(kind)
+        return environments(self, kind, b, sampler)
+
+    def spy_global(self, kind, b, sampler):
+        global_kinds.append(kind)
+        n_local = len(local_kinds)
+        out = synthetic(self, kind, b, sampler)
+        del local_kinds[n_local:]  # _synthetic builds most kinds through _false_environments
+        return out
+
+    monkeypatch.setattr(DeepInfoMaxLoss, "_false_environments", spy_local)
+    monkeypatch.setattr(DeepInfoMaxLoss, "_synthetic", spy_global)
+    paper = ("other", "polymorph", "composition")
+    encoder, criterion = _model(local_false_samples=paper)
+    assert criterion.false_samples == FALSE_SAMPLE_KINDS
+    assert criterion.local_false_samples == paper
+    criterion(encoder, batch, _gen())
+    assert local_kinds == list(paper)
+    assert global_kinds == [k for k in FALSE_SAMPLE_KINDS if k != "other"]
+
+    _, default = _model()
+    assert default.local_false_samples == default.false_samples
+    with pytest.raises(ValueError, match="local_false_samples must be a non-empty subset"):
+        _model(local_false_samples=("strains",))
+    with pytest.raises(ValueError, match="one element"):
+        _model(local_false_samples=("permutation",))
+
+
 def test_bond_constituents(batch):
     encoder, criterion = _model(local_constituent="bond")
     n_distance = encoder.config.n_gaussians

@@ -51,6 +51,29 @@ def test_predict_returns_finite_float64_of_shape_n(fitted, data):
     assert fitted.encoder_.config.global_dim == 128
 
 
+def test_batch_size_is_the_prediction_batch_too_and_does_not_change_predictions(
+    fitted, data, monkeypatch
+):
+    """``batch_size`` means crystals per encoder batch, in training and in prediction."""
+    import copy
+
+    import dimfeat.regressor
+
+    X, _ = data
+    seen = []
+    run_batches = dimfeat.regressor.run_batches
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["batch_size"])
+        return run_batches(*args, **kwargs)
+
+    monkeypatch.setattr(dimfeat.regressor, "run_batches", spy)
+    default = fitted.predict(X)
+    single = copy.deepcopy(fitted).set_params(batch_size=1).predict(X)
+    assert seen == [16, 1]
+    np.testing.assert_allclose(single, default, rtol=0, atol=1e-5)
+
+
 def test_validation_split_and_early_stopping_restore_the_best_epoch(data):
     X, y = data
     model = SiteNetRegressor(
