@@ -658,7 +658,7 @@ def _parser() -> argparse.ArgumentParser:
         DEFAULT_LOCAL_PAIRS,
         FALSE_SAMPLE_KINDS,
     )
-    from dimfeat.training import VALIDATION_FRACTION
+    from dimfeat.training import VALIDATION_FRACTION, TrainingConfig
     from dimfeat.weights import InputSettings
 
     parser = argparse.ArgumentParser(
@@ -723,11 +723,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--weights", help="start from these weights (default: random)")
     train.add_argument("--name", help="name in the model card (default: folder name)")
-    train.add_argument("--epochs", type=int, default=50)
-    train.add_argument("--lr", type=float, default=8.12e-4)
-    train.add_argument("--site-budget", type=int, default=1200)
+    train.add_argument("--epochs", type=int, default=TrainingConfig.epochs)
+    train.add_argument("--lr", type=float, default=TrainingConfig.lr)
+    train.add_argument("--site-budget", type=int, default=TrainingConfig.site_budget)
     train.add_argument("--validation-fraction", type=float, default=VALIDATION_FRACTION)
-    train.add_argument("--patience", type=int, default=10)
+    train.add_argument("--patience", type=int, default=TrainingConfig.patience)
     train.add_argument(
         "--false-samples",
         default=",".join(FALSE_SAMPLE_KINDS),

@@ -87,7 +87,9 @@ class TrainingConfig:
     Parameters
     ----------
     epochs : int
-        Maximum number of passes over the training crystals.
+        Maximum number of passes over the training crystals. The defaults here are the ones
+        ``dimfeat train`` and :class:`~dimfeat.DeepInfoMaxFeaturizer` use (the featuriser's
+        ``epochs`` is 0: it loads weights unless asked to train).
     lr : float
         AdamW learning rate (the paper's 8.12e-4).
     weight_decay : float
@@ -126,7 +128,7 @@ class TrainingConfig:
         resumed run gets a fresh budget.
     """
 
-    epochs: int = 10
+    epochs: int = 50
     lr: float = 8.12e-4
     weight_decay: float = 0.01
     site_budget: int = 1200

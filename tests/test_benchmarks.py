@@ -181,3 +181,17 @@ def test_exported_layer_candidates_include_the_featurizer_vector():
     np.testing.assert_allclose(out["mu_global"], expected, rtol=1e-5, atol=1e-6)
     # the exported vector is a linear map of the 64-wide post-pooling layer
     assert out["postpool"].shape == (6, 64) and out["mu_local_mean"].shape == (6, 32)
+
+
+def test_encoder_variants_compare_against_the_shipped_encoder(tmp_path, capsys):
+    """The dropped distance table is measured against the shipped encoder, error and speed."""
+    from benchmarks import encoder_variants
+
+    path = tmp_path / "variants.json"
+    encoder_variants.main(["--n", "12", "--no-compile", "--json", str(path)])
+    out = json.loads(path.read_text())
+    table = out["variants"]["distance table"]
+    assert out["shipped_local_seconds"] > 0 and table["speed_up"] > 0
+    # an approximation: close to the shipped vectors, yet not equal to them
+    assert 0 < table["max_relative_difference"] < 1e-3
+    assert "distance table:" in capsys.readouterr().out
