@@ -49,6 +49,7 @@ def _recipe(config: dict[str, Any]) -> list[str]:
         f"- Local constituents: {settings.get('local_constituent')}; pairs scored per "
         f"environment: {settings.get('local_pairs') or 'all'}; sites per synthetic crystal in "
         f"the global loss: {settings.get('global_sites') or 'all'}.",
+        f"- Classifier projection of the vectors: {settings.get('critic', 'mlp')}.",
         f"- Loss = {settings.get('alpha')} x Jensen-Shannon + {settings.get('beta')} x KL; AdamW, "
         f"learning rate {settings.get('lr')}, {settings.get('site_budget')} sites per batch.",
     ]

@@ -286,6 +286,7 @@ def _train_process(args, ddp_device) -> None:
         local_pairs=args.local_pairs or None,
         global_sites=args.global_sites or None,
         composition_weight=args.composition_weight,
+        critic=args.critic,
         local_constituent=args.local_constituent,
         seed=args.seed,
         mixed_precision=not args.no_amp,
@@ -651,8 +652,10 @@ def _parser() -> argparse.ArgumentParser:
     from dimfeat._version import __version__
     from dimfeat.encoder import DISTANCE_EXPANSIONS
     from dimfeat.infomax import (
+        CRITICS,
         DEFAULT_BETA,
         DEFAULT_COMPOSITION_WEIGHT,
+        DEFAULT_CRITIC,
         DEFAULT_GLOBAL_SITES,
         DEFAULT_LOCAL_CONSTITUENT,
         DEFAULT_LOCAL_PAIRS,
@@ -757,6 +760,13 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=DEFAULT_COMPOSITION_WEIGHT,
         help="weight of the composition read-out term (0: the paper's objective)",
+    )
+    train.add_argument(
+        "--critic",
+        choices=list(CRITICS),
+        default=DEFAULT_CRITIC,
+        help="projection of the vectors in the DIM classifiers: the paper's MLP, or linear "
+        "(scores linear in the vector)",
     )
     train.add_argument(
         "--distance-expansion",

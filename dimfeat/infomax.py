@@ -58,8 +58,10 @@ from dimfeat.encoder import EncoderConfig, SiteNetEncoder, mlp
 from dimfeat.inputs import Batch
 
 __all__ = [
+    "CRITICS",
     "DEFAULT_BETA",
     "DEFAULT_COMPOSITION_WEIGHT",
+    "DEFAULT_CRITIC",
     "DEFAULT_GLOBAL_SITES",
     "DEFAULT_LOCAL_CONSTITUENT",
     "DEFAULT_LOCAL_PAIRS",
@@ -72,6 +74,9 @@ __all__ = [
 #: Kinds of false sample (see the module docstring).
 FALSE_SAMPLE_KINDS = ("other", "polymorph", "composition", "permutation", "strain")
 
+#: Forms of the projection of the vectors ``z`` in the DIM classifiers (see DIMHeads).
+CRITICS = ("mlp", "linear")
+
 #: Defaults of the objective, declared once (DeepInfoMaxLoss, TrainingConfig, the featuriser and
 #: the command line read them from here). See the training docs for the measurements behind them.
 DEFAULT_BETA = 0.01
@@ -80,13 +85,21 @@ DEFAULT_LOCAL_PAIRS = 16
 DEFAULT_GLOBAL_SITES = 6
 
 DEFAULT_COMPOSITION_WEIGHT = 0.0
+DEFAULT_CRITIC = "mlp"
 
 #: Range of the ``strain`` false samples' distance factor: exp(+-U(log 1.05, log 1.25)).
 STRAIN_RANGE = (1.05, 1.25)
 
 
 class DIMHeads(nn.Module):
-    """The four projection MLPs (one hidden layer of 64, output 128) of the DIM classifiers."""
+    """The four projections (output 128) of the DIM classifiers.
+
+    The constituent projections ``local_c`` and ``global_c`` are MLPs with one hidden layer of
+    64. The projections of the vectors ``z`` are the same MLPs with ``critic="mlp"`` (the
+    paper's), or a single Linear layer with ``critic="linear"``: the score is then linear in
+    ``z``, so whatever tells true constituents from false ones must be linearly readable in the
+    vector.
+    """
 
     def __init__(
         self,
@@ -95,14 +108,20 @@ class DIMHeads(nn.Module):
         out: int = 128,
         local_constituent: str = "neighbour",
         composition: bool = False,
+        critic: str = "mlp",
     ) -> None:
         super().__init__()
         n_features = len(config.site_features) * (2 if local_constituent == "bond" else 1)
         n_distance = config.n_gaussians if config.distance_expansion == "gaussian" else 1
-        self.local_z = mlp([config.local_dim, hidden, out], final_activation=False)
+
+        def z_projection(n_in: int) -> nn.Sequential:
+            sizes = [n_in, hidden, out] if critic == "mlp" else [n_in, out]
+            return mlp(sizes, final_activation=False)
+
+        self.local_z = z_projection(config.local_dim)
         self.n_distance = n_distance
         self.local_c = mlp([n_features + n_distance, hidden, out], final_activation=False)
-        self.global_z = mlp([config.global_dim, hidden, out], final_activation=False)
+        self.global_z = z_projection(config.global_dim)
         self.global_c = mlp([config.local_dim, hidden, out], final_activation=False)
         if composition:  # linear read-out of element fractions (the composition term)
             self.composition = nn.Linear(config.global_dim, MAX_Z + 1)
@@ -271,6 +290,9 @@ class DeepInfoMaxLoss(nn.Module):
         Kinds used by the local loss only (``None``: ``false_samples``); the global loss always
         uses ``false_samples``. The paper uses ``permutation`` in the global loss only, i.e.
         ``local_false_samples=("other", "polymorph", "composition")``.
+    critic : {"mlp", "linear"}, default="mlp"
+        Projection of the local and crystal vectors in the classifiers (see :class:`DIMHeads`):
+        the paper's MLP, or a Linear layer, which makes the scores linear in the vectors.
     local_constituent : {"neighbour", "bond"}, default="bond"
         What a local constituent holds: ``[f_j, d_ij]`` or ``[f_i, f_j, d_ij]``.
     local_pairs : int or None, default=16
@@ -296,8 +318,12 @@ class DeepInfoMaxLoss(nn.Module):
         global_sites: int | None = DEFAULT_GLOBAL_SITES,
         composition_weight: float = DEFAULT_COMPOSITION_WEIGHT,
         local_false_samples: tuple[str, ...] | None = None,
+        critic: str = DEFAULT_CRITIC,
     ) -> None:
         super().__init__()
+        if critic not in CRITICS:
+            raise ValueError(f"critic must be one of {CRITICS}, got {critic!r}")
+        self.critic = critic
         if not composition_weight >= 0:
             raise ValueError(f"composition_weight must be >= 0, got {composition_weight}")
         self.composition_weight = float(composition_weight)
@@ -319,7 +345,10 @@ class DeepInfoMaxLoss(nn.Module):
             else _check_kinds(local_false_samples, "local_false_samples")
         )
         self.heads = DIMHeads(
-            config, local_constituent=local_constituent, composition=composition_weight > 0
+            config,
+            local_constituent=local_constituent,
+            composition=composition_weight > 0,
+            critic=critic,
         )
         self.alpha = alpha
         self.beta = beta

@@ -34,6 +34,7 @@ from dimfeat.encoder import SiteNetEncoder
 from dimfeat.infomax import (
     DEFAULT_BETA,
     DEFAULT_COMPOSITION_WEIGHT,
+    DEFAULT_CRITIC,
     DEFAULT_GLOBAL_SITES,
     DEFAULT_LOCAL_CONSTITUENT,
     DEFAULT_LOCAL_PAIRS,
@@ -108,6 +109,9 @@ class TrainingConfig:
     local_false_samples : tuple of str or None
         Kinds used by the local loss only (None: ``false_samples``; see
         :class:`~dimfeat.infomax.DeepInfoMaxLoss`).
+    critic : {"mlp", "linear"}
+        Projection of the vectors in the DIM classifiers (see
+        :class:`~dimfeat.infomax.DIMHeads`).
     local_constituent : {"neighbour", "bond"}
         Local DIM constituents: ``[f_j, d_ij]`` or ``[f_i, f_j, d_ij]``.
     local_pairs : int or None
@@ -142,12 +146,17 @@ class TrainingConfig:
     global_sites: int | None = DEFAULT_GLOBAL_SITES
     composition_weight: float = DEFAULT_COMPOSITION_WEIGHT
     local_false_samples: tuple[str, ...] | None = None
+    critic: str = DEFAULT_CRITIC
     seed: int = 0
 
     #: Settings added after checkpoints were first written, with the value that reproduces the
     #: behaviour of the versions that did not record them (a checkpoint without the key resumes
     #: only a run with this value).
-    ADDED_SETTINGS: ClassVar[dict] = {"composition_weight": 0.0, "local_false_samples": None}
+    ADDED_SETTINGS: ClassVar[dict] = {
+        "composition_weight": 0.0,
+        "local_false_samples": None,
+        "critic": "mlp",
+    }
     mixed_precision: bool = True
     max_seconds: float | None = None
 
@@ -578,6 +587,7 @@ class DIMObjective(Objective):
             config.global_sites,
             config.composition_weight,
             config.local_false_samples,
+            config.critic,
         ).to(device)
 
     def modules(self) -> dict[str, torch.nn.Module]:

@@ -116,13 +116,15 @@ def test_train_from_the_cache_reproduces_the_weights(trained, cgcnn, capsys):
     )
 
 
-def test_train_records_the_local_false_samples(trained, cgcnn):
+def test_train_records_the_local_false_samples_and_the_critic(trained, cgcnn):
     folder, _, _ = cgcnn
     out = trained / "paper-local"
     kinds = "other,polymorph,composition"
-    main([*_train_args(out, folder, trained / "inputs.npz"), "--local-false-samples", kinds])
+    argv = [*_train_args(out, folder, trained / "inputs.npz"), "--local-false-samples", kinds]
+    main([*argv, "--critic", "linear"])
     settings = json.loads((out / "config.json").read_text())["training"]["settings"]
     assert settings["local_false_samples"] == kinds.split(",")
+    assert settings["critic"] == "linear"
     assert settings["false_samples"] == list(FALSE_SAMPLE_KINDS)
     assert f"(local loss: {kinds.replace(',', ', ')})" in (out / "README.md").read_text()
     assert sha256_of(out / "model.safetensors") != sha256_of(
@@ -130,6 +132,7 @@ def test_train_records_the_local_false_samples(trained, cgcnn):
     )
     default = json.loads((trained / "weights" / "config.json").read_text())["training"]
     assert default["settings"]["local_false_samples"] is None
+    assert default["settings"]["critic"] == "mlp"
 
 
 def _fails(capsys, argv: list[str]) -> str:

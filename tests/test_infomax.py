@@ -193,6 +193,24 @@ def test_local_false_samples_choose_the_local_kinds_only(batch, monkeypatch):
         _model(local_false_samples=("permutation",))
 
 
+def test_linear_critic_makes_the_scores_linear_in_the_vectors(batch):
+    encoder, criterion = _model(critic="linear")
+    for head in (criterion.heads.local_z, criterion.heads.global_z):
+        assert len(head) == 1 and isinstance(head[0], torch.nn.Linear)
+    z = torch.randn(5, encoder.config.global_dim)
+    a, b = criterion.heads.global_z(z[:1]), criterion.heads.global_z(z[1:2])
+    mix = criterion.heads.global_z(0.25 * z[:1] + 0.75 * z[1:2])
+    torch.testing.assert_close(mix, 0.25 * a + 0.75 * b)  # affine in z
+    terms = criterion(encoder, batch, _gen())
+    assert all(math.isfinite(v) for v in terms.as_floats().values())
+    terms.loss.backward()
+    assert encoder.global_mu.weight.grad is not None
+    _, paper = _model()
+    assert len(paper.heads.global_z) > 1  # the paper's MLP by default
+    with pytest.raises(ValueError, match="critic must be one of"):
+        _model(critic="bilinear")
+
+
 def test_bond_constituents(batch):
     encoder, criterion = _model(local_constituent="bond")
     n_distance = encoder.config.n_gaussians
