@@ -242,3 +242,22 @@ def test_a_site_budget_too_small_for_any_batch_raises(data, small_structures):
     trainer = DIMTrainer(SiteNetEncoder(), TrainingConfig(epochs=1, site_budget=budget), CPU)
     with pytest.raises(ValueError, match="too small for any validation batch"):
         trainer.fit(data[0], big_valid)
+
+
+def test_training_defaults_are_the_same_in_every_face():
+    """TrainingConfig's defaults are what the featuriser and ``dimfeat train`` use."""
+    import inspect
+
+    from dimfeat import DeepInfoMaxFeaturizer, SiteNetRegressor
+    from dimfeat.cli import _parser
+
+    config = TrainingConfig()
+    featurizer = inspect.signature(DeepInfoMaxFeaturizer).parameters
+    for name in ("lr", "site_budget", "patience", "alpha", "beta", "validation_fraction"):
+        assert featurizer[name].default == getattr(config, name), name
+    assert SiteNetRegressor().validation_fraction == config.validation_fraction
+    train = _parser().parse_args(["train", "out", "--data", "in"])
+    for name in ("epochs", "lr", "site_budget", "patience", "beta", "validation_fraction"):
+        assert getattr(train, name) == getattr(config, name), name
+    assert train.critic == config.critic and train.local_false_samples is None
+    assert tuple(train.false_samples.split(",")) == config.false_samples
