@@ -195,3 +195,17 @@ def test_encoder_variants_compare_against_the_shipped_encoder(tmp_path, capsys):
     # an approximation: close to the shipped vectors, yet not equal to them
     assert 0 < table["max_relative_difference"] < 1e-3
     assert "distance table:" in capsys.readouterr().out
+
+
+def test_phonon_claim_is_a_tie_unless_dim_wins_every_paired_fold():
+    def reps(dim, magpie):
+        return {
+            "dim": {"fold_mae": dim, "mean_mae": float(np.mean(dim))},
+            "magpie": {"fold_mae": magpie, "mean_mae": float(np.mean(magpie))},
+        }
+
+    assert report._phonon_verdict(reps([1, 1, 1], [2, 2, 2])).startswith("yes |")
+    mixed = report._phonon_verdict(reps([1, 3, 1], [2, 2, 2]))
+    assert mixed.startswith("tie |") and "2 of 3 folds" in mixed
+    assert report._phonon_verdict(reps([3, 3, 3], [2, 2, 2])).startswith("no |")
+    assert "DIM (trained) 1.0 vs Magpie 2.0" in report._phonon_verdict(reps([1, 1, 1], [2, 2, 2]))
