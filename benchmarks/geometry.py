@@ -286,6 +286,37 @@ def one_chemistry_check(X: np.ndarray, y: np.ndarray, reference_std: np.ndarray)
 
 
 # ------------------------------------------------------------------------------ run
+def prototype_distances(X: np.ndarray, rep: str, weights: str | None):
+    """Distances between prototype structures, standardised over the family matrix ``X``.
+
+    Returns the named distances and the distance function of two prototype names.
+    """
+    standardise = _standardiser(X)
+    protos = prototypes()
+    P = standardise(structure_matrix(list(protos.values()), rep, weights))
+    names = list(protos)
+
+    def dist(p, q):
+        return float(np.linalg.norm(P[names.index(p)] - P[names.index(q)]))
+
+    distances = {
+        "rock salt vs CsCl (NaCl)": dist("NaCl rock salt", "NaCl CsCl type"),
+        "rock salt vs zinc blende (NaCl)": dist("NaCl rock salt", "NaCl zinc blende"),
+        "zinc blende vs wurtzite (NaCl)": dist("NaCl zinc blende", "NaCl wurtzite"),
+        "rock salt a=5.64 vs a=8.00 (NaCl)": dist("NaCl rock salt", "NaCl rock salt a=8.00"),
+        "rock salt a=5.64 vs a=6.00 (NaCl)": dist("NaCl rock salt", "NaCl rock salt a=6.00"),
+        "NaCl vs KCl (rock salt)": dist("NaCl rock salt", "KCl rock salt"),
+        "diamond vs graphite": dist("C diamond", "C graphite"),
+        "diamond vs lonsdaleite": dist("C diamond", "C lonsdaleite"),
+        "random pair of family crystals (median)": float(
+            np.median(
+                np.linalg.norm(standardise(X)[::2][:300] - standardise(X)[1::2][:300], axis=1)
+            )
+        ),
+    }
+    return distances, dist
+
+
 def evaluate(
     rep: str,
     weights: str | None,
@@ -293,12 +324,17 @@ def evaluate(
     part: str = "test",
     quick: bool = False,
     n_families: int | None = None,
+    with_prototypes: bool | None = None,
 ) -> dict:
     """Every geometry score of one representation (see the module docstring).
 
     ``n_families`` draws that many families (seed 0) instead of all of them, for a faster
-    screen.
+    screen. ``quick`` leaves out the prototypes, the lattice scan and the one-chemistry checks;
+    ``with_prototypes=True`` keeps the prototype distances in a quick evaluation (they are
+    synthetic structures, standardised over the families of ``part``, so a train-split
+    criterion when ``part="train"``).
     """
+    with_prototypes = not quick if with_prototypes is None else with_prototypes
     pool = F.mp36k_subset("train", F.N_POOL, seed=F.SEED, name="mp36k-pool", structures=False)
     exclude = set(pool.ids) if part == "train" else set()
     fam, group = families(part, exclude=exclude, n_max=n_families)
@@ -317,32 +353,12 @@ def evaluate(
     }
     if rep.startswith("dim"):
         out["distance_resolution"] = distance_resolution(weights if rep == "dim" else None)
+    if not with_prototypes:
+        return out
+    out["prototypes"], dist = prototype_distances(X, rep, weights)
     if quick:
         return out
-    standardise = _standardiser(X)
-    protos = prototypes()
-    P = standardise(structure_matrix(list(protos.values()), rep, weights))
-    names = list(protos)
-
-    def dist(p, q):
-        return float(np.linalg.norm(P[names.index(p)] - P[names.index(q)]))
-
-    out["prototypes"] = {
-        "rock salt vs CsCl (NaCl)": dist("NaCl rock salt", "NaCl CsCl type"),
-        "rock salt vs zinc blende (NaCl)": dist("NaCl rock salt", "NaCl zinc blende"),
-        "zinc blende vs wurtzite (NaCl)": dist("NaCl zinc blende", "NaCl wurtzite"),
-        "rock salt a=5.64 vs a=8.00 (NaCl)": dist("NaCl rock salt", "NaCl rock salt a=8.00"),
-        "rock salt a=5.64 vs a=6.00 (NaCl)": dist("NaCl rock salt", "NaCl rock salt a=6.00"),
-        "NaCl vs KCl (rock salt)": dist("NaCl rock salt", "KCl rock salt"),
-        "diamond vs graphite": dist("C diamond", "C graphite"),
-        "diamond vs lonsdaleite": dist("C diamond", "C lonsdaleite"),
-        "random pair of family crystals (median)": float(
-            np.median(
-                np.linalg.norm(standardise(X)[::2][:300] - standardise(X)[1::2][:300], axis=1)
-            )
-        ),
-    }
-    scan = [n for n in names if n.startswith("NaCl rock salt a=")]
+    scan = [n for n in prototypes() if n.startswith("NaCl rock salt a=")]
     out["lattice_scan"] = {n.split("=")[1]: dist("NaCl rock salt a=5.64", n) for n in scan}
     reference_std = X.std(0)
     out["one_chemistry"] = {}

@@ -10,7 +10,9 @@ with labels of the mp36k **train** part only (the test part is never read):
   (standardised inputs and target) fitted on n = 100, 250 and 1,000 labels (3 draws each) and
   scored (MAE) on the other 2,000 - n pool crystals; the median over draws;
 * the **geometry** scores of :mod:`benchmarks.geometry` on the train polymorph families:
-  polymorph separation and polymorph ranking (Ridge and MLP on 1,000 pool labels);
+  polymorph separation and polymorph ranking (Ridge and MLP on 1,000 pool labels), and the
+  prototype distances (rock salt vs CsCl NaCl, a 5.64 vs 8.0 Å lattice, ...: synthetic
+  structures, standardised over the train families);
 * the **composition read-out**: how much of the composition a linear map recovers from the
   standardised vector, as the 5-fold cross-validated R^2 of ``RidgeCV`` predicting each of the
   9 site features (standardised element properties) averaged over a crystal's primitive cell,
@@ -19,8 +21,8 @@ with labels of the mp36k **train** part only (the test part is never read):
 
 The untrained encoder of the same architecture is scored as epoch 0. The selection score of an
 epoch is its mean probe MAE relative to epoch 0 (lower is better), reported beside the geometry
-scores; :func:`choose` picks the epoch with the best probe among those whose geometry scores are
-not below the untrained encoder's.
+scores; :func:`choose` picks the epoch with the best probe among those whose polymorph rankings
+and kept prototype distances (:data:`KEPT_PROTOTYPES`) are not below the untrained encoder's.
 
 Usage::
 
@@ -93,7 +95,7 @@ def score(weights: str | None, n_families: int | None = None) -> dict:
     X = geometry.matrix(pool, rep, weights)
     out = {"probe": probe(X, pool.labels), "composition_r2": composition_readout(X, pool.inputs)}
     out["geometry"] = geometry.evaluate(
-        rep, weights, part="train", quick=True, n_families=n_families
+        rep, weights, part="train", quick=True, n_families=n_families, with_prototypes=True
     )
     return out
 
@@ -104,16 +106,28 @@ def relative_probe(scores: dict, reference: dict) -> float:
     return float(np.mean([scores["probe"][k] / reference["probe"][k] for k in keys]))
 
 
+#: Prototype pairs that an epoch must keep at least as far apart as the untrained encoder.
+KEPT_PROTOTYPES = ("rock salt vs CsCl (NaCl)", "rock salt a=5.64 vs a=8.00 (NaCl)")
+
+
+def geometry_kept(scores: dict, base: dict) -> bool:
+    """Rankings not below the untrained encoder's, nor the prototype distances (when scored)."""
+    g, b = scores["geometry"], base["geometry"]
+    if g["ranking_ridge"] < b["ranking_ridge"] or g["ranking_mlp"] < b["ranking_mlp"]:
+        return False
+    if "prototypes" in g and "prototypes" in b:
+        return all(g["prototypes"][k] >= b["prototypes"][k] for k in KEPT_PROTOTYPES)
+    return True
+
+
 def choose(curve: dict) -> str:
-    """The epoch with the best relative probe whose geometry is not below the untrained one's."""
-    base = curve["epoch-000"]["geometry"]
-    ok = [
-        k
-        for k, v in curve.items()
-        if k != "epoch-000"
-        and v["geometry"]["ranking_ridge"] >= base["ranking_ridge"]
-        and v["geometry"]["ranking_mlp"] >= base["ranking_mlp"]
-    ]
+    """The epoch with the best relative probe whose geometry is not below the untrained one's.
+
+    Geometry: both polymorph rankings on the train families and, where they were scored, the
+    distances of :data:`KEPT_PROTOTYPES` (rock salt vs CsCl, and a 5.64 vs 8.0 Å lattice).
+    """
+    base = curve["epoch-000"]
+    ok = [k for k, v in curve.items() if k != "epoch-000" and geometry_kept(v, base)]
     candidates = ok or [k for k in curve if k != "epoch-000"]
     return min(candidates, key=lambda k: curve[k]["relative_probe"])
 
@@ -207,6 +221,13 @@ def run(
             pool = _pool()
             X = geometry.matrix(pool, "dim", str(path))
             entry["composition_r2"] = composition_readout(X, pool.inputs)
+        if "prototypes" not in entry["geometry"] and (
+            name == "epoch-000"
+            or (path.is_dir() and read_config(path)["sha256"] == entry["sha256"])
+        ):
+            # scored before the prototypes were part of the curve: add them (features cached)
+            weights = str(path) if name != "epoch-000" else None
+            entry["geometry"]["prototypes"] = _train_prototypes(weights)
     for path in epochs:
         if path.name in curve and curve[path.name].get("sha256") == sha[path.name]:
             continue
@@ -232,6 +253,15 @@ def run(
         history = read_config(epochs[-1])["training"]["history"]
         plot(curve, history, plot_path)
     return record
+
+
+def _train_prototypes(weights: str | None) -> dict[str, float]:
+    """Prototype distances standardised over the train families (as in :func:`score`)."""
+    rep = "dim" if weights else "dim-untrained"
+    pool = _pool()
+    fam, _ = geometry.families("train", exclude=set(pool.ids))
+    X = geometry.matrix(fam, rep, weights)
+    return geometry.prototype_distances(X, rep, weights)[0]
 
 
 def _untrained_like(weights_folder: Path, n_families: int | None = None) -> dict:

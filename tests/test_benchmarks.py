@@ -209,3 +209,27 @@ def test_phonon_claim_is_a_tie_unless_dim_wins_every_paired_fold():
     assert mixed.startswith("tie |") and "2 of 3 folds" in mixed
     assert report._phonon_verdict(reps([3, 3, 3], [2, 2, 2])).startswith("no |")
     assert "DIM (trained) 1.0 vs Magpie 2.0" in report._phonon_verdict(reps([1, 1, 1], [2, 2, 2]))
+
+
+def test_probe_curve_choice_keeps_the_prototypes_of_the_untrained_encoder():
+    from benchmarks.probe_curve import KEPT_PROTOTYPES, choose
+
+    def entry(probe, ranking, proto):
+        geometry = {"ranking_ridge": ranking, "ranking_mlp": ranking}
+        if proto is not None:
+            geometry["prototypes"] = dict.fromkeys(KEPT_PROTOTYPES, proto)
+        return {"relative_probe": probe, "geometry": geometry}
+
+    curve = {
+        "epoch-000": entry(1.0, 0.5, 5.0),
+        "epoch-001": entry(0.80, 0.6, 2.0),  # best probe, but rock salt and CsCl drew together
+        "epoch-002": entry(0.85, 0.6, 6.0),
+        "epoch-003": entry(0.82, 0.4, 9.0),  # ranks polymorphs below the untrained encoder
+    }
+    assert choose(curve) == "epoch-002"
+    # curves scored before the prototypes were recorded are chosen by the rankings alone
+    old = {
+        k: entry(v["relative_probe"], v["geometry"]["ranking_ridge"], None)
+        for k, v in curve.items()
+    }
+    assert choose(old) == "epoch-001"
