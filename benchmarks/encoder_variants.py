@@ -11,11 +11,11 @@ difference of the crystal vectors relative to their largest element:
 * ``distance table``: the distance embedding and the distance blocks of the first attention and
   value layers are a function of the distance alone, so they can be tabulated once on a grid
   (step 1/256 Å, up to the last Gaussian centre plus 8 widths) and interpolated linearly.
-  Fewer FLOPs, but gathering 128 values per bond from the table costs more than the matrix
-  products it replaces, and the interpolation error exceeds 1e-5.
+  Fewer FLOPs and somewhat faster, but the interpolation error exceeds the 1e-5 tolerance of
+  the regression vectors.
 * ``torch.compile``: inductor fuses the Mish/LayerNorm/add chains over the bonds. Faster in
-  steady state, but the first call compiles for minutes, needs a C++ compiler at run time and
-  recompiles for new shapes; not worth it for the data sets this package is used on.
+  steady state, but the first call compiles for about a minute, needs a C++ compiler at run
+  time and recompiles for new shapes.
 """
 
 from __future__ import annotations

@@ -289,7 +289,8 @@ def one_chemistry_check(X: np.ndarray, y: np.ndarray, reference_std: np.ndarray)
 def prototype_distances(X: np.ndarray, rep: str, weights: str | None):
     """Distances between prototype structures, standardised over the family matrix ``X``.
 
-    Returns the named distances and the distance function of two prototype names.
+    Returns the named distances and the distance function of two prototype names (its
+    ``names`` attribute lists them).
     """
     standardise = _standardiser(X)
     protos = prototypes()
@@ -299,6 +300,7 @@ def prototype_distances(X: np.ndarray, rep: str, weights: str | None):
     def dist(p, q):
         return float(np.linalg.norm(P[names.index(p)] - P[names.index(q)]))
 
+    dist.names = names
     distances = {
         "rock salt vs CsCl (NaCl)": dist("NaCl rock salt", "NaCl CsCl type"),
         "rock salt vs zinc blende (NaCl)": dist("NaCl rock salt", "NaCl zinc blende"),
@@ -358,7 +360,7 @@ def evaluate(
     out["prototypes"], dist = prototype_distances(X, rep, weights)
     if quick:
         return out
-    scan = [n for n in prototypes() if n.startswith("NaCl rock salt a=")]
+    scan = [n for n in dist.names if n.startswith("NaCl rock salt a=")]
     out["lattice_scan"] = {n.split("=")[1]: dist("NaCl rock salt a=5.64", n) for n in scan}
     reference_std = X.std(0)
     out["one_chemistry"] = {}

@@ -240,6 +240,27 @@ def _train_process(args, ddp_device) -> None:
     )
     from dimfeat.weights import save_pretrained
 
+    # settings first: a bad one is refused before any structure is read
+    config = TrainingConfig(
+        epochs=args.epochs,
+        lr=args.lr,
+        site_budget=args.site_budget,
+        validation_fraction=args.validation_fraction,
+        patience=args.patience,
+        false_samples=tuple(args.false_samples.split(",")),
+        local_false_samples=(
+            None if args.local_false_samples is None else tuple(args.local_false_samples.split(","))
+        ),
+        beta=args.beta,
+        local_pairs=args.local_pairs or None,
+        global_sites=args.global_sites or None,
+        composition_weight=args.composition_weight,
+        critic=args.critic,
+        local_constituent=args.local_constituent,
+        seed=args.seed,
+        mixed_precision=not args.no_amp,
+        max_seconds=None if args.max_minutes is None else 60 * args.max_minutes,
+    )
     start = time.perf_counter()
     main = is_main_process()  # under torchrun only rank 0 prints and writes files
     say = print if main else _quiet
@@ -272,26 +293,6 @@ def _train_process(args, ddp_device) -> None:
         f"cell ({dropped} larger ones left out)"
     )
 
-    config = TrainingConfig(
-        epochs=args.epochs,
-        lr=args.lr,
-        site_budget=args.site_budget,
-        validation_fraction=args.validation_fraction,
-        patience=args.patience,
-        false_samples=tuple(args.false_samples.split(",")),
-        local_false_samples=(
-            None if args.local_false_samples is None else tuple(args.local_false_samples.split(","))
-        ),
-        beta=args.beta,
-        local_pairs=args.local_pairs or None,
-        global_sites=args.global_sites or None,
-        composition_weight=args.composition_weight,
-        critic=args.critic,
-        local_constituent=args.local_constituent,
-        seed=args.seed,
-        mixed_precision=not args.no_amp,
-        max_seconds=None if args.max_minutes is None else 60 * args.max_minutes,
-    )
     device = ddp_device if ddp_device is not None else resolve_device(args.device)
     import torch
 

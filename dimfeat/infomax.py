@@ -69,6 +69,8 @@ __all__ = [
     "DIMHeads",
     "DeepInfoMaxLoss",
     "LossTerms",
+    "check_critic",
+    "check_false_samples",
 ]
 
 #: Kinds of false sample (see the module docstring).
@@ -91,6 +93,41 @@ DEFAULT_CRITIC = "mlp"
 STRAIN_RANGE = (1.05, 1.25)
 
 
+def check_false_samples(kinds, name: str = "false_samples") -> tuple[str, ...]:
+    """``kinds`` as a tuple, refused unless a usable non-empty subset of FALSE_SAMPLE_KINDS.
+
+    Raises
+    ------
+    ValueError
+        Naming ``name``, for an unknown kind, no kind, or ``permutation`` alone.
+    """
+    kinds = tuple(kinds)
+    unknown = set(kinds) - set(FALSE_SAMPLE_KINDS)
+    if unknown or not kinds:
+        raise ValueError(
+            f"{name} must be a non-empty subset of {FALSE_SAMPLE_KINDS}, got {kinds!r}"
+        )
+    if set(kinds) == {"permutation"}:
+        raise ValueError(
+            f"{name}=('permutation',) leaves crystals of one element without false "
+            "samples (shuffling their species changes nothing); add another kind"
+        )
+    return kinds
+
+
+def check_critic(critic: str) -> str:
+    """``critic`` itself, refused unless one of :data:`CRITICS`.
+
+    Raises
+    ------
+    ValueError
+        For any other value.
+    """
+    if critic not in CRITICS:
+        raise ValueError(f"critic must be one of {CRITICS}, got {critic!r}")
+    return critic
+
+
 class DIMHeads(nn.Module):
     """The four projections (output 128) of the DIM classifiers.
 
@@ -108,9 +145,10 @@ class DIMHeads(nn.Module):
         out: int = 128,
         local_constituent: str = "neighbour",
         composition: bool = False,
-        critic: str = "mlp",
+        critic: str = DEFAULT_CRITIC,
     ) -> None:
         super().__init__()
+        check_critic(critic)
         n_features = len(config.site_features) * (2 if local_constituent == "bond" else 1)
         n_distance = config.n_gaussians if config.distance_expansion == "gaussian" else 1
 
@@ -321,9 +359,7 @@ class DeepInfoMaxLoss(nn.Module):
         critic: str = DEFAULT_CRITIC,
     ) -> None:
         super().__init__()
-        if critic not in CRITICS:
-            raise ValueError(f"critic must be one of {CRITICS}, got {critic!r}")
-        self.critic = critic
+        self.critic = check_critic(critic)
         if not composition_weight >= 0:
             raise ValueError(f"composition_weight must be >= 0, got {composition_weight}")
         self.composition_weight = float(composition_weight)
@@ -338,11 +374,11 @@ class DeepInfoMaxLoss(nn.Module):
                 f"local_constituent must be 'neighbour' or 'bond', got {local_constituent!r}"
             )
         self.local_constituent = local_constituent
-        self.false_samples = _check_kinds(false_samples, "false_samples")
+        self.false_samples = check_false_samples(false_samples)
         self.local_false_samples = (
             self.false_samples
             if local_false_samples is None
-            else _check_kinds(local_false_samples, "local_false_samples")
+            else check_false_samples(local_false_samples, "local_false_samples")
         )
         self.heads = DIMHeads(
             config,
@@ -586,22 +622,6 @@ class DeepInfoMaxLoss(nn.Module):
         else:
             composition = torch.zeros_like(loss)
         return LossTerms(loss, local_js, global_js, local_kl, global_kl, composition)
-
-
-def _check_kinds(kinds, name: str) -> tuple[str, ...]:
-    """``kinds`` as a tuple, refused unless a usable non-empty subset of FALSE_SAMPLE_KINDS."""
-    kinds = tuple(kinds)
-    unknown = set(kinds) - set(FALSE_SAMPLE_KINDS)
-    if unknown or not kinds:
-        raise ValueError(
-            f"{name} must be a non-empty subset of {FALSE_SAMPLE_KINDS}, got {kinds!r}"
-        )
-    if set(kinds) == {"permutation"}:
-        raise ValueError(
-            f"{name}=('permutation',) leaves crystals of one element without false "
-            "samples (shuffling their species changes nothing); add another kind"
-        )
-    return kinds
 
 
 def _rows_part(own: torch.Tensor, rows: torch.Tensor, *, identity: bool):

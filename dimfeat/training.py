@@ -40,6 +40,8 @@ from dimfeat.infomax import (
     DEFAULT_LOCAL_PAIRS,
     FALSE_SAMPLE_KINDS,
     DeepInfoMaxLoss,
+    check_critic,
+    check_false_samples,
 )
 from dimfeat.inputs import Batch, CrystalInputs, batches_by_site_budget, collate
 
@@ -159,6 +161,16 @@ class TrainingConfig:
     }
     mixed_precision: bool = True
     max_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        # the objective's settings are checked here, so that a bad value is refused before any
+        # data is read, not when training starts
+        self.false_samples = check_false_samples(self.false_samples)
+        if self.local_false_samples is not None:
+            self.local_false_samples = check_false_samples(
+                self.local_false_samples, "local_false_samples"
+            )
+        check_critic(self.critic)
 
     def to_dict(self) -> dict:
         """JSON-ready dictionary."""
