@@ -261,3 +261,16 @@ def test_training_defaults_are_the_same_in_every_face():
         assert getattr(train, name) == getattr(config, name), name
     assert train.critic == config.critic and train.local_false_samples is None
     assert tuple(train.false_samples.split(",")) == config.false_samples
+
+
+def test_training_config_refuses_bad_objective_settings():
+    from dimfeat.encoder import EncoderConfig
+    from dimfeat.infomax import DIMHeads
+
+    with pytest.raises(ValueError, match="critic must be one of"):
+        TrainingConfig(critic="bilinear")
+    with pytest.raises(ValueError, match="critic must be one of"):
+        DIMHeads(EncoderConfig(), critic="bilinear")
+    with pytest.raises(ValueError, match="local_false_samples must be a non-empty subset"):
+        TrainingConfig(local_false_samples=())
+    assert TrainingConfig(false_samples=["other", "strain"]).false_samples == ("other", "strain")
