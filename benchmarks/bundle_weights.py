@@ -27,7 +27,10 @@ SELECTION = (
     "MLPRegressor(64), 100/250/1,000 labels, of the MAE relative to the untrained encoder "
     "(epoch 0; lower is better); 'separation' and 'ranking' are the polymorph scores on the "
     "train polymorph families (benchmarks/geometry.py). The selected epoch has the best probe "
-    "among the epochs whose two ranking scores are not below the untrained encoder's."
+    "among the epochs whose two ranking scores, and whose distances between rock-salt and "
+    "CsCl-type NaCl and between NaCl at a = 5.64 and 8.0 A, are not below the untrained "
+    "encoder's, and whose probe MAE is not above the untrained encoder's in any cell "
+    "(property, model, label count)."
 )
 
 
@@ -58,8 +61,10 @@ def bundle(
     training = dict(config["training"])
     last = max((p for p in run.glob("epoch-[0-9][0-9][0-9]")), key=lambda p: p.name)
     full_history = read_config(last)["training"]["history"]
+    # A run whose later epoch folders were not kept still ran every epoch that was scored.
+    scored = max(int(k[6:]) for k in curve)
     training.update(
-        epochs_run=len(full_history),
+        epochs_run=max(len(full_history), scored),
         run_history=full_history,
         selection={
             "epoch": int(name[6:]),

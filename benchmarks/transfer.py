@@ -104,6 +104,27 @@ def run_key(prop: str, n: int, init: str, seed: int) -> str:
     return f"{prop}|{n}|{init}|{seed}"
 
 
+def is_done(runs: list[dict], key: str, start_sha: str | None) -> bool:
+    """Whether the run ``key`` is recorded, from the same start weights; refuse other weights.
+
+    A recorded run counts only when its ``start_sha256`` (``None`` for random weights) is the
+    sha256 of the weights this run would start from: results of other weights (or of runs that
+    did not record theirs) are not mixed in silently.
+    """
+    recorded = [
+        r for r in runs if run_key(r["property"], r["n_labels"], r["init"], r["seed"]) == key
+    ]
+    if not recorded:
+        return False
+    got = recorded[0].get("start_sha256", "not recorded")
+    if got != start_sha:
+        raise SystemExit(
+            f"run {key} is recorded from start weights {got}, not {start_sha}: "
+            "write to another --out"
+        )
+    return True
+
+
 # -- runs -------------------------------------------------------------------------------------
 def epochs_for(
     n_labels: int, max_steps: int, validation_fraction: float = VALIDATION_FRACTION
@@ -121,7 +142,9 @@ def start_weights(init: str, prop: str, train, train_y, args) -> str | None:
     from dimfeat.regressor import SiteNetRegressor
 
     other = PROPERTIES[1 - PROPERTIES.index(prop)]
-    folder = CACHE / "transfer" / f"supervised-{other}-{args.supervised_n}"
+    folder = (
+        CACHE / "transfer" / f"supervised-{other}-{args.supervised_n}-e{args.supervised_epochs}"
+    )
     if not (folder / "config.json").is_file():
         rng = np.random.default_rng(TEST_SEED + 1)
         pick = rng.choice(len(train), args.supervised_n, replace=False)
@@ -165,16 +188,18 @@ def run(args: argparse.Namespace) -> None:
     if results.get("protocol", protocol) != protocol:
         raise SystemExit(f"{args.out} was written with another protocol; use another --out")
     results["protocol"] = protocol
-    done = {run_key(r["property"], r["n_labels"], r["init"], r["seed"]) for r in results["runs"]}
+    from dimfeat.weights import read_config, resolve_weights
+
     for prop in args.properties:
         test_y = np.array([table[test_ids[i]][prop] for i in test_pick])
         for seed in args.seeds:
             for n in args.labels:
                 pick = np.random.default_rng([seed, n]).choice(len(train), n, replace=False)
                 for init in args.inits:
-                    if run_key(prop, n, init, seed) in done:
-                        continue
                     weights = start_weights(init, prop, train, train_y, args)
+                    sha = read_config(resolve_weights(weights))["sha256"] if weights else None
+                    if is_done(results["runs"], run_key(prop, n, init, seed), sha):
+                        continue
                     start = time.perf_counter()
                     model = SiteNetRegressor(
                         weights=weights,
@@ -190,6 +215,7 @@ def run(args: argparse.Namespace) -> None:
                         "n_labels": n,
                         "init": init,
                         "seed": seed,
+                        "start_sha256": sha,
                         "test_mae": mae,
                         "epochs_run": len(model.history_),
                         "best_epoch": model.best_epoch_,

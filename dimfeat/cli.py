@@ -225,23 +225,11 @@ def _train(args) -> None:
         torch.distributed.destroy_process_group()
 
 
-def _train_process(args, ddp_device) -> None:
-    from dimfeat.distributed import barrier, is_main_process
-    from dimfeat.encoder import EncoderConfig
-    from dimfeat.inputs import load_inputs, save_inputs
-    from dimfeat.record import TrainingRecord
-    from dimfeat.runtime import EncoderRuntime
-    from dimfeat.training import (
-        SaveEveryEpoch,
-        TrainingConfig,
-        resolve_device,
-        split_validation,
-        train_dim,
-    )
-    from dimfeat.weights import save_pretrained
+def _training_config(args):
+    """The :class:`~dimfeat.training.TrainingConfig` of parsed ``dimfeat train`` arguments."""
+    from dimfeat.training import TrainingConfig
 
-    # settings first: a bad one is refused before any structure is read
-    config = TrainingConfig(
+    return TrainingConfig(
         epochs=args.epochs,
         lr=args.lr,
         site_budget=args.site_budget,
@@ -261,6 +249,24 @@ def _train_process(args, ddp_device) -> None:
         mixed_precision=not args.no_amp,
         max_seconds=None if args.max_minutes is None else 60 * args.max_minutes,
     )
+
+
+def _train_process(args, ddp_device) -> None:
+    from dimfeat.distributed import barrier, is_main_process
+    from dimfeat.encoder import EncoderConfig
+    from dimfeat.inputs import load_inputs, save_inputs
+    from dimfeat.record import TrainingRecord
+    from dimfeat.runtime import EncoderRuntime
+    from dimfeat.training import (
+        SaveEveryEpoch,
+        resolve_device,
+        split_validation,
+        train_dim,
+    )
+    from dimfeat.weights import save_pretrained
+
+    # settings first: a bad one is refused before any structure is read
+    config = _training_config(args)
     start = time.perf_counter()
     main = is_main_process()  # under torchrun only rank 0 prints and writes files
     say = print if main else _quiet

@@ -211,21 +211,26 @@ def test_phonon_claim_is_a_tie_unless_dim_wins_every_paired_fold():
     assert "DIM (trained) 1.0 vs Magpie 2.0" in report._phonon_verdict(reps([1, 1, 1], [2, 2, 2]))
 
 
-def test_probe_curve_choice_keeps_the_prototypes_of_the_untrained_encoder():
+def test_probe_curve_choice_keeps_the_prototypes_and_every_probe_cell_of_the_untrained_encoder():
     from benchmarks.probe_curve import KEPT_PROTOTYPES, choose
 
-    def entry(probe, ranking, proto):
+    def entry(probe, ranking, proto, band_gap=None):
         geometry = {"ranking_ridge": ranking, "ranking_mlp": ranking}
         if proto is not None:
             geometry["prototypes"] = dict.fromkeys(KEPT_PROTOTYPES, proto)
-        return {"relative_probe": probe, "geometry": geometry}
+        cells = {"formation_energy/mlp/1000": probe, "band_gap/mlp/1000": band_gap or probe}
+        return {"relative_probe": probe, "geometry": geometry, "probe": cells}
 
     curve = {
         "epoch-000": entry(1.0, 0.5, 5.0),
         "epoch-001": entry(0.80, 0.6, 2.0),  # best probe, but rock salt and CsCl drew together
-        "epoch-002": entry(0.85, 0.6, 6.0),
-        "epoch-003": entry(0.82, 0.4, 9.0),  # ranks polymorphs below the untrained encoder
+        "epoch-002": entry(0.84, 0.6, 6.0, band_gap=1.02),  # better mean, worse band gap
+        "epoch-003": entry(0.86, 0.6, 6.0),
+        "epoch-004": entry(0.82, 0.4, 9.0),  # ranks polymorphs below the untrained encoder
     }
+    assert choose(curve) == "epoch-003"
+    # when every epoch that keeps the geometry loses a probe cell, the geometry alone decides
+    del curve["epoch-003"]
     assert choose(curve) == "epoch-002"
     # curves scored before the prototypes were recorded are chosen by the rankings alone
     old = {
@@ -233,3 +238,112 @@ def test_probe_curve_choice_keeps_the_prototypes_of_the_untrained_encoder():
         for k, v in curve.items()
     }
     assert choose(old) == "epoch-001"
+
+
+def test_bundle_writes_the_chosen_epoch_with_the_whole_run_and_refuses_another_folder(
+    small_structures, tmp_path
+):
+    """bundle_weights copies the chosen epoch's weights and records how many epochs were run,
+    also when the later epochs' folders were not kept; a folder that was not scored is refused."""
+    import torch
+
+    from benchmarks.bundle_weights import bundle
+    from dimfeat.encoder import SiteNetEncoder
+    from dimfeat.inputs import build_many
+    from dimfeat.training import DIMTrainer, SaveEveryEpoch, TrainingConfig, split_validation
+    from dimfeat.weights import load_encoder, read_config
+
+    inputs, _ = build_many(small_structures[:40], max_atoms=24)
+    train_idx, valid_idx = split_validation(len(inputs), 0.25, seed=0)
+    run = tmp_path / "epochs"
+    torch.manual_seed(0)
+    encoder = SiteNetEncoder()
+    config = TrainingConfig(epochs=3, site_budget=200, patience=None)
+    save = SaveEveryEpoch(run, {"max_atoms": 24, "symprec": 0.01}, {"command": "dimfeat train"})
+    DIMTrainer(encoder, config, torch.device("cpu"), callbacks=[save]).fit(
+        [inputs[i] for i in train_idx], [inputs[i] for i in valid_idx]
+    )
+    sha = {k: read_config(run / f"epoch-{k:03d}")["sha256"] for k in (1, 2, 3)}
+    geometry = {"separation": 0.1, "ranking_ridge": 0.5, "ranking_mlp": 0.5}
+    entry = {"relative_probe": 1.0, "geometry": geometry, "probe": {"band_gap/mlp/1000": 1.0}}
+    curve = {f"epoch-{k:03d}": {**entry, "sha256": sha.get(k)} for k in (0, 1, 2, 3)}
+    curve["epoch-002"]["relative_probe"] = 0.9  # the best probe: the chosen epoch
+    (run / "probe_curve.json").write_text(json.dumps({"curve": curve}))
+    for path in (run / "epoch-003").iterdir():  # the last epoch was scored, then not kept
+        path.unlink()
+    (run / "epoch-003").rmdir()
+
+    out = bundle(run, tmp_path / "bundled", hardware="2-core CPU", data={"n_train": 30})
+    training = read_config(out)["training"]
+    assert read_config(out)["sha256"] == sha[2]
+    assert training["selection"]["epoch"] == 2
+    assert set(training["selection"]["curve"]) == {"0", "1", "2", "3"}
+    assert training["epochs_run"] == 3 and len(training["run_history"]) == 2
+    assert training["hardware"] == "2-core CPU" and training["data"]["n_train"] == 30
+    bundled, _ = load_encoder(out)
+    chosen, _ = load_encoder(run / "epoch-002")
+    for a, b in zip(bundled.state_dict().values(), chosen.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert "Epochs run: 3" in (out / "README.md").read_text()
+
+    curve["epoch-002"]["sha256"] = sha[1]  # scores of another folder
+    (run / "probe_curve.json").write_text(json.dumps({"curve": curve}))
+    with pytest.raises(SystemExit, match="not the folder that was scored"):
+        bundle(run, tmp_path / "refused")
+
+
+def test_ablation_trains_the_bundled_recipe_with_only_the_other_false_samples(tmp_path):
+    """The ablation's dimfeat train command reproduces every recorded setting of the bundled
+    weights but the false samples, and stops at the bundled weights' epoch."""
+    from benchmarks.paper import ablation
+    from dimfeat import cli
+    from dimfeat.training import TrainingConfig
+    from dimfeat.weights import read_config, resolve_weights
+
+    settings, data = ablation.recipe()
+    bundled = read_config(resolve_weights("sitenet-dim-mp36k"))["training"]
+    assert settings["epochs"] == bundled["selection"]["epoch"]
+    assert settings["false_samples"] == ["other"] and settings["local_false_samples"] is None
+    args = cli._parser().parse_args(["train", *ablation.command(settings, data, tmp_path / "x")])
+    trained = json.loads(json.dumps(cli._training_config(args).to_dict()))
+    assert trained == settings
+    recorded = {**TrainingConfig.ADDED_SETTINGS, **bundled["settings"]}
+    changed = {k for k in recorded if recorded[k] != trained[k]}
+    assert changed == {"false_samples", "epochs"}
+    assert args.max_primitive_sites == data["max_primitive_sites"] and args.part == "train"
+
+
+def test_ablation_claim_is_called_from_paired_draws():
+    worse = {"dim-no-synthetic": {"50": [2, 2, 2, 2]}, "dim-untrained": {"50": [1, 1, 1, 1]}}
+    assert report._ablation_claim(worse, "band_gap", "mlp").split(" | ")[1] == "yes"
+    tied = {"dim-no-synthetic": {"50": [2, 0, 2, 0]}, "dim-untrained": {"50": [1, 1, 1, 1]}}
+    row = report._ablation_claim(tied, "band_gap", "mlp")
+    assert row.split(" | ")[1] == "no" and "50% of draws worse, tie" in row
+
+
+def test_transfer_resumes_only_runs_of_the_same_start_weights():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import transfer
+
+    runs = [
+        {"property": "band_gap", "n_labels": 50, "init": "dim", "seed": 0, "start_sha256": "a"},
+        {"property": "band_gap", "n_labels": 50, "init": "random", "seed": 0},  # not recorded
+    ]
+    assert transfer.is_done(runs, "band_gap|50|dim|0", "a")
+    assert not transfer.is_done(runs, "band_gap|100|dim|0", "a")
+    with pytest.raises(SystemExit, match="recorded from start weights a, not b"):
+        transfer.is_done(runs, "band_gap|50|dim|0", "b")
+    with pytest.raises(SystemExit, match="not recorded"):
+        transfer.is_done(runs, "band_gap|50|random|0", None)
+
+
+def test_probe_by_labels_averages_the_two_properties_per_model_and_label_count():
+    from benchmarks.probe_curve import LABELS, MODELS, PROPERTIES, probe_by_labels
+
+    keys = [f"{p}/{m}/{n}" for p in PROPERTIES for m in MODELS for n in LABELS]
+    base = {"probe": dict.fromkeys(keys, 2.0)}
+    scores = {"probe": {k: (1.0 if k.startswith("band_gap") else 3.0) for k in keys}}
+    scores["probe"]["band_gap/linear/100"] = 4.0
+    groups = probe_by_labels(scores, base)
+    assert set(groups) == {f"{m}/{n}" for m in MODELS for n in LABELS}
+    assert groups["mlp/1000"] == 1.0 and groups["linear/100"] == 1.75

@@ -1,126 +1,182 @@
-"""Fig. 11: DIM without synthetic false samples vs with all four kinds, on an equal CPU budget.
+"""Fig. 11: DIM without synthetic false samples, trained exactly like the bundled weights.
 
-Two encoders are trained from scratch with the bundled model's settings (AdamW lr 8.12e-4,
-weight decay 0.01, 1,200 sites per batch, alpha 1, beta 0.1, seed 0) on the same
-``N_PRETRAIN`` eligible train crystals (5% held out for model selection by the
-self-supervised loss) for the same ``EPOCHS`` epochs and no early stopping: one with
-``false_samples=("other",)`` (only other crystals of the batch are false samples, the paper's
-ablation), one with all four kinds. Both, the bundled model and untrained DIM then go through
-the Fig. 8 protocol for formation energy. Training checkpoints after every epoch and resumes.
+The bundled weights' ``config.json`` records their recipe (every training setting), their data
+(the mp36k ``train`` part, at most ``max_primitive_sites`` atoms in the primitive cell, the
+seeded validation hold-out) and the epoch chosen for them. This trains one more encoder from
+the same random start with all of that unchanged except the false samples: only
+``("other",)``, other crystals of the batch, the paper's ablation (no synthetic polymorph,
+composition, permutation or strain crystals, in the local or the global loss). It runs
+``dimfeat train`` for as many epochs as the bundled epoch had, so both encoders have the same
+budget. Then the bundled weights, this encoder and the untrained encoder go through the Fig. 8
+protocol (:mod:`benchmarks.paper.representation`: same pool, test crystals and paired draws)
+for formation energy and band gap, both models, every label count.
 
-``python -m benchmarks.paper.ablation [--epochs 6] [--n-pretrain 5000]``
+The trained encoder is reused only when its ``config.json`` records exactly the settings and
+epochs this would train with; otherwise it is refused (delete the folder to retrain).
+Training checkpoints after every epoch and resumes.
+
+``python -m benchmarks.paper.ablation [--weights NAME_OR_FOLDER] [--draws N]``
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
-import time
 from pathlib import Path
 
 from benchmarks.paper import features as F
 from benchmarks.paper import protocol as P
-from benchmarks.paper.representation import DEFAULT_WEIGHTS, RESULTS, describe, evaluate
-from dimfeat.infomax import FALSE_SAMPLE_KINDS
+from benchmarks.paper.representation import (
+    DEFAULT_WEIGHTS,
+    PROPERTIES,
+    RESULTS,
+    UNITS,
+    describe,
+    evaluate,
+)
 
-EPOCHS = 6
-VARIANTS = {
-    "dim-no-synthetic": ("other",),
-    "dim-all-false": FALSE_SAMPLE_KINDS,  # the bundled recipe's kinds
+VARIANT = "dim-no-synthetic"
+ABLATED = {"false_samples": ["other"], "local_false_samples": None}
+
+# dimfeat train option of each recorded setting (settings without an option keep their default)
+OPTIONS = {
+    "lr": "--lr",
+    "site_budget": "--site-budget",
+    "validation_fraction": "--validation-fraction",
+    "patience": "--patience",
+    "beta": "--beta",
+    "local_constituent": "--local-constituent",
+    "local_pairs": "--local-pairs",
+    "global_sites": "--global-sites",
+    "composition_weight": "--composition-weight",
+    "critic": "--critic",
+    "seed": "--seed",
 }
 
 
-def train(variant: str, *, epochs: int = EPOCHS, n_pretrain: int = F.N_PRETRAIN) -> Path:
-    """Train (or resume, or reuse) one ablation encoder; returns its weights folder."""
-    import torch
+def recipe(weights: str = DEFAULT_WEIGHTS) -> tuple[dict, dict]:
+    """``(settings, data)`` of the ablation: the bundled record with other false samples.
 
-    from dimfeat.record import TrainingRecord
-    from dimfeat.runtime import EncoderRuntime
-    from dimfeat.training import TrainingConfig, train_dim
-    from dimfeat.weights import InputSettings, save_pretrained
+    ``settings["epochs"]`` is the bundled weights' epoch (the selected one when the run went on
+    past it).
+    """
+    from dimfeat.training import TrainingConfig
+    from dimfeat.weights import read_config, resolve_weights
 
-    folder = F.CACHE / "ablation" / f"{variant}-n{n_pretrain}-e{epochs}"
+    training = read_config(resolve_weights(weights)).get("training") or {}
+    if not training.get("settings") or not training.get("history"):
+        raise SystemExit(f"{weights} records no training settings and history to ablate")
+    selection = training.get("selection") or {}
+    epochs = int(selection.get("epoch") or len(training["history"]))
+    # settings added after the weights were trained have the value they were trained with
+    recorded = {**TrainingConfig.ADDED_SETTINGS, **training["settings"]}
+    settings = {**recorded, **ABLATED, "epochs": epochs}
+    return settings, training.get("data", {})
+
+
+def command(settings: dict, data: dict, folder: Path) -> list[str]:
+    """``dimfeat train`` arguments that train the ablation encoder into ``folder``."""
+    unknown = {"weight_decay": 0.01, "alpha": 1.0}
+    for key, default in unknown.items():  # settings dimfeat train has no option for
+        if settings.get(key, default) != default:
+            raise SystemExit(f"the bundled {key}={settings[key]} cannot be set by dimfeat train")
+    argv = [
+        str(F.MP36K),
+        "--split",
+        str(F.SPLIT),
+        "--part",
+        "train",
+        "-o",
+        str(folder),
+        "--cache",
+        str(F.CACHE / "mp36k_train_dimfeat_inputs.npz"),
+        "--checkpoint-dir",
+        str(folder.with_suffix(".ckpt")),
+        "--max-primitive-sites",
+        str(data.get("max_primitive_sites", F.MAX_PRIMITIVE_SITES)),
+        "--epochs",
+        str(settings["epochs"]),
+        "--false-samples",
+        ",".join(settings["false_samples"]),
+        "--name",
+        f"ablation-{VARIANT}",
+        "--device",
+        "cpu",
+    ]
+    for key, option in OPTIONS.items():
+        if settings.get(key) is not None:
+            argv += [option, str(settings[key])]
+    return argv
+
+
+def train(weights: str = DEFAULT_WEIGHTS) -> Path:
+    """Train (resume, or reuse when it provably matches) the ablation encoder; its folder."""
+    from dimfeat.cli import main as dimfeat_main
+    from dimfeat.weights import read_config
+
+    settings, data = recipe(weights)
+    folder = F.CACHE / "ablation" / f"{VARIANT}-of-{F.weights_key(weights)[:12]}"
     if (folder / "config.json").is_file():
+        recorded = read_config(folder)["training"]["settings"]
+        mismatch = {k: (recorded.get(k), v) for k, v in settings.items() if recorded.get(k) != v}
+        if mismatch:
+            raise SystemExit(
+                f"{folder} was trained with other settings {mismatch} (recorded, wanted); "
+                "delete it to retrain"
+            )
         return folder
-    torch.set_num_threads(1)
-    data = F.mp36k_subset(
-        "train", n_pretrain, seed=F.SEED, name=f"mp36k-pretrain{n_pretrain}", structures=False
-    )
-    config = TrainingConfig(
-        epochs=epochs,
-        patience=None,
-        validation_fraction=0.05,
-        false_samples=VARIANTS[variant],
-        seed=0,
-    )
-    encoder = EncoderRuntime.create(None, seed=config.seed).encoder
-    start = time.perf_counter()
-    history, sizes = train_dim(
-        encoder,
-        data.inputs,
-        config,
-        torch.device("cpu"),
-        checkpoint_dir=folder.with_suffix(".ckpt"),
-    )
-    training = TrainingRecord(
-        command=f"python -m benchmarks.paper.ablation --epochs {epochs} --n-pretrain {n_pretrain}",
-        data={"description": data.description, **sizes},
-        settings=config.to_dict(),
-        start_weights=None,
-        hardware=f"CPU ({platform.processor() or platform.machine()}), 1 thread",
-        wall_time_s=round(time.perf_counter() - start, 1),
-        torch_version=torch.__version__,
-        history=history,
-    )
-    save_pretrained(
-        folder, encoder, inputs=InputSettings(), training=training, name=f"ablation-{variant}"
-    )
-    print(f"[ablation] trained {variant} in {training.wall_time_s:.0f} s -> {folder}")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    dimfeat_main(["train", *command(settings, data, folder)])
+    trained = read_config(folder)["training"]["data"]
+    for key in ("n_train", "n_valid"):
+        if key in data and trained.get(key) != data[key]:
+            raise SystemExit(
+                f"{folder} trained on {key}={trained.get(key)} crystals, the bundled weights "
+                f"on {data[key]}: not the same data"
+            )
     return folder
 
 
-def run(weights: str = DEFAULT_WEIGHTS, *, epochs: int = EPOCHS, n_pretrain=F.N_PRETRAIN):
-    """Train both variants, evaluate them for formation energy and write ``ablation.json``."""
-    folders = {v: train(v, epochs=epochs, n_pretrain=n_pretrain) for v in VARIANTS}
+def run(weights: str = DEFAULT_WEIGHTS, draws: int | None = None) -> dict:
+    """Train the ablation encoder, evaluate the three encoders and write ``ablation.json``."""
+    from dimfeat.weights import read_config
+
+    folder = train(weights)
     specs = {
-        "dim-bundled": ("dim", weights),
-        **{v: ("dim", str(f)) for v, f in folders.items()},
+        "dim": ("dim", weights),
+        VARIANT: ("dim", str(folder)),
         "dim-untrained": ("dim-untrained", None),
     }
     pool, test = F.pool(), F.first(F.test_set(), F.N_SCORE)
-    # Cells are keyed by representation identity, so the bundled and untrained DIM cells of
-    # the Fig. 8 run are reused.
+    # cells are keyed by representation identity: the Fig. 8 run's DIM cells are reused
     checkpoint = P.Checkpoint(F.CACHE / "runs" / "representation.json")
+    n_draws = P.n_draws if draws is None else (lambda n: min(draws, P.n_draws(n)))
     results, scaling = evaluate(
-        specs,
-        pool=pool,
-        test=test,
-        checkpoint=checkpoint,
-        properties=("formation_energy_per_atom",),
+        specs, pool=pool, test=test, checkpoint=checkpoint, properties=PROPERTIES, draws=n_draws
     )
-    histories = {
-        v: json.loads((f / "config.json").read_text())["training"] for v, f in folders.items()
-    }
     meta = describe(specs, pool, test)
-    meta["representations"].update(
-        {v: f"DIM trained from scratch, false_samples={VARIANTS[v]}" for v in VARIANTS}
-    )
+    meta["draws"] = {str(n): n_draws(n) for n in P.LABEL_COUNTS}
+    pretraining = {}
+    for label, path in (("dim", weights), (VARIANT, str(folder))):
+        from dimfeat.weights import resolve_weights
+
+        training = read_config(resolve_weights(path))["training"]
+        history = training["history"]
+        epoch = (training.get("selection") or {}).get("epoch") or len(history)
+        record = next(h for h in history if h["epoch"] == epoch)
+        pretraining[label] = {
+            "epochs": epoch,
+            "data": training["data"],
+            "settings": training["settings"],
+            "hardware": training.get("hardware"),
+            "seconds": round(sum(h["seconds"] for h in history if h["epoch"] <= epoch), 1),
+            "valid_loss": record.get("valid_loss"),
+        }
     payload = {
         "experiment": "Fig. 11 ablation: synthetic false samples",
         **meta,
-        "pretraining": {
-            v: {
-                "epochs": len(h["history"]),
-                "wall_time_s": h["wall_time_s"],
-                "data": h["data"],
-                "settings": h["settings"],
-                "final_valid_loss": h["history"][-1].get("valid_loss"),
-                "hardware": h["hardware"],
-            }
-            for v, h in histories.items()
-        },
-        "units": {"formation_energy_per_atom": "eV/atom"},
+        "pretraining": pretraining,
+        "units": {p: UNITS[p] for p in PROPERTIES},
         "input_scaling": scaling,
         "mae": results,
     }
@@ -133,10 +189,9 @@ def run(weights: str = DEFAULT_WEIGHTS, *, epochs: int = EPOCHS, n_pretrain=F.N_
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", default=DEFAULT_WEIGHTS)
-    parser.add_argument("--epochs", type=int, default=EPOCHS)
-    parser.add_argument("--n-pretrain", type=int, default=F.N_PRETRAIN)
+    parser.add_argument("--draws", type=int, default=None, help="at most this many draws")
     args = parser.parse_args(argv)
-    run(args.weights, epochs=args.epochs, n_pretrain=args.n_pretrain)
+    run(args.weights, args.draws)
 
 
 if __name__ == "__main__":
