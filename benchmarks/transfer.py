@@ -14,7 +14,8 @@ when absent), keeping crystals with <= 50 atoms in the primitive cell. Labels ar
 model is scored on one fixed test subset of ``--n-test`` crystals (``default_rng(2025)``) drawn
 from the test part: scoring all 6,423 would cost ~50 s of CPU per run, more than training at 50
 labels. Each run's test MAE is appended to ``benchmarks/results/transfer.json`` as soon as it is
-known; a rerun skips the runs already there, so an interrupted benchmark resumes.
+known, under a file lock (one process per ``--properties`` can share the file); a rerun skips the
+runs already there from the same starting weights, so an interrupted benchmark resumes.
 
 CPU budget: a run trains for at most ``--max-steps`` AdamW steps of 32 crystals
 (``epochs = min(200, ceil(max_steps / steps_per_epoch))``), with early stopping (patience 20) on
@@ -98,6 +99,22 @@ def save_results(path: Path, results: dict) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(results, indent=1) + "\n")
     tmp.replace(path)
+
+
+def append_run(path: Path, record: dict, protocol: dict) -> None:
+    """Add one run to the results file under a lock, re-reading it first, so that runs of
+    several processes (e.g. one per property) land in the same file."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = load_results(path)
+        if results.get("protocol", protocol) != protocol:
+            raise SystemExit(f"{path} was written with another protocol; use another --out")
+        results["protocol"] = protocol
+        results["runs"].append(record)
+        save_results(path, results)
 
 
 def run_key(prop: str, n: int, init: str, seed: int) -> str:
@@ -223,7 +240,7 @@ def run(args: argparse.Namespace) -> None:
                         "seconds": time.perf_counter() - start,
                     }
                     results["runs"].append(record)
-                    save_results(args.out, results)
+                    append_run(args.out, record, protocol)
                     print(json.dumps(record), flush=True)
 
 

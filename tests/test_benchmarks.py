@@ -347,3 +347,17 @@ def test_probe_by_labels_averages_the_two_properties_per_model_and_label_count()
     groups = probe_by_labels(scores, base)
     assert set(groups) == {f"{m}/{n}" for m in MODELS for n in LABELS}
     assert groups["mlp/1000"] == 1.0 and groups["linear/100"] == 1.75
+
+
+def test_transfer_runs_of_two_writers_land_in_one_file(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import transfer
+
+    path, protocol = tmp_path / "transfer.json", {"max_steps": 200}
+    first = {"property": "band_gap", "n_labels": 50, "init": "dim", "seed": 0}
+    second = {**first, "property": "formation_energy_per_atom"}
+    transfer.append_run(path, first, protocol)
+    transfer.append_run(path, second, protocol)  # as another process would, from its own list
+    assert json.loads(path.read_text())["runs"] == [first, second]
+    with pytest.raises(SystemExit, match="another protocol"):
+        transfer.append_run(path, first, {"max_steps": 100})
