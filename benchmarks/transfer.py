@@ -3,8 +3,9 @@
 Usage (from the repository root)::
 
     python benchmarks/transfer.py run  [--properties formation_energy_per_atom band_gap]
-                                       [--labels 50 100 250 1000] [--seeds 0 1 2]
-                                       [--inits random dim] [--n-test 1000] [--max-steps 200]
+                                       [--labels 50 100 250 1000] [--seeds 0 1 ... 11]
+                                       [--inits random dim supervised] [--n-test 1000]
+                                       [--max-steps 200]
     python benchmarks/transfer.py plot [--paper benchmarks/results/paper]
 
 Data: mp36k (CGCNN Materials Project set) with ``split.json``. Model inputs come from the cache of
@@ -345,23 +346,46 @@ def plot(args: argparse.Namespace) -> None:
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(FIGURES / "transfer_vs_representation.png", dpi=120)
-    print(table(med))
+    print(table(runs))
 
 
-def table(med: dict) -> str:
+def table(runs: list[dict]) -> str:
+    """Markdown: median [quartiles] of the test MAE per property, label count and start, and
+    for each pre-trained start the seeds (paired: same labels, same head seed) it beats random.
+    """
+    inits = [i for i in ("random", "dim", "supervised") if any(r["init"] == i for r in runs)]
+    by_key = {(r["property"], r["n_labels"], r["init"], r["seed"]): r["test_mae"] for r in runs}
     lines = []
     for prop in PROPERTIES:
-        keys = sorted({(n, i) for (p, n, i) in med if p == prop})
-        if not keys:
+        counts = sorted({r["n_labels"] for r in runs if r["property"] == prop})
+        if not counts:
             continue
-        lines += [f"\n{prop} ({UNITS[prop]}): median test MAE (runs)"]
-        for n in sorted({n for n, _ in keys}):
-            cells = [
-                f"{i}: {med[(prop, n, i)][0]:.4f} ({med[(prop, n, i)][1]})"
-                for m, i in keys
-                if m == n
-            ]
-            lines.append(f"  {n:5d} labels  " + "  ".join(cells))
+        lines += [
+            "",
+            f"**{prop}**: test MAE ({UNITS[prop]}), median [quartiles] over seeds (runs); "
+            "paired: seeds where the start beats random init on the same labels",
+            "",
+            "| labels | "
+            + " | ".join(f"{i} init" for i in inits)
+            + " | "
+            + " | ".join(f"{i} better" for i in inits if i != "random")
+            + " |",
+            "|---|" + "---|" * (2 * len(inits) - 1),
+        ]
+        for n in counts:
+            cells, wins = [], []
+            for init in inits:
+                v = [m for (p, k, i, _), m in by_key.items() if (p, k, i) == (prop, n, init)]
+                q1, q2, q3 = np.percentile(v, [25, 50, 75]) if v else (np.nan,) * 3
+                cells.append(f"{q2:.3f} [{q1:.3f}, {q3:.3f}] ({len(v)})")
+                if init != "random":
+                    pairs = [
+                        (m, by_key[(p, k, "random", seed)])
+                        for (p, k, i, seed), m in by_key.items()
+                        if (p, k, i) == (prop, n, init) and (p, k, "random", seed) in by_key
+                    ]
+                    wins.append(f"{sum(a < b for a, b in pairs)}/{len(pairs)}")
+            lines.append(f"| {n} | " + " | ".join(cells + wins) + " |")
     return "\n".join(lines)
 
 
@@ -370,9 +394,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("command", choices=["run", "plot"])
     parser.add_argument("--properties", nargs="+", default=list(PROPERTIES), choices=PROPERTIES)
     parser.add_argument("--labels", nargs="+", type=int, default=[50, 100, 250, 1000])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(range(12)))
     parser.add_argument(
-        "--inits", nargs="+", default=["random", "dim"], choices=["random", "dim", "supervised"]
+        "--inits",
+        nargs="+",
+        default=["random", "dim", "supervised"],
+        choices=["random", "dim", "supervised"],
     )
     parser.add_argument("--n-test", type=int, default=1000)
     parser.add_argument("--max-steps", type=int, default=200)

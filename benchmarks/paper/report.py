@@ -539,11 +539,18 @@ def write() -> None:
         "DIM vectors and DIM cells are recomputed. Results for earlier bundled weights are kept "
         "as `benchmarks/results/paper/*_<sha256 prefix>.json`.",
         "",
-        "## Not reproduced here",
+        "## Fig. 6: training curves",
         "",
-        "- Fig. 6 (training curves): `docs/figures/training_curves.png`, made separately.",
-        "- Fig. 7 (transfer learning of a supervised Site-Net from DIM weights): not part of "
-        "this benchmark suite.",
+        "Validation losses of every epoch of the run the bundled weights were chosen from "
+        "(`python benchmarks/plot_training.py`, read from their `config.json`); the marked "
+        "epoch is the one bundled, chosen by train-split probe and geometry scores.",
+        "",
+        "![training curves](figures/training_curves.png)",
+        "",
+        "## Fig. 7: transfer learning",
+        "",
+        "On its own page, [Transfer learning](transfer.md) (`benchmarks/transfer.py`): "
+        "`SiteNetRegressor` fine-tuned from random, DIM and supervised starting weights.",
         "",
     ]
     DOC.write_text(_public("\n".join(doc)))

@@ -8,8 +8,11 @@ and rerun at any time. For new DIM weights only the DIM vectors and DIM cells ar
 
 Stages: ``fast`` (Fig. 8 without OFM, Fig. 13 without OFM, t-SNE), ``geometry`` (structure
 sensitivity on the test polymorph families, :mod:`benchmarks.geometry`), ``ofm`` (OFM features of
-the mp36k subsets, Fig. 8 with OFM), ``ablation`` (Fig. 11, two CPU trainings),
-``ofm-phonons`` (OFM of the 1,265 phonon structures, Fig. 13 with OFM).
+the mp36k subsets, Fig. 8 with OFM), ``ablation`` (Fig. 11, one CPU training),
+``ofm-phonons`` (OFM of the 1,265 phonon structures, Fig. 13 with OFM), ``transfer`` (Fig. 7,
+:mod:`benchmarks.transfer`: 288 fine-tuning runs of about 30 s each on one core, resumed from
+``benchmarks/results/transfer.json``; the bundled weights only). The ``fast`` stage also redraws
+the training curves (Fig. 6) from the weights' recorded history.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import argparse
 import os
 import time
 
-STAGES = ("fast", "geometry", "ofm", "ablation", "ofm-phonons")
+STAGES = ("fast", "geometry", "ofm", "ablation", "ofm-phonons", "transfer")
 
 
 def main(argv=None) -> None:
@@ -46,9 +49,21 @@ def main(argv=None) -> None:
         report.write()
 
     def run_fast() -> None:
+        from benchmarks import plot_training
+
         representation.run(args.weights, fast)
         phonons.run(args.weights, fast)
         tsne.run(args.weights)
+        plot_training.main(["--config", args.weights])
+
+    def run_transfer() -> None:
+        from benchmarks import transfer
+
+        if args.weights != representation.DEFAULT_WEIGHTS:
+            print("== transfer: runs only with the bundled weights; skipped")
+            return
+        transfer.main(["run"])
+        transfer.main(["plot"])
 
     def run_ofm() -> None:
         pool, test = F.pool(), F.first(F.test_set(), F.N_SCORE)
@@ -72,6 +87,7 @@ def main(argv=None) -> None:
     stage("ofm", run_ofm)
     stage("ablation", lambda: ablation.run(args.weights))
     stage("ofm-phonons", run_ofm_phonons)
+    stage("transfer", run_transfer)
     print(f"== done in {time.perf_counter() - t0:.0f} s")
 
 
