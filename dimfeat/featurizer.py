@@ -28,7 +28,6 @@ from dimfeat.inputs import (
     DISORDER_POLICIES,
     CrystalInputs,
     as_structure_list,
-    build_inputs,
     check_structures,
     to_structure,
 )
@@ -615,24 +614,13 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         if not misses:
             return vectors, errors
         inputs, failed = self._inputs(
-            [structures[i] for i in misses], ignore_errors=True, progress=progress, stacklevel=5
+            [structures[i] for i in misses],
+            ignore_errors=ignore_errors,
+            progress=progress,
+            stacklevel=5,
+            positions=misses,  # errors name the position in X
         )
-        for k in sorted(failed):  # the error again, naming the position in X
-            i = misses[k]
-            try:
-                build_inputs(
-                    structures[i],
-                    max_atoms=runtime.inputs.max_atoms,
-                    symprec=runtime.inputs.symprec,
-                    index=i,
-                    disorder=self.disorder,
-                )
-            except Exception:
-                if not ignore_errors:
-                    raise
-                errors[i] = traceback.format_exc()
-            else:  # pragma: no cover - build_many and build_inputs agree
-                errors[i] = failed[k]
+        errors.update({misses[k]: text for k, text in failed.items()})
         rows = self._encode_rows(inputs, progress)
         for k, i in enumerate(misses):
             if inputs[k] is not None:
@@ -651,7 +639,13 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         return vectors
 
     def _inputs(
-        self, X: Any, *, ignore_errors: bool, progress: bool | dict = False, stacklevel: int = 4
+        self,
+        X: Any,
+        *,
+        ignore_errors: bool,
+        progress: bool | dict = False,
+        stacklevel: int = 4,
+        positions: Sequence[int] | None = None,
     ) -> tuple[list[CrystalInputs | None], dict[int, str]]:
         return self.get_runtime().build(
             X,
@@ -661,6 +655,7 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
             progress=progress,
             owner="DeepInfoMaxFeaturizer",
             stacklevel=stacklevel,
+            positions=positions,
         )
 
     def _encode(self, inputs: list[CrystalInputs], progress: bool | dict = False) -> np.ndarray:

@@ -1032,7 +1032,7 @@ def check_structures(X: Any) -> list:
 
 def _build_chunk(
     structures: list,
-    offset: int,
+    positions: Sequence[int],
     max_atoms: int,
     symprec: float,
     ignore_errors: bool,
@@ -1040,7 +1040,8 @@ def _build_chunk(
     bar: Any = None,
     parent_pid: int | None = None,
 ) -> tuple[list[CrystalInputs | None], dict[int, str], int]:
-    """Inputs, errors by position and the number of disordered structures that were ordered."""
+    """Inputs, errors by index in ``structures`` and the number of disordered structures that
+    were ordered; messages name ``positions[k]`` for the k-th structure."""
     if parent_pid is not None:  # in a joblib worker: do not outlive the parent
         from dimfeat._workers import exit_with_parent
 
@@ -1052,13 +1053,13 @@ def _build_chunk(
         warnings.filterwarnings("ignore", module="pymatgen")
         for k, item in enumerate(structures):
             try:
-                structure = to_structure(item, offset + k)
+                structure = to_structure(item, positions[k])
                 inputs.append(
                     build_inputs(
                         structure,
                         max_atoms=max_atoms,
                         symprec=symprec,
-                        index=offset + k,
+                        index=positions[k],
                         disorder=disorder,
                     )
                 )
@@ -1067,7 +1068,7 @@ def _build_chunk(
                 if not ignore_errors:
                     raise
                 inputs.append(None)
-                errors[offset + k] = traceback.format_exc()
+                errors[k] = traceback.format_exc()
             if bar is not None:
                 bar.update(1)
     return inputs, errors, n_ordered
@@ -1082,6 +1083,7 @@ def build_many(
     ignore_errors: bool = False,
     disorder: str = "error",
     progress: bool | dict = False,
+    positions: Sequence[int] | None = None,
 ) -> tuple[list[CrystalInputs | None], dict[int, str]]:
     """:func:`build_inputs` for many structures, in chunks on ``n_jobs`` processes (joblib).
 
@@ -1101,19 +1103,25 @@ def build_many(
         raising.
     progress : bool or dict, default=False
         Show a tqdm progress bar on stderr (a dict: keyword arguments for ``tqdm``).
+    positions : sequence of int, optional
+        The position of each structure that error messages name (default: its index in
+        ``structures``), e.g. its row in a caller's larger input when only some rows are built.
 
     Returns
     -------
     inputs : list of CrystalInputs or None
     errors : dict of int to str
-        Traceback text by position, for the structures that failed.
+        Traceback text by index in ``structures``, for the structures that failed.
     """
     structures = list(structures)
+    positions = list(range(len(structures)) if positions is None else positions)
+    if len(positions) != len(structures):
+        raise ValueError(f"{len(positions)} positions for {len(structures)} structures")
     bar = progress_bar(progress, len(structures), "model inputs")
     try:
         if n_jobs == 1 or len(structures) <= 64:
             inputs, errors, n_ordered = _build_chunk(
-                structures, 0, max_atoms, symprec, ignore_errors, disorder, bar
+                structures, positions, max_atoms, symprec, ignore_errors, disorder, bar
             )
         else:
             import os
@@ -1129,14 +1137,21 @@ def build_many(
             settings = (max_atoms, symprec, ignore_errors, disorder, None, os.getpid())
             parts = []
             for part in Parallel(n_jobs=n_jobs, return_as="generator")(
-                delayed(_build_chunk)([structures[i] for i in b], int(b[0]), *settings)
+                delayed(_build_chunk)(
+                    [structures[i] for i in b], [positions[i] for i in b], *settings
+                )
                 for b in bounds
             ):
                 parts.append(part)
                 if bar is not None:
                     bar.update(len(part[0]))
             inputs = [x for part in parts for x in part[0]]
-            errors = {k: v for part in parts for k, v in part[1].items()}
+            # chunk errors are keyed within the chunk: shift them to the index in structures
+            errors = {
+                int(b[0]) + k: v
+                for b, part in zip(bounds, parts, strict=True)
+                for k, v in part[1].items()
+            }
             n_ordered = sum(part[2] for part in parts)
     finally:
         if bar is not None:

@@ -319,7 +319,7 @@ class EncoderRuntime:
             As for :func:`structures_to_inputs`.
         **options
             Keyword options of :func:`structures_to_inputs` (``n_jobs``, ``ignore_errors``,
-            ``disorder``, ``progress``, ``owner``, ``stacklevel``).
+            ``disorder``, ``progress``, ``owner``, ``stacklevel``, ``positions``).
 
         Returns
         -------
@@ -425,6 +425,7 @@ def structures_to_inputs(
     progress: bool | dict = False,
     owner: str = "dimfeat",
     stacklevel: int = 2,
+    positions: Sequence[int] | None = None,
 ) -> tuple[list[CrystalInputs | None], dict[int, str]]:
     """Model inputs of structures under ``settings`` (``max_atoms``, ``symprec``).
 
@@ -448,6 +449,8 @@ def structures_to_inputs(
         Named in the progress bar's description.
     stacklevel : int, default=2
         Of the warning about large cells (2: the caller of this function).
+    positions : sequence of int, optional
+        Positions that error messages name (see :func:`dimfeat.inputs.build_many`).
 
     Returns
     -------
@@ -469,6 +472,7 @@ def structures_to_inputs(
         ignore_errors=ignore_errors,
         disorder=disorder,
         progress=bar_options(progress, f"{owner}: model inputs"),
+        positions=positions,
     )
     large = [c.n_sites for c in inputs if c is not None and c.n_sites > settings.max_atoms]
     if large:

@@ -369,6 +369,23 @@ def test_build_many_names_the_failing_index_or_collects_errors(cscl, nacl):
     assert "TypeError" in errors[4] and "(structure 4), got int" in errors[4]
 
 
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_build_many_names_the_callers_positions_and_keys_errors_by_index(cscl, nacl, n_jobs):
+    """``positions`` (e.g. the rows of X that missed a cache) are what messages name; the
+    errors stay keyed by the index in the list, in process chunks too (> 64 structures)."""
+    alloy = Structure(Lattice.cubic(3.6), [{"Fe": 0.5, "Ni": 0.5}], [[0, 0, 0]])
+    structures = [cscl, nacl] * 40
+    structures[70] = alloy
+    positions = [1000 + 3 * k for k in range(len(structures))]
+    inputs, errors = build_many(structures, positions=positions, ignore_errors=True, n_jobs=n_jobs)
+    assert list(errors) == [70] and inputs[70] is None and inputs[69] is not None
+    assert "structure 1210" in errors[70]
+    with pytest.raises(InvalidStructureError, match=r"structure 1210\b"):
+        build_many(structures, positions=positions, n_jobs=n_jobs)
+    with pytest.raises(ValueError, match="2 positions for 80 structures"):
+        build_many(structures, positions=[0, 1])
+
+
 def test_as_structure_list_accepts_sequences_and_refuses_a_bare_structure(cscl, nacl):
     import pandas as pd
 
