@@ -27,10 +27,11 @@ SELECTION = (
     "MLPRegressor(64), 100/250/1,000 labels, of the MAE relative to the untrained encoder "
     "(epoch 0; lower is better); 'separation' and 'ranking' are the polymorph scores on the "
     "train polymorph families (benchmarks/geometry.py). The selected epoch has the best probe "
-    "among the epochs whose two ranking scores, and whose distances between rock-salt and "
-    "CsCl-type NaCl and between NaCl at a = 5.64 and 8.0 A, are not below the untrained "
-    "encoder's, and whose probe MAE is not above the untrained encoder's in any cell "
-    "(property, model, label count)."
+    "among the epochs that keep the geometry (both rankings not below the untrained encoder's, "
+    "and, where they were scored, rock-salt vs CsCl-type NaCl and NaCl at a = 5.64 vs 8.0 A at "
+    "least as far apart) and whose probe MAE is not above the untrained encoder's in any cell; "
+    "when no epoch passes every cell, the best probe among those that keep the geometry; when "
+    "none keeps it, the best probe."
 )
 
 

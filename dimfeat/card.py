@@ -43,6 +43,8 @@ def _recipe(config: dict[str, Any]) -> list[str]:
     local = settings.get("local_false_samples")
     if local is not None:
         kinds = f"{kinds} (local loss: {', '.join(local)})"
+    if settings.get("synthetic_weight", 1.0) != 1.0:
+        kinds = f"{kinds}; each synthetic kind weighted {settings['synthetic_weight']} of other"
     return [
         f"- Distance input: {distance}.",
         f"- False samples: {kinds}.",

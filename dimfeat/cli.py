@@ -23,8 +23,12 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from dimfeat.training import TrainingConfig
 
 __all__ = ["main"]
 
@@ -225,7 +229,12 @@ def _train(args) -> None:
         torch.distributed.destroy_process_group()
 
 
-def _training_config(args):
+def _command_line(args: argparse.Namespace) -> str:
+    """The ``dimfeat`` command line that was parsed into ``args`` (shell-quoted)."""
+    return "dimfeat " + " ".join(shlex.quote(a) for a in getattr(args, "argv", sys.argv[1:]))
+
+
+def _training_config(args: argparse.Namespace) -> TrainingConfig:
     """The :class:`~dimfeat.training.TrainingConfig` of parsed ``dimfeat train`` arguments."""
     from dimfeat.training import TrainingConfig
 
@@ -244,6 +253,7 @@ def _training_config(args):
         global_sites=args.global_sites or None,
         composition_weight=args.composition_weight,
         critic=args.critic,
+        synthetic_weight=args.synthetic_weight,
         local_constituent=args.local_constituent,
         seed=args.seed,
         mixed_precision=not args.no_amp,
@@ -322,7 +332,7 @@ def _train_process(args, ddp_device) -> None:
     )
     callbacks = []
     if args.save_every_epoch:
-        command = "dimfeat " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        command = _command_line(args)
         record = {
             "command": command,
             "data": data,
@@ -351,7 +361,7 @@ def _train_process(args, ddp_device) -> None:
     if ddp_device is not None:
         data["world_size"] = int(os.environ["WORLD_SIZE"])
     training = TrainingRecord(
-        command="dimfeat " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        command=_command_line(args),
         data=data,
         settings=config.to_dict(),
         start_weights=args.weights,
@@ -666,6 +676,7 @@ def _parser() -> argparse.ArgumentParser:
         DEFAULT_GLOBAL_SITES,
         DEFAULT_LOCAL_CONSTITUENT,
         DEFAULT_LOCAL_PAIRS,
+        DEFAULT_SYNTHETIC_WEIGHT,
         FALSE_SAMPLE_KINDS,
     )
     from dimfeat.training import VALIDATION_FRACTION, TrainingConfig
@@ -767,6 +778,12 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=DEFAULT_COMPOSITION_WEIGHT,
         help="weight of the composition read-out term (0: the paper's objective)",
+    )
+    train.add_argument(
+        "--synthetic-weight",
+        type=float,
+        default=DEFAULT_SYNTHETIC_WEIGHT,
+        help="weight of each synthetic kind of false sample relative to 'other' (1: all alike)",
     )
     train.add_argument(
         "--critic",
@@ -893,7 +910,9 @@ def main(argv: list[str] | None = None) -> None:
         ``DIMFEAT_DEBUG=1`` the exception propagates with its traceback instead); code 130
         when interrupted.
     """
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = _parser().parse_args(argv)
+    args.argv = argv  # recorded as the training command
     if args.command == "featurize" and args.weights is None:
         from dimfeat.weights import DEFAULT_WEIGHTS
 

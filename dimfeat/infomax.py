@@ -65,6 +65,7 @@ __all__ = [
     "DEFAULT_GLOBAL_SITES",
     "DEFAULT_LOCAL_CONSTITUENT",
     "DEFAULT_LOCAL_PAIRS",
+    "DEFAULT_SYNTHETIC_WEIGHT",
     "FALSE_SAMPLE_KINDS",
     "DIMHeads",
     "DeepInfoMaxLoss",
@@ -88,6 +89,7 @@ DEFAULT_GLOBAL_SITES = 6
 
 DEFAULT_COMPOSITION_WEIGHT = 0.0
 DEFAULT_CRITIC = "mlp"
+DEFAULT_SYNTHETIC_WEIGHT = 1.0
 
 #: Range of the ``strain`` false samples' distance factor: exp(+-U(log 1.05, log 1.25)).
 STRAIN_RANGE = (1.05, 1.25)
@@ -343,6 +345,12 @@ class DeepInfoMaxLoss(nn.Module):
         estimate stays unbiased while the local encoder runs on fewer sites.
     composition_weight : float, default=0.0
         Weight gamma of the composition term (see the module docstring); 0 leaves it out.
+    synthetic_weight : float, default=1.0
+        Weight of each synthetic kind of false sample (every kind but ``other``) relative to
+        ``other`` in the mean over kinds, in both losses. 1 weighs every kind alike; smaller
+        values move the objective toward the paper's ablation (``other`` only), which keeps
+        more of what small models need for formation energy and band gap and less of the
+        structure (see the training docs). Must be > 0.
     """
 
     def __init__(
@@ -357,9 +365,13 @@ class DeepInfoMaxLoss(nn.Module):
         composition_weight: float = DEFAULT_COMPOSITION_WEIGHT,
         local_false_samples: tuple[str, ...] | None = None,
         critic: str = DEFAULT_CRITIC,
+        synthetic_weight: float = DEFAULT_SYNTHETIC_WEIGHT,
     ) -> None:
         super().__init__()
         self.critic = check_critic(critic)
+        if not synthetic_weight > 0:
+            raise ValueError(f"synthetic_weight must be > 0, got {synthetic_weight}")
+        self.synthetic_weight = float(synthetic_weight)
         if not composition_weight >= 0:
             raise ValueError(f"composition_weight must be >= 0, got {composition_weight}")
         self.composition_weight = float(composition_weight)
@@ -464,10 +476,15 @@ class DeepInfoMaxLoss(nn.Module):
                 part = _rows_part(own, rows, identity=kind in ("composition", "permutation"))
 
             term = self._pair_term(encoder, q, sampler, site, neigh, d, b.mask[rows], part)
-            valid = self._changed(kind, b, rows, site, neigh)
+            valid = self._changed(kind, b, rows, site, neigh) * self._kind_weight(kind)
             false_sum = false_sum + term * valid
             false_count = false_count + valid
-        return (loss + false_sum / false_count.clamp_min(1)).mean()
+        # a weighted mean over the kinds; where no kind applies, false_sum is 0 too
+        return (loss + false_sum / false_count.clamp_min(1e-12)).mean()
+
+    def _kind_weight(self, kind: str) -> float:
+        """Weight of a kind of false sample in the mean over kinds."""
+        return 1.0 if kind == "other" else self.synthetic_weight
 
     def _pair_term(self, encoder, q, sampler, site, neigh, d, mask, part, *, true=False):
         """Weighted mean over an environment's pairs of ``softplus(-+score)``, per row.
@@ -523,9 +540,10 @@ class DeepInfoMaxLoss(nn.Module):
                 false_uc = self.heads.global_c(mu)
             score = (uz[owner] * false_uc).sum(-1)
             term = _segment_mean(F.softplus(score), owner, n_crystals)
+            valid = valid * self._kind_weight(kind)
             false_sum = false_sum + term * valid
             false_count = false_count + valid
-        return (loss + false_sum / false_count.clamp_min(1)).mean()
+        return (loss + false_sum / false_count.clamp_min(1e-12)).mean()
 
     # -- false samples --------------------------------------------------------------------------
     @staticmethod

@@ -38,6 +38,7 @@ from dimfeat.infomax import (
     DEFAULT_GLOBAL_SITES,
     DEFAULT_LOCAL_CONSTITUENT,
     DEFAULT_LOCAL_PAIRS,
+    DEFAULT_SYNTHETIC_WEIGHT,
     FALSE_SAMPLE_KINDS,
     DeepInfoMaxLoss,
     check_critic,
@@ -125,6 +126,9 @@ class TrainingConfig:
     composition_weight : float
         Weight of the composition term (0: the paper's objective; see
         :class:`~dimfeat.infomax.DeepInfoMaxLoss`).
+    synthetic_weight : float
+        Weight of each synthetic kind of false sample relative to ``other`` (1: all alike; see
+        :class:`~dimfeat.infomax.DeepInfoMaxLoss`).
     seed : int
         Seeds initialisation, shuffling, the validation split and the false samples.
     mixed_precision : bool
@@ -149,6 +153,7 @@ class TrainingConfig:
     composition_weight: float = DEFAULT_COMPOSITION_WEIGHT
     local_false_samples: tuple[str, ...] | None = None
     critic: str = DEFAULT_CRITIC
+    synthetic_weight: float = DEFAULT_SYNTHETIC_WEIGHT
     seed: int = 0
 
     #: Settings added after checkpoints were first written, with the value that reproduces the
@@ -158,6 +163,7 @@ class TrainingConfig:
         "composition_weight": 0.0,
         "local_false_samples": None,
         "critic": "mlp",
+        "synthetic_weight": 1.0,
     }
     mixed_precision: bool = True
     max_seconds: float | None = None
@@ -171,6 +177,8 @@ class TrainingConfig:
                 self.local_false_samples, "local_false_samples"
             )
         check_critic(self.critic)
+        if not self.synthetic_weight > 0:
+            raise ValueError(f"synthetic_weight must be > 0, got {self.synthetic_weight}")
 
     def to_dict(self) -> dict:
         """JSON-ready dictionary."""
@@ -600,6 +608,7 @@ class DIMObjective(Objective):
             config.composition_weight,
             config.local_false_samples,
             config.critic,
+            config.synthetic_weight,
         ).to(device)
 
     def modules(self) -> dict[str, torch.nn.Module]:

@@ -294,23 +294,63 @@ def test_bundle_writes_the_chosen_epoch_with_the_whole_run_and_refuses_another_f
 
 def test_ablation_trains_the_bundled_recipe_with_only_the_other_false_samples(tmp_path):
     """The ablation's dimfeat train command reproduces every recorded setting of the bundled
-    weights but the false samples, and stops at the bundled weights' epoch."""
+    weights but the false samples, and their architecture and input settings; it stops at the
+    bundled weights' epoch."""
     from benchmarks.paper import ablation
     from dimfeat import cli
     from dimfeat.training import TrainingConfig
     from dimfeat.weights import read_config, resolve_weights
 
-    settings, data = ablation.recipe()
-    bundled = read_config(resolve_weights("sitenet-dim-mp36k"))["training"]
-    assert settings["epochs"] == bundled["selection"]["epoch"]
+    settings, reference = ablation.recipe()
+    bundled = read_config(resolve_weights("sitenet-dim-mp36k"))
+    assert settings["epochs"] == bundled["training"]["selection"]["epoch"]
     assert settings["false_samples"] == ["other"] and settings["local_false_samples"] is None
-    args = cli._parser().parse_args(["train", *ablation.command(settings, data, tmp_path / "x")])
+    argv = ablation.command(settings, reference, tmp_path / "x")
+    args = cli._parser().parse_args(["train", *argv])
     trained = json.loads(json.dumps(cli._training_config(args).to_dict()))
     assert trained == settings
-    recorded = {**TrainingConfig.ADDED_SETTINGS, **bundled["settings"]}
-    changed = {k for k in recorded if recorded[k] != trained[k]}
-    assert changed == {"false_samples", "epochs"}
-    assert args.max_primitive_sites == data["max_primitive_sites"] and args.part == "train"
+    recorded = {**TrainingConfig.ADDED_SETTINGS, **bundled["training"]["settings"]}
+    assert {k for k in recorded if recorded[k] != trained[k]} == {"false_samples", "epochs"}
+    assert args.max_primitive_sites == reference["data"]["max_primitive_sites"]
+    assert (args.max_atoms, args.symprec) == (bundled["inputs"]["max_atoms"], 0.01)
+    assert args.distance_expansion == bundled["encoder"]["distance_expansion"]
+    assert args.global_dim == bundled["encoder"]["global_dim"] and args.part == "train"
+    # settings recorded as None: "all pairs" and "all sites" are 0 on the command line ...
+    loose = {**settings, "local_pairs": None, "global_sites": None}
+    args = cli._parser().parse_args(["train", *ablation.command(loose, reference, tmp_path)])
+    config = cli._training_config(args)
+    assert config.local_pairs is None and config.global_sites is None
+    # ... no patience cannot be said, and neither can another weight decay
+    for bad in ({"patience": None}, {"weight_decay": 0.1}):
+        with pytest.raises(SystemExit, match="cannot be"):
+            ablation.command({**settings, **bad}, reference, tmp_path)
+
+
+def test_ablation_refuses_an_encoder_trained_otherwise(tmp_path):
+    import torch
+
+    from benchmarks.paper import ablation
+    from dimfeat.encoder import EncoderConfig, SiteNetEncoder
+    from dimfeat.weights import save_pretrained
+
+    settings = {"epochs": 2, "false_samples": ["other"], "beta": 0.01}
+    data = {"n_train": 30, "n_valid": 2}
+    torch.manual_seed(0)
+    encoder = SiteNetEncoder(EncoderConfig())
+    inputs = {"max_atoms": 24, "symprec": 0.01}
+
+    def folder(name, **changes):
+        record = {"settings": {**settings, **changes}, "data": data, "history": [{"epoch": 2}]}
+        return save_pretrained(tmp_path / name, encoder, inputs=inputs, training=record)
+
+    reference = {"data": data, "encoder": encoder.config.to_dict(), "inputs": inputs}
+    ablation.check(folder("same"), settings, reference)
+    with pytest.raises(SystemExit, match=r"'beta': \(0.1, 0.01\)"):
+        ablation.check(folder("beta", beta=0.1), settings, reference)
+    with pytest.raises(SystemExit, match="inputs"):
+        ablation.check(
+            folder("same"), settings, {**reference, "inputs": {**inputs, "max_atoms": 50}}
+        )
 
 
 def test_ablation_claim_is_called_from_paired_draws():
@@ -349,15 +389,32 @@ def test_probe_by_labels_averages_the_two_properties_per_model_and_label_count()
     assert groups["mlp/1000"] == 1.0 and groups["linear/100"] == 1.75
 
 
-def test_transfer_runs_of_two_writers_land_in_one_file(tmp_path):
+def _append_runs(path: str, first: int) -> None:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import transfer
 
-    path, protocol = tmp_path / "transfer.json", {"max_steps": 200}
-    first = {"property": "band_gap", "n_labels": 50, "init": "dim", "seed": 0}
-    second = {**first, "property": "formation_energy_per_atom"}
-    transfer.append_run(path, first, protocol)
-    transfer.append_run(path, second, protocol)  # as another process would, from its own list
-    assert json.loads(path.read_text())["runs"] == [first, second]
+    for seed in range(first, first + 20):
+        record = {"property": "band_gap", "n_labels": 50, "init": "dim", "seed": seed}
+        transfer.append_run(Path(path), record, {"max_steps": 200})
+
+
+def test_transfer_runs_of_two_writers_land_in_one_file(tmp_path):
+    """Two processes appending at once lose no run (the file lock), and a protocol change is
+    refused."""
+    import multiprocessing
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import transfer
+
+    path = tmp_path / "transfer.json"
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=_append_runs, args=(str(path), k)) for k in (0, 100)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(60)
+        assert w.exitcode == 0
+    seeds = sorted(r["seed"] for r in json.loads(path.read_text())["runs"])
+    assert seeds == [*range(20), *range(100, 120)]
     with pytest.raises(SystemExit, match="another protocol"):
-        transfer.append_run(path, first, {"max_steps": 100})
+        transfer.append_run(path, {"seed": 0}, {"max_steps": 100})

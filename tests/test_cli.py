@@ -116,15 +116,20 @@ def test_train_from_the_cache_reproduces_the_weights(trained, cgcnn, capsys):
     )
 
 
-def test_train_records_the_local_false_samples_and_the_critic(trained, cgcnn):
+def test_train_records_the_objective_settings_and_its_own_command(trained, cgcnn):
     folder, _, _ = cgcnn
     out = trained / "paper-local"
     kinds = "other,polymorph,composition"
     argv = [*_train_args(out, folder, trained / "inputs.npz"), "--local-false-samples", kinds]
-    main([*argv, "--critic", "linear"])
-    settings = json.loads((out / "config.json").read_text())["training"]["settings"]
+    argv += ["--critic", "linear", "--synthetic-weight", "0.5"]
+    main(argv)
+    training = json.loads((out / "config.json").read_text())["training"]
+    settings = training["settings"]
+    # the arguments given to main, not the process's own sys.argv (e.g. pytest's)
+    assert training["command"] == "dimfeat " + " ".join(argv)
     assert settings["local_false_samples"] == kinds.split(",")
-    assert settings["critic"] == "linear"
+    assert settings["critic"] == "linear" and settings["synthetic_weight"] == 0.5
+    assert "each synthetic kind weighted 0.5 of other" in (out / "README.md").read_text()
     assert settings["false_samples"] == list(FALSE_SAMPLE_KINDS)
     assert f"(local loss: {kinds.replace(',', ', ')})" in (out / "README.md").read_text()
     assert sha256_of(out / "model.safetensors") != sha256_of(

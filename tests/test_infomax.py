@@ -211,6 +211,32 @@ def test_linear_critic_makes_the_scores_linear_in_the_vectors(batch):
         _model(critic="bilinear")
 
 
+def test_synthetic_weight_is_a_weighted_mean_over_the_kinds(batch):
+    """The weight scales each synthetic kind against ``other``: among synthetic kinds alone it
+    cancels out (a weighted mean, not a sum), next to ``other`` it moves the loss, and it must
+    be positive."""
+
+    def js(weight, kinds):
+        encoder, criterion = _model(false_samples=kinds, synthetic_weight=weight)
+        terms = criterion(encoder, batch, _gen())
+        return float(terms.local_dim.detach()), float(terms.global_dim.detach())
+
+    synthetic = ("polymorph", "composition", "permutation")
+    for weight in (0.25, 3.0):
+        assert js(weight, synthetic) == pytest.approx(js(1.0, synthetic), rel=1e-6)
+    # other, polymorph and strain apply to every row (the same draws for every weight), so the
+    # false term is (T_other + w (T_polymorph + T_strain)) / (1 + 2 w) in every row: the loss at
+    # w = 1 lies a third of the way from the other-only end (w -> 0) to the synthetic end
+    kinds = ("other", "polymorph", "strain")
+    low, one, high = js(1e-9, kinds), js(1.0, kinds), js(1e9, kinds)
+    for k in range(2):  # local and global
+        assert one[k] == pytest.approx((low[k] + 2 * high[k]) / 3, rel=1e-5)
+        assert abs(low[k] - high[k]) > 1e-3  # the weight does move the loss
+    for bad in (0.0, -1.0):
+        with pytest.raises(ValueError, match="synthetic_weight must be > 0"):
+            _model(synthetic_weight=bad)
+
+
 def test_bond_constituents(batch):
     encoder, criterion = _model(local_constituent="bond")
     n_distance = encoder.config.n_gaussians

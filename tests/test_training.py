@@ -274,3 +274,5 @@ def test_training_config_refuses_bad_objective_settings():
     with pytest.raises(ValueError, match="local_false_samples must be a non-empty subset"):
         TrainingConfig(local_false_samples=())
     assert TrainingConfig(false_samples=["other", "strain"]).false_samples == ("other", "strain")
+    with pytest.raises(ValueError, match="synthetic_weight must be > 0"):
+        TrainingConfig(synthetic_weight=0.0)

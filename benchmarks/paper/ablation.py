@@ -38,7 +38,8 @@ from benchmarks.paper.representation import (
 VARIANT = "dim-no-synthetic"
 ABLATED = {"false_samples": ["other"], "local_false_samples": None}
 
-# dimfeat train option of each recorded setting (settings without an option keep their default)
+# dimfeat train option of each recorded setting; None is written as 0 where the option means
+# "none" by 0, and refused where the option cannot say None
 OPTIONS = {
     "lr": "--lr",
     "site_budget": "--site-budget",
@@ -49,91 +50,144 @@ OPTIONS = {
     "local_pairs": "--local-pairs",
     "global_sites": "--global-sites",
     "composition_weight": "--composition-weight",
+    "synthetic_weight": "--synthetic-weight",
     "critic": "--critic",
     "seed": "--seed",
 }
+NONE_AS_ZERO = ("local_pairs", "global_sites")
+#: settings dimfeat train has no option for: the ablation needs the bundled value to be these
+FIXED = {"weight_decay": 0.01, "alpha": 1.0, "max_seconds": None}
 
 
 def recipe(weights: str = DEFAULT_WEIGHTS) -> tuple[dict, dict]:
-    """``(settings, data)`` of the ablation: the bundled record with other false samples.
+    """The ablation's recipe: the bundled weights' record with ``other`` as the only false sample.
 
-    ``settings["epochs"]`` is the bundled weights' epoch (the selected one when the run went on
-    past it).
+    Parameters
+    ----------
+    weights : str
+        Bundled weights name or weights folder whose ``config.json`` records its training.
+
+    Returns
+    -------
+    settings : dict
+        Every training setting (those added to dimfeat after the weights were trained take the
+        value they were trained with); ``settings["epochs"]`` is the bundled weights' epoch
+        (the selected one when the run went on past it).
+    reference : dict
+        What else must match: ``data`` (the training record's data block), ``encoder`` and
+        ``inputs`` (the architecture and input settings of the bundled ``config.json``).
     """
     from dimfeat.training import TrainingConfig
     from dimfeat.weights import read_config, resolve_weights
 
-    training = read_config(resolve_weights(weights)).get("training") or {}
+    config = read_config(resolve_weights(weights))
+    training = config.get("training") or {}
     if not training.get("settings") or not training.get("history"):
         raise SystemExit(f"{weights} records no training settings and history to ablate")
     selection = training.get("selection") or {}
     epochs = int(selection.get("epoch") or len(training["history"]))
-    # settings added after the weights were trained have the value they were trained with
     recorded = {**TrainingConfig.ADDED_SETTINGS, **training["settings"]}
     settings = {**recorded, **ABLATED, "epochs": epochs}
-    return settings, training.get("data", {})
+    reference = {
+        "data": training.get("data", {}),
+        "encoder": config["encoder"],
+        "inputs": config["inputs"],
+    }
+    return settings, reference
 
 
-def command(settings: dict, data: dict, folder: Path) -> list[str]:
-    """``dimfeat train`` arguments that train the ablation encoder into ``folder``."""
-    unknown = {"weight_decay": 0.01, "alpha": 1.0}
-    for key, default in unknown.items():  # settings dimfeat train has no option for
-        if settings.get(key, default) != default:
+def command(settings: dict, reference: dict, work: Path) -> list[str]:
+    """``dimfeat train`` arguments that train the ablation encoder in the folder ``work``.
+
+    Every epoch is saved under ``work/epochs`` (:func:`encoder_folder` is the one used); the
+    run's checkpoints go to ``work/checkpoints``.
+
+    Raises
+    ------
+    SystemExit
+        When a setting of the recipe cannot be expressed by ``dimfeat train``.
+    """
+    for key, value in FIXED.items():
+        if settings.get(key, value) != value:
             raise SystemExit(f"the bundled {key}={settings[key]} cannot be set by dimfeat train")
+    encoder, inputs = reference["encoder"], reference["inputs"]
     argv = [
         str(F.MP36K),
-        "--split",
-        str(F.SPLIT),
-        "--part",
-        "train",
-        "-o",
-        str(folder),
-        "--cache",
-        str(F.CACHE / "mp36k_train_dimfeat_inputs.npz"),
-        "--checkpoint-dir",
-        str(folder.with_suffix(".ckpt")),
+        "--split", str(F.SPLIT),
+        "--part", "train",
+        "-o", str(work / "last"),
+        "--save-every-epoch", str(work / "epochs"),
+        "--checkpoint-dir", str(work / "checkpoints"),
+        "--cache", str(F.CACHE / "mp36k_train_dimfeat_inputs.npz"),
         "--max-primitive-sites",
-        str(data.get("max_primitive_sites", F.MAX_PRIMITIVE_SITES)),
-        "--epochs",
-        str(settings["epochs"]),
-        "--false-samples",
-        ",".join(settings["false_samples"]),
-        "--name",
-        f"ablation-{VARIANT}",
-        "--device",
-        "cpu",
-    ]
+        str(reference["data"].get("max_primitive_sites", F.MAX_PRIMITIVE_SITES)),
+        "--max-atoms", str(inputs["max_atoms"]),
+        "--symprec", str(inputs["symprec"]),
+        "--distance-expansion", encoder.get("distance_expansion", "linear"),
+        "--global-dim", str(encoder["global_dim"]),
+        "--epochs", str(settings["epochs"]),
+        "--false-samples", ",".join(settings["false_samples"]),
+        "--name", f"ablation-{VARIANT}",
+        "--device", "cpu",
+    ]  # fmt: skip
     for key, option in OPTIONS.items():
-        if settings.get(key) is not None:
-            argv += [option, str(settings[key])]
+        value = settings.get(key)
+        if value is None and key in NONE_AS_ZERO:
+            value = 0
+        elif value is None:
+            raise SystemExit(f"the bundled {key}=None cannot be passed to dimfeat train")
+        argv += [option, str(value)]
     return argv
 
 
-def train(weights: str = DEFAULT_WEIGHTS) -> Path:
-    """Train (resume, or reuse when it provably matches) the ablation encoder; its folder."""
-    from dimfeat.cli import main as dimfeat_main
+def encoder_folder(work: Path, settings: dict) -> Path:
+    """The ablation encoder: the weights saved after the bundled weights' epoch."""
+    return work / "epochs" / f"epoch-{settings['epochs']:03d}"
+
+
+def check(folder: Path, settings: dict, reference: dict) -> None:
+    """Refuse ``folder`` unless it was trained with ``settings`` on the reference's data, with
+    its architecture and input settings (raises ``SystemExit`` naming what differs)."""
+    from dimfeat.training import TrainingConfig
     from dimfeat.weights import read_config
 
-    settings, data = recipe(weights)
-    folder = F.CACHE / "ablation" / f"{VARIANT}-of-{F.weights_key(weights)[:12]}"
-    if (folder / "config.json").is_file():
-        recorded = read_config(folder)["training"]["settings"]
-        mismatch = {k: (recorded.get(k), v) for k, v in settings.items() if recorded.get(k) != v}
-        if mismatch:
-            raise SystemExit(
-                f"{folder} was trained with other settings {mismatch} (recorded, wanted); "
-                "delete it to retrain"
-            )
-        return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    dimfeat_main(["train", *command(settings, data, folder)])
-    trained = read_config(folder)["training"]["data"]
-    for key in ("n_train", "n_valid"):
-        if key in data and trained.get(key) != data[key]:
-            raise SystemExit(
-                f"{folder} trained on {key}={trained.get(key)} crystals, the bundled weights "
-                f"on {data[key]}: not the same data"
-            )
+    config = read_config(folder)
+    training = config.get("training") or {}
+    recorded = {**TrainingConfig.ADDED_SETTINGS, **training.get("settings", {})}
+    differ = {k: (recorded.get(k), v) for k, v in settings.items() if recorded.get(k) != v}
+    for key in ("n_train", "n_valid", "max_primitive_sites", "description"):
+        want, got = reference["data"].get(key), training.get("data", {}).get(key)
+        if want is not None and got != want:
+            differ[f"data.{key}"] = (got, want)
+    for block in ("encoder", "inputs"):
+        if config.get(block) != reference[block]:
+            differ[block] = (config.get(block), reference[block])
+    if training.get("history", [{}])[-1].get("epoch") != settings["epochs"]:
+        differ["epoch"] = (training.get("history", [{}])[-1].get("epoch"), settings["epochs"])
+    if differ:
+        raise SystemExit(
+            f"{folder} was not trained like the bundled weights but for the false samples: "
+            f"{differ} (recorded, wanted); delete its folder to retrain"
+        )
+
+
+def train(weights: str = DEFAULT_WEIGHTS) -> Path:
+    """Train (resume, or reuse when it provably matches) the ablation encoder.
+
+    Returns
+    -------
+    Path
+        Its weights folder, checked by :func:`check`.
+    """
+    from dimfeat.cli import main as dimfeat_main
+
+    settings, reference = recipe(weights)
+    work = F.CACHE / "ablation" / f"{VARIANT}-of-{F.weights_key(weights)[:12]}"
+    folder = encoder_folder(work, settings)
+    if not (folder / "config.json").is_file():
+        work.mkdir(parents=True, exist_ok=True)
+        dimfeat_main(["train", *command(settings, reference, work)])
+    check(folder, settings, reference)
     return folder
 
 
@@ -180,13 +234,14 @@ def run(weights: str = DEFAULT_WEIGHTS, draws: int | None = None) -> dict:
         "input_scaling": scaling,
         "mae": results,
     }
-    out = RESULTS / "ablation.json"
+    # a capped run is a quick check: it does not replace the protocol's results
+    out = RESULTS / ("ablation.json" if draws is None else f"ablation_draws{draws}.json")
     out.write_text(json.dumps(payload, indent=1))
     print(f"wrote {out}")
     return payload
 
 
-def main(argv=None) -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", default=DEFAULT_WEIGHTS)
     parser.add_argument("--draws", type=int, default=None, help="at most this many draws")

@@ -227,7 +227,7 @@ def claims(rep: dict | None, abl: dict | None, ph: dict | None) -> list[str]:
     return rows
 
 
-def _paired(a, b) -> tuple[float, float]:
+def _paired(a: list[float], b: list[float]) -> tuple[float, float]:
     """Median ratio a / b and the share of paired draws in which a has the larger MAE."""
     a, b = np.asarray(a), np.asarray(b)
     return _med(a) / _med(b), float(np.mean(a > b))
