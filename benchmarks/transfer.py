@@ -254,7 +254,9 @@ def medians(runs: list[dict]) -> dict[tuple[str, int, str], tuple[float, int]]:
 
 
 def representation_results(folder: Path) -> list[dict]:
-    """Rows ``{property, n_labels, name, test_mae}`` from ``representation*.json``, if any.
+    """Rows ``{property, n_labels, name, test_mae}`` from ``folder/representation.json``, if any
+    (the current weights' Fig. 8 results; the ``representation_<sha>.json`` files of earlier
+    weights are not read).
 
     Reads the nested layout ``{"mae": {property: {model: {representation: {n: [mae, ...]}}}}}``
     written by ``benchmarks/paper``, or a list of records (bare or under ``runs``/``results``)
@@ -262,7 +264,7 @@ def representation_results(folder: Path) -> list[dict]:
     ``representation`` (+ ``model``).
     """
     rows = []
-    for path in sorted(folder.glob("representation*.json")):
+    for path in [p for p in (folder / "representation.json",) if p.is_file()]:
         content = json.loads(path.read_text())
         if isinstance(content, dict) and isinstance(content.get("mae"), dict):
             rows += [

@@ -418,3 +418,17 @@ def test_transfer_runs_of_two_writers_land_in_one_file(tmp_path):
     assert seeds == [*range(20), *range(100, 120)]
     with pytest.raises(SystemExit, match="another protocol"):
         transfer.append_run(path, {"seed": 0}, {"max_steps": 100})
+
+
+def test_paper_claims_are_called_from_paired_draws():
+    def mae(dim, other):
+        return {"p": {"linear": {"dim": {"50": dim}, "magpie": {"50": other}}}}
+
+    assert (
+        report._beats(mae([1, 1, 1, 1], [2, 2, 2, 2]), "p", "linear", "dim", ["magpie"])[0] == "yes"
+    )
+    verdict, note = report._beats(mae([1, 3, 1, 3], [2, 2, 2, 2]), "p", "linear", "dim", ["magpie"])
+    assert verdict == "tie" and "Magpie at 50 (50%)" in note  # better in half of the draws only
+    assert (
+        report._beats(mae([3, 3, 3, 1], [2, 2, 2, 2]), "p", "linear", "dim", ["magpie"])[0] == "no"
+    )
