@@ -349,6 +349,32 @@ def plot(args: argparse.Namespace) -> None:
     fig.tight_layout()
     fig.savefig(FIGURES / "transfer_vs_representation.png", dpi=120)
     print(table(runs))
+    write_table(DOC, runs, load_results(args.out).get("machine", ""))
+
+
+DOC = ROOT / "docs" / "transfer.md"
+MARKERS = ("<!-- transfer-table:start -->", "<!-- transfer-table:end -->")
+
+
+def write_table(doc: Path, runs: list[dict], machine: str) -> None:
+    """Replace the block between :data:`MARKERS` in ``doc`` by :func:`table` of ``runs``.
+
+    Raises
+    ------
+    SystemExit
+        When ``doc`` lacks the markers (nothing is written).
+    """
+    text = doc.read_text()
+    start, end = (text.find(m) for m in MARKERS)
+    if start < 0 or end < start:
+        raise SystemExit(f"{doc} has no {MARKERS[0]} ... {MARKERS[1]} block to regenerate")
+    seeds = sorted({r["seed"] for r in runs})
+    block = (
+        f"{MARKERS[0]}\n<!-- written by `python benchmarks/transfer.py plot`; do not edit -->\n\n"
+        f"{len(runs)} runs, seeds {seeds[0]}-{seeds[-1]} (not every cell has every seed: see the "
+        f"run counts); machine: {machine}.\n" + table(runs) + "\n\n"
+    )
+    doc.write_text(text[:start] + block + text[end:])
 
 
 def table(runs: list[dict]) -> str:

@@ -432,3 +432,26 @@ def test_paper_claims_are_called_from_paired_draws():
     assert (
         report._beats(mae([3, 3, 3, 1], [2, 2, 2, 2]), "p", "linear", "dim", ["magpie"])[0] == "no"
     )
+
+
+def test_transfer_table_is_written_between_the_markers_only(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import transfer
+
+    doc = tmp_path / "transfer.md"
+    start, end = transfer.MARKERS
+    doc.write_text(f"# before\n{start}\nold table\n{end}\nafter\n")
+    runs = [
+        {"property": "band_gap", "n_labels": 50, "init": init, "seed": seed, "test_mae": mae}
+        for seed in (0, 1)
+        for init, mae in (("random", 1.0 + seed), ("dim", 0.5 + 2 * seed))
+    ]
+    transfer.write_table(doc, runs, "2-core CPU")
+    text = doc.read_text()
+    assert text.startswith("# before\n") and text.endswith(f"{end}\nafter\n")
+    assert "old table" not in text and "2-core CPU" in text
+    # medians 1.5 (random) and 1.5 (dim); dim wins seed 0 (0.5 < 1.0), loses seed 1 (2.5 > 2.0)
+    assert "| 50 | 1.500 [1.250, 1.750] (2) | 1.500 [1.000, 2.000] (2) | 1/2 |" in text
+    doc.write_text("no markers")
+    with pytest.raises(SystemExit, match="no <!-- transfer-table:start -->"):
+        transfer.write_table(doc, runs, "")
