@@ -52,6 +52,9 @@ BATCH_SIZE = 32
 #: regressor's default is now 0.05).
 VALIDATION_FRACTION = 0.1
 MAX_EPOCHS = 200
+#: Starting points: random weights, the DIM weights fine-tuned or frozen (head only), and a
+#: model trained on the other property.
+INITS = ("random", "dim", "supervised", "dim-frozen")
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -152,10 +155,11 @@ def epochs_for(
 
 
 def start_weights(init: str, prop: str, train, train_y, args) -> str | None:
-    """``None`` (random), the bundled DIM weights, or an encoder trained on the other property."""
+    """``None`` (random), the bundled DIM weights (``dim``, and ``dim-frozen``: the encoder kept
+    fixed, only the head trained), or an encoder trained on the other property."""
     if init == "random":
         return None
-    if init == "dim":
+    if init in ("dim", "dim-frozen"):
         return "sitenet-dim-mp36k"
     from dimfeat.regressor import SiteNetRegressor
 
@@ -226,6 +230,7 @@ def run(args: argparse.Namespace) -> None:
                         validation_fraction=VALIDATION_FRACTION,
                         device="cpu",
                         random_state=seed,
+                        freeze_encoder=init == "dim-frozen",
                     ).fit([train[i] for i in pick], train_y[prop][pick])
                     mae = float(np.mean(np.abs(model.predict(test_x) - test_y)))
                     record = {
@@ -300,8 +305,13 @@ def plot(args: argparse.Namespace) -> None:
     runs = load_results(args.out)["runs"]
     FIGURES.mkdir(parents=True, exist_ok=True)
     props = [p for p in PROPERTIES if any(r["property"] == p for r in runs)]
-    inits = [i for i in ("random", "dim", "supervised") if any(r["init"] == i for r in runs)]
-    colours = {"random": "tab:grey", "dim": "tab:blue", "supervised": "tab:orange"}
+    inits = [i for i in INITS if any(r["init"] == i for r in runs)]
+    colours = {
+        "random": "tab:grey",
+        "dim": "tab:blue",
+        "supervised": "tab:orange",
+        "dim-frozen": "tab:cyan",
+    }
     fig, axes = plt.subplots(1, len(props), figsize=(5.5 * len(props), 4), squeeze=False)
     for ax, prop in zip(axes[0], props, strict=False):
         counts = sorted({r["n_labels"] for r in runs if r["property"] == prop})
@@ -381,13 +391,13 @@ def table(runs: list[dict]) -> str:
     """Markdown: median [quartiles] of the test MAE per property, label count and start, and
     for each pre-trained start the seeds (paired: same labels, same head seed) it beats random.
     """
-    inits = [i for i in ("random", "dim", "supervised") if any(r["init"] == i for r in runs)]
     by_key = {(r["property"], r["n_labels"], r["init"], r["seed"]): r["test_mae"] for r in runs}
     lines = []
     for prop in PROPERTIES:
         counts = sorted({r["n_labels"] for r in runs if r["property"] == prop})
         if not counts:
             continue
+        inits = [i for i in INITS if any((r["property"], r["init"]) == (prop, i) for r in runs)]
         lines += [
             "",
             f"**{prop}**: test MAE ({UNITS[prop]}), median [quartiles] over seeds (runs); "
@@ -427,7 +437,7 @@ def main(argv: list[str] | None = None) -> None:
         "--inits",
         nargs="+",
         default=["random", "dim", "supervised"],
-        choices=["random", "dim", "supervised"],
+        choices=list(INITS),
     )
     parser.add_argument("--n-test", type=int, default=1000)
     parser.add_argument("--max-steps", type=int, default=200)
