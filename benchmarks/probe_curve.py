@@ -330,7 +330,10 @@ def main(argv=None) -> None:
     base = record["curve"]["epoch-000"]
     for k, v in record["curve"].items():
         g = v["geometry"]
-        groups = "  ".join(f"{key} {r:.2f}" for key, r in probe_by_labels(v, base).items())
+        by_labels = probe_by_labels(v, base)
+        groups = "  ".join(f"{key} {r:.2f}" for key, r in by_labels.items())
+        well_posed = np.mean([r for key, r in by_labels.items() if key != "linear/100"])
+        groups += f"  well-posed mean {well_posed:.2f}"
         print(
             f"{k}: probe x{v['relative_probe']:.3f}  composition R2 {v['composition_r2']:.3f}  "
             f"separation {g['separation']:.4f}  "

@@ -212,6 +212,8 @@ def run(args: argparse.Namespace) -> None:
     results["protocol"] = protocol
     from dimfeat.weights import read_config, resolve_weights
 
+    shas: dict[str | None, str | None] = {}
+
     for prop in args.properties:
         test_y = np.array([table[test_ids[i]][prop] for i in test_pick])
         for seed in args.seeds:
@@ -219,7 +221,11 @@ def run(args: argparse.Namespace) -> None:
                 pick = np.random.default_rng([seed, n]).choice(len(train), n, replace=False)
                 for init in args.inits:
                     weights = start_weights(init, prop, train, train_y, args)
-                    sha = read_config(resolve_weights(weights))["sha256"] if weights else None
+                    if weights not in shas:  # read each start's config once
+                        shas[weights] = (
+                            read_config(resolve_weights(weights))["sha256"] if weights else None
+                        )
+                    sha = shas[weights]
                     if is_done(results["runs"], run_key(prop, n, init, seed), sha):
                         continue
                     start = time.perf_counter()

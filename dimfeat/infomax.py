@@ -72,6 +72,7 @@ __all__ = [
     "LossTerms",
     "check_critic",
     "check_false_samples",
+    "check_synthetic_weight",
 ]
 
 #: Kinds of false sample (see the module docstring).
@@ -128,6 +129,19 @@ def check_critic(critic: str) -> str:
     if critic not in CRITICS:
         raise ValueError(f"critic must be one of {CRITICS}, got {critic!r}")
     return critic
+
+
+def check_synthetic_weight(weight: float) -> float:
+    """``weight`` as a float, refused unless > 0 (see :class:`DeepInfoMaxLoss`).
+
+    Raises
+    ------
+    ValueError
+        For zero, a negative value or NaN.
+    """
+    if not weight > 0:
+        raise ValueError(f"synthetic_weight must be > 0, got {weight}")
+    return float(weight)
 
 
 class DIMHeads(nn.Module):
@@ -369,9 +383,7 @@ class DeepInfoMaxLoss(nn.Module):
     ) -> None:
         super().__init__()
         self.critic = check_critic(critic)
-        if not synthetic_weight > 0:
-            raise ValueError(f"synthetic_weight must be > 0, got {synthetic_weight}")
-        self.synthetic_weight = float(synthetic_weight)
+        self.synthetic_weight = check_synthetic_weight(synthetic_weight)
         if not composition_weight >= 0:
             raise ValueError(f"composition_weight must be >= 0, got {composition_weight}")
         self.composition_weight = float(composition_weight)

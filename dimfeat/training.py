@@ -43,6 +43,7 @@ from dimfeat.infomax import (
     DeepInfoMaxLoss,
     check_critic,
     check_false_samples,
+    check_synthetic_weight,
 )
 from dimfeat.inputs import Batch, CrystalInputs, batches_by_site_budget, collate
 
@@ -177,8 +178,7 @@ class TrainingConfig:
                 self.local_false_samples, "local_false_samples"
             )
         check_critic(self.critic)
-        if not self.synthetic_weight > 0:
-            raise ValueError(f"synthetic_weight must be > 0, got {self.synthetic_weight}")
+        check_synthetic_weight(self.synthetic_weight)
 
     def to_dict(self) -> dict:
         """JSON-ready dictionary."""

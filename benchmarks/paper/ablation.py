@@ -193,7 +193,7 @@ def train(weights: str = DEFAULT_WEIGHTS) -> Path:
 
 def run(weights: str = DEFAULT_WEIGHTS, draws: int | None = None) -> dict:
     """Train the ablation encoder, evaluate the three encoders and write ``ablation.json``."""
-    from dimfeat.weights import read_config
+    from dimfeat.weights import read_config, resolve_weights
 
     folder = train(weights)
     specs = {
@@ -212,8 +212,6 @@ def run(weights: str = DEFAULT_WEIGHTS, draws: int | None = None) -> dict:
     meta["draws"] = {str(n): n_draws(n) for n in P.LABEL_COUNTS}
     pretraining = {}
     for label, path in (("dim", weights), (VARIANT, str(folder))):
-        from dimfeat.weights import resolve_weights
-
         training = read_config(resolve_weights(path))["training"]
         history = training["history"]
         epoch = (training.get("selection") or {}).get("epoch") or len(history)

@@ -486,6 +486,11 @@ def write() -> None:
                     "",
                     *median_table(abl["mae"], prop, model),
                     "",
+                    "Ratio median(bundled) / median(other); in brackets the share of the paired "
+                    "draws where the bundled weights had the lower MAE:",
+                    "",
+                    *ratio_table(abl["mae"], prop, model),
+                    "",
                 ]
     else:
         doc += [
