@@ -455,3 +455,16 @@ def test_transfer_table_is_written_between_the_markers_only(tmp_path):
     doc.write_text("no markers")
     with pytest.raises(SystemExit, match="no <!-- transfer-table:start -->"):
         transfer.write_table(doc, runs, "")
+
+
+def test_paired_comparison_pairs_the_common_draws():
+    run = {"mae": {"band_gap": {"mlp": {"dim": {"50": [1.0, 2.0, 3.0]}}}}}
+    base = {"mae": {"band_gap": {"mlp": {"dim": {"50": [1.5, 1.0]}}}}}
+    (row,) = representation.paired_comparison(run, base)
+    assert row == "band_gap mlp 50: 1.500 / 1.250 (50% of 2 draws won)"
+
+
+def test_paired_comparison_names_a_cell_the_baseline_lacks():
+    run = {"mae": {"band_gap": {"mlp": {"dim": {"50": [1.0]}}}}}
+    with pytest.raises(ValueError, match="band_gap/mlp/50"):
+        representation.paired_comparison(run, {"mae": {}})

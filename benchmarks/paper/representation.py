@@ -7,6 +7,10 @@ OFM, XRD and Magpie. Every finished cell is checkpointed, so a rerun only comput
 (e.g. the trained-DIM cells after new weights).
 
 ``python -m benchmarks.paper.representation [--weights NAME_OR_FOLDER] [--reps dim,xrd,...]``
+
+``--against BASELINE.json`` also prints, cell by cell, the trained-DIM medians of this run and of
+another result file (other weights) over their common draws, and the share of paired draws
+(same labels, same model seed) this run wins.
 """
 
 from __future__ import annotations
@@ -208,14 +212,40 @@ def medians(payload: dict) -> dict:
     }
 
 
+def paired_comparison(payload: dict, baseline: dict, rep: str = "dim") -> list[str]:
+    """``prop model n: median / baseline median (share of paired draws won)`` per cell.
+
+    Draw ``d`` of every cell uses the same labels and model seed in any run of the protocol, so
+    the first ``min(len)`` draws of two runs pair up.
+    """
+    rows = []
+    for prop, by_model in payload["mae"].items():
+        for model, by_rep in by_model.items():
+            for n, a in by_rep[rep].items():
+                try:
+                    b = baseline["mae"][prop][model][rep][n]
+                except KeyError:
+                    raise ValueError(f"the baseline has no {rep} cell {prop}/{model}/{n}") from None
+                k = min(len(a), len(b))
+                x, y = np.asarray(a[:k]), np.asarray(b[:k])
+                rows.append(
+                    f"{prop} {model} {n}: {np.median(x):.3f} / {np.median(y):.3f} "
+                    f"({np.mean(x < y):.0%} of {k} draws won)"
+                )
+    return rows
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", default=DEFAULT_WEIGHTS)
     parser.add_argument("--reps", default=",".join(REPS))
     parser.add_argument("--draws", type=int, default=None, help="at most this many draws")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--against", type=Path, default=None, help="result file to pair with")
     args = parser.parse_args(argv)
-    run(args.weights, tuple(args.reps.split(",")), args.out, args.draws)
+    payload = run(args.weights, tuple(args.reps.split(",")), args.out, args.draws)
+    if args.against is not None:
+        print("\n".join(paired_comparison(payload, json.loads(args.against.read_text()))))
 
 
 if __name__ == "__main__":
