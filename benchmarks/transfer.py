@@ -53,8 +53,23 @@ BATCH_SIZE = 32
 VALIDATION_FRACTION = 0.1
 MAX_EPOCHS = 200
 #: Starting points: random weights, the DIM weights fine-tuned or frozen (head only), and a
-#: model trained on the other property.
-INITS = ("random", "dim", "supervised", "dim-frozen")
+#: model trained on the other property; then the DIM weights under other fine-tuning schedules
+#: (:data:`SCHEDULES`).
+INITS = ("random", "dim", "supervised", "dim-frozen", "dim-warmup", "dim-slow-encoder")
+
+
+def schedule(init: str, epochs: int) -> dict:
+    """``SiteNetRegressor`` settings of a start's fine-tuning schedule, for a run of ``epochs``.
+
+    ``dim-frozen``: the head alone on the fixed DIM encoder; ``dim-warmup``: the head alone for
+    the first quarter of the epochs, then both; ``dim-slow-encoder``: the encoder at a tenth of
+    the head's learning rate (1e-4 against 1e-3). Every other start: the regressor's defaults.
+    """
+    return {
+        "dim-frozen": {"freeze_encoder": True},
+        "dim-warmup": {"head_warmup_epochs": math.ceil(epochs / 4)},
+        "dim-slow-encoder": {"encoder_lr": 1e-4},
+    }.get(init, {})
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -155,11 +170,11 @@ def epochs_for(
 
 
 def start_weights(init: str, prop: str, train, train_y, args) -> str | None:
-    """``None`` (random), the bundled DIM weights (``dim``, and ``dim-frozen``: the encoder kept
-    fixed, only the head trained), or an encoder trained on the other property."""
+    """``None`` (random), the bundled DIM weights (``dim`` and its other fine-tuning schedules,
+    :func:`schedule`), or an encoder trained on the other property."""
     if init == "random":
         return None
-    if init in ("dim", "dim-frozen"):
+    if init.startswith("dim"):
         return "sitenet-dim-mp36k"
     from dimfeat.regressor import SiteNetRegressor
 
@@ -229,14 +244,15 @@ def run(args: argparse.Namespace) -> None:
                     if is_done(results["runs"], run_key(prop, n, init, seed), sha):
                         continue
                     start = time.perf_counter()
+                    epochs = epochs_for(n, args.max_steps)
                     model = SiteNetRegressor(
                         weights=weights,
-                        epochs=epochs_for(n, args.max_steps),
+                        epochs=epochs,
                         batch_size=BATCH_SIZE,
                         validation_fraction=VALIDATION_FRACTION,
                         device="cpu",
                         random_state=seed,
-                        freeze_encoder=init == "dim-frozen",
+                        **schedule(init, epochs),
                     ).fit([train[i] for i in pick], train_y[prop][pick])
                     mae = float(np.mean(np.abs(model.predict(test_x) - test_y)))
                     record = {
@@ -317,6 +333,8 @@ def plot(args: argparse.Namespace) -> None:
         "dim": "tab:blue",
         "supervised": "tab:orange",
         "dim-frozen": "tab:cyan",
+        "dim-warmup": "tab:green",
+        "dim-slow-encoder": "tab:purple",
     }
     fig, axes = plt.subplots(1, len(props), figsize=(5.5 * len(props), 4), squeeze=False)
     for ax, prop in zip(axes[0], props, strict=False):

@@ -315,7 +315,10 @@ def _train_process(args, ddp_device) -> None:
     runtime = EncoderRuntime.create(
         args.weights or None,
         seed=args.seed,
-        encoder_config=EncoderConfig(distance_expansion=args.distance_expansion),
+        encoder_config=EncoderConfig(
+            distance_expansion=args.distance_expansion,
+            postpool_hidden=tuple(args.postpool_hidden),
+        ),
         global_dim=None if args.weights else args.global_dim,
         max_atoms=args.max_atoms,
         symprec=args.symprec,
@@ -667,7 +670,7 @@ DIMFEAT_DEBUG=1 shows the Python traceback); 130 interrupted.
 
 def _parser() -> argparse.ArgumentParser:
     from dimfeat._version import __version__
-    from dimfeat.encoder import DISTANCE_EXPANSIONS
+    from dimfeat.encoder import DISTANCE_EXPANSIONS, EncoderConfig
     from dimfeat.infomax import (
         CRITICS,
         DEFAULT_BETA,
@@ -806,6 +809,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--global-dim", type=int, default=128)
+    train.add_argument(
+        "--postpool-hidden",
+        type=int,
+        nargs="+",
+        default=list(EncoderConfig.postpool_hidden),
+        metavar="WIDTH",
+        help="layers of the post-pooling MLP (the crystal vector's rank is at most the last)",
+    )
     train.add_argument(
         "--max-atoms", type=int, default=InputSettings().max_atoms, help="supercell size limit"
     )

@@ -71,7 +71,10 @@ class SiteNetRegressor(RegressorMixin, BaseEstimator):
         Maximum passes over the training crystals; by default training stops earlier, after
         ``patience`` epochs without a better MAE on the held-out ``validation_fraction``.
     lr : float, default=1e-3
-        AdamW learning rate (encoder and head).
+        AdamW learning rate of the head, and of the encoder unless ``encoder_lr`` is given.
+    encoder_lr : float or None, default=None
+        AdamW learning rate of the encoder (``None``: ``lr``). A smaller one keeps more of the
+        starting weights.
     weight_decay : float, default=0.01
         AdamW weight decay.
     batch_size : int, default=32
@@ -88,6 +91,10 @@ class SiteNetRegressor(RegressorMixin, BaseEstimator):
         Stop after this many epochs without a better validation MAE (``None``: never).
     freeze_encoder : bool, default=False
         Train the head only, on the fixed crystal vectors.
+    head_warmup_epochs : int, default=0
+        Epochs at the start in which only the head trains, on the fixed starting encoder; the
+        encoder is fine-tuned from the next epoch on (linear probing, then fine-tuning: the
+        encoder's first gradients then come from a fitted head rather than a random one).
     device : str, default="auto"
         ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
     max_atoms : int or None, default=None
@@ -161,11 +168,13 @@ class SiteNetRegressor(RegressorMixin, BaseEstimator):
         "weights": [str, os.PathLike, None],
         "epochs": [Interval(Integral, 0, None, closed="left")],
         "lr": [Interval(Real, 0, None, closed="neither")],
+        "encoder_lr": [Interval(Real, 0, None, closed="neither"), None],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "validation_fraction": [Interval(Real, 0, 1, closed="left")],
         "patience": [Interval(Integral, 1, None, closed="left"), None],
         "freeze_encoder": ["boolean"],
+        "head_warmup_epochs": [Interval(Integral, 0, None, closed="left")],
         "device": [str, torch.device],
         "max_atoms": [Interval(Integral, 1, None, closed="left"), None],
         "symprec": [Interval(Real, 0, None, closed="neither"), None],
@@ -181,11 +190,13 @@ class SiteNetRegressor(RegressorMixin, BaseEstimator):
         *,
         epochs: int = 200,
         lr: float = 1e-3,
+        encoder_lr: float | None = None,
         weight_decay: float = 0.01,
         batch_size: int = 32,
         validation_fraction: float = VALIDATION_FRACTION,
         patience: int | None = 20,
         freeze_encoder: bool = False,
+        head_warmup_epochs: int = 0,
         device: str = "auto",
         max_atoms: int | None = None,
         symprec: float | None = None,
@@ -197,11 +208,13 @@ class SiteNetRegressor(RegressorMixin, BaseEstimator):
         self.weights = weights
         self.epochs = epochs
         self.lr = lr
+        self.encoder_lr = encoder_lr
         self.weight_decay = weight_decay
         self.batch_size = batch_size
         self.validation_fraction = validation_fraction
         self.patience = patience
         self.freeze_encoder = freeze_encoder
+        self.head_warmup_epochs = head_warmup_epochs
         self.device = device
         self.max_atoms = max_atoms
         self.symprec = symprec
@@ -315,11 +328,13 @@ class SiteNetRegressor(RegressorMixin, BaseEstimator):
         return RegressionConfig(
             epochs=self.epochs,
             lr=self.lr,
+            encoder_lr=self.encoder_lr,
             weight_decay=self.weight_decay,
             batch_size=self.batch_size,
             validation_fraction=self.validation_fraction,
             patience=self.patience,
             freeze_encoder=self.freeze_encoder,
+            head_warmup_epochs=self.head_warmup_epochs,
             seed=self.random_state,
         )
 
@@ -415,7 +430,9 @@ class RegressionConfig:
 
     Parameters
     ----------
-    epochs, lr, weight_decay, batch_size, validation_fraction, patience, freeze_encoder
+    epochs, lr, encoder_lr, weight_decay, batch_size
+        As for :class:`SiteNetRegressor`.
+    validation_fraction, patience, freeze_encoder, head_warmup_epochs
         As for :class:`SiteNetRegressor`.
     seed : int
         ``random_state``.
@@ -427,11 +444,13 @@ class RegressionConfig:
 
     epochs: int = 200
     lr: float = 1e-3
+    encoder_lr: float | None = None
     weight_decay: float = 0.01
     batch_size: int = 32
     validation_fraction: float = VALIDATION_FRACTION
     patience: int | None = 20
     freeze_encoder: bool = False
+    head_warmup_epochs: int = 0
     seed: int = 0
     mixed_precision: bool = True
     max_seconds: float | None = None
@@ -474,6 +493,7 @@ class RegressionObjective(Objective):
     ) -> None:
         self.model = model
         self.encoder = model.encoder_.to(device).requires_grad_(not model.freeze_encoder)
+        self.encoder_lr = model.lr if model.encoder_lr is None else model.encoder_lr
         self.head = model.head_.to(device)
         self.y_valid = y_valid
         self.device = device
@@ -484,10 +504,18 @@ class RegressionObjective(Objective):
         """The encoder and the head."""
         return {"encoder": self.encoder, "head": self.head}
 
-    def parameters(self) -> list[torch.nn.Parameter]:
-        """Trainable parameters (the head only with ``freeze_encoder``)."""
-        modules = (*self.encoder.parameters(), *self.head.parameters())
-        return [p for p in modules if p.requires_grad]
+    def parameters(self) -> list[dict]:
+        """AdamW groups: the head at ``lr``, the encoder at ``encoder_lr`` (not with
+        ``freeze_encoder``)."""
+        groups = [{"params": list(self.head.parameters())}]
+        if not self.model.freeze_encoder:
+            groups.insert(0, {"params": list(self.encoder.parameters()), "lr": self.encoder_lr})
+        return groups
+
+    def start_epoch(self, epoch: int) -> None:
+        """The encoder stays fixed for the first ``head_warmup_epochs`` epochs."""
+        if not self.model.freeze_encoder:
+            self.encoder.requires_grad_(epoch >= self.model.head_warmup_epochs)
 
     def fingerprint(self, train: list[CrystalInputs], valid: list[CrystalInputs]) -> str:
         """Inputs and targets."""

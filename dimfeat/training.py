@@ -233,9 +233,14 @@ class Objective:
         """Modules trained and checkpointed, by name (``"encoder"`` among them)."""
         raise NotImplementedError
 
-    def parameters(self) -> list[torch.nn.Parameter]:
-        """Parameters the optimiser updates."""
+    def parameters(self) -> list[torch.nn.Parameter] | list[dict]:
+        """Parameters the optimiser updates, or AdamW parameter groups (dicts with ``params``
+        and optionally their own ``lr``; a group without ``lr`` takes ``config.lr``)."""
         return [p for module in self.modules().values() for p in module.parameters()]
+
+    def start_epoch(self, epoch: int) -> None:
+        """Called before the training steps of each epoch (0-based), also after a resume: the
+        place for schedules such as training the head alone for the first epochs."""
 
     def check(self, train: list[CrystalInputs], valid: list[CrystalInputs]) -> None:
         """Refuse data this objective cannot train on (raise ``ValueError``)."""
@@ -399,6 +404,7 @@ class TrainingLoop:
         start = time.perf_counter()
         rng = np.random.default_rng([self.config.seed, epoch])
         order = rng.permutation(len(train))
+        self.objective.start_epoch(epoch)
         groups = self.objective.train_groups(train, order, epoch)
         if self.distributed is not None:
             groups = self.distributed.shard(groups)

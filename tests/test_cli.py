@@ -140,6 +140,18 @@ def test_train_records_the_objective_settings_and_its_own_command(trained, cgcnn
     assert default["settings"]["critic"] == "mlp"
 
 
+def test_train_postpool_hidden_sets_the_architecture_the_featurizer_rebuilds(trained, cgcnn):
+    folder, _, structures = cgcnn
+    out = trained / "wide"
+    main([*_train_args(out, folder, trained / "inputs.npz"), "--postpool-hidden", "96", "80"])
+    config = json.loads((out / "config.json").read_text())
+    assert config["encoder"]["postpool_hidden"] == [96, 80]
+    featurizer = DeepInfoMaxFeaturizer(weights=str(out), device="cpu")
+    assert featurizer.transform(structures[:3]).shape == (3, 128)  # loads a [96, 80] state
+    default = json.loads((trained / "weights" / "config.json").read_text())
+    assert default["encoder"]["postpool_hidden"] == [64]
+
+
 def _fails(capsys, argv: list[str]) -> str:
     """Run ``dimfeat argv``, check it exits with status 2 and one line on stderr; return it."""
     capsys.readouterr()

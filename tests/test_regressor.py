@@ -111,6 +111,37 @@ def test_freeze_encoder_trains_the_head_only(data):
     assert not np.allclose(frozen.predict(X), start.predict(X))
 
 
+def _largest_change(a: SiteNetRegressor, b: SiteNetRegressor) -> float:
+    after = b.encoder_.state_dict()
+    return max(float((v - after[k]).abs().max()) for k, v in a.encoder_.state_dict().items())
+
+
+def test_head_warmup_keeps_the_encoder_fixed_for_its_epochs_then_fine_tunes_it(data):
+    X, y = data
+    start = SiteNetRegressor(epochs=0, **FAST).fit(X, y)
+    warm = SiteNetRegressor(epochs=2, head_warmup_epochs=2, **FAST).fit(X, y)
+    assert _largest_change(start, warm) == 0.0
+    assert not np.allclose(warm.predict(X), start.predict(X))  # the head did train
+    # the same two head-only epochs, then one that also moves the encoder
+    longer = SiteNetRegressor(epochs=3, head_warmup_epochs=2, **FAST).fit(X, y)
+    assert _largest_change(start, longer) > 1e-4
+    for key, value in warm.head_.state_dict().items():  # the head trained in the warm-up
+        assert not np.array_equal(value.numpy(), start.head_.state_dict()[key].numpy()), key
+
+
+def test_encoder_lr_sets_the_encoder_step_apart_from_the_head(data):
+    X, y = data
+    start = SiteNetRegressor(epochs=0, **FAST).fit(X, y)
+    slow = SiteNetRegressor(epochs=2, encoder_lr=1e-7, **FAST).fit(X, y)
+    same = SiteNetRegressor(epochs=2, encoder_lr=1e-3, **FAST).fit(X, y)
+    default = SiteNetRegressor(epochs=2, **FAST).fit(X, y)
+    # AdamW moves a weight by about lr per step: 4 steps of 1e-7 stay far below 1e-3 steps
+    assert 0 < _largest_change(start, slow) < 1e-5 < 1e-4 < _largest_change(start, default)
+    np.testing.assert_array_equal(same.predict(X), default.predict(X))  # None means lr
+    for key, value in slow.head_.state_dict().items():  # the head keeps its own lr
+        assert not np.allclose(value.numpy(), start.head_.state_dict()[key].numpy()), key
+
+
 def test_pickled_model_predicts_identically(fitted, data):
     X, _ = data
     restored = pickle.loads(pickle.dumps(fitted))
@@ -169,6 +200,10 @@ def test_invalid_parameters_and_targets_raise_at_fit(data):
     X, y = data
     with pytest.raises(InvalidParameterError):
         SiteNetRegressor(lr=-1.0).fit(X, y)
+    with pytest.raises(InvalidParameterError):
+        SiteNetRegressor(encoder_lr=0.0).fit(X, y)
+    with pytest.raises(InvalidParameterError):
+        SiteNetRegressor(head_warmup_epochs=-1).fit(X, y)
     with pytest.raises(ValueError, match="shape"):
         SiteNetRegressor(epochs=0, **FAST).fit(X, y[:-1])
     with pytest.raises(ValueError, match="non-finite"):
