@@ -117,16 +117,20 @@ def _train_inputs(args) -> None:
 
 
 def _file_stamp(path: Path) -> list:
-    stat = path.stat()
-    return [path.name, stat.st_size, stat.st_mtime_ns]
+    """A file's name, size and sha256: its content, not where or when it was copied."""
+    from dimfeat.weights import sha256_of
+
+    return [path.name, path.stat().st_size, sha256_of(path)]
 
 
 def _data_identity(args) -> dict | None:
     """What identifies the structures ``--data``/``--matbench``/``--split`` select, or ``None``
     when the data are not on this machine (then only a cache can stand in for them).
 
-    Files are identified by name, size and modification time (a folder by those of every file
-    in it), and a split file by its sha256, so that nothing large is read.
+    Files are identified by name, size and sha256 of their content (a folder by those of every
+    file in it), so a copy of the same data still matches its cache while an edit that keeps
+    the size and the modification time does not. Hashing reads the data once, far faster
+    than building their inputs.
     """
     import hashlib
 
@@ -156,7 +160,7 @@ def _data_identity(args) -> dict | None:
             stamps.append([source.name, "folder", digest.hexdigest()])
         else:
             stamps.append(_file_stamp(source))
-    # one source is recorded as before, so that caches written by older versions still match
+    # one source is recorded as one stamp, not a list of one
     identity: dict = {
         "matbench": args.matbench,
         "source": stamps[0] if len(stamps) == 1 else stamps,
@@ -195,6 +199,11 @@ def _check_cache(cache: str, extra: dict, key: dict) -> str:
     if key["data"] is not None:  # the data are here: the cache must have been built from them
         compared.append("data")
     changed = [k for k in compared if recorded.get(k) != key[k]]
+    if "data" in changed and _stamped_by_time(recorded.get("data")):
+        raise SystemExit(
+            f"{cache} was written by an older dimfeat that identified the data by modification "
+            "time, not content: delete it to rebuild it, or pass another --cache"
+        )
     if changed:
         raise SystemExit(
             f"{cache} was built from other data or settings ({', '.join(changed)}: cached "
@@ -202,6 +211,13 @@ def _check_cache(cache: str, extra: dict, key: dict) -> str:
             "to rebuild it, or pass another --cache"
         )
     return json.dumps(recorded.get("data"))
+
+
+def _stamped_by_time(data: dict | None) -> bool:
+    """Whether a recorded data identity is of the older [name, size, mtime_ns] form."""
+    source = (data or {}).get("source")
+    stamps = source if source and isinstance(source[0], list) else [source]
+    return any(isinstance(s, list) and len(s) == 3 and isinstance(s[2], int) for s in stamps)
 
 
 def _build_inputs(structures, args) -> list:

@@ -194,6 +194,43 @@ def test_train_refuses_a_cache_built_from_other_data_or_settings(trained, cgcnn,
     assert "does not record what it was built from" in line
 
 
+def test_the_cache_follows_the_content_of_the_data_not_its_copy_time(
+    trained, cgcnn, tmp_path, capsys
+):
+    import os
+    import shutil
+
+    from dimfeat.inputs import save_inputs
+
+    folder, _, _ = cgcnn
+    cache = trained / "inputs.npz"
+    copy = tmp_path / "elsewhere" / folder.name
+    shutil.copytree(folder, copy, copy_function=shutil.copy)  # new modification times
+    files = sorted(p for p in copy.iterdir() if p.suffix == ".cif")
+    os.utime(files[0], ns=(1, 1))
+    capsys.readouterr()
+    main(_train_args(tmp_path / "w", copy, cache))
+    assert f"loaded {N_STRUCTURES} cached inputs" in capsys.readouterr().out
+    # one digit of one coordinate changed: same name, size and modification time, other data
+    stamp = files[-1].stat().st_mtime_ns
+    text = files[-1].read_text()
+    digit = re.search(r"\d(?=\s*$)", text.rstrip()).start()
+    files[-1].write_text(text[:digit] + str((int(text[digit]) + 1) % 10) + text[digit + 1 :])
+    os.utime(files[-1], ns=(stamp, stamp))
+    line = _fails(capsys, _train_args(tmp_path / "w2", copy, cache))
+    assert re.search(r"other data or settings \(data", line)
+    # a cache of an older dimfeat that stamped files by modification time says so
+    crystals, extra = load_inputs(cache)
+    key = json.loads(str(extra["cache_key"]))
+    key["data"]["source"] = [folder.name, 4096, 1796279427240276167]
+    old = tmp_path / "by-time.npz"
+    save_inputs(
+        old, crystals, material_id=extra["material_id"], cache_key=np.array(json.dumps(key))
+    )
+    line = _fails(capsys, _train_args(tmp_path / "w3", folder, old))
+    assert "identified the data by modification time" in line
+
+
 def test_train_without_data_exits_with_a_message(tmp_path, capsys):
     line = _fails(capsys, ["train", str(tmp_path / "w"), "--epochs", "1", *QUIET])
     assert "dimfeat train INPUT... -o OUT" in line
