@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--json", type=Path, default=RESULTS / "vector_scale.json")
     args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)
     structures = load_sample()["structure"].tolist()[: args.n]
     bundled = DeepInfoMaxFeaturizer(device="cpu")
     untrained = DeepInfoMaxFeaturizer(weights=None, random_state=0, device="cpu")

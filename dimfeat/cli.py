@@ -144,7 +144,18 @@ def _data_identity(args) -> dict | None:
         except (FileNotFoundError, KeyError):
             return None
     elif getattr(args, "inputs", None):
-        sources = [Path(name) for name in args.inputs]
+        from dimfeat.datasets import matminer_file
+
+        sources = []
+        home = getattr(args, "data_home", None)
+        for name in args.inputs:
+            if Path(name).exists():
+                sources.append(Path(name))
+                continue
+            try:  # a Matbench task given by name: its file in the data home
+                sources.append(matminer_file(name, Path(home) if home else None))
+            except (FileNotFoundError, KeyError, ValueError):
+                return None  # not on this machine: only a cache can stand in
     elif args.data:
         sources = [Path(args.data)]
     else:
@@ -164,6 +175,7 @@ def _data_identity(args) -> dict | None:
     identity: dict = {
         "matbench": args.matbench,
         "source": stamps[0] if len(stamps) == 1 else stamps,
+        "stamp": "sha256",  # older versions stamped files by modification time
     }
     if args.split:
         from dimfeat.weights import sha256_of
@@ -199,7 +211,7 @@ def _check_cache(cache: str, extra: dict, key: dict) -> str:
     if key["data"] is not None:  # the data are here: the cache must have been built from them
         compared.append("data")
     changed = [k for k in compared if recorded.get(k) != key[k]]
-    if "data" in changed and _stamped_by_time(recorded.get("data")):
+    if "data" in changed and "stamp" not in (recorded.get("data") or {"stamp": None}):
         raise SystemExit(
             f"{cache} was written by an older dimfeat that identified the data by modification "
             "time, not content: delete it to rebuild it, or pass another --cache"
@@ -211,13 +223,6 @@ def _check_cache(cache: str, extra: dict, key: dict) -> str:
             "to rebuild it, or pass another --cache"
         )
     return json.dumps(recorded.get("data"))
-
-
-def _stamped_by_time(data: dict | None) -> bool:
-    """Whether a recorded data identity is of the older [name, size, mtime_ns] form."""
-    source = (data or {}).get("source")
-    stamps = source if source and isinstance(source[0], list) else [source]
-    return any(isinstance(s, list) and len(s) == 3 and isinstance(s[2], int) for s in stamps)
 
 
 def _build_inputs(structures, args) -> list:
@@ -293,12 +298,21 @@ def _train_process(args, ddp_device) -> None:
 
     # settings first: a bad one is refused before any structure is read
     config = _training_config(args)
+    if args.weights and args.postpool_hidden is not None:
+        raise SystemExit(
+            "--postpool-hidden sets the architecture of a random encoder; --weights brings its "
+            "own: give one or the other"
+        )
+    encoder_config = EncoderConfig(
+        distance_expansion=args.distance_expansion,
+        postpool_hidden=tuple(args.postpool_hidden or EncoderConfig.postpool_hidden),
+    )
     start = time.perf_counter()
     main = is_main_process()  # under torchrun only rank 0 prints and writes files
     say = print if main else _quiet
     data: dict = {}
     cached = bool(args.cache) and Path(args.cache).is_file()
-    key = _cache_key(args)
+    key = _cache_key(args) if args.cache else None  # hashing the data is only for the cache
     barrier()  # every rank has looked for the cache before rank 0 may write it
     if cached:
         crystals, extra = load_inputs(args.cache)
@@ -331,10 +345,7 @@ def _train_process(args, ddp_device) -> None:
     runtime = EncoderRuntime.create(
         args.weights or None,
         seed=args.seed,
-        encoder_config=EncoderConfig(
-            distance_expansion=args.distance_expansion,
-            postpool_hidden=tuple(args.postpool_hidden),
-        ),
+        encoder_config=encoder_config,
         global_dim=None if args.weights else args.global_dim,
         max_atoms=args.max_atoms,
         symprec=args.symprec,
@@ -829,9 +840,10 @@ def _parser() -> argparse.ArgumentParser:
         "--postpool-hidden",
         type=int,
         nargs="+",
-        default=list(EncoderConfig.postpool_hidden),
         metavar="WIDTH",
-        help="layers of the post-pooling MLP (the crystal vector's rank is at most the last)",
+        help="layers of the post-pooling MLP of a random encoder (default: "
+        f"{' '.join(map(str, EncoderConfig.postpool_hidden))}; the crystal vector's rank is at "
+        "most the last)",
     )
     train.add_argument(
         "--max-atoms", type=int, default=InputSettings().max_atoms, help="supercell size limit"

@@ -94,6 +94,18 @@ class EncoderConfig:
                 f"distance_expansion must be one of {DISTANCE_EXPANSIONS}, "
                 f"got {self.distance_expansion!r}"
             )
+        for name in ("embed_dim", "local_dim", "global_dim", "n_gaussians"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("attention_hidden", "value_hidden", "prepool_hidden", "postpool_hidden"):
+            widths = tuple(getattr(self, name))
+            if not widths or any(
+                isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths
+            ):
+                raise ValueError(
+                    f"{name} must be one or more positive integer widths, got {list(widths)}"
+                )
 
     def to_dict(self) -> dict:
         """JSON-ready dictionary (tuples become lists)."""

@@ -222,13 +222,42 @@ def test_the_cache_follows_the_content_of_the_data_not_its_copy_time(
     # a cache of an older dimfeat that stamped files by modification time says so
     crystals, extra = load_inputs(cache)
     key = json.loads(str(extra["cache_key"]))
-    key["data"]["source"] = [folder.name, 4096, 1796279427240276167]
+    del key["data"]["stamp"]  # what an older dimfeat wrote: the same fields, stamped by time
+    key["data"]["source"] = [folder.name, "folder", "0" * 64]
     old = tmp_path / "by-time.npz"
     save_inputs(
         old, crystals, material_id=extra["material_id"], cache_key=np.array(json.dumps(key))
     )
     line = _fails(capsys, _train_args(tmp_path / "w3", folder, old))
     assert "identified the data by modification time" in line
+
+
+@needs_matbench
+def test_a_matbench_task_given_as_input_identifies_its_cache_by_its_file(tmp_path):
+    from argparse import Namespace
+
+    from dimfeat.cli import _data_identity
+
+    def identity(home):
+        return _data_identity(
+            Namespace(matbench=None, inputs=["matbench_phonons"], data=None, data_home=str(home),
+                      split=None, part="train")
+        )  # fmt: skip
+
+    file = MATMINER / "matbench_phonons.json.gz"
+    assert identity(MATMINER)["source"] == [file.name, file.stat().st_size, sha256_of(file)]
+    assert identity(tmp_path) is None  # not on this machine: only a cache can stand in
+
+
+def test_train_refuses_bad_postpool_widths_and_widths_with_weights(trained, tmp_path, capsys):
+    missing = tmp_path / "no-such-data"
+    base = _train_args(tmp_path / "w", missing, tmp_path / "inputs.npz")
+    for widths in (["0"], ["64", "-3"]):
+        line = _fails(capsys, [*base, "--postpool-hidden", *widths])
+        assert "postpool_hidden must be one or more positive integer widths" in line
+    line = _fails(capsys, [*base, "--weights", str(trained / "weights"), "--postpool-hidden", "96"])
+    assert "--postpool-hidden sets the architecture of a random encoder" in line
+    assert not (tmp_path / "w").exists() and not (tmp_path / "inputs.npz").exists()
 
 
 def test_train_without_data_exits_with_a_message(tmp_path, capsys):
