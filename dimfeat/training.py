@@ -566,6 +566,13 @@ class TrainingLoop:
             for k in current
             if k not in budget_keys and saved.get(k, added.get(k, _MISSING)) != current[k]
         }
+        unknown = {k for k in differs if k not in saved and k not in added}
+        if unknown:
+            raise ValueError(
+                f"checkpoint in {self.checkpoint_dir} was written by an older dimfeat that had "
+                f"no {', '.join(sorted(unknown))} setting, so it cannot be resumed by this one; "
+                "use another checkpoint_dir"
+            )
         if differs:
             raise ValueError(
                 f"checkpoint in {self.checkpoint_dir} was written with different training "

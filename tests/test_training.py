@@ -107,19 +107,28 @@ def test_resume_continues_and_ends_identical_to_an_uninterrupted_run(data, three
         _train(data, 4, checkpoint_dir=tmp_path, false_samples=("other",))
 
 
+def _drop_setting(file, name: str) -> None:
+    """Rewrite a checkpoint as a version without the setting ``name`` wrote it."""
+    state = torch.load(file, weights_only=True)
+    config = json.loads(state["config"])
+    del config[name]
+    state["config"] = json.dumps(config)
+    torch.save(state, file)
+
+
 def test_a_checkpoint_from_before_a_setting_existed_resumes_only_at_its_old_value(data, tmp_path):
     _train(data, 1, checkpoint_dir=tmp_path)
     # rewrite the checkpoint as a version without composition_weight wrote it
     file = tmp_path / CHECKPOINT_NAME
-    state = torch.load(file, weights_only=True)
-    config = json.loads(state["config"])
-    del config["composition_weight"]
-    state["config"] = json.dumps(config)
-    torch.save(state, file)
+    _drop_setting(file, "composition_weight")
     with pytest.raises(ValueError, match="composition_weight"):
         _train(data, 2, checkpoint_dir=tmp_path, composition_weight=1.0)
     resumed, _ = _train(data, 2, checkpoint_dir=tmp_path)  # 0.0 is what that version did
     assert [r["epoch"] for r in resumed] == [1, 2]
+    # a setting with no recorded old value (like the regressor's encoder_lr): said plainly
+    _drop_setting(file, "local_pairs")
+    with pytest.raises(ValueError, match="older dimfeat that had no local_pairs setting"):
+        _train(data, 3, checkpoint_dir=tmp_path)
 
 
 def test_fit_stops_after_the_epoch_that_passes_the_time_budget(data):
