@@ -134,32 +134,26 @@ def _data_identity(args) -> dict | None:
     """
     import hashlib
 
+    from dimfeat.datasets import matminer_file
+
+    home = getattr(args, "data_home", None)
     if args.matbench:
-        home = getattr(args, "data_home", None)
-        folder = Path(home) if home else None
-        from dimfeat.datasets import matminer_file
-
-        try:
-            sources = [matminer_file(args.matbench, folder)]
-        except (FileNotFoundError, KeyError):
-            return None
+        names = [args.matbench]
     elif getattr(args, "inputs", None):
-        from dimfeat.datasets import matminer_file
-
-        sources = []
-        home = getattr(args, "data_home", None)
-        for name in args.inputs:
-            if Path(name).exists():
-                sources.append(Path(name))
-                continue
-            try:  # a Matbench task given by name: its file in the data home
-                sources.append(matminer_file(name, Path(home) if home else None))
-            except (FileNotFoundError, KeyError, ValueError):
-                return None  # not on this machine: only a cache can stand in
+        names = list(args.inputs)
     elif args.data:
-        sources = [Path(args.data)]
+        names = [args.data]
     else:
         return None
+    sources = []
+    for name in names:
+        if not args.matbench and Path(name).exists():
+            sources.append(Path(name))
+            continue
+        try:  # a Matbench task: its file in the data home
+            sources.append(matminer_file(name, Path(home) if home else None))
+        except (FileNotFoundError, KeyError, ValueError):
+            return None  # not on this machine: only a cache can stand in
     if not all(source.exists() for source in sources):
         return None
     stamps = []
@@ -211,7 +205,8 @@ def _check_cache(cache: str, extra: dict, key: dict) -> str:
     if key["data"] is not None:  # the data are here: the cache must have been built from them
         compared.append("data")
     changed = [k for k in compared if recorded.get(k) != key[k]]
-    if "data" in changed and "stamp" not in (recorded.get("data") or {"stamp": None}):
+    cached_data = recorded.get("data")
+    if "data" in changed and cached_data is not None and "stamp" not in cached_data:
         raise SystemExit(
             f"{cache} was written by an older dimfeat that identified the data by modification "
             "time, not content: delete it to rebuild it, or pass another --cache"
