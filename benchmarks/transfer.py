@@ -406,9 +406,49 @@ def write_table(doc: Path, runs: list[dict], machine: str) -> None:
     block = (
         f"{MARKERS[0]}\n<!-- written by `python benchmarks/transfer.py plot`; do not edit -->\n\n"
         f"{len(runs)} runs, seeds {seeds[0]}-{seeds[-1]} (not every cell has every seed: see the "
-        f"run counts); machine: {machine}.\n" + table(runs) + "\n\n"
+        f"run counts); machine: {machine}.\n" + table(runs) + schedule_table(runs) + "\n\n"
     )
     doc.write_text(text[:start] + block + text[end:])
+
+
+#: Fine-tuning schedules of the DIM start, compared with the plain ``dim`` start.
+SCHEDULES = ("dim-warmup", "dim-slow-encoder")
+
+
+def schedule_table(runs: list[dict]) -> str:
+    """Markdown: for each schedule, the seeds where it beats the plain DIM start on the
+    validation MAE (the labels' own validation part: how a schedule is chosen) and on the
+    test MAE; empty when no schedule was run.
+    """
+    by_key = {(r["property"], r["n_labels"], r["init"], r["seed"]): r for r in runs}
+    lines = []
+    for prop in PROPERTIES:
+        present = [
+            s for s in SCHEDULES if any((r["property"], r["init"]) == (prop, s) for r in runs)
+        ]
+        if not present:
+            continue
+        lines += [
+            "",
+            f"**{prop}, schedules against the plain DIM start**: seeds (paired) where the "
+            "schedule has the lower validation MAE / test MAE",
+            "",
+            "| labels | " + " | ".join(present) + " |",
+            "|---|" + "---|" * len(present),
+        ]
+        for n in sorted({r["n_labels"] for r in runs if r["property"] == prop}):
+            cells = []
+            for init in present:
+                pairs = [
+                    (r, by_key[(prop, n, "dim", seed)])
+                    for (p, k, i, seed), r in by_key.items()
+                    if (p, k, i) == (prop, n, init) and (prop, n, "dim", seed) in by_key
+                ]
+                valid = sum(a["best_valid_mae"] < b["best_valid_mae"] for a, b in pairs)
+                test = sum(a["test_mae"] < b["test_mae"] for a, b in pairs)
+                cells.append(f"{valid}/{len(pairs)} / {test}/{len(pairs)}")
+            lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def table(runs: list[dict]) -> str:

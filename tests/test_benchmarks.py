@@ -457,6 +457,24 @@ def test_transfer_table_is_written_between_the_markers_only(tmp_path):
         transfer.write_table(doc, runs, "")
 
 
+def test_schedule_table_pairs_each_schedule_with_the_plain_dim_start():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import transfer
+
+    def run(init, seed, valid, test):
+        return {"property": "band_gap", "n_labels": 50, "init": init, "seed": seed,
+                "best_valid_mae": valid, "test_mae": test}  # fmt: skip
+
+    runs = [run("dim", 0, 1.0, 1.0), run("dim", 1, 1.0, 1.0), run("random", 0, 0.1, 0.1)]
+    assert transfer.schedule_table(runs) == ""  # no schedule run: no table
+    # seed 0: lower validation, higher test; seed 1: higher both; seed 2 has no dim run
+    runs += [run("dim-warmup", 0, 0.9, 1.1), run("dim-warmup", 1, 1.2, 1.2)]
+    runs += [run("dim-warmup", 2, 0.1, 0.1)]
+    text = transfer.schedule_table(runs)
+    assert "| labels | dim-warmup |" in text and "dim-slow-encoder" not in text
+    assert "| 50 | 1/2 / 0/2 |" in text
+
+
 def test_paired_comparison_pairs_the_common_draws():
     run = {"mae": {"band_gap": {"mlp": {"dim": {"50": [1.0, 2.0, 3.0]}}}}}
     base = {"mae": {"band_gap": {"mlp": {"dim": {"50": [1.5, 1.0]}}}}}
