@@ -273,7 +273,11 @@ class SiteNetEncoder(nn.Module):
 
     # -- global part --------------------------------------------------------------------------
     def encode_global(
-        self, mu_local: torch.Tensor, crystal_index: torch.Tensor, n_crystals: int
+        self,
+        mu_local: torch.Tensor,
+        crystal_index: torch.Tensor,
+        n_crystals: int,
+        site_weight: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Pool local representations into crystal vectors.
 
@@ -282,14 +286,20 @@ class SiteNetEncoder(nn.Module):
         mu_local : FloatTensor (S, local_dim)
         crystal_index : LongTensor (S,)
         n_crystals : int
+        site_weight : FloatTensor (S,), optional
+            Sites each row stands for (:attr:`dimfeat.inputs.Batch.site_weight`); the pooling
+            is then the weighted mean, the mean over all of the crystal's sites.
 
         Returns
         -------
         mu_global, logvar_global : FloatTensor (n_crystals, global_dim)
         """
         h = self.prepool(mu_local).float()  # pool in float32, also under autocast
+        weight = torch.ones_like(h[:, 0]) if site_weight is None else site_weight.float()
+        if site_weight is not None:
+            h = h * weight.unsqueeze(1)
         total = h.new_zeros(n_crystals, h.shape[1]).index_add_(0, crystal_index, h)
-        count = h.new_zeros(n_crystals).index_add_(0, crystal_index, torch.ones_like(h[:, 0]))
+        count = h.new_zeros(n_crystals).index_add_(0, crystal_index, weight)
         pooled = self.postpool(total / count.clamp_min(1).unsqueeze(1))
         return self.global_mu(pooled), self.global_logvar(pooled)
 
@@ -311,7 +321,9 @@ class SiteNetEncoder(nn.Module):
             for start in range(0, n_rows, step)
         ]
         mu_local = chunks[0] if len(chunks) == 1 else torch.cat(chunks)
-        mu_global, _ = self.encode_global(mu_local, batch.crystal_index, batch.n_crystals)
+        mu_global, _ = self.encode_global(
+            mu_local, batch.crystal_index, batch.n_crystals, batch.site_weight
+        )
         return mu_global
 
 

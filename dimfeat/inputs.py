@@ -66,6 +66,7 @@ __all__ = [
     "canonical_cell",
     "check_structures",
     "collate",
+    "equivalent_sites",
     "load_inputs",
     "save_inputs",
     "structure_cell",
@@ -77,6 +78,11 @@ __all__ = [
 MIN_DISTANCE = 0.5
 
 _IMAGES = np.array(list(itertools.product((-1, 0, 1), repeat=3)), dtype=np.float64)
+
+#: Grid (Å) on which :func:`equivalent_sites` compares distances. Sites related by symmetry
+#: see the same distances up to float32 rounding (about 1e-6 Å); a grid ten times coarser
+#: merges them, and two environments it merges differ by less than this in every distance.
+SITE_MERGE_RESOLUTION = 1e-5
 
 
 class InvalidStructureError(ValueError):
@@ -563,6 +569,48 @@ def build_inputs(
     )
 
 
+def equivalent_sites(
+    crystal: CrystalInputs, resolution: float = SITE_MERGE_RESOLUTION
+) -> tuple[np.ndarray, np.ndarray]:
+    """Group the sites of a crystal whose environments are the same.
+
+    Two sites are equivalent when they have the same species and see the same multiset of
+    (species, distance) over the supercell atoms, distances compared on a grid of
+    ``resolution`` Å. Equivalent sites have the same local environment, so the encoder needs
+    only one of them, counted as many times as there are (sites related by symmetry are
+    equivalent; this is how a symmetric crystal is encoded at a fraction of its cost).
+
+    Parameters
+    ----------
+    crystal : CrystalInputs
+    resolution : float, default=SITE_MERGE_RESOLUTION
+        Distance grid (Å). Values that fall on either side of a grid line are not merged, so
+        merging can only miss an equivalence, never invent one wider than ``resolution``.
+
+    Returns
+    -------
+    representatives : ndarray of int, ascending
+        The first site of each group.
+    counts : ndarray of int
+        Sites in each group (they sum to ``crystal.n_sites``).
+    """
+    n_sites = crystal.n_sites
+    if n_sites == 1:
+        return np.zeros(1, dtype=np.int64), np.ones(1, dtype=np.int64)
+    # one sortable code per (species, distance on the grid): atomic numbers are below 128
+    codes = np.rint(crystal.distances.astype(np.float64) / resolution).astype(np.int64)
+    codes *= 128
+    codes += crystal.species
+    codes.sort(axis=1)
+    groups: dict[tuple[int, bytes], list[int]] = {}  # key -> [first site, count]
+    site_species = crystal.species[:n_sites].tolist()
+    for site, (species, row) in enumerate(zip(site_species, codes, strict=True)):
+        group = groups.setdefault((species, row.tobytes()), [site, 0])
+        group[1] += 1
+    found = np.array(list(groups.values()), dtype=np.int64)  # in order of first site
+    return found[:, 0], found[:, 1]
+
+
 @dataclass
 class Batch:
     """Crystals batched for the encoder: ragged over unique sites, padded over atoms.
@@ -586,7 +634,10 @@ class Batch:
     site_offset : LongTensor of shape (B,)
         Row of each crystal's first site.
     n_sites : LongTensor of shape (B,)
-        Unique sites per crystal.
+        Rows (unique sites) per crystal.
+    site_weight : FloatTensor of shape (S,), optional
+        How many sites of its crystal each row stands for, when :func:`collate` merged
+        equivalent sites; ``None`` means one each. Pooling is the weighted mean.
     """
 
     site_species: torch.Tensor
@@ -597,6 +648,7 @@ class Batch:
     crystal_index: torch.Tensor
     site_offset: torch.Tensor
     n_sites: torch.Tensor
+    site_weight: torch.Tensor | None = None
 
     @property
     def n_crystals(self) -> int:
@@ -605,14 +657,34 @@ class Batch:
 
     def to(self, device: torch.device | str) -> Batch:
         """Move every tensor to ``device`` (non-blocking where possible)."""
-        return Batch(**{k: v.to(device, non_blocking=True) for k, v in self.__dict__.items()})
+        return Batch(
+            **{
+                k: None if v is None else v.to(device, non_blocking=True)
+                for k, v in self.__dict__.items()
+            }
+        )
 
 
-def collate(crystals: list[CrystalInputs]) -> Batch:
-    """Batch a list of :class:`CrystalInputs` into a :class:`Batch` of CPU tensors."""
+def collate(
+    crystals: list[CrystalInputs],
+    sites: list[tuple[np.ndarray, np.ndarray]] | None = None,
+) -> Batch:
+    """Batch a list of :class:`CrystalInputs` into a :class:`Batch` of CPU tensors.
+
+    Parameters
+    ----------
+    crystals : list of CrystalInputs
+    sites : list of (representatives, counts), optional
+        One :func:`equivalent_sites` result per crystal: only the representative sites become
+        rows, each weighted by its count (``Batch.site_weight``). By default every site is a
+        row (what training needs: the DIM objective samples sites and their neighbours).
+    """
     if not crystals:
         raise ValueError("cannot collate an empty list of crystals")
-    n_sites = np.array([c.n_sites for c in crystals])
+    if sites is not None and len(sites) != len(crystals):
+        raise ValueError(f"got {len(sites)} site groupings for {len(crystals)} crystals")
+    rows = [np.arange(c.n_sites) for c in crystals] if sites is None else [r for r, _ in sites]
+    n_sites = np.array([len(r) for r in rows])
     n_atoms = np.array([c.n_atoms for c in crystals])
     width = int(n_atoms.max())
     total = int(n_sites.sum())
@@ -621,17 +693,20 @@ def collate(crystals: list[CrystalInputs]) -> Batch:
     distances = np.zeros((total, width), dtype=np.float32)
     mask = np.zeros((total, width), dtype=bool)
     row = 0
-    for c in crystals:  # one vectorised block copy per crystal, no per-site loop
-        p, n = c.n_sites, c.n_atoms
+    for c, r in zip(crystals, rows, strict=True):  # one block copy per crystal, no site loop
+        p, n = len(r), c.n_atoms
         species[row : row + p, :n] = c.species
         neighbour_site[row : row + p, :n] = c.atom_site
-        distances[row : row + p, :n] = c.distances
+        distances[row : row + p, :n] = c.distances if sites is None else c.distances[r]
         mask[row : row + p, :n] = True
         row += p
     offsets = np.concatenate([[0], np.cumsum(n_sites)[:-1]])
+    weight = None
+    if sites is not None:
+        weight = torch.from_numpy(np.concatenate([w for _, w in sites]).astype(np.float32))
     return Batch(
         site_species=torch.from_numpy(
-            np.concatenate([c.species[: c.n_sites] for c in crystals])
+            np.concatenate([c.species[r] for c, r in zip(crystals, rows, strict=True)])
         ).long(),
         neighbour_species=torch.from_numpy(species),
         neighbour_site=torch.from_numpy(neighbour_site),
@@ -640,6 +715,7 @@ def collate(crystals: list[CrystalInputs]) -> Batch:
         crystal_index=torch.from_numpy(np.repeat(np.arange(len(crystals)), n_sites)),
         site_offset=torch.from_numpy(offsets),
         n_sites=torch.from_numpy(n_sites),
+        site_weight=weight,
     )
 
 

@@ -35,6 +35,7 @@ from dimfeat.inputs import (
     as_structure_list,
     build_many,
     collate,
+    equivalent_sites,
     progress_bar,
 )
 from dimfeat.weights import (
@@ -102,6 +103,7 @@ def inference_batches(
     order: np.ndarray,
     batch_size: int,
     max_bonds: int = MAX_BONDS_PER_BATCH,
+    rows: Sequence[int] | None = None,
 ) -> list[np.ndarray]:
     """Consecutive groups of ``order`` with at most ``batch_size`` crystals and bounded bonds.
 
@@ -113,7 +115,10 @@ def inference_batches(
     batch_size : int
         Most crystals per group.
     max_bonds : int, default=MAX_BONDS_PER_BATCH
-        Most unique sites x padded atoms per group (a larger crystal gets a group of its own).
+        Most rows x padded atoms per group (a larger crystal gets a group of its own).
+    rows : sequence of int, optional
+        Rows each crystal takes in a batch (its number of site groups when equivalent sites
+        are merged); by default its number of unique sites.
 
     Returns
     -------
@@ -122,16 +127,15 @@ def inference_batches(
     """
     groups: list[np.ndarray] = []
     current: list[int] = []
-    n_sites = 0
+    n_rows = 0
     for i in order:
         width = inputs[i].n_atoms
-        if current and (
-            len(current) >= batch_size or (n_sites + inputs[i].n_sites) * width > max_bonds
-        ):
+        size = inputs[i].n_sites if rows is None else int(rows[i])
+        if current and (len(current) >= batch_size or (n_rows + size) * width > max_bonds):
             groups.append(np.array(current))
-            current, n_sites = [], 0
+            current, n_rows = [], 0
         current.append(int(i))
-        n_sites += inputs[i].n_sites
+        n_rows += size
     if current:
         groups.append(np.array(current))
     return groups
@@ -147,6 +151,7 @@ def run_batches(
     dtype: Any = np.float32,
     progress: bool | dict = False,
     timings: dict[str, float] | None = None,
+    merge_sites: bool = True,
 ) -> np.ndarray:
     """The inference loop: sort by size, batch, collate, run ``forward``, scatter back.
 
@@ -167,8 +172,12 @@ def run_batches(
     progress : bool or dict, default=False
         A tqdm bar over crystals (a dict: tqdm keyword arguments).
     timings : dict, optional
-        If given, seconds spent collating and in ``forward`` are added to its ``"collate"``
-        and ``"model"`` entries.
+        If given, seconds spent grouping equivalent sites, collating and in ``forward`` are
+        added to its ``"site_groups"``, ``"collate"`` and ``"model"`` entries.
+    merge_sites : bool, default=True
+        Encode one site of each group of :func:`~dimfeat.inputs.equivalent_sites`, weighted by
+        the group's size: the same vectors (to the float rounding of a different summation
+        order, and distances within ``SITE_MERGE_RESOLUTION``) for a fraction of the bonds.
 
     Returns
     -------
@@ -180,12 +189,19 @@ def run_batches(
     if not len(inputs):
         return out
     order = np.argsort([c.n_atoms for c in inputs], kind="stable")
+    start = time.perf_counter()
+    sites = [equivalent_sites(c) for c in inputs] if merge_sites else None
+    if timings is not None:
+        timings["site_groups"] = timings.get("site_groups", 0.0) + time.perf_counter() - start
+    rows = None if sites is None else [len(r) for r, _ in sites]
     bar = progress_bar(progress, len(inputs), "encoding")
     try:
         with torch.inference_mode():
-            for group in inference_batches(inputs, order, batch_size):
+            for group in inference_batches(inputs, order, batch_size, rows=rows):
                 start = time.perf_counter()
-                batch = collate([inputs[i] for i in group])
+                batch = collate(
+                    [inputs[i] for i in group], None if sites is None else [sites[i] for i in group]
+                )
                 collated = time.perf_counter()
                 out[group] = forward(batch.to(device)).float().cpu().numpy()
                 if timings is not None:

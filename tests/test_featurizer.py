@@ -27,7 +27,8 @@ from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from dimfeat import DeepInfoMaxFeaturizer
-from dimfeat.inputs import InvalidStructureError
+from dimfeat.inputs import InvalidStructureError, equivalent_sites
+from dimfeat.runtime import run_batches
 from dimfeat.weights import DEFAULT_WEIGHTS, resolve_weights, sha256_of
 
 REGRESSION_FILE = Path(__file__).resolve().parent / "data" / "regression_vectors.json"
@@ -569,6 +570,21 @@ def test_fit_passes_the_composition_weight_to_training(small_structures):
         DeepInfoMaxFeaturizer(weights=None, epochs=1, composition_weight=-1).fit(
             small_structures[:4]
         )
+
+
+def test_merging_equivalent_sites_keeps_the_vectors(featurizer, sample):
+    """Encoding one site per group of equivalent sites, weighted, is the full encoding."""
+    runtime = featurizer.get_runtime()
+    structures = list(sample["structure"][:64])
+    inputs, errors = runtime.build(structures)
+    assert not errors
+    groups = sum(len(equivalent_sites(c)[0]) for c in inputs)
+    assert groups < 0.8 * sum(c.n_sites for c in inputs)  # the sample is mostly symmetric
+    encode = runtime.encoder.eval()
+    full = run_batches(inputs, encode, 128, device=torch.device("cpu"), merge_sites=False)
+    merged = run_batches(inputs, encode, 128, device=torch.device("cpu"))
+    scale = np.abs(full).max(axis=1, keepdims=True)
+    np.testing.assert_allclose(merged / scale, full / scale, rtol=0, atol=1e-5)
 
 
 # -- regression values of the bundled weights ----------------------------------------------------

@@ -26,6 +26,7 @@ from dimfeat.inputs import (
     build_many,
     check_structures,
     collate,
+    equivalent_sites,
     load_inputs,
     save_inputs,
     supercell_repeats,
@@ -639,3 +640,39 @@ def test_documented_input_kinds_run_as_written(page, section, rows, same, tmp_pa
     equal = first_X[:same]
     assert len(equal) == same
     np.testing.assert_allclose(equal, np.broadcast_to(equal[0], equal.shape), atol=2e-5)
+
+
+# -- merging equivalent sites ----------------------------------------------------------------------
+def test_equivalent_sites_follow_the_symmetry_and_not_the_species_count(classic):
+    # wurtzite ZnO: 4 sites, two of each species related by the 6_3 screw axis -> 2 groups
+    sites, counts = equivalent_sites(build_inputs(classic["ZnO"]))
+    assert sites.tolist() == sorted(sites.tolist()) and counts.sum() == 4
+    assert len(sites) == 2 and counts.tolist() == [2, 2]
+    # SrTiO3: the three O sites are equivalent, Sr and Ti are not equivalent to anything
+    crystal = build_inputs(classic["SrTiO3"])
+    sites, counts = equivalent_sites(crystal)
+    assert sorted(counts.tolist()) == [1, 1, 3]
+    assert crystal.species[sites[counts == 3]].tolist() == [8]
+
+
+def test_a_perturbed_crystal_has_no_equivalent_sites(classic):
+    perturbed = classic["ZnO"].copy().perturb(0.01, seed=0)
+    sites, counts = equivalent_sites(build_inputs(perturbed))
+    assert len(sites) == 4 and counts.tolist() == [1, 1, 1, 1]
+
+
+def test_merged_batch_rows_stand_for_their_sites(classic):
+    crystals = [build_inputs(classic[name]) for name in ("ZnO", "SrTiO3", "CsCl")]
+    sites = [equivalent_sites(c) for c in crystals]
+    merged, full = collate(crystals, sites), collate(crystals)
+    assert merged.n_sites.tolist() == [2, 3, 2]
+    assert full.n_sites.tolist() == [4, 5, 2]
+    weights = merged.site_weight.tolist()
+    assert weights == [w for _, counts in sites for w in counts.tolist()]
+    assert sorted(weights[2:5]) == [1, 1, 3] and weights[:2] + weights[5:] == [2, 2, 1, 1]
+    assert full.site_weight is None
+    # each merged row is its representative's full row
+    first = [int(r[0]) for r, _ in sites]
+    np.testing.assert_array_equal(merged.distances[0], full.distances[first[0]])
+    with pytest.raises(ValueError, match="2 site groupings for 3 crystals"):
+        collate(crystals, sites[:2])
