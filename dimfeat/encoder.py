@@ -295,8 +295,10 @@ class SiteNetEncoder(nn.Module):
         mu_global, logvar_global : FloatTensor (n_crystals, global_dim)
         """
         h = self.prepool(mu_local).float()  # pool in float32, also under autocast
-        weight = torch.ones_like(h[:, 0]) if site_weight is None else site_weight.float()
-        if site_weight is not None:
+        if site_weight is None:
+            weight = torch.ones_like(h[:, 0])
+        else:
+            weight = site_weight.float()
             h = h * weight.unsqueeze(1)
         total = h.new_zeros(n_crystals, h.shape[1]).index_add_(0, crystal_index, h)
         count = h.new_zeros(n_crystals).index_add_(0, crystal_index, weight)

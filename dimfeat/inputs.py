@@ -683,8 +683,11 @@ def collate(
         raise ValueError("cannot collate an empty list of crystals")
     if sites is not None and len(sites) != len(crystals):
         raise ValueError(f"got {len(sites)} site groupings for {len(crystals)} crystals")
-    rows = [np.arange(c.n_sites) for c in crystals] if sites is None else [r for r, _ in sites]
-    n_sites = np.array([len(r) for r in rows])
+    # rows of each crystal: all its sites (a view, as training needs) or the representatives
+    picks = [slice(c.n_sites) for c in crystals] if sites is None else [r for r, _ in sites]
+    n_sites = np.array(
+        [c.n_sites for c in crystals] if sites is None else [len(r) for r, _ in sites]
+    )
     n_atoms = np.array([c.n_atoms for c in crystals])
     width = int(n_atoms.max())
     total = int(n_sites.sum())
@@ -693,11 +696,11 @@ def collate(
     distances = np.zeros((total, width), dtype=np.float32)
     mask = np.zeros((total, width), dtype=bool)
     row = 0
-    for c, r in zip(crystals, rows, strict=True):  # one block copy per crystal, no site loop
-        p, n = len(r), c.n_atoms
+    for c, pick, p in zip(crystals, picks, n_sites, strict=True):  # block copies, no site loop
+        n = c.n_atoms
         species[row : row + p, :n] = c.species
         neighbour_site[row : row + p, :n] = c.atom_site
-        distances[row : row + p, :n] = c.distances if sites is None else c.distances[r]
+        distances[row : row + p, :n] = c.distances[pick]
         mask[row : row + p, :n] = True
         row += p
     offsets = np.concatenate([[0], np.cumsum(n_sites)[:-1]])
@@ -706,7 +709,7 @@ def collate(
         weight = torch.from_numpy(np.concatenate([w for _, w in sites]).astype(np.float32))
     return Batch(
         site_species=torch.from_numpy(
-            np.concatenate([c.species[r] for c, r in zip(crystals, rows, strict=True)])
+            np.concatenate([c.species[pick] for c, pick in zip(crystals, picks, strict=True)])
         ).long(),
         neighbour_species=torch.from_numpy(species),
         neighbour_site=torch.from_numpy(neighbour_site),
