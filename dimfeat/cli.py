@@ -257,6 +257,7 @@ def _training_config(args: argparse.Namespace) -> TrainingConfig:
     return TrainingConfig(
         epochs=args.epochs,
         lr=args.lr,
+        lr_decay_epochs=args.lr_decay_epochs,
         site_budget=args.site_budget,
         validation_fraction=args.validation_fraction,
         patience=args.patience,
@@ -809,6 +810,13 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=DEFAULT_SYNTHETIC_WEIGHT,
         help="weight of each synthetic kind of false sample relative to 'other' (1: all alike)",
+    )
+    train.add_argument(
+        "--lr-decay-epochs",
+        type=int,
+        default=None,
+        help="decay the learning rate along a half cosine over this many epochs (default: "
+        "constant, as in the paper)",
     )
     train.add_argument(
         "--critic",

@@ -97,6 +97,11 @@ class TrainingConfig:
         ``epochs`` is 0: it loads weights unless asked to train).
     lr : float
         AdamW learning rate (the paper's 8.12e-4).
+    lr_decay_epochs : int or None
+        Decay the learning rate along a half cosine over this many epochs, from ``lr`` at the
+        first epoch towards 0, staying at the last value afterwards; it is set once per epoch,
+        from the epoch's index alone, so a resumed run follows the same schedule (None: the
+        paper's constant rate; see :func:`cosine_lr_factor`).
     weight_decay : float
         AdamW weight decay.
     site_budget : int
@@ -155,6 +160,7 @@ class TrainingConfig:
     local_false_samples: tuple[str, ...] | None = None
     critic: str = DEFAULT_CRITIC
     synthetic_weight: float = DEFAULT_SYNTHETIC_WEIGHT
+    lr_decay_epochs: int | None = None
     seed: int = 0
 
     #: Settings added after checkpoints were first written, with the value that reproduces the
@@ -165,6 +171,7 @@ class TrainingConfig:
         "local_false_samples": None,
         "critic": "mlp",
         "synthetic_weight": 1.0,
+        "lr_decay_epochs": None,
     }
     mixed_precision: bool = True
     max_seconds: float | None = None
@@ -179,6 +186,8 @@ class TrainingConfig:
             )
         check_critic(self.critic)
         check_synthetic_weight(self.synthetic_weight)
+        if self.lr_decay_epochs is not None and self.lr_decay_epochs < 1:
+            raise ValueError(f"lr_decay_epochs must be None or >= 1, got {self.lr_decay_epochs}")
 
     def to_dict(self) -> dict:
         """JSON-ready dictionary."""
@@ -187,6 +196,19 @@ class TrainingConfig:
         if self.local_false_samples is not None:
             out["local_false_samples"] = list(self.local_false_samples)
         return out
+
+
+def cosine_lr_factor(epoch: int, decay_epochs: int | None) -> float:
+    """Multiplier of the base learning rate in ``epoch`` (0-based) of a half-cosine decay.
+
+    ``0.5 * (1 + cos(pi * e / decay_epochs))`` with ``e = min(epoch, decay_epochs - 1)``: 1 in the
+    first epoch, falling towards 0 over ``decay_epochs`` epochs and constant afterwards; 1
+    throughout when ``decay_epochs`` is None.
+    """
+    if decay_epochs is None:
+        return 1.0
+    e = min(epoch, decay_epochs - 1)
+    return 0.5 * (1.0 + math.cos(math.pi * e / decay_epochs))
 
 
 def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -338,6 +360,9 @@ class TrainingLoop:
         self.optimizer = torch.optim.AdamW(
             objective.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
+        # per-group base rates, which the schedule scales (a resumed optimiser state holds the
+        # decayed ones)
+        self._base_lrs = [group["lr"] for group in self.optimizer.param_groups]
         self.history: list[dict] = []
         self.best_loss = math.inf
         self.best_state: dict | None = None
@@ -405,6 +430,9 @@ class TrainingLoop:
         rng = np.random.default_rng([self.config.seed, epoch])
         order = rng.permutation(len(train))
         self.objective.start_epoch(epoch)
+        factor = cosine_lr_factor(epoch, getattr(self.config, "lr_decay_epochs", None))
+        for group, base in zip(self.optimizer.param_groups, self._base_lrs, strict=True):
+            group["lr"] = base * factor
         groups = self.objective.train_groups(train, order, epoch)
         if self.distributed is not None:
             groups = self.distributed.shard(groups)
@@ -424,6 +452,8 @@ class TrainingLoop:
         if self.distributed is not None:
             totals = self.distributed.mean(totals)
         record: dict = {"epoch": epoch + 1}
+        if factor != 1.0:
+            record["lr_factor"] = factor
         record.update({f"train_{key}": v / max(len(groups), 1) for key, v in totals.items()})
         scores = self.objective.validate(valid, self._autocast)
         record.update({f"valid_{key}": v for key, v in scores.items()})

@@ -143,3 +143,39 @@ def test_chunked_sites_give_the_vectors_of_the_whole_batch(encoder, batch, monke
         for pairs in (1, 2 * batch.neighbour_species.shape[1]):
             monkeypatch.setattr(encoder_module, "CHUNK_PAIRS", pairs)
             torch.testing.assert_close(encoder(batch), whole, rtol=1e-5, atol=1e-6)
+
+
+def test_inference_mish_matches_torch_mish_and_training_keeps_torch_mish():
+    from dimfeat.encoder import Mish
+
+    x = torch.cat([torch.linspace(-120.0, 120.0, 200_001), torch.tensor([0.0, -0.0, 1e30, -1e30])])
+    exact = torch.nn.functional.mish(x.double())
+    with torch.inference_mode():
+        fast = Mish()(x)
+    # within a few float32 ulps of |x| (the form cancels where Mish is nearly 0); exact for
+    # large x, where e^x overflows
+    assert ((fast.double() - exact).abs() <= 4e-7 * x.double().abs().clamp_min(1.0)).all()
+    assert fast[-2] == 1e30 and fast[-1] == 0.0
+    assert torch.isfinite(fast).all()
+    # under autograd (training) it is torch's own Mish, bit for bit, with its gradient
+    leaf = x[::1000].clone().requires_grad_()
+    out = Mish()(leaf)
+    assert torch.equal(out, torch.nn.functional.mish(leaf))
+    out.sum().backward()
+    assert torch.isfinite(leaf.grad).all()
+    # and the input of the inference path is left as it was
+    before = x.clone()
+    with torch.no_grad():
+        Mish()(x)
+    assert torch.equal(x, before)
+
+
+def test_inference_and_autograd_paths_give_the_same_vectors(encoder, batch):
+    with torch.inference_mode():
+        fast = encoder(batch)
+    mu_local, _ = encoder.encode_local(
+        batch.site_species, batch.neighbour_species, batch.distances, batch.mask
+    )
+    exact, _ = encoder.encode_global(mu_local, batch.crystal_index, batch.n_crystals)
+    assert mu_local.requires_grad  # the torch-Mish path ran
+    torch.testing.assert_close(fast, exact.detach(), rtol=1e-5, atol=1e-6)

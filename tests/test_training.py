@@ -19,6 +19,7 @@ from dimfeat.training import (
     CHECKPOINT_NAME,
     DIMTrainer,
     TrainingConfig,
+    cosine_lr_factor,
     resolve_device,
     split_validation,
 )
@@ -105,6 +106,37 @@ def test_resume_continues_and_ends_identical_to_an_uninterrupted_run(data, three
         _train(data, 4, checkpoint_dir=tmp_path, lr=1e-3)
     with pytest.raises(ValueError, match="false_samples"):
         _train(data, 4, checkpoint_dir=tmp_path, false_samples=("other",))
+
+
+def test_cosine_lr_factor_decays_from_one_and_then_holds():
+    assert [cosine_lr_factor(e, None) for e in range(3)] == [1.0, 1.0, 1.0]
+    factors = [cosine_lr_factor(e, 4) for e in range(6)]
+    assert factors[0] == 1.0
+    assert factors[:4] == pytest.approx([1.0, 0.8536, 0.5, 0.1464], abs=1e-4)
+    assert factors[4] == factors[5] == factors[3]  # held after the decay
+    with pytest.raises(ValueError, match="lr_decay_epochs"):
+        TrainingConfig(lr_decay_epochs=0)
+
+
+@pytest.mark.slow
+def test_a_decayed_run_resumes_on_its_schedule_and_differs_from_a_constant_rate(
+    data, three_epochs, tmp_path
+):
+    constant_history, constant = three_epochs
+    first, _ = _train(data, 2, checkpoint_dir=tmp_path, lr_decay_epochs=3)
+    assert [r["lr_factor"] for r in first[1:]] == pytest.approx([0.75])
+    resumed, resumed_encoder = _train(data, 3, checkpoint_dir=tmp_path, lr_decay_epochs=3)
+    whole, whole_encoder = _train(data, 3, lr_decay_epochs=3)
+    assert [r["lr_factor"] for r in whole[1:]] == pytest.approx([0.75, 0.25])
+    assert "lr_factor" not in whole[0]  # the first epoch runs at the base rate
+    assert _without_timing(resumed) == _without_timing(whole)
+    assert state_checksum(resumed_encoder) == state_checksum(whole_encoder)
+    # the first epoch is the constant run's; the decayed ones are not
+    assert _without_timing(whole[:1]) == _without_timing(constant_history[:1])
+    assert whole[2]["train_loss"] != constant_history[2]["train_loss"]
+    assert state_checksum(whole_encoder) != state_checksum(constant)
+    with pytest.raises(ValueError, match=r"different training settings \(lr_decay_epochs\)"):
+        _train(data, 4, checkpoint_dir=tmp_path, lr_decay_epochs=5)
 
 
 def _drop_setting(file, name: str) -> None:
