@@ -168,6 +168,29 @@ def _majority_numbers(structure) -> np.ndarray:
     return np.array(numbers, dtype=np.int64)
 
 
+def _site_numbers(structure) -> tuple[np.ndarray | None, bool]:
+    """Atomic numbers of the sites in one pass, and whether a dummy species was seen.
+
+    The numbers are None as soon as a site is disordered (more than one species, or an
+    occupancy other than 1: what pymatgen's ``is_ordered`` tests); that rare case takes the
+    slower path of :func:`_majority_numbers`.
+    """
+    from pymatgen.core.periodic_table import DummySpecies
+
+    numbers = []
+    for site in structure:
+        species = site.species
+        if len(species) != 1:
+            return None, False
+        ((specie, occupancy),) = species.items()
+        if occupancy != 1:
+            return None, False
+        if isinstance(specie, DummySpecies):
+            return None, True
+        numbers.append(specie.Z)
+    return np.array(numbers, dtype=np.int64), False
+
+
 def _spglib_cell(
     structure, index: int | None, disorder: str = "error"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -175,7 +198,8 @@ def _spglib_cell(
     where = _where(index)
     if disorder not in DISORDER_POLICIES:
         raise ValueError(f"disorder must be one of {DISORDER_POLICIES}, got {disorder!r}")
-    ordered = structure.is_ordered
+    numbers, dummy = _site_numbers(structure)
+    ordered = numbers is not None or (dummy and structure.is_ordered)
     if not ordered and disorder == "error":
         raise InvalidStructureError(
             f"disordered structure{where} ({structure.composition.reduced_formula}): partial "
@@ -192,10 +216,8 @@ def _spglib_cell(
     volume = abs(np.linalg.det(lattice))
     if not volume > 1e-3:
         raise InvalidStructureError(f"structure{where} has a degenerate lattice (volume {volume})")
-    _refuse_dummy_species(structure, where)
-    if ordered:
-        numbers = np.array([site.specie.Z for site in structure], dtype=np.int64)
-    else:
+    if numbers is None:  # a disordered site or a dummy species: check every site
+        _refuse_dummy_species(structure, where)
         numbers = _majority_numbers(structure)
     return lattice, frac, numbers
 
@@ -537,6 +559,18 @@ def build_inputs(
         For elements beyond Lr (Z > 103) and dummy species, naming them and ``index``.
     """
     lattice, frac, numbers = _spglib_cell(structure, index, disorder)
+    return _inputs_from_cell(lattice, frac, numbers, max_atoms, symprec, index)
+
+
+def _inputs_from_cell(
+    lattice: np.ndarray,
+    frac: np.ndarray,
+    numbers: np.ndarray,
+    max_atoms: int,
+    symprec: float,
+    index: int | None,
+) -> CrystalInputs:
+    """:func:`build_inputs` after the structure has been read into arrays."""
     check_atomic_numbers(numbers, index=index)
     lattice, frac, numbers = _canonical_cell(lattice, frac, numbers, symprec)
     n_sites = len(numbers)
@@ -1109,6 +1143,45 @@ def check_structures(X: Any) -> list:
     return items
 
 
+@dataclass(frozen=True)
+class _Cell:
+    """A structure read into arrays in the parent process (see :func:`_read_for_workers`)."""
+
+    lattice: np.ndarray
+    frac: np.ndarray
+    numbers: np.ndarray
+    ordered: bool
+
+
+@dataclass(frozen=True)
+class _Unreadable:
+    """A structure that failed to read in the parent: the error and its traceback text."""
+
+    error: BaseException
+    traceback: str
+
+
+def _read_for_workers(item: Any, position: int, disorder: str) -> Any:
+    """What a worker process receives for one item of :func:`build_many`.
+
+    A pymatgen ``Structure`` becomes its arrays (a :class:`_Cell`, or an :class:`_Unreadable`
+    holding the error): pickling a ``Structure`` costs about 1 ms a round trip (0.3 ms to dump,
+    0.7 ms to load, more than building its inputs), its arrays a few microseconds. Anything else
+    (CIF text, paths, dicts, ASE ``Atoms``) is sent as it is and read in the worker.
+    """
+    from pymatgen.core import Structure
+
+    if not isinstance(item, Structure):
+        return item
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module="pymatgen")
+            lattice, frac, numbers = _spglib_cell(item, position, disorder)
+    except Exception as exc:
+        return _Unreadable(exc, traceback.format_exc())
+    return _Cell(lattice, frac, numbers, item.is_ordered)
+
+
 def _build_chunk(
     structures: list,
     positions: Sequence[int],
@@ -1120,7 +1193,8 @@ def _build_chunk(
     parent_pid: int | None = None,
 ) -> tuple[list[CrystalInputs | None], dict[int, str], int]:
     """Inputs, errors by index in ``structures`` and the number of disordered structures that
-    were ordered; messages name ``positions[k]`` for the k-th structure."""
+    were ordered; messages name ``positions[k]`` for the k-th structure. Items may also be
+    what :func:`_read_for_workers` makes of them."""
     if parent_pid is not None:  # in a joblib worker: do not outlive the parent
         from dimfeat._workers import exit_with_parent
 
@@ -1132,17 +1206,30 @@ def _build_chunk(
         warnings.filterwarnings("ignore", module="pymatgen")
         for k, item in enumerate(structures):
             try:
-                structure = to_structure(item, positions[k])
-                inputs.append(
-                    build_inputs(
-                        structure,
-                        max_atoms=max_atoms,
-                        symprec=symprec,
-                        index=positions[k],
-                        disorder=disorder,
+                if isinstance(item, _Unreadable):
+                    if not ignore_errors:
+                        raise item.error
+                    inputs.append(None)
+                    errors[k] = item.traceback
+                elif isinstance(item, _Cell):
+                    inputs.append(
+                        _inputs_from_cell(
+                            item.lattice, item.frac, item.numbers, max_atoms, symprec, positions[k]
+                        )
                     )
-                )
-                n_ordered += not structure.is_ordered
+                    n_ordered += not item.ordered
+                else:
+                    structure = to_structure(item, positions[k])
+                    inputs.append(
+                        build_inputs(
+                            structure,
+                            max_atoms=max_atoms,
+                            symprec=symprec,
+                            index=positions[k],
+                            disorder=disorder,
+                        )
+                    )
+                    n_ordered += not structure.is_ordered
             except Exception:
                 if not ignore_errors:
                     raise
@@ -1215,9 +1302,12 @@ def build_many(
             # bar=None in the workers; each exits when this process dies
             settings = (max_atoms, symprec, ignore_errors, disorder, None, os.getpid())
             parts = []
+            # structures are read into arrays here, chunk by chunk as the workers ask for them
             for part in Parallel(n_jobs=n_jobs, return_as="generator")(
                 delayed(_build_chunk)(
-                    [structures[i] for i in b], [positions[i] for i in b], *settings
+                    [_read_for_workers(structures[i], positions[i], disorder) for i in b],
+                    [positions[i] for i in b],
+                    *settings,
                 )
                 for b in bounds
             ):

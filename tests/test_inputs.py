@@ -387,6 +387,33 @@ def test_build_many_names_the_callers_positions_and_keys_errors_by_index(cscl, n
         build_many(structures, positions=[0, 1])
 
 
+def test_worker_processes_build_the_serial_inputs_and_raise_the_first_failure(cscl, nacl):
+    """With n_jobs=2, Structures travel to the workers as arrays (read in this process): the
+    inputs are the serial ones bit for bit, a structure that fails to read (disordered) and one
+    that fails in a worker (overlapping atoms) keep their places, and the first is raised."""
+    overlap = Structure(Lattice.cubic(4.0), ["Na", "Cl"], [[0, 0, 0], [0.05, 0, 0]])
+    alloy = Structure(Lattice.cubic(3.6), [{"Fe": 0.5, "Ni": 0.5}], [[0, 0, 0]])
+    structures = [cscl, nacl] * 40
+    structures[30], structures[70] = overlap, alloy
+    serial, serial_errors = build_many(structures, ignore_errors=True)
+    parallel, parallel_errors = build_many(structures, ignore_errors=True, n_jobs=2)
+    assert sorted(parallel_errors) == sorted(serial_errors) == [30, 70]
+    assert "overlapping atoms" in parallel_errors[30] and "Fe0.5Ni0.5" in parallel_errors[70]
+    for a, b in zip(serial, parallel, strict=True):
+        assert (a is None) == (b is None)
+        if a is not None:
+            for name in ("species", "atom_site", "distances"):
+                np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    with pytest.raises(InvalidStructureError, match=r"overlapping atoms .*structure 30\b"):
+        build_many(structures, n_jobs=2)
+    structures[30] = cscl
+    with pytest.raises(InvalidStructureError, match=r"disordered structure \(structure 70\)"):
+        build_many(structures, n_jobs=2)
+    with pytest.warns(UserWarning, match="1 disordered structure"):
+        majority, errors = build_many(structures, disorder="majority", n_jobs=2)
+    assert not errors and majority[70].species[0] == 26  # Fe: the tie goes to the lower Z
+
+
 def test_as_structure_list_accepts_sequences_and_refuses_a_bare_structure(cscl, nacl):
     import pandas as pd
 
