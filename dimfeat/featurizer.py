@@ -589,10 +589,7 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         runtime = self.get_runtime()
         store = self._vector_cache(runtime)
         if store is None:
-            inputs, errors = self._inputs(
-                X, ignore_errors=ignore_errors, progress=progress, stacklevel=5
-            )
-            return self._encode_rows(inputs, progress), errors
+            return self._featurise(X, ignore_errors=ignore_errors, progress=progress)
         items = as_structure_list(X)
         vectors = np.full((len(items), runtime.n_features), np.nan, dtype=np.float32)
         errors: dict[int, str] = {}
@@ -613,20 +610,56 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         misses = [i for i in keys if np.isnan(vectors[i]).all()]
         if not misses:
             return vectors, errors
-        inputs, failed = self._inputs(
+        rows, failed = self._featurise(
             [structures[i] for i in misses],
             ignore_errors=ignore_errors,
             progress=progress,
-            stacklevel=5,
             positions=misses,  # errors name the position in X
         )
         errors.update({misses[k]: text for k, text in failed.items()})
-        rows = self._encode_rows(inputs, progress)
         for k, i in enumerate(misses):
-            if inputs[k] is not None:
+            if k not in failed:
                 vectors[i] = rows[k]
                 store.put(keys[i], rows[k])
         return vectors, dict(sorted(errors.items()))
+
+    def _featurise(
+        self,
+        X: Any,
+        *,
+        ignore_errors: bool,
+        progress: bool | dict,
+        positions: Sequence[int] | None = None,
+    ) -> tuple[np.ndarray, dict[int, str]]:
+        """Vectors of ``X`` (NaN rows for failures) and error texts by index in ``X``.
+
+        On the CPU with ``n_jobs`` other than 1 and more than 64 structures, each worker process
+        builds and encodes its share (:meth:`EncoderRuntime.featurise_in_workers`); otherwise
+        the inputs are built (in workers when ``n_jobs`` asks) and encoded here.
+        """
+        items = as_structure_list(X)
+        device = resolve_device(self.device)
+        if self.n_jobs != 1 and len(items) > 64 and device.type == "cpu":
+            start_time = time.perf_counter()
+            out = self.get_runtime().featurise_in_workers(
+                items,
+                n_jobs=self.n_jobs,
+                ignore_errors=ignore_errors,
+                disorder=self.disorder,
+                progress=progress,
+                owner="DeepInfoMaxFeaturizer",
+                stacklevel=5,
+                positions=positions,
+                batch_size=self.batch_size,
+            )
+            if self.verbose:
+                seconds = time.perf_counter() - start_time
+                print(f"featurised {len(items)} structures in {seconds:.2f} s on {device}")
+            return out
+        inputs, errors = self._inputs(
+            items, ignore_errors=ignore_errors, progress=progress, stacklevel=6, positions=positions
+        )
+        return self._encode_rows(inputs, progress), errors
 
     def _encode_rows(self, inputs: list[CrystalInputs | None], progress: bool | dict) -> np.ndarray:
         """Vectors of inputs, NaN rows where an input is ``None``."""

@@ -42,7 +42,7 @@ import os
 import re
 import traceback
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -400,6 +400,23 @@ def _match_tree(
     return np.concatenate(translations), np.concatenate(partners)
 
 
+def _pair_anchors(
+    lattice: np.ndarray, anchors: np.ndarray, candidates: np.ndarray, tol: float
+) -> np.ndarray:
+    """The candidate translations under which every anchor (fractional, one species) has an
+    anchor within ``2 * tol`` (Å), each offset at the image of its rounded fractional value.
+
+    A translation :func:`_match_dense` keeps pairs every atom so, the anchors among them (their
+    partners are of their species, so anchors), so this ``O(m^3)`` check on the ``m`` anchors
+    alone only drops candidates the full match would drop; in most cells without a
+    translation it leaves none.
+    """
+    moved = anchors[None, :, None, :] + candidates[:, None, None, :] - anchors[None, None, :, :]
+    moved -= np.round(moved)
+    gap = np.linalg.norm(moved @ lattice, axis=-1).min(axis=2)  # (candidates, anchors)
+    return candidates[(gap < 2 * tol).all(axis=1)]
+
+
 def _primitive_by_translations(
     lattice: np.ndarray, frac: np.ndarray, numbers: np.ndarray, tol: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -414,10 +431,12 @@ def _primitive_by_translations(
     position it holds in the input. Candidates are the vectors from one atom of the rarest
     species to the others of that species (pairings are found with ``2 * tol``, which any
     accepted ``t`` satisfies from any anchor). With ``n`` atoms of which ``m`` are of the rarest
-    species, the ``m - 1`` candidates are tested against all atom pairs at once
-    (:func:`_match_dense`, ``O(m n^2)``) while ``(m - 1) n^2 <= 200,000``, else through a k-d
-    tree after a screen on a few atoms (:func:`_match_tree`, ``O((m + A n) log n)`` with ``A``
-    the candidates passing the screen, nearly only the kept ones); both keep the same
+    species, the ``m - 1`` candidates are first screened on the anchors alone
+    (:func:`_pair_anchors`, while ``(m - 1) m^2 <= 200,000``); the rest are tested against all
+    atom pairs at once (:func:`_match_dense`, ``O(m n^2)``) while ``(m - 1) n^2 <= 200,000``,
+    else through a k-d tree after a screen on a few atoms (:func:`_match_tree`,
+    ``O((m + A n) log n)`` with ``A`` the candidates passing the screen, nearly only the kept
+    ones); both keep the same
     translations with the same pairings.
 
     The kept translations and the cell vectors generate the primitive lattice, and each
@@ -432,6 +451,10 @@ def _primitive_by_translations(
     if len(candidates) == 0:
         return lattice, frac, numbers
     candidates -= np.round(candidates)
+    if len(candidates) * len(anchors) ** 2 <= _DENSE_MATCH_LIMIT:
+        candidates = _pair_anchors(lattice, frac[anchors], candidates, tol)
+        if len(candidates) == 0:
+            return lattice, frac, numbers
     if len(candidates) * n * n <= _DENSE_MATCH_LIMIT or _min_height(lattice) <= 4 * tol:
         translations, partners = _match_dense(lattice, frac, numbers, candidates, tol)
     else:
@@ -576,9 +599,7 @@ def _inputs_from_cell(
     n_sites = len(numbers)
     repeats = np.array(supercell_repeats(lattice, n_sites, max_atoms))
 
-    grid = np.stack(np.meshgrid(*(np.arange(r) for r in repeats), indexing="ij"), axis=-1).reshape(
-        -1, 3
-    )
+    grid = np.indices(repeats).reshape(3, -1).T  # image offsets in C order, (0, 0, 0) first
     # Image (0, 0, 0) comes first, so the first n_sites atoms are the unique sites.
     super_frac = ((frac[None, :, :] + grid[:, None, :]) / repeats).reshape(-1, 3)
     super_lattice = lattice * repeats[:, None]
@@ -1290,49 +1311,74 @@ def build_many(
                 structures, positions, max_atoms, symprec, ignore_errors, disorder, bar
             )
         else:
-            import os
-
-            from joblib import Parallel, delayed
-
-            bounds = [
-                b
-                for b in np.array_split(np.arange(len(structures)), max(1, len(structures) // 256))
-                if len(b)
-            ]
-            # bar=None in the workers; each exits when this process dies
-            settings = (max_atoms, symprec, ignore_errors, disorder, None, os.getpid())
-            parts = []
-            # structures are read into arrays here, chunk by chunk as the workers ask for them
-            for part in Parallel(n_jobs=n_jobs, return_as="generator")(
-                delayed(_build_chunk)(
-                    [_read_for_workers(structures[i], positions[i], disorder) for i in b],
-                    [positions[i] for i in b],
-                    *settings,
-                )
-                for b in bounds
-            ):
-                parts.append(part)
+            chunks = in_worker_chunks(
+                _build_chunk,
+                structures,
+                positions,
+                (max_atoms, symprec, ignore_errors, disorder, None),
+                n_jobs=n_jobs,
+                disorder=disorder,
+            )
+            inputs, errors, n_ordered = [], {}, 0
+            for start, (part, part_errors, part_ordered) in chunks:
+                inputs += part
+                # chunk errors are keyed within the chunk: shift them to the index in structures
+                errors.update({start + k: v for k, v in part_errors.items()})
+                n_ordered += part_ordered
                 if bar is not None:
-                    bar.update(len(part[0]))
-            inputs = [x for part in parts for x in part[0]]
-            # chunk errors are keyed within the chunk: shift them to the index in structures
-            errors = {
-                int(b[0]) + k: v
-                for b, part in zip(bounds, parts, strict=True)
-                for k, v in part[1].items()
-            }
-            n_ordered = sum(part[2] for part in parts)
+                    bar.update(len(part))
     finally:
         if bar is not None:
             bar.close()
+    warn_ordered(n_ordered, stacklevel=3)
+    return inputs, errors
+
+
+def warn_ordered(n_ordered: int, stacklevel: int = 2) -> None:
+    """The one warning that ``n_ordered`` disordered structures were ordered (none for 0)."""
     if n_ordered:
         warnings.warn(
             f"{n_ordered} disordered structure(s) were ordered by keeping each site's "
             "majority species (disorder='majority')",
             UserWarning,
-            stacklevel=2,
+            stacklevel=stacklevel,
         )
-    return inputs, errors
+
+
+def in_worker_chunks(
+    function: Callable,
+    structures: list,
+    positions: Sequence[int],
+    settings: tuple,
+    *,
+    n_jobs: int,
+    disorder: str,
+    chunk_size: int = 256,
+) -> Iterator[tuple[int, Any]]:
+    """``function(items, positions, *settings, parent_pid)`` over chunks, in worker processes.
+
+    The chunks are contiguous runs of about ``chunk_size`` structures; each is read for the
+    workers (:func:`_read_for_workers`: Structures as arrays) only when joblib dispatches it,
+    so reading here overlaps with the workers' building. Yields ``(start, result)`` in input
+    order, ``start`` being the chunk's first index in ``structures``. Workers exit when this
+    process dies (:func:`dimfeat._workers.exit_with_parent`).
+    """
+    from joblib import Parallel, delayed
+
+    n = len(structures)
+    bounds = [b for b in np.array_split(np.arange(n), max(1, n // chunk_size)) if len(b)]
+    tasks = (
+        delayed(function)(
+            [_read_for_workers(structures[i], positions[i], disorder) for i in b],
+            [positions[i] for i in b],
+            *settings,
+            os.getpid(),
+        )
+        for b in bounds
+    )
+    results = Parallel(n_jobs=n_jobs, return_as="generator")(tasks)
+    for b, result in zip(bounds, results, strict=True):
+        yield int(b[0]), result
 
 
 def progress_bar(progress: bool | dict, total: int, desc: str) -> Any:

@@ -617,3 +617,34 @@ def test_cpu_and_cuda_vectors_agree(weights, invariance_set, classic):
     cuda = DeepInfoMaxFeaturizer(weights=weights, device="cuda").transform(structures)
     assert cuda.dtype == np.float32
     assert _relative_change(cpu, cuda).max() <= 1e-4
+
+
+def test_worker_processes_that_build_and_encode_give_the_serial_vectors(sample, recwarn):
+    """n_jobs=2 on more than 64 structures: each worker builds and encodes its chunk. The
+    vectors are the serial ones (to float rounding), failures keep their rows, the first
+    failure is raised with its position, and the large-cell and disorder warnings still come."""
+    structures = list(sample["structure"][:90])
+    # more than max_atoms=50 atoms in the primitive cell: a supercell, perturbed beyond symprec
+    big = (structures[3] * (4, 4, 4)).perturb(0.05, seed=0)
+    assert len(big) > 50
+    structures[10], structures[40], structures[41] = _disordered(), "not a structure", big
+    serial = DeepInfoMaxFeaturizer(device="cpu")
+    parallel = DeepInfoMaxFeaturizer(device="cpu", n_jobs=2)
+    frame = pd.DataFrame({"structure": structures})
+    expected = serial.featurize_dataframe(frame, "structure", ignore_errors=True, pbar=False)
+    recwarn.clear()
+    got = parallel.featurize_dataframe(frame, "structure", ignore_errors=True, pbar=False)
+    names = serial.feature_labels()
+    bad = got[names].isna().all(axis=1)
+    assert list(np.flatnonzero(bad)) == [10, 40]
+    change = _relative_change(expected[names][~bad].to_numpy(), got[names][~bad].to_numpy())
+    assert change.max() < SAME_CELL_RTOL
+    assert any("more than max_atoms=50" in str(w.message) for w in recwarn)
+    with pytest.raises(InvalidStructureError, match=r"disordered structure \(structure 10\)"):
+        parallel.transform(structures)
+    structures[10] = _disordered()
+    with pytest.warns(UserWarning, match="1 disordered structure"):
+        ordered = DeepInfoMaxFeaturizer(device="cpu", n_jobs=2, disorder="majority").transform(
+            [s for k, s in enumerate(structures) if k != 40]
+        )
+    assert np.isfinite(ordered).all()

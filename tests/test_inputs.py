@@ -703,3 +703,26 @@ def test_merged_batch_rows_stand_for_their_sites(classic):
     np.testing.assert_array_equal(merged.distances[0], full.distances[first[0]])
     with pytest.raises(ValueError, match="2 site groupings for 3 crystals"):
         collate(crystals, sites[:2])
+
+
+def test_the_anchor_screen_drops_only_candidates_the_full_match_drops(sample, monkeypatch):
+    """The primitive cells of 300 sample crystals, their conventional cells and 2x1x1
+    supercells, with and without the screen on the anchors: the same cells, atom for atom."""
+    from dimfeat.inputs import _primitive_by_translations, _spglib_cell
+
+    cells = []
+    for s in list(sample["structure"])[:100]:
+        conventional = SpacegroupAnalyzer(s, symprec=0.01).get_conventional_standard_structure()
+        for variant in (s, conventional, s * (2, 1, 1)):
+            cells.append(_spglib_cell(variant, None))
+    screened = [_primitive_by_translations(*c, 0.01) for c in cells]
+    monkeypatch.setattr(
+        inputs_module, "_pair_anchors", lambda lattice, a, candidates, tol: candidates
+    )
+    full = [_primitive_by_translations(*c, 0.01) for c in cells]
+    reduced = 0
+    for c, a, b in zip(cells, screened, full, strict=True):
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_array_equal(x, y)
+        reduced += len(a[2]) < len(c[2])
+    assert reduced >= 100  # every supercell at least, so the kept translations are exercised
