@@ -1,21 +1,32 @@
 """Featurisation throughput: DIM ``transform`` against matminer's XRD and OFM, in one run.
 
-Usage: python benchmarks/throughput.py [--n 1000] [--n-ofm 100] [--json PATH]
+Usage: python benchmarks/throughput.py [--n 1000] [--n-ofm 100] [--sets sample mp36k-test]
+[--baseline REV] [--json PATH]
 
-Data: the bundled sample (:func:`dimfeat.datasets.load_sample`), 1,000 crystals of the ``test``
-part of the mp36k split. Measured, in this order and in the same process:
+Two sets of ``--n`` structures, each measured in the same process:
+
+* ``sample``: the bundled sample (:func:`dimfeat.datasets.load_sample`), 1,000 crystals of the
+  mp36k ``test`` split with at most 50 atoms in the stored cell;
+* ``mp36k-test``: ``--n`` crystals drawn at random (``default_rng(0)``) from the whole mp36k
+  ``test`` split, large cells included (up to 200 atoms), read from ``mp36k.tar.gz`` (the CGCNN
+  Materials Project set; ``DIMFEAT_SHARED_DATA`` points at its folder). Skipped when absent.
+
+For each set, in this order:
 
 * DIM ``DeepInfoMaxFeaturizer().transform`` (bundled weights ``sitenet-dim-mp36k``, CPU) with
-  ``n_jobs=1`` and ``n_jobs=2``. Weight loading and the joblib worker start-up are excluded by a
-  warm-up call on 100 structures.
+  ``n_jobs=1`` and ``n_jobs=2``, each the best of ``--repeats`` calls. Weight loading and the
+  joblib worker start-up are excluded by warm-up calls.
+* With ``--baseline REV``: the same two settings with ``dimfeat/`` and ``weights/`` of that git
+  revision, in a fresh interpreter, right after the current code's calls on the same set (so
+  both run under the same load); the JSON records the ratios.
 * Where DIM's time goes (``n_jobs=1``): structure extraction (``inputs.structure_cell``), cell
   reduction (``inputs.canonical_cell``), supercell + distances (the rest of
-  ``inputs.build_inputs``), ``inputs.collate`` and the encoder, each timed with
+  ``inputs.build_inputs``), site grouping, ``inputs.collate`` and the encoder, each timed with
   ``time.perf_counter`` around the piece.
 * ``XRDPatternFeaturizer`` (matminer XRDPowderPattern, 128 angles) with ``n_jobs=1`` on all
   structures.
 * ``OrbitalFieldMatrixFeaturizer`` (matminer OrbitalFieldMatrix, flattened) with ``n_jobs=1`` on
-  the first ``--n-ofm`` structures only (about one structure per second).
+  the first ``--n-ofm`` structures of the sample only (a few structures per second).
 
 The JSON records the machine (CPU model, cores, torch version, date) and the load average at the
 start and the end, since the machine may be shared.
@@ -28,6 +39,9 @@ import datetime
 import json
 import os
 import platform
+import subprocess
+import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -40,6 +54,7 @@ from dimfeat.datasets import load_sample
 from dimfeat.elements import check_atomic_numbers
 
 RESULTS = Path(__file__).with_name("results")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def machine_info() -> dict:
@@ -74,6 +89,41 @@ def time_transform(featurizer, structures) -> float:
     return time.perf_counter() - start
 
 
+def load_set(name: str, n: int) -> list:
+    """The structures of a named set (see the module docstring)."""
+    if name == "sample":
+        return list(load_sample()["structure"])[:n]
+    import numpy as np
+
+    from dimfeat.datasets import load_cgcnn, load_split
+
+    folder = Path(os.environ.get("DIMFEAT_SHARED_DATA", ROOT.parent / "shared" / "data"))
+    ids = load_split(folder / "mp36k" / "split.json")["test"]
+    drawn = [ids[i] for i in np.random.default_rng(0).permutation(len(ids))[:n]]
+    return list(load_cgcnn(folder / "mp36k" / "mp36k.tar.gz", ids=drawn)["structure"])
+
+
+def dim_rates(structures, repeats: int) -> dict[str, float]:
+    """Best-of-``repeats`` DIM ``transform`` rates with n_jobs=1 and 2, after warm-ups."""
+    out = {}
+    for n_jobs in (1, 2):
+        featurizer = DeepInfoMaxFeaturizer(device="cpu", n_jobs=n_jobs)
+        featurizer.transform(structures[:100])  # loads the weights
+        featurizer.transform(structures[:200])  # > 64 structures: starts the joblib workers
+        best = min(time_transform(featurizer, structures) for _ in range(repeats))
+        out[f"dim_n_jobs_{n_jobs}"] = rate(len(structures), best)
+    return out
+
+
+def baseline_rates(revision_tree: Path, name: str, n: int, repeats: int) -> dict[str, float]:
+    """:func:`dim_rates` with the dimfeat of ``revision_tree``, in a fresh interpreter."""
+    env = dict(os.environ, PYTHONPATH=str(revision_tree))
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", name]
+    command += ["--n", str(n), "--repeats", str(repeats)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def breakdown(featurizer: DeepInfoMaxFeaturizer, structures) -> dict[str, float]:
     """Seconds spent in each stage of DIM featurisation, in one process."""
     runtime = featurizer.get_runtime()
@@ -99,37 +149,27 @@ def breakdown(featurizer: DeepInfoMaxFeaturizer, structures) -> dict[str, float]
     return t
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=1000, help="structures for DIM and XRD")
-    parser.add_argument("--n-ofm", type=int, default=100, help="first N structures for OFM")
-    parser.add_argument("--json", default=str(RESULTS / "throughput.json"))
-    args = parser.parse_args()
-    warnings.filterwarnings("ignore")
-
-    info = machine_info()
-    load_start = os.getloadavg()
-    structures = list(load_sample()["structure"])[: args.n]
+def measure(name: str, structures: list, n_ofm: int, repeats: int, base: Path | None) -> dict:
+    """Every figure of one set (see the module docstring), printed as it comes."""
     n = len(structures)
-    print(f"{info['cpu']}, {info['cores']} cores, torch {info['torch']}")
-    print(f"load average at start: {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f}")
-
-    results: dict = {}
-    dim1 = DeepInfoMaxFeaturizer(device="cpu", n_jobs=1)
-    dim1.transform(structures[:100])  # warm-up: loads the weights
-    results["dim_n_jobs_1"] = rate(n, time_transform(dim1, structures))
-    print(f"DIM transform n_jobs=1: {results['dim_n_jobs_1']:8.1f} structures/s")
-    dim2 = DeepInfoMaxFeaturizer(device="cpu", n_jobs=2)
-    dim2.transform(structures[:100])
-    dim2.transform(structures[:200])  # >64 structures: starts the joblib workers
-    results["dim_n_jobs_2"] = rate(n, time_transform(dim2, structures))
-    print(f"DIM transform n_jobs=2: {results['dim_n_jobs_2']:8.1f} structures/s")
-
-    stages = breakdown(dim1, structures)
+    print(f"\n{name}: {n} structures, largest stored cell {max(len(s) for s in structures)} atoms")
+    results = dim_rates(structures, repeats)
+    for key, value in results.items():
+        print(f"DIM transform {key[4:]}: {value:8.1f} structures/s")
+    out: dict = {"structures_per_s": results}
+    if base is not None:
+        old = baseline_rates(base, name, n, repeats)
+        out["baseline_structures_per_s"] = old
+        out["speedup_over_baseline"] = {k: results[k] / old[k] for k in old}
+        for key, value in old.items():
+            print(f"  baseline {key[4:]}: {value:8.1f} structures/s ({results[key] / value:.2f}x)")
+    stages = breakdown(DeepInfoMaxFeaturizer(device="cpu", n_jobs=1), structures)
     total = sum(stages.values())
-    print(f"DIM time per stage (n_jobs=1, {n} structures, {total:.2f} s in all):")
+    print(f"DIM time per stage (n_jobs=1, {total:.2f} s in all):")
     for key, seconds in stages.items():
         print(f"  {key:20s} {seconds:7.3f} s  {100 * seconds / total:5.1f} %")
+    out["dim_stage_seconds"] = stages
+    out["dim_stage_fraction"] = {k: v / total for k, v in stages.items()}
 
     xrd = XRDPatternFeaturizer(n_jobs=1)
     xrd.fit(structures[:2])
@@ -137,35 +177,74 @@ def main() -> None:
     xrd_out = xrd.transform(structures)
     results["xrd_n_jobs_1"] = rate(n, time.perf_counter() - start)
     print(f"XRD ({xrd_out.shape[1]} angles) n_jobs=1: {results['xrd_n_jobs_1']:8.1f} structures/s")
+    if n_ofm:
+        ofm = OrbitalFieldMatrixFeaturizer(n_jobs=1)
+        ofm.fit(structures[:2])
+        start = time.perf_counter()
+        ofm.transform(structures[:n_ofm])
+        results["ofm_n_jobs_1"] = rate(n_ofm, time.perf_counter() - start)
+        print(f"OFM n_jobs=1 (first {n_ofm}): {results['ofm_n_jobs_1']:8.2f} structures/s")
+    ratios = {k[4:]: results[k] / results["xrd_n_jobs_1"] for k in ("dim_n_jobs_1", "dim_n_jobs_2")}
+    out["dim_over_xrd"] = {**ratios, "target": 30.0}
+    print("DIM/XRD: " + ", ".join(f"{v:.1f}x ({k})" for k, v in ratios.items()) + "; target 30x")
+    out["n_structures"] = {"dim": n, "xrd": n, "ofm": n_ofm}
+    return out
 
-    n_ofm = min(args.n_ofm, n)
-    ofm = OrbitalFieldMatrixFeaturizer(n_jobs=1)
-    ofm.fit(structures[:2])
-    start = time.perf_counter()
-    ofm.transform(structures[:n_ofm])
-    results["ofm_n_jobs_1"] = rate(n_ofm, time.perf_counter() - start)
-    print(f"OFM n_jobs=1 (first {n_ofm}): {results['ofm_n_jobs_1']:8.2f} structures/s")
 
-    ratio = results["dim_n_jobs_1"] / results["xrd_n_jobs_1"]
-    ratio2 = results["dim_n_jobs_2"] / results["xrd_n_jobs_1"]
-    print(f"DIM/XRD: {ratio:.1f}x (n_jobs=1), {ratio2:.1f}x (DIM n_jobs=2); target >= 10x")
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=1000, help="structures per set")
+    parser.add_argument("--n-ofm", type=int, default=100, help="first N sample structures for OFM")
+    parser.add_argument("--sets", nargs="+", default=["sample", "mp36k-test"])
+    parser.add_argument("--repeats", type=int, default=3, help="DIM calls per setting (best)")
+    parser.add_argument("--baseline", help="git revision to compare DIM with (e.g. main)")
+    parser.add_argument("--json", default=str(RESULTS / "throughput.json"))
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    if args.child:  # a baseline interpreter: DIM rates only, as one JSON line
+        print(json.dumps(dim_rates(load_set(args.child, args.n), args.repeats)))
+        return
+
+    info = machine_info()
+    load_start = os.getloadavg()
+    print(f"{info['cpu']}, {info['cores']} cores, torch {info['torch']}")
+    print(f"load average at start: {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f}")
+    sets = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        base = None
+        if args.baseline:
+            sys.path.insert(0, str(ROOT))
+            from benchmarks.large_cell import baseline_tree
+
+            base = baseline_tree(args.baseline, Path(tmp))
+        for name in args.sets:
+            try:
+                structures = load_set(name, args.n)
+            except FileNotFoundError as exc:
+                print(f"\n{name}: skipped ({exc})")
+                continue
+            n_ofm = min(args.n_ofm, len(structures)) if name == "sample" else 0
+            sets[name] = measure(name, structures, n_ofm, args.repeats, base)
     load_end = os.getloadavg()
     out = {
         "benchmark": "featurisation throughput, structures per second",
-        "data": f"dimfeat.datasets.load_sample(): first {n} of the 1,000 mp36k test-split crystals",
+        "data": {
+            "sample": "dimfeat.datasets.load_sample(): the 1,000 bundled mp36k test-split crystals",
+            "mp36k-test": f"{args.n} crystals drawn with default_rng(0) from the whole mp36k "
+            "test split (mp36k.tar.gz, the CGCNN Materials Project set), large cells included",
+        },
         "machine": info,
         "load_average_start": list(load_start),
         "load_average_end": list(load_end),
-        "structures_per_s": results,
-        "n_structures": {"dim": n, "xrd": n, "ofm": n_ofm},
+        "baseline": args.baseline,
+        "sets": sets,
         "notes": (
-            "DIM: bundled weights sitenet-dim-mp36k on CPU, batch_size=256; weight loading and "
-            "joblib start-up excluded by a warm-up call. OFM timed on the first "
-            f"{n_ofm} structures only. XRD/OFM: dimfeat.baselines wrappers of matminer."
+            "DIM: bundled weights sitenet-dim-mp36k on CPU, batch_size=256, best of "
+            f"{args.repeats} calls; weight loading and joblib start-up excluded by warm-up calls. "
+            "OFM timed on the first sample structures only. XRD/OFM: dimfeat.baselines wrappers "
+            "of matminer."
         ),
-        "dim_over_xrd": {"n_jobs_1": ratio, "n_jobs_2": ratio2, "target": 10.0},
-        "dim_stage_seconds": stages,
-        "dim_stage_fraction": {k: v / total for k, v in stages.items()},
     }
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(out, indent=1) + "\n")

@@ -631,33 +631,10 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         progress: bool | dict,
         positions: Sequence[int] | None = None,
     ) -> tuple[np.ndarray, dict[int, str]]:
-        """Vectors of ``X`` (NaN rows for failures) and error texts by index in ``X``.
-
-        On the CPU with ``n_jobs`` other than 1 and more than 64 structures, each worker process
-        builds and encodes its share (:meth:`EncoderRuntime.featurise_in_workers`); otherwise
-        the inputs are built (in workers when ``n_jobs`` asks) and encoded here.
-        """
-        items = as_structure_list(X)
-        device = resolve_device(self.device)
-        if self.n_jobs != 1 and len(items) > 64 and device.type == "cpu":
-            start_time = time.perf_counter()
-            out = self.get_runtime().featurise_in_workers(
-                items,
-                n_jobs=self.n_jobs,
-                ignore_errors=ignore_errors,
-                disorder=self.disorder,
-                progress=progress,
-                owner="DeepInfoMaxFeaturizer",
-                stacklevel=5,
-                positions=positions,
-                batch_size=self.batch_size,
-            )
-            if self.verbose:
-                seconds = time.perf_counter() - start_time
-                print(f"featurised {len(items)} structures in {seconds:.2f} s on {device}")
-            return out
+        """Vectors of ``X`` (NaN rows for failures) and error texts by index in ``X``: the
+        inputs are built (in ``n_jobs`` worker processes when asked) and encoded here."""
         inputs, errors = self._inputs(
-            items, ignore_errors=ignore_errors, progress=progress, stacklevel=6, positions=positions
+            X, ignore_errors=ignore_errors, progress=progress, stacklevel=6, positions=positions
         )
         return self._encode_rows(inputs, progress), errors
 

@@ -17,7 +17,6 @@ Training is :mod:`dimfeat.training`; this module only runs a model forward.
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import hashlib
 import time
@@ -33,14 +32,11 @@ from dimfeat.encoder import EncoderConfig, SiteNetEncoder
 from dimfeat.inputs import (
     Batch,
     CrystalInputs,
-    _build_chunk,
     as_structure_list,
     build_many,
     collate,
     equivalent_sites,
-    in_worker_chunks,
     progress_bar,
-    warn_ordered,
 )
 from dimfeat.weights import (
     CONFIG_FILE,
@@ -373,119 +369,6 @@ class EncoderRuntime:
         if encoder.training or (first is not None and first.device != _full_device(device)):
             encoder = encoder.to(device).eval()  # (moving costs milliseconds: only when needed)
         return run_batches(inputs, encoder, self.n_features, device=device, **options)
-
-    def featurise_in_workers(
-        self,
-        structures: Any,
-        *,
-        n_jobs: int,
-        ignore_errors: bool = False,
-        disorder: str = "error",
-        progress: bool | dict = False,
-        owner: str = "dimfeat",
-        stacklevel: int = 2,
-        positions: Sequence[int] | None = None,
-        batch_size: int = INFERENCE_BATCH_SIZE,
-    ) -> tuple[np.ndarray, dict[int, str]]:
-        """Vectors of structures on the CPU, each worker process building *and* encoding.
-
-        :meth:`build` then :meth:`encode` use the cores in turn: the workers build while the
-        encoder waits, then the encoder runs while the workers wait. Here each worker takes a
-        chunk of structures (read into arrays in this process, see
-        :func:`dimfeat.inputs.in_worker_chunks`), builds its inputs and encodes them with a
-        copy of the encoder on one thread (joblib limits each worker's threads to its share of
-        the cores), so every core is busy for the whole call; only the vectors come back. The
-        vectors are :meth:`encode`'s, to float rounding (batches are formed within a chunk).
-
-        Parameters
-        ----------
-        structures : sequence
-            As for :func:`structures_to_inputs`.
-        n_jobs : int
-            Worker processes (joblib; -1: all cores).
-        ignore_errors, disorder, progress, owner, stacklevel, positions
-            As for :func:`structures_to_inputs`; the bar counts structures featurised.
-        batch_size : int, default=256
-            Most crystals per batch (see :func:`run_batches`).
-
-        Returns
-        -------
-        vectors : ndarray of shape (n_structures, n_features), float32
-            NaN rows for the structures that failed (with ``ignore_errors``).
-        errors : dict of int to str
-            Error text of each failed structure, by index in ``structures``.
-        """
-        from joblib import effective_n_jobs
-
-        items = as_structure_list(structures)
-        positions = list(range(len(items)) if positions is None else positions)
-        if len(positions) != len(items):
-            raise ValueError(f"{len(positions)} positions for {len(items)} structures")
-        encoder = self.encoder
-        if next(encoder.parameters()).device.type != "cpu":
-            encoder = copy.deepcopy(encoder).cpu()
-        # about four chunks per worker, so that a slow chunk (large cells) does not leave the
-        # other workers idle at the end
-        chunk = min(256, max(32, len(items) // (4 * effective_n_jobs(n_jobs))))
-        settings = (self.inputs.max_atoms, self.inputs.symprec, ignore_errors, disorder)
-        vectors = np.full((len(items), self.n_features), np.nan, dtype=np.float32)
-        errors: dict[int, str] = {}
-        n_ordered, large = 0, []
-        bar = progress_bar(progress, len(items), f"{owner}: featurising")
-        try:
-            for start, (rows, part_errors, part_ordered, part_large) in in_worker_chunks(
-                _featurise_chunk,
-                items,
-                positions,
-                (*settings, encoder, batch_size),
-                n_jobs=n_jobs,
-                disorder=disorder,
-                chunk_size=chunk,
-            ):
-                vectors[start : start + len(rows)] = rows
-                errors.update({start + k: v for k, v in part_errors.items()})
-                n_ordered += part_ordered
-                large += part_large
-                if bar is not None:
-                    bar.update(len(rows))
-        finally:
-            if bar is not None:
-                bar.close()
-        warn_ordered(n_ordered, stacklevel=stacklevel + 1)
-        _warn_large(large, self.inputs.max_atoms, stacklevel + 1)
-        return vectors, errors
-
-
-def _featurise_chunk(
-    items: list,
-    positions: Sequence[int],
-    max_atoms: int,
-    symprec: float,
-    ignore_errors: bool,
-    disorder: str,
-    encoder: SiteNetEncoder,
-    batch_size: int,
-    parent_pid: int,
-) -> tuple[np.ndarray, dict[int, str], int, list[int]]:
-    """In a worker: vectors of one chunk (NaN rows for failures), its errors by index in the
-    chunk, how many disordered structures were ordered, and the site counts above
-    ``max_atoms`` (for the large-cell warning)."""
-    inputs, errors, n_ordered = _build_chunk(
-        items, positions, max_atoms, symprec, ignore_errors, disorder, None, parent_pid
-    )
-    good = [k for k, x in enumerate(inputs) if x is not None]
-    width = encoder.config.global_dim
-    vectors = np.full((len(inputs), width), np.nan, dtype=np.float32)
-    if good:
-        vectors[good] = run_batches(
-            [inputs[k] for k in good],
-            encoder.eval(),
-            width,
-            device=torch.device("cpu"),
-            batch_size=batch_size,
-        )
-    large = [inputs[k].n_sites for k in good if inputs[k].n_sites > max_atoms]
-    return vectors, errors, n_ordered, large
 
 
 def _full_device(device: torch.device) -> torch.device:

@@ -619,10 +619,10 @@ def test_cpu_and_cuda_vectors_agree(weights, invariance_set, classic):
     assert _relative_change(cpu, cuda).max() <= 1e-4
 
 
-def test_worker_processes_that_build_and_encode_give_the_serial_vectors(sample, recwarn):
-    """n_jobs=2 on more than 64 structures: each worker builds and encodes its chunk. The
-    vectors are the serial ones (to float rounding), failures keep their rows, the first
-    failure is raised with its position, and the large-cell and disorder warnings still come."""
+def test_inputs_built_in_worker_processes_give_the_serial_vectors(sample, recwarn):
+    """n_jobs=2 on more than 64 structures (inputs built in worker processes from arrays): the
+    vectors are the serial ones, failures keep their rows, the first failure is raised with
+    its position, and the large-cell and disorder warnings still come."""
     structures = list(sample["structure"][:90])
     # more than max_atoms=50 atoms in the primitive cell: a supercell, perturbed beyond symprec
     big = (structures[3] * (4, 4, 4)).perturb(0.05, seed=0)
