@@ -14,11 +14,12 @@ Two sets of ``--n`` structures, each measured in the same process:
 For each set, in this order:
 
 * DIM ``DeepInfoMaxFeaturizer().transform`` (bundled weights ``sitenet-dim-mp36k``, CPU) with
-  ``n_jobs=1`` and ``n_jobs=2``, each the best of ``--repeats`` calls. Weight loading and the
+  ``n_jobs=1`` and ``n_jobs=2``, the median of ``--repeats`` calls. Weight loading and the
   joblib worker start-up are excluded by warm-up calls.
 * With ``--baseline REV``: the same two settings with ``dimfeat/`` and ``weights/`` of that git
-  revision, in a fresh interpreter, right after the current code's calls on the same set (so
-  both run under the same load); the JSON records the ratios.
+  revision, each call in a fresh interpreter (warmed up the same way), alternated with the
+  current code's calls, so that both see the same load; the JSON records the median of the
+  paired ratios, and how far each crystal's vector moved from the baseline's.
 * Where DIM's time goes (``n_jobs=1``): structure extraction (``inputs.structure_cell``), cell
   reduction (``inputs.canonical_cell``), supercell + distances (the rest of
   ``inputs.build_inputs``), site grouping, ``inputs.collate`` and the encoder, each timed with
@@ -103,25 +104,66 @@ def load_set(name: str, n: int) -> list:
     return list(load_cgcnn(folder / "mp36k" / "mp36k.tar.gz", ids=drawn)["structure"])
 
 
-def dim_rates(structures, repeats: int) -> dict[str, float]:
-    """Best-of-``repeats`` DIM ``transform`` rates with n_jobs=1 and 2, after warm-ups."""
+def dim_rates(structures, repeats: int) -> dict[str, list[float]]:
+    """DIM ``transform`` rates with n_jobs=1 and 2, ``repeats`` calls each after warm-ups."""
     out = {}
     for n_jobs in (1, 2):
         featurizer = DeepInfoMaxFeaturizer(device="cpu", n_jobs=n_jobs)
         featurizer.transform(structures[:100])  # loads the weights
         featurizer.transform(structures[:200])  # > 64 structures: starts the joblib workers
-        best = min(time_transform(featurizer, structures) for _ in range(repeats))
-        out[f"dim_n_jobs_{n_jobs}"] = rate(len(structures), best)
+        seconds = [time_transform(featurizer, structures) for _ in range(repeats)]
+        out[f"dim_n_jobs_{n_jobs}"] = [rate(len(structures), t) for t in seconds]
     return out
 
 
-def baseline_rates(revision_tree: Path, name: str, n: int, repeats: int) -> dict[str, float]:
-    """:func:`dim_rates` with the dimfeat of ``revision_tree``, in a fresh interpreter."""
+def baseline_rates(
+    revision_tree: Path, name: str, n: int, vectors: Path | None = None
+) -> dict[str, list[float]]:
+    """One :func:`dim_rates` call each with the dimfeat of ``revision_tree``, in a fresh
+    interpreter; with ``vectors``, it also saves its ``transform`` output there (``.npy``)."""
     env = dict(os.environ, PYTHONPATH=str(revision_tree))
-    command = [sys.executable, str(Path(__file__).resolve()), "--child", name]
-    command += ["--n", str(n), "--repeats", str(repeats)]
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", name, "--n", str(n)]
+    if vectors is not None:
+        command += ["--vectors", str(vectors)]
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def vector_change(structures, revision_tree: Path, name: str) -> dict[str, float]:
+    """How far the current vectors of ``structures`` are from the baseline's: per crystal, the
+    largest absolute difference over the largest absolute value of the baseline vector."""
+    import numpy as np
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "baseline.npy"
+        baseline_rates(revision_tree, name, len(structures), path)
+        old = np.load(path).astype(np.float64)
+    new = DeepInfoMaxFeaturizer(device="cpu").transform(structures).astype(np.float64)
+    change = np.abs(new - old).max(axis=1) / np.abs(old).max(axis=1)
+    return {"max": float(change.max()), "median": float(np.median(change))}
+
+
+def paired_rates(structures, name: str, repeats: int, base: Path | None) -> dict:
+    """Current and (with ``base``) baseline rates, alternated ``repeats`` times: medians,
+    and the median of the paired ratios."""
+    import statistics
+
+    runs: dict[str, list[float]] = {}
+    for _ in range(repeats):
+        for key, values in dim_rates(structures, 1).items():
+            runs.setdefault(key, []).extend(values)
+        if base is not None:
+            for key, values in baseline_rates(base, name, len(structures)).items():
+                runs.setdefault("baseline_" + key, []).extend(values)
+    out = {"runs": runs, "median": {k: statistics.median(v) for k, v in runs.items()}}
+    if base is not None:
+        out["paired_speedup_median"] = {
+            key: statistics.median(
+                a / b for a, b in zip(runs[key], runs["baseline_" + key], strict=True)
+            )
+            for key in ("dim_n_jobs_1", "dim_n_jobs_2")
+        }
+    return out
 
 
 def breakdown(featurizer: DeepInfoMaxFeaturizer, structures) -> dict[str, float]:
@@ -153,16 +195,27 @@ def measure(name: str, structures: list, n_ofm: int, repeats: int, base: Path | 
     """Every figure of one set (see the module docstring), printed as it comes."""
     n = len(structures)
     print(f"\n{name}: {n} structures, largest stored cell {max(len(s) for s in structures)} atoms")
-    results = dim_rates(structures, repeats)
+    paired = paired_rates(structures, name, repeats, base)
+    results = {k: v for k, v in paired["median"].items() if not k.startswith("baseline_")}
+    out: dict = {"structures_per_s": results, "dim_calls": paired["runs"]}
     for key, value in results.items():
-        print(f"DIM transform {key[4:]}: {value:8.1f} structures/s")
-    out: dict = {"structures_per_s": results}
+        line = f"DIM transform {key[4:]}: {value:8.1f} structures/s (median of {repeats})"
+        if base is not None:
+            old = paired["median"]["baseline_" + key]
+            speedup = paired["paired_speedup_median"][key]
+            line += f"; baseline {old:8.1f}; paired speed-up {speedup:.2f}x"
+        print(line)
     if base is not None:
-        old = baseline_rates(base, name, n, repeats)
-        out["baseline_structures_per_s"] = old
-        out["speedup_over_baseline"] = {k: results[k] / old[k] for k in old}
-        for key, value in old.items():
-            print(f"  baseline {key[4:]}: {value:8.1f} structures/s ({results[key] / value:.2f}x)")
+        out["baseline_structures_per_s"] = {
+            k[9:]: v for k, v in paired["median"].items() if k.startswith("baseline_")
+        }
+        out["paired_speedup_median"] = paired["paired_speedup_median"]
+        out["vector_change_from_baseline"] = vector_change(structures, base, name)
+        change = out["vector_change_from_baseline"]
+        print(
+            f"vectors vs baseline: largest change {change['max']:.2e} of a vector's largest value"
+            f" (median {change['median']:.2e})"
+        )
     stages = breakdown(DeepInfoMaxFeaturizer(device="cpu", n_jobs=1), structures)
     total = sum(stages.values())
     print(f"DIM time per stage (n_jobs=1, {total:.2f} s in all):")
@@ -196,14 +249,21 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1000, help="structures per set")
     parser.add_argument("--n-ofm", type=int, default=100, help="first N sample structures for OFM")
     parser.add_argument("--sets", nargs="+", default=["sample", "mp36k-test"])
-    parser.add_argument("--repeats", type=int, default=3, help="DIM calls per setting (best)")
+    parser.add_argument("--repeats", type=int, default=3, help="DIM calls per setting (median)")
     parser.add_argument("--baseline", help="git revision to compare DIM with (e.g. main)")
     parser.add_argument("--json", default=str(RESULTS / "throughput.json"))
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--vectors", help=argparse.SUPPRESS)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     if args.child:  # a baseline interpreter: DIM rates only, as one JSON line
-        print(json.dumps(dim_rates(load_set(args.child, args.n), args.repeats)))
+        structures = load_set(args.child, args.n)
+        rates = dim_rates(structures, 1)
+        if args.vectors:
+            import numpy as np
+
+            np.save(args.vectors, DeepInfoMaxFeaturizer(device="cpu").transform(structures))
+        print(json.dumps(rates))
         return
 
     info = machine_info()
@@ -240,8 +300,9 @@ def main() -> None:
         "baseline": args.baseline,
         "sets": sets,
         "notes": (
-            "DIM: bundled weights sitenet-dim-mp36k on CPU, batch_size=256, best of "
-            f"{args.repeats} calls; weight loading and joblib start-up excluded by warm-up calls. "
+            "DIM: bundled weights sitenet-dim-mp36k on CPU, batch_size=256, median of "
+            f"{args.repeats} calls, alternated with the baseline's; weight loading and joblib "
+            "start-up excluded by warm-up calls. "
             "OFM timed on the first sample structures only. XRD/OFM: dimfeat.baselines wrappers "
             "of matminer."
         ),
