@@ -589,7 +589,10 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         runtime = self.get_runtime()
         store = self._vector_cache(runtime)
         if store is None:
-            return self._featurise(X, ignore_errors=ignore_errors, progress=progress)
+            inputs, errors = self._inputs(
+                X, ignore_errors=ignore_errors, progress=progress, stacklevel=5
+            )
+            return self._encode_rows(inputs, progress), errors
         items = as_structure_list(X)
         vectors = np.full((len(items), runtime.n_features), np.nan, dtype=np.float32)
         errors: dict[int, str] = {}
@@ -610,33 +613,20 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         misses = [i for i in keys if np.isnan(vectors[i]).all()]
         if not misses:
             return vectors, errors
-        rows, failed = self._featurise(
+        inputs, failed = self._inputs(
             [structures[i] for i in misses],
             ignore_errors=ignore_errors,
             progress=progress,
+            stacklevel=5,
             positions=misses,  # errors name the position in X
         )
         errors.update({misses[k]: text for k, text in failed.items()})
+        rows = self._encode_rows(inputs, progress)
         for k, i in enumerate(misses):
-            if k not in failed:
+            if inputs[k] is not None:
                 vectors[i] = rows[k]
                 store.put(keys[i], rows[k])
         return vectors, dict(sorted(errors.items()))
-
-    def _featurise(
-        self,
-        X: Any,
-        *,
-        ignore_errors: bool,
-        progress: bool | dict,
-        positions: Sequence[int] | None = None,
-    ) -> tuple[np.ndarray, dict[int, str]]:
-        """Vectors of ``X`` (NaN rows for failures) and error texts by index in ``X``: the
-        inputs are built (in ``n_jobs`` worker processes when asked) and encoded here."""
-        inputs, errors = self._inputs(
-            X, ignore_errors=ignore_errors, progress=progress, stacklevel=6, positions=positions
-        )
-        return self._encode_rows(inputs, progress), errors
 
     def _encode_rows(self, inputs: list[CrystalInputs | None], progress: bool | dict) -> np.ndarray:
         """Vectors of inputs, NaN rows where an input is ``None``."""

@@ -406,10 +406,10 @@ def _pair_anchors(
     """The candidate translations under which every anchor (fractional, one species) has an
     anchor within ``2 * tol`` (Å), each offset at the image of its rounded fractional value.
 
-    A translation :func:`_match_dense` keeps pairs every atom so, the anchors among them (their
-    partners are of their species, so anchors), so this ``O(m^3)`` check on the ``m`` anchors
-    alone only drops candidates the full match would drop; in most cells without a
-    translation it leaves none.
+    A translation that :func:`_match_dense` keeps pairs every atom within ``2 * tol`` with an
+    atom of its species; for an anchor that partner is an anchor. So this ``O(m^3)`` check on
+    the ``m`` anchors alone drops only candidates the full match would drop, and in most cells
+    without a translation it leaves none.
     """
     moved = anchors[None, :, None, :] + candidates[:, None, None, :] - anchors[None, None, :, :]
     moved -= np.round(moved)
@@ -436,8 +436,7 @@ def _primitive_by_translations(
     atom pairs at once (:func:`_match_dense`, ``O(m n^2)``) while ``(m - 1) n^2 <= 200,000``,
     else through a k-d tree after a screen on a few atoms (:func:`_match_tree`,
     ``O((m + A n) log n)`` with ``A`` the candidates passing the screen, nearly only the kept
-    ones); both keep the same
-    translations with the same pairings.
+    ones); both keep the same translations with the same pairings.
 
     The kept translations and the cell vectors generate the primitive lattice, and each
     primitive-cell atom is placed at the mean position of the atoms its translations map onto
