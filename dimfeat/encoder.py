@@ -34,9 +34,8 @@ DISTANCE_EXPANSIONS = ("gaussian", "linear")
 #: (site, atom) pairs per chunk of :meth:`SiteNetEncoder.forward`: each site's local environment
 #: depends on its own row only, so a batch with more pairs is encoded a few sites at a time, which
 #: bounds the activations (about 2.5 KB per pair) of very large cells. 16,384 pairs keep each
-#: activation at 4 MB, in cache: on a 2-core AMD EPYC the bundled sample encoded about 1.8x
-#: faster than with 65,536 on one thread and on two, and a 2,000-atom cell took 10.1 s against
-#: 10.9 s with 8,192 or 32,768 (docs/reliability.md).
+#: activation at 4 MB, in cache; 65,536 (16 MB) made every element-wise pass run at memory speed
+#: (docs/reliability.md).
 CHUNK_PAIRS = 16_384
 
 
