@@ -42,7 +42,7 @@ import os
 import re
 import traceback
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -191,9 +191,26 @@ def _site_numbers(structure) -> tuple[np.ndarray | None, bool]:
     return np.array(numbers, dtype=np.int64), False
 
 
+@dataclass(frozen=True)
+class _Cell:
+    """A checked structure as arrays, and whether it was ordered (see :func:`_read_cell`)."""
+
+    lattice: np.ndarray
+    frac: np.ndarray
+    numbers: np.ndarray
+    ordered: bool
+
+
 def _spglib_cell(
     structure, index: int | None, disorder: str = "error"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    cell = _read_cell(structure, index, disorder)
+    return cell.lattice, cell.frac, cell.numbers
+
+
+def _read_cell(structure, index: int | None, disorder: str = "error") -> _Cell:
+    """Read and check a structure (any form :func:`to_structure` accepts) into a :class:`_Cell`;
+    the errors name ``index``."""
     structure = to_structure(structure, index)
     where = _where(index)
     if disorder not in DISORDER_POLICIES:
@@ -219,7 +236,7 @@ def _spglib_cell(
     if numbers is None:  # a disordered site or a dummy species: check every site
         _refuse_dummy_species(structure, where)
         numbers = _majority_numbers(structure)
-    return lattice, frac, numbers
+    return _Cell(lattice, frac, numbers, bool(ordered))
 
 
 def _refuse_dummy_species(structure, where: str) -> None:
@@ -1164,16 +1181,6 @@ def check_structures(X: Any) -> list:
 
 
 @dataclass(frozen=True)
-class _Cell:
-    """A structure read into arrays in the parent process (see :func:`_read_for_workers`)."""
-
-    lattice: np.ndarray
-    frac: np.ndarray
-    numbers: np.ndarray
-    ordered: bool
-
-
-@dataclass(frozen=True)
 class _Unreadable:
     """A structure that failed to read in the parent: the error and its traceback text."""
 
@@ -1196,10 +1203,9 @@ def _read_for_workers(item: Any, position: int, disorder: str) -> Any:
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", module="pymatgen")
-            lattice, frac, numbers = _spglib_cell(item, position, disorder)
+            return _read_cell(item, position, disorder)
     except Exception as exc:
         return _Unreadable(exc, traceback.format_exc())
-    return _Cell(lattice, frac, numbers, item.is_ordered)
 
 
 def _build_chunk(
@@ -1231,25 +1237,18 @@ def _build_chunk(
                         raise item.error
                     inputs.append(None)
                     errors[k] = item.traceback
-                elif isinstance(item, _Cell):
+                else:  # read here unless the parent did (the site scan gives the order flag)
+                    cell = (
+                        item
+                        if isinstance(item, _Cell)
+                        else _read_cell(item, positions[k], disorder)
+                    )
                     inputs.append(
                         _inputs_from_cell(
-                            item.lattice, item.frac, item.numbers, max_atoms, symprec, positions[k]
+                            cell.lattice, cell.frac, cell.numbers, max_atoms, symprec, positions[k]
                         )
                     )
-                    n_ordered += not item.ordered
-                else:
-                    structure = to_structure(item, positions[k])
-                    inputs.append(
-                        build_inputs(
-                            structure,
-                            max_atoms=max_atoms,
-                            symprec=symprec,
-                            index=positions[k],
-                            disorder=disorder,
-                        )
-                    )
-                    n_ordered += not structure.is_ordered
+                    n_ordered += not cell.ordered
             except Exception:
                 if not ignore_errors:
                     raise
@@ -1310,74 +1309,41 @@ def build_many(
                 structures, positions, max_atoms, symprec, ignore_errors, disorder, bar
             )
         else:
-            chunks = in_worker_chunks(
-                _build_chunk,
-                structures,
-                positions,
-                (max_atoms, symprec, ignore_errors, disorder, None),
-                n_jobs=n_jobs,
-                disorder=disorder,
+            from joblib import Parallel, delayed
+
+            n = len(structures)
+            bounds = [b for b in np.array_split(np.arange(n), max(1, n // 256)) if len(b)]
+            # bar=None in the workers; each exits when this process dies
+            settings = (max_atoms, symprec, ignore_errors, disorder, None, os.getpid())
+            # structures are read into arrays here, chunk by chunk as joblib dispatches them
+            tasks = (
+                delayed(_build_chunk)(
+                    [_read_for_workers(structures[i], positions[i], disorder) for i in b],
+                    [positions[i] for i in b],
+                    *settings,
+                )
+                for b in bounds
             )
             inputs, errors, n_ordered = [], {}, 0
-            for start, (part, part_errors, part_ordered) in chunks:
+            results = Parallel(n_jobs=n_jobs, return_as="generator")(tasks)
+            for b, (part, part_errors, part_ordered) in zip(bounds, results, strict=True):
                 inputs += part
                 # chunk errors are keyed within the chunk: shift them to the index in structures
-                errors.update({start + k: v for k, v in part_errors.items()})
+                errors.update({int(b[0]) + k: v for k, v in part_errors.items()})
                 n_ordered += part_ordered
                 if bar is not None:
                     bar.update(len(part))
     finally:
         if bar is not None:
             bar.close()
-    warn_ordered(n_ordered, stacklevel=3)
-    return inputs, errors
-
-
-def warn_ordered(n_ordered: int, stacklevel: int = 2) -> None:
-    """The one warning that ``n_ordered`` disordered structures were ordered (none for 0)."""
     if n_ordered:
         warnings.warn(
             f"{n_ordered} disordered structure(s) were ordered by keeping each site's "
             "majority species (disorder='majority')",
             UserWarning,
-            stacklevel=stacklevel,
+            stacklevel=2,
         )
-
-
-def in_worker_chunks(
-    function: Callable,
-    structures: list,
-    positions: Sequence[int],
-    settings: tuple,
-    *,
-    n_jobs: int,
-    disorder: str,
-    chunk_size: int = 256,
-) -> Iterator[tuple[int, Any]]:
-    """``function(items, positions, *settings, parent_pid)`` over chunks, in worker processes.
-
-    The chunks are contiguous runs of about ``chunk_size`` structures; each is read for the
-    workers (:func:`_read_for_workers`: Structures as arrays) only when joblib dispatches it,
-    so reading here overlaps with the workers' building. Yields ``(start, result)`` in input
-    order, ``start`` being the chunk's first index in ``structures``. Workers exit when this
-    process dies (:func:`dimfeat._workers.exit_with_parent`).
-    """
-    from joblib import Parallel, delayed
-
-    n = len(structures)
-    bounds = [b for b in np.array_split(np.arange(n), max(1, n // chunk_size)) if len(b)]
-    tasks = (
-        delayed(function)(
-            [_read_for_workers(structures[i], positions[i], disorder) for i in b],
-            [positions[i] for i in b],
-            *settings,
-            os.getpid(),
-        )
-        for b in bounds
-    )
-    results = Parallel(n_jobs=n_jobs, return_as="generator")(tasks)
-    for b, result in zip(bounds, results, strict=True):
-        yield int(b[0]), result
+    return inputs, errors
 
 
 def progress_bar(progress: bool | dict, total: int, desc: str) -> Any:

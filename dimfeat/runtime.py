@@ -491,21 +491,15 @@ def structures_to_inputs(
         positions=positions,
     )
     large = [c.n_sites for c in inputs if c is not None and c.n_sites > settings.max_atoms]
-    _warn_large(large, settings.max_atoms, stacklevel + 1)
-    return inputs, errors
-
-
-def _warn_large(large: list[int], max_atoms: int, stacklevel: int) -> None:
-    """The one warning about primitive cells of more than ``max_atoms`` atoms (their site
-    counts ``large``; none when empty)."""
     if large:
         warnings.warn(
-            f"{len(large)} structure(s) have more than max_atoms={max_atoms} atoms "
+            f"{len(large)} structure(s) have more than max_atoms={settings.max_atoms} atoms "
             f"in the primitive cell (largest {max(large)}): each is featurised from a single "
             "cell, outside the training distribution",
             UserWarning,
             stacklevel=stacklevel,
         )
+    return inputs, errors
 
 
 def input_settings(
