@@ -1192,8 +1192,8 @@ def _read_for_workers(item: Any, position: int, disorder: str) -> Any:
     """What a worker process receives for one item of :func:`build_many`.
 
     A pymatgen ``Structure`` becomes its arrays (a :class:`_Cell`, or an :class:`_Unreadable`
-    holding the error): pickling a ``Structure`` costs about 1 ms a round trip (0.3 ms to dump,
-    0.7 ms to load, more than building its inputs), its arrays a few microseconds. Anything else
+    holding the error): pickling a ``Structure`` there and back costs more than building its
+    inputs, its arrays next to nothing. Anything else
     (CIF text, paths, dicts, ASE ``Atoms``) is sent as it is and read in the worker.
     """
     from pymatgen.core import Structure
