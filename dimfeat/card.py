@@ -45,6 +45,9 @@ def _recipe(config: dict[str, Any]) -> list[str]:
         kinds = f"{kinds} (local loss: {', '.join(local)})"
     if settings.get("synthetic_weight", 1.0) != 1.0:
         kinds = f"{kinds}; each synthetic kind weighted {settings['synthetic_weight']} of other"
+    strain = settings.get("strain_range")
+    if strain is not None and tuple(strain) != (1.05, 1.25) and "strain" in kinds:
+        kinds = f"{kinds}; strain factors {strain[0]:g}-{strain[1]:g}"
     return [
         f"- Distance input: {distance}.",
         f"- False samples: {kinds}.",

@@ -271,6 +271,7 @@ def _training_config(args: argparse.Namespace) -> TrainingConfig:
         composition_weight=args.composition_weight,
         critic=args.critic,
         synthetic_weight=args.synthetic_weight,
+        strain_range=tuple(args.strain_range),
         local_constituent=args.local_constituent,
         seed=args.seed,
         mixed_precision=not args.no_amp,
@@ -704,6 +705,7 @@ def _parser() -> argparse.ArgumentParser:
         DEFAULT_LOCAL_PAIRS,
         DEFAULT_SYNTHETIC_WEIGHT,
         FALSE_SAMPLE_KINDS,
+        STRAIN_RANGE,
     )
     from dimfeat.training import VALIDATION_FRACTION, TrainingConfig
     from dimfeat.weights import InputSettings
@@ -778,7 +780,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--false-samples",
         default=",".join(FALSE_SAMPLE_KINDS),
-        help="comma-separated kinds of false sample",
+        help="comma-separated kinds of false sample (also: substitution, not in the default)",
     )
     train.add_argument(
         "--local-false-samples",
@@ -810,6 +812,15 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=DEFAULT_SYNTHETIC_WEIGHT,
         help="weight of each synthetic kind of false sample relative to 'other' (1: all alike)",
+    )
+    train.add_argument(
+        "--strain-range",
+        type=float,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        default=list(STRAIN_RANGE),
+        help="distance factors of the strain false samples: log-uniform in [LOW, HIGH] or its "
+        "inverse (default: 1.05 1.25)",
     )
     train.add_argument(
         "--lr-decay-epochs",

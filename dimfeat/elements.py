@@ -31,6 +31,7 @@ __all__ = [
     "build_element_table",
     "element_table",
     "imputed_properties",
+    "similar_elements",
     "standardisation",
 ]
 
@@ -161,6 +162,35 @@ def standardisation() -> tuple[np.ndarray, np.ndarray]:
     rows = _raw_table()[0][1:]
     std = rows.std(axis=0)
     return rows.mean(axis=0), np.where(std > 0, std, 1.0)
+
+
+def similar_elements(k: int = 3) -> np.ndarray:
+    """The ``k`` elements nearest to each element in the standardised site features.
+
+    Used by the ``substitution`` false samples of :mod:`dimfeat.infomax`: a crystal whose
+    species are each replaced by a chemically similar element (Na by K, O by S, ...) differs
+    from the true crystal only in fine details of its composition.
+
+    Parameters
+    ----------
+    k : int, default=3
+        Number of neighbours per element.
+
+    Returns
+    -------
+    ndarray of int64, shape (MAX_Z + 1, k)
+        Row ``Z`` lists the atomic numbers of the ``k`` other elements closest to ``Z`` (Euclidean
+        distance between rows of the standardised table, nearest first, ties by atomic
+        number); row 0 (padding) is zero.
+    """
+    if not 1 <= k < MAX_Z:
+        raise ValueError(f"k must be between 1 and {MAX_Z - 1}, got {k}")
+    mean, std = standardisation()
+    rows = (_raw_table()[0][1:] - mean) / std
+    dist = np.linalg.norm(rows[:, None, :] - rows[None, :, :], axis=-1)
+    np.fill_diagonal(dist, np.inf)
+    nearest = np.argsort(dist, axis=1, kind="stable")[:, :k] + 1
+    return np.vstack([np.zeros((1, k), dtype=np.int64), nearest.astype(np.int64)])
 
 
 def check_atomic_numbers(numbers: np.ndarray, *, index: int | None = None) -> None:

@@ -23,7 +23,12 @@ from sklearn.utils._param_validation import Interval, InvalidParameterError, Str
 from sklearn.utils.validation import check_is_fitted
 
 from dimfeat.encoder import EncoderConfig
-from dimfeat.infomax import DEFAULT_BETA, DEFAULT_COMPOSITION_WEIGHT, FALSE_SAMPLE_KINDS
+from dimfeat.infomax import (
+    DEFAULT_BETA,
+    DEFAULT_COMPOSITION_WEIGHT,
+    FALSE_SAMPLE_KINDS,
+    OPTIONAL_FALSE_SAMPLE_KINDS,
+)
 from dimfeat.inputs import (
     DISORDER_POLICIES,
     CrystalInputs,
@@ -107,8 +112,8 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         Early stopping patience in epochs.
     false_samples : tuple of str, default=FALSE_SAMPLE_KINDS
         Kinds of false sample used by DIM training (``"other"``, ``"polymorph"``,
-        ``"composition"``, ``"permutation"``, ``"strain"``); ``("other",)`` reruns the paper's
-        ablation.
+        ``"composition"``, ``"permutation"``, ``"strain"``, and the optional
+        ``"substitution"``); ``("other",)`` reruns the paper's ablation.
     alpha, beta : float, default=1.0, 0.01
         Weights of the Jensen-Shannon and KL terms.
     composition_weight : float, default=DEFAULT_COMPOSITION_WEIGHT
@@ -492,10 +497,11 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
                 f"(Å) or None. Got {self.symprec!r} instead."
             )
         kinds = self.false_samples
-        if not kinds or not all(isinstance(k, str) and k in FALSE_SAMPLE_KINDS for k in kinds):
+        known = FALSE_SAMPLE_KINDS + OPTIONAL_FALSE_SAMPLE_KINDS
+        if not kinds or not all(isinstance(k, str) and k in known for k in kinds):
             raise InvalidParameterError(
                 f"The 'false_samples' parameter of {type(self).__name__} must be a non-empty "
-                f"tuple of kinds among {FALSE_SAMPLE_KINDS}. Got {kinds!r} instead."
+                f"tuple of kinds among {known}. Got {kinds!r} instead."
             )
         try:
             resolve_device(self.device)

@@ -24,7 +24,11 @@ over the constituents of each set and over the kinds of false sample in use:
 ``composition``  this crystal's geometry with another crystal's species;
 ``permutation``  this crystal's species shuffled among its own sites;
 ``strain``       this crystal with every distance scaled by one factor, 5-25 % up or down
-                 (log-uniform), i.e. the same crystal at another density.
+                 (log-uniform), i.e. the same crystal at another density;
+``substitution`` (optional, not in the defaults) this crystal's geometry with each element
+                 replaced by one of its 3 nearest elements in the site features
+                 (:func:`dimfeat.elements.similar_elements`; Na by K, O by S), the same choice
+                 for every site of one element: told apart only by fine chemistry.
 
 ``permutation`` and ``strain`` keep the composition exactly, so composition alone cannot reject
 them: they are what makes the objective, and so the vector, depend on geometry.
@@ -53,7 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dimfeat.elements import MAX_Z
+from dimfeat.elements import MAX_Z, similar_elements
 from dimfeat.encoder import EncoderConfig, SiteNetEncoder, mlp
 from dimfeat.inputs import Batch
 
@@ -67,16 +71,27 @@ __all__ = [
     "DEFAULT_LOCAL_PAIRS",
     "DEFAULT_SYNTHETIC_WEIGHT",
     "FALSE_SAMPLE_KINDS",
+    "OPTIONAL_FALSE_SAMPLE_KINDS",
     "DIMHeads",
     "DeepInfoMaxLoss",
     "LossTerms",
     "check_critic",
     "check_false_samples",
+    "check_strain_range",
     "check_synthetic_weight",
 ]
 
-#: Kinds of false sample (see the module docstring).
+#: Kinds of false sample of the default recipe (see the module docstring).
 FALSE_SAMPLE_KINDS = ("other", "polymorph", "composition", "permutation", "strain")
+
+#: Kinds that can be asked for but are not in the default recipe.
+OPTIONAL_FALSE_SAMPLE_KINDS = ("substitution",)
+
+#: Number of similar elements a ``substitution`` false sample draws from.
+SUBSTITUTES = 3
+
+#: Kinds that relabel the crystal's own geometry row by row (their distances are the batch's).
+OWN_GEOMETRY_KINDS = ("composition", "permutation", "substitution")
 
 #: Forms of the projection of the vectors ``z`` in the DIM classifiers (see DIMHeads).
 CRITICS = ("mlp", "linear")
@@ -92,12 +107,27 @@ DEFAULT_COMPOSITION_WEIGHT = 0.0
 DEFAULT_CRITIC = "mlp"
 DEFAULT_SYNTHETIC_WEIGHT = 1.0
 
-#: Range of the ``strain`` false samples' distance factor: exp(+-U(log 1.05, log 1.25)).
+#: Default range of the ``strain`` false samples' distance factor: exp(+-U(log 1.05, log 1.25)).
 STRAIN_RANGE = (1.05, 1.25)
 
 
+def check_strain_range(strain_range) -> tuple[float, float]:
+    """``strain_range`` as a ``(low, high)`` tuple of floats with ``1 < low <= high``."""
+    try:
+        low, high = (float(x) for x in strain_range)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"strain_range must be two numbers (low, high), got {strain_range!r}"
+        ) from exc
+    if not 1.0 < low <= high:
+        raise ValueError(f"strain_range must satisfy 1 < low <= high, got {strain_range!r}")
+    return low, high
+
+
 def check_false_samples(kinds, name: str = "false_samples") -> tuple[str, ...]:
-    """``kinds`` as a tuple, refused unless a usable non-empty subset of FALSE_SAMPLE_KINDS.
+    """``kinds`` as a tuple, refused unless a usable non-empty subset of the known kinds.
+
+    The known kinds are :data:`FALSE_SAMPLE_KINDS` and :data:`OPTIONAL_FALSE_SAMPLE_KINDS`.
 
     Raises
     ------
@@ -105,11 +135,10 @@ def check_false_samples(kinds, name: str = "false_samples") -> tuple[str, ...]:
         Naming ``name``, for an unknown kind, no kind, or ``permutation`` alone.
     """
     kinds = tuple(kinds)
-    unknown = set(kinds) - set(FALSE_SAMPLE_KINDS)
+    known = FALSE_SAMPLE_KINDS + OPTIONAL_FALSE_SAMPLE_KINDS
+    unknown = set(kinds) - set(known)
     if unknown or not kinds:
-        raise ValueError(
-            f"{name} must be a non-empty subset of {FALSE_SAMPLE_KINDS}, got {kinds!r}"
-        )
+        raise ValueError(f"{name} must be a non-empty subset of {known}, got {kinds!r}")
     if set(kinds) == {"permutation"}:
         raise ValueError(
             f"{name}=('permutation',) leaves crystals of one element without false "
@@ -258,13 +287,18 @@ class _Sampler:
         keys = torch.rand((b, b), generator=self.g, device=self.device).masked_fill(~allowed, -1)
         return keys.argmax(1)
 
-    def strain(self) -> torch.Tensor:
-        """For each crystal, a distance factor 5-25 % above or below 1 (log-uniform)."""
+    def strain(self, strain_range: tuple[float, float] = STRAIN_RANGE) -> torch.Tensor:
+        """For each crystal, a distance factor in ``strain_range`` or its inverse (log-uniform)."""
         b = self.batch.n_crystals
-        low, high = (math.log(x) for x in STRAIN_RANGE)
+        low, high = (math.log(x) for x in strain_range)
         size = low + (high - low) * self._uniform(b)
         sign = torch.where(self._uniform(b) < 0.5, -1.0, 1.0)
         return torch.exp(sign * size)
+
+    def choice(self, k: int) -> torch.Tensor:
+        """For each crystal, an integer in ``[0, k)``, uniformly."""
+        b = self.batch.n_crystals
+        return (self._uniform(b) * k).long().clamp_max(k - 1)
 
     def other_rows(self, crystal: torch.Tensor) -> torch.Tensor:
         """For each entry of ``crystal``, a site row of any other crystal, uniformly."""
@@ -365,6 +399,9 @@ class DeepInfoMaxLoss(nn.Module):
         values move the objective toward the paper's ablation (``other`` only), which keeps
         more of what small models need for formation energy and band gap and less of the
         structure (see the training docs). Must be > 0.
+    strain_range : (float, float), default=(1.05, 1.25)
+        The ``strain`` false samples scale every distance by a factor drawn log-uniformly from
+        ``[low, high]`` or its inverse; ``1 < low <= high``.
     """
 
     def __init__(
@@ -380,8 +417,10 @@ class DeepInfoMaxLoss(nn.Module):
         local_false_samples: tuple[str, ...] | None = None,
         critic: str = DEFAULT_CRITIC,
         synthetic_weight: float = DEFAULT_SYNTHETIC_WEIGHT,
+        strain_range: tuple[float, float] = STRAIN_RANGE,
     ) -> None:
         super().__init__()
+        self.strain_range = check_strain_range(strain_range)
         self.critic = check_critic(critic)
         self.synthetic_weight = check_synthetic_weight(synthetic_weight)
         if not composition_weight >= 0:
@@ -412,6 +451,9 @@ class DeepInfoMaxLoss(nn.Module):
         )
         self.alpha = alpha
         self.beta = beta
+        # not saved with the heads: a function of the shipped element table
+        substitutes = torch.from_numpy(similar_elements(SUBSTITUTES))
+        self.register_buffer("substitutes", substitutes, persistent=False)
 
     # -- local ----------------------------------------------------------------------------------
     def _pair_scores(
@@ -485,7 +527,7 @@ class DeepInfoMaxLoss(nn.Module):
                     d = d if idx is None else d.gather(1, idx)
                     return self._distance_part(encoder.expand_distances(d))
             else:  # distances of batch rows: reuse theirs
-                part = _rows_part(own, rows, identity=kind in ("composition", "permutation"))
+                part = _rows_part(own, rows, identity=kind in OWN_GEOMETRY_KINDS)
 
             term = self._pair_term(encoder, q, sampler, site, neigh, d, b.mask[rows], part)
             valid = self._changed(kind, b, rows, site, neigh) * self._kind_weight(kind)
@@ -599,8 +641,13 @@ class DeepInfoMaxLoss(nn.Module):
             relabel = _PermutationRelabel(b.site_offset[b.crystal_index], sampler.permutation())
             site, neigh = _relabelled(b, all_rows, relabel)
             return all_rows, site, neigh, b.distances
+        if kind == "substitution":  # own geometry, each element replaced by a similar one
+            pick = sampler.choice(SUBSTITUTES)[b.crystal_index]
+            site = self.substitutes[b.site_species, pick]
+            neigh = self.substitutes[b.neighbour_species, pick.unsqueeze(1)]
+            return all_rows, site, neigh.masked_fill(~b.mask, 0), b.distances
         if kind == "strain":  # own crystal at another density
-            factor = sampler.strain()[b.crystal_index].unsqueeze(1)
+            factor = sampler.strain(self.strain_range)[b.crystal_index].unsqueeze(1)
             return all_rows, b.site_species, b.neighbour_species, b.distances * factor
         raise KeyError(kind)
 

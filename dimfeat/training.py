@@ -40,9 +40,11 @@ from dimfeat.infomax import (
     DEFAULT_LOCAL_PAIRS,
     DEFAULT_SYNTHETIC_WEIGHT,
     FALSE_SAMPLE_KINDS,
+    STRAIN_RANGE,
     DeepInfoMaxLoss,
     check_critic,
     check_false_samples,
+    check_strain_range,
     check_synthetic_weight,
 )
 from dimfeat.inputs import Batch, CrystalInputs, batches_by_site_budget, collate
@@ -97,6 +99,9 @@ class TrainingConfig:
         ``epochs`` is 0: it loads weights unless asked to train).
     lr : float
         AdamW learning rate (the paper's 8.12e-4).
+    strain_range : (float, float)
+        Range of the ``strain`` false samples' distance factor (see
+        :class:`~dimfeat.infomax.DeepInfoMaxLoss`).
     lr_decay_epochs : int or None
         Decay the learning rate along a half cosine over this many epochs, from ``lr`` at the
         first epoch towards 0, staying at the last value afterwards; it is set once per epoch,
@@ -114,7 +119,8 @@ class TrainingConfig:
     alpha, beta : float
         Weights of the Jensen-Shannon and KL terms.
     false_samples : tuple of str
-        Kinds of false sample (see :data:`dimfeat.infomax.FALSE_SAMPLE_KINDS`).
+        Kinds of false sample (see :data:`dimfeat.infomax.FALSE_SAMPLE_KINDS` and
+        :data:`dimfeat.infomax.OPTIONAL_FALSE_SAMPLE_KINDS`).
     local_false_samples : tuple of str or None
         Kinds used by the local loss only (None: ``false_samples``; see
         :class:`~dimfeat.infomax.DeepInfoMaxLoss`).
@@ -160,6 +166,7 @@ class TrainingConfig:
     local_false_samples: tuple[str, ...] | None = None
     critic: str = DEFAULT_CRITIC
     synthetic_weight: float = DEFAULT_SYNTHETIC_WEIGHT
+    strain_range: tuple[float, float] = STRAIN_RANGE
     lr_decay_epochs: int | None = None
     seed: int = 0
 
@@ -172,6 +179,7 @@ class TrainingConfig:
         "critic": "mlp",
         "synthetic_weight": 1.0,
         "lr_decay_epochs": None,
+        "strain_range": list(STRAIN_RANGE),
     }
     mixed_precision: bool = True
     max_seconds: float | None = None
@@ -186,6 +194,7 @@ class TrainingConfig:
             )
         check_critic(self.critic)
         check_synthetic_weight(self.synthetic_weight)
+        self.strain_range = check_strain_range(self.strain_range)
         if self.lr_decay_epochs is not None and self.lr_decay_epochs < 1:
             raise ValueError(f"lr_decay_epochs must be None or >= 1, got {self.lr_decay_epochs}")
 
@@ -193,6 +202,7 @@ class TrainingConfig:
         """JSON-ready dictionary."""
         out = asdict(self)
         out["false_samples"] = list(self.false_samples)
+        out["strain_range"] = list(self.strain_range)
         if self.local_false_samples is not None:
             out["local_false_samples"] = list(self.local_false_samples)
         return out
@@ -652,6 +662,7 @@ class DIMObjective(Objective):
             config.local_false_samples,
             config.critic,
             config.synthetic_weight,
+            config.strain_range,
         ).to(device)
 
     def modules(self) -> dict[str, torch.nn.Module]:

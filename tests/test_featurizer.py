@@ -648,3 +648,20 @@ def test_inputs_built_in_worker_processes_give_the_serial_vectors(sample, recwar
             [s for k, s in enumerate(structures) if k != 40]
         )
     assert np.isfinite(ordered).all()
+
+
+def test_fit_trains_with_the_optional_substitution_false_samples(
+    small_structures, classic, tmp_path
+):
+    kinds = ("other", "permutation", "substitution")
+    est = DeepInfoMaxFeaturizer(
+        weights=None, epochs=1, max_atoms=24, site_budget=200, device="cpu", random_state=0,
+        false_samples=kinds, validation_fraction=0.0,
+    )  # fmt: skip
+    est.fit(small_structures[:24])
+    folder = Path(est.save_pretrained(str(tmp_path / "weights")))
+    config = json.loads((folder / "config.json").read_text())
+    assert config["training"]["settings"]["false_samples"] == list(kinds)
+    structures = list(classic.values())
+    start = DeepInfoMaxFeaturizer(weights=None, max_atoms=24, device="cpu").transform(structures)
+    assert (_relative_change(start, est.transform(structures)) > 1e-4).all()

@@ -126,7 +126,9 @@ def test_kl_term_is_zero_at_the_prior_and_positive_elsewhere():
         ("composition",),
         ("other", "permutation"),
         ("polymorph", "composition"),
+        ("other", "substitution"),
         FALSE_SAMPLE_KINDS,
+        (*FALSE_SAMPLE_KINDS, "substitution"),
     ],
 )
 def test_each_false_sample_kind_can_be_switched(batch, kinds):
@@ -282,6 +284,63 @@ def test_same_composition_false_samples_keep_the_composition(batch):
             ratio = (d / batch.distances)[batch.mask & (batch.distances > 0)]
             factor = ratio.max() if ratio.max() > 1 else ratio.min()
             assert 1.05 <= max(factor, 1 / factor) <= 1.25
+
+
+def test_substitution_replaces_each_element_by_one_similar_element_on_the_own_geometry(batch):
+    from dimfeat.elements import similar_elements
+
+    _, criterion = _model(false_samples=("other", "substitution"))
+    table = torch.from_numpy(similar_elements(3))
+    for seed in range(5):
+        sampler = _Sampler(batch, _gen(seed))
+        rows, site, neigh, d = criterion._false_environments("substitution", batch, sampler)
+        assert torch.equal(rows, torch.arange(len(batch.site_species)))
+        assert torch.equal(d, batch.distances)  # the crystal's own geometry
+        assert torch.equal(neigh == 0, ~batch.mask)  # padding stays padding
+        assert (site != batch.site_species).all()  # every site changed
+        for c in range(batch.n_crystals):
+            own = batch.crystal_index == c
+            mask = batch.mask[own]
+            true = torch.cat([batch.site_species[own], batch.neighbour_species[own][mask]])
+            false = torch.cat([site[own], neigh[own][mask]])
+            # one substitute per element for the whole crystal, drawn from its similar elements
+            mapping = {}
+            for t, f in zip(true.tolist(), false.tolist(), strict=False):
+                assert mapping.setdefault(t, f) == f
+                assert f in table[t].tolist()
+
+
+def test_similar_elements_are_chemical_neighbours():
+    from pymatgen.core import Element
+
+    from dimfeat.elements import similar_elements
+
+    table = similar_elements(3)
+    assert table.shape == (MAX_Z + 1, 3) and (table[0] == 0).all()
+    z = np.arange(1, MAX_Z + 1)
+    assert (table[1:] != z[:, None]).all() and ((table[1:] >= 1) & (table[1:] <= MAX_Z)).all()
+    symbols = {
+        s: [Element.from_Z(int(x)).symbol for x in table[Element(s).Z]] for s in ("Na", "Fe")
+    }
+    assert "K" in symbols["Na"] and "Li" in symbols["Na"]
+    assert {"Co", "Mn"} <= set(symbols["Fe"])
+    with pytest.raises(ValueError, match="k must be"):
+        similar_elements(0)
+
+
+@pytest.mark.parametrize("strain_range", [(1.05, 1.25), (1.01, 1.05), (1.1, 1.1)])
+def test_strain_factors_stay_in_the_range(batch, strain_range):
+    _, criterion = _model(strain_range=strain_range)
+    low, high = strain_range
+    factors = torch.cat(
+        [_Sampler(batch, _gen(seed)).strain(criterion.strain_range) for seed in range(20)]
+    )
+    size = torch.where(factors >= 1, factors, 1 / factors)
+    assert (size >= low * (1 - 1e-6)).all() and (size <= high * (1 + 1e-6)).all()
+    assert (factors > 1).any() and (factors < 1).any()  # both directions
+    *_, d = criterion._false_environments("strain", batch, _Sampler(batch, _gen()))
+    ratio = (d / batch.distances)[batch.mask & (batch.distances > 0)]
+    assert ((ratio >= 1 / high * (1 - 1e-6)) & (ratio <= high * (1 + 1e-6))).all()
 
 
 def test_polymorph_donors_prefer_crystals_of_the_same_size(batch):

@@ -163,6 +163,24 @@ def test_a_checkpoint_from_before_a_setting_existed_resumes_only_at_its_old_valu
         _train(data, 3, checkpoint_dir=tmp_path)
 
 
+def test_strain_range_is_a_setting_of_the_run(data, three_epochs, tmp_path):
+    _, default = three_epochs
+    _train(data, 1, checkpoint_dir=tmp_path, strain_range=(1.01, 1.05))
+    with pytest.raises(ValueError, match=r"different training settings \(strain_range\)"):
+        _train(data, 2, checkpoint_dir=tmp_path)
+    resumed, _ = _train(data, 2, checkpoint_dir=tmp_path, strain_range=[1.01, 1.05])
+    assert [r["epoch"] for r in resumed] == [1, 2]
+    # a checkpoint of a version without the setting resumes at the old fixed range only
+    _drop_setting(tmp_path / CHECKPOINT_NAME, "strain_range")
+    with pytest.raises(ValueError, match="strain_range"):
+        _train(data, 3, checkpoint_dir=tmp_path, strain_range=(1.01, 1.05))
+    _, mild = _train(data, 3, strain_range=(1.01, 1.05))
+    assert state_checksum(mild) != state_checksum(default)
+    for bad in [(1.0, 1.05), (1.2, 1.1), (1.1,), "ab"]:
+        with pytest.raises(ValueError, match="strain_range"):
+            TrainingConfig(strain_range=bad)
+
+
 def test_fit_stops_after_the_epoch_that_passes_the_time_budget(data):
     history, _ = _train(data, 5, max_seconds=0.0)
     assert len(history) == 1
