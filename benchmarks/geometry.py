@@ -213,6 +213,19 @@ def _standardiser(X: np.ndarray):
     return lambda Z: (Z - mean) / std
 
 
+def _random_pairs(n: int, seed: int = 0, size: int = 20000) -> tuple[np.ndarray, np.ndarray]:
+    """``size`` pairs of distinct rows of ``n``, drawn at random (rows are grouped by family)."""
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, n, size)
+    return a, (a + rng.integers(1, n, size)) % n
+
+
+def _random_pair_distance(Z: np.ndarray, seed: int = 0) -> float:
+    """Median distance between two random rows of the standardised matrix ``Z``."""
+    a, b = _random_pairs(len(Z), seed)
+    return float(np.median(np.linalg.norm(Z[a] - Z[b], axis=1)))
+
+
 def separation(X: np.ndarray, group: np.ndarray, *, seed: int = 0) -> float:
     """Median polymorph distance over median random-pair distance (standardised features)."""
     Z = _standardiser(X)(X)
@@ -221,10 +234,7 @@ def separation(X: np.ndarray, group: np.ndarray, *, seed: int = 0) -> float:
         rows = np.flatnonzero(group == g)
         a, b = np.triu_indices(len(rows), 1)
         within.append(np.linalg.norm(Z[rows[a]] - Z[rows[b]], axis=1))
-    rng = np.random.default_rng(seed)
-    a = rng.integers(0, len(Z), 20000)
-    b = (a + rng.integers(1, len(Z), 20000)) % len(Z)
-    return float(np.median(np.concatenate(within)) / np.median(np.linalg.norm(Z[a] - Z[b], axis=1)))
+    return float(np.median(np.concatenate(within)) / _random_pair_distance(Z, seed))
 
 
 def ranking_pairs(y: np.ndarray, group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -310,11 +320,7 @@ def prototype_distances(X: np.ndarray, rep: str, weights: str | None):
         "NaCl vs KCl (rock salt)": dist("NaCl rock salt", "KCl rock salt"),
         "diamond vs graphite": dist("C diamond", "C graphite"),
         "diamond vs lonsdaleite": dist("C diamond", "C lonsdaleite"),
-        "random pair of family crystals (median)": float(
-            np.median(
-                np.linalg.norm(standardise(X)[::2][:300] - standardise(X)[1::2][:300], axis=1)
-            )
-        ),
+        "two random family crystals (median)": _random_pair_distance(standardise(X)),
     }
     return distances, dist
 

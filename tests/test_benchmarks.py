@@ -131,6 +131,18 @@ def test_geometry_scores_tell_a_composition_fingerprint_from_a_structure_feature
     assert geometry.ranking(pool, pool_y, with_structure, energy, pairs, "ridge") > 0.95
 
 
+def test_random_pair_distance_is_over_random_crystals_not_neighbouring_rows():
+    from benchmarks import geometry
+
+    # the family matrix is grouped by family: rows 2k and 2k+1 are polymorphs, here identical
+    group = np.repeat(np.arange(500), 2)
+    Z = np.random.default_rng(0).normal(size=(500, 128))[group]
+    Z = (Z - Z.mean(0)) / Z.std(0)
+    # two independent standardised 128-vectors are about sqrt(2 * 128) = 16 apart
+    assert 14 < geometry._random_pair_distance(Z) < 18
+    assert geometry.separation(Z, group) == 0.0
+
+
 def test_geometry_prototypes_and_distance_resolution():
     from benchmarks import geometry
 
