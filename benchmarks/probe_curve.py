@@ -29,6 +29,7 @@ Usage::
 
     python -m benchmarks.probe_curve RUN_FOLDER [--json RUN_FOLDER/probe_curve.json] [--plot PNG]
     python -m benchmarks.probe_curve CURVE.json   # print a scored curve, score nothing
+    python -m benchmarks.probe_curve CURVE.json --against OTHER.json:epoch-002  # cell by cell
 """
 
 from __future__ import annotations
@@ -164,6 +165,17 @@ def choose(curve: dict) -> str:
     kept = [k for k in trained if geometry_kept(curve[k], base)]
     candidates = [k for k in kept if probe_kept(curve[k], base)] or kept or trained
     return min(candidates, key=lambda k: curve[k]["relative_probe"])
+
+
+def against(scores: dict, reference: dict) -> tuple[int, int, float]:
+    """Probe cells where ``scores`` has the lower MAE than ``reference``, of how many, mean ratio.
+
+    Compares absolute train-pool MAEs cell by cell (property, model, label count), so two runs
+    are compared without going through their own untrained encoders, which differ with the
+    architecture.
+    """
+    ratios = [scores["probe"][k] / reference["probe"][k] for k in reference["probe"]]
+    return int(sum(r < 1 for r in ratios)), len(ratios), float(np.mean(ratios))
 
 
 def plot(curve: dict, history: list[dict], path: Path) -> None:
@@ -321,7 +333,22 @@ def main(argv=None) -> None:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--plot", type=Path, default=None)
     parser.add_argument("--every", type=int, default=1, help="score every N-th epoch and the last")
+    parser.add_argument(
+        "--against",
+        metavar="CURVE.json:EPOCH",
+        default=None,
+        help="also compare each epoch's probe cell by cell with one epoch of another scored curve",
+    )
     args = parser.parse_args(argv)
+    reference = None
+    if args.against:
+        ref_path, _, ref_epoch = args.against.rpartition(":")
+        if not ref_path:
+            parser.error("--against takes CURVE.json:EPOCH, e.g. probe_curve.json:epoch-002")
+        ref_curve = json.loads(Path(ref_path).read_text())["curve"]
+        if ref_epoch not in ref_curve:
+            parser.error(f"{ref_path} has no {ref_epoch}; it has {', '.join(ref_curve)}")
+        reference = ref_curve[ref_epoch]
     if args.run.suffix == ".json":
         record = json.loads(args.run.read_text())
         record["chosen"] = choose(record["curve"])
@@ -339,6 +366,14 @@ def main(argv=None) -> None:
             f"separation {g['separation']:.4f}  "
             f"ranking ridge {g['ranking_ridge']:.3f} mlp {g['ranking_mlp']:.3f}  [{groups}]"
         )
+        if "prototypes" in g:
+            print(
+                "    "
+                + "  ".join(f"{name} {g['prototypes'][name]:.1f}" for name in KEPT_PROTOTYPES)
+            )
+        if reference is not None:
+            below, cells, ratio = against(v, reference)
+            print(f"    MAE below {args.against} in {below}/{cells} cells, mean ratio {ratio:.3f}")
     print("chosen:", record["chosen"])
 
 

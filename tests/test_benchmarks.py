@@ -223,6 +223,21 @@ def test_phonon_claim_is_a_tie_unless_dim_wins_every_paired_fold():
     assert "DIM (trained) 1.0 vs Magpie 2.0" in report._phonon_verdict(reps([1, 1, 1], [2, 2, 2]))
 
 
+def test_probe_curve_against_compares_absolute_mae_cell_by_cell(tmp_path, capsys):
+    from benchmarks.probe_curve import against, main
+
+    reference = {"probe": {"a/linear/100": 0.5, "a/mlp/100": 0.4, "b/mlp/1000": 1.0}}
+    scores = {"probe": {"a/linear/100": 0.4, "a/mlp/100": 0.44, "b/mlp/1000": 0.9}}
+    below, cells, ratio = against(scores, reference)
+    assert (below, cells) == (2, 3) and ratio == pytest.approx((0.8 + 1.1 + 0.9) / 3)
+    # the command line refuses an epoch the reference curve does not hold, naming what it holds
+    ref = tmp_path / "ref.json"
+    ref.write_text(json.dumps({"curve": {"epoch-002": reference}}))
+    with pytest.raises(SystemExit):
+        main([str(ref), "--against", f"{ref}:epoch-009"])
+    assert "epoch-002" in capsys.readouterr().err
+
+
 def test_probe_curve_choice_keeps_the_prototypes_and_every_probe_cell_of_the_untrained_encoder():
     from benchmarks.probe_curve import KEPT_PROTOTYPES, choose
 
