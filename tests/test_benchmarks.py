@@ -513,3 +513,38 @@ def test_paired_comparison_names_a_cell_the_baseline_lacks():
     run = {"mae": {"band_gap": {"mlp": {"dim": {"50": [1.0]}}}}}
     with pytest.raises(ValueError, match="band_gap/mlp/50"):
         representation.paired_comparison(run, {"mae": {}})
+
+
+def test_tradeoff_puts_runs_on_one_footing_and_finds_the_pareto_epochs(tmp_path, capsys):
+    from benchmarks import tradeoff
+    from benchmarks.probe_curve import LABELS, MODELS, PROPERTIES
+
+    def entry(mae, rs_cscl, a_scan, sep, prototypes=True):
+        probe = {f"{p}/{m}/{n}": mae for p in PROPERTIES for m in MODELS for n in LABELS}
+        geometry = {"separation": sep, "ranking_ridge": 0.5, "ranking_mlp": 0.5}
+        if prototypes:
+            geometry["prototypes"] = {
+                "rock salt vs CsCl (NaCl)": rs_cscl,
+                "rock salt a=5.64 vs a=8.00 (NaCl)": a_scan,
+            }
+        return {"probe": probe, "geometry": geometry, "composition_r2": 0.9}
+
+    reference = tmp_path / "probe_curve_reference.json"
+    reference.write_text(json.dumps({"curve": {"epoch-002": entry(0.5, 9, 9, 0.1)}}))
+    run = tmp_path / "probe_curve_run.json"
+    run.write_text(json.dumps({"curve": {
+        "epoch-000": entry(0.6, 5, 5, 0.15),
+        "epoch-001": entry(0.4, 1, 1, 0.05),  # best probe: on the front
+        "epoch-002": entry(0.5, 10, 10, 0.1),  # more geometry: on the front
+        "epoch-003": entry(0.55, 9, 9, 0.09),  # worse than epoch 2 in every score
+    }}))  # fmt: skip
+    old = tmp_path / "probe_curve_old.json"  # scored before the prototypes: not read
+    old.write_text(json.dumps({"curve": {"epoch-000": entry(0.6, 0, 0, 0.1, prototypes=False)}}))
+    rows = tradeoff.points([run, old], json.loads(reference.read_text())["curve"]["epoch-002"])
+    assert {r["run"] for r in rows} == {"run"} and len(rows) == 4
+    assert [round(r["probe"], 6) for r in rows] == [1.2, 0.8, 1.0, 1.1]  # MAE / reference MAE
+    assert [r["epoch"] for r in tradeoff.pareto(rows)] == [1, 2]
+    out = tmp_path / "tradeoff.json"
+    tradeoff.main([str(run), "--reference", f"{reference}:epoch-002", "--json", str(out)])
+    assert json.loads(out.read_text())["pareto"] == [["run", 1], ["run", 2]]
+    assert "pareto" in capsys.readouterr().out
