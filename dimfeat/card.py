@@ -48,6 +48,8 @@ def _recipe(config: dict[str, Any]) -> list[str]:
     strain = settings.get("strain_range")
     if strain is not None and tuple(strain) != (1.05, 1.25) and "strain" in kinds:
         kinds = f"{kinds}; strain factors {strain[0]:g}-{strain[1]:g}"
+    if settings.get("global_trains_local"):
+        kinds = f"{kinds}; the global loss also trains the local encoder"
     return [
         f"- Distance input: {distance}.",
         f"- False samples: {kinds}.",

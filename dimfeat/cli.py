@@ -272,6 +272,7 @@ def _training_config(args: argparse.Namespace) -> TrainingConfig:
         critic=args.critic,
         synthetic_weight=args.synthetic_weight,
         strain_range=tuple(args.strain_range),
+        global_trains_local=args.global_trains_local,
         local_constituent=args.local_constituent,
         seed=args.seed,
         mixed_precision=not args.no_amp,
@@ -821,6 +822,11 @@ def _parser() -> argparse.ArgumentParser:
         default=list(STRAIN_RANGE),
         help="distance factors of the strain false samples: log-uniform in [LOW, HIGH] or its "
         "inverse (default: 1.05 1.25)",
+    )
+    train.add_argument(
+        "--global-trains-local",
+        action="store_true",
+        help="let the global DIM loss train the local encoder too (default: the paper's detach)",
     )
     train.add_argument(
         "--lr-decay-epochs",

@@ -11,7 +11,8 @@ Paper section 2.5-2.7 and SPEC section 3. Two independent DIM problems are solve
   distance for encoders with the linear distance input);
 * **global**: a crystal vector ``z`` (``mu_global`` plus noise) against the crystal's local
   environments ``c = mu_local``, read through ``detach()`` so that the global loss never trains the
-  local encoder (the paper's Fig. 4).
+  local encoder (the paper's Fig. 4); ``global_trains_local=True`` lets its gradient reach the
+  local encoder, through the true crystals' environments and the synthetic false ones'.
 
 Scores are ``u_z(z) . u_c(c)``; the Jensen-Shannon loss of a true pair and a false one is
 ``softplus(-score(z, c)) + softplus(score(z, c'))`` (low = true pairs score high). It is averaged
@@ -402,6 +403,10 @@ class DeepInfoMaxLoss(nn.Module):
     strain_range : (float, float), default=(1.05, 1.25)
         The ``strain`` false samples scale every distance by a factor drawn log-uniformly from
         ``[low, high]`` or its inverse; ``1 < low <= high``.
+    global_trains_local : bool, default=False
+        Let the global loss train the local encoder too (the paper's recipe, False, reads the
+        local environments through ``detach()`` and encodes the synthetic false crystals'
+        environments without gradient).
     """
 
     def __init__(
@@ -418,9 +423,11 @@ class DeepInfoMaxLoss(nn.Module):
         critic: str = DEFAULT_CRITIC,
         synthetic_weight: float = DEFAULT_SYNTHETIC_WEIGHT,
         strain_range: tuple[float, float] = STRAIN_RANGE,
+        global_trains_local: bool = False,
     ) -> None:
         super().__init__()
         self.strain_range = check_strain_range(strain_range)
+        self.global_trains_local = bool(global_trains_local)
         self.critic = check_critic(critic)
         self.synthetic_weight = check_synthetic_weight(synthetic_weight)
         if not composition_weight >= 0:
@@ -587,7 +594,7 @@ class DeepInfoMaxLoss(nn.Module):
                 if self.global_sites is not None:
                     keep = sampler.subset(owner, self.global_sites)
                     owner, rows, site, neigh, d = (t[keep] for t in (owner, rows, site, neigh, d))
-                with torch.no_grad():
+                with torch.set_grad_enabled(self.global_trains_local and torch.is_grad_enabled()):
                     # every kind but strain keeps distances of batch rows: reuse their embedding
                     e = None if kind == "strain" else embedded[rows]
                     mu, _ = encoder.encode_local(site, neigh, d, b.mask[rows], embedded_distances=e)
@@ -684,11 +691,12 @@ class DeepInfoMaxLoss(nn.Module):
         )
         uz_local = self.heads.local_z(_noisy(mu_l, logvar_l, generator))
         local_js = self._local_js(encoder, batch, uz_local, sampler, expanded)
-        local = mu_l.detach()
+        local = mu_l if self.global_trains_local else mu_l.detach()
         mu_g, logvar_g = encoder.encode_global(local, batch.crystal_index, batch.n_crystals)
         z_global = _noisy(mu_g, logvar_g, generator)
         uz_global = self.heads.global_z(z_global)
-        global_js = self._global_js(encoder, batch, uz_global, local, sampler, embedded.detach())
+        embedded_global = embedded if self.global_trains_local else embedded.detach()
+        global_js = self._global_js(encoder, batch, uz_global, local, sampler, embedded_global)
         local_kl, global_kl = _kl(mu_l, logvar_l), _kl(mu_g, logvar_g)
         loss = self.alpha * (local_js + global_js) + self.beta * (local_kl + global_kl)
         if self.composition_weight > 0:

@@ -102,6 +102,9 @@ class TrainingConfig:
     strain_range : (float, float)
         Range of the ``strain`` false samples' distance factor (see
         :class:`~dimfeat.infomax.DeepInfoMaxLoss`).
+    global_trains_local : bool
+        Let the global loss train the local encoder too (False: the paper's ``detach()``; see
+        :class:`~dimfeat.infomax.DeepInfoMaxLoss`).
     lr_decay_epochs : int or None
         Decay the learning rate along a half cosine over this many epochs, from ``lr`` at the
         first epoch towards 0, staying at the last value afterwards; it is set once per epoch,
@@ -167,6 +170,7 @@ class TrainingConfig:
     critic: str = DEFAULT_CRITIC
     synthetic_weight: float = DEFAULT_SYNTHETIC_WEIGHT
     strain_range: tuple[float, float] = STRAIN_RANGE
+    global_trains_local: bool = False
     lr_decay_epochs: int | None = None
     seed: int = 0
 
@@ -180,6 +184,7 @@ class TrainingConfig:
         "synthetic_weight": 1.0,
         "lr_decay_epochs": None,
         "strain_range": list(STRAIN_RANGE),
+        "global_trains_local": False,
     }
     mixed_precision: bool = True
     max_seconds: float | None = None
@@ -663,6 +668,7 @@ class DIMObjective(Objective):
             config.critic,
             config.synthetic_weight,
             config.strain_range,
+            config.global_trains_local,
         ).to(device)
 
     def modules(self) -> dict[str, torch.nn.Module]:

@@ -122,6 +122,7 @@ def test_train_records_the_objective_settings_and_its_own_command(trained, cgcnn
     kinds = "other,polymorph,composition"
     argv = [*_train_args(out, folder, trained / "inputs.npz"), "--local-false-samples", kinds]
     argv += ["--critic", "linear", "--synthetic-weight", "0.5", "--strain-range", "1.01", "1.05"]
+    argv += ["--global-trains-local"]
     main(argv)
     training = json.loads((out / "config.json").read_text())["training"]
     settings = training["settings"]
@@ -132,6 +133,8 @@ def test_train_records_the_objective_settings_and_its_own_command(trained, cgcnn
     assert "each synthetic kind weighted 0.5 of other" in (out / "README.md").read_text()
     assert settings["strain_range"] == [1.01, 1.05]
     assert "strain factors 1.01-1.05" in (out / "README.md").read_text()
+    assert settings["global_trains_local"] is True
+    assert "the global loss also trains the local encoder" in (out / "README.md").read_text()
     assert settings["false_samples"] == list(FALSE_SAMPLE_KINDS)
     assert f"(local loss: {kinds.replace(',', ', ')})" in (out / "README.md").read_text()
     assert sha256_of(out / "model.safetensors") != sha256_of(
@@ -141,6 +144,7 @@ def test_train_records_the_objective_settings_and_its_own_command(trained, cgcnn
     assert default["settings"]["local_false_samples"] is None
     assert default["settings"]["critic"] == "mlp"
     assert default["settings"]["strain_range"] == [1.05, 1.25]
+    assert default["settings"]["global_trains_local"] is False
 
 
 def test_train_postpool_hidden_sets_the_architecture_the_featurizer_rebuilds(trained, cgcnn):

@@ -73,6 +73,37 @@ def test_global_loss_sends_no_gradient_into_the_local_encoder(batch):
     assert all(g > 0 for g in _grads(criterion.heads, ("global_z", "global_c")).values())
 
 
+def test_global_trains_local_lets_the_global_loss_reach_the_local_encoder(batch):
+    # same forward pass as the paper's detach(); only where the gradient goes differs
+    encoder, criterion = _model()
+    _, through = _model(global_trains_local=True)
+    through.load_state_dict(criterion.state_dict())
+    detached = criterion(encoder, batch, _gen())
+    terms = through(encoder, batch, _gen())
+    assert float(terms.loss.detach()) == pytest.approx(float(detached.loss.detach()), rel=1e-6)
+    terms.global_dim.backward()
+    local = _grads(encoder, LOCAL_MODULES[:-1])  # local_logvar: the global loss reads mu only
+    assert all(g > 0 for g in local.values()), local
+    assert all(g > 0 for g in _grads(encoder, GLOBAL_MODULES[:3]).values())
+    # the synthetic false crystals' environments carry gradient too (and do not without it)
+    for trains, expected in ((True, True), (False, False)):
+        _, loss = _model(global_trains_local=trains, false_samples=("other", "permutation"))
+        tracked = []
+        original = encoder.encode_local
+
+        def recording(*args, original=original, tracked=tracked, **kwargs):
+            mu, logvar = original(*args, **kwargs)
+            tracked.append(mu.requires_grad)
+            return mu, logvar
+
+        encoder.encode_local = recording
+        try:
+            loss(encoder, batch, _gen())
+        finally:
+            del encoder.encode_local
+        assert tracked == [True, expected]  # the true environments, then the permuted crystals
+
+
 def test_local_loss_trains_the_local_encoder(batch):
     # the positive control of the test above
     encoder, criterion = _model()

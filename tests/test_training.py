@@ -181,6 +181,21 @@ def test_strain_range_is_a_setting_of_the_run(data, three_epochs, tmp_path):
             TrainingConfig(strain_range=bad)
 
 
+def test_global_trains_local_is_a_setting_of_the_run(data, three_epochs, tmp_path):
+    _, default = three_epochs
+    _train(data, 1, checkpoint_dir=tmp_path, global_trains_local=True)
+    with pytest.raises(ValueError, match=r"different training settings \(global_trains_local\)"):
+        _train(data, 2, checkpoint_dir=tmp_path)
+    resumed, _ = _train(data, 2, checkpoint_dir=tmp_path, global_trains_local=True)
+    assert [r["epoch"] for r in resumed] == [1, 2]
+    # a checkpoint of a version without the setting resumes the paper's detach() only
+    _drop_setting(tmp_path / CHECKPOINT_NAME, "global_trains_local")
+    with pytest.raises(ValueError, match="global_trains_local"):
+        _train(data, 3, checkpoint_dir=tmp_path, global_trains_local=True)
+    _, through = _train(data, 3, global_trains_local=True)
+    assert state_checksum(through) != state_checksum(default)
+
+
 def test_fit_stops_after_the_epoch_that_passes_the_time_budget(data):
     history, _ = _train(data, 5, max_seconds=0.0)
     assert len(history) == 1
