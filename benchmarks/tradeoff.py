@@ -23,7 +23,8 @@ were scored with an earlier probe). Train split only; the test split is never re
 Usage::
 
     python -m benchmarks.tradeoff [CURVE.json ...] [--reference CURVE.json:EPOCH]
-        [--json benchmarks/results/tradeoff.json] [--plot docs/figures/probe_geometry_tradeoff.png]
+        [--exclude RUN ...] [--json benchmarks/results/tradeoff.json]
+        [--plot docs/figures/probe_geometry_tradeoff.png]
 """
 
 from __future__ import annotations
@@ -96,10 +97,15 @@ def pareto(rows: list[dict]) -> list[dict]:
 
 
 def spearman(rows: list[dict]) -> dict[str, float]:
-    """Rank correlation over the trained epochs between the probe and each geometry score."""
+    """Rank correlation over the trained epochs between the probe and each geometry score.
+
+    Empty with fewer than 3 trained epochs.
+    """
     from scipy.stats import spearmanr
 
     trained = [r for r in rows if r["epoch"] > 0]
+    if len(trained) < 3:
+        return {}
     probe = [r["probe"] for r in trained]
     return {k: float(spearmanr(probe, [r[k] for r in trained]).statistic) for k in GEOMETRY}
 
@@ -145,6 +151,9 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("curves", nargs="*", type=Path)
     parser.add_argument("--reference", default=DEFAULT_REFERENCE, metavar="CURVE.json:EPOCH")
+    parser.add_argument(
+        "--exclude", action="append", default=[], metavar="RUN", help="leave out this run"
+    )
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--plot", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -153,6 +162,7 @@ def main(argv=None) -> None:
     if ref_epoch not in ref_curve:
         parser.error(f"{ref_path} has no {ref_epoch}; it has {', '.join(ref_curve)}")
     paths = args.curves or sorted(RESULTS.glob("probe_curve*.json"))
+    paths = [p for p in paths if _run_name(p) not in args.exclude]
     rows = points(paths, ref_curve[ref_epoch])
     if not rows:
         raise SystemExit("no curve with prototype distances among " + ", ".join(map(str, paths)))
