@@ -213,16 +213,11 @@ def _standardiser(X: np.ndarray):
     return lambda Z: (Z - mean) / std
 
 
-def _random_pairs(n: int, seed: int = 0, size: int = 20000) -> tuple[np.ndarray, np.ndarray]:
-    """``size`` pairs of distinct rows of ``n``, drawn at random (rows are grouped by family)."""
+def _random_pair_distance(Z: np.ndarray, seed: int = 0, size: int = 20000) -> float:
+    """Median distance over ``size`` random pairs of distinct rows of ``Z`` (any order of rows)."""
     rng = np.random.default_rng(seed)
-    a = rng.integers(0, n, size)
-    return a, (a + rng.integers(1, n, size)) % n
-
-
-def _random_pair_distance(Z: np.ndarray, seed: int = 0) -> float:
-    """Median distance between two random rows of the standardised matrix ``Z``."""
-    a, b = _random_pairs(len(Z), seed)
+    a = rng.integers(0, len(Z), size)
+    b = (a + rng.integers(1, len(Z), size)) % len(Z)
     return float(np.median(np.linalg.norm(Z[a] - Z[b], axis=1)))
 
 

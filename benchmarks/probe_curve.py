@@ -167,6 +167,25 @@ def choose(curve: dict) -> str:
     return min(candidates, key=lambda k: curve[k]["relative_probe"])
 
 
+def well_posed_probe(scores: dict, reference: dict) -> float:
+    """Mean of :func:`probe_by_labels` over the well-posed groups (all but ``linear/100``)."""
+    by_labels = probe_by_labels(scores, reference)
+    return float(np.mean([r for key, r in by_labels.items() if key != "linear/100"]))
+
+
+def read_reference(spec: str) -> dict:
+    """The scored epoch named by ``CURVE.json:EPOCH``; ``ValueError`` naming what is there."""
+    path, _, epoch = spec.rpartition(":")
+    if not path:
+        raise ValueError(
+            f"expected CURVE.json:EPOCH (e.g. probe_curve.json:epoch-002), got {spec!r}"
+        )
+    curve = json.loads(Path(path).read_text())["curve"]
+    if epoch not in curve:
+        raise ValueError(f"{path} has no {epoch}; it has {', '.join(curve)}")
+    return curve[epoch]
+
+
 def against(scores: dict, reference: dict) -> tuple[int, int, float]:
     """Probe cells where ``scores`` has the lower MAE than ``reference``, of how many, mean ratio.
 
@@ -342,13 +361,10 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     reference = None
     if args.against:
-        ref_path, _, ref_epoch = args.against.rpartition(":")
-        if not ref_path:
-            parser.error("--against takes CURVE.json:EPOCH, e.g. probe_curve.json:epoch-002")
-        ref_curve = json.loads(Path(ref_path).read_text())["curve"]
-        if ref_epoch not in ref_curve:
-            parser.error(f"{ref_path} has no {ref_epoch}; it has {', '.join(ref_curve)}")
-        reference = ref_curve[ref_epoch]
+        try:
+            reference = read_reference(args.against)
+        except ValueError as exc:
+            parser.error(f"--against: {exc}")
     if args.run.suffix == ".json":
         record = json.loads(args.run.read_text())
         record["chosen"] = choose(record["curve"])
@@ -359,8 +375,7 @@ def main(argv=None) -> None:
         g = v["geometry"]
         by_labels = probe_by_labels(v, base)
         groups = "  ".join(f"{key} {r:.2f}" for key, r in by_labels.items())
-        well_posed = np.mean([r for key, r in by_labels.items() if key != "linear/100"])
-        groups += f"  well-posed mean {well_posed:.2f}"
+        groups += f"  well-posed mean {well_posed_probe(v, base):.2f}"
         print(
             f"{k}: probe x{v['relative_probe']:.3f}  composition R2 {v['composition_r2']:.3f}  "
             f"separation {g['separation']:.4f}  "

@@ -35,12 +35,10 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.probe_curve import probe_by_labels
+from benchmarks.probe_curve import read_reference, well_posed_probe
 
 RESULTS = Path(__file__).parent / "results"
 DEFAULT_REFERENCE = f"{RESULTS / 'probe_curve_bundled_rescored.json'}:epoch-002"
-#: Runs whose reference epoch is drawn as a star (the bundled weights rescored).
-REFERENCE_RUNS = ("bundled_rescored",)
 GEOMETRY = {
     "rock salt vs CsCl": ("prototypes", "rock salt vs CsCl (NaCl)"),
     "a 5.64 vs 8.0": ("prototypes", "rock salt a=5.64 vs a=8.00 (NaCl)"),
@@ -59,6 +57,20 @@ def _geometry(entry: dict, key: str) -> float:
     return float(g[where][name] if name else g[where])
 
 
+def _row(entry: dict, reference: dict, run: str, epoch: int) -> dict:
+    """The probe (relative to ``reference``) and geometry scores of one scored epoch."""
+    g = entry["geometry"]
+    row = {
+        "run": run,
+        "epoch": epoch,
+        "probe": well_posed_probe(entry, reference),
+        "ranking": (g["ranking_ridge"], g["ranking_mlp"]),
+        "composition_r2": entry.get("composition_r2"),
+    }
+    row.update({key: _geometry(entry, key) for key in GEOMETRY})
+    return row
+
+
 def points(paths: list[Path], reference: dict) -> list[dict]:
     """One row per trained epoch of every readable curve (see the module docstring)."""
     rows = []
@@ -68,21 +80,8 @@ def points(paths: list[Path], reference: dict) -> list[dict]:
         if base is None or "prototypes" not in base["geometry"]:
             continue
         for epoch, entry in sorted(curve.items()):
-            if "prototypes" not in entry["geometry"]:
-                continue
-            cells = probe_by_labels(entry, reference)
-            row = {
-                "run": _run_name(path),
-                "epoch": int(epoch.split("-")[1]),
-                "probe": float(np.mean([r for k, r in cells.items() if k != "linear/100"])),
-                "ranking": (
-                    entry["geometry"]["ranking_ridge"],
-                    entry["geometry"]["ranking_mlp"],
-                ),
-                "composition_r2": entry.get("composition_r2"),
-            }
-            row.update({key: _geometry(entry, key) for key in GEOMETRY})
-            rows.append(row)
+            if "prototypes" in entry["geometry"]:
+                rows.append(_row(entry, reference, _run_name(path), int(epoch.split("-")[1])))
     return rows
 
 
@@ -110,8 +109,11 @@ def spearman(rows: list[dict]) -> dict[str, float]:
     return {k: float(spearmanr(probe, [r[k] for r in trained]).statistic) for k in GEOMETRY}
 
 
-def plot(rows: list[dict], path: Path) -> None:
-    """Probe against each geometry score, one line per run through its epochs."""
+def plot(rows: list[dict], path: Path, reference: dict | None = None) -> None:
+    """Probe against each geometry score, one line per run through its epochs.
+
+    ``reference`` (the scored reference epoch) is drawn as a star.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -131,8 +133,8 @@ def plot(rows: list[dict], path: Path) -> None:
             for r in mine:
                 if r["epoch"] == 0:
                     ax.plot(r[key], r["probe"], "x", color="k", ms=6)
-                elif r["probe"] == 1.0 and r["run"] in REFERENCE_RUNS:
-                    ax.plot(r[key], r["probe"], "*", color="k", ms=12)
+        if reference is not None:
+            ax.plot(_geometry(reference, key), 1.0, "*", color="k", ms=12)
         ax.set(xlabel=f"{key} (train families)", title=key)
     axes[0].set_ylabel("well-posed probe MAE / bundled weights (train pool)")
     handles, labels = axes[0].get_legend_handles_labels()
@@ -157,13 +159,13 @@ def main(argv=None) -> None:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--plot", type=Path, default=None)
     args = parser.parse_args(argv)
-    ref_path, _, ref_epoch = args.reference.rpartition(":")
-    ref_curve = json.loads(Path(ref_path).read_text())["curve"]
-    if ref_epoch not in ref_curve:
-        parser.error(f"{ref_path} has no {ref_epoch}; it has {', '.join(ref_curve)}")
+    try:
+        reference = read_reference(args.reference)
+    except ValueError as exc:
+        parser.error(f"--reference: {exc}")
     paths = args.curves or sorted(RESULTS.glob("probe_curve*.json"))
     paths = [p for p in paths if _run_name(p) not in args.exclude]
-    rows = points(paths, ref_curve[ref_epoch])
+    rows = points(paths, reference)
     if not rows:
         raise SystemExit("no curve with prototype distances among " + ", ".join(map(str, paths)))
     front = pareto(rows)
@@ -187,7 +189,7 @@ def main(argv=None) -> None:
         }
         args.json.write_text(json.dumps(record, indent=1) + "\n")
     if args.plot:
-        plot(rows, args.plot)
+        plot(rows, args.plot, reference)
 
 
 if __name__ == "__main__":
