@@ -200,6 +200,10 @@ class TrainingConfig:
         check_critic(self.critic)
         check_synthetic_weight(self.synthetic_weight)
         self.strain_range = check_strain_range(self.strain_range)
+        if not isinstance(self.global_trains_local, bool):
+            raise ValueError(
+                f"global_trains_local must be True or False, got {self.global_trains_local!r}"
+            )
         if self.lr_decay_epochs is not None and self.lr_decay_epochs < 1:
             raise ValueError(f"lr_decay_epochs must be None or >= 1, got {self.lr_decay_epochs}")
 

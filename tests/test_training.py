@@ -194,6 +194,8 @@ def test_global_trains_local_is_a_setting_of_the_run(data, three_epochs, tmp_pat
         _train(data, 3, checkpoint_dir=tmp_path, global_trains_local=True)
     _, through = _train(data, 3, global_trains_local=True)
     assert state_checksum(through) != state_checksum(default)
+    with pytest.raises(ValueError, match="global_trains_local must be True or False"):
+        TrainingConfig(global_trains_local="yes")
 
 
 def test_fit_stops_after_the_epoch_that_passes_the_time_budget(data):
