@@ -516,6 +516,32 @@ def test_an_interrupted_single_file_run_resumes(files, tmp_path, featurizer, cap
     assert pd.read_parquet(out)["id"].tolist() == ids
 
 
+def test_a_stream_of_more_than_ten_chunks_finishes_reads_back_and_resumes(
+    sample, tmp_path, featurizer, capsys
+):
+    """The manifest's chunk keys once sorted as strings ("10" before "2"): every stream of
+    more than 10 chunks finished its work and then failed, and reruns were refused."""
+    structures = sample["structure"].tolist()[:13]
+    folder = tmp_path / "cifs"
+    folder.mkdir()
+    for k, structure in enumerate(structures):
+        (folder / f"c{k:02d}.cif").write_text(structure.to(fmt="cif"))
+    ids = [f"c{k:02d}" for k in range(13)]
+    vectors = featurizer.transform(structures)
+    for name in ["v.parquet", "v.csv", "parts"]:
+        out = tmp_path / name
+        main(["featurize", str(folder), "-o", str(out), "--chunk-size", "1", *QUIET])
+        frame = _read(out)
+        assert frame["id"].tolist() == ids, name
+        np.testing.assert_allclose(frame[LABELS].to_numpy(), vectors, atol=ATOL, err_msg=name)
+    capsys.readouterr()
+    main(["featurize", str(folder), "-o", str(tmp_path / "v.csv"), "--chunk-size", "1", *QUIET])
+    assert "13 chunks, 13 already done" in capsys.readouterr().out
+    main(["featurize", str(folder), "-o", str(tmp_path / "v.csv"), "--chunk-size", "1",
+          "--no-resume", *QUIET])  # fmt: skip
+    assert _read(tmp_path / "v.csv")["id"].tolist() == ids
+
+
 def test_the_older_form_still_works(files, tmp_path, capsys):
     root, expected = files
     out = tmp_path / "v.csv"

@@ -429,3 +429,25 @@ def test_in_memory_cif_text_and_paths_are_read_and_bad_items_named(
     frame = read_features(tmp_path / "lenient.csv")
     assert np.isnan(frame[featurizer.feature_labels()].to_numpy()[1]).all()
     assert "no such file" in frame["error"][1]
+
+
+@pytest.mark.parametrize("suffix, n", [(".csv", 1_001), ("", 120)])  # parquet: 20 ms a part
+def test_more_than_a_thousand_chunks_read_back_and_resume(sample, featurizer, tmp_path, suffix, n):
+    """Chunk keys are decimal strings: "10" must not sort before "2" (a stream of 11+ chunks
+    once finished its work and then called its own manifest damaged)."""
+    structures = [sample[0][k % 3] for k in range(n)]
+    ids = [f"s{k}" for k in range(len(structures))]
+    source = pd.Series(structures, index=ids)
+    out = tmp_path / f"many{suffix}"
+    first = featurize_to_file(source, out, featurizer, chunk_size=1, progress=False)
+    assert first.n_chunks == n and first.n_skipped_chunks == 0
+    frame = read_features(out)
+    assert len(frame) == n and frame.attrs["complete"]
+    assert frame["index"].tolist() == list(range(n))
+    assert frame["id"].astype(str).tolist() == ids
+    np.testing.assert_allclose(
+        frame.filter(like="dim_").to_numpy()[n - 3 :], featurizer.transform(structures[n - 3 :]),
+        atol=ATOL,
+    )
+    again = featurize_to_file(source, out, featurizer, chunk_size=1, progress=False)
+    assert again.n_skipped_chunks == n and again.n_rows == n
