@@ -168,3 +168,32 @@ def test_the_summary_counts_the_tests_skipped_for_missing_data(tmp_path):
         f"2 tests skipped: data folder not found at {missing}; set {DATA_ENV}=/path/to/data"
         in done.stdout
     ), done.stdout
+
+
+# -- composition features next to the DIM vector ------------------------------------------------
+def test_composition_features_combine_with_dim_in_a_feature_union(featurizer, sample_structures):
+    from matminer.featurizers.base import MultipleFeaturizer
+    from matminer.featurizers.composition import ElementProperty
+    from sklearn.base import clone
+    from sklearn.pipeline import FeatureUnion
+
+    from dimfeat.baselines import CompositionFeaturizer
+
+    structures = sample_structures[:6]
+    magpie = ElementProperty.from_preset("magpie")
+    expected = np.array([magpie.featurize(s.composition) for s in structures])
+    union = FeatureUnion([("dim", clone(featurizer)), ("magpie", CompositionFeaturizer())])
+    X = clone(union).fit_transform(structures)
+    assert X.shape == (6, 128 + 132)
+    np.testing.assert_array_equal(X[:, 128:], expected)
+    np.testing.assert_allclose(X[:, :128], featurizer.transform(structures), atol=2e-5)
+    names = union.get_feature_names_out()
+    assert names[0] == "dim__dim_0" and names[128] == f"magpie__{magpie.feature_labels()[0]}"
+    # a matminer MultipleFeaturizer over a structure column works too
+    both = MultipleFeaturizer([CompositionFeaturizer(), clone(featurizer)])
+    row = both.featurize(structures[0])
+    np.testing.assert_array_equal(row[:132], expected[0])
+    assert clone(CompositionFeaturizer(preset="deml")).get_params()["preset"] == "deml"
+    assert CompositionFeaturizer().citations() == magpie.citations()
+    with pytest.raises(ValueError, match="preset"):
+        CompositionFeaturizer(preset="nope").fit_transform(structures)
