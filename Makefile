@@ -6,21 +6,29 @@ BIN    := $(VENV)/bin
 export PIP_FIND_LINKS ?= $(wildcard /opt/wheels)
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: venv demo test lint docs wheel clean benchmarks
+.PHONY: venv runtime demo test lint docs wheel clean benchmarks
 
-$(BIN)/.installed: pyproject.toml
+# Two stamps: the package and its runtime dependencies (enough for `make demo`), then the test,
+# docs and lint tools on top (`make test` and the other developer targets).
+$(BIN)/.installed-runtime: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# Pin torch first where a local CPU wheel exists, so that pip never pulls a CUDA build here.
 	if ls /opt/wheels/torch-2.13.0*cpu*.whl >/dev/null 2>&1; then \
 	  $(BIN)/pip install -q torch==2.13.0; fi
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(BIN)/.installed-dev: $(BIN)/.installed-runtime
 	$(BIN)/pip install -q -e ".[dev]"
 	# matbench 0.6 pins ancient scikit-learn/matminer; it runs with current ones.
 	$(BIN)/pip install -q --no-deps matbench==0.6
 	touch $@
 
-venv: $(BIN)/.installed
+runtime: $(BIN)/.installed-runtime
 
-demo: venv
+venv: $(BIN)/.installed-dev
+
+demo: runtime
 	$(BIN)/python examples/pipeline.py
 
 test: venv

@@ -1,4 +1,5 @@
-"""Baseline structure featurisers: matminer's OFM and XRD pattern as scikit-learn transformers.
+"""Baseline structure featurisers: matminer's OFM and XRD pattern as scikit-learn transformers,
+and composition features (Magpie) computed from structures, to put next to the DIM vector.
 
 matminer's featurisers are close to scikit-learn estimators but not quite: ``transform`` returns a
 list and turns failures into NaN rows, ``OrbitalFieldMatrix`` does not store ``period_tag`` and
@@ -20,6 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed, effective_n_jobs
+from matminer.featurizers.base import BaseFeaturizer
+from matminer.featurizers.composition import ElementProperty
 from matminer.featurizers.structure import OrbitalFieldMatrix, XRDPowderPattern
 from pymatgen.analysis.diffraction.xrd import XRDCalculator
 from pymatgen.core import Element
@@ -30,7 +33,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from dimfeat.inputs import as_structure_list, check_structures, to_structure
 
-__all__ = ["OrbitalFieldMatrixFeaturizer", "XRDPatternFeaturizer"]
+__all__ = ["CompositionFeaturizer", "OrbitalFieldMatrixFeaturizer", "XRDPatternFeaturizer"]
 
 
 class _StructureTransformerMixin(TransformerMixin):
@@ -413,3 +416,87 @@ class XRDPatternFeaturizer(_StructureTransformerMixin, XRDPowderPattern):
 
     def feature_labels(self) -> list[str]:
         return [f"xrd_{i}" for i in range(self._n_angles())]
+
+
+#: Presets of matminer's :class:`~matminer.featurizers.composition.ElementProperty`.
+ELEMENT_PROPERTY_PRESETS = frozenset({"magpie", "deml", "matminer", "matscholar_el", "megnet_el"})
+
+
+@functools.lru_cache(maxsize=len(ELEMENT_PROPERTY_PRESETS))
+def _element_property(preset: str) -> ElementProperty:
+    return ElementProperty.from_preset(preset)
+
+
+class CompositionFeaturizer(_StructureTransformerMixin, BaseFeaturizer):
+    """Composition features of a crystal structure: a clone-safe scikit-learn transformer.
+
+    matminer's :class:`~matminer.featurizers.composition.ElementProperty` (Magpie by default:
+    minimum, maximum, range, mean, average deviation and mode of 22 element properties, 132
+    features) applied to each structure's composition. matminer's own featuriser takes
+    compositions, so it cannot sit next to :class:`dimfeat.DeepInfoMaxFeaturizer`, which takes
+    structures, in a ``FeatureUnion`` or a ``MultipleFeaturizer``; this one can::
+
+        FeatureUnion([("dim", DeepInfoMaxFeaturizer()), ("magpie", CompositionFeaturizer())])
+
+    Parameters
+    ----------
+    preset : {"magpie", "deml", "matminer", "matscholar_el", "megnet_el"}, default="magpie"
+        matminer's ``ElementProperty.from_preset`` name.
+    n_jobs : int, default=None
+        Processes used by ``transform`` and ``featurize_many`` (joblib; ``None`` means 1).
+    ignore_errors : bool, default=False
+        Return a row of NaN for a crystal that fails instead of raising.
+
+    See Also
+    --------
+    dimfeat.DeepInfoMaxFeaturizer : the learned structure vector to combine these with.
+
+    Notes
+    -----
+    Feature names are matminer's (``MagpieData mean Electronegativity``, ...); ``citations()``
+    and ``implementors()`` are those of the preset. Elements without data for a property give
+    NaN, as in matminer.
+
+    Examples
+    --------
+    >>> from pymatgen.core import Lattice, Structure
+    >>> from dimfeat.baselines import CompositionFeaturizer
+    >>> cscl = Structure(Lattice.cubic(4.12), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    >>> CompositionFeaturizer().fit_transform([cscl]).shape
+    (1, 132)
+    """
+
+    _parameter_constraints: dict = {  # noqa: RUF012 - scikit-learn's convention
+        "preset": [StrOptions(set(ELEMENT_PROPERTY_PRESETS))],
+        "n_jobs": [Integral, None],
+        "ignore_errors": ["boolean"],
+    }
+
+    def __init__(
+        self, preset: str = "magpie", *, n_jobs: int | None = None, ignore_errors: bool = False
+    ) -> None:
+        self.preset = preset
+        self.n_jobs = n_jobs
+        self.ignore_errors = ignore_errors
+
+    @property
+    def element_property(self) -> ElementProperty:
+        """matminer's featuriser of the preset (built once per preset)."""
+        self._validate_params()
+        return _element_property(self.preset)
+
+    def featurize(self, s: Any) -> list[float]:
+        """Composition features of one crystal.
+
+        ``s`` may be in any form :func:`dimfeat.inputs.to_structure` accepts.
+        """
+        return self.element_property.featurize(to_structure(s).composition)
+
+    def feature_labels(self) -> list[str]:
+        return self.element_property.feature_labels()
+
+    def citations(self) -> list[str]:
+        return self.element_property.citations()
+
+    def implementors(self) -> list[str]:
+        return self.element_property.implementors()

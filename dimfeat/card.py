@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from dimfeat.record import TrainingRecord
 
-__all__ = ["model_card"]
+__all__ = ["data_citations", "model_card", "weights_citations", "write_model_card"]
+
+#: BibTeX of the sources of training data that weights may record in their ``credit``.
+MATERIALS_PROJECT_BIBTEX = (
+    "@article{jain2013mp, title={Commentary: The Materials Project: A materials genome approach "
+    "to accelerating materials innovation}, author={Jain, Anubhav and Ong, Shyue Ping and "
+    "Hautier, Geoffroy and Chen, Wei and Richards, William Davidson and Dacek, Stephen and "
+    "Cholia, Shreyas and Gunter, Dan and Skinner, David and Ceder, Gerbrand and Persson, "
+    "Kristin A.}, journal={APL Materials}, volume={1}, number={1}, pages={011002}, year={2013}, "
+    "doi={10.1063/1.4812323}}"
+)
+CGCNN_BIBTEX = (
+    "@article{xie2018cgcnn, title={Crystal Graph Convolutional Neural Networks for an Accurate "
+    "and Interpretable Prediction of Material Properties}, author={Xie, Tian and Grossman, "
+    "Jeffrey C.}, journal={Physical Review Letters}, volume={120}, number={14}, "
+    "pages={145301}, year={2018}, doi={10.1103/PhysRevLett.120.145301}}"
+)
 
 _CITATION = """```bibtex
 @article{moran2025dim,
@@ -21,6 +38,107 @@ _CITATION = """```bibtex
   doi     = {10.1039/d4dd00202d}
 }
 ```"""
+
+
+def _data(config: dict[str, Any] | None) -> dict[str, Any]:
+    return ((config or {}).get("training") or {}).get("data") or {}
+
+
+def _names_materials_project(data: dict[str, Any]) -> bool:
+    text = " ".join(str(data.get(k, "")) for k in ("dataset_id", "credit")).lower()
+    return "materials project" in text or "materials-project" in text
+
+
+def data_citations(config: dict[str, Any] | None) -> list[str]:
+    """BibTeX of the training data that a weights ``config`` credits (``training.data.credit``).
+
+    Parameters
+    ----------
+    config : dict or None
+        A weights folder's ``config.json``; ``None`` or untrained weights give ``[]``.
+
+    Returns
+    -------
+    list of str
+        The Materials Project (Jain et al. 2013) when the data are credited to it, and CGCNN
+        (Xie and Grossman 2018) when they came through its data set.
+    """
+    data = _data(config)
+    out = [MATERIALS_PROJECT_BIBTEX] if _names_materials_project(data) else []
+    if "cgcnn" in str(data.get("credit", "")).lower():
+        out.append(CGCNN_BIBTEX)
+    return out
+
+
+def weights_citations(weights: Any) -> list[str]:
+    """:func:`data_citations` of weights given as a bundled name, a folder or a Hub id.
+
+    Nothing is downloaded: Hub weights that are not in the local cache, like ``None``
+    (untrained), give ``[]``.
+    """
+    if weights is None:
+        return []
+    from dimfeat.weights import read_config, resolve_weights
+
+    try:
+        return data_citations(read_config(resolve_weights(weights, local_files_only=True)))
+    except Exception:  # not available here without a download: nothing to add
+        return []
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def _time_line(record: TrainingRecord, epochs_run: int, selected: int | None) -> str:
+    """Hardware and training time: the sum of the times of every epoch run (over all runs)."""
+    epochs = record.run_history or record.history
+    timed = [h for h in epochs if "seconds" in h]
+    total = sum(h["seconds"] for h in timed)
+    if len(timed) >= epochs_run:
+        what = f"the sum of the {len(timed)} epoch times"
+    else:
+        what = f"the sum of the times of the {len(timed)} epochs recorded of {epochs_run} run"
+    if (record.resumed_runs or 1) > 1:
+        what += f", over {record.resumed_runs} resumed runs"
+    line = f"- Hardware: {record.hardware or 'unknown'}; training time {_duration(total)} ({what}"
+    if record.wall_time_s:
+        line += f"; wall time of the command {_duration(record.wall_time_s)}"
+    line += ")"
+    upto = [h for h in timed if selected is not None and h["epoch"] <= selected]
+    if selected is not None and upto and selected < epochs_run:
+        line += (
+            f"; the selected epoch {selected} was reached after "
+            f"{_duration(sum(h['seconds'] for h in upto))}"
+        )
+    return line
+
+
+def _data_lines(data: dict[str, Any]) -> list[str]:
+    """What was trained on: description, files (size, sha256), split, counts and credit."""
+    lines = [f"- Data: {data.get('description', 'not recorded')}"]
+    for file in data.get("files") or []:
+        size = "a folder" if file.get("folder") else f"{file.get('bytes'):,} bytes"
+        what = "sha256 of its files' names, sizes and sha256" if file.get("folder") else "sha256"
+        lines.append(f"- File: `{file.get('name')}` ({size}; {what} `{file.get('sha256')}`)")
+    split = data.get("split")
+    if split:
+        lines.append(
+            f"- Split: '{split.get('part')}' part of `{split.get('name')}` "
+            f"(sha256 `{split.get('sha256')}`)"
+        )
+    counts = (
+        f"- Structures: {data.get('n_train', '?')} for training, {data.get('n_valid', '?')} held "
+        "out for model selection by the self-supervised loss (no labels were used)"
+    )
+    if data.get("n_left_out_large") is not None:
+        counts += (
+            f"; {data['n_left_out_large']} with more than {data.get('max_primitive_sites')} "
+            "atoms in the primitive cell left out"
+        )
+    lines.append(counts + ".")
+    lines.append(f"- Source and credit: {data.get('credit', 'not recorded')}")
+    return lines
 
 
 def _fmt(value: Any) -> str:
@@ -82,6 +200,18 @@ def _curve_table(selection: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _trained_on(data: dict[str, Any], mp: bool) -> str:
+    """The limitation that the training data set: what it was, and the largest cells."""
+    what = "Materials Project crystals" if mp else "the crystals named under Training data only"
+    largest = data.get("max_primitive_sites")
+    size = f" with at most {largest} atoms in the primitive cell" if largest else ""
+    return (
+        f"- Trained on {what}{size}; other chemistries"
+        + (" and larger cells" if largest else "")
+        + " are out of distribution."
+    )
+
+
 def model_card(config: dict[str, Any]) -> str:
     """Markdown model card (Hugging Face front matter + sections) for a weights ``config``."""
     record = TrainingRecord.from_dict(config.get("training") or None)
@@ -95,6 +225,9 @@ def model_card(config: dict[str, Any]) -> str:
     if selection.get("epoch") is not None:  # chosen by train-split criteria, not by the loss
         best = next((h for h in history if h["epoch"] == selection["epoch"]), best)
     enc = config["encoder"]
+    mp = _names_materials_project(data)
+    dataset_id = data.get("dataset_id") or ("materials-project" if mp else None)
+    epochs_run = (record.epochs_run or len(history)) if record else 0
     lines = [
         "---",
         "license: mit",
@@ -107,8 +240,7 @@ def model_card(config: dict[str, Any]) -> str:
         "- self-supervised",
         "- site-net",
         "- matminer",
-        "datasets:",
-        f"- {data.get('dataset_id', 'materials-project')}",
+        *(["datasets:", f"- {dataset_id}"] if dataset_id else []),
         "---",
         "",
         f"# {config['name']}",
@@ -127,25 +259,19 @@ def model_card(config: dict[str, Any]) -> str:
     ]
     if training:
         lines += [
-            f"- Data: {data.get('description', 'unknown')}",
-            f"- Structures: {data.get('n_train', '?')} for training, "
-            f"{data.get('n_valid', '?')} held out for model selection by the self-supervised "
-            "loss (no labels were used).",
-            f"- Source and credit: {data.get('credit', 'see dataset')}",
+            *_data_lines(data),
             "",
             "## Training",
             "",
             f"- Command: `{record.command or 'dimfeat train'}`",
-            f"- Epochs run: {record.epochs_run or len(history)} (maximum "
+            f"- Epochs run: {epochs_run} (maximum "
             f"{(record.settings or {}).get('epochs')}); "
             + (
                 f"selected epoch: {selection['epoch']} ({selection.get('criterion', '')})"
                 if selection
                 else f"best epoch: {best['epoch'] if best else 'n/a'}"
             ),
-            f"- Hardware: {record.hardware or 'unknown'}; training time "
-            f"{sum(h.get('seconds', 0) for h in history) / 60:.1f} min (sum of the epoch times"
-            f"{', over resumed runs' if (record.resumed_runs or 1) > 1 else ''})",
+            _time_line(record, epochs_run, selection.get("epoch")),
             f"- Seed: {(record.settings or {}).get('seed')}",
             *([f"- Note: {record.note}"] if record.note else []),
             f"- Settings: `{record.settings}`",
@@ -189,8 +315,7 @@ def model_card(config: dict[str, Any]) -> str:
         "",
         "## Limitations",
         "",
-        "- Trained on Materials Project crystals with at most 50 atoms in the primitive cell; "
-        "other chemistries and larger cells are out of distribution.",
+        *([_trained_on(data, mp)] if training else []),
         "- Disordered (partially occupied) structures are rejected unless the featuriser is "
         "asked to order them.",
         "- Element data for Z > 103 is unavailable; missing properties of some elements are "
@@ -202,6 +327,18 @@ def model_card(config: dict[str, Any]) -> str:
         "",
         _CITATION,
         "",
+        *(
+            [
+                "and for the training data:",
+                "",
+                "```bibtex",
+                *data_citations(config),
+                "```",
+                "",
+            ]
+            if data_citations(config)
+            else []
+        ),
         f"Written by dimfeat {config.get('dimfeat_version')}; weights sha256 "
         f"`{config.get('sha256', '')}`."
         if config.get("sha256")
@@ -209,3 +346,36 @@ def model_card(config: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def write_model_card(folder: str | Path) -> Path:
+    """Rewrite a weights folder's ``README.md`` from its ``config.json`` (nothing else changes).
+
+    The card :func:`dimfeat.weights.save_pretrained` writes, for a folder whose card was written
+    by an older version; run as ``python -m dimfeat.card FOLDER``.
+
+    Parameters
+    ----------
+    folder : path
+        A weights folder.
+
+    Returns
+    -------
+    Path
+        The card written.
+    """
+    import json
+
+    from dimfeat.weights_folder import CARD_FILE, CONFIG_FILE
+
+    folder = Path(folder)
+    card = folder / CARD_FILE
+    card.write_text(model_card(json.loads((folder / CONFIG_FILE).read_text())))
+    return card
+
+
+if __name__ == "__main__":
+    import sys
+
+    for name in sys.argv[1:]:
+        print(f"wrote {write_model_card(name)}")

@@ -60,8 +60,8 @@ def _load_structures(args) -> tuple[list, list[str], dict]:
     if getattr(args, "inputs", None) is not None:  # dimfeat train INPUT... -o OUT
         return _train_structures(args)
     if args.matbench:
-        df = datasets.load_matbench(args.matbench, data_home=args.data)
-        ids = [str(i) for i in df.index]
+        df = datasets.task_frame(args.matbench, data_home=args.data)
+        ids = [str(i) for i in df["material_id"]]  # Matbench's own ids, as --matbench featurize
         return list(df["structure"]), ids, {"description": f"Matbench task {args.matbench}"}
     if args.data is None:
         raise SystemExit(
@@ -176,6 +176,26 @@ def _data_identity(args) -> dict | None:
 
         identity["split"] = [sha256_of(Path(args.split)), args.part]
     return identity
+
+
+def _data_files(identity: dict | None, args) -> dict:
+    """The files of a data identity (:func:`_data_identity`) as the model card lists them."""
+    if not identity:
+        return {}
+    stamps = identity["source"]
+    if stamps and not isinstance(stamps[0], list):  # one source is one stamp
+        stamps = [stamps]
+    files = [
+        {"name": name, "folder": True, "sha256": digest}
+        if size == "folder"
+        else {"name": name, "bytes": size, "sha256": digest}
+        for name, size, digest in stamps
+    ]
+    out: dict = {"files": files}
+    if identity.get("split"):
+        digest, part = identity["split"]
+        out["split"] = {"name": Path(args.split).name, "sha256": digest, "part": part}
+    return out
 
 
 def _cache_key(args) -> dict:
@@ -329,6 +349,11 @@ def _train_process(args, ddp_device) -> None:
                 data_json=np.array(json.dumps(data)),
                 cache_key=np.array(json.dumps(key)),
             )
+    if "files" not in data:  # what was read, by content: named in the model card
+        identity = key["data"] if key else _data_identity(args)
+        if identity is None and cached:  # the data are not here: what the cache was built from
+            identity = json.loads(built_from)
+        data.update(_data_files(identity, args))
     keep = [i for i, c in enumerate(crystals) if c.n_sites <= args.max_primitive_sites]
     dropped = len(crystals) - len(keep)
     crystals = [crystals[i] for i in keep]

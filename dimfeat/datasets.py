@@ -400,7 +400,9 @@ def load_structures_file(path: str | os.PathLike[str]) -> pd.DataFrame:
     pandas.DataFrame
         Columns ``material_id`` (str: the ``material_id`` column when there is one, else the
         ids of a mapping, the DataFrame index, or positions ``0, 1, ...``) and ``structure``,
-        then the other columns of a DataFrame file (as plain JSON values).
+        then the other columns of a DataFrame file (as plain JSON values). A Matbench task's
+        own file (``matbench_phonons.json.gz``, ...) gets Matbench's ids (``mb-phonons-0001``,
+        ...), the ids of ``MatbenchTask.df`` and of :func:`task_frame`.
         ``df.attrs["source"]`` is the path.
 
     Raises
@@ -464,11 +466,29 @@ def load_structures_file(path: str | os.PathLike[str]) -> pd.DataFrame:
             ) from exc
     if "material_id" in others:
         ids = [str(i) for i in others.pop("material_id")]
+    elif isinstance(content, dict) and "index" in content:
+        ids = _task_ids(path, content["index"], ids)
     df = pd.DataFrame({"material_id": ids, "structure": structures})
     for name, values in others.items():
         df[name] = values
     df.attrs["source"] = str(path)
     return df
+
+
+def _task_ids(path: Path, index: list, ids: list[str]) -> list[str]:
+    """Matbench's ids (``mb-phonons-0001``, ...) for a Matbench task's own file, else ``ids``.
+
+    A file named ``matbench_<task>.json[.gz]`` whose frame index is matminer's row index
+    ``0, 1, ...`` is the task's file: its rows get the ids that ``--matbench``,
+    :func:`task_frame` and ``MatbenchTask.df`` use, so the two routes to the same file agree.
+    """
+    name = path.name
+    for suffix in (".json.gz", ".json"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+    if not name.startswith("matbench_") or index != list(range(len(index))):
+        return ids
+    return matbench_ids(name, index)
 
 
 def _site_properties(entry: dict) -> list:

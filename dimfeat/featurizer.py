@@ -410,7 +410,11 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         return [f"dim_{i}" for i in range(self._n_out())]
 
     def citations(self) -> list[str]:
-        """BibTeX of the DIM paper, Site-Net and Deep InfoMax."""
+        """BibTeX of the DIM paper, Site-Net and Deep InfoMax, then of the data the weights were
+        trained on as their ``config.json`` credits it (the bundled weights: the Materials
+        Project and CGCNN; see :func:`dimfeat.card.data_citations`)."""
+        from dimfeat.card import weights_citations
+
         return [
             "@article{moran2025dim, title={Deep InfoMax as an effective self-supervised "
             "learning methodology in materials informatics}, author={Moran, Michael and "
@@ -426,6 +430,7 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
             "information estimation and maximization}, author={Hjelm, R Devon and Fedorov, "
             "Alex and Lavoie-Marchildon, Samuel and Grewal, Karan and Bachman, Phil and "
             "Trischler, Adam and Bengio, Yoshua}, booktitle={ICLR}, year={2019}}",
+            *weights_citations(self.weights),
         ]
 
     def implementors(self) -> list[str]:

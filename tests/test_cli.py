@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import MATMINER  # the data folder: $DIMFEAT_SHARED_DATA, else ../shared/data
 from pymatgen.core import Lattice, Structure
 from pymatgen.io.cif import CifWriter
 
@@ -32,7 +33,6 @@ ATOL = 2e-5  # float32; batch composition changes padding widths (docs/reliabili
 LABELS = [f"dim_{i}" for i in range(128)]
 SCHEMA = ["index", "id", *LABELS, "error"]
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-MATMINER = Path(__file__).resolve().parents[2] / "shared" / "data" / "matminer"
 needs_matbench = pytest.mark.skipif(
     not (MATMINER / "matbench_phonons.json.gz").is_file(),
     reason=f"matbench_phonons.json.gz not found in {MATMINER}",

@@ -7,11 +7,11 @@ import json
 import os
 import tarfile
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import MATMINER, MP36K  # the data folder: $DIMFEAT_SHARED_DATA, else ../shared/data
 from pymatgen.core import Structure
 
 from dimfeat.datasets import (
@@ -22,10 +22,6 @@ from dimfeat.datasets import (
     load_split,
     matbench_task,
 )
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-MP36K = SHARED / "mp36k"
-MATMINER = SHARED / "matminer"
 
 needs_mp36k = pytest.mark.skipif(
     not (MP36K / "mp36k.tar.gz").is_file() or not (MP36K / "split.json").is_file(),

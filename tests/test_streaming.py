@@ -165,9 +165,9 @@ def test_folder_of_cifs_and_series(sample, featurizer, expected, tmp_path):
 
 
 def test_matbench_file(featurizer, tmp_path):
-    from pathlib import Path
+    from conftest import MATMINER
 
-    file = Path(__file__).resolve().parents[2] / "shared/data/matminer/matbench_phonons.json.gz"
+    file = MATMINER / "matbench_phonons.json.gz"
     if not file.is_file():
         pytest.skip(f"{file} not present")
     summary = featurize_to_file(
@@ -175,7 +175,7 @@ def test_matbench_file(featurizer, tmp_path):
     )
     assert summary.n_rows == 6
     frame = read_features(tmp_path / "mb")
-    assert frame["id"].tolist() == [str(i) for i in range(6)]  # matminer's row index
+    assert frame["id"].tolist() == [f"mb-phonons-{i:04d}" for i in range(1, 7)]  # Matbench's
     assert np.isfinite(frame[featurizer.feature_labels()].to_numpy()).all()
 
 
