@@ -50,8 +50,8 @@ def _without_digest(folder: Path) -> None:
     """The folder as dimfeat wrote it before config.json carried a settings digest."""
     path = folder / "config.json"
     config = json.loads(path.read_text())
-    config.pop("settings_sha256")
-    config.pop("settings_digests")
+    config.pop("settings_sha256", None)
+    config.pop("settings_digests", None)
     path.write_text(json.dumps(config, indent=1))
 
 
