@@ -19,6 +19,7 @@ import torch
 from joblib import Memory
 from matminer.featurizers.base import BaseFeaturizer
 from sklearn.base import _fit_context
+from sklearn.exceptions import NotFittedError
 from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
@@ -51,9 +52,23 @@ from dimfeat.training import (
     train_dim,
 )
 from dimfeat.vector_cache import VectorCache, cache_context, cache_folder, structure_key
-from dimfeat.weights import DEFAULT_WEIGHTS, state_checksum
+from dimfeat.weights import DEFAULT_WEIGHTS
 
 __all__ = ["DeepInfoMaxFeaturizer"]
+
+#: Parameters that decide the encoder :meth:`DeepInfoMaxFeaturizer.fit` makes; with
+#: ``epochs > 0`` the training parameters (:data:`_TRAINING_PARAMS`) too.
+_MODEL_PARAMS = ("weights", "global_dim", "random_state", "epochs")
+_TRAINING_PARAMS = (
+    "lr",
+    "site_budget",
+    "validation_fraction",
+    "patience",
+    "false_samples",
+    "alpha",
+    "beta",
+    "composition_weight",
+)
 
 
 class DeepInfoMaxFeaturizer(BaseFeaturizer):
@@ -142,7 +157,11 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
     Attributes
     ----------
     encoder_ : SiteNetEncoder
-        The encoder, after :meth:`fit`.
+        The encoder, after :meth:`fit`. It is the fitted state of the parameters ``fit`` saw:
+        after ``set_params`` of ``weights``, ``global_dim``, ``random_state``, ``epochs`` (or,
+        with ``epochs > 0``, a training parameter) it is no longer used: with ``epochs=0`` the
+        weights now named load on first use, with ``epochs > 0`` ``transform`` raises
+        ``NotFittedError`` until ``fit`` is called again.
     history_ : list of dict
         Per-epoch training record (train/valid local and global DIM and KL losses, seconds);
         empty when ``epochs=0``.
@@ -273,7 +292,43 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         return tags
 
     def __sklearn_is_fitted__(self) -> bool:
-        return self.epochs == 0 or hasattr(self, "encoder_")
+        return self.epochs == 0 or self._fitted()
+
+    def _model_params(self) -> dict[str, Any]:
+        """The parameters that decide the fitted encoder, as :meth:`fit` compares them."""
+        names = _MODEL_PARAMS + (_TRAINING_PARAMS if self.epochs > 0 else ())
+        params = {name: getattr(self, name) for name in names}
+        params["weights"] = None if self.weights is None else os.fspath(self.weights)
+        if "false_samples" in params:
+            params["false_samples"] = tuple(params["false_samples"])
+        return params
+
+    def _changed_since_fit(self) -> list[str]:
+        """Parameters set (``set_params`` or assignment) since :meth:`fit` that decide the
+        encoder: its fitted state is then not theirs."""
+        fitted = self.__dict__.get("_fit_params")
+        if fitted is None or not hasattr(self, "encoder_"):
+            return []
+        now = self._model_params()
+        missing = object()
+        return sorted(
+            k for k in set(fitted) | set(now) if fitted.get(k, missing) != now.get(k, missing)
+        )
+
+    def _fitted(self) -> bool:
+        """Whether the fitted state (``encoder_``, ``history_``) is that of the parameters now."""
+        return hasattr(self, "encoder_") and not self._changed_since_fit()
+
+    def _check_fitted(self) -> None:
+        """``check_is_fitted``, naming the parameters changed since fit when that is why."""
+        changed = self._changed_since_fit()
+        if changed and self.epochs > 0:
+            raise NotFittedError(
+                f"this {type(self).__name__} was fitted with other {', '.join(changed)}: its "
+                "encoder is not one of the parameters it has now (with epochs > 0 they decide "
+                "the training); call fit again"
+            )
+        check_is_fitted(self)
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Sequence, y: Any = None) -> DeepInfoMaxFeaturizer:
@@ -327,6 +382,7 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
                     self.__dict__.pop(name, None)
                 raise
         self.n_features_out_ = self.encoder_.config.global_dim
+        self._fit_params = self._model_params()
         return self
 
     def transform(self, X: Sequence) -> np.ndarray:
@@ -351,7 +407,7 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
             For the first structure that cannot be featurised; the message gives its index.
         """
         self._validate_params()
-        check_is_fitted(self)
+        self._check_fitted()
         return self._vectors(X, ignore_errors=False, progress=self.verbose)[0]
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
@@ -397,7 +453,7 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         if return_errors and not ignore_errors:
             raise ValueError("Please set ignore_errors to True to use return_errors.")
         self._validate_params()
-        check_is_fitted(self)
+        self._check_fitted()
         structures = [_unwrap_entry(e) for e in entries]
         vectors, errors = self._vectors(structures, ignore_errors=ignore_errors, progress=pbar)
         rows: list[list] = vectors.astype(np.float64).tolist()
@@ -447,7 +503,7 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
 
         runtime = self.get_runtime()
         training = None
-        if getattr(self, "history_", None):
+        if self._fitted() and getattr(self, "history_", None):
             training = TrainingRecord(
                 settings=self._training_config().to_dict(),
                 history=self.history_,
@@ -521,13 +577,20 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
 
         The fitted encoder after :meth:`fit`; otherwise the starting weights, loaded on first
         use (random weights seeded by ``random_state`` when ``weights=None``). ``max_atoms``
-        and ``symprec`` override the settings recorded with the weights.
+        and ``symprec`` override the settings recorded with the weights. A fitted encoder is
+        used only while the parameters that made it (``weights``, ``global_dim``,
+        ``random_state``, ``epochs`` and, with ``epochs > 0``, the training parameters) are
+        unchanged: after ``set_params`` of one of them, ``epochs=0`` loads the weights now
+        named and ``epochs > 0`` raises ``NotFittedError`` until :meth:`fit` runs again.
 
         Returns
         -------
         dimfeat.runtime.EncoderRuntime
         """
-        if hasattr(self, "encoder_"):
+        changed = self._changed_since_fit()
+        if changed and self.epochs > 0:
+            self._check_fitted()  # raises: the fitted encoder is not of these parameters
+        if hasattr(self, "encoder_") and not changed:
             base = EncoderRuntime(
                 self.encoder_,
                 config=self.weights_config_,
@@ -555,7 +618,7 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         return shared_runtime(self.weights, seed=self.random_state, global_dim=self.global_dim)
 
     def _n_out(self) -> int:
-        if hasattr(self, "n_features_out_"):
+        if hasattr(self, "n_features_out_") and self._fitted():
             return self.n_features_out_
         if self.weights is None:
             return self.global_dim or EncoderConfig().global_dim
@@ -578,11 +641,9 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         key = (id(encoder), runtime.inputs, self.disorder, device.type)
         cached = self.__dict__.get("_context")
         if cached is None or cached[0] != key:
-            loaded = not hasattr(self, "encoder_") or self.epochs == 0
-            sha256 = runtime.config.get("sha256") if loaded and self.weights is not None else None
+            described = runtime.vector_settings()
             context = cache_context(
-                # the verified file's sha256 for loaded weights, else that of the parameters
-                weights_sha256=sha256 or state_checksum(encoder),
+                encoder_sha256=described["encoder_sha256"],
                 n_features=runtime.n_features,
                 max_atoms=runtime.inputs.max_atoms,
                 symprec=runtime.inputs.symprec,

@@ -42,6 +42,7 @@ from dimfeat.weights import (
     CONFIG_FILE,
     MODEL_FILE,
     InputSettings,
+    encoder_sha256,
     load_encoder,
     resolve_weights,
 )
@@ -323,6 +324,23 @@ class EncoderRuntime:
     def n_features(self) -> int:
         """Length of the crystal vector."""
         return self.encoder.config.global_dim
+
+    def vector_settings(self) -> dict[str, Any]:
+        """What, besides the structure, decides this runtime's vectors: the one description
+        that every store of vectors keys on (the vector cache, stream manifests).
+
+        Returns
+        -------
+        dict
+            ``encoder_sha256``: :func:`dimfeat.weights.encoder_sha256` of the encoder in use
+            (architecture, distance expansion and cutoff included, and parameters: loaded,
+            random or trained alike); ``inputs``: the input settings in use (``max_atoms``,
+            ``symprec``), recorded ones or overrides.
+        """
+        return {
+            "encoder_sha256": encoder_sha256(self.encoder),
+            "inputs": dict(self.inputs.__dict__),
+        }
 
     def build(
         self, structures: Any, **options: Any

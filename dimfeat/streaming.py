@@ -25,13 +25,13 @@ parsed). Peak memory depends on ``chunk_size``, not on the size of the input
 (``benchmarks/memory.py``).
 
 What a resume trusts, and how it is proved: the manifest records a fingerprint of every finished
-chunk (sha256 of its ids and of the content of its entries: the bytes of each CIF, or the
-lattice, coordinates and species of each in-memory structure), a checksum of the encoder's
-weights (:func:`dimfeat.weights.state_checksum`) with the input settings, batch size and dimfeat
-version, and the sha256 of every file or byte range it wrote. A chunk is skipped only when all
-of these match; any mismatch is refused (``resume=False`` / ``--no-resume`` starts again), so a
-resumed output equals an uninterrupted one. Only files recorded in dimfeat's own manifest are
-ever deleted or truncated.
+chunk (sha256 of its ids and of the content of its entries: the bytes of each CIF, or the lattice,
+coordinates and species of each in-memory structure), a checksum of the encoder's architecture and
+weights (:func:`dimfeat.weights.encoder_sha256`) with the input settings, batch size and dimfeat
+version, and the sha256 of every file or byte range it wrote. A chunk is skipped only when all of
+these match; any mismatch is refused (``resume=False`` / ``--no-resume`` starts again), so a resumed
+output equals an uninterrupted one. Only files recorded in dimfeat's own manifest are ever deleted
+or truncated.
 """
 
 from __future__ import annotations
@@ -422,12 +422,9 @@ def _settings(source, featurizer, chunk_size: int, ignore_errors: bool) -> dict:
         "feature_labels": list(featurizer.feature_labels()),
     }
     get_runtime = getattr(featurizer, "get_runtime", None)
-    if get_runtime is not None:  # a DeepInfoMaxFeaturizer: its weights and resolved inputs
-        from dimfeat.weights import state_checksum
-
-        runtime = get_runtime()
-        settings["encoder_sha256"] = state_checksum(runtime.encoder)
-        settings["inputs"] = dict(runtime.inputs.__dict__)
+    if get_runtime is not None:  # a DeepInfoMaxFeaturizer: its encoder and resolved inputs
+        # (encoder_sha256 covers the architecture, distance_cutoff included, and parameters)
+        settings.update(get_runtime().vector_settings())
     else:  # another featuriser: identified by its parameters only
         settings["params"] = {k: repr(v) for k, v in sorted(params.items())}
         settings["weights_compared"] = settings["weights"]

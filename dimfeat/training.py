@@ -65,6 +65,8 @@ __all__ = [
 ]
 
 CHECKPOINT_NAME = "checkpoint.pt"
+#: Lock file held in ``checkpoint_dir`` while a run trains (see :mod:`dimfeat.locks`).
+CHECKPOINT_LOCK = "checkpoint.lock"
 #: Share of the crystals given to training held out (at least 2) to select the best epoch: the
 #: one default of ``validation_fraction`` in :class:`TrainingConfig`, ``dimfeat train
 #: --validation-fraction``, ``DeepInfoMaxFeaturizer`` and ``SiteNetRegressor`` (the recipe of
@@ -339,7 +341,9 @@ class TrainingLoop:
         ``to_dict()`` is stored in checkpoints and compared when resuming.
     device : torch.device
     checkpoint_dir : path, optional
-        Folder for ``checkpoint.pt`` written after every epoch; :meth:`fit` resumes from it.
+        Folder for ``checkpoint.pt`` written after every epoch; :meth:`fit` resumes from it
+        (with ``epochs`` at least the epochs it holds). One run at a time: :meth:`fit` holds the
+        lock file ``checkpoint.lock`` there (:func:`dimfeat.locks.exclusive`).
     progress : bool, default=False
         Show tqdm progress bars: one over epochs (the validation score, the best epoch and the
         epochs without improvement against ``patience``; a line when training stops early) and
@@ -400,12 +404,28 @@ class TrainingLoop:
         ------
         ValueError
             If the objective refuses the data, or ``checkpoint_dir`` holds a checkpoint of
-            another run (other data, starting weights or settings).
+            another run (other data, starting weights or settings), or one of more epochs than
+            ``config.epochs``.
+        dimfeat.locks.LockHeldError
+            If another live run trains in ``checkpoint_dir`` (each run holds the lock file
+            ``checkpoint.lock`` there while it trains; one left by a killed run is taken over
+            with a warning).
         FloatingPointError
             If the loss or a weight becomes NaN or infinite (the message names the epoch and
             batch); the modules are put back to their best epoch, or to their state when
             ``fit`` started, so no NaN state is kept or checkpointed.
         """
+        if self.checkpoint_dir is None or (
+            self.distributed is not None and not self.distributed.is_main
+        ):
+            return self._fit(train, valid)
+        from dimfeat.locks import exclusive
+
+        # one run at a time per checkpoint_dir: a second would overwrite the first's checkpoints
+        with exclusive(self.checkpoint_dir / CHECKPOINT_LOCK, purpose=f"{self.objective.name}"):
+            return self._fit(train, valid)
+
+    def _fit(self, train: list[CrystalInputs], valid: list[CrystalInputs]) -> list[dict]:
         from dimfeat.weights import state_checksum
 
         self.objective.check(train, valid)
@@ -627,6 +647,16 @@ class TrainingLoop:
                 f"checkpoint in {self.checkpoint_dir} was written with different training "
                 f"settings ({', '.join(sorted(differs))}); use another checkpoint_dir"
             )
+        done = len(json.loads(state["history"]))
+        if done > self.config.epochs:
+            # the state is past the requested budget: resuming would return (and record as an
+            # epochs-run) the encoder of `done` epochs
+            raise ValueError(
+                f"checkpoint in {self.checkpoint_dir} holds {done} epochs of this run, more than "
+                f"epochs={self.config.epochs}: its encoder is a {done}-epoch one. Pass epochs >= "
+                f"{done} to resume it (epochs={done} returns the finished run), or use another "
+                f"checkpoint_dir to train {self.config.epochs} epochs from the start"
+            )
         for name, module in modules.items():
             module.load_state_dict(state[name])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -749,7 +779,9 @@ class DIMTrainer(TrainingLoop):
     config : TrainingConfig
     device : torch.device
     checkpoint_dir : path, optional
-        Folder for ``checkpoint.pt`` written after every epoch; :meth:`fit` resumes from it.
+        Folder for ``checkpoint.pt`` written after every epoch; :meth:`fit` resumes from it
+        (with ``epochs`` at least the epochs it holds). One run at a time: :meth:`fit` holds the
+        lock file ``checkpoint.lock`` there (:func:`dimfeat.locks.exclusive`).
     progress : bool, default=False
         Show a tqdm progress bar with the running losses.
     callbacks : sequence of callable, optional
@@ -789,7 +821,9 @@ class DIMTrainer(TrainingLoop):
         ValueError
             If there are fewer than 2 training structures, ``site_budget`` is too small for
             any batch of 2 crystals, or ``checkpoint_dir`` holds a checkpoint of another run
-            (other data, starting weights or settings).
+            (other data, starting weights or settings) or of more epochs than ``epochs``.
+        dimfeat.locks.LockHeldError
+            If another live run trains in ``checkpoint_dir``.
         FloatingPointError
             If the loss or a weight becomes NaN or infinite (the message names the epoch and
             batch); the encoder is put back to its best epoch, or to its state when ``fit``

@@ -6,17 +6,19 @@ transforms of the same structures (cross-validation, grid search, notebooks run 
 
 A vector is stored under a key that holds, hashed with sha256:
 
-- the *context* (:func:`cache_context`): the sha256 of the encoder's parameters, the input
+- the *context* (:func:`cache_context`): the sha256 of the encoder (its architecture, the
+  distance expansion and cutoff included, and its parameters:
+  :meth:`dimfeat.runtime.EncoderRuntime.vector_settings`), the input
   settings (``max_atoms``, ``symprec``, ``disorder``), the width of the vector, the dimfeat
   version, a sha256 of the source of the modules that turn a structure into a vector
   (:data:`CODE_MODULES`), the torch version and the device type;
 - the *structure* (:func:`structure_key`): its lattice matrix, fractional coordinates (float64
   bytes, exactly) and, per site, its species and occupancies.
 
-Anything else (another weights file, a retrained encoder, a moved atom, another symprec, an
-edited ``dimfeat/inputs.py``) is another key, so a stored vector is only ever returned for the
-computation that produced it. Files are written atomically (a temporary file, then a rename), so
-several processes may share one folder.
+Anything else (another weights file, a retrained encoder, another ``distance_cutoff``, a moved atom,
+another symprec, an edited ``dimfeat/inputs.py``) is another key, so a stored vector is only ever
+returned for the computation that produced it. Files are written atomically (a temporary file, then
+a rename), so several processes may share one folder.
 
 Layout: ``FOLDER/dimfeat-vectors/<context>/<k[:2]>/<k>.npy`` with ``context.json`` (what the
 context holds) in each context folder. Deleting the folder empties the cache.
@@ -70,7 +72,7 @@ def cache_folder(cache: Any) -> Path | None:
 
 def cache_context(
     *,
-    weights_sha256: str,
+    encoder_sha256: str,
     n_features: int,
     max_atoms: int,
     symprec: float,
@@ -84,7 +86,7 @@ def cache_context(
 
     return {
         "format": CACHE_FORMAT,
-        "weights_sha256": weights_sha256,
+        "encoder_sha256": encoder_sha256,
         "n_features": int(n_features),
         "max_atoms": int(max_atoms),
         "symprec": float(symprec),

@@ -30,11 +30,14 @@ from dimfeat.weights_folder import (
     WEIGHTS_FILES,
     InputSettings,
     WeightsError,
+    encoder_sha256,
     load_encoder,
     read_config,
     save_pretrained,
+    settings_sha256,
     sha256_of,
     state_checksum,
+    vector_settings,
 )
 
 __all__ = [
@@ -46,12 +49,15 @@ __all__ = [
     "InputSettings",
     "WeightsError",
     "available_weights",
+    "encoder_sha256",
     "load_encoder",
     "read_config",
     "resolve_weights",
     "save_pretrained",
+    "settings_sha256",
     "sha256_of",
     "state_checksum",
+    "vector_settings",
 ]
 
 #: Name of the bundled weights used by ``DeepInfoMaxFeaturizer()``.

@@ -4,8 +4,10 @@ A weights folder holds three files and nothing executable:
 
 ``model.safetensors``  the encoder's tensors (safetensors: loading never runs code);
 ``config.json``        ``format``, ``architecture``, encoder arguments, input featurisation and
-                       element normalisation, training data and settings, history, and the
-                       sha256 of ``model.safetensors``, checked before loading;
+                       element normalisation, training data and settings, history, the
+                       sha256 of ``model.safetensors``, checked before loading, and
+                       ``settings_sha256``, a digest of every setting that shapes the vectors
+                       (:func:`vector_settings`), checked before loading;
 ``README.md``          the model card (YAML front matter for the Hub), written by
                        :func:`save_pretrained` from the same facts.
 
@@ -23,6 +25,12 @@ What :func:`load_encoder` verifies, before any tensor reaches the encoder:
   keys, at most 16 hidden layers per block and integer layer sizes in a sane range, finite
   normalisation numbers of matching shapes, input settings that are numbers (not booleans or
   ``null``), a 64-hex sha256.
+- The settings that shape the vectors (architecture and distance expansion, input settings,
+  normalisation, the sha256 of the tensors: :func:`vector_settings`) must give the
+  ``settings_sha256`` recorded when the weights were saved: a config edited afterwards (say
+  ``distance_cutoff`` or ``inputs.max_atoms``, which move the vectors without any error) is
+  refused, naming the edited settings. Folders saved before the digest existed have none and
+  load unchecked.
 - ``model.safetensors`` must match that sha256, must be a structurally valid safetensors file
   (a pickle, a ``torch.save`` zip archive, a truncated or garbage file is refused), and its
   header must list exactly the tensors of the architecture, by name, shape and dtype (float32),
@@ -63,11 +71,14 @@ __all__ = [
     "WEIGHTS_FILES",
     "InputSettings",
     "WeightsError",
+    "encoder_sha256",
     "load_encoder",
     "read_config",
     "save_pretrained",
+    "settings_sha256",
     "sha256_of",
     "state_checksum",
+    "vector_settings",
 ]
 
 FORMAT = "dimfeat-weights/1"
@@ -89,6 +100,8 @@ _CONFIG_KEYS = frozenset(
         "normalisation",
         "training",
         "sha256",
+        "settings_sha256",
+        "settings_digests",
     }
 )
 _REQUIRED_KEYS = frozenset({"format", "architecture", "encoder", "normalisation", "sha256"})
@@ -100,6 +113,7 @@ _MAX_PARAMETERS = 50_000_000  # bound on the tensors' total size (the bundled en
 _MAX_CONFIG = 1 << 20  # bound on config.json (bytes); the bundled one is 27 kB
 _MAX_HEADER = 1 << 24  # bound on a safetensors JSON header (16 MiB)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_SHORT_DIGEST = re.compile(r"[0-9a-f]{16}")
 
 
 class WeightsError(ValueError):
@@ -122,6 +136,95 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+# -- the settings that shape the vectors --------------------------------------------------------
+def _canonical(value: Any) -> bytes:
+    """Canonical JSON bytes of a settings value: sorted keys, no spaces, every number a float
+    (so ``8`` and ``8.0``, which build the same encoder, hash alike)."""
+
+    def numbers_as_floats(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {str(k): numbers_as_floats(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [numbers_as_floats(x) for x in v]
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            return float(v)
+        return v
+
+    return json.dumps(
+        numbers_as_floats(value), sort_keys=True, separators=(",", ":"), allow_nan=False
+    ).encode()
+
+
+def _sha256_json(value: Any) -> str:
+    return hashlib.sha256(_canonical(value)).hexdigest()
+
+
+def vector_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The settings of a weights ``config.json`` that shape its vectors, flat and complete.
+
+    Every encoder argument (as the encoder is built: defaults filled in, so an omitted key and
+    its default are the same setting), every input setting (``max_atoms``, ``symprec``), the
+    normalisation numbers (``mean``, ``std``, ``element_table``) and the sha256 of
+    ``model.safetensors``. Names, the dimfeat version and the training record do not change a
+    vector and are left out.
+
+    Parameters
+    ----------
+    config : dict
+        A parsed ``config.json`` (schema-checked: see :func:`read_config`).
+
+    Returns
+    -------
+    dict
+        ``{"encoder.<key>": ..., "inputs.<key>": ..., "normalisation.<key>": ..., "sha256": ...}``.
+    """
+    encoder = EncoderConfig.from_dict(config["encoder"]).to_dict()
+    inputs = {**InputSettings().__dict__, **(config.get("inputs") or {})}
+    norm = config["normalisation"]
+    settings: dict[str, Any] = {f"encoder.{k}": v for k, v in encoder.items()}
+    settings.update({f"inputs.{k}": v for k, v in inputs.items()})
+    settings.update({f"normalisation.{k}": norm[k] for k in ("mean", "std", "element_table")})
+    settings["sha256"] = config["sha256"]
+    return settings
+
+
+def settings_sha256(config: dict[str, Any]) -> str:
+    """sha256 of :func:`vector_settings` (canonical JSON): recorded as ``settings_sha256``."""
+    return _sha256_json(vector_settings(config))
+
+
+def _settings_digests(config: dict[str, Any]) -> dict[str, str]:
+    """A short digest of each of :func:`vector_settings`, to name the one that was edited."""
+    return {k: _sha256_json(v)[:16] for k, v in vector_settings(config).items()}
+
+
+def _check_settings_digest(path: Path, config: dict[str, Any]) -> None:
+    """Refuse a config whose vector settings are not those its ``settings_sha256`` records."""
+    recorded = config.get("settings_sha256")
+    if recorded is None:  # saved before the digest existed: nothing to compare with
+        return
+    actual = settings_sha256(config)
+    if actual == recorded:
+        return
+    saved = config.get("settings_digests") or {}
+    now = _settings_digests(config)
+    changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    what = (
+        f"edited: {', '.join(changed)}"
+        if changed
+        else "which one cannot be told: settings_digests is missing or was edited too"
+    )
+    raise WeightsError(
+        f"{path}: settings that shape the vectors were changed after these weights were saved "
+        f"({what}); its settings_sha256 is {recorded}, its settings now give {actual}. Weights "
+        "give the vectors they were trained for only with the settings they were saved with (an "
+        "edited distance_cutoff or max_atoms moves every vector, with no other error). Put the "
+        "recorded values back (the model card README.md lists them) or fetch the folder again; "
+        "for other input settings pass max_atoms=/symprec= to the featuriser (dimfeat "
+        "featurize --max-atoms/--symprec) instead of editing the file"
+    )
 
 
 def _is_width(value: Any) -> bool:
@@ -294,6 +397,16 @@ def read_config(folder: str | Path) -> dict[str, Any]:
             problems += _check_normalisation(config["normalisation"], n_features)
         if not (isinstance(config["sha256"], str) and _SHA256.fullmatch(config["sha256"])):
             problems.append("sha256 must be 64 lowercase hex digits")
+    if "settings_sha256" in config and not (
+        isinstance(config["settings_sha256"], str) and _SHA256.fullmatch(config["settings_sha256"])
+    ):
+        problems.append("settings_sha256 must be 64 lowercase hex digits")
+    digests = config.get("settings_digests")
+    if digests is not None and not (
+        isinstance(digests, dict)
+        and all(isinstance(v, str) and _SHORT_DIGEST.fullmatch(v) for v in digests.values())
+    ):
+        problems.append("settings_digests must map setting names to 16 lowercase hex digits")
     if "inputs" in config:
         problems += _check_inputs(config["inputs"])
     if not isinstance(config.get("training"), dict | None):
@@ -404,11 +517,12 @@ def _check_architecture(path: Path, header: dict, config: dict) -> None:
 def load_encoder(folder: str | Path) -> tuple[SiteNetEncoder, dict[str, Any]]:
     """Build a :class:`SiteNetEncoder` from a weights folder, after verifying it.
 
-    Checks, in order: the config schema (:func:`read_config`), the sha256 of
-    ``model.safetensors``, its safetensors structure, an exact fit of the tensors its header
-    lists (names, shapes, float32) to the architecture and the size bound, all before anything
-    is allocated, then that every tensor is finite. Only ``safetensors`` is read: a pickle or
-    any other file in its place is refused, never executed (see "Trust model" in
+    Checks, in order: the config schema (:func:`read_config`), the sha256 of ``model.safetensors``,
+    its safetensors structure, an exact fit of the tensors its header lists (names, shapes, float32)
+    to the architecture and the size bound, all before anything is allocated, then that every tensor
+    is finite, and that the settings that shape the vectors give the ``settings_sha256`` recorded
+    when the folder was saved (when it records one). Only ``safetensors`` is read: a pickle or any
+    other file in its place is refused, never executed (see "Trust model" in
     :mod:`dimfeat.weights`).
 
     Parameters
@@ -461,6 +575,7 @@ def load_encoder(folder: str | Path) -> tuple[SiteNetEncoder, dict[str, Any]]:
             f"{model_path}: tensor(s) {bad[:5]} hold NaN or infinite values; such weights give "
             "NaN vectors and are refused"
         )
+    _check_settings_digest(folder / CONFIG_FILE, config)
     encoder_config = EncoderConfig.from_dict(config["encoder"])
     norm = config["normalisation"]
     encoder = SiteNetEncoder(
@@ -492,7 +607,9 @@ def save_pretrained(
     Parameters
     ----------
     folder : path
-        Created if needed; existing files of the same names are replaced.
+        Created if needed; existing files of the same names are replaced. ``config.json``
+        records ``settings_sha256`` (the sha256 of :func:`vector_settings`) and a short digest
+        of each setting, checked by :func:`read_config`.
     encoder : SiteNetEncoder
     inputs : InputSettings or dict
         ``max_atoms`` and ``symprec`` the encoder expects.
@@ -537,9 +654,24 @@ def save_pretrained(
         "training": training.to_dict() if isinstance(training, TrainingRecord) else training,
         "sha256": sha256_of(folder / MODEL_FILE),
     }
+    config["settings_sha256"] = settings_sha256(config)
+    config["settings_digests"] = _settings_digests(config)
     (folder / CONFIG_FILE).write_text(json.dumps(config, indent=1) + "\n")
     (folder / CARD_FILE).write_text(model_card(config))
     return folder
+
+
+def encoder_sha256(encoder: SiteNetEncoder) -> str:
+    """sha256 of what an encoder computes: its architecture and its parameters.
+
+    The architecture (:class:`~dimfeat.encoder.EncoderConfig`, the distance expansion and
+    ``distance_cutoff`` included: they build buffers that are not saved with the tensors) and
+    :func:`state_checksum` of the tensors (the normalisation among them). With the input
+    settings, this is what the vector caches and stream manifests key on.
+    """
+    return _sha256_json(
+        {"architecture": encoder.config.to_dict(), "parameters": state_checksum(encoder)}
+    )
 
 
 def state_checksum(encoder: torch.nn.Module) -> str:
