@@ -9,8 +9,6 @@ handler that misbehaves for some repos in the ways a hostile mirror or a broken 
 from __future__ import annotations
 
 import io
-import json
-import os
 import shutil
 import tarfile
 import threading
@@ -20,6 +18,7 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import test_hub
 from huggingface_hub import constants
 from test_hub import (  # the loopback fake Hub (tests/ is on sys.path under pytest)
     REPO,
@@ -27,9 +26,6 @@ from test_hub import (  # the loopback fake Hub (tests/ is on sys.path under pyt
     _etag,
     _handler,
     _point_hub_at,
-    bundled_files,  # noqa: F401 (a fixture)
-    fake_hub,  # noqa: F401 (a fixture)
-    no_proxy,  # noqa: F401 (a fixture)
 )
 
 from dimfeat import DeepInfoMaxFeaturizer
@@ -38,12 +34,15 @@ from dimfeat.hub import download_weights
 from dimfeat.weights import DEFAULT_WEIGHTS, WeightsError, load_encoder, resolve_weights
 from dimfeat.weights_folder import MAX_MODEL_BYTES
 
-PIN = "0123456789abcdef0123456789abcdef01234567"
+# the fake Hub's fixtures, used here under the same names
+fake_hub = test_hub.fake_hub
+bundled_files = test_hub.bundled_files
+no_proxy = test_hub.no_proxy
 
 
 # -- a misbehaving fake Hub ------------------------------------------------------------------------
 @pytest.fixture
-def hostile_hub(fake_hub, monkeypatch):  # noqa: F811 (the fixture imported above)
+def hostile_hub(fake_hub, monkeypatch):
     """The fake Hub's repos and cache, served by a handler that misbehaves for some repos.
 
     ``hostile_hub.misbehave[repo_id] = how``: ``how(handler, revision, filename, commit,
@@ -94,7 +93,7 @@ def _hub_headers(commit: str, filename: str, content: bytes) -> dict:
 # -- a hostile ETag --------------------------------------------------------------------------------
 def test_a_path_traversing_etag_writes_nothing_outside_the_cache(
     hostile_hub, bundled_files, tmp_path
-):  # noqa: F811, E501
+):
     """An ``ETag: "../../../../escaped"`` named the cache blob: huggingface_hub wrote the three
     files to ``tmp_path/escaped``, outside the cache, and the load succeeded."""
     commit = hostile_hub.commit(REPO, bundled_files)
@@ -119,7 +118,7 @@ def test_a_path_traversing_etag_writes_nothing_outside_the_cache(
         load_encoder(folder)
 
 
-def test_a_cached_file_linking_outside_the_cache_is_refused(fake_hub, bundled_files, tmp_path):  # noqa: F811
+def test_a_cached_file_linking_outside_the_cache_is_refused(fake_hub, bundled_files, tmp_path):
     """A snapshot file that is a link to a file outside the cache (left by a hostile download,
     or planted) is not loaded."""
     commit = fake_hub.commit(REPO, bundled_files)
@@ -133,7 +132,7 @@ def test_a_cached_file_linking_outside_the_cache_is_refused(fake_hub, bundled_fi
 
 
 # -- a pin is enforced -----------------------------------------------------------------------------
-def test_a_pinned_commit_is_enforced(hostile_hub, bundled_files):  # noqa: F811
+def test_a_pinned_commit_is_enforced(hostile_hub, bundled_files):
     """A server that answers every revision with the files of 'main' (another commit): the
     pinned load took main's snapshot silently."""
     old = hostile_hub.commit(REPO, {**bundled_files, "README.md": b"# the old card\n"})
@@ -171,7 +170,7 @@ def test_an_oversized_model_file_is_refused_before_it_is_read(tmp_path):
     assert peak < 50e6
 
 
-def test_an_oversized_model_card_is_not_downloaded(hostile_hub, bundled_files):  # noqa: F811
+def test_an_oversized_model_card_is_not_downloaded(hostile_hub, bundled_files):
     """A 2 MiB README.md was downloaded in full (a 300 MB one too): refused on the size the
     server declares, before the download."""
     card = b"# card\n" + b"x" * (2 << 20)
@@ -182,28 +181,36 @@ def test_an_oversized_model_card_is_not_downloaded(hostile_hub, bundled_files): 
     assert f"/{REPO}/resolve/{commit}/README.md" not in gets
 
 
-def test_a_download_longer_than_declared_is_cut(hostile_hub, bundled_files):  # noqa: F811
-    """A server that declares a small README.md in its metadata, then sends 2 MiB."""
+def test_a_download_longer_than_declared_is_cut(hostile_hub, bundled_files):
+    """A server that declares a small README.md in its metadata, then sends 2 MiB without a
+    Content-Length (until it closes the connection): the download stops at the declared size."""
     commit = hostile_hub.commit(REPO, bundled_files)
 
     def lie(handler, revision, filename, commit, content):
-        if filename != "README.md":
+        if filename != "README.md" or handler.command == "HEAD":
             return False
-        body = b"x" * (2 << 20)
-        _answer(handler, 200, body, _hub_headers(commit, filename, content), length=len(content))
-        if handler.command == "GET":
-            handler.close_connection = True
+        handler.send_response(200)
+        for key, value in _hub_headers(commit, filename, content).items():
+            handler.send_header(key, value)
+        handler.end_headers()
+        handler.close_connection = True
+        try:
+            handler.wfile.write(b"x" * (2 << 20))
+        except OSError:  # the client stopped reading
+            pass
         return True
 
     hostile_hub.misbehave[REPO] = lie
-    with pytest.raises(WeightsError, match=r"README\.md"):
+    size = len(bundled_files["README.md"])
+    with pytest.raises(WeightsError, match=rf"more than {size} bytes of README\.md"):
         download_weights(f"{REPO}@{commit}")
-    snapshots = Path(constants.HF_HUB_CACHE) / "models--acme--sitenet-dim" / "snapshots"
-    assert not any(p.is_file() and p.stat().st_size > 1 << 20 for p in snapshots.rglob("*"))
+    cache = Path(constants.HF_HUB_CACHE)
+    assert not any(p.is_file() and p.stat().st_size > 1 << 20 for p in cache.rglob("*"))
+    assert not list(cache.rglob("snapshots/*/*"))  # nothing of the failed download was kept
 
 
 # -- every Hub failure is one clear error, in bounded time -----------------------------------------
-def test_an_unreachable_off_host_redirect(hostile_hub, bundled_files, no_proxy):  # noqa: F811
+def test_an_unreachable_off_host_redirect(hostile_hub, bundled_files, no_proxy):
     """The Hub redirects the weights to a storage host that cannot be reached: a raw httpx
     ConnectError escaped."""
     commit = hostile_hub.commit(REPO, bundled_files)
@@ -231,7 +238,7 @@ def test_an_unreachable_off_host_redirect(hostile_hub, bundled_files, no_proxy):
     assert time.perf_counter() - start < 5
 
 
-def test_a_bad_repo_commit_header(hostile_hub, bundled_files):  # noqa: F811
+def test_a_bad_repo_commit_header(hostile_hub, bundled_files):
     """``X-Repo-Commit: not-a-commit``: a raw ValueError escaped."""
     commit = hostile_hub.commit(REPO, bundled_files)
 
@@ -244,7 +251,7 @@ def test_a_bad_repo_commit_header(hostile_hub, bundled_files):  # noqa: F811
         download_weights(f"{REPO}@{commit}")
 
 
-def test_a_server_error_is_fast_and_named(hostile_hub, bundled_files, no_proxy):  # noqa: F811
+def test_a_server_error_is_fast_and_named(hostile_hub, bundled_files, no_proxy):
     """HTTP 500 on every request: it took 23 s (retries) and then blamed the network."""
     commit = hostile_hub.commit(REPO, bundled_files)
 
@@ -267,7 +274,7 @@ def test_a_server_error_is_fast_and_named(hostile_hub, bundled_files, no_proxy):
 
 
 @pytest.mark.timeout(60)
-def test_a_slow_drip_server_hits_the_deadline(hostile_hub, bundled_files, monkeypatch, no_proxy):  # noqa: F811
+def test_a_slow_drip_server_hits_the_deadline(hostile_hub, bundled_files, monkeypatch, no_proxy):
     """A server that sends one byte every 0.1 s: a load hung for more than 90 s."""
     commit = hostile_hub.commit(REPO, bundled_files)
 
@@ -300,7 +307,7 @@ def test_a_slow_drip_server_hits_the_deadline(hostile_hub, bundled_files, monkey
     assert time.perf_counter() - start < 4
 
 
-def test_a_bad_deadline_setting_is_refused(fake_hub, bundled_files, monkeypatch):  # noqa: F811
+def test_a_bad_deadline_setting_is_refused(fake_hub, bundled_files, monkeypatch):
     commit = fake_hub.commit(REPO, bundled_files)
     monkeypatch.setenv("DIMFEAT_HUB_TIMEOUT", "soon")
     with pytest.raises(WeightsError, match="DIMFEAT_HUB_TIMEOUT"):
@@ -367,5 +374,5 @@ def test_plain_cgcnn_ids_still_load(tmp_path, nacl):
     folder = _cgcnn_folder(tmp_path, nacl, ["1", "mp-2", "x.y"])
     frame = load_cgcnn(folder)
     assert frame.material_id.tolist() == ["1", "mp-2", "x.y"]
-    assert json.loads(json.dumps(frame.target_0.tolist())) == [1.0, 1.0, 1.0]
-    assert os.fspath(folder) == frame.attrs["source"]
+    assert frame.target_0.tolist() == [1.0, 1.0, 1.0]
+    assert [len(s) for s in frame.structure] == [len(nacl)] * 3
