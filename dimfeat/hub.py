@@ -6,16 +6,25 @@ imports :mod:`dimfeat.weights`.
 
 Weights on the Hub are ordinary model repos holding the three files of a weights folder
 (:data:`dimfeat.weights.WEIGHTS_FILES`). :func:`download_weights` fetches exactly those files at
-one commit into the standard Hugging Face cache (``HF_HOME`` / ``HF_HUB_CACHE``), so a pinned
-revision works offline once cached; :func:`upload_folder` pushes a verified folder. Requests are
-tagged ``dimfeat/<version>`` in the user agent. Every failure of ``huggingface_hub`` is raised
-again as :class:`dimfeat.weights.WeightsError`, naming the repo id and revision and what to do
-next. Nothing downloaded is trusted here: :func:`dimfeat.weights.load_encoder` verifies it.
+one commit into the standard Hugging Face cache (``HF_HOME`` / ``HF_HUB_CACHE``), in the layout
+``huggingface_hub`` reads (``snapshots/<commit>/``, ``refs/<branch>``), so a pinned revision works
+offline once cached; :func:`upload_folder` pushes a verified folder. Requests are tagged
+``dimfeat/<version>`` in the user agent.
+
+A server is not trusted: each file's metadata (commit, declared size) is checked before its
+download, a pinned commit must be the one it answers, every file has a size bound
+(:data:`MAX_BYTES`), the bytes received are bounded too, and no name the server sends becomes a
+path (files are streamed into a fresh temporary folder inside the repo's cache folder, then moved
+into the snapshot). Every failure is raised as :class:`dimfeat.weights.WeightsError`, naming the
+repo and revision, what failed (the URL, the HTTP status, a server error, an unreachable network,
+the deadline) and what to do next; a server error is tried once more, no more, and a whole
+download has a deadline (:data:`DEADLINE_ENV`, :data:`DEFAULT_DEADLINE` seconds by default).
+Nothing downloaded is trusted here beyond that: :func:`dimfeat.weights.load_encoder` verifies it.
 
 Before the first request, the endpoint (or the proxy that applies to it) is probed with one DNS
 lookup and one TCP connection, bounded by ``HF_HUB_ETAG_TIMEOUT`` seconds: without a network, a
-download fails at once with the reason (``huggingface_hub`` would retry for about 20 s), or
-falls back to a copy already in the cache, with a warning.
+download fails at once with the reason, or falls back to a copy already in the cache, with a
+warning.
 """
 
 from __future__ import annotations
