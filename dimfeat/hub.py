@@ -6,52 +6,79 @@ imports :mod:`dimfeat.weights`.
 
 Weights on the Hub are ordinary model repos holding the three files of a weights folder
 (:data:`dimfeat.weights.WEIGHTS_FILES`). :func:`download_weights` fetches exactly those files at
-one commit into the standard Hugging Face cache (``HF_HOME`` / ``HF_HUB_CACHE``), so a pinned
-revision works offline once cached; :func:`upload_folder` pushes a verified folder. Requests are
-tagged ``dimfeat/<version>`` in the user agent. Every failure of ``huggingface_hub`` is raised
-again as :class:`dimfeat.weights.WeightsError`, naming the repo id and revision and what to do
-next. Nothing downloaded is trusted here: :func:`dimfeat.weights.load_encoder` verifies it.
+one commit into the standard Hugging Face cache (``HF_HOME`` / ``HF_HUB_CACHE``), in the layout
+``huggingface_hub`` reads (``snapshots/<commit>/``, ``refs/<branch>``), so a pinned revision works
+offline once cached; :func:`upload_folder` pushes a verified folder. Requests are tagged
+``dimfeat/<version>`` in the user agent.
+
+A server is not trusted: each file's metadata (commit, declared size) is checked before its
+download, a pinned commit must be the one it answers, every file has a size bound
+(:data:`MAX_BYTES`), the bytes received are bounded too, and no name the server sends becomes a
+path (files are streamed into a fresh temporary folder inside the repo's cache folder, then moved
+into the snapshot). Every failure is raised as :class:`dimfeat.weights.WeightsError`, naming the
+repo and revision, what failed (the URL, the HTTP status, a server error, an unreachable network,
+the deadline) and what to do next; a server error is tried once more, no more, and a whole
+download has a deadline (:data:`DEADLINE_ENV`, :data:`DEFAULT_DEADLINE` seconds by default).
+Nothing downloaded is trusted here beyond that: :func:`dimfeat.weights.load_encoder` verifies it.
 
 Before the first request, the endpoint (or the proxy that applies to it) is probed with one DNS
 lookup and one TCP connection, bounded by ``HF_HUB_ETAG_TIMEOUT`` seconds: without a network, a
-download fails at once with the reason (``huggingface_hub`` would retry for about 20 s), or
-falls back to a copy already in the cache, with a warning.
+download fails at once with the reason, or falls back to a copy already in the cache, with a
+warning.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import socket
+import tempfile
 import threading
+import time
 import urllib.request
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
 
-from huggingface_hub import HfApi, constants, hf_hub_download, try_to_load_from_cache
+import httpx2
+from huggingface_hub import HfApi, constants, get_hf_file_metadata, get_session, hf_hub_url
+from huggingface_hub.file_download import repo_folder_name
 from huggingface_hub.utils import (
     EntryNotFoundError,
     GatedRepoError,
     HfHubHTTPError,
-    LocalEntryNotFoundError,
     RepositoryNotFoundError,
     RevisionNotFoundError,
+    build_hf_headers,
+    hf_raise_for_status,
 )
 
 from dimfeat._version import __version__
 from dimfeat.weights_folder import (
     CARD_FILE,
     CONFIG_FILE,
+    MAX_CARD_BYTES,
+    MAX_CONFIG_BYTES,
+    MAX_MODEL_BYTES,
     MODEL_FILE,
     WEIGHTS_FILES,
     WeightsError,
     load_encoder,
 )
 
-__all__ = ["download_weights", "parse_repo_spec", "unreachable_reason", "upload_folder"]
+__all__ = [
+    "DEADLINE_ENV",
+    "DEFAULT_DEADLINE",
+    "MAX_BYTES",
+    "download_weights",
+    "parse_repo_spec",
+    "unreachable_reason",
+    "upload_folder",
+]
 
 LIBRARY_NAME = "dimfeat"
 _COMMIT = re.compile(r"[0-9a-f]{40}")
@@ -59,6 +86,18 @@ _COMMIT = re.compile(r"[0-9a-f]{40}")
 _NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?")
 _TRUE = {"1", "on", "yes", "true"}
 _REF_FORBIDDEN = frozenset(" ~^:?*[\\")
+#: Environment variable: seconds a whole Hub download may take (:data:`DEFAULT_DEADLINE`).
+DEADLINE_ENV = "DIMFEAT_HUB_TIMEOUT"
+DEFAULT_DEADLINE = 60.0
+#: Bound on each file fetched from the Hub (bytes), checked on the size the Hub declares before
+#: the download and on the bytes received during it.
+MAX_BYTES = {CONFIG_FILE: MAX_CONFIG_BYTES, MODEL_FILE: MAX_MODEL_BYTES, CARD_FILE: MAX_CARD_BYTES}
+_ATTEMPTS = 2  # tries of a request that met a server error (5xx, 429) or a dropped connection
+_BACKOFF = 0.5  # seconds between them
+_INSTEAD = " or a copy in the cache (local_files_only=True)"
+_T = TypeVar("_T")
+# The Hub's answers about a repo, said by _as_weights_error (gated repos are not found ones)
+_REPO_ANSWERS = (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError)
 
 
 def _revision_problem(revision: str) -> str:
@@ -215,13 +254,10 @@ def _offline(local_files_only: bool) -> bool:
 
 
 @contextmanager
-def _as_weights_error(
-    repo_id: str, revision: str, offline: bool, cache_dir: str | Path | None
-) -> Iterator[None]:
-    """Re-raise ``huggingface_hub`` and network errors as :class:`WeightsError`."""
+def _as_weights_error(repo_id: str, revision: str) -> Iterator[None]:
+    """Re-raise the Hub's answers about the repo (``huggingface_hub`` errors) as WeightsError."""
     where = f"{repo_id}@{revision}"
     endpoint = constants.ENDPOINT
-    cache = cache_dir or constants.HF_HUB_CACHE
     try:
         yield
     except GatedRepoError as exc:
@@ -240,17 +276,6 @@ def _as_weights_error(
             f"revision {revision!r} of Hub repo {repo_id!r} not found: check the commit, tag or "
             f"branch (see {endpoint}/{repo_id}/commits/main)"
         ) from exc
-    except LocalEntryNotFoundError as exc:
-        if offline:
-            raise WeightsError(
-                f"{where} is not in the local Hugging Face cache ({cache}) and "
-                "downloads are off (HF_HUB_OFFLINE=1 or local_files_only=True): download it once "
-                "online, or unset HF_HUB_OFFLINE"
-            ) from exc
-        raise WeightsError(
-            f"could not download {where} from {endpoint} and it is not in the local cache: check "
-            "the network connection, proxy and HF_ENDPOINT, then try again"
-        ) from exc
     except EntryNotFoundError as exc:
         raise WeightsError(
             f"{where} is not a dimfeat weights repo: it lacks one of {list(WEIGHTS_FILES)} "
@@ -259,53 +284,297 @@ def _as_weights_error(
     except HfHubHTTPError as exc:
         status = getattr(getattr(exc, "response", None), "status_code", "an error")
         raise WeightsError(
-            f"the Hub at {endpoint} answered {status} for {where}: {exc}; try again later"
+            f"could not download {where}: the Hub at {endpoint} answered HTTP {status}: {exc}; "
+            f"check the id and your token, or use a local weights folder{_INSTEAD}"
         ) from exc
-    except (OSError, ConnectionError) as exc:
+
+
+def _deadline_seconds(timeout: float | None) -> tuple[float, str]:
+    """The deadline of a Hub load in seconds, and where it was set (for messages)."""
+    if timeout is None:
+        raw = os.environ.get(DEADLINE_ENV, "").strip()
+        if not raw:
+            return DEFAULT_DEADLINE, f"the default; set {DEADLINE_ENV} or timeout= to change it"
+        try:
+            timeout = float(raw)
+        except ValueError:
+            raise WeightsError(
+                f"{DEADLINE_ENV}={raw!r} is not a number of seconds: set it to the longest a Hub "
+                f"download may take, e.g. {DEADLINE_ENV}=300, or unset it ({DEFAULT_DEADLINE:g} s)"
+            ) from None
+        source = DEADLINE_ENV
+    else:
+        source = "timeout="
+    if isinstance(timeout, bool) or not (
+        isinstance(timeout, int | float) and math.isfinite(timeout) and timeout > 0
+    ):
         raise WeightsError(
-            f"could not download {where} from {endpoint}: {exc}; check the network and the "
-            "free space of the Hugging Face cache"
-        ) from exc
-
-
-def _check_reachable(repo_id: str, revision: str, cache_dir: str | Path | None) -> bool:
-    """Probe the Hub before downloading; ``True`` means: use the cache only.
-
-    A pinned commit already cached needs no network and is not probed. When the Hub cannot be
-    reached, a revision in the cache is used with a warning; otherwise the error is raised now,
-    instead of after ``huggingface_hub``'s retries.
-    """
-    cached = try_to_load_from_cache(repo_id, CONFIG_FILE, cache_dir=cache_dir, revision=revision)
-    in_cache = isinstance(cached, str)
-    if in_cache and _COMMIT.fullmatch(revision):
-        return False
-    reason = unreachable_reason()
-    if reason is None:
-        return False
-    where = f"{repo_id}@{revision}"
-    if in_cache:
-        warnings.warn(
-            f"the Hub at {constants.ENDPOINT} cannot be reached ({reason}); using the copy of "
-            f"{where} in the local cache, which may be older than the Hub's",
-            UserWarning,
-            stacklevel=3,
+            f"the Hub download timeout ({source}) must be a positive number of seconds, not "
+            f"{timeout!r}"
         )
-        return True
-    raise WeightsError(
-        f"cannot download {where}: the Hub at {constants.ENDPOINT} cannot be reached ({reason}) "
-        "and it is not in the local cache; check the network connection, proxy and HF_ENDPOINT, "
-        "or use a local weights folder"
-    )
+    return float(timeout), f"set by {source}"
+
+
+def _inside(path: Path, root: Path) -> Path:
+    """``path``, after checking that it (links resolved) stays inside ``root``."""
+    real = path.resolve()
+    if not real.is_relative_to(root.resolve()):
+        raise WeightsError(
+            f"{path} resolves to {real}, outside the Hugging Face cache folder {root} of this "
+            "repo: refused (a hostile download or a tampered cache); delete that folder and "
+            "download again from a Hub you trust"
+        )
+    return path
+
+
+def _cached_snapshot(storage: Path, revision: str) -> Path | None:
+    """The cached snapshot folder of ``revision`` holding the three files, or ``None``.
+
+    A branch or tag is looked up in ``refs/``; a file that links outside ``storage`` is refused.
+    """
+    commit = revision
+    if not _COMMIT.fullmatch(revision):
+        try:
+            with open(storage / "refs" / revision, "rb") as handle:
+                commit = handle.read(64).decode("ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            return None
+        if not _COMMIT.fullmatch(commit):
+            return None
+    snapshot = storage / "snapshots" / commit
+    if not all((snapshot / name).is_file() for name in WEIGHTS_FILES):
+        return None
+    for name in WEIGHTS_FILES:
+        _inside(snapshot / name, storage)
+    return snapshot
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost useful words of a network error (e.g. ``[Errno 111] Connection refused``)."""
+    while exc.__cause__ is not None and not str(exc):
+        exc = exc.__cause__
+    return str(exc) or type(exc).__name__
+
+
+class _Download:
+    """One download of a weights folder into the cache, under one deadline.
+
+    Every file's metadata (``HEAD``) is read first, its commit checked against the one the
+    revision resolved to, its size against its bound; then it is streamed (``GET``), bounded by
+    that size and the deadline, into a fresh temporary folder inside the repo's cache folder, and
+    the three files are moved into ``snapshots/<commit>/`` only when all are complete. No name
+    the server sends (ETag, Location) becomes a path.
+    """
+
+    def __init__(self, repo_id: str, revision: str, storage: Path, seconds: float, source: str):
+        self.repo_id, self.revision, self.storage = repo_id, revision, storage
+        self.where = f"{repo_id}@{revision}"
+        self.seconds, self.source = seconds, source
+        self.end = time.monotonic() + seconds
+        self.url = ""  # the request in progress, for messages
+
+    # -- errors
+    def _fail(self, what: str, advice: str = "") -> WeightsError:
+        advice = advice or (
+            "check the network connection, proxy and HF_ENDPOINT, then try again, or use a local "
+            f"weights folder{_INSTEAD}"
+        )
+        return WeightsError(f"could not download {self.where}: {what}; {advice}")
+
+    def _too_slow(self) -> WeightsError:
+        return self._fail(
+            f"it took longer than {self.seconds:g} s, the deadline of a Hub load ({self.source}); "
+            f"stopped at {self.url}: the server is too slow",
+            f"try again, raise {DEADLINE_ENV}, or use a local weights folder{_INSTEAD}",
+        )
+
+    def _timeout(self) -> float:
+        """Seconds for the next network step: the per-request timeout, within the deadline."""
+        left = self.end - time.monotonic()
+        if left <= 0:
+            raise self._too_slow()
+        return min(float(constants.HF_HUB_DOWNLOAD_TIMEOUT), left)
+
+    def _translate(self, exc: Exception) -> WeightsError:
+        """A WeightsError that says what failed (URL, status, server or network) and what to do."""
+        if isinstance(exc, WeightsError):
+            return exc
+        if time.monotonic() >= self.end:
+            return self._too_slow()
+        if isinstance(exc, HfHubHTTPError):
+            status = getattr(getattr(exc, "response", None), "status_code", None)
+            kind = "a server error" if isinstance(status, int) and status >= 500 else "an error"
+            return self._fail(
+                f"the server answered HTTP {status} ({kind}, not a problem of your network) for "
+                f"{self.url}, also when asked again",
+                f"try again later, or use a local weights folder{_INSTEAD}",
+            )
+        if isinstance(exc, httpx2.TimeoutException):
+            return self._fail(
+                f"the server did not answer {self.url} within "
+                f"{constants.HF_HUB_DOWNLOAD_TIMEOUT:g} s (HF_HUB_DOWNLOAD_TIMEOUT)"
+            )
+        if isinstance(exc, httpx2.ConnectError | httpx2.ProxyError):
+            return self._fail(f"cannot connect to {self.url} (network unreachable: {_reason(exc)})")
+        if isinstance(exc, httpx2.TransportError):
+            return self._fail(f"the connection broke while reading {self.url}: {_reason(exc)}")
+        if isinstance(exc, httpx2.HTTPError | httpx2.InvalidURL):
+            return self._fail(
+                f"the server sent a redirect that cannot be followed for {self.url}: {exc}",
+                "check HF_ENDPOINT (is it a Hugging Face Hub?), or use a local weights folder"
+                f"{_INSTEAD}",
+            )
+        return self._fail(f"{type(exc).__name__} on {self.url}: {exc}")
+
+    def _attempt(self, call: Callable[[], _T]) -> _T:
+        """``call()``, tried again once after a server error (5xx, 429) or a dropped connection."""
+        for attempt in range(_ATTEMPTS):
+            try:
+                return call()
+            except (WeightsError, *_REPO_ANSWERS):
+                raise  # said already, or the Hub's answer about the repo (_as_weights_error)
+            except Exception as exc:  # every other failure becomes a WeightsError
+                status = getattr(getattr(exc, "response", None), "status_code", None)
+                transient = (isinstance(status, int) and (status >= 500 or status == 429)) or (
+                    isinstance(exc, httpx2.TransportError)
+                    and not isinstance(exc, httpx2.TimeoutException)
+                )
+                if not transient or attempt + 1 == _ATTEMPTS or self.end - time.monotonic() < 1:
+                    raise self._translate(exc) from exc
+            time.sleep(_BACKOFF)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- requests
+    def _metadata(self, filename: str, revision: str) -> tuple[str, int | None, str]:
+        """Commit, size and download location of ``filename`` at ``revision`` (one ``HEAD``)."""
+        self.url = hf_hub_url(self.repo_id, filename, revision=revision)
+        meta = self._attempt(
+            lambda: get_hf_file_metadata(
+                self.url,
+                timeout=self._timeout(),
+                library_name=LIBRARY_NAME,
+                library_version=__version__,
+            )
+        )
+        commit = meta.commit_hash
+        if commit is None:
+            raise self._fail(
+                f"the server at {constants.ENDPOINT} answered {self.url} without the Hub's "
+                "X-Repo-Commit header, so it is not a Hugging Face Hub (or a proxy strips it)",
+                f"check HF_ENDPOINT, or use a local weights folder{_INSTEAD}",
+            )
+        if not _COMMIT.fullmatch(commit):
+            raise self._fail(
+                f"the server at {constants.ENDPOINT} answered {self.url} with an invalid commit "
+                f"id {commit[:80]!r} (X-Repo-Commit must be 40 hex digits)",
+                f"check HF_ENDPOINT (is it a Hugging Face Hub?), or use a local weights folder"
+                f"{_INSTEAD}",
+            )
+        limit = MAX_BYTES[filename]
+        if meta.size is not None and meta.size > limit:
+            raise self._fail(
+                f"{filename} at {self.url} is {meta.size} bytes, and a dimfeat weights folder's "
+                f"{filename} is at most {limit} bytes (it was not downloaded)",
+                "check the id: this repo does not hold dimfeat weights",
+            )
+        return commit, meta.size, meta.location
+
+    def _get(self, filename: str, location: str, size: int | None, target: Path) -> None:
+        """Stream ``location`` into ``target``, at most ``size`` (or the file's bound) bytes."""
+        self.url = location
+        limit = MAX_BYTES[filename] if size is None else size
+        bound = "the size it declared" if size is not None else "the bound of that file"
+        headers = build_hf_headers(library_name=LIBRARY_NAME, library_version=__version__)
+        headers["Accept-Encoding"] = "identity"
+        if urlsplit(location)[:2] != urlsplit(constants.ENDPOINT)[:2]:
+            headers.pop("authorization", None)  # a token never leaves the Hub
+        expected = self.commit
+
+        def get() -> None:
+            timeout = self._timeout()
+            with get_session().stream(
+                "GET", location, headers=headers, timeout=timeout, follow_redirects=True
+            ) as response:
+                hf_raise_for_status(response)
+                commit = response.headers.get(constants.HUGGINGFACE_HEADER_X_REPO_COMMIT)
+                if commit is not None and commit != expected:
+                    raise self._fail(
+                        f"the server sent {filename} of commit {commit[:80]!r} for {location}, "
+                        f"whose metadata said commit {expected}",
+                        "the Hub (or a mirror) is inconsistent: try again, or use a local "
+                        f"weights folder{_INSTEAD}",
+                    )
+                n = 0
+                with open(target, "wb") as out:
+                    for chunk in response.iter_bytes():
+                        n += len(chunk)
+                        if n > limit:
+                            raise self._fail(
+                                f"the server sent more than {limit} bytes of {filename} from "
+                                f"{location} ({bound}); the rest was not read",
+                                "the server is broken or hostile: use a Hub you trust or a "
+                                f"local weights folder{_INSTEAD}",
+                            )
+                        if time.monotonic() > self.end:
+                            raise self._too_slow()
+                        out.write(chunk)
+                if size is not None and n != size:
+                    raise httpx2.RemoteProtocolError(
+                        f"the download of {filename} ended after {n} of {size} bytes"
+                    )
+
+        self._attempt(get)
+
+    def run(self) -> Path:
+        """Download the three files at one commit; return the snapshot folder."""
+        self.commit, size, location = self._metadata(CONFIG_FILE, self.revision)
+        if _COMMIT.fullmatch(self.revision) and self.commit != self.revision:
+            raise self._fail(
+                f"the weights are pinned to commit {self.revision}, and the server at "
+                f"{constants.ENDPOINT} answered commit {self.commit} for them",
+                "the Hub (or a mirror, HF_ENDPOINT) does not serve that commit: check the pin and "
+                "the endpoint; nothing was downloaded",
+            )
+        snapshot = _inside(self.storage / "snapshots" / self.commit, self.storage)
+        if _cached_snapshot(self.storage, self.commit) is None:
+            self.storage.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(prefix=".dimfeat-download-", dir=self.storage) as tmp:
+                for filename in WEIGHTS_FILES:
+                    if filename != CONFIG_FILE or self.revision != self.commit:
+                        commit, size, location = self._metadata(filename, self.commit)
+                        if commit != self.commit:
+                            raise self._fail(
+                                f"the server answered commit {commit} for {self.url}, and "
+                                f"{CONFIG_FILE} was at commit {self.commit}",
+                                "the Hub (or a mirror) is inconsistent: try again, or use a "
+                                f"local weights folder{_INSTEAD}",
+                            )
+                    self._get(filename, location, size, Path(tmp) / filename)
+                snapshot.mkdir(parents=True, exist_ok=True)
+                for filename in WEIGHTS_FILES:
+                    os.replace(Path(tmp) / filename, _inside(snapshot / filename, self.storage))
+        if self.revision != self.commit:  # remember where the branch or tag pointed
+            ref = _inside(self.storage / "refs" / self.revision, self.storage)
+            ref.parent.mkdir(parents=True, exist_ok=True)
+            ref.write_text(self.commit)
+        return snapshot
 
 
 def download_weights(
-    spec: str, *, local_files_only: bool = False, cache_dir: str | Path | None = None
+    spec: str,
+    *,
+    local_files_only: bool = False,
+    cache_dir: str | Path | None = None,
+    timeout: float | None = None,
 ) -> Path:
     """Download the weights folder ``owner/name[@revision]`` into the Hugging Face cache.
 
     Exactly ``config.json``, ``model.safetensors`` and ``README.md`` are fetched, all at the
-    same commit (the one ``revision`` resolves to when ``config.json`` is fetched). A pinned
-    commit already in the cache is used without any network request.
+    commit that ``revision`` resolves to (a pinned commit must be the one the Hub answers), each
+    refused before its download when the Hub declares more than its bound
+    (:data:`MAX_BYTES`), into a fresh temporary folder inside the cache and moved into the
+    snapshot folder once all three are complete. A revision already in the cache is used without
+    any download (a pinned commit without any network request). The whole load has a deadline.
 
     Parameters
     ----------
@@ -316,6 +585,10 @@ def download_weights(
         Use the cache only; also implied by the environment variable ``HF_HUB_OFFLINE=1``.
     cache_dir : str or path, optional
         Cache folder; by default the standard one (``HF_HUB_CACHE``, else ``HF_HOME/hub``).
+    timeout : float, optional
+        Seconds the whole download may take; by default the environment variable
+        ``DIMFEAT_HUB_TIMEOUT``, else 60. Each request also waits at most
+        ``HF_HUB_DOWNLOAD_TIMEOUT`` seconds (10 unless set) for the server.
 
     Returns
     -------
@@ -326,45 +599,63 @@ def download_weights(
     Raises
     ------
     WeightsError
-        For a malformed id, an unknown repo, revision or file, no network, or a cache miss in
-        offline mode; the message names the repo and revision and says what to do. Without a
-        network this is raised at once (see :func:`unreachable_reason`); a revision already in
-        the cache is then used with a :class:`UserWarning` instead.
+        For every failure, naming the repo and revision, what failed (the URL, the HTTP status,
+        a server error or an unreachable network, the deadline) and what to do: a malformed id,
+        an unknown repo, revision or file, a file over its bound, a commit other than the pin,
+        a server that is not a Hub, a cache miss in offline mode. Without a network this is
+        raised at once (see :func:`unreachable_reason`); a revision already in the cache is then
+        used with a :class:`UserWarning` instead. A server error (5xx) or a dropped connection is
+        tried once more, no more.
     """
     repo_id, pinned = parse_repo_spec(spec)
     revision = pinned or constants.DEFAULT_REVISION
-    offline = _offline(local_files_only)
-    if not offline:
-        offline = _check_reachable(repo_id, revision, cache_dir)
-
-    def fetch(filename: str, at: str) -> Path:
-        return Path(
-            hf_hub_download(
-                repo_id,
-                filename,
-                revision=at,
-                cache_dir=cache_dir,
-                local_files_only=offline,
-                library_name=LIBRARY_NAME,
-                library_version=__version__,
+    seconds, source = _deadline_seconds(timeout)
+    where = f"{repo_id}@{revision}"
+    cache = Path(cache_dir or constants.HF_HUB_CACHE)
+    storage = cache / repo_folder_name(repo_id=repo_id, repo_type="model")
+    cached = _cached_snapshot(storage, revision)
+    if cached is not None and _COMMIT.fullmatch(revision):
+        folder = cached  # a pinned commit in the cache needs no network
+    elif _offline(local_files_only):
+        if cached is None:
+            raise WeightsError(
+                f"{where} is not in the local Hugging Face cache ({cache}) and "
+                "downloads are off (HF_HUB_OFFLINE=1 or local_files_only=True): download it once "
+                "online, or unset HF_HUB_OFFLINE"
             )
-        )
-
-    with _as_weights_error(repo_id, revision, offline, cache_dir):
-        config_path = fetch(CONFIG_FILE, revision)
-        # The cache layout is .../snapshots/<commit>/config.json: fetch the rest at that commit.
-        commit = config_path.parent.name if _COMMIT.fullmatch(config_path.parent.name) else revision
-        for filename in (MODEL_FILE, CARD_FILE):
-            fetch(filename, commit)
-    if pinned is None:
+        folder = cached
+    elif reason := unreachable_reason(timeout=min(seconds, constants.HF_HUB_ETAG_TIMEOUT)):
+        if cached is None:
+            raise WeightsError(
+                f"cannot download {where}: the Hub at {constants.ENDPOINT} cannot be reached "
+                f"({reason}) and it is not in the local cache; check the network connection, "
+                "proxy and HF_ENDPOINT, or use a local weights folder"
+            )
         warnings.warn(
-            f"Hub weights {repo_id!r} were loaded without a pinned revision, so they are whatever "
-            f"'main' pointed to ({commit}); for reproducible vectors use "
-            f"weights='{repo_id}@{commit}'",
+            f"the Hub at {constants.ENDPOINT} cannot be reached ({reason}); using the copy of "
+            f"{where} in the local cache, which may be older than the Hub's",
             UserWarning,
             stacklevel=2,
         )
-    return config_path.parent
+        folder = cached
+    else:
+        try:
+            with _as_weights_error(repo_id, revision):
+                folder = _Download(repo_id, revision, storage, seconds, source).run()
+        except OSError as exc:  # writing the cache
+            raise WeightsError(
+                f"could not write {where} into the Hugging Face cache {cache}: {exc}; check its "
+                "free space and permissions, or set HF_HUB_CACHE to another folder"
+            ) from exc
+    if pinned is None:
+        warnings.warn(
+            f"Hub weights {repo_id!r} were loaded without a pinned revision, so they are whatever "
+            f"'main' pointed to ({folder.name}); for reproducible vectors use "
+            f"weights='{repo_id}@{folder.name}'",
+            UserWarning,
+            stacklevel=2,
+        )
+    return folder
 
 
 def upload_folder(
@@ -417,7 +708,7 @@ def upload_folder(
             commit_message=f"Upload dimfeat {__version__} weights",
             token=token,
         )
-    except HfHubHTTPError as exc:
+    except (HfHubHTTPError, httpx2.HTTPError, httpx2.InvalidURL) as exc:
         raise WeightsError(
             f"could not push {folder} to Hub repo {name!r} at {constants.ENDPOINT}: {exc}; check "
             "that the token (token=..., HF_TOKEN or `hf auth login`) has write access to it"

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -45,7 +44,9 @@ from dimfeat.weights import (
     encoder_sha256,
     load_encoder,
     resolve_weights,
+    sha256_of,
 )
+from dimfeat.weights_folder import MAX_CONFIG_BYTES, check_model_size
 
 __all__ = [
     "INFERENCE_BATCH_SIZE",
@@ -404,12 +405,13 @@ def shared_runtime(weights: Any, *, seed: int = 0, global_dim: int | None = None
     """:meth:`EncoderRuntime.create`, loaded once per process and shared by its callers.
 
     The cache is keyed by what the encoder is: the sha256 of the bytes of the weights file and of
-    ``config.json`` as they are on disk now (hashed on every call, a few milliseconds; a file
-    changed or swapped after the first load is a new key, loaded and verified again), or the
-    seed and width of random weights; a name that now points at other weights is a new key. A
-    process forked after the first load (matminer's process pool, joblib's ``fork`` workers)
-    inherits the cache and loads nothing. The encoder is shared: callers must not train it in
-    place (:class:`~dimfeat.DeepInfoMaxFeaturizer` trains a fresh copy when ``epochs > 0``).
+    ``config.json`` as they are on disk now (sizes checked first, so an oversized file is refused
+    unread, then hashed in blocks on every call, a few milliseconds; a file changed or swapped after
+    the first load is a new key, loaded and verified again), or the seed and width of random
+    weights; a name that now points at other weights is a new key. A process forked after the first
+    load (matminer's process pool, joblib's ``fork`` workers) inherits the cache and loads nothing.
+    The encoder is shared: callers must not train it in place
+    (:class:`~dimfeat.DeepInfoMaxFeaturizer` trains a fresh copy when ``epochs > 0``).
 
     Parameters
     ----------
@@ -431,10 +433,11 @@ def shared_runtime(weights: Any, *, seed: int = 0, global_dim: int | None = None
     else:
         folder = resolve_weights(weights)
         try:
-            digests = tuple(
-                hashlib.sha256((folder / name).read_bytes()).hexdigest()
-                for name in (MODEL_FILE, CONFIG_FILE)
-            )
+            # sizes first (metadata only): an oversized file is refused, never read
+            check_model_size(folder / MODEL_FILE)
+            if (folder / CONFIG_FILE).stat().st_size > MAX_CONFIG_BYTES:
+                raise OSError("config.json too large")  # read_config says why, unread
+            digests = tuple(sha256_of(folder / name) for name in (MODEL_FILE, CONFIG_FILE))
         except OSError:  # not a readable weights folder: let create() say why
             return EncoderRuntime.create(weights, seed=seed, global_dim=global_dim)
         key = ("weights", digests, global_dim)

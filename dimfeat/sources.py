@@ -218,8 +218,15 @@ def _cgcnn(id_prop: str | None, hash_text: str | None, listing: Listing) -> bool
     """Fill ``listing`` from the CGCNN tables (``False`` without ``id_prop.csv``)."""
     if id_prop is None:
         return False
-    props = parse_id_prop(id_prop, listing.table_where("id_prop.csv"))
+    where = listing.table_where("id_prop.csv")
+    props = parse_id_prop(id_prop, where)
     idx = props[0].tolist()
+    if bad := [i for i in idx if not _is_plain_name(f"{i}.cif")]:
+        raise ValueError(
+            f"{where} lists idx that are not plain file names, so their CIF would be read from "
+            f"outside the dataset folder: {bad[:5]!r} ({len(bad)} in all); an idx names the file "
+            "{idx}.cif next to id_prop.csv (no '/', '\\' or '..')"
+        )
     listing.ids = cgcnn_material_ids(idx, hash_text, listing.table_where("material_id_hash.csv"))
     listing.names = [f"{listing.prefix}{i}.cif" for i in idx]
     listing.labels = props
@@ -262,6 +269,11 @@ def list_files(path: str | os.PathLike[str]) -> Listing:
     cifs: list[str] = []
     for member, tar in _iter_members(path):
         base = member.name.rsplit("/", 1)[-1]
+        if (base in _TABLES or base.endswith(".cif")) and not _inside_archive(member.name):
+            raise ValueError(
+                f"the member {member.name!r} of the tarball {path} names a path outside the "
+                "archive (absolute, or with '..'); such an archive is refused, not read"
+            )
         if base in _TABLES:
             if base in tables:
                 raise ValueError(f"several {base} inside {path}")
@@ -317,6 +329,22 @@ def iter_files(
             f"{len(missing)} CIFs listed in id_prop.csv are not in the tarball {listing.path}, "
             f"e.g. {missing[:3]}"
         )
+
+
+def _is_plain_name(name: str) -> bool:
+    """Whether ``name`` is one file name: no folder part, not ``..``, nothing absolute."""
+    return (
+        bool(name)
+        and name not in {".", ".."}
+        and not any(c in name for c in "/\\\0")
+        and os.path.basename(name) == name
+    )
+
+
+def _inside_archive(name: str) -> bool:
+    """Whether a tar member name stays inside the archive (relative, no ``..`` part)."""
+    parts = name.replace("\\", "/").split("/")
+    return bool(name) and not name.startswith(("/", "\\")) and ".." not in parts
 
 
 def _read_text(file: Path) -> str | None:

@@ -31,13 +31,15 @@ What :func:`load_encoder` verifies, before any tensor reaches the encoder:
   ``distance_cutoff`` or ``inputs.max_atoms``, which move the vectors without any error) is
   refused, naming the edited settings. Folders saved before the digest existed have none and
   load unchecked.
-- ``model.safetensors`` must match that sha256, must be a structurally valid safetensors file
-  (a pickle, a ``torch.save`` zip archive, a truncated or garbage file is refused), and its
-  header must list exactly the tensors of the architecture, by name, shape and dtype (float32),
-  with at most 50 million parameters; this is checked on the header, before the model is built
-  or any tensor is read, so a hostile config cannot make dimfeat allocate memory. Every tensor
-  must then be finite (a NaN or infinity is refused, naming the tensor). Nothing is unpickled:
-  dimfeat never calls ``torch.load`` or :mod:`pickle` on weights files.
+- ``model.safetensors`` must be at most :data:`MAX_MODEL_BYTES` (checked on its size before it is
+  read: 50 million float32 parameters and the largest header), must match that sha256, must be a
+  structurally valid safetensors file (a pickle, a ``torch.save`` zip archive, a truncated or
+  garbage file is refused), and its header must list exactly the tensors of the architecture, by
+  name, shape and dtype (float32), with at most 50 million parameters; this is checked on the
+  header, before the model is built or any tensor is read, so a hostile config cannot make dimfeat
+  allocate memory. Every tensor must then be finite (a NaN or infinity is refused, naming the
+  tensor). Nothing is unpickled: dimfeat never calls ``torch.load`` or :mod:`pickle` on weights
+  files.
 
 What is trusted: the sha256 protects against corruption and tampering *in transit or in a cache*
 only; it comes from the same folder or repository as the tensors, so whoever can change the repo
@@ -67,10 +69,14 @@ from dimfeat.record import TrainingRecord
 __all__ = [
     "CARD_FILE",
     "CONFIG_FILE",
+    "MAX_CARD_BYTES",
+    "MAX_CONFIG_BYTES",
+    "MAX_MODEL_BYTES",
     "MODEL_FILE",
     "WEIGHTS_FILES",
     "InputSettings",
     "WeightsError",
+    "check_model_size",
     "encoder_sha256",
     "load_encoder",
     "read_config",
@@ -112,6 +118,14 @@ _MAX_LAYERS = 16  # bound on the hidden layers of each MLP block
 _MAX_PARAMETERS = 50_000_000  # bound on the tensors' total size (the bundled encoder: 72k)
 _MAX_CONFIG = 1 << 20  # bound on config.json (bytes); the bundled one is 27 kB
 _MAX_HEADER = 1 << 24  # bound on a safetensors JSON header (16 MiB)
+#: Bound on ``config.json`` (bytes), checked before it is read or downloaded.
+MAX_CONFIG_BYTES = _MAX_CONFIG
+#: Bound on ``model.safetensors`` (bytes): the largest file of at most 50 million float32
+#: parameters (8 bytes of header length, a header of at most 16 MiB, 4 bytes per parameter),
+#: checked on the file's size before it is read or downloaded. The bundled one is 297 kB.
+MAX_MODEL_BYTES = 8 + _MAX_HEADER + 4 * _MAX_PARAMETERS
+#: Bound on the model card ``README.md`` (bytes), checked before it is downloaded.
+MAX_CARD_BYTES = 1 << 20
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _SHORT_DIGEST = re.compile(r"[0-9a-f]{16}")
 
@@ -225,6 +239,29 @@ def _check_settings_digest(path: Path, config: dict[str, Any]) -> None:
         "for other input settings pass max_atoms=/symprec= to the featuriser (dimfeat "
         "featurize --max-atoms/--symprec) instead of editing the file"
     )
+
+
+def check_model_size(path: Path) -> int:
+    """Refuse a ``model.safetensors`` larger than :data:`MAX_MODEL_BYTES`, from its size alone.
+
+    Returns
+    -------
+    int
+        The file's size in bytes (``os.stat``; nothing is read).
+
+    Raises
+    ------
+    WeightsError
+        For a larger file (it was not read).
+    """
+    size = Path(path).stat().st_size
+    if size > MAX_MODEL_BYTES:
+        raise WeightsError(
+            f"{path} is larger than {MAX_MODEL_BYTES} bytes ({size} bytes): the weights of at most "
+            f"{_MAX_PARAMETERS} float32 parameters fit in less, so it is not dimfeat weights (it "
+            "was not read); pass the folder of the weights you meant"
+        )
+    return size
 
 
 def _is_width(value: Any) -> bool:
@@ -517,10 +554,11 @@ def _check_architecture(path: Path, header: dict, config: dict) -> None:
 def load_encoder(folder: str | Path) -> tuple[SiteNetEncoder, dict[str, Any]]:
     """Build a :class:`SiteNetEncoder` from a weights folder, after verifying it.
 
-    Checks, in order: the config schema (:func:`read_config`), the sha256 of ``model.safetensors``,
-    its safetensors structure, an exact fit of the tensors its header lists (names, shapes, float32)
-    to the architecture and the size bound, all before anything is allocated, then that every tensor
-    is finite, and that the settings that shape the vectors give the ``settings_sha256`` recorded
+    Checks, in order: the config schema (:func:`read_config`), the size of ``model.safetensors`` (at
+    most :data:`MAX_MODEL_BYTES`, on its metadata), its sha256 (read in blocks), its safetensors
+    structure, an exact fit of the tensors its header lists (names, shapes, float32) to the
+    architecture and the size bound, all before anything is allocated, then that every tensor is
+    finite, and that the settings that shape the vectors give the ``settings_sha256`` recorded
     when the folder was saved (when it records one). Only ``safetensors`` is read: a pickle or any
     other file in its place is refused, never executed (see "Trust model" in
     :mod:`dimfeat.weights`).
@@ -550,6 +588,7 @@ def load_encoder(folder: str | Path) -> tuple[SiteNetEncoder, dict[str, Any]]:
     model_path = folder / MODEL_FILE
     if not model_path.is_file():
         raise WeightsError(f"{folder}: {MODEL_FILE} is missing")
+    check_model_size(model_path)
     expected = config["sha256"]
     actual = sha256_of(model_path)
     if expected != actual:
