@@ -31,7 +31,7 @@ weights (:func:`dimfeat.weights.state_checksum`) with the input settings, batch 
 version, and the sha256 of every file or byte range it wrote. A chunk is skipped only when all
 of these match; any mismatch is refused (``resume=False`` / ``--no-resume`` starts again), so a
 resumed output equals an uninterrupted one. Only files recorded in dimfeat's own manifest are
-ever deleted or truncated.
+ever deleted or truncated. One process at a time writes an output (:func:`output_lock`).
 """
 
 from __future__ import annotations
@@ -734,7 +734,8 @@ def featurize_to_file(
         Skip the chunks that the manifest of an earlier run lists as done, after proving that
         they hold the same input (a fingerprint per chunk) featurised with the same weights and
         settings; a mismatch raises. With ``False`` the files the old manifest lists are
-        replaced (command line: ``--no-resume``).
+        replaced (command line: ``--no-resume``): only when that manifest is dimfeat's, and a CSV
+        only when it is the one that manifest describes (its finished chunks' sha256 match).
     progress : bool, default=True
         A tqdm progress bar over structures.
     ignore_errors : bool, default=False
@@ -756,7 +757,9 @@ def featurize_to_file(
         written with other weights or settings, a finished chunk's input differs from this
         ``source``, the output holds more rows than ``limit`` asks for, or a file it lists was
         changed or removed; if the output holds files that dimfeat did not write (they are never
-        deleted).
+        deleted), or a manifest that dimfeat did not write (it is never overwritten).
+    OutputLockedError
+        If another process is writing ``output`` (a ``ValueError``; see :func:`output_lock`).
 
     Notes
     -----
@@ -766,7 +769,8 @@ def featurize_to_file(
     renamed, then recorded in the manifest, so an interruption loses at most the chunk in
     progress. The
     vectors of a resumed run are bit-identical to those of an uninterrupted one on the same
-    device; anything that would break that is refused.
+    device; anything that would break that is refused. The output is locked for the whole run
+    (:func:`output_lock`): a second writer is refused while this one runs.
     """
     if featurizer is None:
         from dimfeat.featurizer import DeepInfoMaxFeaturizer

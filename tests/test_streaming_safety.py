@@ -224,3 +224,103 @@ def test_the_lock_is_held_during_a_run_and_removed_when_it_fails(
     assert sorted(p.name for p in (tmp_path / "parts").iterdir()) == [
         "manifest.json", "part-00000.parquet", "part-00001.parquet"
     ]  # fmt: skip
+
+
+# --------------------------------------------------------------------------- starting again
+
+
+@pytest.mark.parametrize("resume", [False, True])
+@pytest.mark.parametrize("text", ["not json at all", '{"title": "my dataset", "rows": 3}'])
+def test_a_manifest_dimfeat_did_not_write_is_never_overwritten(
+    cifs, featurizer, tmp_path, text, resume
+):
+    """``resume=False`` overwrote a foreign ``manifest.json`` in the output folder, and deleted
+    a user's CSV that had a garbage ``.manifest.json`` beside it; now both are refused (with or
+    without resume) and left as they were."""
+    folder, _ = cifs
+    out = tmp_path / "parts"
+    out.mkdir()
+    (out / "manifest.json").write_text(text)
+    said = r"manifest\.json is not a dimfeat manifest .*dimfeat did not write it"
+    with pytest.raises(ValueError, match=said):
+        featurize_to_file(folder, out, featurizer, chunk_size=2, resume=resume, progress=False)
+    assert (out / "manifest.json").read_text() == text
+    assert [p.name for p in out.iterdir()] == ["manifest.json"]
+    csv = tmp_path / "mine.csv"
+    csv.write_text("a,b\n1,2\n")
+    (tmp_path / "mine.csv.manifest.json").write_text(text)
+    with pytest.raises(ValueError, match=said + r".*delete the CSV beside it"):
+        featurize_to_file(folder, csv, featurizer, chunk_size=2, resume=resume, progress=False)
+    assert csv.read_text() == "a,b\n1,2\n"
+    assert (tmp_path / "mine.csv.manifest.json").read_text() == text
+
+
+def test_starting_again_deletes_a_csv_only_if_the_dimfeat_manifest_describes_it(
+    cifs, expected, featurizer, tmp_path
+):
+    folder, structures = cifs
+    csv = tmp_path / "v.csv"
+    manifest = tmp_path / "v.csv.manifest.json"
+    featurize_to_file(folder, csv, featurizer, chunk_size=2, progress=False)
+    # the user put a file of their own in its place: dimfeat's manifest does not describe it
+    for mine in ["a,b\n1,2\n", "index,id,dim_0\n" + "0,x,1.0\n" * 300]:
+        csv.write_text(mine)
+        with pytest.raises(ValueError, match=r"v\.csv is not the CSV that v\.csv\.manifest"):
+            featurize_to_file(folder, csv, featurizer, chunk_size=2, resume=False,
+                              progress=False)  # fmt: skip
+        assert csv.read_text() == mine
+    # a manifest of a run that ended in its first chunk: only a CSV begun as dimfeat's goes
+    recorded = json.loads(manifest.read_text())
+    recorded["chunks"] = {}
+    manifest.write_text(json.dumps(recorded))
+    csv.write_text("a,b\n1,2\n")
+    for resume in (True, False):
+        with pytest.raises(ValueError, match=r"does not begin with 'index,id,'"):
+            featurize_to_file(folder, csv, featurizer, chunk_size=2, resume=resume,
+                              progress=False)  # fmt: skip
+        assert csv.read_text() == "a,b\n1,2\n"
+    csv.write_text("index,id,dim_0,dim_1,dim")  # what dimfeat had begun to write
+    featurize_to_file(folder, csv, featurizer, chunk_size=2, resume=False, progress=False)
+    _check(read_features(csv), expected)
+    # its own CSV, with an interrupted chunk after the finished ones, is replaced
+    with csv.open("a") as fh:
+        fh.write("4,s4,0.1,0.2")
+    featurize_to_file(folder, csv, featurizer, chunk_size=3, resume=False, progress=False)
+    _check(read_features(csv), expected)
+    assert len(csv.read_text().splitlines()) == len(structures) + 1
+
+
+def test_the_command_line_never_overwrites_a_table_or_temporary_file_of_the_user(
+    cifs, expected, tmp_path, capsys
+):
+    """``-o v.npy`` overwrote a ``v.ids.csv`` of the user's, and the assembly of a single file
+    went through ``OUT.tmp``, replacing (then moving away) a file of that name."""
+    folder, _ = cifs
+    out = tmp_path / "v.npy"
+    ids = tmp_path / "v.ids.csv"
+    ids.write_text("name,value\nx,1\n")
+    line = _fails(capsys, ["featurize", str(folder), "-o", str(out), *QUIET])
+    assert "v.ids.csv exists and was not written by dimfeat" in line
+    assert ids.read_text() == "name,value\nx,1\n" and not out.exists()
+    # a .npy of the user's beside a table that looks like dimfeat's but does not match it
+    np.save(out, np.zeros((7, 3), dtype=np.float32))
+    ids.write_text("index,id,error\n0,a,\n")
+    line = _fails(capsys, ["featurize", str(folder), "-o", str(out), *QUIET])
+    assert "v.npy exists and was not written by dimfeat" in line
+    assert np.load(out).shape == (7, 3)
+    out.unlink()
+    ids.unlink()
+    for name in ("v.npy.tmp", "w.parquet.tmp"):
+        (tmp_path / name).write_text("mine")
+    for output in (out, tmp_path / "w.parquet"):
+        main(["featurize", str(folder), "-o", str(output), "--chunk-size", "2", *QUIET])
+        # its own output is replaced
+        main(["featurize", str(folder), "-o", str(output), "--chunk-size", "3", "--no-resume",
+              *QUIET])  # fmt: skip
+    np.testing.assert_allclose(np.load(out), expected, atol=ATOL)
+    _check(pd.read_parquet(tmp_path / "w.parquet"), expected)
+    assert (tmp_path / "v.npy.tmp").read_text() == "mine"
+    assert (tmp_path / "w.parquet.tmp").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "v.ids.csv", "v.npy", "v.npy.tmp", "w.parquet", "w.parquet.tmp"
+    ]  # fmt: skip
