@@ -21,6 +21,7 @@ import platform
 import re
 import shlex
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -573,7 +574,11 @@ def _npy_ids(output: Path) -> Path:
 
 
 def _written_by_dimfeat(output: Path, fmt: str) -> bool:
-    """Whether an existing single-file output is one ``dimfeat featurize`` wrote."""
+    """Whether an existing single-file output is one ``dimfeat featurize`` wrote.
+
+    A ``.parquet`` file carries dimfeat's stamp in its schema metadata; a ``.npy`` file is a 2-D
+    float32 array with one row per row of the ``OUT.ids.csv`` table dimfeat writes beside it.
+    """
     if fmt == "parquet":
         try:
             import pyarrow.parquet as pq
@@ -582,15 +587,28 @@ def _written_by_dimfeat(output: Path, fmt: str) -> bool:
         except Exception:  # not parquet, unreadable, or no pyarrow: not provably dimfeat's
             return False
         return b"dimfeat" in metadata
-    ids = _npy_ids(output)
+    if not _ids_written_by_dimfeat(_npy_ids(output)):
+        return False
+    try:
+        array = np.load(output, mmap_mode="r", allow_pickle=False)
+        with _npy_ids(output).open("rb") as fh:
+            rows = sum(1 for _ in fh) - 1
+    except (OSError, ValueError):
+        return False
+    return array.ndim == 2 and array.dtype == np.float32 and array.shape[0] == rows
+
+
+def _ids_written_by_dimfeat(ids: Path) -> bool:
+    """Whether ``ids`` is a table of rows as ``dimfeat featurize`` writes beside a ``.npy``."""
     if not ids.is_file():
         return False
-    with ids.open(encoding="utf-8") as fh:
-        return fh.readline().strip() == "index,id,error"
+    with ids.open("rb") as fh:
+        return fh.readline().strip() == b"index,id,error"
 
 
 def _check_single_file(output: Path, fmt: str) -> None:
-    """Refuse to overwrite a file (or folder) at ``output`` that dimfeat did not write."""
+    """Refuse to overwrite a file (or folder) at ``output``, or the ``OUT.ids.csv`` beside a
+    ``.npy``, that dimfeat did not write."""
     if output.is_dir():
         raise SystemExit(
             f"{output} is a folder: give --format parts to write parquet parts into it, or "
@@ -601,6 +619,13 @@ def _check_single_file(output: Path, fmt: str) -> None:
             f"{output} exists and was not written by dimfeat featurize: dimfeat will not "
             "overwrite it; remove it or choose another output"
         )
+    ids = _npy_ids(output)
+    if fmt == "npy" and ids.exists() and not _ids_written_by_dimfeat(ids):
+        raise SystemExit(
+            f"{ids} exists and was not written by dimfeat featurize (dimfeat writes the rows of "
+            f"{output.name} there): dimfeat will not overwrite it; remove it or choose another "
+            "output"
+        )
 
 
 def _write_single_file(work: Path, output: Path, fmt: str) -> int:
@@ -610,22 +635,28 @@ def _write_single_file(work: Path, output: Path, fmt: str) -> int:
 
     frame = read_features(work)
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(output.name + ".tmp")
-    if fmt == "parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+    # a temporary name of its own (never a file of the user's, such as OUT.tmp)
+    handle, name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
+    os.close(handle)
+    tmp = Path(name)
+    try:
+        if fmt == "parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
 
-        frame["error"] = frame["error"].astype(object).where(frame["error"].notna(), None)
-        table = pa.Table.from_pandas(frame, preserve_index=False)
-        stamp = {"dimfeat_version": __version__, "n_rows": len(frame)}
-        metadata = {**(table.schema.metadata or {}), b"dimfeat": json.dumps(stamp).encode()}
-        pq.write_table(table.replace_schema_metadata(metadata), tmp)
-    else:
-        labels = [c for c in frame.columns if c not in {"index", "id", "error"}]
-        with tmp.open("wb") as fh:
-            np.save(fh, frame[labels].to_numpy(dtype=np.float32))
-        frame[["index", "id", "error"]].to_csv(_npy_ids(output), index=False)
-    tmp.replace(output)
+            frame["error"] = frame["error"].astype(object).where(frame["error"].notna(), None)
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            stamp = {"dimfeat_version": __version__, "n_rows": len(frame)}
+            metadata = {**(table.schema.metadata or {}), b"dimfeat": json.dumps(stamp).encode()}
+            pq.write_table(table.replace_schema_metadata(metadata), tmp)
+        else:
+            labels = [c for c in frame.columns if c not in {"index", "id", "error"}]
+            with tmp.open("wb") as fh:
+                np.save(fh, frame[labels].to_numpy(dtype=np.float32))
+            frame[["index", "id", "error"]].to_csv(_npy_ids(output), index=False)
+        tmp.replace(output)
+    finally:
+        tmp.unlink(missing_ok=True)
     manifest = json.loads((work / MANIFEST_NAME).read_text(encoding="utf-8"))
     for record in manifest["chunks"].values():  # only the files dimfeat's manifest lists
         (work / record["file"]).unlink(missing_ok=True)
@@ -637,13 +668,25 @@ def _write_single_file(work: Path, output: Path, fmt: str) -> int:
 
 def _featurize(args) -> None:
     """``dimfeat featurize``: every input kind and format goes through one streaming writer."""
-    from dimfeat.featurizer import DeepInfoMaxFeaturizer
-    from dimfeat.inputs import InvalidStructureError
-    from dimfeat.streaming import featurize_to_file
+    from dimfeat.streaming import output_lock
 
     inputs, output = _featurize_inputs(args)
     fmt = _output_format(output, args.format)
     out = Path(output)
+    if fmt in {"parquet", "npy"}:
+        # a single file is streamed into OUT.parts, then assembled: one lock on OUT for it all
+        # (featurize_to_file locks a CSV or a folder of parts itself)
+        with output_lock(out):
+            _featurize_to(inputs, out, fmt, args)
+    else:
+        _featurize_to(inputs, out, fmt, args)
+
+
+def _featurize_to(inputs: list[str], out: Path, fmt: str, args) -> None:
+    from dimfeat.featurizer import DeepInfoMaxFeaturizer
+    from dimfeat.inputs import InvalidStructureError
+    from dimfeat.streaming import featurize_to_file
+
     if fmt in {"parquet", "npy"}:
         _check_single_file(out, fmt)
     source = _featurize_source(inputs, args)

@@ -31,7 +31,8 @@ weights (:func:`dimfeat.weights.encoder_sha256`) with the input settings, batch 
 version, and the sha256 of every file or byte range it wrote. A chunk is skipped only when all of
 these match; any mismatch is refused (``resume=False`` / ``--no-resume`` starts again), so a resumed
 output equals an uninterrupted one. Only files recorded in dimfeat's own manifest are ever deleted
-or truncated.
+or truncated. One process at a time
+writes an output (:func:`output_lock`).
 """
 
 from __future__ import annotations
@@ -67,11 +68,14 @@ from dimfeat.sources import (
 
 __all__ = [
     "Chunk",
+    "OutputLockedError",
     "StreamSummary",
     "count_structures",
     "featurize_to_file",
     "is_structure_file_name",
     "iter_chunks",
+    "lock_file",
+    "output_lock",
     "read_features",
     "structure_file_id",
     "task_frame",
@@ -506,21 +510,21 @@ def _owned_parts(manifest: dict) -> set[str]:
 
 def _start_manifest(
     manifest_file: Path, settings: dict, resume: bool, as_csv: bool
-) -> tuple[dict, set[str] | None]:
-    """The manifest to continue (or a new one) and, when starting again, what the old one owned.
+) -> tuple[dict, dict | None]:
+    """The manifest to continue (or a new one) and, when starting again, the one it replaces.
 
-    The second value is ``None`` when there was no manifest (nothing in the output is dimfeat's).
+    A manifest that is not provably dimfeat's (see :func:`_dimfeat_manifest`) is refused, with
+    or without ``resume``: it licenses nothing, so neither it nor the output beside it is
+    overwritten or deleted. The second value is the replaced manifest (``resume=False``), else
+    ``None``.
     """
     if not manifest_file.is_file():
         return _new_manifest(settings), None
+    old = _dimfeat_manifest(manifest_file, as_csv)
     if not resume:
-        try:
-            old = _load_manifest(manifest_file)
-        except _Damaged:
-            return _new_manifest(settings), set()  # its output is dimfeat's; its parts unknown
-        return _new_manifest(settings), _owned_parts(old)
+        return _new_manifest(settings), old
     try:
-        manifest = _load_manifest(manifest_file)
+        manifest = old
         saved = manifest["settings"]
         if saved.get("format_version") != _FORMAT_VERSION:
             raise ValueError(
@@ -544,11 +548,160 @@ def _start_manifest(
             f"{manifest_file} is damaged or was not written by dimfeat ({exc}); {RESUME_HINT}"
         ) from exc
     manifest["settings"] = settings  # same in all compared keys; descriptions are refreshed
-    return manifest, set()
+    return manifest, None
+
+
+def _dimfeat_manifest(manifest_file: Path, as_csv: bool) -> dict:
+    """The manifest at ``manifest_file`` if it is provably one that dimfeat wrote: a JSON object
+    whose ``settings`` carry a manifest ``format_version`` (of this or any other version of
+    dimfeat) and whose ``chunks`` are an object. Anything else is refused: dimfeat did not write
+    it, so it licenses neither its own replacement nor the deletion of any file."""
+    try:
+        manifest = _load_manifest(manifest_file)
+        if not _is_int(manifest["settings"].get("format_version"), 1):
+            raise _Damaged("its settings have no dimfeat manifest format_version")
+        if not isinstance(manifest.get("chunks"), dict):
+            raise _Damaged("it has no 'chunks' object")
+    except _Damaged as exc:
+        described = "the CSV beside it" if as_csv else "the files beside it"
+        raise ValueError(
+            f"{manifest_file} is not a dimfeat manifest ({exc}): dimfeat did not write it and "
+            f"will neither overwrite it nor delete {described}; move it away or choose another "
+            "output"
+        ) from exc
+    return manifest
 
 
 def _new_manifest(settings: dict) -> dict:
     return {"settings": settings, "chunks": {}, "pending": None, "complete": False}
+
+
+class OutputLockedError(ValueError):
+    """Another process is writing the same output (see :func:`output_lock`)."""
+
+
+def lock_file(output: str | os.PathLike) -> Path:
+    """The lock file of an output: ``{output}.lock`` beside it (``vectors.csv.lock``,
+    ``parts.lock`` beside the folder ``parts``), never inside a parquet folder."""
+    output = Path(os.path.abspath(output))
+    return output.with_name(output.name + ".lock")
+
+
+def _lock_owner(data: bytes) -> dict | None:
+    """The owner recorded in a dimfeat lock file, or ``None`` if it is not one."""
+    try:
+        owner = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return None
+    if (
+        isinstance(owner, dict)
+        and owner.get("dimfeat_lock") == 1
+        and _is_int(owner.get("pid"), 1)
+        and isinstance(owner.get("host"), str)
+    ):
+        return owner
+    return None
+
+
+def _read_fd(fd: int) -> bytes:
+    os.lseek(fd, 0, os.SEEK_SET)
+    return os.read(fd, 4096)
+
+
+@contextlib.contextmanager
+def output_lock(output: str | os.PathLike) -> Iterator[Path]:
+    """Hold the lock of ``output`` while writing it: a second writer is refused.
+
+    The lock is an exclusive ``fcntl.flock`` on :func:`lock_file`, which records the owner's
+    pid and host name. The kernel releases a flock when its process ends however it ends
+    (killed, crashed), so a lock file left behind by a dead process never blocks: it is taken
+    over, with a warning naming the process that left it. While the owner lives, another
+    process (or another lock in this one) is refused. The lock file is removed when the block
+    ends, also on an error or ``KeyboardInterrupt``. On systems without ``fcntl`` the output is
+    not locked.
+
+    Parameters
+    ----------
+    output : str or path
+        The output file or folder.
+
+    Yields
+    ------
+    Path
+        The lock file.
+
+    Raises
+    ------
+    OutputLockedError
+        If another process holds the lock (its pid, host and the lock file are named).
+    ValueError
+        If a file dimfeat did not write is in the lock file's place (it is left untouched).
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no flock
+        yield lock_file(output)
+        return
+    import socket
+
+    path = lock_file(output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = _lock_owner(_read_fd(fd))
+            os.close(fd)
+            who = (
+                f"process {owner['pid']} on {owner['host']}"
+                if owner is not None
+                else "another process"
+            )
+            raise OutputLockedError(
+                f"{output} is being written by {who} (lock file {path}): two writers would "
+                "corrupt it; wait for that run to end (or stop it), or choose another output"
+            ) from None
+        try:  # the file may have been removed by the owner that just let go: lock the new one
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        old = _read_fd(fd)
+        if old.strip():
+            owner = _lock_owner(old)
+            if owner is None:
+                raise ValueError(
+                    f"{path} exists and was not written by dimfeat: dimfeat uses this name to "
+                    f"lock {output} and will not overwrite it; move it away or choose another "
+                    "output"
+                )
+            warnings.warn(
+                f"{path} was left behind by dimfeat process {owner['pid']} on {owner['host']}, "
+                "which ended without removing it (it no longer holds the lock): taking it over",
+                stacklevel=3,
+            )
+        me = {"dimfeat_lock": 1, "pid": os.getpid(), "host": socket.gethostname()}
+        data = json.dumps({**me, "output": str(Path(os.path.abspath(output)))}).encode()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, data, 0)
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)  # a foreign file stays as it was; a lock file of ours is unlocked
+        raise
+    try:
+        yield path
+    finally:
+        try:  # removed while still locked, so that no one else can hold the removed file
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                path.unlink()
+        except FileNotFoundError:
+            pass
+        finally:
+            os.close(fd)
 
 
 def featurize_to_file(
@@ -579,7 +732,8 @@ def featurize_to_file(
         Skip the chunks that the manifest of an earlier run lists as done, after proving that
         they hold the same input (a fingerprint per chunk) featurised with the same weights and
         settings; a mismatch raises. With ``False`` the files the old manifest lists are
-        replaced (command line: ``--no-resume``).
+        replaced (command line: ``--no-resume``): only when that manifest is dimfeat's, and a CSV
+        only when it is the one that manifest describes (its finished chunks' sha256 match).
     progress : bool, default=True
         A tqdm progress bar over structures.
     ignore_errors : bool, default=False
@@ -601,7 +755,9 @@ def featurize_to_file(
         written with other weights or settings, a finished chunk's input differs from this
         ``source``, the output holds more rows than ``limit`` asks for, or a file it lists was
         changed or removed; if the output holds files that dimfeat did not write (they are never
-        deleted).
+        deleted), or a manifest that dimfeat did not write (it is never overwritten).
+    OutputLockedError
+        If another process is writing ``output`` (a ``ValueError``; see :func:`output_lock`).
 
     Notes
     -----
@@ -611,28 +767,46 @@ def featurize_to_file(
     renamed, then recorded in the manifest, so an interruption loses at most the chunk in
     progress. The
     vectors of a resumed run are bit-identical to those of an uninterrupted one on the same
-    device; anything that would break that is refused.
+    device; anything that would break that is refused. The output is locked for the whole run
+    (:func:`output_lock`): a second writer is refused while this one runs.
     """
-    from tqdm.auto import tqdm
-
     if featurizer is None:
         from dimfeat.featurizer import DeepInfoMaxFeaturizer
 
         featurizer = DeepInfoMaxFeaturizer()
     output = Path(output)
-    as_csv = output.suffix.lower() == ".csv"
-    if as_csv:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        manifest_file = _csv_manifest(output)
-    else:
-        if output.exists() and not output.is_dir():
-            raise ValueError(f"{output} is a file: give a .csv file or a folder for parquet parts")
-        output.mkdir(parents=True, exist_ok=True)
-        manifest_file = output / MANIFEST_NAME
+    if output.suffix.lower() != ".csv" and output.exists() and not output.is_dir():
+        raise ValueError(f"{output} is a file: give a .csv file or a folder for parquet parts")
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    with output_lock(output):
+        return _stream(
+            source, output, featurizer, chunk_size, resume, progress, ignore_errors, limit
+        )
+
+
+def _stream(
+    source: Any,
+    output: Path,
+    featurizer,
+    chunk_size: int,
+    resume: bool,
+    progress: bool,
+    ignore_errors: bool,
+    limit: int | None,
+) -> StreamSummary:
+    """:func:`featurize_to_file`, run while it holds the lock of ``output``."""
+    from tqdm.auto import tqdm
+
+    as_csv = output.suffix.lower() == ".csv"
+    if as_csv:
+        manifest_file = _csv_manifest(output)
+    else:
+        output.mkdir(parents=True, exist_ok=True)
+        manifest_file = output / MANIFEST_NAME
+    existed = manifest_file.is_file()
     settings = _settings(source, featurizer, chunk_size, ignore_errors)
-    manifest, owned = _start_manifest(manifest_file, settings, resume, as_csv)
+    manifest, replaced = _start_manifest(manifest_file, settings, resume, as_csv)
     done: dict[str, dict] = manifest["chunks"]
     if limit is not None and sum(r["rows"] for r in done.values()) > limit:
         raise ValueError(
@@ -641,9 +815,9 @@ def featurize_to_file(
             f"or {RESUME_HINT}"
         )
     if as_csv:
-        _prepare_csv(output, manifest, owned)
+        _prepare_csv(output, manifest, replaced, existed)
     else:
-        _prepare_folder(output, manifest, owned)
+        _prepare_folder(output, manifest, replaced)
     _write_json(manifest_file, manifest)
 
     skipped = n_rows = n_errors = n_chunks = 0
@@ -761,23 +935,88 @@ def _verified_csv_bytes(output: Path, records: list[dict]) -> bytes:
     return data
 
 
-def _prepare_csv(output: Path, manifest: dict, owned: set[str] | None) -> None:
-    """Cut a CSV back to the end of its last finished chunk (or remove it if none).
+def _prepare_csv(output: Path, manifest: dict, replaced: dict | None, existed: bool) -> None:
+    """Cut a CSV back to the end of its last finished chunk, or remove it when starting again.
 
-    Only a CSV that a dimfeat manifest accounts for is truncated or removed.
+    Only a CSV that a dimfeat manifest describes is truncated or removed: without a manifest
+    (``existed`` false) an existing CSV is refused; when starting again (``replaced``, the old
+    manifest), the CSV must be the one the old manifest describes (:func:`_check_csv_described`).
     """
-    if owned is None and output.exists():
-        raise ValueError(
-            f"{output} exists and has no dimfeat manifest ({_csv_manifest(output).name}): "
-            "dimfeat did not write it and will not overwrite it; remove it or choose another "
-            "output"
-        )
+    manifest_file = _csv_manifest(output)
+    if not existed:
+        if output.exists():
+            raise ValueError(
+                f"{output} exists and has no dimfeat manifest ({manifest_file.name}): dimfeat "
+                "did not write it and will not overwrite it; remove it or choose another output"
+            )
+        return
+    if replaced is not None:
+        if output.exists():
+            _check_csv_described(output, replaced, manifest_file)
+            output.unlink()
+        return
     records = _check_records(manifest, as_csv=True)
     if not records:
-        output.unlink(missing_ok=True)
+        if output.exists():
+            _check_csv_described(output, manifest, manifest_file)
+            output.unlink()
         return
     _verified_csv_bytes(output, records)
     _truncate(output, records[-1]["end_byte"])
+
+
+_CSV_HEADER_START = b"index,id,"
+
+
+def _check_csv_described(output: Path, manifest: dict, manifest_file: Path) -> None:
+    """Refuse unless ``output`` is the CSV that a dimfeat ``manifest`` describes.
+
+    With finished chunks, their byte ranges must exist and match the sha256 the manifest
+    recorded (bytes after the last one are an interrupted chunk's). With none, the file must be
+    empty or begin as every dimfeat CSV does (``index,id,``): it holds at most the part of a
+    first chunk. Anything else is a file dimfeat did not write (or that was changed since), and
+    it is never deleted.
+    """
+    chunks = manifest["chunks"]
+    why = None
+    byte = 0
+    if set(chunks) != {str(k) for k in range(len(chunks))}:
+        why = "its finished chunks are not 0, 1, 2, ..."
+    else:
+        for k in range(len(chunks)):
+            record = chunks[str(k)]
+            if not (
+                isinstance(record, dict)
+                and record.get("start_byte") == byte
+                and _is_int(record.get("end_byte"), byte + 1)
+                and isinstance(record.get("sha256"), str)
+            ):
+                why = f"chunk {k} has no valid byte range and sha256"
+                break
+            byte = record["end_byte"]
+    if why is None:
+        with output.open("rb") as fh:
+            data = fh.read(byte if chunks else len(_CSV_HEADER_START))
+        if not chunks:
+            if not _CSV_HEADER_START.startswith(data):
+                why = f"it does not begin with {_CSV_HEADER_START.decode()!r}"
+        elif len(data) < byte:
+            why = "it is shorter than the rows the manifest lists"
+        else:
+            for k in range(len(chunks)):
+                record = chunks[str(k)]
+                if (
+                    _sha256_bytes(data[record["start_byte"] : record["end_byte"]])
+                    != record["sha256"]
+                ):
+                    why = f"the rows of chunk {k} differ from the ones dimfeat wrote"
+                    break
+    if why is not None:
+        raise ValueError(
+            f"{output} is not the CSV that {manifest_file.name} describes ({why}): dimfeat did "
+            "not write it (or it was changed since) and will not delete it; move or remove it "
+            "yourself, or choose another output"
+        )
 
 
 def _append_csv(output: Path, frame: pd.DataFrame) -> dict:
@@ -799,11 +1038,13 @@ def _is_part_like(name: str) -> bool:
     return lower.startswith("part-") or ".parquet" in lower
 
 
-def _prepare_folder(output: Path, manifest: dict, owned: set[str] | None) -> None:
-    """Remove what an interrupted or replaced dimfeat run left; refuse anything dimfeat did not
-    write, and finished parts that were changed since."""
+def _prepare_folder(output: Path, manifest: dict, replaced: dict | None) -> None:
+    """Remove what an interrupted or replaced dimfeat run left (only the part files that its
+    dimfeat manifest lists); refuse anything dimfeat did not write, and finished parts that were
+    changed since."""
     records = _check_records(manifest, as_csv=False)
-    removable = set(owned or ()) | _owned_parts({"pending": manifest.get("pending")})
+    owned = _owned_parts(replaced) if replaced is not None else set()
+    removable = owned | _owned_parts({"pending": manifest.get("pending")})
     for name in sorted(removable):
         for file in (output / name, output / (name + ".tmp")):
             file.unlink(missing_ok=True)
