@@ -1,22 +1,26 @@
-"""Lock files: one writer at a time for a folder or file that runs would otherwise share.
+"""Lock files: one writer at a time for an output or a folder that runs would otherwise share.
 
 :func:`exclusive` is a context manager that holds a lock file while a block runs::
 
     with exclusive(folder / "checkpoint.lock", purpose="DIM training checkpoints"):
         ...  # no other process holds the same lock meanwhile
 
-The lock file is created atomically (``O_CREAT | O_EXCL``) and holds JSON: the ``pid`` and
-``host`` of its owner, what it protects (``purpose``), when it was taken and a random ``token``.
-A lock that already exists is
+The lock is an exclusive ``fcntl.flock`` on the lock file, which records (JSON) the ``pid`` and
+``host`` of its owner, what it protects (``purpose``) and when it was taken. The kernel releases
+a flock when its process ends, however it ends (killed, crashed), so:
 
-- refused (:class:`LockHeldError`, naming the owner's pid, host and the lock file) while its owner
-  is alive, or when it was taken on another host (whose processes cannot be checked from here:
-  delete the file if that run is over);
-- taken over, with a warning, when its owner was a process of this host that no longer exists
-  (a run that was killed before it could release it).
+- while the owner lives, another process (or another block of this one) is refused with
+  :class:`LockHeldError`, naming the owner's pid and host and the lock file;
+- a lock file left behind by a dead process of this host never blocks: it is taken over, with a
+  warning naming the process that left it;
+- a lock file left by a process of *another* host is refused (on a shared file system without
+  working flock its owner cannot be checked from here): the message says to delete it if that
+  run is over;
+- a file that is not a dimfeat lock in the lock's place is refused and left untouched.
 
-The lock is released (its file deleted, if it is still the one this block created) when the
-block ends, normally or by an exception. Used by :mod:`dimfeat.training` for ``checkpoint_dir``.
+The lock file is removed when the block ends, also on an error or ``KeyboardInterrupt``. On
+systems without ``fcntl`` nothing is locked. Used by :mod:`dimfeat.streaming` (one writer per
+output) and :mod:`dimfeat.training` (one run per ``checkpoint_dir``).
 """
 
 from __future__ import annotations
@@ -26,7 +30,6 @@ import json
 import os
 import socket
 import time
-import uuid
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,61 +38,87 @@ __all__ = ["LockHeldError", "exclusive", "read_lock"]
 
 
 class LockHeldError(RuntimeError):
-    """A lock held by another live process (the message names it and the lock file)."""
+    """A lock held by another process (the message names it and the lock file).
+
+    Attributes
+    ----------
+    path : Path
+        The lock file.
+    owner : dict
+        What the lock file says of its owner (``pid``, ``host``, ...; empty when unreadable).
+    """
+
+    def __init__(self, message: str, path: Path, owner: dict):
+        super().__init__(message)
+        self.path = path
+        self.owner = owner
+
+
+def _owner(data: bytes) -> dict | None:
+    """The owner a lock file records, or ``None`` if it is not a dimfeat lock file."""
+    try:
+        owner = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return None
+    if (
+        isinstance(owner, dict)
+        and isinstance(owner.get("pid"), int)
+        and not isinstance(owner.get("pid"), bool)
+        and isinstance(owner.get("host"), str)
+    ):
+        return owner
+    return None
 
 
 def read_lock(path: str | os.PathLike) -> dict | None:
-    """The content of a lock file (``pid``, ``host``, ``purpose``, ``created``, ``token``), or
-    ``None`` when there is none; an unreadable file reads as ``{}``."""
+    """The owner recorded in a lock file (``pid``, ``host``, ``purpose``, ``created``), or
+    ``None`` when there is no file; a file that is not a dimfeat lock reads as ``{}``."""
     try:
-        text = Path(path).read_text()
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         return None
     except OSError:
         return {}
-    try:
-        owner = json.loads(text)
-    except json.JSONDecodeError:
-        return {}
-    return owner if isinstance(owner, dict) else {}
+    owner = _owner(data)
+    return {} if owner is None else owner
 
 
-def _alive(pid: int) -> bool:
-    """Whether a process of this host with this pid exists."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by another user
-        return True
-    return True
+def _read_fd(fd: int) -> bytes:
+    os.lseek(fd, 0, os.SEEK_SET)
+    return os.read(fd, 1 << 16)
 
 
-def _create(path: Path, content: dict) -> bool:
-    """Create the lock file atomically; False when it exists."""
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
-        return False
-    with os.fdopen(fd, "w") as handle:
-        json.dump(content, handle)
-    return True
+def _held(path: Path, owner: dict, purpose: str, why: str) -> LockHeldError:
+    who = (
+        f"process {owner['pid']} on host {owner['host']}" if owner else "another process"
+    )
+    return LockHeldError(
+        f"{path} is held by {who} (since {owner.get('created', '?')}, for "
+        f"{owner.get('purpose', purpose)}): {why}",
+        path,
+        owner,
+    )
 
 
-def _take_over(path: Path, stale: dict) -> bool:
-    """Move a stale lock file aside, if it is still the stale one; False when it changed."""
-    aside = path.with_name(f".{path.name}.{uuid.uuid4().hex}.stale")
-    try:
-        os.rename(path, aside)
-    except FileNotFoundError:
-        return False  # another process took it over first
-    if read_lock(aside) != stale:  # a live lock created meanwhile: put it back untouched
-        with contextlib.suppress(OSError):
-            os.link(aside, path)
-        aside.unlink(missing_ok=True)
-        return False
-    aside.unlink(missing_ok=True)
-    return True
+def _open_locked(path: Path, purpose: str, fcntl) -> int:
+    """A descriptor of ``path`` holding its flock (the file at ``path`` now, not a removed one)."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = _owner(_read_fd(fd)) or {}
+            os.close(fd)
+            raise _held(
+                path, owner, purpose, "another run is using it; wait for it to end or stop it"
+            ) from None
+        try:  # the owner that just let go may have removed the file: lock the new one
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -107,58 +136,72 @@ def exclusive(path: str | os.PathLike, *, purpose: str) -> Iterator[dict]:
     Yields
     ------
     dict
-        The content written to the lock file.
+        The owner written to the lock file (``pid``, ``host``, ``purpose``, ``created``).
 
     Raises
     ------
     LockHeldError
-        If another live process holds the lock, or a process of another host does.
+        If another process holds the lock, or a process of another host left it.
+    ValueError
+        If a file that is not a dimfeat lock is in its place (it is left untouched).
 
     Warns
     -----
     UserWarning
-        When a lock left by a process of this host that no longer exists is taken over.
+        When a lock left by a process of this host that no longer holds it is taken over.
     """
-    path = Path(path)
+    path = Path(os.path.abspath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     host = socket.gethostname()
     mine = {
+        "dimfeat_lock": 1,
         "pid": os.getpid(),
         "host": host,
         "purpose": purpose,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "token": uuid.uuid4().hex,
     }
-    for _ in range(100):
-        if _create(path, mine):
-            break
-        owner = read_lock(path)
-        if owner is None:
-            continue  # released meanwhile: try again
-        pid = owner.get("pid")
-        if not isinstance(pid, int) or owner.get("host") != host or _alive(pid):
-            where = (
-                f"process {pid} on host {owner.get('host')}"
-                if isinstance(pid, int)
-                else "an unreadable lock"
-            )
-            raise LockHeldError(
-                f"{path} is held by {where} (since {owner.get('created', '?')}, for "
-                f"{owner.get('purpose', purpose)}): another run is using it. Wait for that run "
-                "to end or use another folder; if that process is gone (for example another "
-                f"machine's run that was killed), delete {path}"
-            )
-        if _take_over(path, owner):
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no flock
+        yield mine
+        return
+    fd = _open_locked(path, purpose, fcntl)
+    try:
+        old = _read_fd(fd)
+        if old.strip():
+            owner = _owner(old)
+            if owner is None:
+                raise ValueError(
+                    f"{path} exists and was not written by dimfeat: dimfeat uses this name to "
+                    f"lock {purpose} and will not overwrite it; move it away"
+                )
+            if owner["host"] != host:
+                raise _held(
+                    path,
+                    owner,
+                    purpose,
+                    "a process of another host may still be using it; if that run is over, "
+                    f"delete {path}",
+                )
             warnings.warn(
-                f"{path} was left by process {pid} on {host}, which no longer exists (a run "
-                "that was killed); its lock was taken over",
+                f"{path} was left by process {owner['pid']} on {host}, which no longer holds it "
+                "(a run that was killed): its lock was taken over",
                 UserWarning,
                 stacklevel=3,
             )
-    else:  # pragma: no cover - 100 lost races in a row
-        raise LockHeldError(f"{path}: could not take the lock for {purpose}")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(mine).encode(), 0)
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)  # a foreign file stays as it was; a lock file of ours is unlocked
+        raise
     try:
         yield mine
     finally:
-        if read_lock(path) == mine:
-            path.unlink(missing_ok=True)
+        try:  # removed while still locked, so that no one else can hold the removed file
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                path.unlink()
+        except FileNotFoundError:
+            pass
+        finally:
+            os.close(fd)

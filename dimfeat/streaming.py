@@ -31,8 +31,7 @@ weights (:func:`dimfeat.weights.encoder_sha256`) with the input settings, batch 
 version, and the sha256 of every file or byte range it wrote. A chunk is skipped only when all of
 these match; any mismatch is refused (``resume=False`` / ``--no-resume`` starts again), so a resumed
 output equals an uninterrupted one. Only files recorded in dimfeat's own manifest are ever deleted
-or truncated. One process at a time
-writes an output (:func:`output_lock`).
+or truncated. One process at a time writes an output (:func:`output_lock`).
 """
 
 from __future__ import annotations
@@ -54,6 +53,7 @@ import numpy as np
 import pandas as pd
 
 from dimfeat.datasets import load_structures_file, task_frame
+from dimfeat.locks import LockHeldError, exclusive
 from dimfeat.sources import (
     Listing,
     is_structure_file_name,
@@ -587,38 +587,14 @@ def lock_file(output: str | os.PathLike) -> Path:
     return output.with_name(output.name + ".lock")
 
 
-def _lock_owner(data: bytes) -> dict | None:
-    """The owner recorded in a dimfeat lock file, or ``None`` if it is not one."""
-    try:
-        owner = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        return None
-    if (
-        isinstance(owner, dict)
-        and owner.get("dimfeat_lock") == 1
-        and _is_int(owner.get("pid"), 1)
-        and isinstance(owner.get("host"), str)
-    ):
-        return owner
-    return None
-
-
-def _read_fd(fd: int) -> bytes:
-    os.lseek(fd, 0, os.SEEK_SET)
-    return os.read(fd, 4096)
-
-
 @contextlib.contextmanager
 def output_lock(output: str | os.PathLike) -> Iterator[Path]:
     """Hold the lock of ``output`` while writing it: a second writer is refused.
 
-    The lock is an exclusive ``fcntl.flock`` on :func:`lock_file`, which records the owner's
-    pid and host name. The kernel releases a flock when its process ends however it ends
-    (killed, crashed), so a lock file left behind by a dead process never blocks: it is taken
-    over, with a warning naming the process that left it. While the owner lives, another
-    process (or another lock in this one) is refused. The lock file is removed when the block
-    ends, also on an error or ``KeyboardInterrupt``. On systems without ``fcntl`` the output is
-    not locked.
+    :func:`dimfeat.locks.exclusive` on :func:`lock_file`: an exclusive ``fcntl.flock`` that
+    records the owner's pid and host. A lock file left by a dead process is taken over with a
+    warning; the lock file is removed when the block ends, also on an error or
+    ``KeyboardInterrupt``.
 
     Parameters
     ----------
@@ -637,71 +613,19 @@ def output_lock(output: str | os.PathLike) -> Iterator[Path]:
     ValueError
         If a file dimfeat did not write is in the lock file's place (it is left untouched).
     """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX: no flock
-        yield lock_file(output)
-        return
-    import socket
-
     path = lock_file(output)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            owner = _lock_owner(_read_fd(fd))
-            os.close(fd)
-            who = (
-                f"process {owner['pid']} on {owner['host']}"
-                if owner is not None
-                else "another process"
-            )
-            raise OutputLockedError(
-                f"{output} is being written by {who} (lock file {path}): two writers would "
-                "corrupt it; wait for that run to end (or stop it), or choose another output"
-            ) from None
-        try:  # the file may have been removed by the owner that just let go: lock the new one
-            same = os.path.samestat(os.fstat(fd), os.stat(path))
-        except FileNotFoundError:
-            same = False
-        if same:
-            break
-        os.close(fd)
+    held = contextlib.ExitStack()
     try:
-        old = _read_fd(fd)
-        if old.strip():
-            owner = _lock_owner(old)
-            if owner is None:
-                raise ValueError(
-                    f"{path} exists and was not written by dimfeat: dimfeat uses this name to "
-                    f"lock {output} and will not overwrite it; move it away or choose another "
-                    "output"
-                )
-            warnings.warn(
-                f"{path} was left behind by dimfeat process {owner['pid']} on {owner['host']}, "
-                "which ended without removing it (it no longer holds the lock): taking it over",
-                stacklevel=3,
-            )
-        me = {"dimfeat_lock": 1, "pid": os.getpid(), "host": socket.gethostname()}
-        data = json.dumps({**me, "output": str(Path(os.path.abspath(output)))}).encode()
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, data, 0)
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)  # a foreign file stays as it was; a lock file of ours is unlocked
-        raise
-    try:
+        held.enter_context(exclusive(path, purpose=f"writing {Path(os.path.abspath(output))}"))
+    except LockHeldError as exc:
+        owner = exc.owner
+        who = f"process {owner['pid']} on {owner['host']}" if owner else "another process"
+        raise OutputLockedError(
+            f"{output} is being written by {who} (lock file {path}): two writers would "
+            "corrupt it; wait for that run to end (or stop it), or choose another output"
+        ) from None
+    with held:
         yield path
-    finally:
-        try:  # removed while still locked, so that no one else can hold the removed file
-            if os.path.samestat(os.fstat(fd), os.stat(path)):
-                path.unlink()
-        except FileNotFoundError:
-            pass
-        finally:
-            os.close(fd)
 
 
 def featurize_to_file(

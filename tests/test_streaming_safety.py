@@ -182,7 +182,7 @@ def test_a_lock_left_by_a_dead_process_is_taken_over(cifs, expected, featurizer,
     for output in (tmp_path / "v.csv", tmp_path / "parts"):
         stale = {"dimfeat_lock": 1, "pid": pid, "host": socket.gethostname()}
         _lock(output).write_text(json.dumps(stale))
-        with pytest.warns(UserWarning, match=rf"left behind by dimfeat process {pid} .*taking"):
+        with pytest.warns(UserWarning, match=rf"left by process {pid} .*taken over"):
             featurize_to_file(folder, output, featurizer, chunk_size=2, progress=False)
         _check(read_features(output), expected)
         assert not _lock(output).exists()
