@@ -148,6 +148,59 @@ def supercell_repeats(lattice: np.ndarray, n_sites: int, max_atoms: int) -> tupl
         repeats = grown
 
 
+def _equivalent_repeats(lattice: np.ndarray, repeats: Sequence[int]) -> list[np.ndarray]:
+    """``repeats`` and its distinct permutations over axes that the lattice's metric cannot
+    tell apart, ``repeats`` first.
+
+    A permutation of the axes, with signs, that leaves the metric (Gram matrix) unchanged to
+    1e-6 (relative) maps the reduced lattice onto itself: the cubic, tetragonal, hexagonal and
+    rhombohedral metrics have such permutations. Its axes are labelled arbitrarily (by the input,
+    through the reduction), so uneven repeats over them, such as ``(3, 3, 2)``, must be chosen
+    by the atoms, not by the labels (see :func:`_inputs_from_cell`).
+    """
+    first = np.asarray(repeats, dtype=np.int64)
+    if len(set(first.tolist())) == 1:
+        return [first]
+    gram = lattice @ lattice.T
+    tol = 1e-6 * float(np.abs(gram).max())
+    found = {tuple(first.tolist())}
+    candidates = [first]
+    for perm in itertools.permutations(range(3)):
+        if first[list(perm)].tolist() == first.tolist() or tuple(first[list(perm)]) in found:
+            continue
+        moved = gram[np.ix_(perm, perm)]
+        for signs in itertools.product((1.0, -1.0), repeat=2):
+            flip = np.array([1.0, *signs])
+            if np.abs(moved * np.outer(flip, flip) - gram).max() <= tol:
+                found.add(tuple(first[list(perm)].tolist()))
+                candidates.append(first[list(perm)])
+                break
+    return candidates
+
+
+def _distance_key(distances: np.ndarray, numbers: np.ndarray) -> np.ndarray:
+    """What the encoder sees of a supercell's distances, free of any labelling: for each pair
+    of species (site, atom), the sorted distances from the sites of the first to the atoms of
+    the second; ``numbers`` are the sites' species (the atoms repeat them)."""
+    n_sites = len(numbers)
+    atoms = np.tile(numbers, distances.shape[1] // n_sites)
+    species = np.unique(numbers)
+    return np.concatenate(
+        [
+            np.sort(distances[numbers == a][:, atoms == b], axis=None)
+            for a in species
+            for b in species
+        ]
+    )
+
+
+def _precedes(key: np.ndarray, other: np.ndarray, tol: float = 1e-6) -> bool:
+    """Whether ``key`` comes before ``other``, comparing in order and taking values within
+    ``tol`` (Å) as equal: rounding noise (a rotated or relabelled copy) cannot decide."""
+    differ = np.flatnonzero(np.abs(key - other) > tol)
+    return bool(len(differ)) and bool(key[differ[0]] < other[differ[0]])
+
+
 #: Accepted values of the ``disorder`` policy.
 DISORDER_POLICIES = ("error", "majority")
 
@@ -506,22 +559,60 @@ def _primitive_by_translations(
     return primitive, positions, numbers[representatives]
 
 
+def _lll_basis(lattice: np.ndarray, frac: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The same crystal on an LLL-reduced basis of its lattice (pymatgen's LLL, delta 0.75).
+
+    The new basis is an exact integer combination of the old one, so fractional coordinates
+    are mapped by an integer matrix and lose no precision however skewed the old basis was.
+    """
+    from pymatgen.core import Lattice
+
+    reduced = Lattice(lattice).get_lll_reduced_lattice().matrix
+    change = np.rint(reduced @ np.linalg.inv(lattice))  # new rows = change @ old rows
+    if round(abs(np.linalg.det(change))) != 1:  # pragma: no cover - LLL keeps the lattice
+        return lattice, frac
+    return change @ lattice, frac @ np.linalg.inv(change)
+
+
 def _canonical_cell(
-    lattice: np.ndarray, frac: np.ndarray, numbers: np.ndarray, symprec: float
+    lattice: np.ndarray,
+    frac: np.ndarray,
+    numbers: np.ndarray,
+    symprec: float,
+    index: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     import spglib
 
+    if _min_height(lattice) <= 4 * symprec:
+        # So skewed that a rounded fractional offset can miss the nearest image within
+        # 2 * symprec (the translation search relies on it): change to a reduced basis first.
+        lattice, frac = _lll_basis(lattice, frac)
     try:
         lattice, frac, numbers = _primitive_by_translations(lattice, frac, numbers, symprec)
     except ValueError:
-        found = spglib.find_primitive((lattice, frac, numbers), symprec=symprec)
+        # spglib's answer near symprec depends on the order of the atoms: give it a canonical
+        # one (species, then wrapped fractional coordinates), so the site order cannot matter.
+        wrapped = frac - np.floor(frac)
+        order = np.lexsort((wrapped[:, 2], wrapped[:, 1], wrapped[:, 0], numbers))
+        found = spglib.find_primitive(
+            (lattice, wrapped[order], numbers[order]), symprec=symprec
+        )
         if found is not None:
             lattice, frac, numbers = (np.asarray(a) for a in found)
     reduced = spglib.niggli_reduce(lattice, eps=1e-5)
-    if reduced is not None:
-        reduced = np.asarray(reduced, dtype=np.float64)
-        frac = frac @ lattice @ np.linalg.inv(reduced)
-        lattice = reduced
+    if reduced is None:
+        # spglib gives up on very skewed cells: LLL first brings them close to reduced.
+        lattice, frac = _lll_basis(lattice, frac)
+        reduced = spglib.niggli_reduce(lattice, eps=1e-5)
+    if reduced is None:
+        raise InvalidStructureError(
+            f"structure{_where(index)}: its lattice could not be Niggli-reduced (cell lengths "
+            f"{np.round(np.linalg.norm(lattice, axis=1), 3).tolist()} Å); give it on a less "
+            "skewed basis, e.g. pymatgen's structure.get_reduced_structure()"
+        )
+    reduced = np.asarray(reduced, dtype=np.float64)
+    frac = frac @ lattice @ np.linalg.inv(reduced)
+    lattice = reduced
     frac = frac - np.floor(frac + 1e-9)
     order = np.lexsort((frac[:, 2], frac[:, 1], frac[:, 0], numbers))
     return lattice, frac[order], numbers[order].astype(np.int64)
@@ -611,24 +702,35 @@ def _inputs_from_cell(
 ) -> CrystalInputs:
     """:func:`build_inputs` after the structure has been read into arrays."""
     check_atomic_numbers(numbers, index=index)
-    lattice, frac, numbers = _canonical_cell(lattice, frac, numbers, symprec)
+    lattice, frac, numbers = _canonical_cell(lattice, frac, numbers, symprec, index)
     n_sites = len(numbers)
-    repeats = np.array(supercell_repeats(lattice, n_sites, max_atoms))
-
-    grid = np.indices(repeats).reshape(3, -1).T  # image offsets in C order, (0, 0, 0) first
-    # Image (0, 0, 0) comes first, so the first n_sites atoms are the unique sites.
-    super_frac = ((frac[None, :, :] + grid[:, None, :]) / repeats).reshape(-1, 3)
-    super_lattice = lattice * repeats[:, None]
-    species = np.tile(numbers, len(grid))
-    atom_site = np.tile(np.arange(n_sites), len(grid))
-
-    distances = _minimum_image_distances(super_frac, n_sites, super_lattice)
+    where = _where(index)
+    shortest = float(np.linalg.norm(_IMAGES @ lattice, axis=1)[_IMAGES.any(axis=1)].min())
+    if shortest < MIN_DISTANCE:  # the cell is Niggli-reduced: its shortest vector is a row
+        raise InvalidStructureError(
+            f"overlapping atoms in structure{where}: every atom is {shortest:.3f} Å from its own "
+            f"periodic image (a lattice vector shorter than the minimum {MIN_DISTANCE} Å); check "
+            "the cell's units and lengths"
+        )
+    greedy = supercell_repeats(lattice, n_sites, max_atoms)
+    repeats, super_frac, distances = None, None, None
+    for candidate in _equivalent_repeats(lattice, greedy):
+        grid = np.indices(candidate).reshape(3, -1).T  # image offsets, (0, 0, 0) first
+        # Image (0, 0, 0) comes first, so the first n_sites atoms are the unique sites.
+        found_frac = ((frac[None, :, :] + grid[:, None, :]) / candidate).reshape(-1, 3)
+        found = _minimum_image_distances(found_frac, n_sites, lattice * candidate[:, None])
+        if distances is None or _precedes(
+            _distance_key(found, numbers), _distance_key(distances, numbers)
+        ):
+            repeats, super_frac, distances = candidate, found_frac, found
+    n_images = int(np.prod(repeats))
+    species = np.tile(numbers, n_images)
+    atom_site = np.tile(np.arange(n_sites), n_images)
 
     off_diagonal = distances.copy()
     off_diagonal[np.arange(n_sites), np.arange(n_sites)] = np.inf
     closest = float(off_diagonal.min()) if off_diagonal.size > n_sites else np.inf
     if closest < MIN_DISTANCE:
-        where = "" if index is None else f" (structure {index})"
         raise InvalidStructureError(
             f"overlapping atoms in structure{where}: two atoms are {closest:.3f} Å apart "
             f"(minimum {MIN_DISTANCE} Å)"
