@@ -594,9 +594,7 @@ def _canonical_cell(
         # one (species, then wrapped fractional coordinates), so the site order cannot matter.
         wrapped = frac - np.floor(frac)
         order = np.lexsort((wrapped[:, 2], wrapped[:, 1], wrapped[:, 0], numbers))
-        found = spglib.find_primitive(
-            (lattice, wrapped[order], numbers[order]), symprec=symprec
-        )
+        found = spglib.find_primitive((lattice, wrapped[order], numbers[order]), symprec=symprec)
         if found is not None:
             lattice, frac, numbers = (np.asarray(a) for a in found)
     reduced = spglib.niggli_reduce(lattice, eps=1e-5)
@@ -713,7 +711,7 @@ def _inputs_from_cell(
             "the cell's units and lengths"
         )
     greedy = supercell_repeats(lattice, n_sites, max_atoms)
-    repeats, super_frac, distances = None, None, None
+    repeats, distances = None, None
     for candidate in _equivalent_repeats(lattice, greedy):
         grid = np.indices(candidate).reshape(3, -1).T  # image offsets, (0, 0, 0) first
         # Image (0, 0, 0) comes first, so the first n_sites atoms are the unique sites.
@@ -722,7 +720,7 @@ def _inputs_from_cell(
         if distances is None or _precedes(
             _distance_key(found, numbers), _distance_key(distances, numbers)
         ):
-            repeats, super_frac, distances = candidate, found_frac, found
+            repeats, distances = candidate, found
     n_images = int(np.prod(repeats))
     species = np.tile(numbers, n_images)
     atom_site = np.tile(np.arange(n_sites), n_images)
@@ -1103,10 +1101,9 @@ def _reader(obj: Any, index: int | None) -> Callable[[], Any]:
     """
     from pymatgen.core import IMolecule, IStructure, Structure
 
-    if isinstance(obj, Structure):
-        return lambda: obj
-    if isinstance(obj, IStructure):
-        return lambda: Structure.from_sites(obj)
+    if isinstance(obj, Structure | IStructure):
+        _refuse_non_periodic(obj, index)
+        return (lambda: obj) if isinstance(obj, Structure) else lambda: Structure.from_sites(obj)
     if isinstance(obj, IMolecule):
         raise TypeError(
             f"expected a crystal structure{_where(index)}, got {type(obj).__name__}: periodic "
@@ -1191,7 +1188,22 @@ def to_structure(obj: Any, index: int | None = None) -> Structure:
     >>> to_structure(cscl.as_dict()) == cscl
     True
     """
-    return _reader(obj, index)()
+    structure = _reader(obj, index)()
+    _refuse_non_periodic(structure, index)
+    return structure
+
+
+def _refuse_non_periodic(structure: Any, index: int | None) -> None:
+    """Raise for a structure whose lattice is not periodic along all three axes (a molecule in
+    a box, a slab): its vector would be that of a 3-D crystal."""
+    pbc = tuple(bool(p) for p in getattr(structure.lattice, "pbc", (True, True, True)))
+    if not all(pbc):
+        raise InvalidStructureError(
+            f"the {type(structure).__name__}{_where(index)} "
+            f"({structure.composition.reduced_formula}) is not periodic in all three directions "
+            f"(lattice pbc={list(pbc)}): periodic crystals only; for a crystal, build its "
+            "Lattice with pbc=(True, True, True)"
+        )
 
 
 def as_structure_list(X: Any) -> list:
