@@ -13,7 +13,8 @@ The pipeline (SPEC section 1):
    consistent group), then Niggli-reduced with spglib. A translation is accepted iff, fitted to
    the atom pairing it induces, it brings every atom within ``symprec`` Å of an atom of the same
    species (see :func:`_primitive_by_translations`); each primitive-cell atom sits at the mean of
-   the atoms the translations map onto it. Positions are not otherwise symmetrised. Site order,
+   the atoms the translations map onto it. Positions are not otherwise symmetrised. spglib's
+   fallback gets the atoms in a canonical order; a very skewed cell is LLL-reduced first. Site order,
    rotation, translation and the choice of primitive/conventional/supercell of the input do not
    change this cell, including for distortions close to ``symprec``. A translation search costs
    about 0.16 ms per structure (``benchmarks/throughput.py``, stage ``cell_reduction``; the
@@ -24,7 +25,9 @@ The pipeline (SPEC section 1):
 2. **Roughly cubic supercell of at most** ``max_atoms`` **atoms.** Starting from repeats
    ``(1, 1, 1)`` of the Niggli-reduced cell, the axis with the shortest repeat length is grown by
    one while ``a*b*c*P <= max_atoms`` (ties go to the first axis); growth stops at the first step
-   that would exceed the limit. A cell with ``P > max_atoms / 2`` atoms gets a single image; a cell
+   that would exceed the limit. Uneven repeats over axes the metric cannot tell apart (a cubic
+   cell: ``(3, 3, 2)``) are then chosen by the atoms, not by the axis labels
+   (:func:`_equivalent_repeats`). A cell with ``P > max_atoms / 2`` atoms gets a single image; a cell
    with ``P > max_atoms`` still works (each site attends to the ``P`` atoms of the cell).
 3. **Unique sites and interactions.** The first ``P`` supercell atoms are the primitive cell's
    sites. Each of them attends to every supercell atom (itself included, at distance 0) through the
@@ -681,8 +684,9 @@ def build_inputs(
         If ``structure`` cannot hold a crystal (see :func:`to_structure`).
     InvalidStructureError
         For a value that does not read as a crystal (see :func:`to_structure`), disordered
-        structures (with ``disorder="error"``), non-finite coordinates, degenerate lattices and
-        overlapping atoms (closer than 0.5 Å).
+        structures (with ``disorder="error"``), non-finite coordinates, degenerate lattices, a
+        lattice not periodic along all three axes, overlapping atoms (closer than 0.5 Å, also to
+        an atom's own periodic image) and a lattice that cannot be Niggli-reduced.
     dimfeat.elements.UnsupportedElementError
         For elements beyond Lr (Z > 103) and dummy species, naming them and ``index``.
     """
@@ -1176,7 +1180,8 @@ def to_structure(obj: Any, index: int | None = None) -> Structure:
     InvalidStructureError
         For a value of an accepted kind that does not give a crystal: text that parses as
         neither CIF nor POSCAR, a one-line string naming no existing file, a folder, a dict
-        that is not a structure dict, non-periodic ASE ``Atoms``. The message names the
+        that is not a structure dict, non-periodic ASE ``Atoms`` or a pymatgen structure whose
+        lattice ``pbc`` is not all true (a molecule in a box, a slab). The message names the
         position and the reason.
 
     Examples
