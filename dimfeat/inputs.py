@@ -14,21 +14,21 @@ The pipeline (SPEC section 1):
    the atom pairing it induces, it brings every atom within ``symprec`` Å of an atom of the same
    species (see :func:`_primitive_by_translations`); each primitive-cell atom sits at the mean of
    the atoms the translations map onto it. Positions are not otherwise symmetrised. spglib's
-   fallback gets the atoms in a canonical order; a very skewed cell is LLL-reduced first. Site order,
-   rotation, translation and the choice of primitive/conventional/supercell of the input do not
-   change this cell, including for distortions close to ``symprec``. A translation search costs
-   about 0.16 ms per structure (``benchmarks/throughput.py``, stage ``cell_reduction``; the
-   order-independent fit added about 0.04 ms, measured on 400 sample structures). Large cells
-   pair atoms through a k-d tree after a screen on 12 atoms (:func:`_match_tree`): about
-   ``n log n`` for ``n`` atoms when few candidates are translations, ``n^2 log n`` at worst
-   (every candidate a translation); 0.03 s for a 2,000-atom cell with no translation.
+   fallback gets the atoms in a canonical order; a very skewed cell is LLL-reduced first. Site
+   order, rotation, translation and the choice of primitive/conventional/supercell of the input do
+   not change this cell, including for distortions close to ``symprec``. A translation search
+   costs about 0.16 ms per structure (``benchmarks/throughput.py``, stage ``cell_reduction``; the
+   order-independent fit added about 0.04 ms, measured on 400 sample structures). Large cells pair
+   atoms through a k-d tree after a screen on 12 atoms (:func:`_match_tree`): about ``n log n``
+   for ``n`` atoms when few candidates are translations, ``n^2 log n`` at worst (every candidate
+   a translation); 0.03 s for a 2,000-atom cell with no translation.
 2. **Roughly cubic supercell of at most** ``max_atoms`` **atoms.** Starting from repeats
    ``(1, 1, 1)`` of the Niggli-reduced cell, the axis with the shortest repeat length is grown by
    one while ``a*b*c*P <= max_atoms`` (ties go to the first axis); growth stops at the first step
    that would exceed the limit. Uneven repeats over axes the metric cannot tell apart (a cubic
    cell: ``(3, 3, 2)``) are then chosen by the atoms, not by the axis labels
-   (:func:`_equivalent_repeats`). A cell with ``P > max_atoms / 2`` atoms gets a single image; a cell
-   with ``P > max_atoms`` still works (each site attends to the ``P`` atoms of the cell).
+   (:func:`_equivalent_repeats`). A cell with ``P > max_atoms / 2`` atoms gets a single image;
+   a cell with ``P > max_atoms`` still works (each site attends to the ``P`` atoms of the cell).
 3. **Unique sites and interactions.** The first ``P`` supercell atoms are the primitive cell's
    sites. Each of them attends to every supercell atom (itself included, at distance 0) through the
    minimum-image distance within the supercell, found among the 27 nearest periodic images of the
@@ -151,6 +151,11 @@ def supercell_repeats(lattice: np.ndarray, n_sites: int, max_atoms: int) -> tupl
         repeats = grown
 
 
+#: The permutations of three axes, and sign patterns of the last two (the first is fixed).
+_PERMUTATIONS = np.array(list(itertools.permutations(range(3))))
+_FLIPS = np.array([[1.0, *signs] for signs in itertools.product((1.0, -1.0), repeat=2)])
+
+
 def _equivalent_repeats(lattice: np.ndarray, repeats: Sequence[int]) -> list[np.ndarray]:
     """``repeats`` and its distinct permutations over axes that the lattice's metric cannot
     tell apart, ``repeats`` first.
@@ -162,39 +167,34 @@ def _equivalent_repeats(lattice: np.ndarray, repeats: Sequence[int]) -> list[np.
     by the atoms, not by the labels (see :func:`_inputs_from_cell`).
     """
     first = np.asarray(repeats, dtype=np.int64)
-    if len(set(first.tolist())) == 1:
-        return [first]
     gram = lattice @ lattice.T
     tol = 1e-6 * float(np.abs(gram).max())
-    found = {tuple(first.tolist())}
-    candidates = [first]
-    for perm in itertools.permutations(range(3)):
-        if first[list(perm)].tolist() == first.tolist() or tuple(first[list(perm)]) in found:
-            continue
-        moved = gram[np.ix_(perm, perm)]
-        for signs in itertools.product((1.0, -1.0), repeat=2):
-            flip = np.array([1.0, *signs])
-            if np.abs(moved * np.outer(flip, flip) - gram).max() <= tol:
-                found.add(tuple(first[list(perm)].tolist()))
-                candidates.append(first[list(perm)])
-                break
+    lengths = np.diag(gram)
+    tied = np.abs(lengths[:, None] - lengths[None, :]) <= tol
+    if not (tied & (first[:, None] != first[None, :])).any():
+        return [first]  # no two axes of equal length have different repeats
+    moved = gram[_PERMUTATIONS[:, :, None], _PERMUTATIONS[:, None, :]]  # (6, 3, 3)
+    signs = _FLIPS[:, :, None] * _FLIPS[:, None, :]  # (4, 3, 3)
+    kept = (np.abs(moved[:, None] * signs[None] - gram).max(axis=(2, 3)) <= tol).any(axis=1)
+    candidates, seen = [first], {tuple(first.tolist())}
+    for perm in _PERMUTATIONS[kept]:
+        key = tuple(first[perm].tolist())
+        if key not in seen:
+            seen.add(key)
+            candidates.append(first[perm])
     return candidates
 
 
-def _distance_key(distances: np.ndarray, numbers: np.ndarray) -> np.ndarray:
+def _distance_key(distances: np.ndarray, numbers: np.ndarray, bound: float) -> np.ndarray:
     """What the encoder sees of a supercell's distances, free of any labelling: for each pair
     of species (site, atom), the sorted distances from the sites of the first to the atoms of
-    the second; ``numbers`` are the sites' species (the atoms repeat them)."""
-    n_sites = len(numbers)
-    atoms = np.tile(numbers, distances.shape[1] // n_sites)
-    species = np.unique(numbers)
-    return np.concatenate(
-        [
-            np.sort(distances[numbers == a][:, atoms == b], axis=None)
-            for a in species
-            for b in species
-        ]
-    )
+    the second, one block after the other (block ``k`` shifted by ``k * bound``, ``bound`` more
+    than any distance and the same for every supercell compared); ``numbers`` are the sites'
+    species (the atoms repeat them)."""
+    rank = np.unique(numbers, return_inverse=True)[1]
+    atoms = np.tile(rank, distances.shape[1] // len(numbers))
+    block = rank[:, None] * (rank.max() + 1) + atoms[None, :]
+    return np.sort(distances + block * bound, axis=None)
 
 
 def _precedes(key: np.ndarray, other: np.ndarray, tol: float = 1e-6) -> bool:
@@ -715,16 +715,20 @@ def _inputs_from_cell(
             "the cell's units and lengths"
         )
     greedy = supercell_repeats(lattice, n_sites, max_atoms)
-    repeats, distances = None, None
-    for candidate in _equivalent_repeats(lattice, greedy):
+    candidates = _equivalent_repeats(lattice, greedy)
+    repeats, distances, best = None, None, None
+    bound = 1.0 + float(np.linalg.norm(lattice, axis=1) @ np.asarray(greedy))  # > any distance
+    for candidate in candidates:
         grid = np.indices(candidate).reshape(3, -1).T  # image offsets, (0, 0, 0) first
         # Image (0, 0, 0) comes first, so the first n_sites atoms are the unique sites.
         found_frac = ((frac[None, :, :] + grid[:, None, :]) / candidate).reshape(-1, 3)
         found = _minimum_image_distances(found_frac, n_sites, lattice * candidate[:, None])
-        if distances is None or _precedes(
-            _distance_key(found, numbers), _distance_key(distances, numbers)
-        ):
+        if len(candidates) == 1:
             repeats, distances = candidate, found
+            break
+        key = _distance_key(found, numbers, bound)
+        if best is None or _precedes(key, best):
+            repeats, distances, best = candidate, found, key
     n_images = int(np.prod(repeats))
     species = np.tile(numbers, n_images)
     atom_site = np.tile(np.arange(n_sites), n_images)
