@@ -13,19 +13,22 @@ The pipeline (SPEC section 1):
    consistent group), then Niggli-reduced with spglib. A translation is accepted iff, fitted to
    the atom pairing it induces, it brings every atom within ``symprec`` Å of an atom of the same
    species (see :func:`_primitive_by_translations`); each primitive-cell atom sits at the mean of
-   the atoms the translations map onto it. Positions are not otherwise symmetrised. Site order,
-   rotation, translation and the choice of primitive/conventional/supercell of the input do not
-   change this cell, including for distortions close to ``symprec``. A translation search costs
-   about 0.16 ms per structure (``benchmarks/throughput.py``, stage ``cell_reduction``; the
-   order-independent fit added about 0.04 ms, measured on 400 sample structures). Large cells
-   pair atoms through a k-d tree after a screen on 12 atoms (:func:`_match_tree`): about
-   ``n log n`` for ``n`` atoms when few candidates are translations, ``n^2 log n`` at worst
-   (every candidate a translation); 0.03 s for a 2,000-atom cell with no translation.
+   the atoms the translations map onto it. Positions are not otherwise symmetrised. spglib's
+   fallback gets the atoms in a canonical order; a very skewed cell is LLL-reduced first. Site
+   order, rotation, translation and the choice of primitive/conventional/supercell of the input do
+   not change this cell, including for distortions close to ``symprec``. A translation search
+   costs about 0.16 ms per structure (``benchmarks/throughput.py``, stage ``cell_reduction``; the
+   order-independent fit added about 0.04 ms, measured on 400 sample structures). Large cells pair
+   atoms through a k-d tree after a screen on 12 atoms (:func:`_match_tree`): about ``n log n``
+   for ``n`` atoms when few candidates are translations, ``n^2 log n`` at worst (every candidate
+   a translation); 0.03 s for a 2,000-atom cell with no translation.
 2. **Roughly cubic supercell of at most** ``max_atoms`` **atoms.** Starting from repeats
    ``(1, 1, 1)`` of the Niggli-reduced cell, the axis with the shortest repeat length is grown by
    one while ``a*b*c*P <= max_atoms`` (ties go to the first axis); growth stops at the first step
-   that would exceed the limit. A cell with ``P > max_atoms / 2`` atoms gets a single image; a cell
-   with ``P > max_atoms`` still works (each site attends to the ``P`` atoms of the cell).
+   that would exceed the limit. Uneven repeats over axes the metric cannot tell apart (a cubic
+   cell: ``(3, 3, 2)``) are then chosen by the atoms, not by the axis labels
+   (:func:`_equivalent_repeats`). A cell with ``P > max_atoms / 2`` atoms gets a single image;
+   a cell with ``P > max_atoms`` still works (each site attends to the ``P`` atoms of the cell).
 3. **Unique sites and interactions.** The first ``P`` supercell atoms are the primitive cell's
    sites. Each of them attends to every supercell atom (itself included, at distance 0) through the
    minimum-image distance within the supercell, found among the 27 nearest periodic images of the
@@ -146,6 +149,59 @@ def supercell_repeats(lattice: np.ndarray, n_sites: int, max_atoms: int) -> tupl
         if grown[0] * grown[1] * grown[2] * n_sites > max_atoms:
             return repeats[0], repeats[1], repeats[2]
         repeats = grown
+
+
+#: The permutations of three axes, and sign patterns of the last two (the first is fixed).
+_PERMUTATIONS = np.array(list(itertools.permutations(range(3))))
+_FLIPS = np.array([[1.0, *signs] for signs in itertools.product((1.0, -1.0), repeat=2)])
+
+
+def _equivalent_repeats(lattice: np.ndarray, repeats: Sequence[int]) -> list[np.ndarray]:
+    """``repeats`` and its distinct permutations over axes that the lattice's metric cannot
+    tell apart, ``repeats`` first.
+
+    A permutation of the axes, with signs, that leaves the metric (Gram matrix) unchanged to
+    1e-6 (relative) maps the reduced lattice onto itself: the cubic, tetragonal, hexagonal and
+    rhombohedral metrics have such permutations. Its axes are labelled arbitrarily (by the input,
+    through the reduction), so uneven repeats over them, such as ``(3, 3, 2)``, must be chosen
+    by the atoms, not by the labels (see :func:`_inputs_from_cell`).
+    """
+    first = np.asarray(repeats, dtype=np.int64)
+    gram = lattice @ lattice.T
+    tol = 1e-6 * float(np.abs(gram).max())
+    lengths = np.diag(gram)
+    tied = np.abs(lengths[:, None] - lengths[None, :]) <= tol
+    if not (tied & (first[:, None] != first[None, :])).any():
+        return [first]  # no two axes of equal length have different repeats
+    moved = gram[_PERMUTATIONS[:, :, None], _PERMUTATIONS[:, None, :]]  # (6, 3, 3)
+    signs = _FLIPS[:, :, None] * _FLIPS[:, None, :]  # (4, 3, 3)
+    kept = (np.abs(moved[:, None] * signs[None] - gram).max(axis=(2, 3)) <= tol).any(axis=1)
+    candidates, seen = [first], {tuple(first.tolist())}
+    for perm in _PERMUTATIONS[kept]:
+        key = tuple(first[perm].tolist())
+        if key not in seen:
+            seen.add(key)
+            candidates.append(first[perm])
+    return candidates
+
+
+def _distance_key(distances: np.ndarray, numbers: np.ndarray, bound: float) -> np.ndarray:
+    """What the encoder sees of a supercell's distances, free of any labelling: for each pair
+    of species (site, atom), the sorted distances from the sites of the first to the atoms of
+    the second, one block after the other (block ``k`` shifted by ``k * bound``, ``bound`` more
+    than any distance and the same for every supercell compared); ``numbers`` are the sites'
+    species (the atoms repeat them)."""
+    rank = np.unique(numbers, return_inverse=True)[1]
+    atoms = np.tile(rank, distances.shape[1] // len(numbers))
+    block = rank[:, None] * (rank.max() + 1) + atoms[None, :]
+    return np.sort(distances + block * bound, axis=None)
+
+
+def _precedes(key: np.ndarray, other: np.ndarray, tol: float = 1e-6) -> bool:
+    """Whether ``key`` comes before ``other``, comparing in order and taking values within
+    ``tol`` (Å) as equal: rounding noise (a rotated or relabelled copy) cannot decide."""
+    differ = np.flatnonzero(np.abs(key - other) > tol)
+    return bool(len(differ)) and bool(key[differ[0]] < other[differ[0]])
 
 
 #: Accepted values of the ``disorder`` policy.
@@ -506,22 +562,58 @@ def _primitive_by_translations(
     return primitive, positions, numbers[representatives]
 
 
+def _lll_basis(lattice: np.ndarray, frac: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The same crystal on an LLL-reduced basis of its lattice (pymatgen's LLL, delta 0.75).
+
+    The new basis is an exact integer combination of the old one, so fractional coordinates
+    are mapped by an integer matrix and lose no precision however skewed the old basis was.
+    """
+    from pymatgen.core import Lattice
+
+    reduced = Lattice(lattice).get_lll_reduced_lattice().matrix
+    change = np.rint(reduced @ np.linalg.inv(lattice))  # new rows = change @ old rows
+    if round(abs(np.linalg.det(change))) != 1:  # pragma: no cover - LLL keeps the lattice
+        return lattice, frac
+    return change @ lattice, frac @ np.linalg.inv(change)
+
+
 def _canonical_cell(
-    lattice: np.ndarray, frac: np.ndarray, numbers: np.ndarray, symprec: float
+    lattice: np.ndarray,
+    frac: np.ndarray,
+    numbers: np.ndarray,
+    symprec: float,
+    index: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     import spglib
 
+    if _min_height(lattice) <= 4 * symprec:
+        # So skewed that a rounded fractional offset can miss the nearest image within
+        # 2 * symprec (the translation search relies on it): change to a reduced basis first.
+        lattice, frac = _lll_basis(lattice, frac)
     try:
         lattice, frac, numbers = _primitive_by_translations(lattice, frac, numbers, symprec)
     except ValueError:
-        found = spglib.find_primitive((lattice, frac, numbers), symprec=symprec)
+        # spglib's answer near symprec depends on the order of the atoms: give it a canonical
+        # one (species, then wrapped fractional coordinates), so the site order cannot matter.
+        wrapped = frac - np.floor(frac)
+        order = np.lexsort((wrapped[:, 2], wrapped[:, 1], wrapped[:, 0], numbers))
+        found = spglib.find_primitive((lattice, wrapped[order], numbers[order]), symprec=symprec)
         if found is not None:
             lattice, frac, numbers = (np.asarray(a) for a in found)
     reduced = spglib.niggli_reduce(lattice, eps=1e-5)
-    if reduced is not None:
-        reduced = np.asarray(reduced, dtype=np.float64)
-        frac = frac @ lattice @ np.linalg.inv(reduced)
-        lattice = reduced
+    if reduced is None:
+        # spglib gives up on very skewed cells: LLL first brings them close to reduced.
+        lattice, frac = _lll_basis(lattice, frac)
+        reduced = spglib.niggli_reduce(lattice, eps=1e-5)
+    if reduced is None:
+        raise InvalidStructureError(
+            f"structure{_where(index)}: its lattice could not be Niggli-reduced (cell lengths "
+            f"{np.round(np.linalg.norm(lattice, axis=1), 3).tolist()} Å); give it on a less "
+            "skewed basis, e.g. pymatgen's structure.get_reduced_structure()"
+        )
+    reduced = np.asarray(reduced, dtype=np.float64)
+    frac = frac @ lattice @ np.linalg.inv(reduced)
+    lattice = reduced
     frac = frac - np.floor(frac + 1e-9)
     order = np.lexsort((frac[:, 2], frac[:, 1], frac[:, 0], numbers))
     return lattice, frac[order], numbers[order].astype(np.int64)
@@ -592,8 +684,9 @@ def build_inputs(
         If ``structure`` cannot hold a crystal (see :func:`to_structure`).
     InvalidStructureError
         For a value that does not read as a crystal (see :func:`to_structure`), disordered
-        structures (with ``disorder="error"``), non-finite coordinates, degenerate lattices and
-        overlapping atoms (closer than 0.5 Å).
+        structures (with ``disorder="error"``), non-finite coordinates, degenerate lattices, a
+        lattice not periodic along all three axes, overlapping atoms (closer than 0.5 Å, also to
+        an atom's own periodic image) and a lattice that cannot be Niggli-reduced.
     dimfeat.elements.UnsupportedElementError
         For elements beyond Lr (Z > 103) and dummy species, naming them and ``index``.
     """
@@ -611,24 +704,39 @@ def _inputs_from_cell(
 ) -> CrystalInputs:
     """:func:`build_inputs` after the structure has been read into arrays."""
     check_atomic_numbers(numbers, index=index)
-    lattice, frac, numbers = _canonical_cell(lattice, frac, numbers, symprec)
+    lattice, frac, numbers = _canonical_cell(lattice, frac, numbers, symprec, index)
     n_sites = len(numbers)
-    repeats = np.array(supercell_repeats(lattice, n_sites, max_atoms))
-
-    grid = np.indices(repeats).reshape(3, -1).T  # image offsets in C order, (0, 0, 0) first
-    # Image (0, 0, 0) comes first, so the first n_sites atoms are the unique sites.
-    super_frac = ((frac[None, :, :] + grid[:, None, :]) / repeats).reshape(-1, 3)
-    super_lattice = lattice * repeats[:, None]
-    species = np.tile(numbers, len(grid))
-    atom_site = np.tile(np.arange(n_sites), len(grid))
-
-    distances = _minimum_image_distances(super_frac, n_sites, super_lattice)
+    where = _where(index)
+    shortest = float(np.linalg.norm(_IMAGES @ lattice, axis=1)[_IMAGES.any(axis=1)].min())
+    if shortest < MIN_DISTANCE:  # the cell is Niggli-reduced: its shortest vector is a row
+        raise InvalidStructureError(
+            f"overlapping atoms in structure{where}: every atom is {shortest:.3f} Å from its own "
+            f"periodic image (a lattice vector shorter than the minimum {MIN_DISTANCE} Å); check "
+            "the cell's units and lengths"
+        )
+    greedy = supercell_repeats(lattice, n_sites, max_atoms)
+    candidates = _equivalent_repeats(lattice, greedy)
+    repeats, distances, best = None, None, None
+    bound = 1.0 + float(np.linalg.norm(lattice, axis=1) @ np.asarray(greedy))  # > any distance
+    for candidate in candidates:
+        grid = np.indices(candidate).reshape(3, -1).T  # image offsets, (0, 0, 0) first
+        # Image (0, 0, 0) comes first, so the first n_sites atoms are the unique sites.
+        found_frac = ((frac[None, :, :] + grid[:, None, :]) / candidate).reshape(-1, 3)
+        found = _minimum_image_distances(found_frac, n_sites, lattice * candidate[:, None])
+        if len(candidates) == 1:
+            repeats, distances = candidate, found
+            break
+        key = _distance_key(found, numbers, bound)
+        if best is None or _precedes(key, best):
+            repeats, distances, best = candidate, found, key
+    n_images = int(np.prod(repeats))
+    species = np.tile(numbers, n_images)
+    atom_site = np.tile(np.arange(n_sites), n_images)
 
     off_diagonal = distances.copy()
     off_diagonal[np.arange(n_sites), np.arange(n_sites)] = np.inf
     closest = float(off_diagonal.min()) if off_diagonal.size > n_sites else np.inf
     if closest < MIN_DISTANCE:
-        where = "" if index is None else f" (structure {index})"
         raise InvalidStructureError(
             f"overlapping atoms in structure{where}: two atoms are {closest:.3f} Å apart "
             f"(minimum {MIN_DISTANCE} Å)"
@@ -1001,10 +1109,9 @@ def _reader(obj: Any, index: int | None) -> Callable[[], Any]:
     """
     from pymatgen.core import IMolecule, IStructure, Structure
 
-    if isinstance(obj, Structure):
-        return lambda: obj
-    if isinstance(obj, IStructure):
-        return lambda: Structure.from_sites(obj)
+    if isinstance(obj, Structure | IStructure):
+        _refuse_non_periodic(obj, index)
+        return (lambda: obj) if isinstance(obj, Structure) else lambda: Structure.from_sites(obj)
     if isinstance(obj, IMolecule):
         raise TypeError(
             f"expected a crystal structure{_where(index)}, got {type(obj).__name__}: periodic "
@@ -1077,7 +1184,8 @@ def to_structure(obj: Any, index: int | None = None) -> Structure:
     InvalidStructureError
         For a value of an accepted kind that does not give a crystal: text that parses as
         neither CIF nor POSCAR, a one-line string naming no existing file, a folder, a dict
-        that is not a structure dict, non-periodic ASE ``Atoms``. The message names the
+        that is not a structure dict, non-periodic ASE ``Atoms`` or a pymatgen structure whose
+        lattice ``pbc`` is not all true (a molecule in a box, a slab). The message names the
         position and the reason.
 
     Examples
@@ -1089,7 +1197,22 @@ def to_structure(obj: Any, index: int | None = None) -> Structure:
     >>> to_structure(cscl.as_dict()) == cscl
     True
     """
-    return _reader(obj, index)()
+    structure = _reader(obj, index)()
+    _refuse_non_periodic(structure, index)
+    return structure
+
+
+def _refuse_non_periodic(structure: Any, index: int | None) -> None:
+    """Raise for a structure whose lattice is not periodic along all three axes (a molecule in
+    a box, a slab): its vector would be that of a 3-D crystal."""
+    pbc = tuple(bool(p) for p in getattr(structure.lattice, "pbc", (True, True, True)))
+    if not all(pbc):
+        raise InvalidStructureError(
+            f"the {type(structure).__name__}{_where(index)} "
+            f"({structure.composition.reduced_formula}) is not periodic in all three directions "
+            f"(lattice pbc={list(pbc)}): periodic crystals only; for a crystal, build its "
+            "Lattice with pbc=(True, True, True)"
+        )
 
 
 def as_structure_list(X: Any) -> list:
