@@ -47,7 +47,7 @@ Expected deviations (matminer's test_base.py)
 ``test_matrix`` and ``test_multitype_multifeat``: every feature is a float. ``test_caching``:
 matminer's nearest-neighbour cache is not used (dimfeat's vector cache is tested in
 ``test_vector_cache.py``). ``test_multiprocessing_df`` and matminer's default process pool
-(``MultipleFeaturizer`` with ``n_jobs`` = the CPU count): tested in ``test_featurizer.py``; here
+(``MultipleFeaturizer`` with ``n_jobs`` = the CPU count): covered by their own tests; here
 ``set_n_jobs(1)``. ``precheck``/``precheck_dataframe``: matminer's default (every entry passes);
 ``featurize_dataframe(..., ignore_errors=True, return_errors=True)`` reports what fails.
 """
@@ -191,7 +191,7 @@ MATMINER_TESTS = {
     "test_matrix": "deviation: every feature is a float, none a matrix",
     "test_multitype_multifeat": "deviation: every feature is a float",
     "test_caching": "deviation: matminer's neighbour cache is not used (see test_vector_cache)",
-    "test_multiprocessing_df": "deviation: matminer's process pool is tested in test_featurizer",
+    "test_multiprocessing_df": "deviation: matminer's process pool has its own tests",
 }
 
 
@@ -647,7 +647,7 @@ def test_ignore_errors_and_return_errors(name, crystals):
 def test_multiple_featurizer(crystals):
     dim, xrd = ESTIMATORS["dim"](), ESTIMATORS["xrd"]()
     multi = MultipleFeaturizer([dim, xrd])
-    multi.set_n_jobs(1)  # matminer's process pool: tested in test_featurizer.py
+    multi.set_n_jobs(1)  # matminer's process pool has its own tests
     assert dim.n_jobs == 1 and xrd.n_jobs == 1
     assert multi.feature_labels() == dim.feature_labels() + xrd.feature_labels()
     assert set(multi.citations()) == set(dim.citations()) | set(xrd.citations())
