@@ -77,6 +77,11 @@ from dimfeat import DeepInfoMaxFeaturizer, SiteNetRegressor
 from dimfeat.baselines import OrbitalFieldMatrixFeaturizer, XRDPatternFeaturizer
 from dimfeat.inputs import InvalidStructureError
 
+pytestmark = [  # matminer's featurize_dataframe adds columns one by one, and says so
+    pytest.mark.filterwarnings("ignore::pandas.errors.PerformanceWarning"),
+    pytest.mark.filterwarnings("ignore:Multiindexing enabled with inplace=True:UserWarning"),
+]
+
 #: A fresh estimator of each kind, small enough to fit in about a second on one CPU thread.
 ESTIMATORS: dict[str, Callable] = {
     "dim": lambda: DeepInfoMaxFeaturizer(device="cpu"),
