@@ -31,7 +31,7 @@ from sklearn.base import TransformerMixin
 from sklearn.utils import TransformerTags
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from dimfeat.inputs import as_structure_list, check_structures, to_structure
+from dimfeat.inputs import as_structure_list, check_geometry, check_structures, to_structure
 
 __all__ = ["CompositionFeaturizer", "OrbitalFieldMatrixFeaturizer", "XRDPatternFeaturizer"]
 
@@ -154,7 +154,7 @@ class _StructureTransformerMixin(TransformerMixin):
     ) -> list:
         """matminer's ``featurize_wrapper`` on the row, its entry read as a structure first."""
         try:
-            structure = to_structure(row[0], position)
+            structure = _crystal(row[0], position)
         except Exception:
             if not ignore_errors:
                 raise
@@ -171,6 +171,12 @@ class _StructureTransformerMixin(TransformerMixin):
         tags.requires_fit = False
         tags.input_tags.two_d_array = False
         return tags
+
+
+def _crystal(entry: Any, index: int | None = None) -> Any:
+    """The entry as a ``Structure`` with a finite, non-degenerate cell (matminer's featurisers
+    crash the process on NaN coordinates, or fail with an unrelated message)."""
+    return check_geometry(to_structure(entry, index), index)
 
 
 @functools.lru_cache(maxsize=2)
@@ -274,7 +280,7 @@ class OrbitalFieldMatrixFeaturizer(_StructureTransformerMixin, OrbitalFieldMatri
         """
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*matrix subclass.*")
-            return super().featurize(to_structure(s))
+            return super().featurize(_crystal(s))
 
 
 class XRDPatternFeaturizer(_StructureTransformerMixin, XRDPowderPattern):
@@ -407,7 +413,7 @@ class XRDPatternFeaturizer(_StructureTransformerMixin, XRDPowderPattern):
         ``strc`` may be in any form :func:`dimfeat.inputs.to_structure` accepts.
         """
         low, high = self.two_theta_range
-        pattern = self.xrd_calc.get_pattern(to_structure(strc), two_theta_range=(low, high))
+        pattern = self.xrd_calc.get_pattern(_crystal(strc), two_theta_range=(low, high))
         hist: list[float] = []
         for angle, intensity in zip(pattern.x, pattern.y, strict=True):
             hist += [angle] * int(intensity)

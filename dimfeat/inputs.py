@@ -67,6 +67,7 @@ __all__ = [
     "build_inputs",
     "build_many",
     "canonical_cell",
+    "check_geometry",
     "check_structures",
     "collate",
     "equivalent_sites",
@@ -282,6 +283,37 @@ def _read_cell(structure, index: int | None, disorder: str = "error") -> _Cell:
         )
     if len(structure) == 0:
         raise InvalidStructureError(f"empty structure{where}: it has no sites")
+    lattice, frac = _finite_geometry(structure, where)
+    if numbers is None:  # a disordered site or a dummy species: check every site
+        _refuse_dummy_species(structure, where)
+        numbers = _majority_numbers(structure)
+    return _Cell(lattice, frac, numbers, bool(ordered))
+
+
+def check_geometry(structure: Structure, index: int | None = None) -> Structure:
+    """Refuse a structure whose lattice or coordinates are not finite, or whose cell has no volume.
+
+    Parameters
+    ----------
+    structure : pymatgen.core.Structure
+    index : int, optional
+        Position of ``structure`` in the caller's input, named in the error message.
+
+    Returns
+    -------
+    pymatgen.core.Structure
+        ``structure`` itself.
+
+    Raises
+    ------
+    InvalidStructureError
+        For NaN or infinite coordinates or lattice vectors, or a lattice of volume <= 1e-3 Å³.
+    """
+    _finite_geometry(structure, _where(index))
+    return structure
+
+
+def _finite_geometry(structure, where: str) -> tuple[np.ndarray, np.ndarray]:
     lattice = np.asarray(structure.lattice.matrix, dtype=np.float64)
     frac = np.asarray(structure.frac_coords, dtype=np.float64)
     if not (np.isfinite(lattice).all() and np.isfinite(frac).all()):
@@ -289,10 +321,7 @@ def _read_cell(structure, index: int | None, disorder: str = "error") -> _Cell:
     volume = abs(np.linalg.det(lattice))
     if not volume > 1e-3:
         raise InvalidStructureError(f"structure{where} has a degenerate lattice (volume {volume})")
-    if numbers is None:  # a disordered site or a dummy species: check every site
-        _refuse_dummy_species(structure, where)
-        numbers = _majority_numbers(structure)
-    return _Cell(lattice, frac, numbers, bool(ordered))
+    return lattice, frac
 
 
 def _refuse_dummy_species(structure, where: str) -> None:

@@ -252,6 +252,11 @@ class SiteNetRegressor(RegressorMixin, BaseEstimator):
         """
         for name in ("best_epoch_", "history_"):  # a refit that fails leaves no fitted state
             self.__dict__.pop(name, None)
+        if y is None:
+            raise ValueError(
+                f"{type(self).__name__} requires y to be passed, but the target y is None: give "
+                "one finite target per structure"
+            )
         self._initialize()  # first: the weights' config sets max_atoms and symprec
         inputs = self._inputs(X)
         y = np.asarray(y, dtype=np.float64)
