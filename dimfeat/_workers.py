@@ -5,6 +5,14 @@ joblib's loky workers are reused between calls and are not told when their paren
 minutes. Every function dimfeat runs in a worker first calls :func:`exit_with_parent`, which
 starts, once per process, a daemon thread that ends the worker as soon as the parent's process
 id is no longer its parent's (the parent died and the worker was re-parented).
+
+A process that has run torch on more than one CPU thread cannot safely fork: the OpenMP runtime
+behind torch's CPU kernels keeps its thread pool in the parent, and a forked child that enters
+it (the encoder's first matrix product) waits forever for threads that do not exist there. This
+is how matminer's process pool (``multiprocessing`` with ``fork``) hung after any earlier use of
+dimfeat in the parent. :func:`one_thread_in_forked_children`, registered when dimfeat creates
+an encoder, gives every child forked afterwards one torch thread, so that its kernels run inline
+and never enter the OpenMP runtime (as PyTorch's own ``DataLoader`` workers do).
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ POLL_SECONDS = 0.5
 
 _watching: set[int] = set()
 _lock = threading.Lock()
+_fork_handler_registered = False
 
 
 def exit_with_parent(parent_pid: int) -> None:
@@ -41,3 +50,27 @@ def _watch(parent_pid: int) -> None:
     while os.getppid() == parent_pid:
         time.sleep(POLL_SECONDS)
     os._exit(1)  # the parent is gone: nobody will read this worker's results
+
+
+def one_thread_in_forked_children() -> None:
+    """From now on, give every process forked from this one a single torch CPU thread.
+
+    Registered once per process (later calls do nothing; forked children inherit the handler).
+    With one thread, ``at::parallel_for`` runs its work inline and the BLAS/oneDNN kernels run
+    sequentially, so the child never waits on the parent's OpenMP thread pool. Processes started
+    with ``spawn`` or ``forkserver`` (joblib's loky workers) are fresh and not affected.
+    """
+    global _fork_handler_registered
+    if _fork_handler_registered or not hasattr(os, "register_at_fork"):
+        return
+    with _lock:
+        if _fork_handler_registered:
+            return
+        os.register_at_fork(after_in_child=_one_torch_thread)
+        _fork_handler_registered = True
+
+
+def _one_torch_thread() -> None:
+    import torch  # already imported: the handler is registered by torch code
+
+    torch.set_num_threads(1)

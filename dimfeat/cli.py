@@ -102,6 +102,7 @@ def _train_inputs(args) -> None:
 
     Sets ``args.inputs`` (the sources) and ``args.output``.
     """
+    _check_options_after_double_dash(args)
     inputs = list(args.inputs)
     data = list(args.data or [])
     if args.matbench and data and args.data_home is None:
@@ -456,6 +457,7 @@ def _featurize_inputs(args) -> tuple[list[str], str]:
     ``dimfeat featurize OUTPUT --data INPUT`` (before INPUT... -o OUTPUT) still works, with a
     note on stderr.
     """
+    _check_options_after_double_dash(args)
     inputs = list(args.inputs)
     data = list(args.data or [])
     if args.matbench and data and args.data_home is None:
@@ -477,6 +479,57 @@ def _featurize_inputs(args) -> tuple[list[str], str]:
         else:
             raise SystemExit("give the output file or folder with -o OUT")
     return inputs + data, output
+
+
+def _check_options_after_double_dash(args) -> None:
+    """Refuse options of ``dimfeat featurize``/``train`` written after ``--``, with the command
+    that works.
+
+    ``--`` ends the options (the standard meaning, kept: it lets an input's name start with
+    ``-``), so in ``dimfeat featurize -- x.cif -o out.csv`` the ``-o`` and ``out.csv`` are input
+    names. A word after ``--`` that is an option of ``featurize`` and no existing file is taken
+    as a misplaced option.
+    """
+    argv = list(getattr(args, "argv", None) or [])
+    if "--" not in argv:
+        return
+    split = argv.index("--")
+    before, after = argv[:split], argv[split + 1 :]
+    known = _subparser(args.command)._option_string_actions
+    options, operands, k = [], [], 0
+    while k < len(after):
+        token = after[k]
+        action = known.get(token.split("=", 1)[0]) if token.startswith("-") else None
+        if token == "--":  # a second marker: one is enough
+            k += 1
+            continue
+        if action is None or Path(token).exists():
+            operands.append(token)
+            k += 1
+            continue
+        width = 1 if action.nargs == 0 or "=" in token else 2
+        options += after[k : k + width]
+        k += width
+    if not options:
+        return
+    marker = ["--"] if any(o.startswith("-") for o in operands) else []
+    command = shlex.join(["dimfeat", *before, *options, *marker, *operands])
+    misplaced = [repr(o) for o in options if o.startswith("-")]
+    if len(misplaced) == 1:
+        what = f"{misplaced[0]} comes after '--', which ends the options, so it would be read as an"
+        what += " input name"
+    else:
+        what = f"{', '.join(misplaced[:-1])} and {misplaced[-1]} come after '--', which ends the "
+        what += "options, so they would be read as input names"
+    raise SystemExit(f"{what}; put the options before '--': {command}")
+
+
+def _subparser(name: str) -> argparse.ArgumentParser:
+    """The parser of the subcommand ``name`` (``featurize``, ``train``)."""
+    for action in _parser()._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices[name]
+    raise KeyError(name)  # pragma: no cover - the parser always has subcommands
 
 
 def _input_kind(name: str) -> str:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from dimfeat._workers import one_thread_in_forked_children
 from dimfeat.elements import SITE_FEATURES, element_table, standardisation
 from dimfeat.inputs import Batch
 
@@ -209,6 +210,7 @@ class SiteNetEncoder(nn.Module):
         raw_table: np.ndarray | None = None,
     ) -> None:
         super().__init__()
+        one_thread_in_forked_children()  # forked workers must not enter torch's OpenMP pool
         self.config = config = config or EncoderConfig()
         n_features = len(config.site_features)
         if feature_mean is None or feature_std is None:

@@ -95,7 +95,8 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
     epochs : int, default=0
         DIM training epochs run by :meth:`fit` on the structures it is given (``y`` is ignored).
     device : str, default="auto"
-        ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
+        ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``;
+        anything else (``"mps"``, ``"meta"``) is refused with a ``ValueError``.
     batch_size : int, default=256
         Crystals per *inference* batch (:data:`dimfeat.runtime.INFERENCE_BATCH_SIZE`); it does
         not change the vectors. Deep InfoMax training batches are bounded by ``site_budget``
@@ -574,10 +575,10 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
             )
         try:
             resolve_device(self.device)
-        except RuntimeError as exc:  # an unknown device type, or CUDA requested but absent
+        except (RuntimeError, ValueError) as exc:  # not a device dimfeat runs on, or absent
             raise InvalidParameterError(
-                f"The 'device' parameter of {type(self).__name__} must be 'auto', 'cpu', 'cuda' "
-                f"or 'cuda:N' on a machine that has it. Got {self.device!r} instead: {exc}"
+                f"The 'device' parameter of {type(self).__name__} must be a device that dimfeat "
+                f"runs on and this machine has. Got {self.device!r} instead: {exc}"
             ) from exc
 
     def get_runtime(self) -> EncoderRuntime:

@@ -1263,7 +1263,8 @@ def as_structure_list(X: Any) -> list:
     ------
     TypeError
         For a single structure, text or path (wrap it in a list), a 2-D array of several
-        columns (numbers are not structures) or anything that is not a sequence.
+        columns (numbers are not structures), an array of sites (structures that
+        ``np.array(structures, dtype=object)`` split) or anything that is not a sequence.
     ValueError
         For a DataFrame of several columns.
     """
@@ -1284,6 +1285,7 @@ def as_structure_list(X: Any) -> list:
     from pymatgen.core import IStructure, SiteCollection
 
     if isinstance(X, np.ndarray):
+        _refuse_array_of_sites(X)
         if X.ndim == 2 and X.shape[1] == 1:
             X = X[:, 0]
         if X.ndim != 1:
@@ -1304,6 +1306,32 @@ def as_structure_list(X: Any) -> list:
             f"(pymatgen Structure, CIF text, paths, ...), got {type(X).__name__}"
         )
     return list(X)
+
+
+def _refuse_array_of_sites(X: np.ndarray) -> None:
+    """Refuse a NumPy array of sites or atoms: structures that NumPy split into their sites.
+
+    ``np.array(structures, dtype=object)`` of structures with the same number of sites is a
+    2-D array of ``PeriodicSite`` (of ASE ``Atom`` for ``Atoms``), not an array of structures.
+    """
+    if X.dtype != object or X.ndim < 2 or not X.size:
+        return
+    item = X.flat[0]
+    from pymatgen.core import Site
+
+    if isinstance(item, Site):
+        items, whole = f"pymatgen {type(item).__name__} objects", "structures"
+    elif type(item).__name__ == "Atom" and type(item).__module__.startswith("ase."):
+        items, whole = "ASE Atom objects", "ASE Atoms objects"
+    else:
+        return
+    raise TypeError(
+        f"expected a sequence of structures, got a {X.ndim}-D NumPy array of shape {X.shape} "
+        f"whose items are {items}: np.array(structures, dtype=object) splits {whole} that all "
+        "have the same number of sites into their sites. Pass the list itself, a pandas Series "
+        "(pd.Series(structures)), or a 1-D array filled item by item: "
+        "a = np.empty(len(structures), dtype=object); a[:] = structures"
+    )
 
 
 def check_structures(X: Any) -> list:

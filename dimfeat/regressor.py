@@ -96,7 +96,8 @@ class SiteNetRegressor(RegressorMixin, BaseEstimator):
         encoder is fine-tuned from the next epoch on (linear probing, then fine-tuning: the
         encoder's first gradients then come from a fitted head rather than a random one).
     device : str, default="auto"
-        ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
+        ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``;
+        anything else (``"mps"``, ``"meta"``) is refused with a ``ValueError``.
     max_atoms : int or None, default=None
         Supercell size limit; ``None`` takes the value the weights were trained with (50).
     symprec : float or None, default=None
@@ -257,6 +258,7 @@ class SiteNetRegressor(RegressorMixin, BaseEstimator):
                 f"{type(self).__name__} requires y to be passed, but the target y is None: give "
                 "one finite target per structure"
             )
+        resolve_device(self.device)  # an unsupported device is refused before any work
         self._initialize()  # first: the weights' config sets max_atoms and symprec
         inputs = self._inputs(X)
         y = np.asarray(y, dtype=np.float64)

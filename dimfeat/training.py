@@ -76,13 +76,49 @@ VALIDATION_FRACTION = 0.05
 LOSS_KEYS = ("loss", "local_dim", "global_dim", "local_kl", "global_kl", "composition")
 
 
+#: The devices dimfeat runs on, as error messages name them.
+SUPPORTED_DEVICES = "'auto' (CUDA when available, else CPU), 'cpu', 'cuda' or 'cuda:N'"
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; anything else is passed to ``torch.device``."""
+    """The torch device of a ``device`` parameter: the one check every face of dimfeat uses.
+
+    Parameters
+    ----------
+    device : str or torch.device, default="auto"
+        ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+
+    Returns
+    -------
+    torch.device
+
+    Raises
+    ------
+    ValueError
+        For a value that is not a device, or a device type dimfeat does not run on (``"mps"``,
+        ``"meta"``, ``"xla"``, ...), naming it and the supported ones.
+    RuntimeError
+        For CUDA on a machine without it, or a CUDA index the machine does not have.
+    """
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise ValueError(f"device={device!r} is not a device; use {SUPPORTED_DEVICES}") from exc
+    if resolved.type not in ("cpu", "cuda"):
+        raise ValueError(
+            f"device={device!r}: {resolved.type!r} devices are not supported; dimfeat runs on "
+            f"{SUPPORTED_DEVICES}"
+        )
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device={device!r} was requested but CUDA is not available")
+    if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
+        raise RuntimeError(
+            f"device={device!r} was requested but this machine has "
+            f"{torch.cuda.device_count()} CUDA device(s) (cuda:0 to "
+            f"cuda:{torch.cuda.device_count() - 1})"
+        )
     return resolved
 
 
