@@ -5,8 +5,8 @@ scores (``DIR/probe_curve.json`` from :mod:`benchmarks.probe_curve`), takes the 
 :func:`benchmarks.probe_curve.choose` picks (or ``--epoch``), and writes it as a weights folder
 whose ``config.json`` records the whole run: the command, data, settings, the history up to the
 chosen epoch, the number of epochs run, and the selection curve. The model card is generated
-from that record; nothing is edited by hand (``python -m dimfeat.card FOLDER`` rewrites the card
-of a folder from its ``config.json``, e.g. after the card's layout changes).
+from that record; nothing is edited by hand (``python -m dimfeat.weights_folder FOLDER``
+rewrites the card of a folder from its ``config.json``, e.g. after the card's layout changes).
 
 Usage::
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from dimfeat.record import TrainingRecord
 
-__all__ = ["data_citations", "model_card", "weights_citations", "write_model_card"]
+__all__ = ["data_citations", "model_card"]
 
 #: BibTeX of the sources of training data that weights may record in their ``credit``.
 MATERIALS_PROJECT_BIBTEX = (
@@ -68,22 +67,6 @@ def data_citations(config: dict[str, Any] | None) -> list[str]:
     if "cgcnn" in str(data.get("credit", "")).lower():
         out.append(CGCNN_BIBTEX)
     return out
-
-
-def weights_citations(weights: Any) -> list[str]:
-    """:func:`data_citations` of weights given as a bundled name, a folder or a Hub id.
-
-    Nothing is downloaded: Hub weights that are not in the local cache, like ``None``
-    (untrained), give ``[]``.
-    """
-    if weights is None:
-        return []
-    from dimfeat.weights import read_config, resolve_weights
-
-    try:
-        return data_citations(read_config(resolve_weights(weights, local_files_only=True)))
-    except Exception:  # not available here without a download: nothing to add
-        return []
 
 
 def _duration(seconds: float) -> str:
@@ -346,36 +329,3 @@ def model_card(config: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def write_model_card(folder: str | Path) -> Path:
-    """Rewrite a weights folder's ``README.md`` from its ``config.json`` (nothing else changes).
-
-    The card :func:`dimfeat.weights.save_pretrained` writes, for a folder whose card was written
-    by an older version; run as ``python -m dimfeat.card FOLDER``.
-
-    Parameters
-    ----------
-    folder : path
-        A weights folder.
-
-    Returns
-    -------
-    Path
-        The card written.
-    """
-    import json
-
-    from dimfeat.weights_folder import CARD_FILE, CONFIG_FILE
-
-    folder = Path(folder)
-    card = folder / CARD_FILE
-    card.write_text(model_card(json.loads((folder / CONFIG_FILE).read_text())))
-    return card
-
-
-if __name__ == "__main__":
-    import sys
-
-    for name in sys.argv[1:]:
-        print(f"wrote {write_model_card(name)}")

@@ -477,8 +477,8 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
     def citations(self) -> list[str]:
         """BibTeX of the DIM paper, Site-Net and Deep InfoMax, then of the data the weights were
         trained on as their ``config.json`` credits it (the bundled weights: the Materials
-        Project and CGCNN; see :func:`dimfeat.card.data_citations`)."""
-        from dimfeat.card import weights_citations
+        Project and CGCNN; see :func:`dimfeat.weights.weights_citations`)."""
+        from dimfeat.weights import weights_citations
 
         return [
             "@article{moran2025dim, title={Deep InfoMax as an effective self-supervised "

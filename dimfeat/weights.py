@@ -58,6 +58,7 @@ __all__ = [
     "sha256_of",
     "state_checksum",
     "vector_settings",
+    "weights_citations",
 ]
 
 #: Name of the bundled weights used by ``DeepInfoMaxFeaturizer()``.
@@ -154,3 +155,19 @@ def resolve_weights(weights: str | Path, *, local_files_only: bool = False) -> P
         f"unknown weights {text!r}: not a bundled name ({bundled}), an existing local folder, "
         "or a Hub id 'owner/name[@revision]'"
     )
+
+
+def weights_citations(weights: object) -> list[str]:
+    """:func:`dimfeat.card.data_citations` of weights given as a bundled name, a folder or a Hub id.
+
+    Nothing is downloaded: Hub weights that are not in the local cache, like ``None``
+    (untrained), give ``[]``.
+    """
+    if weights is None:
+        return []
+    from dimfeat.card import data_citations
+
+    try:
+        return data_citations(read_config(resolve_weights(weights, local_files_only=True)))
+    except Exception:  # not available here without a download: nothing to add
+        return []

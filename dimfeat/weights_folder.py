@@ -85,6 +85,7 @@ __all__ = [
     "sha256_of",
     "state_checksum",
     "vector_settings",
+    "write_model_card",
 ]
 
 FORMAT = "dimfeat-weights/1"
@@ -720,3 +721,34 @@ def state_checksum(encoder: torch.nn.Module) -> str:
         digest.update(key.encode())
         digest.update(value.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+def write_model_card(folder: str | Path) -> Path:
+    """Rewrite a weights folder's ``README.md`` from its ``config.json`` (nothing else changes).
+
+    The card :func:`save_pretrained` writes, for a folder whose card was written by an older
+    version; run as ``python -m dimfeat.weights_folder FOLDER [FOLDER ...]``.
+
+    Parameters
+    ----------
+    folder : path
+        A weights folder.
+
+    Returns
+    -------
+    Path
+        The card written.
+    """
+    from dimfeat.card import model_card
+
+    folder = Path(folder)
+    card = folder / CARD_FILE
+    card.write_text(model_card(read_config(folder)))
+    return card
+
+
+if __name__ == "__main__":
+    import sys
+
+    for name in sys.argv[1:]:
+        print(f"wrote {write_model_card(name)}")
