@@ -746,6 +746,7 @@ def _featurize_to(inputs: list[str], out: Path, fmt: str, args) -> None:
     featurizer = DeepInfoMaxFeaturizer(
         weights=args.weights, device=args.device, n_jobs=args.n_jobs, disorder=args.disorder
     )
+    featurizer.get_runtime()  # bad --weights fail here, before any output file or folder exists
     stream_to = _work_folder(out) if fmt in {"parquet", "npy"} else out
     try:
         summary = featurize_to_file(
@@ -865,16 +866,6 @@ def _parser() -> argparse.ArgumentParser:
             "datasets folder; nothing is downloaded)",
         )
 
-    def data_options(p):
-        source_options(
-            p,
-            "structures to train on, in any form dimfeat featurize reads",
-            "weights folder to write",
-        )
-        p.add_argument("--n-jobs", type=int, default=-1, help="processes for input building")
-        p.add_argument("--device", default="auto")
-        p.add_argument("--quiet", action="store_true")
-
     def debug_option(p):
         p.add_argument(
             "--debug", action="store_true", help=f"show Python tracebacks (or set {DEBUG_ENV}=1)"
@@ -886,98 +877,51 @@ def _parser() -> argparse.ArgumentParser:
         description=_plain(_TRAIN_DESCRIPTION),
         usage="dimfeat train INPUT... -o OUT [options]",
     )
-    data_options(train)
-    train.add_argument(
+    data = train.add_argument_group("data: the structures trained on and their model inputs")
+    source_options(
+        data,
+        "structures to train on, in any form dimfeat featurize reads",
+        "weights folder to write",
+    )
+    data.add_argument(
         "--cache",
         help=".npz of model inputs: read if present (refused if built from other data, "
         "--max-atoms or --symprec), else written",
     )
-    train.add_argument("--weights", help="start from these weights (default: random)")
-    train.add_argument("--name", help="name in the model card (default: folder name)")
-    train.add_argument("--epochs", type=int, default=TrainingConfig.epochs)
-    train.add_argument("--lr", type=float, default=TrainingConfig.lr)
-    train.add_argument("--site-budget", type=int, default=TrainingConfig.site_budget)
-    train.add_argument("--validation-fraction", type=float, default=VALIDATION_FRACTION)
-    train.add_argument("--patience", type=int, default=TrainingConfig.patience)
-    train.add_argument(
-        "--false-samples",
-        default=",".join(FALSE_SAMPLE_KINDS),
-        help="comma-separated kinds of false sample (also: substitution, not in the default)",
-    )
-    train.add_argument(
-        "--local-false-samples",
-        default=None,
-        help="kinds for the local loss only (default: --false-samples); the paper's: "
-        "other,polymorph,composition",
-    )
-    train.add_argument("--beta", type=float, default=DEFAULT_BETA, help="weight of the KL terms")
-    train.add_argument(
-        "--local-pairs",
+    data.add_argument(
+        "--max-atoms",
         type=int,
-        default=DEFAULT_LOCAL_PAIRS,
-        help="pairs scored per environment in the local loss, drawn by weight (0: all pairs)",
+        default=InputSettings().max_atoms,
+        help="supercell size limit (default: %(default)s)",
     )
-    train.add_argument(
-        "--global-sites",
+    data.add_argument(
+        "--symprec",
+        type=float,
+        default=InputSettings().symprec,
+        help="tolerance (angstrom) of the primitive-cell search (default: %(default)s)",
+    )
+    data.add_argument(
+        "--max-primitive-sites",
         type=int,
-        default=DEFAULT_GLOBAL_SITES,
-        help="sites kept per synthetic false crystal in the global loss (0: all sites)",
+        default=50,
+        help="leave out crystals with more atoms in the primitive cell (default: %(default)s)",
     )
-    train.add_argument(
-        "--composition-weight",
-        type=float,
-        default=DEFAULT_COMPOSITION_WEIGHT,
-        help="weight of the composition read-out term (0: the paper's objective)",
-    )
-    train.add_argument(
-        "--synthetic-weight",
-        type=float,
-        default=DEFAULT_SYNTHETIC_WEIGHT,
-        help="weight of each synthetic kind of false sample relative to 'other' (1: all alike)",
-    )
-    train.add_argument(
-        "--strain-range",
-        type=float,
-        nargs=2,
-        metavar=("LOW", "HIGH"),
-        default=list(STRAIN_RANGE),
-        help="distance factors of the strain false samples: log-uniform in [LOW, HIGH] or its "
-        "inverse (default: 1.05 1.25)",
-    )
-    train.add_argument(
-        "--global-trains-local",
-        action="store_true",
-        help="let the global DIM loss train the local encoder too (default: the paper's detach)",
-    )
-    train.add_argument(
-        "--lr-decay-epochs",
+    data.add_argument(
+        "--n-jobs",
         type=int,
-        default=None,
-        help="decay the learning rate along a half cosine over this many epochs (default: "
-        "constant, as in the paper)",
+        default=-1,
+        help="processes for input building (default: -1, all cores)",
     )
-    train.add_argument(
-        "--critic",
-        choices=list(CRITICS),
-        default=DEFAULT_CRITIC,
-        help="projection of the vectors in the DIM classifiers: the paper's MLP, or linear "
-        "(scores linear in the vector)",
+
+    recipe = train.add_argument_group("recipe: the encoder and the Deep InfoMax objective")
+    recipe.add_argument("--weights", help="start from these weights (default: random)")
+    recipe.add_argument(
+        "--global-dim",
+        type=int,
+        default=128,
+        help="width of the crystal vector of a random encoder (default: %(default)s)",
     )
-    train.add_argument(
-        "--distance-expansion",
-        choices=list(DISTANCE_EXPANSIONS),
-        default="gaussian",
-        help="distance input of a random encoder: Gaussian basis or the paper's linear input",
-    )
-    train.add_argument(
-        "--local-constituent",
-        choices=["neighbour", "bond"],
-        default=DEFAULT_LOCAL_CONSTITUENT,
-        help="local DIM constituents: [f_j, d_ij] (neighbour) or [f_i, f_j, d_ij] (bond)",
-    )
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--global-dim", type=int, default=128)
-    train.add_argument(
+    recipe.add_argument(
         "--postpool-hidden",
         type=int,
         nargs="+",
@@ -986,27 +930,144 @@ def _parser() -> argparse.ArgumentParser:
         f"{' '.join(map(str, EncoderConfig.postpool_hidden))}; the crystal vector's rank is at "
         "most the last)",
     )
-    train.add_argument(
-        "--max-atoms", type=int, default=InputSettings().max_atoms, help="supercell size limit"
+    recipe.add_argument(
+        "--distance-expansion",
+        choices=list(DISTANCE_EXPANSIONS),
+        default="gaussian",
+        help="distance input of a random encoder: Gaussian basis or the paper's linear input",
     )
-    train.add_argument("--symprec", type=float, default=InputSettings().symprec)
-    train.add_argument(
-        "--max-primitive-sites",
+    recipe.add_argument(
+        "--false-samples",
+        default=",".join(FALSE_SAMPLE_KINDS),
+        help="comma-separated kinds of false sample (also: substitution, not in the default)",
+    )
+    recipe.add_argument(
+        "--local-false-samples",
+        default=None,
+        help="kinds for the local loss only (default: --false-samples); the paper's: "
+        "other,polymorph,composition",
+    )
+    recipe.add_argument(
+        "--beta",
+        type=float,
+        default=DEFAULT_BETA,
+        help="weight of the KL terms (default: %(default)s)",
+    )
+    recipe.add_argument(
+        "--local-pairs",
         type=int,
-        default=50,
-        help="leave out crystals with more atoms in the primitive cell",
+        default=DEFAULT_LOCAL_PAIRS,
+        help="pairs scored per environment in the local loss, drawn by weight (0: all pairs)",
     )
-    train.add_argument(
+    recipe.add_argument(
+        "--global-sites",
+        type=int,
+        default=DEFAULT_GLOBAL_SITES,
+        help="sites kept per synthetic false crystal in the global loss (0: all sites)",
+    )
+    recipe.add_argument(
+        "--composition-weight",
+        type=float,
+        default=DEFAULT_COMPOSITION_WEIGHT,
+        help="weight of the composition read-out term (0: the paper's objective)",
+    )
+    recipe.add_argument(
+        "--synthetic-weight",
+        type=float,
+        default=DEFAULT_SYNTHETIC_WEIGHT,
+        help="weight of each synthetic kind of false sample relative to 'other' (1: all alike)",
+    )
+    recipe.add_argument(
+        "--strain-range",
+        type=float,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        default=list(STRAIN_RANGE),
+        help="distance factors of the strain false samples: log-uniform in [LOW, HIGH] or its "
+        "inverse (default: 1.05 1.25)",
+    )
+    recipe.add_argument(
+        "--global-trains-local",
+        action="store_true",
+        help="let the global DIM loss train the local encoder too (default: the paper's detach)",
+    )
+    recipe.add_argument(
+        "--critic",
+        choices=list(CRITICS),
+        default=DEFAULT_CRITIC,
+        help="projection of the vectors in the DIM classifiers: the paper's MLP, or linear "
+        "(scores linear in the vector)",
+    )
+    recipe.add_argument(
+        "--local-constituent",
+        choices=["neighbour", "bond"],
+        default=DEFAULT_LOCAL_CONSTITUENT,
+        help="local DIM constituents: [f_j, d_ij] (neighbour) or [f_i, f_j, d_ij] (bond)",
+    )
+    recipe.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seeds random weights, the validation split and the batches (default: 0)",
+    )
+
+    optimisation = train.add_argument_group("optimisation: epochs, rates, stopping, device")
+    optimisation.add_argument(
+        "--epochs",
+        type=int,
+        default=TrainingConfig.epochs,
+        help="most passes over the training crystals (default: %(default)s)",
+    )
+    optimisation.add_argument(
+        "--lr",
+        type=float,
+        default=TrainingConfig.lr,
+        help="AdamW learning rate (default: %(default)s)",
+    )
+    optimisation.add_argument(
+        "--lr-decay-epochs",
+        type=int,
+        default=None,
+        help="decay the learning rate along a half cosine over this many epochs (default: "
+        "constant, as in the paper)",
+    )
+    optimisation.add_argument(
+        "--site-budget",
+        type=int,
+        default=TrainingConfig.site_budget,
+        help="most unique sites per training batch (the paper's 1200; default: %(default)s)",
+    )
+    optimisation.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=VALIDATION_FRACTION,
+        help="share of the crystals held out (at least 2) to choose the best epoch by the "
+        "validation loss; 0: none, keep the last epoch (default: %(default)s)",
+    )
+    optimisation.add_argument(
+        "--patience",
+        type=int,
+        default=TrainingConfig.patience,
+        help="stop after this many epochs without a better validation loss (default: %(default)s)",
+    )
+    optimisation.add_argument(
         "--max-minutes", type=float, help="stop after the epoch that passes this time budget"
     )
-    train.add_argument("--checkpoint-dir", help="per-epoch checkpoints; resume from them")
-    train.add_argument(
+    optimisation.add_argument(
+        "--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ..."
+    )
+    optimisation.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on CUDA")
+
+    output = train.add_argument_group("output: the weights folder, checkpoints and messages")
+    output.add_argument("--name", help="name in the model card (default: folder name)")
+    output.add_argument("--checkpoint-dir", help="per-epoch checkpoints; resume from them")
+    output.add_argument(
         "--save-every-epoch",
         metavar="DIR",
         help="also write each epoch's encoder as a weights folder DIR/epoch-NNN",
     )
-    train.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on CUDA")
-    debug_option(train)
+    output.add_argument("--quiet", action="store_true", help="no progress bars")
+    debug_option(output)
     train.set_defaults(func=_train)
 
     feat = sub.add_parser(

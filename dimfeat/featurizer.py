@@ -139,6 +139,8 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         Folder for per-epoch checkpoints; an interrupted :meth:`fit` resumes from it.
     n_jobs : int, default=1
         Processes that build model inputs from structures (joblib); -1 means all cores.
+        matminer's ``set_n_jobs`` sets it (no matminer process pool is used: the encoder runs
+        batched in the calling process).
     cache : str, path, joblib.Memory or None, default=None
         Folder where vectors are kept (a ``Memory`` gives its ``location``): a structure
         featurised before with the same encoder and settings is read back instead of encoded
@@ -204,7 +206,7 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
     """
 
     #: Plain parameter (shadows matminer's ``n_jobs`` property, which the batched
-    #: ``featurize_many`` does not use).
+    #: ``featurize_many`` does not use); matminer's :meth:`set_n_jobs` sets it.
     n_jobs: int = 1
 
     _parameter_constraints: dict = {  # noqa: RUF012 - scikit-learn's declared convention
@@ -470,6 +472,23 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
             rows = [[*row, errors.get(i, float("nan"))] for i, row in enumerate(rows)]
         return rows
 
+    def set_n_jobs(self, n_jobs: int) -> None:
+        """matminer's way to set the parallelism: sets the ``n_jobs`` parameter.
+
+        matminer's ``BaseFeaturizer.set_n_jobs`` stores ``_n_jobs`` for its multiprocessing
+        pool, which this featuriser never starts (:meth:`featurize_many` is batched in the
+        calling process). Here the one setting is ``n_jobs``, the processes that build model
+        inputs from structures, so ``set_n_jobs(1)`` (matminer's advice against running out of
+        memory) and ``MultipleFeaturizer.set_n_jobs`` reach it. The value is checked on the
+        next call, as for ``set_params``.
+
+        Parameters
+        ----------
+        n_jobs : int
+            Processes for input building; -1 means all cores.
+        """
+        self.set_params(n_jobs=n_jobs)
+
     def feature_labels(self) -> list[str]:
         """``dim_0`` ... ``dim_{n-1}``."""
         return [f"dim_{i}" for i in range(self._n_out())]
@@ -647,7 +666,7 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
             return None
         device = resolve_device(self.device)
         encoder = runtime.encoder
-        key = (id(encoder), runtime.inputs, self.disorder, device.type)
+        key = (id(encoder), runtime.inputs, self.disorder, device.type, folder)
         cached = self.__dict__.get("_context")
         if cached is None or cached[0] != key:
             described = runtime.vector_settings()
@@ -659,9 +678,10 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
                 disorder=self.disorder,
                 device_type=device.type,
             )
-            cached = (key, context)
+            # kept: its index of the shards read so far is refreshed, not read again, per call
+            cached = (key, VectorCache(folder, context))
             self.__dict__["_context"] = cached
-        return VectorCache(folder, cached[1])
+        return cached[1]
 
     def _vectors(
         self, X: Any, *, ignore_errors: bool, progress: bool | dict = False
@@ -688,7 +708,7 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
                 errors[i] = traceback.format_exc()
                 continue
             keys[i] = structure_key(structures[i])
-            found = store.get(keys[i])
+        for i, found in zip(keys, store.get_many(list(keys.values())), strict=True):
             if found is not None and found.shape == (runtime.n_features,):
                 vectors[i] = found
         misses = [i for i in keys if np.isnan(vectors[i]).all()]
@@ -703,10 +723,9 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         )
         errors.update({misses[k]: text for k, text in failed.items()})
         rows = self._encode_rows(inputs, progress)
-        for k, i in enumerate(misses):
-            if inputs[k] is not None:
-                vectors[i] = rows[k]
-                store.put(keys[i], rows[k])
+        done = [k for k, i in enumerate(misses) if inputs[k] is not None]
+        vectors[[misses[k] for k in done]] = rows[done]
+        store.put_many([keys[misses[k]] for k in done], rows[done])  # one shard file per call
         return vectors, dict(sorted(errors.items()))
 
     def _encode_rows(self, inputs: list[CrystalInputs | None], progress: bool | dict) -> np.ndarray:

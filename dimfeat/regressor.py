@@ -33,7 +33,6 @@ from dimfeat.runtime import (
     structures_to_inputs,
 )
 from dimfeat.training import (
-    VALIDATION_FRACTION,
     Objective,
     TrainingLoop,
     inputs_fingerprint,
@@ -42,9 +41,39 @@ from dimfeat.training import (
 )
 from dimfeat.weights import DEFAULT_WEIGHTS, InputSettings
 
-__all__ = ["RegressionConfig", "RegressionObjective", "SiteNetRegressor", "regression_head"]
+__all__ = [
+    "MAX_VALIDATION",
+    "REGRESSION_VALIDATION_FRACTION",
+    "RegressionConfig",
+    "RegressionObjective",
+    "SiteNetRegressor",
+    "regression_head",
+    "validation_size",
+]
 
 HEAD_HIDDEN = 64
+#: Share of the labels :class:`SiteNetRegressor` holds out by default to choose the epoch. Larger
+#: than the 0.05 of DIM training (:data:`dimfeat.training.VALIDATION_FRACTION`), which holds out
+#: thousands of unlabelled crystals: with 50-1,000 labels, 5% is 2-50 crystals, whose MAE is too
+#: noisy to stop on (``benchmarks/regressor_validation.py``; docs/transfer.md).
+REGRESSION_VALIDATION_FRACTION = 0.2
+#: Most labelled crystals held out by default: past 200 the validation MAE is steady enough (its
+#: spread falls as 1/sqrt(n)) and more labels do more good in training.
+MAX_VALIDATION = 200
+
+
+def validation_size(
+    n: int, fraction: float = REGRESSION_VALIDATION_FRACTION, maximum: int | None = MAX_VALIDATION
+) -> int:
+    """Crystals held out of ``n`` labelled ones: ``round(fraction * n)``, at least 2 (0 when
+    ``fraction`` is 0), at most ``maximum`` (``None``: no limit).
+
+    With the defaults: 10 of 50 labels, 20 of 100, 100 of 500, 200 of 1,000 or more.
+    """
+    if fraction <= 0:
+        return 0
+    size = max(2, round(fraction * n))
+    return size if maximum is None else min(size, max(2, maximum))
 
 
 def regression_head(in_dim: int) -> nn.Sequential:
@@ -82,11 +111,16 @@ class SiteNetRegressor(RegressorMixin, BaseEstimator):
         the featuriser's meaning: crystals per batch wherever crystals are batched by count.
         Prediction batches are also bounded in bonds (see :func:`dimfeat.runtime.run_batches`),
         and their size does not change the predictions beyond float rounding.
-    validation_fraction : float, default=0.05
-        Share of the labelled crystals held out (at least 2) to select the best epoch by the
-        validation mean absolute error; 0 trains on everything and keeps the last epoch. The
-        same default as the featuriser, ``TrainingConfig`` and ``dimfeat train``
-        (:data:`dimfeat.training.VALIDATION_FRACTION`).
+    validation_fraction : float, default=0.2
+        Share of the labelled crystals held out (at least 2, at most ``max_validation``) to
+        select the best epoch by the validation mean absolute error; 0 trains on everything and
+        keeps the last epoch. Larger than DIM training's 0.05, which holds out thousands of
+        unlabelled crystals: 5% of a few hundred labels is too few to stop on (at 500 labels,
+        25 held-out crystals give a validation MAE with a standard deviation of about 20% of
+        its value, 100 about 10%; docs/transfer.md, ``benchmarks/regressor_validation.py``).
+    max_validation : int or None, default=200
+        Most crystals held out (``None``: no limit); with the defaults, 10 of 50 labels, 100 of
+        500, 200 of 1,000 or more (:func:`validation_size`).
     patience : int or None, default=20
         Stop after this many epochs without a better validation MAE (``None``: never).
     freeze_encoder : bool, default=False
@@ -113,7 +147,8 @@ class SiteNetRegressor(RegressorMixin, BaseEstimator):
     verbose : bool, default=False
         Progress bars on stderr: one over epochs (training loss, validation MAE, best epoch,
         epochs without improvement against ``patience``; a line when training stops early) and
-        one over each epoch's batches with the running training loss.
+        one over each epoch's batches with the running training loss. Without it :meth:`fit`
+        prints nothing, and it takes a while: see Notes.
 
     Attributes
     ----------
@@ -139,6 +174,12 @@ class SiteNetRegressor(RegressorMixin, BaseEstimator):
 
     Notes
     -----
+    Cost: on one CPU thread (2-core AMD EPYC, shared), an epoch takes about 0.4 s per 100
+    training crystals of the bundled sample (at most 50 atoms per cell; larger cells cost
+    more) and a validation pass 0.05 s per 100, so the default ceiling of 200 epochs is about
+    7 minutes at 500 labels, less when early stopping ends training sooner.
+    ``verbose=True`` shows where a fit is.
+
     ``X`` may also be a list of :class:`~dimfeat.inputs.CrystalInputs` built with the same
     ``max_atoms`` and ``symprec`` (e.g. from :func:`dimfeat.inputs.load_inputs`), which skips the
     structure pipeline. Training runs in :class:`dimfeat.training.TrainingLoop` (the loop of
@@ -173,6 +214,7 @@ class SiteNetRegressor(RegressorMixin, BaseEstimator):
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        "max_validation": [Interval(Integral, 2, None, closed="left"), None],
         "patience": [Interval(Integral, 1, None, closed="left"), None],
         "freeze_encoder": ["boolean"],
         "head_warmup_epochs": [Interval(Integral, 0, None, closed="left")],
@@ -194,7 +236,8 @@ class SiteNetRegressor(RegressorMixin, BaseEstimator):
         encoder_lr: float | None = None,
         weight_decay: float = 0.01,
         batch_size: int = 32,
-        validation_fraction: float = VALIDATION_FRACTION,
+        validation_fraction: float = REGRESSION_VALIDATION_FRACTION,
+        max_validation: int | None = MAX_VALIDATION,
         patience: int | None = 20,
         freeze_encoder: bool = False,
         head_warmup_epochs: int = 0,
@@ -213,6 +256,7 @@ class SiteNetRegressor(RegressorMixin, BaseEstimator):
         self.weight_decay = weight_decay
         self.batch_size = batch_size
         self.validation_fraction = validation_fraction
+        self.max_validation = max_validation
         self.patience = patience
         self.freeze_encoder = freeze_encoder
         self.head_warmup_epochs = head_warmup_epochs
@@ -268,9 +312,11 @@ class SiteNetRegressor(RegressorMixin, BaseEstimator):
             bad = np.flatnonzero(~np.isfinite(y))[:10].tolist()
             raise ValueError(f"y has non-finite values at positions {bad}")
         if self.validation_fraction > 0:
-            train_idx, valid_idx = split_validation(
-                len(inputs), self.validation_fraction, self.random_state
-            )
+            n_valid = validation_size(len(inputs), self.validation_fraction, self.max_validation)
+            fraction = self.validation_fraction
+            if n_valid != validation_size(len(inputs), fraction, None):  # capped
+                fraction = n_valid / len(inputs)
+            train_idx, valid_idx = split_validation(len(inputs), fraction, self.random_state)
         else:
             train_idx, valid_idx = np.arange(len(inputs)), np.arange(0)
         self.y_mean_ = float(np.mean(y[train_idx]))
@@ -339,6 +385,7 @@ class SiteNetRegressor(RegressorMixin, BaseEstimator):
             weight_decay=self.weight_decay,
             batch_size=self.batch_size,
             validation_fraction=self.validation_fraction,
+            max_validation=self.max_validation,
             patience=self.patience,
             freeze_encoder=self.freeze_encoder,
             head_warmup_epochs=self.head_warmup_epochs,
@@ -439,7 +486,7 @@ class RegressionConfig:
     ----------
     epochs, lr, encoder_lr, weight_decay, batch_size
         As for :class:`SiteNetRegressor`.
-    validation_fraction, patience, freeze_encoder, head_warmup_epochs
+    validation_fraction, max_validation, patience, freeze_encoder, head_warmup_epochs
         As for :class:`SiteNetRegressor`.
     seed : int
         ``random_state``.
@@ -454,7 +501,8 @@ class RegressionConfig:
     encoder_lr: float | None = None
     weight_decay: float = 0.01
     batch_size: int = 32
-    validation_fraction: float = VALIDATION_FRACTION
+    validation_fraction: float = REGRESSION_VALIDATION_FRACTION
+    max_validation: int | None = MAX_VALIDATION
     patience: int | None = 20
     freeze_encoder: bool = False
     head_warmup_epochs: int = 0

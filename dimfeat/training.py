@@ -69,8 +69,9 @@ CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_LOCK = "checkpoint.lock"
 #: Share of the crystals given to training held out (at least 2) to select the best epoch: the
 #: one default of ``validation_fraction`` in :class:`TrainingConfig`, ``dimfeat train
-#: --validation-fraction``, ``DeepInfoMaxFeaturizer`` and ``SiteNetRegressor`` (the recipe of
-#: the bundled weights).
+#: --validation-fraction`` and ``DeepInfoMaxFeaturizer`` (the recipe of the bundled weights).
+#: ``SiteNetRegressor`` holds out more of its few labels
+#: (:data:`dimfeat.regressor.REGRESSION_VALIDATION_FRACTION`).
 VALIDATION_FRACTION = 0.05
 #: Keys of the DIM loss terms (history records ``train_<key>`` and ``valid_<key>``).
 LOSS_KEYS = ("loss", "local_dim", "global_dim", "local_kl", "global_kl", "composition")

@@ -17,11 +17,17 @@ A vector is stored under a key that holds, hashed with sha256:
 
 Anything else (another weights file, a retrained encoder, another ``distance_cutoff``, a moved atom,
 another symprec, an edited ``dimfeat/inputs.py``) is another key, so a stored vector is only ever
-returned for the computation that produced it. Files are written atomically (a temporary file, then
-a rename), so several processes may share one folder.
+returned for the computation that produced it.
 
-Layout: ``FOLDER/dimfeat-vectors/<context>/<k[:2]>/<k>.npy`` with ``context.json`` (what the
-context holds) in each context folder. Deleting the folder empties the cache.
+Layout: ``FOLDER/dimfeat-vectors/<context>/shards/<uuid>.npz``, with ``context.json`` (what the
+context holds) in each context folder. A shard holds the keys and the vectors stored by one call
+(:meth:`VectorCache.put_many`; a transform or a streamed chunk is one call), so a cache of 100,000
+structures is a few hundred files, not 100,000. Shards are written atomically (a temporary file,
+then a rename) and never modified; each process writes its own, so several processes may share
+one folder, and an index of the shards is read on first use and refreshed when a key is missing.
+A damaged shard is passed over (its vectors are computed again and stored in a new shard).
+Deleting the folder empties the cache. Folders of the older one-file-per-structure layout
+(format 1) are not read.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import hashlib
 import json
 import os
 import uuid
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -39,7 +46,7 @@ import numpy as np
 __all__ = ["CODE_MODULES", "VectorCache", "cache_context", "cache_folder", "structure_key"]
 
 #: Format of the stored files; part of every key.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 #: Modules whose source decides the vector of a structure; their sha256 is part of every key.
 CODE_MODULES = ("inputs", "elements", "encoder", "runtime")
 
@@ -131,24 +138,64 @@ class VectorCache:
         self.context = context
         self.context_key = hashlib.sha256(text.encode()).hexdigest()[:32]
         self.root = Path(folder) / "dimfeat-vectors" / self.context_key
+        self.shards = self.root / "shards"
+        self._index: dict[str, np.ndarray] = {}
+        self._seen: set[str] = set()  # shard files read (or found damaged)
 
-    def _path(self, key: str) -> Path:
-        return self.root / key[:2] / f"{key}.npy"
+    def refresh(self) -> None:
+        """Read the shards written since the last refresh (by any process) into the index."""
+        try:
+            names = [n for n in os.listdir(self.shards) if n.endswith(".npz")]
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        for name in sorted(set(names) - self._seen):
+            self._seen.add(name)
+            try:
+                with np.load(self.shards / name, allow_pickle=False) as data:
+                    keys, vectors = data["keys"], data["vectors"]
+                if keys.ndim != 1 or vectors.ndim != 2 or len(keys) != len(vectors):
+                    continue
+            except (ValueError, OSError, KeyError, EOFError):
+                continue  # damaged: its vectors are computed again and stored anew
+            for key, vector in zip(keys.tolist(), vectors, strict=True):
+                self._index[str(key)] = vector
 
     def get(self, key: str) -> np.ndarray | None:
         """The stored vector of a structure key, or None."""
-        try:
-            return np.load(self._path(key), allow_pickle=False)
-        except (FileNotFoundError, ValueError, OSError):
-            return None  # absent, or a damaged file: computed again and rewritten
+        found = self._index.get(key)
+        if found is None:
+            self.refresh()
+            found = self._index.get(key)
+        return found
+
+    def get_many(self, keys: Sequence[str]) -> list[np.ndarray | None]:
+        """The stored vectors of structure keys (None where absent), after one refresh."""
+        self.refresh()
+        return [self._index.get(key) for key in keys]
 
     def put(self, key: str, vector: np.ndarray) -> None:
-        """Store a vector (atomically: a temporary file renamed into place)."""
-        path = self._path(key)
+        """Store one vector (a shard of one; :meth:`put_many` stores many in one file)."""
+        self.put_many([key], np.asarray(vector)[None])
+
+    def put_many(self, keys: Sequence[str], vectors: np.ndarray) -> None:
+        """Store vectors, one row per key, as one shard file (atomically)."""
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if not len(keys):
+            return
+        if vectors.shape[0] != len(keys):
+            raise ValueError(f"{len(keys)} keys for {vectors.shape[0]} vectors")
         if not self.root.is_dir():
             self.root.mkdir(parents=True, exist_ok=True)
             (self.root / "context.json").write_text(json.dumps(self.context, indent=1))
-        path.parent.mkdir(exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex}.npy")
-        np.save(tmp, np.asarray(vector, dtype=np.float32))
-        os.replace(tmp, path)
+        self.shards.mkdir(exist_ok=True)
+        name = f"{uuid.uuid4().hex}.npz"
+        tmp = self.shards / f".{name}.tmp"
+        try:
+            with open(tmp, "wb") as handle:
+                np.savez(handle, keys=np.array(list(keys), dtype="U64"), vectors=vectors)
+            os.replace(tmp, self.shards / name)
+        finally:
+            tmp.unlink(missing_ok=True)
+        self._seen.add(name)
+        for key, vector in zip(keys, vectors, strict=True):
+            self._index[key] = vector

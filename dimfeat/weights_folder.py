@@ -53,7 +53,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
+import uuid
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -664,14 +666,16 @@ def save_pretrained(
     -------
     folder : Path
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from dimfeat.card import model_card
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
-    save_file(state, folder / MODEL_FILE, metadata={"format": FORMAT})
+    # safetensors' save_file creates owner-only (0600) files; bytes written with open() get
+    # the permissions of any new file under the process umask, so the folder can be shared
+    _write_file(folder / MODEL_FILE, save(state, metadata={"format": FORMAT}))
     settings = inputs if isinstance(inputs, dict) else inputs.__dict__
     raw = (
         encoder.element_features.cpu().double().numpy() * encoder.feature_std.cpu().double().numpy()
@@ -696,9 +700,24 @@ def save_pretrained(
     }
     config["settings_sha256"] = settings_sha256(config)
     config["settings_digests"] = _settings_digests(config)
-    (folder / CONFIG_FILE).write_text(json.dumps(config, indent=1) + "\n")
-    (folder / CARD_FILE).write_text(model_card(config))
+    _write_file(folder / CONFIG_FILE, (json.dumps(config, indent=1) + "\n").encode())
+    _write_file(folder / CARD_FILE, model_card(config).encode())
     return folder
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file renamed into place.
+
+    The file gets the permissions of any file the process creates (``0o666`` less the umask),
+    and a reader never sees it half written.
+    """
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def encoder_sha256(encoder: SiteNetEncoder) -> str:

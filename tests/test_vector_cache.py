@@ -16,7 +16,15 @@ from dimfeat.weights import state_checksum
 
 
 def _stored(folder) -> list:
-    return sorted((folder / "dimfeat-vectors").rglob("*.npy"))
+    """One entry per stored vector: the shard file (``<context>/shards/<uuid>.npz``) holding it."""
+    stored = []
+    for shard in sorted((folder / "dimfeat-vectors").glob("*/shards/*.npz")):
+        try:
+            with np.load(shard) as data:
+                stored += [shard] * len(data["keys"])
+        except (ValueError, OSError):
+            continue
+    return stored
 
 
 def _spy_encode(monkeypatch) -> list[int]:
@@ -106,8 +114,11 @@ def test_a_damaged_file_is_computed_again(cscl, tmp_path):
     expected = featurizer.transform([cscl])
     (path,) = _stored(tmp_path)
     path.write_bytes(b"not npy")
+    # a new featuriser reads the folder again (one keeps the shards it has read in memory)
+    featurizer = DeepInfoMaxFeaturizer(device="cpu", cache=tmp_path)
     np.testing.assert_array_equal(featurizer.transform([cscl]), expected)
-    assert np.load(path).shape == (128,)
+    (again,) = _stored(tmp_path)  # stored anew, in a shard of its own
+    assert again != path and np.load(again)["vectors"].shape == (1, 128)
 
 
 def test_cache_folder_accepts_paths_and_memory(tmp_path):
