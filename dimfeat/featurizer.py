@@ -283,14 +283,6 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         self.random_state = random_state
         self.verbose = verbose
 
-    def set_n_jobs(self, n_jobs: int) -> None:
-        """Set ``n_jobs`` (matminer's spelling of ``set_params(n_jobs=...)``).
-
-        matminer's own ``set_n_jobs`` stores a private value that this featuriser would not
-        read; here it is the ``n_jobs`` parameter, validated on the next call.
-        """
-        self.n_jobs = n_jobs
-
     # -- scikit-learn ---------------------------------------------------------------------------
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
