@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dimfeat import fingerprint
 from dimfeat.datasets import load_structures_file, task_frame
 from dimfeat.locks import LockHeldError, exclusive
 from dimfeat.sources import (
@@ -82,7 +83,7 @@ __all__ = [
 ]
 
 MANIFEST_NAME = "manifest.json"
-_FORMAT_VERSION = 3  # 3: every row has an ``error`` column
+_FORMAT_VERSION = 4  # 3: every row has an ``error`` column; 4: dimfeat.fingerprint.structure
 _PART = re.compile(r"part-(\d{5,})\.parquet")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _MAX_MANIFEST = 64 << 20  # bytes; a manifest of a million chunks is ~300 MB, of 36k ~10 MB
@@ -153,13 +154,7 @@ def _digest(item: Any) -> str:
     if isinstance(item, bytes):
         digest.update(b"bytes:" + item)
     elif isinstance(item, IStructure):
-        digest.update(b"structure:")
-        digest.update(np.ascontiguousarray(item.lattice.matrix, dtype=np.float64).tobytes())
-        digest.update(np.ascontiguousarray(item.frac_coords, dtype=np.float64).tobytes())
-        species = ";".join(
-            ",".join(f"{sp}:{occ!r}" for sp, occ in site.species.items()) for site in item
-        )
-        digest.update(species.encode())
+        digest.update(b"structure:" + fingerprint.structure(item).encode())
     elif isinstance(item, Exception):
         digest.update(f"error:{type(item).__name__}:{item}".encode())
     else:  # not a structure: featurising it fails the same way whatever its value
@@ -395,14 +390,6 @@ def _write_json(file: Path, content: dict) -> None:
     tmp.replace(file)
 
 
-def _sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _sha256_file(file: Path) -> str:
-    from dimfeat.weights import sha256_of
-
-    return sha256_of(file)
 
 
 #: Settings that describe a run without changing its rows (recorded, never compared).
@@ -851,7 +838,8 @@ def _verified_csv_bytes(output: Path, records: list[dict]) -> bytes:
         with output.open("rb") as fh:
             data = fh.read(end)
     for k, record in enumerate(records):
-        if _sha256_bytes(data[record["start_byte"] : record["end_byte"]]) != record["sha256"]:
+        rows = data[record["start_byte"] : record["end_byte"]]
+        if fingerprint.sha256_bytes(rows) != record["sha256"]:
             raise ValueError(
                 f"the rows of chunk {k} in {output} were changed after dimfeat wrote them; "
                 f"{RESUME_HINT}"
@@ -930,7 +918,7 @@ def _check_csv_described(output: Path, manifest: dict, manifest_file: Path) -> N
             for k in range(len(chunks)):
                 record = chunks[str(k)]
                 if (
-                    _sha256_bytes(data[record["start_byte"] : record["end_byte"]])
+                    fingerprint.sha256_bytes(data[record["start_byte"] : record["end_byte"]])
                     != record["sha256"]
                 ):
                     why = f"the rows of chunk {k} differ from the ones dimfeat wrote"
@@ -953,7 +941,7 @@ def _append_csv(output: Path, frame: pd.DataFrame) -> dict:
         end = fh.tell()
     if end != start + len(data):  # pragma: no cover - another writer appended meanwhile
         raise RuntimeError(f"{output} changed while dimfeat appended to it")
-    return {"start_byte": start, "end_byte": end, "sha256": _sha256_bytes(data)}
+    return {"start_byte": start, "end_byte": end, "sha256": fingerprint.sha256_bytes(data)}
 
 
 def _is_part_like(name: str) -> bool:
@@ -987,7 +975,7 @@ def _prepare_folder(output: Path, manifest: dict, replaced: dict | None) -> None
         )
     for record in records:
         file = output / record["file"]
-        if not file.is_file() or _sha256_file(file) != record["sha256"]:
+        if not file.is_file() or fingerprint.sha256_file(file) != record["sha256"]:
             raise ValueError(
                 f"{file}, listed in the manifest, is missing or was changed after dimfeat wrote "
                 f"it; {RESUME_HINT}"
@@ -1003,7 +991,7 @@ def _write_part(output: Path, index: int, frame: pd.DataFrame) -> dict:
     tmp = output / (name + ".tmp")
     frame.to_parquet(tmp, index=False)
     tmp.replace(output / name)
-    return {"file": name, "sha256": _sha256_file(output / name)}
+    return {"file": name, "sha256": fingerprint.sha256_file(output / name)}
 
 
 def read_features(output: str | os.PathLike) -> pd.DataFrame:
@@ -1057,7 +1045,7 @@ def read_features(output: str | os.PathLike) -> pd.DataFrame:
         frames = []
         for record in records:
             file = output / record["file"]
-            if not file.is_file() or _sha256_file(file) != record["sha256"]:
+            if not file.is_file() or fingerprint.sha256_file(file) != record["sha256"]:
                 raise ValueError(
                     f"{file}, listed in the manifest, is missing or was changed after dimfeat "
                     "wrote it"

@@ -43,6 +43,8 @@ from typing import Any
 
 import numpy as np
 
+from dimfeat import fingerprint
+
 __all__ = ["CODE_MODULES", "VectorCache", "cache_context", "cache_folder", "structure_key"]
 
 #: Format of the stored files; part of every key.
@@ -55,13 +57,9 @@ CODE_MODULES = ("inputs", "elements", "encoder", "runtime")
 def code_sha256() -> str:
     """sha256 over the source of :data:`CODE_MODULES` and the element table they read."""
     here = Path(__file__).resolve().parent
-    digest = hashlib.sha256()
-    for path in [here / f"{name}.py" for name in CODE_MODULES] + [
-        here / "data" / "element_features.json"
-    ]:
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
+    return fingerprint.code(
+        [here / f"{name}.py" for name in CODE_MODULES] + [here / "data" / "element_features.json"]
+    )
 
 
 def cache_folder(cache: Any) -> Path | None:
@@ -106,20 +104,8 @@ def cache_context(
 
 
 def structure_key(structure: Any) -> str:
-    """sha256 of a pymatgen structure's lattice, fractional coordinates and species.
-
-    Floats enter as their exact float64 bytes; species as text with full-precision
-    occupancies (oxidation states included), site by site in order.
-    """
-    digest = hashlib.sha256()
-    digest.update(np.ascontiguousarray(structure.lattice.matrix, dtype=np.float64).tobytes())
-    digest.update(np.ascontiguousarray(structure.frac_coords, dtype=np.float64).tobytes())
-    species = [
-        sorted((str(sp), float(occupancy)) for sp, occupancy in site.species.items())
-        for site in structure
-    ]
-    digest.update(repr(species).encode())
-    return digest.hexdigest()
+    """sha256 of a pymatgen structure's content (:func:`dimfeat.fingerprint.structure`)."""
+    return fingerprint.structure(structure)
 
 
 class VectorCache:

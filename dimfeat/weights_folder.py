@@ -66,6 +66,7 @@ import torch
 from dimfeat._version import __version__
 from dimfeat.elements import MAX_Z
 from dimfeat.encoder import DISTANCE_EXPANSIONS, EncoderConfig, SiteNetEncoder
+from dimfeat.fingerprint import sha256_file
 from dimfeat.record import TrainingRecord
 
 __all__ = [
@@ -147,12 +148,8 @@ class InputSettings:
 
 # -- reading ----------------------------------------------------------------------------------
 def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """Hex sha256 of a file (:func:`dimfeat.fingerprint.sha256_file`)."""
+    return sha256_file(path)
 
 
 # -- the settings that shape the vectors --------------------------------------------------------
