@@ -566,14 +566,14 @@ def write() -> None:
         "## Fig. 6: training curves",
         "",
         "Validation losses of every epoch of the run the bundled weights were chosen from "
-        "(`python benchmarks/plot_training.py`, read from their `config.json`); the marked "
+        "(`python -m benchmarks.paper.plot_training`, read from their `config.json`); the marked "
         "epoch is the one bundled, chosen by train-split probe and geometry scores.",
         "",
         "![training curves](figures/training_curves.png)",
         "",
         "## Fig. 7: transfer learning",
         "",
-        "On its own page, [Transfer learning](transfer.md) (`benchmarks/transfer.py`): "
+        "On its own page, [Transfer learning](transfer.md) (`benchmarks/paper/transfer.py`): "
         "`SiteNetRegressor` fine-tuned from random, DIM and supervised starting weights.",
         "",
     ]
