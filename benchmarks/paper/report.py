@@ -399,7 +399,8 @@ def write() -> None:
         "columns with 50-1,000 labels stays ill-posed whatever the scaling (the paper's "
         "protocol; a ridge penalty would change the baseline). (2) The bundled DIM "
         "weights' epoch was chosen by a formation-energy and band-gap probe on labelled "
-        "*train-split* crystals and by polymorph scores on train families (docs/training.md), "
+        "*train-split* crystals and by polymorph scores on train families "
+        "(docs/research/training-recipes.md), "
         "so these two properties are partly the selection target (never through the test "
         "crystals); phonons are the fairer check. (3) Both featurisers' label pools "
         "and test sets are fixed subsets (2,000 train, 1,000 test crystals), stated below.",
