@@ -36,7 +36,8 @@ test: venv
 	$(BIN)/python -m pytest -q
 	$(BIN)/mkdocs build --strict --quiet --site-dir /tmp/dimfeat-site
 
-# The paper's experiments (docs/results.md); resumes from benchmarks/cache/, hours on 2 CPUs.
+# The paper's experiments (benchmarks/paper/, docs/results.md); resumes from benchmarks/cache/
+# and the mp36k input cache in .devcache/ (benchmarks/common.py), hours on 2 CPUs.
 # Pass WEIGHTS=<name or folder> to benchmark other DIM weights.
 WEIGHTS ?= sitenet-dim-mp36k
 benchmarks: venv

@@ -109,9 +109,9 @@ def test_tsne_helpers():
     assert xy.shape == (30, 2)
 
 
-# -- the structure-sensitivity benchmark (benchmarks/geometry.py) --------------------------------
+# -- the structure-sensitivity benchmark (benchmarks/paper/geometry.py) ------------------------
 def test_geometry_scores_tell_a_composition_fingerprint_from_a_structure_feature():
-    from benchmarks import geometry
+    from benchmarks.paper import geometry
 
     rng = np.random.default_rng(0)
     group = np.repeat(np.arange(40), 3)  # 40 families of 3 polymorphs
@@ -132,7 +132,7 @@ def test_geometry_scores_tell_a_composition_fingerprint_from_a_structure_feature
 
 
 def test_random_pair_distance_is_over_random_crystals_not_neighbouring_rows():
-    from benchmarks import geometry
+    from benchmarks.paper import geometry
 
     # the family matrix is grouped by family: rows 2k and 2k+1 are polymorphs, here identical
     group = np.repeat(np.arange(500), 2)
@@ -144,7 +144,7 @@ def test_random_pair_distance_is_over_random_crystals_not_neighbouring_rows():
 
 
 def test_geometry_prototypes_and_distance_resolution():
-    from benchmarks import geometry
+    from benchmarks.paper import geometry
 
     protos = geometry.prototypes()
     assert {len(protos["NaCl rock salt"]), len(protos["NaCl CsCl type"])} == {8, 2}
@@ -160,7 +160,7 @@ def test_geometry_prototypes_and_distance_resolution():
 
 
 def test_composition_readout_tells_a_composition_vector_from_noise():
-    from benchmarks.probe_curve import composition_readout
+    from benchmarks.release.probe_curve import composition_readout
     from dimfeat.datasets import load_sample
     from dimfeat.elements import element_table, standardisation
     from dimfeat.inputs import build_many
@@ -179,7 +179,7 @@ def test_composition_readout_tells_a_composition_vector_from_noise():
 
 
 def test_exported_layer_candidates_include_the_featurizer_vector():
-    from benchmarks.exported_layer import LAYERS, layers
+    from benchmarks.archive.exported_layer import LAYERS, layers
     from dimfeat import DeepInfoMaxFeaturizer
     from dimfeat.datasets import load_sample
     from dimfeat.inputs import build_many
@@ -197,7 +197,7 @@ def test_exported_layer_candidates_include_the_featurizer_vector():
 
 def test_encoder_variants_compare_against_the_shipped_encoder(tmp_path, capsys):
     """The dropped distance table is measured against the shipped encoder, error and speed."""
-    from benchmarks import encoder_variants
+    from benchmarks.archive import encoder_variants
 
     path = tmp_path / "variants.json"
     encoder_variants.main(["--n", "12", "--no-compile", "--json", str(path)])
@@ -224,7 +224,7 @@ def test_phonon_claim_is_a_tie_unless_dim_wins_every_paired_fold():
 
 
 def test_probe_curve_against_compares_absolute_mae_cell_by_cell(tmp_path, capsys):
-    from benchmarks.probe_curve import against, main
+    from benchmarks.release.probe_curve import against, main
 
     reference = {"probe": {"a/linear/100": 0.5, "a/mlp/100": 0.4, "b/mlp/1000": 1.0}}
     scores = {"probe": {"a/linear/100": 0.4, "a/mlp/100": 0.44, "b/mlp/1000": 0.9}}
@@ -239,7 +239,7 @@ def test_probe_curve_against_compares_absolute_mae_cell_by_cell(tmp_path, capsys
 
 
 def test_probe_curve_choice_keeps_the_prototypes_and_every_probe_cell_of_the_untrained_encoder():
-    from benchmarks.probe_curve import KEPT_PROTOTYPES, choose
+    from benchmarks.release.probe_curve import KEPT_PROTOTYPES, choose
 
     def entry(probe, ranking, proto, band_gap=None):
         geometry = {"ranking_ridge": ranking, "ranking_mlp": ranking}
@@ -274,7 +274,7 @@ def test_bundle_writes_the_chosen_epoch_with_the_whole_run_and_refuses_another_f
     also when the later epochs' folders were not kept; a folder that was not scored is refused."""
     import torch
 
-    from benchmarks.bundle_weights import bundle
+    from benchmarks.release.bundle_weights import bundle
     from dimfeat.encoder import SiteNetEncoder
     from dimfeat.inputs import build_many
     from dimfeat.training import DIMTrainer, SaveEveryEpoch, TrainingConfig, split_validation
@@ -389,8 +389,7 @@ def test_ablation_claim_is_called_from_paired_draws():
 
 
 def test_transfer_resumes_only_runs_of_the_same_start_weights():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    import transfer
+    from benchmarks.paper import transfer
 
     runs = [
         {"property": "band_gap", "n_labels": 50, "init": "dim", "seed": 0, "start_sha256": "a"},
@@ -405,7 +404,7 @@ def test_transfer_resumes_only_runs_of_the_same_start_weights():
 
 
 def test_probe_by_labels_averages_the_two_properties_per_model_and_label_count():
-    from benchmarks.probe_curve import LABELS, MODELS, PROPERTIES, probe_by_labels
+    from benchmarks.release.probe_curve import LABELS, MODELS, PROPERTIES, probe_by_labels
 
     keys = [f"{p}/{m}/{n}" for p in PROPERTIES for m in MODELS for n in LABELS]
     base = {"probe": dict.fromkeys(keys, 2.0)}
@@ -417,8 +416,7 @@ def test_probe_by_labels_averages_the_two_properties_per_model_and_label_count()
 
 
 def _append_runs(path: str, first: int) -> None:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    import transfer
+    from benchmarks.paper import transfer
 
     for seed in range(first, first + 20):
         record = {"property": "band_gap", "n_labels": 50, "init": "dim", "seed": seed}
@@ -430,8 +428,7 @@ def test_transfer_runs_of_two_writers_land_in_one_file(tmp_path):
     refused."""
     import multiprocessing
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    import transfer
+    from benchmarks.paper import transfer
 
     path = tmp_path / "transfer.json"
     context = multiprocessing.get_context("fork")
@@ -462,8 +459,7 @@ def test_paper_claims_are_called_from_paired_draws():
 
 
 def test_transfer_table_is_written_between_the_markers_only(tmp_path):
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    import transfer
+    from benchmarks.paper import transfer
 
     doc = tmp_path / "transfer.md"
     start, end = transfer.MARKERS
@@ -485,8 +481,7 @@ def test_transfer_table_is_written_between_the_markers_only(tmp_path):
 
 
 def test_schedule_table_pairs_each_schedule_with_the_plain_dim_start():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    import transfer
+    from benchmarks.paper import transfer
 
     def run(init, seed, valid, test):
         return {"property": "band_gap", "n_labels": 50, "init": init, "seed": seed,
@@ -516,8 +511,8 @@ def test_paired_comparison_names_a_cell_the_baseline_lacks():
 
 
 def test_tradeoff_puts_runs_on_one_footing_and_finds_the_pareto_epochs(tmp_path, capsys):
-    from benchmarks import tradeoff
-    from benchmarks.probe_curve import LABELS, MODELS, PROPERTIES
+    from benchmarks.archive import tradeoff
+    from benchmarks.release.probe_curve import LABELS, MODELS, PROPERTIES
 
     def entry(mae, rs_cscl, a_scan, sep, prototypes=True):
         probe = {f"{p}/{m}/{n}": mae for p in PROPERTIES for m in MODELS for n in LABELS}

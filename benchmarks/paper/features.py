@@ -29,11 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
-DATA = Path(os.environ.get("DIMFEAT_SHARED_DATA", ROOT.parent / "shared" / "data"))
-MP36K = DATA / "mp36k" / "mp36k.tar.gz"
-SPLIT = DATA / "mp36k" / "split.json"
-MATMINER = DATA / "matminer"
+from benchmarks.common import MATMINER, MP36K, ROOT, SPLIT, mp36k_inputs
+
 CACHE = Path(os.environ.get("DIMFEAT_BENCH_CACHE", ROOT / "benchmarks" / "cache"))
 
 MAX_PRIMITIVE_SITES = 50
@@ -60,8 +57,9 @@ class Dataset:
 
 
 # ------------------------------------------------------------------------------ mp36k subsets
-def _eligible(crystal, structure) -> bool:
-    return crystal.n_sites <= MAX_PRIMITIVE_SITES and max(structure.atomic_numbers) <= MAX_Z
+def _eligible(crystal) -> bool:
+    """At most 50 atoms in the primitive cell, elements up to Z = 94 (``species`` holds Z)."""
+    return crystal.n_sites <= MAX_PRIMITIVE_SITES and int(crystal.species.max()) <= MAX_Z
 
 
 def mp36k_subset(
@@ -75,54 +73,34 @@ def mp36k_subset(
 ) -> Dataset:
     """The first ``n`` eligible crystals of ``part`` in a seeded random order (see module doc).
 
-    The chosen ids, labels and model inputs are cached in ``CACHE/subsets``; the structures are
-    re-read from the tarball (about 20 s for 2,000 crystals).
+    The model inputs and labels come from the whole part's cache
+    (:func:`benchmarks.common.mp36k_inputs`, built when absent); the structures are re-read
+    from the tarball (about 20 s for 2,000 crystals).
     """
     from dimfeat.datasets import load_cgcnn, load_split
-    from dimfeat.inputs import build_many, load_inputs, save_inputs
 
     name = name or f"mp36k-{part}{n}-seed{seed}"
-    folder = CACHE / "subsets"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.npz"
     description = (
         f"mp36k ({MP36K.name}), '{part}' part of split.json: first {n} crystals of "
         f"default_rng({seed}).permutation(ids) with <= {MAX_PRIMITIVE_SITES} atoms in the "
         f"primitive cell and Z <= {MAX_Z}"
     )
-    if path.is_file():
-        crystals, extra = load_inputs(path)
-        ids = [str(i) for i in extra["material_id"]]
-        labels = {k: extra[k] for k in ("formation_energy_per_atom", "band_gap")}
-        loaded = list(load_cgcnn(MP36K, ids=ids, n_jobs=1)["structure"]) if structures else []
-        return Dataset(name, ids, labels, loaded, crystals, description)
-
-    order = np.random.default_rng(seed).permutation(load_split(SPLIT)[part])
-    chosen: list[int] = []
-    frames, crystals = [], []
-    start = 0
     t0 = time.perf_counter()
-    while len(chosen) < n and start < len(order):
-        stop = start + max(200, int(1.3 * (n - len(chosen))))
-        df = load_cgcnn(MP36K, ids=list(order[start:stop]), n_jobs=1)
-        built, _ = build_many(list(df["structure"]), ignore_errors=True)
-        for k, (crystal, structure) in enumerate(zip(built, df["structure"], strict=True)):
-            if len(chosen) < n and crystal is not None and _eligible(crystal, structure):
-                chosen.append(len(chosen))
-                frames.append(df.iloc[k])
-                crystals.append(crystal)
-        start = stop
+    cached, extra = mp36k_inputs(part)
+    row = {str(i): k for k, i in enumerate(extra["material_id"])}
+    order = np.random.default_rng(seed).permutation(load_split(SPLIT)[part])
+    chosen = [row[i] for i in map(str, order) if i in row and _eligible(cached[row[i]])][:n]
     if len(chosen) < n:
         raise ValueError(f"only {len(chosen)} eligible crystals in '{part}', asked for {n}")
-    ids = [str(r["material_id"]) for r in frames]
+    ids = [str(extra["material_id"][k]) for k in chosen]
     labels = {
-        k: np.array([r[k] for r in frames], dtype=np.float64)
+        k: np.asarray(extra[k][chosen], dtype=np.float64)
         for k in ("formation_energy_per_atom", "band_gap")
     }
-    save_inputs(path, crystals, material_id=np.array(ids), **labels)
+    crystals = [cached[k] for k in chosen]
+    loaded = list(load_cgcnn(MP36K, ids=ids, n_jobs=1)["structure"]) if structures else []
     if verbose:
         print(f"[{name}] chose {n} crystals in {time.perf_counter() - t0:.0f} s", flush=True)
-    loaded = [r["structure"] for r in frames] if structures else []
     return Dataset(name, ids, labels, loaded, crystals, description)
 
 

@@ -123,14 +123,9 @@ class Checkpoint:
 
 
 def machine() -> str:
-    """Short description of the machine that ran a benchmark."""
-    import os
-    import platform
-
+    """The machine of the downstream fits in one line (:func:`benchmarks.common.machine_line`)."""
     import sklearn
 
-    return (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores (shared with "
-        f"other jobs), 1 thread per fit; Python {platform.python_version()}, "
-        f"scikit-learn {sklearn.__version__}"
-    )
+    from benchmarks.common import machine_line
+
+    return machine_line(note=f"1 thread per fit; scikit-learn {sklearn.__version__}")

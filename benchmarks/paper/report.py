@@ -399,7 +399,8 @@ def write() -> None:
         "columns with 50-1,000 labels stays ill-posed whatever the scaling (the paper's "
         "protocol; a ridge penalty would change the baseline). (2) The bundled DIM "
         "weights' epoch was chosen by a formation-energy and band-gap probe on labelled "
-        "*train-split* crystals and by polymorph scores on train families (docs/training.md), "
+        "*train-split* crystals and by polymorph scores on train families "
+        "(docs/research/training-recipes.md), "
         "so these two properties are partly the selection target (never through the test "
         "crystals); phonons are the fairer check. (3) Both featurisers' label pools "
         "and test sets are fixed subsets (2,000 train, 1,000 test crystals), stated below.",
@@ -566,14 +567,14 @@ def write() -> None:
         "## Fig. 6: training curves",
         "",
         "Validation losses of every epoch of the run the bundled weights were chosen from "
-        "(`python benchmarks/plot_training.py`, read from their `config.json`); the marked "
+        "(`python -m benchmarks.paper.plot_training`, read from their `config.json`); the marked "
         "epoch is the one bundled, chosen by train-split probe and geometry scores.",
         "",
         "![training curves](figures/training_curves.png)",
         "",
         "## Fig. 7: transfer learning",
         "",
-        "On its own page, [Transfer learning](transfer.md) (`benchmarks/transfer.py`): "
+        "On its own page, [Transfer learning](transfer.md) (`benchmarks/paper/transfer.py`): "
         "`SiteNetRegressor` fine-tuned from random, DIM and supervised starting weights.",
         "",
     ]

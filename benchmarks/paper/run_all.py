@@ -7,12 +7,12 @@ and rerun at any time. For new DIM weights only the DIM vectors and DIM cells ar
 ``python -m benchmarks.paper.run_all [--weights NAME_OR_FOLDER] [--skip ablation,ofm-phonons]``
 
 Stages: ``fast`` (Fig. 8 without OFM, Fig. 13 without OFM, t-SNE), ``geometry`` (structure
-sensitivity on the test polymorph families, :mod:`benchmarks.geometry`), ``ofm`` (OFM features of
-the mp36k subsets, Fig. 8 with OFM), ``ablation`` (Fig. 11, one CPU training),
+sensitivity on the test polymorph families, :mod:`benchmarks.paper.geometry`), ``ofm`` (OFM
+features of the mp36k subsets, Fig. 8 with OFM), ``ablation`` (Fig. 11, one CPU training),
 ``ofm-phonons`` (OFM of the 1,265 phonon structures, Fig. 13 with OFM), ``transfer`` (Fig. 7,
-:mod:`benchmarks.transfer`: 288 fine-tuning runs of about 30 s each on one core, resumed from
-``benchmarks/results/transfer.json``; the bundled weights only). The ``fast`` stage also redraws
-the training curves (Fig. 6) from the weights' recorded history.
+:mod:`benchmarks.paper.transfer`: 288 fine-tuning runs of about 30 s each on one core, resumed
+from ``benchmarks/results/paper/transfer.json``; the bundled weights only). The ``fast`` stage
+also redraws the training curves (Fig. 6) from the weights' recorded history.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def main(argv=None) -> None:
         report.write()
 
     def run_fast() -> None:
-        from benchmarks import plot_training
+        from benchmarks.paper import plot_training
 
         representation.run(args.weights, fast)
         phonons.run(args.weights, fast)
@@ -57,7 +57,7 @@ def main(argv=None) -> None:
         plot_training.main(["--config", args.weights])
 
     def run_transfer() -> None:
-        from benchmarks import transfer
+        from benchmarks.paper import transfer
 
         if args.weights != representation.DEFAULT_WEIGHTS:
             print("== transfer: runs only with the bundled weights; skipped")
@@ -76,7 +76,7 @@ def main(argv=None) -> None:
         phonons.run(args.weights, phonons.REPS)
 
     def run_geometry() -> None:
-        from benchmarks import geometry
+        from benchmarks.paper import geometry
 
         reps = [r for r in geometry.REPS if r != "chgnet" or _has("chgnet")]
         archived = "benchmarks/results/archive/sitenet-dim-mp36k-linear-2-epochs"

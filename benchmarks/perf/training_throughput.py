@@ -1,6 +1,6 @@
 """DIM training throughput: structure-epochs per second on CPU (and CUDA when present).
 
-Usage: python benchmarks/training_throughput.py [--n 1000] [--epochs 2] [--cache PATH]
+Usage: python -m benchmarks.perf.training_throughput [--n 1000] [--epochs 2] [--cache PATH]
        [--json PATH]
 
 Trains a randomly initialised encoder with :class:`dimfeat.training.DIMTrainer` (default
@@ -25,25 +25,20 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import machine_info
-
+from benchmarks.common import DEVCACHE, RESULTS, ROOT, machine, write_json
 from dimfeat.inputs import build_many, load_inputs
 from dimfeat.runtime import EncoderRuntime
 from dimfeat.training import DIMTrainer, TrainingConfig
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = Path(__file__).with_name("results")
 MP36K_TRAIN = 25_545  # mp36k 'train' crystals with <= 50 atoms in the primitive cell
 GOAL_S = 600.0
-TRAIN_CACHE = ROOT / ".devcache" / "mp36k_train.npz"
+TRAIN_CACHE = DEVCACHE / "mp36k_train.npz"
 BUNDLED_CONFIG = ROOT / "weights" / "sitenet-dim-mp36k" / "config.json"
 
 
@@ -123,11 +118,11 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--cache", help=".npz input cache to draw the subset from")
-    parser.add_argument("--json", default=str(RESULTS / "training_throughput.json"))
+    parser.add_argument("--json", default=str(RESULTS / "perf" / "training_throughput.json"))
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
 
-    info = machine_info()
+    info = machine("cuda" if torch.cuda.is_available() else None)
     load_start = os.getloadavg()
     print(f"{info['cpu']}, {info['cores']} cores, torch {info['torch']}")
     print(f"load average at start: {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f}")
@@ -175,8 +170,7 @@ def main() -> None:
         "mp36k_train_crystals": MP36K_TRAIN,
         "gpu_from_bundled_weights_config": gpu,
     }
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
+    write_json(args.json, out)
     print(f"wrote {args.json}")
 
 

@@ -1,6 +1,6 @@
 """How noisy is the validation MAE that ``SiteNetRegressor`` stops on, per validation size?
 
-Usage: python benchmarks/regressor_validation.py [--n-train 500] [--epochs 40] [--seed 0]
+Usage: python -m benchmarks.archive.regressor_validation [--n-train 500] [--epochs 40] [--seed 0]
 [--draws 2000] [--json PATH]
 
 One regressor (bundled DIM weights, CPU, ``torch.set_num_threads(1)``) is trained for
@@ -32,13 +32,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from benchmarks.common import machine_line, write_json
 from dimfeat import SiteNetRegressor
 from dimfeat.datasets import load_sample
 from dimfeat.regressor import RegressionObjective
@@ -122,7 +121,7 @@ def main() -> None:
         "epochs": args.epochs,
         "seed": args.seed,
         "draws": args.draws,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+        "machine": machine_line(),
         "load_average_start_end": [round(load_start[0], 2), round(load_end[0], 2)],
         "input_build_s_per_100": 100 * build_s / len(structures),
         "epoch_s_per_100_train": [round(100 * s / args.n_train, 2) for s in epoch_s],
@@ -153,7 +152,7 @@ def main() -> None:
             f"         {s['regret_mean']:.4f}/{s['regret_p95']:.4f}    {s['best_epoch_found']:.2f}"
         )
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+        write_json(args.json, result)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Probe against geometry over every scored epoch of every DIM run: is there a recipe off the trade?
 
-Each run scored by :mod:`benchmarks.probe_curve` gives, per epoch, a train-split probe (MAE of
-formation energy and band gap with small labelled sets) and geometry scores (polymorph
+Each run scored by :mod:`benchmarks.release.probe_curve` gives, per epoch, a train-split probe
+(MAE of formation energy and band gap with small labelled sets) and geometry scores (polymorph
 separation and ranking, prototype distances). Plotted against each other, epochs of different
 recipes can lie on one curve, where more geometry always costs probe, or a recipe can sit off
 it. This reads the scored curves, puts every epoch on the same footing and reports:
@@ -9,7 +9,7 @@ it. This reads the scored curves, puts every epoch on the same footing and repor
 * the **probe** of an epoch as its well-posed train-pool MAE relative to one reference epoch
   (by default the bundled weights rescored, ``probe_curve_bundled_rescored.json:epoch-002``):
   the mean over properties and the well-posed (model, label count) cells (every cell but
-  LinearRegression on 100 labels, see :func:`benchmarks.probe_curve.probe_by_labels`) of the
+  LinearRegression on 100 labels, see :func:`benchmarks.release.probe_curve.probe_by_labels`) of the
   MAE ratio, so that runs whose untrained encoders differ are still compared in absolute MAE;
 * the **geometry**: rock salt vs CsCl NaCl at one volume, NaCl at a = 5.64 vs 8.0 Å (both
   standardised over the train polymorph families) and the polymorph separation;
@@ -22,8 +22,8 @@ were scored with an earlier probe). Train split only; the test split is never re
 
 Usage::
 
-    python -m benchmarks.tradeoff [CURVE.json ...] [--reference CURVE.json:EPOCH]
-        [--exclude RUN ...] [--json benchmarks/results/tradeoff.json]
+    python -m benchmarks.archive.tradeoff [CURVE.json ...] [--reference CURVE.json:EPOCH]
+        [--exclude RUN ...] [--json benchmarks/results/archive/tradeoff.json]
         [--plot docs/figures/probe_geometry_tradeoff.png]
 """
 
@@ -35,10 +35,12 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.probe_curve import read_reference, well_posed_probe
+from benchmarks.common import RESULTS, ROOT, write_json
+from benchmarks.release.probe_curve import read_reference, well_posed_probe
 
-RESULTS = Path(__file__).parent / "results"
-DEFAULT_REFERENCE = f"{RESULTS / 'probe_curve_bundled_rescored.json'}:epoch-002"
+#: Every scored run: the bundled weights' own curve and the research runs' curves.
+CURVES = (RESULTS / "release", RESULTS / "archive")
+DEFAULT_REFERENCE = f"{RESULTS / 'archive' / 'probe_curve_bundled_rescored.json'}:epoch-002"
 GEOMETRY = {
     "rock salt vs CsCl": ("prototypes", "rock salt vs CsCl (NaCl)"),
     "a 5.64 vs 8.0": ("prototypes", "rock salt a=5.64 vs a=8.00 (NaCl)"),
@@ -163,7 +165,9 @@ def main(argv=None) -> None:
         reference = read_reference(args.reference)
     except ValueError as exc:
         parser.error(f"--reference: {exc}")
-    paths = args.curves or sorted(RESULTS.glob("probe_curve*.json"))
+    paths = args.curves or sorted(
+        (p for folder in CURVES for p in folder.glob("probe_curve*.json")), key=lambda p: p.name
+    )
     paths = [p for p in paths if _run_name(p) not in args.exclude]
     rows = points(paths, reference)
     if not rows:
@@ -181,13 +185,13 @@ def main(argv=None) -> None:
     if args.json:
         record = {
             "protocol": __doc__.split("Usage::")[0].strip(),
-            "reference": args.reference.replace(str(RESULTS.parent.parent) + "/", ""),
+            "reference": args.reference.replace(str(ROOT) + "/", ""),
             "curves": [p.name for p in paths],
             "points": rows,
             "pareto": [(r["run"], r["epoch"]) for r in front],
             "spearman": rho,
         }
-        args.json.write_text(json.dumps(record, indent=1) + "\n")
+        write_json(args.json, record)
     if args.plot:
         plot(rows, args.plot, reference)
 

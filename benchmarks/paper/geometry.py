@@ -32,27 +32,26 @@ explode.
 
 Usage::
 
-    python -m benchmarks.geometry --weights sitenet-dim-mp36k            # test families, all reps
-    python -m benchmarks.geometry --weights FOLDER --part train --reps dim,dim-untrained --quick
+    python -m benchmarks.paper.geometry --weights sitenet-dim-mp36k   # test families, all reps
+    python -m benchmarks.paper.geometry --weights FOLDER --part train \
+        --reps dim,dim-untrained --quick
 
-Results: ``benchmarks/results/geometry.json`` (``--json`` to change).
+Results: ``benchmarks/results/paper/geometry_<part>.json`` (``--json`` to change).
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
-import json
 import time
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 
+from benchmarks.common import RESULTS, write_json
 from benchmarks.paper import features as F
 from benchmarks.paper.protocol import draw, fit_predict, machine, make_model
 
-ROOT = Path(__file__).resolve().parents[1]
 REPS = ("dim", "dim-untrained", "xrd", "ofm", "magpie", "chgnet")
 N_LABELS, N_DRAWS, MIN_GAP = 1000, 5, 0.05
 
@@ -61,9 +60,9 @@ N_LABELS, N_DRAWS, MIN_GAP = 1000, 5, 0.05
 @functools.lru_cache(maxsize=2)
 def _part_table(part: str):
     """Inputs, ids, formulas and labels of every crystal of ``part`` (read once per process)."""
-    from benchmarks.mp36k_inputs import load
+    from benchmarks.common import mp36k_inputs
 
-    return load(part)
+    return mp36k_inputs(part)
 
 
 def families(part: str, *, exclude: set[str] = frozenset(), n_max: int | None = None, seed=0):
@@ -461,9 +460,7 @@ def main(argv=None) -> None:
         "date": time.strftime("%Y-%m-%d"),
         "results": results,
     }
-    path = Path(args.json or ROOT / "benchmarks" / "results" / f"geometry_{args.part}.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=1) + "\n")
+    path = write_json(args.json or RESULTS / "paper" / f"geometry_{args.part}.json", report)
     print(table(report))
     print(f"wrote {path}")
 

@@ -1,6 +1,6 @@
 """DIM vector, Magpie composition features, and both, under LinearRegression on the sample.
 
-Usage: python -m benchmarks.composition_features
+Usage: python -m benchmarks.archive.composition_features
 
 Fits ``LinearRegression`` on the first 800 crystals of :func:`dimfeat.datasets.load_sample`
 (formation energy per atom) and prints the MAE on the last 200 for three inputs: the DIM vector

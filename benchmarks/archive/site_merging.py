@@ -1,10 +1,10 @@
 """Encoding one site per group of equivalent sites against encoding every site, in one run.
 
-Usage: python -m benchmarks.site_merging [--n 1000] [--repeats 2]
-[--json benchmarks/results/site_merging.json]
+Usage: python -m benchmarks.archive.site_merging [--n 1000] [--repeats 2]
+[--json benchmarks/results/archive/site_merging.json]
 
 Draws ``--n`` crystals (seed 0) from the cached inputs of the whole mp36k test split
-(:func:`benchmarks.mp36k_inputs.load`, built when absent), encodes them with the bundled weights
+(:func:`benchmarks.common.mp36k_inputs`, built when absent), encodes them with the bundled weights
 on one thread, alternately without and with :func:`dimfeat.inputs.equivalent_sites` merging
 (``--repeats`` times each), and prints the share of bonds the merged rows keep, the model and
 grouping seconds of each run, their ratio, and the largest change of a vector relative to the
@@ -14,31 +14,26 @@ row's largest value.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from benchmarks.mp36k_inputs import load
+from benchmarks.common import RESULTS, machine_line, mp36k_inputs, write_json
 from dimfeat.inputs import equivalent_sites
 from dimfeat.runtime import EncoderRuntime, run_batches
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--json", default=str(RESULTS / "site_merging.json"))
+    parser.add_argument("--json", default=str(RESULTS / "archive" / "site_merging.json"))
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    crystals, _ = load("test")
+    crystals, _ = mp36k_inputs("test")
     draw = np.random.default_rng(0).choice(len(crystals), args.n, replace=False)
     inputs = [crystals[k] for k in draw]
     bonds = sum(c.n_sites * c.n_atoms for c in inputs)
@@ -69,7 +64,7 @@ def main() -> None:
         "data": f"{args.n} crystals drawn (seed 0) from the cached mp36k test-split inputs",
         "weights": "sitenet-dim-mp36k",
         "threads": 1,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "machine": machine_line(),
         "load_average": list(os.getloadavg()),
         "bond_fraction_kept": kept / bonds,
         "runs": runs,
@@ -80,7 +75,7 @@ def main() -> None:
     print(f"bonds kept by merging: {kept / bonds:.3f}")
     print(f"model stage, full / merged: {', '.join(f'{r:.2f}x' for r in ratios)}")
     print(f"vector change: max {relative.max():.2e}, median {np.median(relative):.2e}")
-    Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    write_json(args.json, result)
     print(f"wrote {args.json}")
 
 

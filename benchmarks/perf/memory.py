@@ -7,10 +7,10 @@ criterion is a peak for 36,737 structures within 25% of the peak for 5,000.
 
 Usage::
 
-    python benchmarks/memory.py                      # both sizes, ~15-60 min on 2 busy cores
-    python benchmarks/memory.py --sizes 500 2000     # a quick look
+    python -m benchmarks.perf.memory                      # both sizes, ~15-60 min on 2 busy cores
+    python -m benchmarks.perf.memory --sizes 500 2000     # a quick look
 
-Writes ``benchmarks/results/memory.json`` (after each size, so a partial run leaves numbers).
+Writes ``benchmarks/results/perf/memory.json`` (after each size, so a partial run leaves numbers).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -26,9 +25,6 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-
-HERE = Path(__file__).resolve().parent
-DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "mp36k" / "mp36k.tar.gz"
 
 
 def _child(args: argparse.Namespace) -> None:
@@ -81,28 +77,15 @@ def _child(args: argparse.Namespace) -> None:
     print("RESULT " + json.dumps(result), flush=True)
 
 
-def _machine() -> dict:
-    import psutil
-    import torch
-
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "logical_cpus": os.cpu_count(),
-        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "load_average_at_start": os.getloadavg(),
-    }
-
-
 def main() -> None:
+    # the parent only: the child runs this file in a bare interpreter, importing dimfeat alone
+    from benchmarks.common import MP36K, RESULTS, machine, write_json
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(DEFAULT_DATA))
+    parser.add_argument("--data", default=str(MP36K))
     parser.add_argument("--sizes", type=int, nargs="+", default=[5000, 36737])
     parser.add_argument("--chunk-size", type=int, default=1000)
-    parser.add_argument("--out", default=str(HERE / "results" / "memory.json"))
+    parser.add_argument("--out", default=str(RESULTS / "perf" / "memory.json"))
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--limit", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--output", help=argparse.SUPPRESS)
@@ -117,7 +100,7 @@ def main() -> None:
         "benchmark": "peak RSS of dimfeat.streaming.featurize_to_file over mp36k.tar.gz",
         "data": str(args.data),
         "chunk_size": args.chunk_size,
-        "machine": _machine(),
+        "machine": {**machine(), "load_average_at_start": os.getloadavg()},
         "runs": [],
     }
     for size in args.sizes:
@@ -156,7 +139,7 @@ def main() -> None:
                 large["peak_rss_mib"] / small["peak_rss_mib"], 3
             )
             report["within_25_percent"] = report["ratio_peak_large_over_small"] <= 1.25
-        out.write_text(json.dumps(report, indent=1) + "\n")
+        write_json(out, report)
     print(f"wrote {out}")
 
 

@@ -1,16 +1,17 @@
 """Write the bundled weights from a scored DIM run: the epoch chosen by train-split criteria.
 
 Reads a run's per-epoch weights folders (``dimfeat train --save-every-epoch DIR``) and their
-scores (``DIR/probe_curve.json`` from :mod:`benchmarks.probe_curve`), takes the epoch that
-:func:`benchmarks.probe_curve.choose` picks (or ``--epoch``), and writes it as a weights folder
-whose ``config.json`` records the whole run: the command, data, settings, the history up to the
-chosen epoch, the number of epochs run, and the selection curve. The model card is generated
-from that record; nothing is edited by hand (``python -m dimfeat.weights_folder FOLDER``
-rewrites the card of a folder from its ``config.json``, e.g. after the card's layout changes).
+scores (``DIR/probe_curve.json`` from :mod:`benchmarks.release.probe_curve`), takes the epoch
+that :func:`benchmarks.release.probe_curve.choose` picks (or ``--epoch``), and writes it as a
+weights folder whose ``config.json`` records the whole run: the command, data, settings, the
+history up to the chosen epoch, the number of epochs run, and the selection curve. The model
+card is generated from that record; nothing is edited by hand
+(``python -m dimfeat.weights_folder FOLDER`` rewrites the card of a folder from its
+``config.json``, e.g. after the card's layout changes).
 
 Usage::
 
-    python -m benchmarks.bundle_weights .devcache/full/epochs weights/sitenet-dim-mp36k \
+    python -m benchmarks.release.bundle_weights .devcache/full/epochs weights/sitenet-dim-mp36k \
         [--epoch N] [--curve JSON] [--hardware "..."] [--data n_train=24271 ...]
 """
 
@@ -20,19 +21,19 @@ import argparse
 import json
 from pathlib import Path
 
-from benchmarks import probe_curve
+from benchmarks.release import probe_curve
 
 SELECTION = (
     "Each scored epoch's vectors on labelled mp36k train crystals only (the test split is never "
     "read): 'probe' is the mean over formation energy and band gap, LinearRegression and "
     "MLPRegressor(64), 100/250/1,000 labels, of the MAE relative to the untrained encoder "
     "(epoch 0; lower is better); 'separation' and 'ranking' are the polymorph scores on the "
-    "train polymorph families (benchmarks/geometry.py). The selected epoch has the best probe "
-    "among the epochs that keep the geometry (both rankings not below the untrained encoder's, "
-    "and, where they were scored, rock-salt vs CsCl-type NaCl and NaCl at a = 5.64 vs 8.0 A at "
-    "least as far apart) and whose probe MAE is not above the untrained encoder's in any cell; "
-    "when no epoch passes every cell, the best probe among those that keep the geometry; when "
-    "none keeps it, the best probe."
+    "train polymorph families (benchmarks/paper/geometry.py). The selected epoch has the best "
+    "probe among the epochs that keep the geometry (both rankings not below the untrained "
+    "encoder's, and, where they were scored, rock-salt vs CsCl-type NaCl and NaCl at "
+    "a = 5.64 vs 8.0 A at least as far apart) and whose probe MAE is not above the untrained "
+    "encoder's in any cell; when no epoch passes every cell, the best probe among those that "
+    "keep the geometry; when none keeps it, the best probe."
 )
 
 

@@ -2,15 +2,16 @@
 
 Each recipe trains a random encoder (seed 0) on the same 2,000 crystals of the mp36k ``train``
 part (default_rng(0) order, <= 50 atoms in the primitive cell, none of the label pool), saving
-every second epoch, and is then scored with :mod:`benchmarks.probe_curve` (train-split probe,
-and 400 train polymorph families drawn with seed 0). Small and noisy by design: it says which
+every second epoch, and is then scored with :mod:`benchmarks.release.probe_curve` (train-split
+probe, and 400 train polymorph families drawn with seed 0). Small and noisy by design: it says which
 levers move the geometry scores, and the winner is then confirmed at full scale.
 
 Usage::
 
-    python -m benchmarks.recipe_screen RECIPE [RECIPE ...] [--epochs 4] [--out .devcache/screen]
+    python -m benchmarks.archive.recipe_screen RECIPE [RECIPE ...] [--epochs 4] \
+        [--out .devcache/screen]
 
-Results: ``<out>/<recipe>/probe_curve.json`` and ``benchmarks/results/recipe_screen.json``.
+Results: ``<out>/<recipe>/probe_curve.json`` and ``benchmarks/results/archive/recipe_screen.json``.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import probe_curve
+from benchmarks.common import DEVCACHE, RESULTS, mp36k_inputs, write_json
 from benchmarks.paper import features as F
+from benchmarks.release import probe_curve
 
-ROOT = Path(__file__).resolve().parents[1]
 SCREEN_FAMILIES = 400  # train polymorph families drawn with seed 0 (all of them: about 2,000)
 OLD_KINDS = ("other", "polymorph", "composition", "permutation")
 ALL_KINDS = (*OLD_KINDS, "strain")
@@ -52,9 +53,7 @@ RECIPES = {
 
 
 def training_set(n: int = 2000) -> list:
-    from benchmarks.mp36k_inputs import load
-
-    crystals, extra = load("train")
+    crystals, extra = mp36k_inputs("train")
     pool = set(
         F.mp36k_subset("train", F.N_POOL, seed=F.SEED, name="mp36k-pool", structures=False).ids
     )
@@ -98,12 +97,12 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("recipes", nargs="+", choices=sorted(RECIPES))
     parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--out", type=Path, default=ROOT / ".devcache" / "screen")
+    parser.add_argument("--out", type=Path, default=DEVCACHE / "screen")
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(1)
-    summary_path = ROOT / "benchmarks" / "results" / "recipe_screen.json"
+    summary_path = RESULTS / "archive" / "recipe_screen.json"
     for name in args.recipes:
         t0 = time.perf_counter()
         folder = train(name, args.epochs, args.out)
@@ -120,7 +119,7 @@ def main(argv=None) -> None:
                 for k, v in record["curve"].items()
             },
         }
-        summary_path.write_text(json.dumps(summary, indent=1) + "\n")
+        write_json(summary_path, summary)
         for k, v in record["curve"].items():
             g = v["geometry"]
             print(

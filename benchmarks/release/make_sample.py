@@ -10,8 +10,8 @@ The output is byte-for-byte reproducible (gzip ``mtime=0``).
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/make_sample.py            # reads ../shared/data
-    .venv/bin/python benchmarks/make_sample.py --data /path/to/shared/data
+    .venv/bin/python -m benchmarks.release.make_sample   # $DIMFEAT_SHARED_DATA or ../shared/data
+    .venv/bin/python -m benchmarks.release.make_sample --data /path/to/shared/data
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ from typing import Any
 import numpy as np
 import pymatgen.core
 
+from benchmarks.common import DATA as DEFAULT_DATA
+from benchmarks.common import ROOT
 from dimfeat import datasets
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data"
-DEFAULT_OUT = REPO / "dimfeat" / "data" / datasets.SAMPLE_FILE
+DEFAULT_OUT = ROOT / "dimfeat" / "data" / datasets.SAMPLE_FILE
 
 
 def _sha256(path: Path) -> str:

@@ -1,6 +1,6 @@
 """Which layer of a trained encoder keeps what the train-split probe needs, and how noisy it is.
 
-For each weights folder, on the probe pool of :mod:`benchmarks.probe_curve` (2,000 mp36k
+For each weights folder, on the probe pool of :mod:`benchmarks.release.probe_curve` (2,000 mp36k
 **train** crystals, train labels only), this scores four candidate crystal vectors with the
 same probe (formation energy and band gap, LinearRegression and MLPRegressor(64), 100/250/1,000
 labels, 3 draws):
@@ -17,22 +17,21 @@ encoder itself treats as noise would be inflated by a ``StandardScaler``.
 
 Usage::
 
-    python -m benchmarks.exported_layer WEIGHTS [WEIGHTS ...] [--out JSON]
+    python -m benchmarks.archive.exported_layer WEIGHTS [WEIGHTS ...] [--out JSON]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks.common import RESULTS, write_json
 from benchmarks.paper.protocol import machine
-from benchmarks.probe_curve import _pool, probe
+from benchmarks.release.probe_curve import probe, probe_pool
 
-ROOT = Path(__file__).resolve().parents[1]
 LAYERS = ("mu_global", "postpool", "prepool_mean", "mu_local_mean")
 
 
@@ -75,7 +74,7 @@ def layers(weights: str, crystals: list, batch_size: int = 128) -> dict[str, np.
 
 def evaluate(weights: str) -> dict:
     """Probe of each layer and the per-dimension SNR of ``mu_global`` for one weights folder."""
-    pool = _pool()
+    pool = probe_pool()
     vectors = layers(weights, pool.inputs)
     mu, noise = vectors["mu_global"], np.exp(vectors["logvar_global"]).mean(0)
     snr = mu.var(0) / noise
@@ -95,7 +94,7 @@ def evaluate(weights: str) -> dict:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("weights", nargs="+")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/exported_layer.json")
+    parser.add_argument("--out", type=Path, default=RESULTS / "archive" / "exported_layer.json")
     args = parser.parse_args(argv)
     import torch
 
@@ -117,7 +116,7 @@ def main(argv=None) -> None:
         "date": time.strftime("%Y-%m-%d"),
         "results": results,
     }
-    args.out.write_text(json.dumps(record, indent=1) + "\n")
+    write_json(args.out, record)
 
 
 if __name__ == "__main__":

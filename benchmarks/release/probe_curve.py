@@ -9,7 +9,7 @@ with labels of the mp36k **train** part only (the test part is never read):
   formation energy and band gap, ``LinearRegression`` and the paper's ``MLPRegressor(64)``
   (standardised inputs and target) fitted on n = 100, 250 and 1,000 labels (3 draws each) and
   scored (MAE) on the other 2,000 - n pool crystals; the median over draws;
-* the **geometry** scores of :mod:`benchmarks.geometry` on the train polymorph families:
+* the **geometry** scores of :mod:`benchmarks.paper.geometry` on the train polymorph families:
   polymorph separation and polymorph ranking (Ridge and MLP on 1,000 pool labels), and the
   prototype distances (rock salt vs CsCl NaCl, a 5.64 vs 8.0 Å lattice, ...: synthetic
   structures, standardised over the train families);
@@ -27,9 +27,10 @@ whose probe is not worse than the untrained encoder's in any cell.
 
 Usage::
 
-    python -m benchmarks.probe_curve RUN_FOLDER [--json RUN_FOLDER/probe_curve.json] [--plot PNG]
-    python -m benchmarks.probe_curve CURVE.json   # print a scored curve, score nothing
-    python -m benchmarks.probe_curve CURVE.json --against OTHER.json:epoch-002  # cell by cell
+    python -m benchmarks.release.probe_curve RUN_FOLDER [--json RUN_FOLDER/probe_curve.json] \
+        [--plot PNG]
+    python -m benchmarks.release.probe_curve CURVE.json   # print a scored curve, score nothing
+    python -m benchmarks.release.probe_curve CURVE.json --against OTHER.json:epoch-002  # by cell
 """
 
 from __future__ import annotations
@@ -41,8 +42,9 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import geometry
+from benchmarks.common import write_json
 from benchmarks.paper import features as F
+from benchmarks.paper import geometry
 from benchmarks.paper.protocol import draw, fit_predict, machine, make_model
 
 LABELS = (100, 250, 1000)
@@ -87,13 +89,14 @@ def composition_readout(X: np.ndarray, crystals: list) -> float:
     return float(r2.mean())
 
 
-def _pool():
+def probe_pool():
+    """The probe's label pool: 2,000 mp36k train crystals (seed 0), inputs and labels only."""
     return F.mp36k_subset("train", F.N_POOL, seed=F.SEED, name="mp36k-pool", structures=False)
 
 
 def score(weights: str | None, n_families: int | None = None) -> dict:
     """Probe, composition and geometry scores of one weights folder (``None``: untrained)."""
-    pool = _pool()
+    pool = probe_pool()
     rep = "dim" if weights else "dim-untrained"
     X = geometry.matrix(pool, rep, weights)
     out = {"probe": probe(X, pool.labels), "composition_r2": composition_readout(X, pool.inputs)}
@@ -283,7 +286,7 @@ def run(
             and read_config(path)["sha256"] == entry["sha256"]
         ):
             # scored before the read-out existed: add it (the features are cached)
-            pool = _pool()
+            pool = probe_pool()
             X = geometry.matrix(pool, "dim", str(path))
             entry["composition_r2"] = composition_readout(X, pool.inputs)
         if "prototypes" not in entry["geometry"] and (
@@ -308,12 +311,12 @@ def run(
             "date": time.strftime("%Y-%m-%d"),
             "curve": dict(sorted(curve.items())),
         }
-        json_path.write_text(json.dumps(record, indent=1) + "\n")
+        write_json(json_path, record)
     for v in curve.values():
         v["relative_probe"] = relative_probe(v, curve["epoch-000"])
     record["curve"] = dict(sorted(curve.items()))
     record["chosen"] = choose(curve)
-    json_path.write_text(json.dumps(record, indent=1) + "\n")
+    write_json(json_path, record)
     if plot_path is not None:
         history = read_config(epochs[-1])["training"]["history"]
         plot(curve, history, plot_path)
@@ -323,7 +326,7 @@ def run(
 def _train_prototypes(weights: str | None) -> dict[str, float]:
     """Prototype distances standardised over the train families (as in :func:`score`)."""
     rep = "dim" if weights else "dim-untrained"
-    pool = _pool()
+    pool = probe_pool()
     fam, _ = geometry.families("train", exclude=set(pool.ids))
     X = geometry.matrix(fam, rep, weights)
     return geometry.prototype_distances(X, rep, weights)[0]

@@ -1,6 +1,6 @@
 """Encoder speed-ups that were tried and dropped: each against the shipped encoder, in one run.
 
-Usage: python -m benchmarks.encoder_variants [--n 512] [--json PATH]
+Usage: python -m benchmarks.archive.encoder_variants [--n 512] [--json PATH]
 
 Data: the first ``--n`` crystals of the bundled sample (:func:`dimfeat.datasets.load_sample`),
 collated into one batch; bundled weights ``sitenet-dim-mp36k``; CPU, one thread. For each
@@ -21,7 +21,6 @@ difference of the crystal vectors relative to their largest element:
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -125,10 +124,10 @@ def main(argv=None) -> None:
             f"max relative difference {v['max_relative_difference']:.1e}"
         )
     if args.json is not None:
-        from benchmarks.throughput import machine_info
+        from benchmarks.common import machine, write_json
 
-        out["machine"] = machine_info()
-        args.json.write_text(json.dumps(out, indent=1) + "\n")
+        out["machine"] = machine()
+        write_json(args.json, out)
 
 
 if __name__ == "__main__":

@@ -2,21 +2,21 @@
 
 Usage (from the repository root)::
 
-    python benchmarks/transfer.py run  [--properties formation_energy_per_atom band_gap]
+    python -m benchmarks.paper.transfer run  [--properties formation_energy_per_atom band_gap]
                                        [--labels 50 100 250 1000] [--seeds 0 1 ... 11]
                                        [--inits random dim supervised] [--n-test 1000]
                                        [--max-steps 200]
-    python benchmarks/transfer.py plot [--paper benchmarks/results/paper]
+    python -m benchmarks.paper.transfer plot [--paper benchmarks/results/paper]
 
 Data: mp36k (CGCNN Materials Project set) with ``split.json``. Model inputs come from the cache of
-:mod:`benchmarks.mp36k_inputs` (``.devcache/mp36k_{train,test}.npz``, built from the mp36k tarball
+:mod:`benchmarks.common` (``.devcache/mp36k_{train,test}.npz``, built from the mp36k tarball
 when absent), keeping crystals with <= 50 atoms in the primitive cell. Labels are drawn, seeded by
 ``(seed, n_labels)``, from the train part; the same draw serves every init and property. Every
 model is scored on one fixed test subset of ``--n-test`` crystals (``default_rng(2025)``) drawn
 from the test part: scoring all 6,423 would cost ~50 s of CPU per run, more than training at 50
-labels. Each run's test MAE is appended to ``benchmarks/results/transfer.json`` as soon as it is
-known, under a file lock (one process per ``--properties`` can share the file); a rerun skips the
-runs already there from the same starting weights, so an interrupted benchmark resumes.
+labels. Each run's test MAE is appended to ``benchmarks/results/paper/transfer.json`` as soon as
+it is known, under a file lock (one process per ``--properties`` can share the file); a rerun
+skips the runs already there from the same starting weights, so an interrupted benchmark resumes.
 
 CPU budget: a run trains for at most ``--max-steps`` AdamW steps of 32 crystals
 (``epochs = min(200, ceil(max_steps / steps_per_epoch))``), with early stopping (patience 20) on
@@ -30,8 +30,6 @@ import csv
 import io
 import json
 import math
-import os
-import platform
 import sys
 import tarfile
 import time
@@ -39,10 +37,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("DIMFEAT_SHARED_DATA", ROOT.parent / "shared" / "data")) / "mp36k"
-CACHE = ROOT / ".devcache"
-RESULTS = ROOT / "benchmarks" / "results"
+from benchmarks.common import DEVCACHE, MP36K, RESULTS, ROOT, machine_line
+
+CACHE = DEVCACHE
 FIGURES = ROOT / "docs" / "figures"
 PROPERTIES = ("formation_energy_per_atom", "band_gap")
 UNITS = {"formation_energy_per_atom": "eV/atom", "band_gap": "eV"}
@@ -76,18 +73,18 @@ def schedule(init: str, epochs: int) -> dict:
 def cached_inputs(part: str) -> tuple[list, np.ndarray]:
     """Model inputs and material ids of a split part (<= 50 atoms in the primitive cell).
 
-    The inputs come from the one cache of the whole part, :func:`benchmarks.mp36k_inputs.load`.
+    The inputs come from the one cache of the whole part, :func:`benchmarks.common.mp36k_inputs`.
     """
-    from benchmarks.mp36k_inputs import load
+    from benchmarks.common import mp36k_inputs
 
-    crystals, extra = load(part)
+    crystals, extra = mp36k_inputs(part)
     keep = [i for i, c in enumerate(crystals) if c.n_sites <= 50]
     return [crystals[i] for i in keep], extra["material_id"][keep]
 
 
 def labels() -> dict[str, dict[str, float]]:
     """``{material_id: {property: value}}`` from ``id_prop.csv`` and ``material_id_hash.csv``."""
-    with tarfile.open(DATA / "mp36k.tar.gz") as tar:
+    with tarfile.open(MP36K) as tar:
 
         def rows(name: str) -> list[list[str]]:
             text = tar.extractfile(f"mp36k/data/{name}").read().decode()
@@ -107,8 +104,7 @@ def load_results(path: Path) -> dict:
     return {
         "description": "Paper Fig. 7 on mp36k (CGCNN MP set, split.json): SiteNetRegressor "
         "test MAE from random vs DIM (sitenet-dim-mp36k) initial weights",
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores "
-        "(shared), CPU only, torch.set_num_threads(1)",
+        "machine": machine_line(note="shared, CPU only, torch.set_num_threads(1)"),
         "runs": [],
     }
 
@@ -404,7 +400,8 @@ def write_table(doc: Path, runs: list[dict], machine: str) -> None:
         raise SystemExit(f"{doc} has no {MARKERS[0]} ... {MARKERS[1]} block to regenerate")
     seeds = sorted({r["seed"] for r in runs})
     block = (
-        f"{MARKERS[0]}\n<!-- written by `python benchmarks/transfer.py plot`; do not edit -->\n\n"
+        f"{MARKERS[0]}\n"
+        "<!-- written by `python -m benchmarks.paper.transfer plot`; do not edit -->\n\n"
         f"{len(runs)} runs, seeds {seeds[0]}-{seeds[-1]} (not every cell has every seed: see the "
         f"run counts); machine: {machine}.\n" + table(runs) + schedule_table(runs) + "\n\n"
     )
@@ -507,7 +504,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-steps", type=int, default=200)
     parser.add_argument("--supervised-n", type=int, default=5000)
     parser.add_argument("--supervised-epochs", type=int, default=5)
-    parser.add_argument("--out", type=Path, default=RESULTS / "transfer.json")
+    parser.add_argument("--out", type=Path, default=RESULTS / "paper" / "transfer.json")
     parser.add_argument("--paper", type=Path, default=RESULTS / "paper")
     args = parser.parse_args(argv)
     (run if args.command == "run" else plot)(args)

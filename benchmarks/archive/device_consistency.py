@@ -1,6 +1,6 @@
 """CPU vs CUDA: vectors of the same inputs on both devices, and inference throughput.
 
-Usage: python benchmarks/device_consistency.py --weights weights/sitenet-dim-mp36k \
+Usage: python -m benchmarks.archive.device_consistency --weights weights/sitenet-dim-mp36k \
            --cache .devcache/mp36k_test.npz [--n 5000] [--json out.json]
 Needs only torch, numpy and safetensors (inputs come from a cache written by
 dimfeat.inputs.save_inputs). Prints the largest relative difference between the CPU and CUDA
@@ -16,6 +16,7 @@ import time
 import numpy as np
 import torch
 
+from benchmarks.common import machine, write_json
 from dimfeat.inputs import load_inputs
 from dimfeat.runtime import EncoderRuntime
 
@@ -53,10 +54,10 @@ def main() -> None:
             max_relative_difference=float(rel.max()),
             median_relative_difference=float(np.median(rel)),
         )
+    result["machine"] = machine("cuda" if torch.cuda.is_available() else None)
     print(json.dumps(result, indent=1))
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(result, handle, indent=1)
+        write_json(args.json, result)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Time and peak memory of featurising one very large primitive cell, against the atom count.
 
-Usage: python benchmarks/large_cell.py [--atoms 500 1000 2000] [--baseline REV]
-[--baseline-timeout 120] [--json benchmarks/results/large_cell.json]
+Usage: python -m benchmarks.perf.large_cell [--atoms 500 1000 2000] [--baseline REV]
+[--baseline-timeout 120] [--json benchmarks/results/perf/large_cell.json]
 
 For each atom count, builds a perturbed NaCl supercell of that many atoms (roughly cubic repeats
 of the 2-atom cell; the perturbation, normal with 0.005 Å per coordinate and seed 0, keeps it
@@ -21,13 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchmarks.common import RESULTS, ROOT, machine_line, write_json
 
 
 def repeats_for(n_atoms: int) -> tuple[int, int, int]:
@@ -94,7 +93,7 @@ def measure_one(n_atoms: int) -> dict:
 
 def run_child(n_atoms: int, pythonpath: Path, timeout: float | None) -> dict:
     """:func:`measure_one` in a fresh interpreter importing dimfeat from ``pythonpath``."""
-    env = dict(os.environ, PYTHONPATH=str(pythonpath))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(pythonpath), str(ROOT)]))
     command = [sys.executable, str(Path(__file__).resolve()), "--one", str(n_atoms)]
     try:
         done = subprocess.run(
@@ -121,7 +120,7 @@ def main() -> None:
     parser.add_argument("--atoms", type=int, nargs="+", default=[500, 1000, 2000])
     parser.add_argument("--baseline", help="git revision to compare with (e.g. main)")
     parser.add_argument("--baseline-timeout", type=float, default=120.0)
-    parser.add_argument("--json", default="benchmarks/results/large_cell.json")
+    parser.add_argument("--json", default=str(RESULTS / "perf" / "large_cell.json"))
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one is not None:
@@ -156,11 +155,10 @@ def main() -> None:
         "cell": "perturbed NaCl supercell (normal 0.005 Å, seed 0), bundled weights, 1 process",
         "baseline": args.baseline,
         "rows": rows,
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "machine": machine_line(),
         "load_average": os.getloadavg(),
     }
-    with open(args.json, "w") as handle:
-        json.dump(result, handle, indent=1)
+    write_json(args.json, result)
 
 
 if __name__ == "__main__":

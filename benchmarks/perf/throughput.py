@@ -1,6 +1,6 @@
 """Featurisation throughput: DIM ``transform`` against matminer's XRD and OFM, in one run.
 
-Usage: python benchmarks/throughput.py [--n 1000] [--n-ofm 100] [--sets sample mp36k-test]
+Usage: python -m benchmarks.perf.throughput [--n 1000] [--n-ofm 100] [--sets sample mp36k-test]
 [--baseline REV] [--json PATH]
 
 Two sets of ``--n`` structures, each measured in the same process:
@@ -41,10 +41,8 @@ start and the end, since the machine may be shared.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -54,35 +52,11 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.common import MP36K, RESULTS, ROOT, SPLIT, machine, write_json
 from dimfeat import DeepInfoMaxFeaturizer, inputs
 from dimfeat.baselines import OrbitalFieldMatrixFeaturizer, XRDPatternFeaturizer
 from dimfeat.datasets import load_sample
 from dimfeat.elements import check_atomic_numbers
-
-RESULTS = Path(__file__).with_name("results")
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def machine_info() -> dict:
-    """CPU model, core count, Python/torch versions, date and load average."""
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": model,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "platform": platform.platform(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
 
 
 def rate(n: int, seconds: float) -> float:
@@ -103,10 +77,9 @@ def load_set(name: str, n: int) -> list:
 
     from dimfeat.datasets import load_cgcnn, load_split
 
-    folder = Path(os.environ.get("DIMFEAT_SHARED_DATA", ROOT.parent / "shared" / "data"))
-    ids = load_split(folder / "mp36k" / "split.json")["test"]
+    ids = load_split(SPLIT)["test"]
     drawn = [ids[i] for i in np.random.default_rng(0).permutation(len(ids))[:n]]
-    return list(load_cgcnn(folder / "mp36k" / "mp36k.tar.gz", ids=drawn)["structure"])
+    return list(load_cgcnn(MP36K, ids=drawn)["structure"])
 
 
 def dim_rates(structures, repeats: int) -> dict[str, list[float]]:
@@ -126,7 +99,7 @@ def baseline_rates(
 ) -> dict[str, list[float]]:
     """One :func:`dim_rates` call each with the dimfeat of ``revision_tree``, in a fresh
     interpreter; with ``vectors``, it also saves its ``transform`` output there (``.npy``)."""
-    env = dict(os.environ, PYTHONPATH=str(revision_tree))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(revision_tree), str(ROOT)]))
     command = [sys.executable, str(Path(__file__).resolve()), "--child", name, "--n", str(n)]
     if vectors is not None:
         command += ["--vectors", str(vectors)]
@@ -304,7 +277,7 @@ def main() -> None:
     parser.add_argument("--sets", nargs="+", default=["sample", "mp36k-test"])
     parser.add_argument("--repeats", type=int, default=3, help="DIM calls per setting (median)")
     parser.add_argument("--baseline", help="git revision to compare DIM with (e.g. main)")
-    parser.add_argument("--json", default=str(RESULTS / "throughput.json"))
+    parser.add_argument("--json", default=str(RESULTS / "perf" / "throughput.json"))
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--vectors", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -319,7 +292,7 @@ def main() -> None:
         print(json.dumps(rates))
         return
 
-    info = machine_info()
+    info = machine("cuda" if torch.cuda.is_available() else None)
     load_start = os.getloadavg()
     print(f"{info['cpu']}, {info['cores']} cores, torch {info['torch']}")
     print(f"load average at start: {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f}")
@@ -327,8 +300,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         base = None
         if args.baseline:
-            sys.path.insert(0, str(ROOT))
-            from benchmarks.large_cell import baseline_tree
+            from benchmarks.perf.large_cell import baseline_tree
 
             base = baseline_tree(args.baseline, Path(tmp))
         for name in args.sets:
@@ -360,8 +332,7 @@ def main() -> None:
             "of matminer."
         ),
     }
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
+    write_json(args.json, out)
     print(f"wrote {args.json}")
 
 

@@ -5,28 +5,25 @@ start whose vector were far larger or smaller than a random encoder's would give
 badly scaled input. This prints, for the first 200 crystals of the bundled sample (CGCNN
 Materials Project set), the per-dimension standard deviation (median and 5-95 % range) and the
 mean Euclidean norm of the vectors of both encoders (the untrained one with seed 0), and writes
-them to ``benchmarks/results/vector_scale.json``.
+them to ``benchmarks/results/archive/vector_scale.json``.
 
 Usage::
 
-    python -m benchmarks.vector_scale [--n 200] [--json PATH]
+    python -m benchmarks.archive.vector_scale [--n 200] [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.paper.protocol import machine
+from benchmarks.common import RESULTS, machine_line, write_json
 from dimfeat import DeepInfoMaxFeaturizer
 from dimfeat.datasets import load_sample
 from dimfeat.weights import read_config, resolve_weights
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def scale(vectors: np.ndarray) -> dict:
@@ -43,7 +40,7 @@ def scale(vectors: np.ndarray) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=200)
-    parser.add_argument("--json", type=Path, default=RESULTS / "vector_scale.json")
+    parser.add_argument("--json", type=Path, default=RESULTS / "archive" / "vector_scale.json")
     args = parser.parse_args(argv)
     import torch
 
@@ -55,7 +52,7 @@ def main(argv: list[str] | None = None) -> dict:
     record = {
         "data": f"first {len(structures)} crystals of the bundled sample",
         "weights": f"{bundled.weights} (sha256 {sha[:8]})",
-        "machine": machine(),
+        "machine": machine_line(),
         "date": time.strftime("%Y-%m-%d"),
         "bundled": scale(bundled.transform(structures)),
         "untrained": scale(untrained.transform(structures)),
@@ -66,7 +63,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"{name:9s} per-dimension std median {s['std_median']:.2f} "
             f"({s['std_q05']:.2f}-{s['std_q95']:.2f}), mean norm {s['norm_mean']:.1f}"
         )
-    args.json.write_text(json.dumps(record, indent=1) + "\n")
+    write_json(args.json, record)
     return record
 
 

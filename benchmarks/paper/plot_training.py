@@ -1,9 +1,9 @@
 """Draw docs/figures/training_curves.png (the paper's Fig. 6) from a training history.
 
-Usage: python benchmarks/plot_training.py [--config PATH] [--out PATH]
+Usage: python -m benchmarks.paper.plot_training [--config PATH] [--out PATH]
 
 Reads the per-epoch history stored in a weights ``config.json`` (written by ``dimfeat train``
-and ``benchmarks/bundle_weights.py``); nothing is retrained. The default is the bundled
+and ``benchmarks/release/bundle_weights.py``); nothing is retrained. The default is the bundled
 weights: their ``run_history`` holds every epoch of the run they were chosen from, and the
 marked epoch is the one bundled (chosen by train-split probe and geometry scores, not by the
 loss). ``--config benchmarks/results/archive/sitenet-dim-mp36k-h100-115-epochs.config.json``
@@ -16,9 +16,8 @@ import argparse
 import json
 from pathlib import Path
 
+from benchmarks.common import ROOT
 from dimfeat.plot import plot_training_curves
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,168 @@
+"""What every benchmark shares: the data folder, the mp36k input cache, the machine description
+and result files.
+
+- :data:`DATA`: the shared data folder, ``$DIMFEAT_SHARED_DATA`` or ``shared/data`` beside the
+  clone; :data:`MP36K` and :data:`SPLIT` (the CGCNN Materials Project set and its
+  ``split.json``), :data:`MATMINER` (the Matbench data home).
+- :data:`RESULTS`: ``benchmarks/results/``, one folder per purpose (``paper``, ``perf``,
+  ``release``, ``archive``), as the scripts are.
+- :func:`mp36k_inputs`: model inputs of a whole mp36k split part, built once into
+  ``.devcache/mp36k_<part>.npz`` and shared by training, the paper subsets, the geometry and
+  transfer benchmarks (``python -m benchmarks.common train test`` builds them ahead).
+- :func:`machine` / :func:`machine_line`: the machine a result was measured on
+  (:func:`dimfeat.fingerprint.machine`), as a record or as one line.
+- :func:`write_json`: a result file written whole or not at all.
+
+Writes ``.devcache/mp36k_<part>.npz`` (see :func:`dimfeat.inputs.save_inputs`) with, per crystal,
+``material_id``, ``formula`` (pymatgen reduced formula), ``formation_energy_per_atom`` and
+``band_gap``. Crystals whose inputs cannot be built are left out and counted. The input settings
+are the package defaults (``max_atoms=50``, ``symprec=0.01``); they and a fingerprint of the
+input code are stored in the file, and :func:`mp36k_inputs` refuses a cache built otherwise.
+
+Usage::
+
+    python -m benchmarks.common train   # about 3 min on 2 cores
+    python -m benchmarks.common test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("DIMFEAT_SHARED_DATA", ROOT.parent / "shared" / "data"))
+MP36K = DATA / "mp36k" / "mp36k.tar.gz"
+SPLIT = DATA / "mp36k" / "split.json"
+MATMINER = DATA / "matminer"
+RESULTS = ROOT / "benchmarks" / "results"
+DEVCACHE = ROOT / ".devcache"
+SETTINGS = {"max_atoms": 50, "symprec": 0.01}
+FIELDS = ("material_id", "formula", "formation_energy_per_atom", "band_gap", "data_json")
+
+
+# -- the machine ------------------------------------------------------------------------------
+def machine(device: Any = None) -> dict[str, Any]:
+    """CPU model, cores, memory, library versions, date (and the GPU for a CUDA ``device``)."""
+    from dimfeat import fingerprint
+
+    return fingerprint.machine(device)
+
+
+def machine_line(device: Any = None, note: str = "") -> str:
+    """:func:`machine` in one line: the hardware, Python and torch, then ``note``."""
+    info = machine(device)
+    line = f"{info['description']}; Python {info['python']}, torch {info['torch']}"
+    return f"{line}; {note}" if note else line
+
+
+# -- result files -----------------------------------------------------------------------------
+def write_json(path: str | os.PathLike, payload: Any, indent: int = 1) -> Path:
+    """Write ``payload`` as JSON through a temporary file, so a reader never sees half of it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=indent) + "\n")
+    tmp.replace(path)
+    return path
+
+
+# -- the mp36k input cache --------------------------------------------------------------------
+def code_fingerprint() -> str:
+    """Short sha256 of the source that builds the inputs (:func:`dimfeat.inputs.build_many`)."""
+    import inspect
+
+    import dimfeat.inputs
+    from dimfeat import fingerprint
+
+    files = {
+        inspect.getsourcefile(dimfeat.inputs),
+        inspect.getsourcefile(dimfeat.inputs.build_many),
+    }
+    return fingerprint.code(sorted(files))[:16]
+
+
+def cache_path(part: str) -> Path:
+    """Where the inputs of ``part`` are cached."""
+    return DEVCACHE / f"mp36k_{part}.npz"
+
+
+def build_mp36k_inputs(part: str, n_jobs: int = -1) -> Path:
+    """Build and save the inputs of every crystal of ``part`` of ``split.json``."""
+    from dimfeat.datasets import load_cgcnn, load_split
+    from dimfeat.inputs import build_many, save_inputs
+
+    ids = load_split(SPLIT)[part]
+    df = load_cgcnn(MP36K, ids=ids, progress=True, n_jobs=n_jobs)
+    crystals, errors = build_many(
+        list(df["structure"]), n_jobs=n_jobs, ignore_errors=True, **SETTINGS
+    )
+    keep = [i for i, c in enumerate(crystals) if c is not None]
+    path = cache_path(part)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_inputs(
+        path,
+        [crystals[i] for i in keep],
+        material_id=df["material_id"].to_numpy()[keep].astype(str),
+        formula=np.array([df["structure"][i].composition.reduced_formula for i in keep]),
+        formation_energy_per_atom=df["formation_energy_per_atom"].to_numpy()[keep],
+        band_gap=df["band_gap"].to_numpy()[keep],
+        data_json=np.array(
+            json.dumps(
+                {
+                    "description": f"mp36k.tar.gz, '{part}' part of split.json",
+                    "inputs": SETTINGS,
+                    "inputs_code": code_fingerprint(),
+                    "n_failed": len(errors),
+                }
+            )
+        ),
+    )
+    print(f"{part}: {len(keep)} crystals ({len(errors)} failed) -> {path}")
+    return path
+
+
+def mp36k_inputs(part: str) -> tuple[list, dict]:
+    """The cached inputs of ``part`` and their per-crystal fields, built when absent.
+
+    A cache that lacks a field or was built with other input settings is refused: it does not
+    belong to this run (delete it to rebuild).
+    """
+    from dimfeat.inputs import load_inputs
+
+    path = cache_path(part)
+    if not path.is_file():
+        build_mp36k_inputs(part)
+    crystals, extra = load_inputs(path)
+    missing = [f for f in FIELDS if f not in extra]
+    recorded = json.loads(str(extra["data_json"])) if "data_json" in extra else {}
+    expected = {"inputs": SETTINGS, "inputs_code": code_fingerprint()}
+    if (
+        missing
+        or any(recorded.get(k) != v for k, v in expected.items())
+        or part not in recorded.get("description", "")
+    ):
+        raise SystemExit(
+            f"{path} was not built by benchmarks/common.py for the '{part}' part with the "
+            f"current input code and settings (missing {missing}; recorded {recorded}, expected "
+            f"{expected}); delete it to rebuild"
+        )
+    return crystals, extra
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Build the mp36k input cache of split parts.")
+    parser.add_argument("parts", nargs="+", choices=("train", "test"))
+    parser.add_argument("--n-jobs", type=int, default=-1)
+    args = parser.parse_args(argv)
+    for part in args.parts:
+        build_mp36k_inputs(part, args.n_jobs)
+
+
+if __name__ == "__main__":
+    main()
