@@ -241,15 +241,10 @@ def test_the_cache_follows_the_content_of_the_data_not_its_copy_time(
 
 @needs_matbench
 def test_a_matbench_task_given_as_input_identifies_its_cache_by_its_file(tmp_path):
-    from argparse import Namespace
-
-    from dimfeat.cli import _data_identity
+    from dimfeat.training_run import data_identity
 
     def identity(home):
-        return _data_identity(
-            Namespace(matbench=None, inputs=["matbench_phonons"], data=None, data_home=str(home),
-                      split=None, part="train")
-        )  # fmt: skip
+        return data_identity(["matbench_phonons"], data_home=str(home))
 
     file = MATMINER / "matbench_phonons.json.gz"
     assert identity(MATMINER)["source"] == [file.name, file.stat().st_size, sha256_of(file)]
