@@ -74,7 +74,6 @@ class Chunk:
         return hashlib.sha256(payload).hexdigest()
 
 
-
 def _digest(item: Any) -> str:
     """sha256 of one entry: CIF bytes, a structure's content, an error, or a type name."""
     from pymatgen.core import IStructure
@@ -183,9 +182,7 @@ def iter_chunks(
     yield from limited_chunks(source, chunk_size, limit, {})
 
 
-def limited_chunks(
-    source: Any, chunk_size: int, limit: int | None, state: dict
-) -> Iterator[Chunk]:
+def limited_chunks(source: Any, chunk_size: int, limit: int | None, state: dict) -> Iterator[Chunk]:
     """:func:`iter_chunks`; sets ``state["cut"]`` when ``limit`` left structures unread, and
     ``state["total"]`` to the number of structures once the source has told it."""
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:

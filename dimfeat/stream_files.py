@@ -52,7 +52,6 @@ RESUME_HINT = (
 )
 
 
-
 def describe_source(source: Any) -> str:
     if isinstance(source, str | os.PathLike):
         return str(Path(source).resolve()) if Path(source).exists() else str(source)
@@ -65,8 +64,6 @@ def write_json(file: Path, content: dict) -> None:
     # after every chunk, so a stream of 10,000 chunks spent minutes re-encoding it)
     tmp.write_text(json.dumps(content, separators=(",", ":")), encoding="utf-8")
     tmp.replace(file)
-
-
 
 
 #: Settings that describe a run without changing its rows (recorded, never compared).

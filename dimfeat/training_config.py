@@ -238,7 +238,10 @@ class TrainingConfig:
         doc="The paper's 8.12e-4.",
     )
     weight_decay: float = setting(
-        0.01, help="AdamW weight decay", cli=None, card=None  # the paper's; not a flag
+        0.01,
+        help="AdamW weight decay",
+        cli=None,
+        card=None,  # the paper's; not a flag
     )
     site_budget: int = setting(
         1200,
@@ -257,8 +260,7 @@ class TrainingConfig:
     )
     patience: int | None = setting(
         10,
-        help="stop after this many epochs without a better validation loss (default: "
-        "%(default)s)",
+        help="stop after this many epochs without a better validation loss (default: %(default)s)",
         cli=Flag("optimisation", type=int),
         card=None,
         bounds=[("int", 1, None, "left"), None],
@@ -270,8 +272,10 @@ class TrainingConfig:
         cli=None,  # the loss's scale is set by lr
         card=Phrase(
             "Loss = ",
-            lambda v, s: f"{v} x Jensen-Shannon + {s.get('beta')} x KL; AdamW, learning rate "
-            f"{s.get('lr')}, {s.get('site_budget')} sites per batch",
+            lambda v, s: (
+                f"{v} x Jensen-Shannon + {s.get('beta')} x KL; AdamW, learning rate "
+                f"{s.get('lr')}, {s.get('site_budget')} sites per batch"
+            ),
         ),
         bounds=[_NON_NEGATIVE],
         loss=True,

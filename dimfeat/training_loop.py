@@ -104,7 +104,6 @@ def cosine_lr_factor(epoch: int, decay_epochs: int | None) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * e / decay_epochs))
 
 
-
 class Objective:
     """What a :class:`TrainingLoop` optimises: its modules, batches, step and validation.
 
@@ -571,4 +570,3 @@ def collated(inputs: list[CrystalInputs], groups, device: torch.device):
     """``(group, batch)`` for each group of indices: the loop's one place that collates."""
     for group in groups:
         yield group, collate([inputs[i] for i in group]).to(device)
-

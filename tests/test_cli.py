@@ -660,3 +660,31 @@ def test_every_example_of_the_cli_page_runs(files, tmp_path, monkeypatch, capsys
 def test_the_cli_page_is_in_the_site_navigation():
     nav = (DOCS.parent / "mkdocs.yml").read_text()
     assert "Command line: cli.md" in nav
+
+
+def _large_cell(seed: int) -> Structure:
+    """A 64-atom rock-salt supercell with every atom moved a little: 64 atoms in the primitive
+    cell, more than the 50 the bundled weights were trained on."""
+    cell = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"],
+                                     [[0, 0, 0], [0.5, 0.5, 0.5]])  # fmt: skip
+    cell.make_supercell([2, 2, 2])
+    rng = np.random.default_rng(seed)
+    for k in range(len(cell)):
+        cell.translate_sites([k], rng.normal(scale=0.05, size=3), frac_coords=False)
+    return cell
+
+
+def test_a_warning_is_one_plain_line(tmp_path, capsys):
+    """The >50-atom warning was printed as a Python warning with its source line; the command
+    prints each distinct warning once, as one line ``dimfeat: warning: ...``."""
+    for k in range(2):
+        CifWriter(_large_cell(k)).write_file(tmp_path / f"big{k}.cif")
+    capsys.readouterr()
+    main(["featurize", str(tmp_path / "big0.cif"), str(tmp_path / "big1.cif"),
+          "-o", str(tmp_path / "v.csv"), *QUIET])  # fmt: skip
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("dimfeat: warning: ") and "more than" in lines[0], err
+    assert "UserWarning" not in err and "warnings.warn" not in err
+    assert len(_read(tmp_path / "v.csv")) == 2
