@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from dimfeat.record import TrainingRecord
+from dimfeat.training_config import recipe_lines
 
 __all__ = ["data_citations", "model_card"]
 
@@ -129,7 +130,7 @@ def _fmt(value: Any) -> str:
 
 
 def _recipe(config: dict[str, Any]) -> list[str]:
-    """Bullet lines naming the objective's choices (distance input, false samples, KL weight)."""
+    """Bullet lines naming the objective's choices (distance input, then the settings' phrases)."""
     settings = (config.get("training") or {}).get("settings") or {}
     if not settings:
         return []
@@ -140,27 +141,8 @@ def _recipe(config: dict[str, Any]) -> list[str]:
         if expansion == "gaussian"
         else "a single linear input (the paper's)"
     )
-    kinds = ", ".join(settings.get("false_samples", []))
-    local = settings.get("local_false_samples")
-    if local is not None:
-        kinds = f"{kinds} (local loss: {', '.join(local)})"
-    if settings.get("synthetic_weight", 1.0) != 1.0:
-        kinds = f"{kinds}; each synthetic kind weighted {settings['synthetic_weight']} of other"
-    strain = settings.get("strain_range")
-    if strain is not None and tuple(strain) != (1.05, 1.25) and "strain" in kinds:
-        kinds = f"{kinds}; strain factors {strain[0]:g}-{strain[1]:g}"
-    if settings.get("global_trains_local"):
-        kinds = f"{kinds}; the global loss also trains the local encoder"
-    return [
-        f"- Distance input: {distance}.",
-        f"- False samples: {kinds}.",
-        f"- Local constituents: {settings.get('local_constituent')}; pairs scored per "
-        f"environment: {settings.get('local_pairs') or 'all'}; sites per synthetic crystal in "
-        f"the global loss: {settings.get('global_sites') or 'all'}.",
-        f"- Classifier projection of the vectors: {settings.get('critic', 'mlp')}.",
-        f"- Loss = {settings.get('alpha')} x Jensen-Shannon + {settings.get('beta')} x KL; AdamW, "
-        f"learning rate {settings.get('lr')}, {settings.get('site_budget')} sites per batch.",
-    ]
+    # the objective's lines come from the declarations of TrainingConfig's fields
+    return [f"- Distance input: {distance}.", *recipe_lines(settings)]
 
 
 def _curve_table(selection: dict[str, Any]) -> list[str]:

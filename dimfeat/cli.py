@@ -2,31 +2,31 @@
 
 ``dimfeat featurize INPUT... -o OUT`` reads structures from folders, tarballs, structure files or
 a Matbench task and writes one vector per structure; every input kind and output format goes
-through :func:`dimfeat.streaming.featurize_to_file` (see ``FEATURIZE_DESCRIPTION``).
+through :func:`dimfeat.streaming.featurize_to` (see ``FEATURIZE_DESCRIPTION``).
 
 ``dimfeat train`` reads structures from a CGCNN-layout folder or tarball, a Matbench task or a
 file of structures, builds model inputs (optionally cached in an ``.npz`` file, which is all a
 GPU machine then needs), trains the encoder with Deep InfoMax and writes a weights folder
 (``model.safetensors``, ``config.json``, model card) that ``DeepInfoMaxFeaturizer(weights=...)``
-loads.
+loads: :func:`dimfeat.training_run.train_weights`.
+
+The command only parses arguments and calls those library functions; the training flags are
+generated from :class:`~dimfeat.training.TrainingConfig` (:mod:`dimfeat.training_config`).
+Warnings of a command are printed as one plain line each, ``dimfeat: warning: ...``.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
-import platform
 import re
 import shlex
 import sys
-import tempfile
-import time
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-import numpy as np
 
 if TYPE_CHECKING:
     from dimfeat.training import TrainingConfig
@@ -39,62 +39,6 @@ _TRAIN_DESCRIPTION = """Train a Site-Net encoder with Deep InfoMax on unlabelled
 CIF/POSCAR files, a .json/.json.gz file of structures or CIF/POSCAR files; or --matbench TASK)
 and write a weights folder OUT (model.safetensors, config.json, model card) that
 ``DeepInfoMaxFeaturizer(weights=...)`` and ``dimfeat featurize --weights`` load."""
-
-
-def _hardware(device) -> str:
-    import torch
-
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
-    return f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
-
-
-def _load_structures(args) -> tuple[list, list[str], dict]:
-    """Structures, their ids and a description of where they came from.
-
-    ``--data`` is any layout :func:`dimfeat.datasets.load_structures` reads (a CGCNN or plain
-    folder, a tarball, a .json/.json.gz file, CIF/POSCAR files), the same as ``dimfeat
-    featurize`` INPUTs.
-    """
-    from dimfeat import datasets
-
-    if getattr(args, "inputs", None) is not None:  # dimfeat train INPUT... -o OUT
-        return _train_structures(args)
-    if args.matbench:
-        df = datasets.task_frame(args.matbench, data_home=args.data)
-        ids = [str(i) for i in df["material_id"]]  # Matbench's own ids, as --matbench featurize
-        return list(df["structure"]), ids, {"description": f"Matbench task {args.matbench}"}
-    if args.data is None:
-        raise SystemExit(
-            "give --data (a folder or tarball of structures, or a structures file) or --matbench"
-        )
-    path = Path(args.data)
-    ids_wanted = None
-    description = f"{path.name}"
-    if args.split:
-        ids_wanted = datasets.load_split(args.split)[args.part]
-        description += f", '{args.part}' part of {Path(args.split).name}"
-    df = datasets.load_structures(path, ids=ids_wanted, progress=True)
-    return list(df["structure"]), [str(i) for i in df["material_id"]], {"description": description}
-
-
-def _train_structures(args) -> tuple[list, list[str], dict]:
-    """Structures of ``dimfeat train INPUT...``, read as ``dimfeat featurize`` reads them."""
-    from dimfeat.datasets import load_structures
-
-    source = _featurize_source(list(args.inputs), args)
-    names = [args.matbench] if args.matbench else list(args.inputs)
-    description = ", ".join(Path(name).name for name in names)
-    if args.split:
-        description += f", '{args.part}' part of {Path(args.split).name}"
-    if isinstance(source, str):  # one folder, tarball or .json file
-        df = load_structures(Path(source), progress=True)
-        return (
-            list(df["structure"]),
-            [str(i) for i in df["material_id"]],
-            {"description": description},
-        )
-    return list(source), [str(i) for i in source.index], {"description": description}
 
 
 def _train_inputs(args) -> None:
@@ -116,138 +60,6 @@ def _train_inputs(args) -> None:
                 "dimfeat train INPUT... -o OUT"
             )
     args.inputs = inputs + data
-
-
-def _file_stamp(path: Path) -> list:
-    """A file's name, size and sha256: its content, not where or when it was copied."""
-    from dimfeat.weights import sha256_of
-
-    return [path.name, path.stat().st_size, sha256_of(path)]
-
-
-def _data_identity(args) -> dict | None:
-    """What identifies the structures ``--data``/``--matbench``/``--split`` select, or ``None``
-    when the data are not on this machine (then only a cache can stand in for them).
-
-    Files are identified by name, size and sha256 of their content (a folder by those of every
-    file in it), so a copy of the same data still matches its cache while an edit that keeps
-    the size and the modification time does not. Hashing reads the data once, far faster
-    than building their inputs.
-    """
-    import hashlib
-
-    from dimfeat.datasets import matminer_file
-
-    home = getattr(args, "data_home", None)
-    if args.matbench:
-        names = [args.matbench]
-    elif getattr(args, "inputs", None):
-        names = list(args.inputs)
-    elif args.data:
-        names = [args.data]
-    else:
-        return None
-    sources = []
-    for name in names:
-        if not args.matbench and Path(name).exists():
-            sources.append(Path(name))
-            continue
-        try:  # a Matbench task: its file in the data home
-            sources.append(matminer_file(name, Path(home) if home else None))
-        except (FileNotFoundError, KeyError, ValueError):
-            return None  # not on this machine: only a cache can stand in
-    if not all(source.exists() for source in sources):
-        return None
-    stamps = []
-    for source in sources:
-        if source.is_dir():
-            digest = hashlib.sha256()
-            for file in sorted(p for p in source.iterdir() if p.is_file()):
-                digest.update(json.dumps(_file_stamp(file)).encode())
-            stamps.append([source.name, "folder", digest.hexdigest()])
-        else:
-            stamps.append(_file_stamp(source))
-    # one source is recorded as one stamp, not a list of one
-    identity: dict = {
-        "matbench": args.matbench,
-        "source": stamps[0] if len(stamps) == 1 else stamps,
-        "stamp": "sha256",  # older versions stamped files by modification time
-    }
-    if args.split:
-        from dimfeat.weights import sha256_of
-
-        identity["split"] = [sha256_of(Path(args.split)), args.part]
-    return identity
-
-
-def _data_files(identity: dict | None, args) -> dict:
-    """The files of a data identity (:func:`_data_identity`) as the model card lists them."""
-    if not identity:
-        return {}
-    stamps = identity["source"]
-    if stamps and not isinstance(stamps[0], list):  # one source is one stamp
-        stamps = [stamps]
-    files = [
-        {"name": name, "folder": True, "sha256": digest}
-        if size == "folder"
-        else {"name": name, "bytes": size, "sha256": digest}
-        for name, size, digest in stamps
-    ]
-    out: dict = {"files": files}
-    if identity.get("split"):
-        digest, part = identity["split"]
-        out["split"] = {"name": Path(args.split).name, "sha256": digest, "part": part}
-    return out
-
-
-def _cache_key(args) -> dict:
-    """What determines the cached inputs: the data, ``--max-atoms``, ``--symprec``, dimfeat."""
-    from dimfeat._version import __version__
-
-    return {
-        "dimfeat_version": __version__,
-        "max_atoms": args.max_atoms,
-        "symprec": args.symprec,
-        "data": _data_identity(args),
-    }
-
-
-def _check_cache(cache: str, extra: dict, key: dict) -> str:
-    """Refuse a cache built from other data or settings; return what it was built from."""
-    if "cache_key" not in extra:
-        raise SystemExit(
-            f"{cache} does not record what it was built from (written by an older dimfeat, or "
-            "not by dimfeat train): delete it to rebuild it, or pass another --cache"
-        )
-    try:
-        recorded = json.loads(str(extra["cache_key"]))
-    except json.JSONDecodeError as exc:
-        raise SystemExit(f"{cache} has a damaged record of what built it: delete it") from exc
-    compared = ["dimfeat_version", "max_atoms", "symprec"]
-    if key["data"] is not None:  # the data are here: the cache must have been built from them
-        compared.append("data")
-    changed = [k for k in compared if recorded.get(k) != key[k]]
-    cached_data = recorded.get("data")
-    if "data" in changed and cached_data is not None and "stamp" not in cached_data:
-        raise SystemExit(
-            f"{cache} was written by an older dimfeat that identified the data by modification "
-            "time, not content: delete it to rebuild it, or pass another --cache"
-        )
-    if changed:
-        raise SystemExit(
-            f"{cache} was built from other data or settings ({', '.join(changed)}: cached "
-            f"{[recorded.get(k) for k in changed]}, now {[key[k] for k in changed]}); delete it "
-            "to rebuild it, or pass another --cache"
-        )
-    return json.dumps(recorded.get("data"))
-
-
-def _build_inputs(structures, args) -> list:
-    from dimfeat.inputs import build_many
-
-    return build_many(
-        structures, max_atoms=args.max_atoms, symprec=args.symprec, n_jobs=args.n_jobs
-    )[0]
 
 
 def _train(args) -> None:
@@ -274,47 +86,14 @@ def _command_line(args: argparse.Namespace) -> str:
 
 def _training_config(args: argparse.Namespace) -> TrainingConfig:
     """The :class:`~dimfeat.training.TrainingConfig` of parsed ``dimfeat train`` arguments."""
-    from dimfeat.training import TrainingConfig
+    from dimfeat.training_config import config_from_args
 
-    return TrainingConfig(
-        epochs=args.epochs,
-        lr=args.lr,
-        lr_decay_epochs=args.lr_decay_epochs,
-        site_budget=args.site_budget,
-        validation_fraction=args.validation_fraction,
-        patience=args.patience,
-        false_samples=tuple(args.false_samples.split(",")),
-        local_false_samples=(
-            None if args.local_false_samples is None else tuple(args.local_false_samples.split(","))
-        ),
-        beta=args.beta,
-        local_pairs=args.local_pairs or None,
-        global_sites=args.global_sites or None,
-        composition_weight=args.composition_weight,
-        critic=args.critic,
-        synthetic_weight=args.synthetic_weight,
-        strain_range=tuple(args.strain_range),
-        global_trains_local=args.global_trains_local,
-        local_constituent=args.local_constituent,
-        seed=args.seed,
-        mixed_precision=not args.no_amp,
-        max_seconds=None if args.max_minutes is None else 60 * args.max_minutes,
-    )
+    return config_from_args(args)
 
 
 def _train_process(args, ddp_device) -> None:
-    from dimfeat.distributed import barrier, is_main_process
     from dimfeat.encoder import EncoderConfig
-    from dimfeat.inputs import load_inputs, save_inputs
-    from dimfeat.record import TrainingRecord
-    from dimfeat.runtime import EncoderRuntime
-    from dimfeat.training import (
-        SaveEveryEpoch,
-        resolve_device,
-        split_validation,
-        train_dim,
-    )
-    from dimfeat.weights import save_pretrained
+    from dimfeat.training_run import train_weights
 
     # settings first: a bad one is refused before any structure is read
     config = _training_config(args)
@@ -327,120 +106,31 @@ def _train_process(args, ddp_device) -> None:
         distance_expansion=args.distance_expansion,
         postpool_hidden=tuple(args.postpool_hidden or EncoderConfig.postpool_hidden),
     )
-    start = time.perf_counter()
-    main = is_main_process()  # under torchrun only rank 0 prints and writes files
-    say = print if main else _quiet
-    data: dict = {}
-    cached = bool(args.cache) and Path(args.cache).is_file()
-    key = _cache_key(args) if args.cache else None  # hashing the data is only for the cache
-    barrier()  # every rank has looked for the cache before rank 0 may write it
-    if cached:
-        crystals, extra = load_inputs(args.cache)
-        built_from = _check_cache(args.cache, extra, key)
-        ids = [str(i) for i in extra.get("material_id", np.arange(len(crystals)))]
-        data = json.loads(str(extra["data_json"])) if "data_json" in extra else {}
-        say(f"loaded {len(crystals)} cached inputs from {args.cache} (built from {built_from})")
-    else:
-        structures, ids, data = _load_structures(args)
-        crystals = _build_inputs(structures, args)
-        if args.cache and main:
-            save_inputs(
-                args.cache,
-                crystals,
-                material_id=np.array(ids),
-                data_json=np.array(json.dumps(data)),
-                cache_key=np.array(json.dumps(key)),
-            )
-    if "files" not in data:  # what was read, by content: named in the model card
-        identity = key["data"] if key else _data_identity(args)
-        if identity is None and cached:  # the data are not here: what the cache was built from
-            identity = json.loads(built_from)
-        data.update(_data_files(identity, args))
-    keep = [i for i, c in enumerate(crystals) if c.n_sites <= args.max_primitive_sites]
-    dropped = len(crystals) - len(keep)
-    crystals = [crystals[i] for i in keep]
-    say(
-        f"{len(crystals)} structures with <= {args.max_primitive_sites} atoms in the primitive "
-        f"cell ({dropped} larger ones left out)"
-    )
-
-    device = ddp_device if ddp_device is not None else resolve_device(args.device)
-    import torch
-
-    runtime = EncoderRuntime.create(
-        args.weights or None,
-        seed=args.seed,
-        encoder_config=encoder_config,
-        global_dim=None if args.weights else args.global_dim,
+    train_weights(
+        args.inputs,
+        args.output,
+        config,
+        matbench=args.matbench,
+        data_home=args.data_home,
+        split=args.split,
+        part=args.part,
+        cache=args.cache,
         max_atoms=args.max_atoms,
         symprec=args.symprec,
-    )
-    encoder, inputs = runtime.encoder, runtime.inputs
-    train_idx, valid_idx = split_validation(len(crystals), config.validation_fraction, config.seed)
-    data.update(
-        {
-            "n_train": len(train_idx),
-            "n_valid": len(valid_idx),
-            "n_left_out_large": dropped,
-            "max_primitive_sites": args.max_primitive_sites,
-        }
-    )
-    callbacks = []
-    if args.save_every_epoch:
-        command = _command_line(args)
-        record = {
-            "command": command,
-            "data": data,
-            "hardware": _hardware(device),
-            "torch_version": torch.__version__,
-        }
-        callbacks.append(SaveEveryEpoch(args.save_every_epoch, inputs, record))
-    history, _ = train_dim(
-        encoder,
-        crystals,
-        config,
-        device,
+        max_primitive_sites=args.max_primitive_sites,
+        n_jobs=args.n_jobs,
+        weights=args.weights,
+        encoder_config=encoder_config,
+        global_dim=args.global_dim,
+        device=ddp_device if ddp_device is not None else args.device,
         checkpoint_dir=args.checkpoint_dir,
-        progress=not args.quiet and main,
-        callbacks=callbacks,
-    )
-    for record in history:
-        valid = {k: record.get(f"valid_{k}", float("nan")) for k in ("local_dim", "global_dim")}
-        say(
-            f"epoch {record['epoch']:3d}  valid DIM local {valid['local_dim']:.4f} "
-            f"global {valid['global_dim']:.4f}  {record['seconds']:.1f}s"
-            + ("  *" if record["best"] else "")
-        )
-    if not main:
-        return
-    if ddp_device is not None:
-        data["world_size"] = int(os.environ["WORLD_SIZE"])
-    training = TrainingRecord(
+        save_every_epoch=args.save_every_epoch,
+        name=args.name,
+        progress=not args.quiet,
         command=_command_line(args),
-        data=data,
-        settings=config.to_dict(),
-        start_weights=args.weights,
-        hardware=_hardware(device),
-        wall_time_s=round(time.perf_counter() - start, 1),
-        torch_version=torch.__version__,
-        history=history,
     )
-    folder = save_pretrained(
-        args.output,
-        encoder,
-        inputs=inputs,
-        training=training,
-        name=args.name or Path(args.output).name,
-    )
-    print(f"wrote {folder}")
 
 
-def _quiet(*args, **kwargs) -> None:
-    """``print`` on the ranks other than 0."""
-
-
-#: Output formats of ``dimfeat featurize`` and the file extension that selects each.
-FORMATS = {"parquet": ".parquet", "csv": ".csv", "npy": ".npy", "parts": ""}
 #: The environment variable that makes ``dimfeat`` show Python tracebacks (as ``--debug``).
 DEBUG_ENV = "DIMFEAT_DEBUG"
 
@@ -532,227 +222,34 @@ def _subparser(name: str) -> argparse.ArgumentParser:
     raise KeyError(name)  # pragma: no cover - the parser always has subcommands
 
 
-def _input_kind(name: str) -> str:
-    """``folder``, ``tarball``, ``json``, ``file`` (CIF/POSCAR) or ``task`` (Matbench name)."""
-    from dimfeat.sources import source_kind
-
-    try:
-        return source_kind(name)
-    except (FileNotFoundError, ValueError) as exc:
-        raise SystemExit(str(exc)) from None
-
-
-def _featurize_source(inputs: list[str], args):
-    """What ``featurize_to_file`` reads: a path, a Matbench task's structures, or files."""
-    from dimfeat.datasets import task_frame
-    from dimfeat.sources import structure_file_id
-
-    if args.matbench:
-        if inputs:
-            raise SystemExit(
-                f"--matbench {args.matbench} reads the task's structures: give no other INPUT "
-                f"(got {' '.join(inputs)})"
-            )
-        inputs = [args.matbench]
-    if not inputs:
-        raise SystemExit(
-            "give at least one INPUT (a folder, a tarball, a .json/.json.gz file of structures, "
-            "CIF/POSCAR files) or --matbench TASK"
-        )
-    kinds = [_input_kind(name) for name in inputs]
-    if args.split:
-        if len(inputs) != 1 or kinds[0] not in {"folder", "tarball", "json"}:
-            raise SystemExit(
-                "--split needs one INPUT: a folder or tarball of structures, or a .json file"
-            )
-        split_args = argparse.Namespace(
-            matbench=None, data=inputs[0], split=args.split, part=args.part
-        )
-        structures, ids, _ = _load_structures(split_args)
-        return _series(structures, ids)
-    if kinds == ["task"]:
-        frame = task_frame(inputs[0], args.data_home)
-        return _series(list(frame["structure"]), list(frame["material_id"]))
-    if len(inputs) == 1 and kinds[0] in {"folder", "tarball", "json"}:
-        return inputs[0]
-    if all(kind == "file" for kind in kinds):
-        ids = [structure_file_id(Path(name).name) for name in inputs]
-        if len(set(ids)) < len(ids):  # several POSCARs, or a.cif and a.vasp: keep the paths
-            ids = list(inputs)
-        return _series([Path(name) for name in inputs], ids)
-    raise SystemExit(
-        "a folder, a tarball, a .json file or a Matbench task must be the only INPUT; several "
-        f"INPUTs must all be CIF/POSCAR files (got {', '.join(inputs)})"
-    )
-
-
-def _series(values: list, ids: list[str]):
-    """A pandas Series of ``values`` indexed by ``ids`` (the ids the output rows keep)."""
-    import pandas as pd
-
-    return pd.Series(values, index=pd.Index([str(i) for i in ids], name="id"), dtype=object)
-
-
-def _output_format(output: str, fmt: str | None) -> str:
-    """The output format: ``--format``, else the extension (none: a folder of parquet parts)."""
-    path = Path(output)
-    suffix = path.suffix.lower()
-    by_suffix = next((f for f, ext in FORMATS.items() if ext and ext == suffix), None)
-    if fmt is None:
-        if by_suffix is not None:
-            return by_suffix
-        if path.is_dir() or not suffix:
-            return "parts"
-        raise SystemExit(
-            f"cannot tell the output format from the extension of {output}: name a .parquet, "
-            ".csv or .npy file, or a folder without extension for parquet parts, or give "
-            "--format parquet|csv|npy|parts"
-        )
-    if fmt != "parts" and suffix != FORMATS[fmt]:
-        raise SystemExit(
-            f"--format {fmt} writes a {FORMATS[fmt]} file, and {output} is not named so: name "
-            f"it {path.with_suffix(FORMATS[fmt]).name if suffix else path.name + FORMATS[fmt]}"
-        )
-    return fmt
-
-
-def _work_folder(output: Path) -> Path:
-    """Where a single-file output is streamed (in parquet parts) before it is assembled."""
-    return output.with_name(output.name + ".parts")
-
-
-def _npy_ids(output: Path) -> Path:
-    """The table of rows beside a ``.npy`` output: ``vectors.npy`` -> ``vectors.ids.csv``."""
-    return output.with_suffix(".ids.csv")
-
-
-def _written_by_dimfeat(output: Path, fmt: str) -> bool:
-    """Whether an existing single-file output is one ``dimfeat featurize`` wrote.
-
-    A ``.parquet`` file carries dimfeat's stamp in its schema metadata; a ``.npy`` file is a 2-D
-    float32 array with one row per row of the ``OUT.ids.csv`` table dimfeat writes beside it.
-    """
-    if fmt == "parquet":
-        try:
-            import pyarrow.parquet as pq
-
-            metadata = pq.read_schema(output).metadata or {}
-        except Exception:  # not parquet, unreadable, or no pyarrow: not provably dimfeat's
-            return False
-        return b"dimfeat" in metadata
-    if not _ids_written_by_dimfeat(_npy_ids(output)):
-        return False
-    try:
-        array = np.load(output, mmap_mode="r", allow_pickle=False)
-        with _npy_ids(output).open("rb") as fh:
-            rows = sum(1 for _ in fh) - 1
-    except (OSError, ValueError):
-        return False
-    return array.ndim == 2 and array.dtype == np.float32 and array.shape[0] == rows
-
-
-def _ids_written_by_dimfeat(ids: Path) -> bool:
-    """Whether ``ids`` is a table of rows as ``dimfeat featurize`` writes beside a ``.npy``."""
-    if not ids.is_file():
-        return False
-    with ids.open("rb") as fh:
-        return fh.readline().strip() == b"index,id,error"
-
-
-def _check_single_file(output: Path, fmt: str) -> None:
-    """Refuse to overwrite a file (or folder) at ``output``, or the ``OUT.ids.csv`` beside a
-    ``.npy``, that dimfeat did not write."""
-    if output.is_dir():
-        raise SystemExit(
-            f"{output} is a folder: give --format parts to write parquet parts into it, or "
-            "another output name"
-        )
-    if output.exists() and not _written_by_dimfeat(output, fmt):
-        raise SystemExit(
-            f"{output} exists and was not written by dimfeat featurize: dimfeat will not "
-            "overwrite it; remove it or choose another output"
-        )
-    ids = _npy_ids(output)
-    if fmt == "npy" and ids.exists() and not _ids_written_by_dimfeat(ids):
-        raise SystemExit(
-            f"{ids} exists and was not written by dimfeat featurize (dimfeat writes the rows of "
-            f"{output.name} there): dimfeat will not overwrite it; remove it or choose another "
-            "output"
-        )
-
-
-def _write_single_file(work: Path, output: Path, fmt: str) -> int:
-    """Assemble the streamed parts of ``work`` into ``output``; remove them; return the rows."""
-    from dimfeat._version import __version__
-    from dimfeat.streaming import MANIFEST_NAME, read_features
-
-    frame = read_features(work)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    # a temporary name of its own (never a file of the user's, such as OUT.tmp)
-    handle, name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
-    os.close(handle)
-    tmp = Path(name)
-    try:
-        if fmt == "parquet":
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            frame["error"] = frame["error"].astype(object).where(frame["error"].notna(), None)
-            table = pa.Table.from_pandas(frame, preserve_index=False)
-            stamp = {"dimfeat_version": __version__, "n_rows": len(frame)}
-            metadata = {**(table.schema.metadata or {}), b"dimfeat": json.dumps(stamp).encode()}
-            pq.write_table(table.replace_schema_metadata(metadata), tmp)
-        else:
-            labels = [c for c in frame.columns if c not in {"index", "id", "error"}]
-            with tmp.open("wb") as fh:
-                np.save(fh, frame[labels].to_numpy(dtype=np.float32))
-            frame[["index", "id", "error"]].to_csv(_npy_ids(output), index=False)
-        tmp.replace(output)
-    finally:
-        tmp.unlink(missing_ok=True)
-    manifest = json.loads((work / MANIFEST_NAME).read_text(encoding="utf-8"))
-    for record in manifest["chunks"].values():  # only the files dimfeat's manifest lists
-        (work / record["file"]).unlink(missing_ok=True)
-    (work / MANIFEST_NAME).unlink()
-    with contextlib.suppress(OSError):  # left in place if anything else is in it
-        work.rmdir()
-    return len(frame)
-
-
 def _featurize(args) -> None:
     """``dimfeat featurize``: every input kind and format goes through one streaming writer."""
-    from dimfeat.streaming import output_lock
-
-    inputs, output = _featurize_inputs(args)
-    fmt = _output_format(output, args.format)
-    out = Path(output)
-    if fmt in {"parquet", "npy"}:
-        # a single file is streamed into OUT.parts, then assembled: one lock on OUT for it all
-        # (featurize_to_file locks a CSV or a folder of parts itself)
-        with output_lock(out):
-            _featurize_to(inputs, out, fmt, args)
-    else:
-        _featurize_to(inputs, out, fmt, args)
-
-
-def _featurize_to(inputs: list[str], out: Path, fmt: str, args) -> None:
+    from dimfeat.chunks import select_source
     from dimfeat.featurizer import DeepInfoMaxFeaturizer
     from dimfeat.inputs import InvalidStructureError
-    from dimfeat.streaming import featurize_to_file
+    from dimfeat.streaming import featurize_to, output_format
 
-    if fmt in {"parquet", "npy"}:
-        _check_single_file(out, fmt)
-    source = _featurize_source(inputs, args)
+    inputs, output = _featurize_inputs(args)
+    fmt = output_format(output, args.format)
+    try:
+        source = select_source(
+            inputs,
+            matbench=args.matbench,
+            data_home=args.data_home,
+            split=args.split,
+            part=args.part,
+        )
+    except (FileNotFoundError, ValueError) as exc:  # which INPUTs: a usage error
+        raise SystemExit(str(exc)) from None
     featurizer = DeepInfoMaxFeaturizer(
         weights=args.weights, device=args.device, n_jobs=args.n_jobs, disorder=args.disorder
     )
-    featurizer.get_runtime()  # bad --weights fail here, before any output file or folder exists
-    stream_to = _work_folder(out) if fmt in {"parquet", "npy"} else out
     try:
-        summary = featurize_to_file(
+        summary = featurize_to(
             source,
-            stream_to,
+            output,
             featurizer,
+            format=fmt,
             chunk_size=args.chunk_size,
             resume=args.resume,
             progress=not args.quiet,
@@ -765,10 +262,8 @@ def _featurize_to(inputs: list[str], out: Path, fmt: str, args) -> None:
                 f"{exc} (--ignore-errors writes a row of NaN with the error text instead)"
             ) from exc
         raise
-    if fmt in {"parquet", "npy"}:
-        _write_single_file(stream_to, out, fmt)
     print(
-        f"wrote {summary.n_rows} vectors to {out} ({summary.n_chunks} chunks, "
+        f"wrote {summary.n_rows} vectors to {output} ({summary.n_chunks} chunks, "
         f"{summary.n_skipped_chunks} already done, {summary.n_errors} errors)"
     )
 
@@ -818,19 +313,8 @@ DIMFEAT_DEBUG=1 shows the Python traceback); 130 interrupted.
 def _parser() -> argparse.ArgumentParser:
     from dimfeat._version import __version__
     from dimfeat.encoder import DISTANCE_EXPANSIONS, EncoderConfig
-    from dimfeat.infomax import (
-        CRITICS,
-        DEFAULT_BETA,
-        DEFAULT_COMPOSITION_WEIGHT,
-        DEFAULT_CRITIC,
-        DEFAULT_GLOBAL_SITES,
-        DEFAULT_LOCAL_CONSTITUENT,
-        DEFAULT_LOCAL_PAIRS,
-        DEFAULT_SYNTHETIC_WEIGHT,
-        FALSE_SAMPLE_KINDS,
-        STRAIN_RANGE,
-    )
-    from dimfeat.training import VALIDATION_FRACTION, TrainingConfig
+    from dimfeat.streaming import FORMATS
+    from dimfeat.training_config import add_training_flags
     from dimfeat.weights import InputSettings
 
     parser = argparse.ArgumentParser(
@@ -936,127 +420,12 @@ def _parser() -> argparse.ArgumentParser:
         default="gaussian",
         help="distance input of a random encoder: Gaussian basis or the paper's linear input",
     )
-    recipe.add_argument(
-        "--false-samples",
-        default=",".join(FALSE_SAMPLE_KINDS),
-        help="comma-separated kinds of false sample (also: substitution, not in the default)",
-    )
-    recipe.add_argument(
-        "--local-false-samples",
-        default=None,
-        help="kinds for the local loss only (default: --false-samples); the paper's: "
-        "other,polymorph,composition",
-    )
-    recipe.add_argument(
-        "--beta",
-        type=float,
-        default=DEFAULT_BETA,
-        help="weight of the KL terms (default: %(default)s)",
-    )
-    recipe.add_argument(
-        "--local-pairs",
-        type=int,
-        default=DEFAULT_LOCAL_PAIRS,
-        help="pairs scored per environment in the local loss, drawn by weight (0: all pairs)",
-    )
-    recipe.add_argument(
-        "--global-sites",
-        type=int,
-        default=DEFAULT_GLOBAL_SITES,
-        help="sites kept per synthetic false crystal in the global loss (0: all sites)",
-    )
-    recipe.add_argument(
-        "--composition-weight",
-        type=float,
-        default=DEFAULT_COMPOSITION_WEIGHT,
-        help="weight of the composition read-out term (0: the paper's objective)",
-    )
-    recipe.add_argument(
-        "--synthetic-weight",
-        type=float,
-        default=DEFAULT_SYNTHETIC_WEIGHT,
-        help="weight of each synthetic kind of false sample relative to 'other' (1: all alike)",
-    )
-    recipe.add_argument(
-        "--strain-range",
-        type=float,
-        nargs=2,
-        metavar=("LOW", "HIGH"),
-        default=list(STRAIN_RANGE),
-        help="distance factors of the strain false samples: log-uniform in [LOW, HIGH] or its "
-        "inverse (default: 1.05 1.25)",
-    )
-    recipe.add_argument(
-        "--global-trains-local",
-        action="store_true",
-        help="let the global DIM loss train the local encoder too (default: the paper's detach)",
-    )
-    recipe.add_argument(
-        "--critic",
-        choices=list(CRITICS),
-        default=DEFAULT_CRITIC,
-        help="projection of the vectors in the DIM classifiers: the paper's MLP, or linear "
-        "(scores linear in the vector)",
-    )
-    recipe.add_argument(
-        "--local-constituent",
-        choices=["neighbour", "bond"],
-        default=DEFAULT_LOCAL_CONSTITUENT,
-        help="local DIM constituents: [f_j, d_ij] (neighbour) or [f_i, f_j, d_ij] (bond)",
-    )
-    recipe.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="seeds random weights, the validation split and the batches (default: 0)",
-    )
-
     optimisation = train.add_argument_group("optimisation: epochs, rates, stopping, device")
-    optimisation.add_argument(
-        "--epochs",
-        type=int,
-        default=TrainingConfig.epochs,
-        help="most passes over the training crystals (default: %(default)s)",
-    )
-    optimisation.add_argument(
-        "--lr",
-        type=float,
-        default=TrainingConfig.lr,
-        help="AdamW learning rate (default: %(default)s)",
-    )
-    optimisation.add_argument(
-        "--lr-decay-epochs",
-        type=int,
-        default=None,
-        help="decay the learning rate along a half cosine over this many epochs (default: "
-        "constant, as in the paper)",
-    )
-    optimisation.add_argument(
-        "--site-budget",
-        type=int,
-        default=TrainingConfig.site_budget,
-        help="most unique sites per training batch (the paper's 1200; default: %(default)s)",
-    )
-    optimisation.add_argument(
-        "--validation-fraction",
-        type=float,
-        default=VALIDATION_FRACTION,
-        help="share of the crystals held out (at least 2) to choose the best epoch by the "
-        "validation loss; 0: none, keep the last epoch (default: %(default)s)",
-    )
-    optimisation.add_argument(
-        "--patience",
-        type=int,
-        default=TrainingConfig.patience,
-        help="stop after this many epochs without a better validation loss (default: %(default)s)",
-    )
-    optimisation.add_argument(
-        "--max-minutes", type=float, help="stop after the epoch that passes this time budget"
-    )
     optimisation.add_argument(
         "--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ..."
     )
-    optimisation.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on CUDA")
+    # every TrainingConfig setting with a flag, in its group, from its one declaration
+    add_training_flags({"recipe": recipe, "optimisation": optimisation})
 
     output = train.add_argument_group("output: the weights folder, checkpoints and messages")
     output.add_argument("--name", help="name in the model card (default: folder name)")
@@ -1160,7 +529,8 @@ def main(argv: list[str] | None = None) -> None:
         args.weights = DEFAULT_WEIGHTS
     debug = args.debug or os.environ.get(DEBUG_ENV, "") not in {"", "0"}
     try:
-        args.func(args)
+        with _plain_warnings():
+            args.func(args)
     except SystemExit as exc:
         if debug or not isinstance(exc.code, str):
             raise
@@ -1174,6 +544,33 @@ def main(argv: list[str] | None = None) -> None:
             raise
         print("dimfeat: interrupted (run the same command again to resume)", file=sys.stderr)
         raise SystemExit(130) from None
+
+
+@contextlib.contextmanager
+def _plain_warnings() -> Iterator[None]:
+    """Print each distinct ``UserWarning`` of a command once, as one plain line on stderr
+    (``dimfeat: warning: ...``), not as a Python warning with its source line.
+
+    Warning filters the user set (``-W``, ``PYTHONWARNINGS``) are kept; other categories are
+    shown as Python shows them.
+    """
+    seen: set[str] = set()
+    show_python = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if not issubclass(category, UserWarning):
+            show_python(message, category, filename, lineno, file, line)
+            return
+        text = " ".join(str(message).split())
+        if text not in seen:
+            seen.add(text)
+            print(f"dimfeat: warning: {text}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        if not sys.warnoptions:  # each distinct text once, however often it is raised
+            warnings.simplefilter("always", UserWarning)
+        warnings.showwarning = show
+        yield
 
 
 def _fail(message: str) -> None:

@@ -24,12 +24,7 @@ from sklearn.utils._param_validation import Interval, InvalidParameterError, Str
 from sklearn.utils.validation import check_is_fitted
 
 from dimfeat.encoder import EncoderConfig
-from dimfeat.infomax import (
-    DEFAULT_BETA,
-    DEFAULT_COMPOSITION_WEIGHT,
-    FALSE_SAMPLE_KINDS,
-    OPTIONAL_FALSE_SAMPLE_KINDS,
-)
+from dimfeat.infomax import FALSE_SAMPLE_KINDS, OPTIONAL_FALSE_SAMPLE_KINDS
 from dimfeat.inputs import (
     DISORDER_POLICIES,
     CrystalInputs,
@@ -45,12 +40,8 @@ from dimfeat.runtime import (
     input_settings,
     shared_runtime,
 )
-from dimfeat.training import (
-    VALIDATION_FRACTION,
-    TrainingConfig,
-    resolve_device,
-    train_dim,
-)
+from dimfeat.training import TrainingConfig, resolve_device, train_dim
+from dimfeat.training_config import setting_bounds
 from dimfeat.vector_cache import VectorCache, cache_context, cache_folder, structure_key
 from dimfeat.weights import DEFAULT_WEIGHTS
 
@@ -59,6 +50,9 @@ __all__ = ["DeepInfoMaxFeaturizer"]
 #: Parameters that decide the encoder :meth:`DeepInfoMaxFeaturizer.fit` makes; with
 #: ``epochs > 0`` the training parameters (:data:`_TRAINING_PARAMS`) too.
 _MODEL_PARAMS = ("weights", "global_dim", "random_state", "epochs")
+#: Parameters that are :class:`~dimfeat.training.TrainingConfig` fields of the same name: their
+#: defaults, constraints and meaning are declared there once (``epochs`` and ``random_state``
+#: are the featuriser's own: 0 epochs loads weights, and the seed also seeds random weights).
 _TRAINING_PARAMS = (
     "lr",
     "site_budget",
@@ -69,6 +63,15 @@ _TRAINING_PARAMS = (
     "beta",
     "composition_weight",
 )
+
+
+def _constraints(bounds: list) -> list:
+    """scikit-learn constraints of a setting's declared bounds (see ``setting``)."""
+    kinds = {"int": Integral, "float": Real}
+    return [
+        Interval(kinds[b[0]], b[1], b[2], closed=b[3]) if isinstance(b, tuple) else b
+        for b in bounds
+    ]
 
 
 class DeepInfoMaxFeaturizer(BaseFeaturizer):
@@ -218,14 +221,7 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         "symprec": [Interval(Real, 0, None, closed="neither"), None],
         "disorder": [StrOptions(set(DISORDER_POLICIES))],
         "global_dim": [Interval(Integral, 1, None, closed="left"), None],
-        "lr": [Interval(Real, 0, None, closed="neither")],
-        "site_budget": [Interval(Integral, 2, None, closed="left")],
-        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
-        "patience": [Interval(Integral, 1, None, closed="left"), None],
-        "false_samples": [tuple, list],
-        "alpha": [Interval(Real, 0, None, closed="left")],
-        "beta": [Interval(Real, 0, None, closed="left")],
-        "composition_weight": [Interval(Real, 0, None, closed="left")],
+        **{name: _constraints(setting_bounds(name)) for name in _TRAINING_PARAMS},
         "checkpoint_dir": [str, os.PathLike, None],
         "n_jobs": [
             Interval(Integral, 1, None, closed="left"),
@@ -249,12 +245,12 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         global_dim: int | None = None,
         lr: float = TrainingConfig.lr,
         site_budget: int = TrainingConfig.site_budget,
-        validation_fraction: float = VALIDATION_FRACTION,
+        validation_fraction: float = TrainingConfig.validation_fraction,
         patience: int | None = TrainingConfig.patience,
-        false_samples: tuple[str, ...] = FALSE_SAMPLE_KINDS,
+        false_samples: tuple[str, ...] = TrainingConfig.false_samples,
         alpha: float = TrainingConfig.alpha,
-        beta: float = DEFAULT_BETA,
-        composition_weight: float = DEFAULT_COMPOSITION_WEIGHT,
+        beta: float = TrainingConfig.beta,
+        composition_weight: float = TrainingConfig.composition_weight,
         checkpoint_dir: str | None = None,
         n_jobs: int = 1,
         cache: str | os.PathLike | Memory | None = None,
@@ -768,15 +764,8 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
     def _training_config(self) -> TrainingConfig:
         return TrainingConfig(
             epochs=self.epochs,
-            lr=self.lr,
-            site_budget=self.site_budget,
-            validation_fraction=self.validation_fraction,
-            patience=self.patience,
-            alpha=self.alpha,
-            beta=self.beta,
-            composition_weight=self.composition_weight,
-            false_samples=tuple(self.false_samples),
             seed=self.random_state,
+            **{name: getattr(self, name) for name in _TRAINING_PARAMS},
         )
 
     def _train(self, inputs: list[CrystalInputs]) -> None:
@@ -785,6 +774,7 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
             inputs,
             self._training_config(),
             resolve_device(self.device),
+            max_primitive_sites=None,  # fit trains on every structure it is given
             checkpoint_dir=self.checkpoint_dir,
             progress=self.verbose,
         )

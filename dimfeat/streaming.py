@@ -37,14 +37,14 @@ or truncated. One process at a time writes an output (:func:`output_lock`).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import os
 import re
+import tempfile
 import traceback
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,83 +53,53 @@ import numpy as np
 import pandas as pd
 
 from dimfeat import fingerprint
-from dimfeat.datasets import load_structures_file, task_frame
+from dimfeat.chunks import Chunk, count_structures, iter_chunks, limited_chunks, select_source
+from dimfeat.datasets import task_frame
 from dimfeat.locks import LockHeldError, exclusive
-from dimfeat.sources import (
-    Listing,
-    is_structure_file_name,
-    iter_files,
-    list_files,
-    memory_items,
-    parse_structure,
-    read_item,
-    source_kind,
-    structure_file_id,
+from dimfeat.sources import is_structure_file_name, structure_file_id
+from dimfeat.stream_files import (
+    MANIFEST_NAME,
+    RESUME_HINT,
+    DamagedManifest,
+    append_csv,
+    check_chunk,
+    check_records,
+    csv_manifest,
+    load_manifest,
+    part_name,
+    prepare_csv,
+    prepare_folder,
+    run_settings,
+    start_manifest,
+    truncate,
+    verified_csv_bytes,
+    write_json,
+    write_part,
 )
 
 __all__ = [
+    "FORMATS",
+    "MANIFEST_NAME",
+    "RESUME_HINT",
     "Chunk",
     "OutputLockedError",
     "StreamSummary",
+    "check_output",
     "count_structures",
+    "featurize_to",
     "featurize_to_file",
     "is_structure_file_name",
     "iter_chunks",
     "lock_file",
+    "output_format",
     "output_lock",
     "read_features",
+    "select_source",
     "structure_file_id",
     "task_frame",
+    "write_npy",
+    "write_parquet",
 ]
-
-MANIFEST_NAME = "manifest.json"
-_FORMAT_VERSION = 4  # 3: every row has an ``error`` column; 4: dimfeat.fingerprint.structure
-_PART = re.compile(r"part-(\d{5,})\.parquet")
-_HEX64 = re.compile(r"[0-9a-f]{64}")
-_MAX_MANIFEST = 64 << 20  # bytes; a manifest of a million chunks is ~300 MB, of 36k ~10 MB
-#: What every refusal to resume says.
-RESUME_HINT = (
-    "pass resume=False (command line: --no-resume) to start again, or write to another output"
-)
-
-
-@dataclass
-class Chunk:
-    """A chunk of the input.
-
-    Attributes
-    ----------
-    index : int
-        Position of the chunk (0, 1, ...).
-    start : int
-        Position of its first structure in the whole input.
-    ids : list of str
-        One id per structure (material id, file stem, or the in-memory index).
-    load : callable
-        ``load()`` returns the chunk's structures; an entry that could not be read (a bad CIF) is
-        the exception raised while parsing it instead of a structure.
-    digests : callable, optional
-        ``digests()`` returns one sha256 per entry, of its content, without parsing it (the CIF
-        bytes, or the lattice, coordinates and species of a structure in memory). Without it,
-        :meth:`fingerprint` digests what ``load()`` returns.
-    """
-
-    index: int
-    start: int
-    ids: list[str]
-    load: Callable[[], list[Any]]
-    digests: Callable[[], list[str]] | None = None
-
-    def fingerprint(self, n: int | None = None) -> str:
-        """sha256 of the ids and contents of the chunk's first ``n`` entries (default: all).
-
-        Two chunks with the same fingerprint hold the same entries under the same ids, so
-        their rows are the same; a resume compares it with the one its manifest recorded.
-        """
-        n = len(self.ids) if n is None else n
-        digests = self.digests() if self.digests is not None else [_digest(x) for x in self.load()]
-        payload = json.dumps([self.ids[:n], digests[:n]]).encode()
-        return hashlib.sha256(payload).hexdigest()
 
 
 @dataclass
@@ -142,171 +112,6 @@ class StreamSummary:
     n_skipped_chunks: int
     n_errors: int
 
-
-# --------------------------------------------------------------------------- reading
-
-
-def _digest(item: Any) -> str:
-    """sha256 of one entry: CIF bytes, a structure's content, an error, or a type name."""
-    from pymatgen.core import IStructure
-
-    digest = hashlib.sha256()
-    if isinstance(item, bytes):
-        digest.update(b"bytes:" + item)
-    elif isinstance(item, IStructure):
-        digest.update(b"structure:" + fingerprint.structure(item).encode())
-    elif isinstance(item, Exception):
-        digest.update(f"error:{type(item).__name__}:{item}".encode())
-    else:  # not a structure: featurising it fails the same way whatever its value
-        digest.update(f"object:{type(item).__module__}.{type(item).__qualname__}".encode())
-    return digest.hexdigest()
-
-
-def _parse_entry(data: bytes | Exception, where: str) -> Any:
-    """A structure parsed from bytes (:func:`dimfeat.sources.parse_structure`), or the error."""
-    if isinstance(data, Exception):
-        return data
-    try:
-        return parse_structure(data, where)
-    except ValueError as exc:
-        return exc
-
-
-def _read_entry(read: Callable[[], bytes], where: str) -> bytes | Exception:
-    try:
-        return read()
-    except OSError as exc:
-        return ValueError(f"could not read the CIF {where}: {exc}")
-
-
-def _file_chunks(listing: Listing, chunk_size: int) -> Iterator[Chunk]:
-    """Chunks of the entries of a folder, tarball or file; parsed only by ``Chunk.load``."""
-    ids: list[str] = []
-    texts: list[tuple[str, Callable[[], bytes]]] = []
-    index = start = 0
-    for row, where, read in iter_files(listing):
-        ids.append(listing.ids[row])
-        texts.append((where, read))
-        if len(ids) == chunk_size:
-            yield _text_chunk(index, start, ids, texts)
-            index, start, ids, texts = index + 1, start + len(ids), [], []
-    if ids:
-        yield _text_chunk(index, start, ids, texts)
-
-
-def _text_chunk(index, start, ids, texts) -> Chunk:
-    read_once: list[list[bytes | Exception]] = []
-
-    def raw() -> list[bytes | Exception]:
-        if not read_once:  # the bytes are read once, for the fingerprint and for parsing
-            read_once.append([_read_entry(read, where) for where, read in texts])
-        return read_once[0]
-
-    def load() -> list[Any]:
-        return [_parse_entry(data, where) for (where, _), data in zip(texts, raw(), strict=True)]
-
-    return Chunk(index, start, ids, load, lambda: [_digest(data) for data in raw()])
-
-
-def _memory_chunks(structures: list, ids: list[str], chunk_size: int) -> Iterator[Chunk]:
-    for index, start in enumerate(range(0, len(structures), chunk_size)):
-        part = structures[start : start + chunk_size]
-        yield Chunk(
-            index,
-            start,
-            ids[start : start + chunk_size],
-            lambda part=part: [read_item(item) for item in part],
-        )
-
-
-def iter_chunks(
-    source: Any, chunk_size: int = 1000, *, limit: int | None = None
-) -> Iterator[Chunk]:
-    """Chunks of ``chunk_size`` structures from a file source or an in-memory sequence.
-
-    Parameters
-    ----------
-    source : path, str, sequence of structures, pandas Series or DataFrame
-        A CGCNN folder or tarball, a folder or tarball of ``*.cif``, a ``.json``/``.json.gz``
-        file of structures (matminer and Matbench datasets are such files; see
-        :func:`dimfeat.datasets.load_structures_file`), a Matbench task name, or structures in
-        memory (a DataFrame needs a ``structure`` column or a single column), in any form
-        :func:`dimfeat.inputs.to_structure` reads; an item it cannot read is loaded as the
-        error it raised.
-    chunk_size : int, default=1000
-        Structures per chunk (the last chunk may be shorter).
-    limit : int, optional
-        Stop after this many structures (the first ``limit`` of the input).
-
-    Yields
-    ------
-    Chunk
-        Structures are parsed only when ``chunk.load()`` is called.
-
-    Notes
-    -----
-    Order: ``id_prop.csv`` order for a CGCNN folder, archive order for a tarball, sorted file
-    names for a plain folder, input order otherwise. The ids are material ids (from
-    ``material_id_hash.csv`` or a ``material_id`` column), file names without ``.cif`` (or
-    ``.vasp``/``.poscar``), Matbench's ids (``mb-phonons-0001``, ...) for a task name, the
-    DataFrame/Series index or positions.
-    """
-    yield from _limited_chunks(source, chunk_size, limit, {})
-
-
-def _limited_chunks(
-    source: Any, chunk_size: int, limit: int | None, state: dict
-) -> Iterator[Chunk]:
-    """:func:`iter_chunks`; sets ``state["cut"]`` when ``limit`` left structures unread, and
-    ``state["total"]`` to the number of structures once the source has told it."""
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
-        raise ValueError(f"limit must be None or an integer >= 0, got {limit!r}")
-    state["cut"] = False
-    for chunk in _all_chunks(source, chunk_size, state):
-        if limit is not None and chunk.start + len(chunk.ids) > limit:
-            state["cut"] = True
-            keep = limit - chunk.start
-            if keep > 0:
-                digests = chunk.digests
-                yield Chunk(
-                    chunk.index,
-                    chunk.start,
-                    chunk.ids[:keep],
-                    lambda load=chunk.load, keep=keep: load()[:keep],
-                    None if digests is None else (lambda d=digests, keep=keep: d()[:keep]),
-                )
-            return
-        yield chunk
-
-
-def _all_chunks(source: Any, chunk_size: int, state: dict) -> Iterator[Chunk]:
-    kind = source_kind(source)
-    if kind in {"folder", "tarball", "file"}:
-        listing = list_files(source)
-        state["total"] = len(listing.ids)
-        yield from _file_chunks(listing, chunk_size)
-    elif kind in {"json", "task"}:
-        df = load_structures_file(source) if kind == "json" else task_frame(str(source))
-        state["total"] = len(df)
-        yield from _memory_chunks(list(df["structure"]), list(df["material_id"]), chunk_size)
-    else:
-        structures, ids = memory_items(source)
-        yield from _memory_chunks(structures, ids, chunk_size)
-
-
-def count_structures(source: Any) -> int | None:
-    """Number of structures in ``source`` when it is cheap to know (``None`` otherwise)."""
-    if isinstance(source, str | os.PathLike):
-        path = Path(source)
-        return len(list_files(path).ids) if path.is_dir() else None
-    with contextlib.suppress(TypeError, ValueError):
-        return len(source)
-    return None
-
-
-# --------------------------------------------------------------------------- writing
 
 
 def _featurize_chunk(featurizer, chunk: Chunk, ignore_errors: bool) -> pd.DataFrame:
@@ -374,193 +179,6 @@ def _name_failure(featurizer, loaded: list, good: list[int], chunk: Chunk) -> st
     j = min(errors)
     k = good[j]
     return f"structure {chunk.start + k} (id {chunk.ids[k]}): {_error_line(errors[j])}"
-
-
-def _describe_source(source: Any) -> str:
-    if isinstance(source, str | os.PathLike):
-        return str(Path(source).resolve()) if Path(source).exists() else str(source)
-    return f"<in-memory {type(source).__name__}>"
-
-
-def _write_json(file: Path, content: dict) -> None:
-    tmp = file.with_name(file.name + ".tmp")
-    # compact: the C encoder (an indent falls back to pure Python, and a manifest is rewritten
-    # after every chunk, so a stream of 10,000 chunks spent minutes re-encoding it)
-    tmp.write_text(json.dumps(content, separators=(",", ":")), encoding="utf-8")
-    tmp.replace(file)
-
-
-
-
-#: Settings that describe a run without changing its rows (recorded, never compared).
-_DESCRIPTIVE = frozenset({"source", "weights"})
-
-
-def _settings(source, featurizer, chunk_size: int, ignore_errors: bool) -> dict:
-    """What determines the rows of a run, besides the input (fingerprinted per chunk)."""
-    from dimfeat._version import __version__
-
-    params = featurizer.get_params()
-    settings = {
-        "format_version": _FORMAT_VERSION,
-        "dimfeat_version": __version__,
-        "source": _describe_source(source),
-        "chunk_size": chunk_size,
-        "ignore_errors": ignore_errors,
-        "weights": None if params.get("weights") is None else str(params["weights"]),
-        "disorder": params.get("disorder"),
-        "batch_size": params.get("batch_size"),
-        "feature_labels": list(featurizer.feature_labels()),
-    }
-    get_runtime = getattr(featurizer, "get_runtime", None)
-    if get_runtime is not None:  # a DeepInfoMaxFeaturizer: its encoder and resolved inputs
-        # (encoder_sha256 covers the architecture, distance_cutoff included, and parameters)
-        settings.update(get_runtime().vector_settings())
-    else:  # another featuriser: identified by its parameters only
-        settings["params"] = {k: repr(v) for k, v in sorted(params.items())}
-        settings["weights_compared"] = settings["weights"]
-    return settings
-
-
-class _Damaged(ValueError):
-    pass
-
-
-def _load_manifest(file: Path) -> dict:
-    """Parse a manifest (JSON object); raise :class:`_Damaged` for anything else."""
-    try:
-        if file.stat().st_size > _MAX_MANIFEST:
-            raise _Damaged(f"larger than {_MAX_MANIFEST} bytes")
-        manifest = json.loads(file.read_bytes())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise _Damaged(str(exc)) from exc
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("settings"), dict):
-        raise _Damaged("it is not a JSON object with 'settings'")
-    return manifest
-
-
-def _is_int(value: Any, low: int = 0) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= low
-
-
-def _check_records(manifest: dict, as_csv: bool) -> list[dict]:
-    """The chunk records in order, after checking that they are consistent."""
-    chunks = manifest.get("chunks")
-    if not isinstance(chunks, dict):
-        raise _Damaged("'chunks' is not an object")
-    size = manifest["settings"].get("chunk_size")
-    if not _is_int(size, 1):
-        raise _Damaged("settings.chunk_size is not a positive integer")
-    # keys are decimal strings: compare as a set (sorted strings put "10" before "2")
-    if set(chunks) != {str(k) for k in range(len(chunks))}:
-        raise _Damaged("the finished chunks are not 0, 1, 2, ...")
-    records = [chunks[str(k)] for k in range(len(chunks))]
-    byte = 0
-    for k, record in enumerate(records):
-        where = f"chunk {k}"
-        if not isinstance(record, dict):
-            raise _Damaged(f"{where} is not an object")
-        if not (_is_int(record.get("rows"), 1) and record["rows"] <= size):
-            raise _Damaged(f"{where} has no valid row count")
-        if k < len(records) - 1 and record["rows"] != size:
-            raise _Damaged(f"{where} is short but not the last chunk")
-        if record.get("start") != k * size or not _is_int(record.get("errors")):
-            raise _Damaged(f"{where} has an invalid start or error count")
-        for key in ("fingerprint", "sha256"):
-            if not (isinstance(record.get(key), str) and _HEX64.fullmatch(record[key])):
-                raise _Damaged(f"{where} has no valid {key}")
-        if as_csv:
-            if record.get("start_byte") != byte or not _is_int(record.get("end_byte"), byte + 1):
-                raise _Damaged(f"{where} has an invalid byte range")
-            byte = record["end_byte"]
-        elif record.get("file") != f"part-{k:05d}.parquet":
-            raise _Damaged(f"{where} names an invalid file {record.get('file')!r}")
-    pending = manifest.get("pending")
-    if not (pending is None or (isinstance(pending, str) and _PART.fullmatch(pending))):
-        raise _Damaged(f"invalid pending part {pending!r}")
-    return records
-
-
-def _owned_parts(manifest: dict) -> set[str]:
-    """Part files a manifest (of any format version) says dimfeat wrote: only exact part names."""
-    names = set()
-    chunks = manifest.get("chunks")
-    for record in chunks.values() if isinstance(chunks, dict) else []:
-        name = record.get("file") if isinstance(record, dict) else None
-        if isinstance(name, str) and _PART.fullmatch(name):
-            names.add(name)
-    pending = manifest.get("pending")
-    if isinstance(pending, str) and _PART.fullmatch(pending):
-        names.add(pending)
-    return names
-
-
-def _start_manifest(
-    manifest_file: Path, settings: dict, resume: bool, as_csv: bool
-) -> tuple[dict, dict | None]:
-    """The manifest to continue (or a new one) and, when starting again, the one it replaces.
-
-    A manifest that is not provably dimfeat's (see :func:`_dimfeat_manifest`) is refused, with
-    or without ``resume``: it licenses nothing, so neither it nor the output beside it is
-    overwritten or deleted. The second value is the replaced manifest (``resume=False``), else
-    ``None``.
-    """
-    if not manifest_file.is_file():
-        return _new_manifest(settings), None
-    old = _dimfeat_manifest(manifest_file, as_csv)
-    if not resume:
-        return _new_manifest(settings), old
-    try:
-        manifest = old
-        saved = manifest["settings"]
-        if saved.get("format_version") != _FORMAT_VERSION:
-            raise ValueError(
-                f"{manifest_file} was written by another version of dimfeat (manifest format "
-                f"{saved.get('format_version')!r}, this one writes {_FORMAT_VERSION}); "
-                f"{RESUME_HINT}"
-            )
-        changed = [
-            k
-            for k in sorted(set(settings) | set(saved))
-            if k not in _DESCRIPTIVE and saved.get(k) != settings.get(k)
-        ]
-        if changed:
-            raise ValueError(
-                f"{manifest_file} was written with other settings ({', '.join(changed)}): its "
-                f"rows are not the ones this run would compute; {RESUME_HINT}"
-            )
-        _check_records(manifest, as_csv)
-    except _Damaged as exc:
-        raise ValueError(
-            f"{manifest_file} is damaged or was not written by dimfeat ({exc}); {RESUME_HINT}"
-        ) from exc
-    manifest["settings"] = settings  # same in all compared keys; descriptions are refreshed
-    return manifest, None
-
-
-def _dimfeat_manifest(manifest_file: Path, as_csv: bool) -> dict:
-    """The manifest at ``manifest_file`` if it is provably one that dimfeat wrote: a JSON object
-    whose ``settings`` carry a manifest ``format_version`` (of this or any other version of
-    dimfeat) and whose ``chunks`` are an object. Anything else is refused: dimfeat did not write
-    it, so it licenses neither its own replacement nor the deletion of any file."""
-    try:
-        manifest = _load_manifest(manifest_file)
-        if not _is_int(manifest["settings"].get("format_version"), 1):
-            raise _Damaged("its settings have no dimfeat manifest format_version")
-        if not isinstance(manifest.get("chunks"), dict):
-            raise _Damaged("it has no 'chunks' object")
-    except _Damaged as exc:
-        described = "the CSV beside it" if as_csv else "the files beside it"
-        raise ValueError(
-            f"{manifest_file} is not a dimfeat manifest ({exc}): dimfeat did not write it and "
-            f"will neither overwrite it nor delete {described}; move it away or choose another "
-            "output"
-        ) from exc
-    return manifest
-
-
-def _new_manifest(settings: dict) -> dict:
-    return {"settings": settings, "chunks": {}, "pending": None, "complete": False}
 
 
 class OutputLockedError(ValueError):
@@ -711,13 +329,13 @@ def _stream(
 
     as_csv = output.suffix.lower() == ".csv"
     if as_csv:
-        manifest_file = _csv_manifest(output)
+        manifest_file = csv_manifest(output)
     else:
         output.mkdir(parents=True, exist_ok=True)
         manifest_file = output / MANIFEST_NAME
     existed = manifest_file.is_file()
-    settings = _settings(source, featurizer, chunk_size, ignore_errors)
-    manifest, replaced = _start_manifest(manifest_file, settings, resume, as_csv)
+    settings = run_settings(source, featurizer, chunk_size, ignore_errors)
+    manifest, replaced = start_manifest(manifest_file, settings, resume, as_csv)
     done: dict[str, dict] = manifest["chunks"]
     if limit is not None and sum(r["rows"] for r in done.values()) > limit:
         raise ValueError(
@@ -726,10 +344,10 @@ def _stream(
             f"or {RESUME_HINT}"
         )
     if as_csv:
-        _prepare_csv(output, manifest, replaced, existed)
+        prepare_csv(output, manifest, replaced, existed)
     else:
-        _prepare_folder(output, manifest, replaced)
-    _write_json(manifest_file, manifest)
+        prepare_folder(output, manifest, replaced)
+    write_json(manifest_file, manifest)
 
     skipped = n_rows = n_errors = n_chunks = 0
     total = count_structures(source)
@@ -739,7 +357,7 @@ def _stream(
     state: dict = {}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        for chunk in _limited_chunks(source, chunk_size, limit, state):
+        for chunk in limited_chunks(source, chunk_size, limit, state):
             if bar.total is None and state.get("total") is not None:
                 # a tarball or structures file tells its size once read: the bar gets a total
                 bar.total = state["total"] if limit is None else min(state["total"], limit)
@@ -748,7 +366,7 @@ def _stream(
             key = str(chunk.index)
             record = done.get(key)
             if record is not None:
-                _check_chunk(record, chunk, output)
+                check_chunk(record, chunk, output)
                 if record["rows"] == len(chunk.ids):
                     skipped += 1
                     n_rows += record["rows"]
@@ -757,9 +375,9 @@ def _stream(
                     continue
                 # an earlier ``limit`` cut this chunk short: featurise it whole
                 if as_csv:
-                    _truncate(output, record["start_byte"])
+                    truncate(output, record["start_byte"])
                 del done[key]
-                _write_json(manifest_file, manifest)
+                write_json(manifest_file, manifest)
             frame = _featurize_chunk(featurizer, chunk, ignore_errors)
             errors = int(frame["error"].notna().sum()) if ignore_errors else 0
             record = {
@@ -769,14 +387,14 @@ def _stream(
                 "fingerprint": chunk.fingerprint(),
             }
             if as_csv:
-                record.update(_append_csv(output, frame))
+                record.update(append_csv(output, frame))
             else:
-                manifest["pending"] = _part_name(chunk.index)
-                _write_json(manifest_file, manifest)
-                record.update(_write_part(output, chunk.index, frame))
+                manifest["pending"] = part_name(chunk.index)
+                write_json(manifest_file, manifest)
+                record.update(write_part(output, chunk.index, frame))
                 manifest["pending"] = None
             done[key] = record
-            _write_json(manifest_file, manifest)
+            write_json(manifest_file, manifest)
             n_rows += len(frame)
             n_errors += errors
             bar.update(len(frame))
@@ -789,22 +407,10 @@ def _stream(
         manifest["complete"] = not state.get("cut", False)
         manifest["limit"] = limit
         manifest["n_rows"] = n_rows
-        _write_json(manifest_file, manifest)
+        write_json(manifest_file, manifest)
     bar.close()
     _rewarn(caught)
     return StreamSummary(str(output), n_rows, n_chunks, skipped, n_errors)
-
-
-def _check_chunk(record: dict, chunk: Chunk, output: Path) -> None:
-    """Refuse to keep a finished chunk unless this run's input is the one it was made from."""
-    if record["rows"] > len(chunk.ids) or record["fingerprint"] != chunk.fingerprint(
-        record["rows"]
-    ):
-        raise ValueError(
-            f"chunk {chunk.index} of {output} (input positions {chunk.start}-"
-            f"{chunk.start + record['rows'] - 1}) was featurised from other structures or ids "
-            f"than this source holds there: the source changed since it was written; {RESUME_HINT}"
-        )
 
 
 def _rewarn(caught: list) -> None:
@@ -815,183 +421,6 @@ def _rewarn(caught: list) -> None:
         if key not in seen:
             seen.add(key)
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-
-
-def _csv_manifest(output: Path) -> Path:
-    return output.with_name(output.name + ".manifest.json")
-
-
-def _truncate(output: Path, end: int) -> None:
-    with output.open("r+b") as fh:
-        fh.truncate(end)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def _verified_csv_bytes(output: Path, records: list[dict]) -> bytes:
-    """The bytes of the finished chunks of a CSV, after checking each chunk's sha256."""
-    end = records[-1]["end_byte"] if records else 0
-    if end and (not output.is_file() or output.stat().st_size < end):
-        raise ValueError(f"{output} is shorter than its manifest says; {RESUME_HINT}")
-    data = b""
-    if end:
-        with output.open("rb") as fh:
-            data = fh.read(end)
-    for k, record in enumerate(records):
-        rows = data[record["start_byte"] : record["end_byte"]]
-        if fingerprint.sha256_bytes(rows) != record["sha256"]:
-            raise ValueError(
-                f"the rows of chunk {k} in {output} were changed after dimfeat wrote them; "
-                f"{RESUME_HINT}"
-            )
-    return data
-
-
-def _prepare_csv(output: Path, manifest: dict, replaced: dict | None, existed: bool) -> None:
-    """Cut a CSV back to the end of its last finished chunk, or remove it when starting again.
-
-    Only a CSV that a dimfeat manifest describes is truncated or removed: without a manifest
-    (``existed`` false) an existing CSV is refused; when starting again (``replaced``, the old
-    manifest), the CSV must be the one the old manifest describes (:func:`_check_csv_described`).
-    """
-    manifest_file = _csv_manifest(output)
-    if not existed:
-        if output.exists():
-            raise ValueError(
-                f"{output} exists and has no dimfeat manifest ({manifest_file.name}): dimfeat "
-                "did not write it and will not overwrite it; remove it or choose another output"
-            )
-        return
-    if replaced is not None:
-        if output.exists():
-            _check_csv_described(output, replaced, manifest_file)
-            output.unlink()
-        return
-    records = _check_records(manifest, as_csv=True)
-    if not records:
-        if output.exists():
-            _check_csv_described(output, manifest, manifest_file)
-            output.unlink()
-        return
-    _verified_csv_bytes(output, records)
-    _truncate(output, records[-1]["end_byte"])
-
-
-_CSV_HEADER_START = b"index,id,"
-
-
-def _check_csv_described(output: Path, manifest: dict, manifest_file: Path) -> None:
-    """Refuse unless ``output`` is the CSV that a dimfeat ``manifest`` describes.
-
-    With finished chunks, their byte ranges must exist and match the sha256 the manifest
-    recorded (bytes after the last one are an interrupted chunk's). With none, the file must be
-    empty or begin as every dimfeat CSV does (``index,id,``): it holds at most the part of a
-    first chunk. Anything else is a file dimfeat did not write (or that was changed since), and
-    it is never deleted.
-    """
-    chunks = manifest["chunks"]
-    why = None
-    byte = 0
-    if set(chunks) != {str(k) for k in range(len(chunks))}:
-        why = "its finished chunks are not 0, 1, 2, ..."
-    else:
-        for k in range(len(chunks)):
-            record = chunks[str(k)]
-            if not (
-                isinstance(record, dict)
-                and record.get("start_byte") == byte
-                and _is_int(record.get("end_byte"), byte + 1)
-                and isinstance(record.get("sha256"), str)
-            ):
-                why = f"chunk {k} has no valid byte range and sha256"
-                break
-            byte = record["end_byte"]
-    if why is None:
-        with output.open("rb") as fh:
-            data = fh.read(byte if chunks else len(_CSV_HEADER_START))
-        if not chunks:
-            if not _CSV_HEADER_START.startswith(data):
-                why = f"it does not begin with {_CSV_HEADER_START.decode()!r}"
-        elif len(data) < byte:
-            why = "it is shorter than the rows the manifest lists"
-        else:
-            for k in range(len(chunks)):
-                record = chunks[str(k)]
-                if (
-                    fingerprint.sha256_bytes(data[record["start_byte"] : record["end_byte"]])
-                    != record["sha256"]
-                ):
-                    why = f"the rows of chunk {k} differ from the ones dimfeat wrote"
-                    break
-    if why is not None:
-        raise ValueError(
-            f"{output} is not the CSV that {manifest_file.name} describes ({why}): dimfeat did "
-            "not write it (or it was changed since) and will not delete it; move or remove it "
-            "yourself, or choose another output"
-        )
-
-
-def _append_csv(output: Path, frame: pd.DataFrame) -> dict:
-    start = output.stat().st_size if output.is_file() else 0
-    data = frame.to_csv(header=start == 0, index=False).encode("utf-8")
-    with output.open("ab") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-        end = fh.tell()
-    if end != start + len(data):  # pragma: no cover - another writer appended meanwhile
-        raise RuntimeError(f"{output} changed while dimfeat appended to it")
-    return {"start_byte": start, "end_byte": end, "sha256": fingerprint.sha256_bytes(data)}
-
-
-def _is_part_like(name: str) -> bool:
-    """Files that readers of a parquet folder would take as data."""
-    lower = name.lower()
-    return lower.startswith("part-") or ".parquet" in lower
-
-
-def _prepare_folder(output: Path, manifest: dict, replaced: dict | None) -> None:
-    """Remove what an interrupted or replaced dimfeat run left (only the part files that its
-    dimfeat manifest lists); refuse anything dimfeat did not write, and finished parts that were
-    changed since."""
-    records = _check_records(manifest, as_csv=False)
-    owned = _owned_parts(replaced) if replaced is not None else set()
-    removable = owned | _owned_parts({"pending": manifest.get("pending")})
-    for name in sorted(removable):
-        for file in (output / name, output / (name + ".tmp")):
-            file.unlink(missing_ok=True)
-    manifest["pending"] = None
-    listed = {r["file"] for r in records}
-    foreign = sorted(
-        p.name
-        for p in output.iterdir()
-        if _is_part_like(p.name) and p.name not in listed and p.name not in removable
-    )
-    if foreign:
-        raise ValueError(
-            f"{output} holds files that dimfeat did not write ({', '.join(foreign[:3])}"
-            f"{', ...' if len(foreign) > 3 else ''}); dimfeat never deletes them and will not "
-            "mix its parts with them: move them or choose another output folder"
-        )
-    for record in records:
-        file = output / record["file"]
-        if not file.is_file() or fingerprint.sha256_file(file) != record["sha256"]:
-            raise ValueError(
-                f"{file}, listed in the manifest, is missing or was changed after dimfeat wrote "
-                f"it; {RESUME_HINT}"
-            )
-
-
-def _part_name(index: int) -> str:
-    return f"part-{index:05d}.parquet"
-
-
-def _write_part(output: Path, index: int, frame: pd.DataFrame) -> dict:
-    name = _part_name(index)
-    tmp = output / (name + ".tmp")
-    frame.to_parquet(tmp, index=False)
-    tmp.replace(output / name)
-    return {"file": name, "sha256": fingerprint.sha256_file(output / name)}
 
 
 def read_features(output: str | os.PathLike) -> pd.DataFrame:
@@ -1021,21 +450,21 @@ def read_features(output: str | os.PathLike) -> pd.DataFrame:
     """
     output = Path(output)
     as_csv = output.suffix.lower() == ".csv"
-    manifest_file = _csv_manifest(output) if as_csv else output / MANIFEST_NAME
+    manifest_file = csv_manifest(output) if as_csv else output / MANIFEST_NAME
     if not manifest_file.is_file():
         raise FileNotFoundError(
             f"{output} has no manifest ({manifest_file.name}), so it was not written by "
             "featurize_to_file (or not by this version); read it with pandas instead"
         )
     try:
-        manifest = _load_manifest(manifest_file)
-        records = _check_records(manifest, as_csv)
-    except _Damaged as exc:
+        manifest = load_manifest(manifest_file)
+        records = check_records(manifest, as_csv)
+    except DamagedManifest as exc:
         raise ValueError(
             f"{manifest_file} is damaged or was not written by dimfeat ({exc})"
         ) from exc
     if as_csv:
-        data = _verified_csv_bytes(output, records)
+        data = verified_csv_bytes(output, records)
         frame = (
             pd.read_csv(io.BytesIO(data), dtype={"id": str, "error": object})
             if data
@@ -1056,3 +485,202 @@ def read_features(output: str | os.PathLike) -> pd.DataFrame:
         raise ValueError(f"{output} does not hold the rows its manifest lists")
     frame.attrs["complete"] = bool(manifest.get("complete"))
     return frame
+
+
+# --------------------------------------------------------------------------- single files
+#: Output formats of :func:`featurize_to` and the file extension that selects each.
+FORMATS = {"parquet": ".parquet", "csv": ".csv", "npy": ".npy", "parts": ""}
+
+
+def output_format(output: str | os.PathLike, fmt: str | None = None) -> str:
+    """The format of an output: ``fmt``, else its extension (none: a folder of parquet parts).
+
+    Raises
+    ------
+    ValueError
+        For an extension that names no format, or a ``fmt`` the name disagrees with.
+    """
+    path = Path(output)
+    suffix = path.suffix.lower()
+    by_suffix = next((f for f, ext in FORMATS.items() if ext and ext == suffix), None)
+    if fmt is None:
+        if by_suffix is not None:
+            return by_suffix
+        if path.is_dir() or not suffix:
+            return "parts"
+        raise ValueError(
+            f"cannot tell the output format from the extension of {output}: name a .parquet, "
+            ".csv or .npy file, or a folder without extension for parquet parts, or give "
+            "--format parquet|csv|npy|parts"
+        )
+    if fmt != "parts" and suffix != FORMATS[fmt]:
+        raise ValueError(
+            f"--format {fmt} writes a {FORMATS[fmt]} file, and {output} is not named so: name "
+            f"it {path.with_suffix(FORMATS[fmt]).name if suffix else path.name + FORMATS[fmt]}"
+        )
+    return fmt
+
+
+def _npy_ids(output: Path) -> Path:
+    """The table of rows beside a ``.npy`` output: ``vectors.npy`` -> ``vectors.ids.csv``."""
+    return output.with_suffix(".ids.csv")
+
+
+def _written_by_dimfeat(output: Path, fmt: str) -> bool:
+    """Whether an existing single-file output is one dimfeat wrote.
+
+    A ``.parquet`` file carries dimfeat's stamp in its schema metadata; a ``.npy`` file is a 2-D
+    float32 array with one row per row of the ``OUT.ids.csv`` table dimfeat writes beside it.
+    """
+    if fmt == "parquet":
+        try:
+            import pyarrow.parquet as pq
+
+            metadata = pq.read_schema(output).metadata or {}
+        except Exception:  # not parquet, unreadable, or no pyarrow: not provably dimfeat's
+            return False
+        return b"dimfeat" in metadata
+    if not _ids_written_by_dimfeat(_npy_ids(output)):
+        return False
+    try:
+        array = np.load(output, mmap_mode="r", allow_pickle=False)
+        with _npy_ids(output).open("rb") as fh:
+            rows = sum(1 for _ in fh) - 1
+    except (OSError, ValueError):
+        return False
+    return array.ndim == 2 and array.dtype == np.float32 and array.shape[0] == rows
+
+
+def _ids_written_by_dimfeat(ids: Path) -> bool:
+    """Whether ``ids`` is a table of rows as dimfeat writes beside a ``.npy``."""
+    if not ids.is_file():
+        return False
+    with ids.open("rb") as fh:
+        return fh.readline().strip() == b"index,id,error"
+
+
+def check_output(output: str | os.PathLike, fmt: str) -> None:
+    """Refuse to overwrite a file (or folder) at a ``.parquet`` or ``.npy`` ``output``, or the
+    ``OUT.ids.csv`` beside a ``.npy``, that dimfeat did not write (``ValueError``)."""
+    output = Path(output)
+    if output.is_dir():
+        raise ValueError(
+            f"{output} is a folder: give --format parts to write parquet parts into it, or "
+            "another output name"
+        )
+    if output.exists() and not _written_by_dimfeat(output, fmt):
+        raise ValueError(
+            f"{output} exists and was not written by dimfeat featurize: dimfeat will not "
+            "overwrite it; remove it or choose another output"
+        )
+    ids = _npy_ids(output)
+    if fmt == "npy" and ids.exists() and not _ids_written_by_dimfeat(ids):
+        raise ValueError(
+            f"{ids} exists and was not written by dimfeat featurize (dimfeat writes the rows of "
+            f"{output.name} there): dimfeat will not overwrite it; remove it or choose another "
+            "output"
+        )
+
+
+def write_parquet(frame: pd.DataFrame, file: str | os.PathLike) -> None:
+    """Write rows of :func:`read_features` as one parquet file stamped as dimfeat's."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dimfeat._version import __version__
+
+    frame = frame.copy()
+    frame["error"] = frame["error"].astype(object).where(frame["error"].notna(), None)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    stamp = {"dimfeat_version": __version__, "n_rows": len(frame)}
+    metadata = {**(table.schema.metadata or {}), b"dimfeat": json.dumps(stamp).encode()}
+    pq.write_table(table.replace_schema_metadata(metadata), file)
+
+
+def write_npy(frame: pd.DataFrame, file: str | os.PathLike, ids: str | os.PathLike) -> None:
+    """Write rows of :func:`read_features` as a float32 ``.npy`` of vectors and a CSV table
+    ``ids`` of ``index, id, error``."""
+    labels = [c for c in frame.columns if c not in {"index", "id", "error"}]
+    with open(file, "wb") as fh:
+        np.save(fh, frame[labels].to_numpy(dtype=np.float32))
+    frame[["index", "id", "error"]].to_csv(ids, index=False)
+
+
+def _assemble(work: Path, output: Path, fmt: str) -> int:
+    """Assemble the streamed parts of ``work`` into ``output``; remove them; return the rows."""
+    frame = read_features(work)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    # a temporary name of its own (never a file of the user's, such as OUT.tmp)
+    handle, name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
+    os.close(handle)
+    tmp = Path(name)
+    try:
+        if fmt == "parquet":
+            write_parquet(frame, tmp)
+        else:
+            write_npy(frame, tmp, _npy_ids(output))
+        tmp.replace(output)
+    finally:
+        tmp.unlink(missing_ok=True)
+    manifest = json.loads((work / MANIFEST_NAME).read_text(encoding="utf-8"))
+    for record in manifest["chunks"].values():  # only the files dimfeat's manifest lists
+        (work / record["file"]).unlink(missing_ok=True)
+    (work / MANIFEST_NAME).unlink()
+    with contextlib.suppress(OSError):  # left in place if anything else is in it
+        work.rmdir()
+    return len(frame)
+
+
+def featurize_to(
+    source: Any,
+    output: str | os.PathLike,
+    featurizer=None,
+    *,
+    format: str | None = None,
+    **options: Any,
+) -> StreamSummary:
+    """Featurise ``source`` into ``output`` in any format: what ``dimfeat featurize`` runs.
+
+    A CSV file or a folder of parquet parts is written by :func:`featurize_to_file`; a single
+    ``.parquet`` or ``.npy`` file is streamed into ``OUT.parts`` (so an interrupted run resumes)
+    and assembled into ``output`` at the end (:func:`write_parquet`, :func:`write_npy`), under
+    one lock on ``output`` for it all. An existing single file that dimfeat did not write is
+    never overwritten.
+
+    Parameters
+    ----------
+    source : path, str, sequence of Structure, pandas Series or DataFrame
+        See :func:`iter_chunks` (:func:`select_source` turns command-line INPUTs into one).
+    output : str or path
+        ``.parquet``, ``.csv`` or ``.npy`` file (the ``.npy`` gets ``OUT.ids.csv`` beside it),
+        or a folder of parquet parts.
+    featurizer : DeepInfoMaxFeaturizer, optional
+        Its weights are loaded before any output exists (bad weights fail first).
+    format : {"parquet", "csv", "npy", "parts"}, optional
+        Default: from the extension of ``output`` (:func:`output_format`).
+    **options
+        ``chunk_size``, ``resume``, ``progress``, ``ignore_errors``, ``limit`` of
+        :func:`featurize_to_file`.
+
+    Returns
+    -------
+    StreamSummary
+    """
+    fmt = output_format(output, format)
+    out = Path(output)
+    if featurizer is None:
+        from dimfeat.featurizer import DeepInfoMaxFeaturizer
+
+        featurizer = DeepInfoMaxFeaturizer()
+    if fmt not in {"parquet", "npy"}:
+        if hasattr(featurizer, "get_runtime"):
+            featurizer.get_runtime()  # bad weights fail here, before the output exists
+        return featurize_to_file(source, out, featurizer, **options)
+    with output_lock(out):
+        check_output(out, fmt)
+        if hasattr(featurizer, "get_runtime"):
+            featurizer.get_runtime()
+        work = out.with_name(out.name + ".parts")
+        summary = featurize_to_file(source, work, featurizer, **options)
+        _assemble(work, out, fmt)
+    return summary

@@ -1,12 +1,10 @@
-"""Training: one loop (:class:`TrainingLoop`) and the objectives it optimises.
+"""Deep InfoMax training: the objective, its loop and the one entry point, :func:`train_dim`.
 
-:class:`TrainingLoop` owns epochs, shuffling, best state, patience, checkpoints and resume,
-DDP, autocast, divergence checks, progress and callbacks; an :class:`Objective` says what a
-batch and its loss are. :class:`DIMObjective` is self-supervised Deep InfoMax
-(:class:`DIMTrainer` is the loop of it); the regressor's objective is in
-:mod:`dimfeat.regressor`. The loop works on precomputed :class:`~dimfeat.inputs.CrystalInputs`,
-so it needs neither pymatgen nor matminer at run time and the same code trains on a laptop CPU
-and on a GPU.
+:func:`train_dim` is what every face that trains a DIM encoder calls (the featuriser's ``fit``,
+``dimfeat train``, the benchmarks): it leaves out crystals too large for training when asked
+(``max_primitive_sites``), splits off the validation crystals and runs :class:`DIMTrainer`,
+the :class:`~dimfeat.training_loop.TrainingLoop` of a :class:`DIMObjective`. The settings are
+:class:`~dimfeat.training_config.TrainingConfig`, each declared once.
 
 DIM model selection uses the self-supervised loss on a held-out slice of the *unlabelled* data;
 no label is ever read. The validation loss is computed with a fixed random stream (false samples
@@ -15,42 +13,34 @@ and noise), so epochs are compared on the same draws.
 
 from __future__ import annotations
 
-import copy
-import hashlib
-import json
-import math
-import sys
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
 
-from dimfeat.distributed import active_context
 from dimfeat.encoder import SiteNetEncoder
-from dimfeat.infomax import (
-    DEFAULT_BETA,
-    DEFAULT_COMPOSITION_WEIGHT,
-    DEFAULT_CRITIC,
-    DEFAULT_GLOBAL_SITES,
-    DEFAULT_LOCAL_CONSTITUENT,
-    DEFAULT_LOCAL_PAIRS,
-    DEFAULT_SYNTHETIC_WEIGHT,
-    FALSE_SAMPLE_KINDS,
-    STRAIN_RANGE,
-    DeepInfoMaxLoss,
-    check_critic,
-    check_false_samples,
-    check_strain_range,
-    check_synthetic_weight,
+from dimfeat.infomax import DeepInfoMaxLoss
+from dimfeat.inputs import Batch, CrystalInputs, batches_by_site_budget
+from dimfeat.training_config import VALIDATION_FRACTION, TrainingConfig, loss_arguments
+from dimfeat.training_loop import (
+    CHECKPOINT_LOCK,
+    CHECKPOINT_NAME,
+    SUPPORTED_DEVICES,
+    Objective,
+    TrainingLoop,
+    collated,
+    cosine_lr_factor,
+    inputs_fingerprint,
+    resolve_device,
 )
-from dimfeat.inputs import Batch, CrystalInputs, batches_by_site_budget, collate
 
 __all__ = [
+    "CHECKPOINT_LOCK",
+    "CHECKPOINT_NAME",
     "LOSS_KEYS",
+    "SUPPORTED_DEVICES",
     "VALIDATION_FRACTION",
     "DIMObjective",
     "DIMTrainer",
@@ -58,215 +48,15 @@ __all__ = [
     "SaveEveryEpoch",
     "TrainingConfig",
     "TrainingLoop",
+    "cosine_lr_factor",
     "inputs_fingerprint",
     "resolve_device",
     "split_validation",
     "train_dim",
 ]
 
-CHECKPOINT_NAME = "checkpoint.pt"
-#: Lock file held in ``checkpoint_dir`` while a run trains (see :mod:`dimfeat.locks`).
-CHECKPOINT_LOCK = "checkpoint.lock"
-#: Share of the crystals given to training held out (at least 2) to select the best epoch: the
-#: one default of ``validation_fraction`` in :class:`TrainingConfig`, ``dimfeat train
-#: --validation-fraction`` and ``DeepInfoMaxFeaturizer`` (the recipe of the bundled weights).
-#: ``SiteNetRegressor`` holds out more of its few labels
-#: (:data:`dimfeat.regressor.REGRESSION_VALIDATION_FRACTION`).
-VALIDATION_FRACTION = 0.05
 #: Keys of the DIM loss terms (history records ``train_<key>`` and ``valid_<key>``).
 LOSS_KEYS = ("loss", "local_dim", "global_dim", "local_kl", "global_kl", "composition")
-
-
-#: The devices dimfeat runs on, as error messages name them.
-SUPPORTED_DEVICES = "'auto' (CUDA when available, else CPU), 'cpu', 'cuda' or 'cuda:N'"
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """The torch device of a ``device`` parameter: the one check every face of dimfeat uses.
-
-    Parameters
-    ----------
-    device : str or torch.device, default="auto"
-        ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-
-    Returns
-    -------
-    torch.device
-
-    Raises
-    ------
-    ValueError
-        For a value that is not a device, or a device type dimfeat does not run on (``"mps"``,
-        ``"meta"``, ``"xla"``, ...), naming it and the supported ones.
-    RuntimeError
-        For CUDA on a machine without it, or a CUDA index the machine does not have.
-    """
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError, ValueError) as exc:
-        raise ValueError(f"device={device!r} is not a device; use {SUPPORTED_DEVICES}") from exc
-    if resolved.type not in ("cpu", "cuda"):
-        raise ValueError(
-            f"device={device!r}: {resolved.type!r} devices are not supported; dimfeat runs on "
-            f"{SUPPORTED_DEVICES}"
-        )
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device={device!r} was requested but CUDA is not available")
-    if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
-        raise RuntimeError(
-            f"device={device!r} was requested but this machine has "
-            f"{torch.cuda.device_count()} CUDA device(s) (cuda:0 to "
-            f"cuda:{torch.cuda.device_count() - 1})"
-        )
-    return resolved
-
-
-_MISSING = object()
-
-
-@dataclass
-class TrainingConfig:
-    """Hyper-parameters of DIM training (stored in ``config.json`` of trained weights).
-
-    Parameters
-    ----------
-    epochs : int
-        Maximum number of passes over the training crystals. The defaults here are the ones
-        ``dimfeat train`` and :class:`~dimfeat.DeepInfoMaxFeaturizer` use (the featuriser's
-        ``epochs`` is 0: it loads weights unless asked to train).
-    lr : float
-        AdamW learning rate (the paper's 8.12e-4).
-    strain_range : (float, float)
-        Range of the ``strain`` false samples' distance factor (see
-        :class:`~dimfeat.infomax.DeepInfoMaxLoss`).
-    global_trains_local : bool
-        Let the global loss train the local encoder too (False: the paper's ``detach()``; see
-        :class:`~dimfeat.infomax.DeepInfoMaxLoss`).
-    lr_decay_epochs : int or None
-        Decay the learning rate along a half cosine over this many epochs, from ``lr`` at the
-        first epoch towards 0, staying at the last value afterwards; it is set once per epoch,
-        from the epoch's index alone, so a resumed run follows the same schedule (None: the
-        paper's constant rate; see :func:`cosine_lr_factor`).
-    weight_decay : float
-        AdamW weight decay.
-    site_budget : int
-        Maximum unique sites per batch (the paper's 1200).
-    validation_fraction : float
-        Share of the unlabelled crystals held out for model selection (at least 2;
-        :data:`VALIDATION_FRACTION`).
-    patience : int or None
-        Stop after this many epochs without a better validation loss (None: never).
-    alpha, beta : float
-        Weights of the Jensen-Shannon and KL terms.
-    false_samples : tuple of str
-        Kinds of false sample (see :data:`dimfeat.infomax.FALSE_SAMPLE_KINDS` and
-        :data:`dimfeat.infomax.OPTIONAL_FALSE_SAMPLE_KINDS`).
-    local_false_samples : tuple of str or None
-        Kinds used by the local loss only (None: ``false_samples``; see
-        :class:`~dimfeat.infomax.DeepInfoMaxLoss`).
-    critic : {"mlp", "linear"}
-        Projection of the vectors in the DIM classifiers (see
-        :class:`~dimfeat.infomax.DIMHeads`).
-    local_constituent : {"neighbour", "bond"}
-        Local DIM constituents: ``[f_j, d_ij]`` or ``[f_i, f_j, d_ij]``.
-    local_pairs : int or None
-        Pairs scored per environment in the local loss, drawn in proportion to their weights
-        (None: every pair; see :class:`~dimfeat.infomax.DeepInfoMaxLoss`).
-    global_sites : int or None
-        Sites kept per synthetic false crystal in the global loss (None: all; see
-        :class:`~dimfeat.infomax.DeepInfoMaxLoss`).
-    composition_weight : float
-        Weight of the composition term (0: the paper's objective; see
-        :class:`~dimfeat.infomax.DeepInfoMaxLoss`).
-    synthetic_weight : float
-        Weight of each synthetic kind of false sample relative to ``other`` (1: all alike; see
-        :class:`~dimfeat.infomax.DeepInfoMaxLoss`).
-    seed : int
-        Seeds initialisation, shuffling, the validation split and the false samples.
-    mixed_precision : bool
-        bfloat16 autocast on CUDA (ignored on CPU).
-    max_seconds : float or None
-        Stop after the first epoch that ends past this wall-clock budget (None: no limit); a
-        resumed run gets a fresh budget.
-    """
-
-    epochs: int = 50
-    lr: float = 8.12e-4
-    weight_decay: float = 0.01
-    site_budget: int = 1200
-    validation_fraction: float = VALIDATION_FRACTION
-    patience: int | None = 10
-    alpha: float = 1.0
-    beta: float = DEFAULT_BETA
-    false_samples: tuple[str, ...] = field(default=FALSE_SAMPLE_KINDS)
-    local_constituent: str = DEFAULT_LOCAL_CONSTITUENT
-    local_pairs: int | None = DEFAULT_LOCAL_PAIRS
-    global_sites: int | None = DEFAULT_GLOBAL_SITES
-    composition_weight: float = DEFAULT_COMPOSITION_WEIGHT
-    local_false_samples: tuple[str, ...] | None = None
-    critic: str = DEFAULT_CRITIC
-    synthetic_weight: float = DEFAULT_SYNTHETIC_WEIGHT
-    strain_range: tuple[float, float] = STRAIN_RANGE
-    global_trains_local: bool = False
-    lr_decay_epochs: int | None = None
-    seed: int = 0
-
-    #: Settings added after checkpoints were first written, with the value that reproduces the
-    #: behaviour of the versions that did not record them (a checkpoint without the key resumes
-    #: only a run with this value).
-    ADDED_SETTINGS: ClassVar[dict] = {
-        "composition_weight": 0.0,
-        "local_false_samples": None,
-        "critic": "mlp",
-        "synthetic_weight": 1.0,
-        "lr_decay_epochs": None,
-        "strain_range": list(STRAIN_RANGE),
-        "global_trains_local": False,
-    }
-    mixed_precision: bool = True
-    max_seconds: float | None = None
-
-    def __post_init__(self) -> None:
-        # the objective's settings are checked here, so that a bad value is refused before any
-        # data is read, not when training starts
-        self.false_samples = check_false_samples(self.false_samples)
-        if self.local_false_samples is not None:
-            self.local_false_samples = check_false_samples(
-                self.local_false_samples, "local_false_samples"
-            )
-        check_critic(self.critic)
-        check_synthetic_weight(self.synthetic_weight)
-        self.strain_range = check_strain_range(self.strain_range)
-        if not isinstance(self.global_trains_local, bool):
-            raise ValueError(
-                f"global_trains_local must be True or False, got {self.global_trains_local!r}"
-            )
-        if self.lr_decay_epochs is not None and self.lr_decay_epochs < 1:
-            raise ValueError(f"lr_decay_epochs must be None or >= 1, got {self.lr_decay_epochs}")
-
-    def to_dict(self) -> dict:
-        """JSON-ready dictionary."""
-        out = asdict(self)
-        out["false_samples"] = list(self.false_samples)
-        out["strain_range"] = list(self.strain_range)
-        if self.local_false_samples is not None:
-            out["local_false_samples"] = list(self.local_false_samples)
-        return out
-
-
-def cosine_lr_factor(epoch: int, decay_epochs: int | None) -> float:
-    """Multiplier of the base learning rate in ``epoch`` (0-based) of a half-cosine decay.
-
-    ``0.5 * (1 + cos(pi * e / decay_epochs))`` with ``e = min(epoch, decay_epochs - 1)``: 1 in the
-    first epoch, falling towards 0 over ``decay_epochs`` epochs and constant afterwards; 1
-    throughout when ``decay_epochs`` is None.
-    """
-    if decay_epochs is None:
-        return 1.0
-    e = min(epoch, decay_epochs - 1)
-    return 0.5 * (1.0 + math.cos(math.pi * e / decay_epochs))
 
 
 def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -279,429 +69,6 @@ def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np
             f"need at least {n_val + 2} structures to train with validation_fraction={fraction}"
         )
     return np.sort(order[n_val:]), np.sort(order[:n_val])
-
-
-class Objective:
-    """What a :class:`TrainingLoop` optimises: its modules, batches, step and validation.
-
-    The loop owns everything that is the same for every objective (epochs, shuffling, best
-    state, patience, checkpoints and resume, DDP, autocast, divergence checks, progress,
-    callbacks); an objective says what a batch is and what its loss is. :class:`DIMObjective`
-    (the self-supervised Deep InfoMax loss) and the regressor's objective
-    (:class:`dimfeat.regressor.RegressionObjective`) are the two in the package.
-
-    Attributes
-    ----------
-    name : str
-        Names the training in error messages (e.g. ``"DIM training"``).
-    loss_keys : tuple of str
-        Keys of the floats a training step returns (``"loss"`` first); the history records
-        ``train_<key>`` for each.
-    kept : tuple of str
-        Names (keys of :meth:`modules`) of the modules whose best-epoch state is kept and
-        restored at the end.
-    encoder : SiteNetEncoder
-        The encoder being trained.
-    """
-
-    name: str = "training"
-    loss_keys: tuple[str, ...] = ("loss",)
-    kept: tuple[str, ...] = ("encoder",)
-    encoder: SiteNetEncoder
-
-    def modules(self) -> dict[str, torch.nn.Module]:
-        """Modules trained and checkpointed, by name (``"encoder"`` among them)."""
-        raise NotImplementedError
-
-    def parameters(self) -> list[torch.nn.Parameter] | list[dict]:
-        """Parameters the optimiser updates, or AdamW parameter groups (dicts with ``params``
-        and optionally their own ``lr``; a group without ``lr`` takes ``config.lr``)."""
-        return [p for module in self.modules().values() for p in module.parameters()]
-
-    def start_epoch(self, epoch: int) -> None:
-        """Called before the training steps of each epoch (0-based), also after a resume: the
-        place for schedules such as training the head alone for the first epochs."""
-
-    def check(self, train: list[CrystalInputs], valid: list[CrystalInputs]) -> None:
-        """Refuse data this objective cannot train on (raise ``ValueError``)."""
-
-    def fingerprint(self, train: list[CrystalInputs], valid: list[CrystalInputs]) -> str:
-        """Identity of the training data, recorded in checkpoints (:func:`inputs_fingerprint`)."""
-        return inputs_fingerprint(train, valid)
-
-    def train_groups(
-        self, train: list[CrystalInputs], order: np.ndarray, epoch: int
-    ) -> list[np.ndarray]:
-        """Index groups (one per optimiser step) of one epoch, visiting ``order``."""
-        raise NotImplementedError
-
-    def train_step(self, batch: Batch, group: np.ndarray, generator: torch.Generator) -> Any:
-        """Loss of one training batch: an object with ``.loss`` (a tensor) and ``.as_floats()``
-        (a dict over :attr:`loss_keys`)."""
-        raise NotImplementedError
-
-    def validate(self, valid: list[CrystalInputs], autocast: Callable[[], Any]) -> dict[str, float]:
-        """Validation scores (recorded as ``valid_<key>``); ``{}`` without validation data."""
-        raise NotImplementedError
-
-    def score(self, record: dict) -> float:
-        """Lower is better: the number that selects the best epoch from its history record."""
-        return record.get("valid_loss", record["train_loss"])
-
-    def postfix(self, totals: dict[str, float], n_batches: int) -> dict[str, str]:
-        """Running figures shown on the progress bar."""
-        return {"loss": f"{totals['loss'] / n_batches:.4f}"}
-
-    def epoch_postfix(self, record: dict) -> dict[str, str]:
-        """Figures of a finished epoch shown on the bar over epochs."""
-        return {"score": f"{self.score(record):.4g}"}
-
-
-class TrainingLoop:
-    """The training loop of the package: epochs of an :class:`Objective` with AdamW.
-
-    Each epoch visits the training crystals in an order drawn from ``(seed, epoch)``, runs
-    the objective's steps (bfloat16 autocast on CUDA when ``mixed_precision``), records the
-    mean training losses and the validation scores, keeps the best epoch's state by
-    :meth:`Objective.score` and stops after ``patience`` epochs without improvement or once
-    ``max_seconds`` have passed. A NaN or infinite loss or weight stops training with
-    ``FloatingPointError`` after putting the last finite state back. Under ``torchrun`` (see
-    :mod:`dimfeat.distributed`) each rank takes a share of every step's batches and gradients
-    are averaged.
-
-    Parameters
-    ----------
-    objective : Objective
-    config : object
-        Settings with ``epochs``, ``lr``, ``weight_decay``, ``seed``, ``patience``,
-        ``mixed_precision``, ``max_seconds`` and ``to_dict()`` (e.g. :class:`TrainingConfig`);
-        ``to_dict()`` is stored in checkpoints and compared when resuming.
-    device : torch.device
-    checkpoint_dir : path, optional
-        Folder for ``checkpoint.pt`` written after every epoch; :meth:`fit` resumes from it
-        (with ``epochs`` at least the epochs it holds). One run at a time: :meth:`fit` holds the
-        lock file ``checkpoint.lock`` there (:func:`dimfeat.locks.exclusive`).
-    progress : bool, default=False
-        Show tqdm progress bars: one over epochs (the validation score, the best epoch and the
-        epochs without improvement against ``patience``; a line when training stops early) and
-        one over each epoch's batches with running losses.
-    callbacks : sequence of callable, optional
-        Each is called as ``callback(loop, record)`` after every epoch, once the epoch's
-        history record is appended and the checkpoint written.
-
-    Attributes
-    ----------
-    history : list of dict
-        One entry per epoch: ``epoch``, ``train_<key>`` for the objective's loss keys,
-        ``valid_<key>`` for its validation scores, ``seconds`` and ``best``.
-    encoder : SiteNetEncoder
-        The objective's encoder.
-    optimizer : torch.optim.AdamW
-    generator : torch.Generator
-        Random stream handed to every training step (saved in checkpoints).
-    """
-
-    def __init__(
-        self,
-        objective: Objective,
-        config: Any,
-        device: torch.device,
-        checkpoint_dir: str | Path | None = None,
-        progress: bool = False,
-        callbacks: Sequence[Callable[[Any, dict], None]] = (),
-    ) -> None:
-        self.objective = objective
-        self.encoder = objective.encoder
-        self.config = config
-        self.device = device
-        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
-        self.progress = progress
-        self.callbacks = tuple(callbacks)
-        self.optimizer = torch.optim.AdamW(
-            objective.parameters(), lr=config.lr, weight_decay=config.weight_decay
-        )
-        # per-group base rates, which the schedule scales (a resumed optimiser state holds the
-        # decayed ones)
-        self._base_lrs = [group["lr"] for group in self.optimizer.param_groups]
-        self.history: list[dict] = []
-        self.best_loss = math.inf
-        self.best_state: dict | None = None
-        self.bad_epochs = 0
-        self.generator = torch.Generator(device=device).manual_seed(config.seed)
-        # Under torchrun (see dimfeat.distributed); None in a single process.
-        self.distributed = active_context()
-        if self.distributed is not None:
-            self.distributed.setup(self._parameters(), self.generator, config.seed)
-
-    # -- public ---------------------------------------------------------------------------------
-    def fit(self, train: list[CrystalInputs], valid: list[CrystalInputs]) -> list[dict]:
-        """Train for up to ``config.epochs`` epochs; returns :attr:`history`.
-
-        Raises
-        ------
-        ValueError
-            If the objective refuses the data, or ``checkpoint_dir`` holds a checkpoint of
-            another run (other data, starting weights or settings), or one of more epochs than
-            ``config.epochs``.
-        dimfeat.locks.LockHeldError
-            If another live run trains in ``checkpoint_dir`` (each run holds the lock file
-            ``checkpoint.lock`` there while it trains; one left by a killed run is taken over
-            with a warning).
-        FloatingPointError
-            If the loss or a weight becomes NaN or infinite (the message names the epoch and
-            batch); the modules are put back to their best epoch, or to their state when
-            ``fit`` started, so no NaN state is kept or checkpointed.
-        """
-        if self.checkpoint_dir is None or (
-            self.distributed is not None and not self.distributed.is_main
-        ):
-            return self._fit(train, valid)
-        from dimfeat.locks import exclusive
-
-        # one run at a time per checkpoint_dir: a second would overwrite the first's checkpoints
-        with exclusive(self.checkpoint_dir / CHECKPOINT_LOCK, purpose=f"{self.objective.name}"):
-            return self._fit(train, valid)
-
-    def _fit(self, train: list[CrystalInputs], valid: list[CrystalInputs]) -> list[dict]:
-        from dimfeat.weights import state_checksum
-
-        self.objective.check(train, valid)
-        self._data_fingerprint = self.objective.fingerprint(train, valid)
-        self._start_checksum = state_checksum(self.encoder)
-        self._resume()
-        self._good_state = self._kept_state()
-        if self.distributed is not None and self.history:
-            self.distributed.reseed(self.generator, self.config.seed, len(self.history))
-        start = time.perf_counter()
-        bar = _epoch_bar(self.progress, self.config.epochs, len(self.history), self.objective.name)
-        try:
-            for epoch in range(len(self.history), self.config.epochs):
-                if self._should_stop():
-                    if bar is not None:
-                        bar.write(self._stop_message(), file=sys.stderr)
-                    break
-                record = self._run_epoch(epoch, train, valid)
-                self.history.append(record)
-                self._save_checkpoint()
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(self._epoch_postfix(record), refresh=True)
-                for callback in self.callbacks:
-                    callback(self, record)
-                limit = self.config.max_seconds
-                if limit is not None and time.perf_counter() - start > limit:
-                    break
-        finally:
-            if bar is not None:
-                bar.close()
-        if self.best_state is not None:
-            self._load_kept(self.best_state)
-        return self.history
-
-    # -- one epoch ------------------------------------------------------------------------------
-    def _run_epoch(
-        self, epoch: int, train: list[CrystalInputs], valid: list[CrystalInputs]
-    ) -> dict:
-        start = time.perf_counter()
-        rng = np.random.default_rng([self.config.seed, epoch])
-        order = rng.permutation(len(train))
-        self.objective.start_epoch(epoch)
-        factor = cosine_lr_factor(epoch, getattr(self.config, "lr_decay_epochs", None))
-        for group, base in zip(self.optimizer.param_groups, self._base_lrs, strict=True):
-            group["lr"] = base * factor
-        groups = self.objective.train_groups(train, order, epoch)
-        if self.distributed is not None:
-            groups = self.distributed.shard(groups)
-        for module in self.objective.modules().values():
-            module.train()
-        keys = self.objective.loss_keys
-        totals = dict.fromkeys(keys, 0.0)
-        bar = _progress(groups, self.progress, f"epoch {epoch + 1}/{self.config.epochs}")
-        for k, (group, batch) in enumerate(_collated(train, bar, self.device), start=1):
-            terms = self._train_step(batch, group)
-            if not math.isfinite(terms["loss"]) or not self._parameters_finite():
-                self._diverged(f"epoch {epoch + 1}, batch {k} of {len(groups)}", terms["loss"])
-            for key in keys:
-                totals[key] += terms[key]
-            if self.progress:
-                bar.set_postfix(**self.objective.postfix(totals, k))
-        if self.distributed is not None:
-            totals = self.distributed.mean(totals)
-        record: dict = {"epoch": epoch + 1}
-        if factor != 1.0:
-            record["lr_factor"] = factor
-        record.update({f"train_{key}": v / max(len(groups), 1) for key, v in totals.items()})
-        scores = self.objective.validate(valid, self._autocast)
-        record.update({f"valid_{key}": v for key, v in scores.items()})
-        record["seconds"] = time.perf_counter() - start
-        score = self.objective.score(record)
-        if not math.isfinite(score):
-            self._diverged(f"epoch {epoch + 1} (validation)", score)
-        record["best"] = bool(score < self.best_loss)
-        if record["best"]:
-            self.best_loss = score
-            self.bad_epochs = 0
-            self.best_state = self._kept_state()
-        else:
-            self.bad_epochs += 1
-        return record
-
-    def _train_step(self, batch: Batch, group: np.ndarray) -> dict[str, float]:
-        with self._autocast():
-            terms = self.objective.train_step(batch, group, self.generator)
-        self.optimizer.zero_grad(set_to_none=True)
-        terms.loss.backward()
-        if self.distributed is not None:
-            self.distributed.average_gradients(self._parameters())
-        self.optimizer.step()
-        return terms.as_floats()
-
-    def _autocast(self):
-        enabled = self.config.mixed_precision and self.device.type == "cuda"
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled)
-
-    def _best_epoch(self) -> int | None:
-        best = [r["epoch"] for r in self.history if r.get("best")]
-        return best[-1] if best else None
-
-    def _epoch_postfix(self, record: dict) -> dict[str, str]:
-        figures = self.objective.epoch_postfix(record)
-        figures["best"] = f"epoch {self._best_epoch()}"
-        if self.config.patience is not None:
-            figures["patience"] = f"{self.bad_epochs}/{self.config.patience}"
-        return figures
-
-    def _stop_message(self) -> str:
-        return (
-            f"{self.objective.name}: stopped early after epoch {len(self.history)} of "
-            f"{self.config.epochs}: no better validation score in {self.config.patience} epochs "
-            f"(best: epoch {self._best_epoch()})"
-        )
-
-    def _should_stop(self) -> bool:
-        return self.config.patience is not None and self.bad_epochs >= self.config.patience
-
-    def _parameters_finite(self) -> bool:
-        return bool(torch.stack([torch.isfinite(p).all() for p in self._parameters()]).all())
-
-    def _kept_state(self) -> dict:
-        modules = self.objective.modules()
-        return {name: copy.deepcopy(modules[name].state_dict()) for name in self.objective.kept}
-
-    def _load_kept(self, state: dict) -> None:
-        modules = self.objective.modules()
-        for name in self.objective.kept:
-            modules[name].load_state_dict(state[name])
-
-    def _diverged(self, where: str, loss: float) -> None:
-        """Put back the last finite state and raise ``FloatingPointError``."""
-        if self.best_state is not None:
-            self._load_kept(self.best_state)
-            kept = "its best epoch so far"
-        else:
-            self._load_kept(self._good_state)
-            kept = "its state when fit started"
-        raise FloatingPointError(
-            f"{self.objective.name} diverged at {where}: the loss is {loss} or a weight became "
-            f"NaN or infinite. The encoder was put back to {kept}, and no checkpoint of the "
-            f"diverged state was written; lower the learning rate (lr={self.config.lr})"
-        )
-
-    # -- checkpoints ----------------------------------------------------------------------------
-    def _parameters(self) -> list[torch.nn.Parameter]:
-        return [p for group in self.optimizer.param_groups for p in group["params"]]
-
-    def _save_checkpoint(self) -> None:
-        if self.checkpoint_dir is None:
-            return
-        if self.distributed is not None and not self.distributed.is_main:
-            return
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        state = {name: module.state_dict() for name, module in self.objective.modules().items()}
-        state.update(
-            {
-                "optimizer": self.optimizer.state_dict(),
-                "generator": self.generator.get_state(),
-                "history": json.dumps(self.history),
-                "best_loss": self.best_loss,
-                "best_state": self.best_state,
-                "bad_epochs": self.bad_epochs,
-                "config": json.dumps(self.config.to_dict()),
-                "data": self._data_fingerprint,
-                "start": self._start_checksum,
-            }
-        )
-        tmp = self.checkpoint_dir / (CHECKPOINT_NAME + ".tmp")
-        torch.save(state, tmp)
-        tmp.replace(self.checkpoint_dir / CHECKPOINT_NAME)
-
-    def _resume(self) -> None:
-        if self.checkpoint_dir is None or not (self.checkpoint_dir / CHECKPOINT_NAME).exists():
-            return
-        # Checkpoints are written by this class into a folder the user chose; weights_only=True
-        # still refuses anything but tensors and plain containers.
-        file = self.checkpoint_dir / CHECKPOINT_NAME
-        modules = self.objective.modules()
-        try:
-            state = torch.load(file, map_location=self.device, weights_only=True)
-            saved = json.loads(state["config"])
-            missing = [name for name in modules if name not in state]
-            if missing:
-                raise KeyError(f"no state of {', '.join(missing)}")
-        except Exception as exc:
-            raise ValueError(
-                f"{file} is not a dimfeat training checkpoint ({exc}); use another checkpoint_dir"
-            ) from exc
-        for key, what, mine in (
-            ("data", "other training or validation data", self._data_fingerprint),
-            ("start", "other starting weights", self._start_checksum),
-        ):
-            if state.get(key) != mine:
-                raise ValueError(
-                    f"checkpoint in {self.checkpoint_dir} was written by a run on {what} (or by "
-                    "an older dimfeat that did not record it), so it is not a state of this run; "
-                    f"use another checkpoint_dir or delete {file}"
-                )
-        current = self.config.to_dict()
-        budget_keys = {"epochs", "max_seconds", "patience"}
-        # a setting added in a later version reads, in an older checkpoint, as the value that
-        # reproduces what that version did
-        added = getattr(self.config, "ADDED_SETTINGS", {})
-        differs = {
-            k
-            for k in current
-            if k not in budget_keys and saved.get(k, added.get(k, _MISSING)) != current[k]
-        }
-        unknown = {k for k in differs if k not in saved and k not in added}
-        if unknown:
-            raise ValueError(
-                f"checkpoint in {self.checkpoint_dir} was written by an older dimfeat that had "
-                f"no {', '.join(sorted(unknown))} setting, so it cannot be resumed by this one; "
-                "use another checkpoint_dir"
-            )
-        if differs:
-            raise ValueError(
-                f"checkpoint in {self.checkpoint_dir} was written with different training "
-                f"settings ({', '.join(sorted(differs))}); use another checkpoint_dir"
-            )
-        done = len(json.loads(state["history"]))
-        if done > self.config.epochs:
-            # the state is past the requested budget: resuming would return (and record as an
-            # epochs-run) the encoder of `done` epochs
-            raise ValueError(
-                f"checkpoint in {self.checkpoint_dir} holds {done} epochs of this run, more than "
-                f"epochs={self.config.epochs}: its encoder is a {done}-epoch one. Pass epochs >= "
-                f"{done} to resume it (epochs={done} returns the finished run), or use another "
-                f"checkpoint_dir to train {self.config.epochs} epochs from the start"
-            )
-        for name, module in modules.items():
-            module.load_state_dict(state[name])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.generator.set_state(state["generator"].cpu())
-        self.history = json.loads(state["history"])
-        self.best_loss = state["best_loss"]
-        self.best_state = state["best_state"]
-        self.bad_epochs = state["bad_epochs"]
 
 
 class DIMObjective(Objective):
@@ -726,21 +93,7 @@ class DIMObjective(Objective):
         self.encoder = encoder
         self.config = config
         self.device = device
-        self.criterion = DeepInfoMaxLoss(
-            encoder.config,
-            config.alpha,
-            config.beta,
-            tuple(config.false_samples),
-            config.local_constituent,
-            config.local_pairs,
-            config.global_sites,
-            config.composition_weight,
-            config.local_false_samples,
-            config.critic,
-            config.synthetic_weight,
-            config.strain_range,
-            config.global_trains_local,
-        ).to(device)
+        self.criterion = DeepInfoMaxLoss(encoder.config, **loss_arguments(config)).to(device)
 
     def modules(self) -> dict[str, torch.nn.Module]:
         """The encoder and the loss's DIM heads."""
@@ -786,7 +139,7 @@ class DIMObjective(Objective):
         totals = dict.fromkeys(LOSS_KEYS, 0.0)
         weight = 0
         groups = [g for g in batches_by_site_budget(valid, self.config.site_budget) if len(g) >= 2]
-        for group, batch in _collated(valid, groups, self.device):
+        for group, batch in collated(valid, groups, self.device):
             with autocast():
                 terms = self.criterion(self.encoder, batch, generator).as_floats()
             for key in LOSS_KEYS:
@@ -875,11 +228,19 @@ def train_dim(
     config: TrainingConfig,
     device: torch.device,
     *,
+    max_primitive_sites: int | None = None,
     checkpoint_dir: str | Path | None = None,
     progress: bool = False,
     callbacks: Sequence[Callable[[DIMTrainer, dict], None]] = (),
+    log: Callable[[str], Any] | None = None,
 ) -> tuple[list[dict], dict[str, int]]:
-    """Split ``crystals`` by ``config.validation_fraction`` and train ``encoder`` with DIM.
+    """Train ``encoder`` with DIM on ``crystals``: the one entry point of DIM training.
+
+    ``DeepInfoMaxFeaturizer.fit`` and ``dimfeat train`` both call it: crystals with more than
+    ``max_primitive_sites`` unique sites are left out (``dimfeat train`` leaves out those
+    above 50 by default, ``fit`` trains on what it is given), a share
+    ``config.validation_fraction`` (at least 2) is held out for model selection, and
+    :class:`DIMTrainer` trains on the rest.
 
     Parameters
     ----------
@@ -889,17 +250,37 @@ def train_dim(
         Unlabelled training data; a share is held out for model selection.
     config : TrainingConfig
     device : torch.device
+    max_primitive_sites : int or None, default=None
+        Leave out crystals with more atoms than this in the primitive cell (their inputs'
+        ``n_sites``); None: keep all.
     checkpoint_dir, progress, callbacks
-        As for :class:`DIMTrainer`.
+        As for :class:`DIMTrainer`; callbacks can read the sizes below as
+        ``trainer.data_sizes``.
+    log : callable, optional
+        Called with one line saying how many crystals the filter kept (when it is used).
 
     Returns
     -------
     history : list of dict
         :attr:`DIMTrainer.history`.
     sizes : dict
-        ``n_train`` and ``n_valid``.
+        ``n_train`` and ``n_valid``; with ``max_primitive_sites``, also ``n_left_out_large``
+        and ``max_primitive_sites``.
     """
+    sizes: dict[str, int] = {}
+    if max_primitive_sites is not None:
+        kept = [c for c in crystals if c.n_sites <= max_primitive_sites]
+        dropped = len(crystals) - len(kept)
+        crystals = kept
+        if log is not None:
+            log(
+                f"{len(crystals)} structures with <= {max_primitive_sites} atoms in the primitive "
+                f"cell ({dropped} larger ones left out)"
+            )
     train_idx, valid_idx = split_validation(len(crystals), config.validation_fraction, config.seed)
+    sizes.update({"n_train": len(train_idx), "n_valid": len(valid_idx)})
+    if max_primitive_sites is not None:
+        sizes.update({"n_left_out_large": dropped, "max_primitive_sites": max_primitive_sites})
     trainer = DIMTrainer(
         encoder,
         config,
@@ -908,9 +289,10 @@ def train_dim(
         progress=progress,
         callbacks=callbacks,
     )
+    trainer.data_sizes = sizes
     history = trainer.fit([crystals[i] for i in train_idx], [crystals[i] for i in valid_idx])
     encoder.eval()
-    return history, {"n_train": len(train_idx), "n_valid": len(valid_idx)}
+    return history, sizes
 
 
 class SaveEveryEpoch:
@@ -926,7 +308,8 @@ class SaveEveryEpoch:
     inputs : InputSettings or dict
         Input settings recorded with the weights.
     training : dict, optional
-        Training record to store (the epoch's history so far is added).
+        Training record to store (the epoch's history so far is added, and to its ``data``
+        the sizes :func:`train_dim` found, ``trainer.data_sizes``).
     every : int, default=1
         Save epochs ``every``, ``2 * every``, ... and the last one.
     """
@@ -949,41 +332,22 @@ class SaveEveryEpoch:
         if record["epoch"] % self.every and not last:
             return
         name = f"epoch-{record['epoch']:03d}"
+        training = dict(self.training)
+        if "data" in training:
+            training["data"] = {**training["data"], **getattr(trainer, "data_sizes", {})}
         save_pretrained(
             self.folder / name,
             trainer.encoder,
             inputs=self.inputs,
             training=TrainingRecord.from_dict(
                 {
-                    **self.training,
+                    **training,
                     "settings": trainer.config.to_dict(),
                     "history": list(trainer.history),
                 }
             ),
             name=name,
         )
-
-
-def inputs_fingerprint(*parts: list[CrystalInputs]) -> str:
-    """sha256 of lists of crystals' inputs (species, sites and distances, in order).
-
-    Parameters
-    ----------
-    *parts : list of CrystalInputs
-
-    Returns
-    -------
-    str
-        Hex digest.
-    """
-    digest = hashlib.sha256()
-    for part in parts:
-        digest.update(f"part:{len(part)}".encode())
-        for crystal in part:
-            digest.update(f"{crystal.n_sites},{crystal.n_atoms}".encode())
-            for array in (crystal.species, crystal.atom_site, crystal.distances):
-                digest.update(np.ascontiguousarray(array).tobytes())
-    return digest.hexdigest()
 
 
 def _check_site_budget(
@@ -1002,26 +366,3 @@ def _check_site_budget(
             f"unique sites{'' if shuffled else ' (batches follow the input order)'}; raise "
             "site_budget"
         )
-
-
-def _epoch_bar(enabled: bool, epochs: int, done: int, name: str):
-    """A tqdm bar over epochs (on stderr), or None."""
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=epochs, initial=done, desc=name, unit="epoch")
-
-
-def _progress(items, enabled: bool, description: str):
-    if not enabled:
-        return items
-    from tqdm.auto import tqdm
-
-    return tqdm(items, desc=description, leave=False, unit="batch")
-
-
-def _collated(inputs: list[CrystalInputs], groups, device: torch.device):
-    """``(group, batch)`` for each group of indices: the loop's one place that collates."""
-    for group in groups:
-        yield group, collate([inputs[i] for i in group]).to(device)

@@ -241,15 +241,10 @@ def test_the_cache_follows_the_content_of_the_data_not_its_copy_time(
 
 @needs_matbench
 def test_a_matbench_task_given_as_input_identifies_its_cache_by_its_file(tmp_path):
-    from argparse import Namespace
-
-    from dimfeat.cli import _data_identity
+    from dimfeat.training_run import data_identity
 
     def identity(home):
-        return _data_identity(
-            Namespace(matbench=None, inputs=["matbench_phonons"], data=None, data_home=str(home),
-                      split=None, part="train")
-        )  # fmt: skip
+        return data_identity(["matbench_phonons"], data_home=str(home))
 
     file = MATMINER / "matbench_phonons.json.gz"
     assert identity(MATMINER)["source"] == [file.name, file.stat().st_size, sha256_of(file)]
@@ -665,3 +660,31 @@ def test_every_example_of_the_cli_page_runs(files, tmp_path, monkeypatch, capsys
 def test_the_cli_page_is_in_the_site_navigation():
     nav = (DOCS.parent / "mkdocs.yml").read_text()
     assert "Command line: cli.md" in nav
+
+
+def _large_cell(seed: int) -> Structure:
+    """A 64-atom rock-salt supercell with every atom moved a little: 64 atoms in the primitive
+    cell, more than the 50 the bundled weights were trained on."""
+    cell = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"],
+                                     [[0, 0, 0], [0.5, 0.5, 0.5]])  # fmt: skip
+    cell.make_supercell([2, 2, 2])
+    rng = np.random.default_rng(seed)
+    for k in range(len(cell)):
+        cell.translate_sites([k], rng.normal(scale=0.05, size=3), frac_coords=False)
+    return cell
+
+
+def test_a_warning_is_one_plain_line(tmp_path, capsys):
+    """The >50-atom warning was printed as a Python warning with its source line; the command
+    prints each distinct warning once, as one line ``dimfeat: warning: ...``."""
+    for k in range(2):
+        CifWriter(_large_cell(k)).write_file(tmp_path / f"big{k}.cif")
+    capsys.readouterr()
+    main(["featurize", str(tmp_path / "big0.cif"), str(tmp_path / "big1.cif"),
+          "-o", str(tmp_path / "v.csv"), *QUIET])  # fmt: skip
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("dimfeat: warning: ") and "more than" in lines[0], err
+    assert "UserWarning" not in err and "warnings.warn" not in err
+    assert len(_read(tmp_path / "v.csv")) == 2
