@@ -48,6 +48,7 @@ from dimfeat.infomax import (
     check_synthetic_weight,
 )
 from dimfeat.inputs import Batch, CrystalInputs, batches_by_site_budget, collate
+from dimfeat.progress import progress_bar
 
 __all__ = [
     "LOSS_KEYS",
@@ -473,7 +474,13 @@ class TrainingLoop:
         if self.distributed is not None and self.history:
             self.distributed.reseed(self.generator, self.config.seed, len(self.history))
         start = time.perf_counter()
-        bar = _epoch_bar(self.progress, self.config.epochs, len(self.history), self.objective.name)
+        bar = progress_bar(
+            self.progress,
+            desc=self.objective.name,
+            total=self.config.epochs,
+            initial=len(self.history),
+            unit="epoch",
+        )
         try:
             for epoch in range(len(self.history), self.config.epochs):
                 if self._should_stop():
@@ -516,7 +523,13 @@ class TrainingLoop:
             module.train()
         keys = self.objective.loss_keys
         totals = dict.fromkeys(keys, 0.0)
-        bar = _progress(groups, self.progress, f"epoch {epoch + 1}/{self.config.epochs}")
+        bar = progress_bar(
+            self.progress,
+            desc=f"epoch {epoch + 1}/{self.config.epochs}",
+            iterable=groups,
+            unit="batch",
+            leave=False,
+        )
         for k, (group, batch) in enumerate(_collated(train, bar, self.device), start=1):
             terms = self._train_step(batch, group)
             if not math.isfinite(terms["loss"]) or not self._parameters_finite():
@@ -1002,23 +1015,6 @@ def _check_site_budget(
             f"unique sites{'' if shuffled else ' (batches follow the input order)'}; raise "
             "site_budget"
         )
-
-
-def _epoch_bar(enabled: bool, epochs: int, done: int, name: str):
-    """A tqdm bar over epochs (on stderr), or None."""
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=epochs, initial=done, desc=name, unit="epoch")
-
-
-def _progress(items, enabled: bool, description: str):
-    if not enabled:
-        return items
-    from tqdm.auto import tqdm
-
-    return tqdm(items, desc=description, leave=False, unit="batch")
 
 
 def _collated(inputs: list[CrystalInputs], groups, device: torch.device):
