@@ -95,7 +95,9 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
     max_atoms : int or None, default=None
         Supercell size limit (the paper's 50); ``None`` takes the value the weights were trained
         with. Cells with more atoms than this in the primitive cell are featurised from a single
-        image.
+        image, and named by one :class:`dimfeat.LargeCellWarning` per call (with their count and
+        positions; a cell already named in this process for the same parameters is not named
+        again, so a grid search warns once).
     symprec : float or None, default=None
         Tolerance (Å) of the primitive-cell search; ``None`` takes the weights' value (0.01).
     disorder : {"error", "majority"}, default="error"
