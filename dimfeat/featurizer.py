@@ -370,10 +370,7 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         self.history_: list[dict] = []
         if self.epochs > 0:
             try:
-                built = self.get_runtime().build(  # with this featuriser's max_atoms, symprec
-                    structures, progress=self.verbose, **self._build_options()
-                )
-                self._train(built[0])
+                self._train(self._inputs(structures, ignore_errors=False, progress=self.verbose)[0])
             except BaseException:
                 # a failed training (e.g. a diverging loss) leaves the featuriser unfitted
                 for name in ("encoder_", "weights_config_", "history_", "n_features_out_"):
@@ -683,6 +680,14 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
             "owner": "DeepInfoMaxFeaturizer",
             "scope": (type(self).__name__, self._params_key() or id(self)),
         }
+
+    def _inputs(
+        self, X: Any, *, ignore_errors: bool, progress: bool | dict = False
+    ) -> tuple[list[CrystalInputs | None], dict[int, str]]:
+        """Model inputs of ``X`` with this featuriser's settings (:meth:`EncoderRuntime.build`)."""
+        return self.get_runtime().build(
+            X, ignore_errors=ignore_errors, progress=progress, **self._build_options()
+        )
 
     def _vectors(
         self, X: Any, *, ignore_errors: bool, progress: bool | dict = False
