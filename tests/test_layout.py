@@ -165,3 +165,13 @@ def test_no_private_name_is_imported_across_modules():
                 if private:
                     offenders.append(f"{path.relative_to(ROOT)}: {module} {private}")
     assert offenders == []
+
+
+def test_every_subpackage_ships_in_the_wheel():
+    """pyproject.toml lists its packages by name: a new subpackage must be listed there too."""
+    import re
+
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    listed = re.search(r"^packages = \[(.*)\]", text, re.MULTILINE).group(1)
+    for init in PACKAGE.rglob("__init__.py"):
+        assert f'"{_module_name(init)}"' in listed, _module_name(init)
