@@ -2,7 +2,8 @@
 
 Public names: :class:`DeepInfoMaxFeaturizer` (scikit-learn transformer and matminer featuriser),
 :class:`SiteNetRegressor` (the encoder fine-tuned with a regression head, a scikit-learn
-regressor) and ``__version__``. Baselines live in :mod:`dimfeat.baselines`, datasets in
+regressor), :class:`LargeCellWarning` (structures larger than ``max_atoms``, one warning per call)
+and ``__version__``. Baselines live in :mod:`dimfeat.baselines`, datasets in
 :mod:`dimfeat.datasets`. Both estimators are imported on first use, so that the training core
 (:mod:`dimfeat.training`, the ``dimfeat train`` command on a cached input file) runs with only
 torch, numpy and safetensors installed.
@@ -11,12 +12,13 @@ torch, numpy and safetensors installed.
 from typing import TYPE_CHECKING
 
 from dimfeat._version import __version__
+from dimfeat._warnings import LargeCellWarning
 
 if TYPE_CHECKING:
     from dimfeat.featurizer import DeepInfoMaxFeaturizer
     from dimfeat.regressor import SiteNetRegressor
 
-__all__ = ["DeepInfoMaxFeaturizer", "SiteNetRegressor", "__version__"]
+__all__ = ["DeepInfoMaxFeaturizer", "LargeCellWarning", "SiteNetRegressor", "__version__"]
 
 
 def __getattr__(name: str):

@@ -32,6 +32,7 @@ from sklearn.utils import TransformerTags
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from dimfeat.inputs import as_structure_list, check_geometry, check_structures, to_structure
+from dimfeat.progress import progress_bar
 
 __all__ = ["CompositionFeaturizer", "OrbitalFieldMatrixFeaturizer", "XRDPatternFeaturizer"]
 
@@ -138,10 +139,7 @@ class _StructureTransformerMixin(TransformerMixin):
             rows = [(entry,) for entry in entries]
         else:
             rows = [tuple(entry) for entry in entries]
-        if pbar:
-            from tqdm.auto import tqdm
-
-            rows = tqdm(rows, desc=type(self).__name__, **(pbar if isinstance(pbar, dict) else {}))
+        rows = progress_bar(pbar, desc=type(self).__name__, iterable=rows)
         work = functools.partial(
             self._featurize_row, ignore_errors=ignore_errors, return_errors=return_errors
         )

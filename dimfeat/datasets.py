@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from dimfeat.progress import progress_bar
 from dimfeat.sources import (
     Listing,
     cgcnn_material_ids,
@@ -348,7 +349,6 @@ def _parse_files(
     data: list[bytes], names: list[str], progress: bool, n_jobs: int | None
 ) -> list[Structure]:
     from joblib import Parallel, cpu_count, delayed
-    from tqdm.auto import tqdm
 
     if n_jobs is None:
         # Below 4 cores, unpickling the workers' structures costs more than parsing saves.
@@ -361,10 +361,15 @@ def _parse_files(
         for s in starts
     )
     structures: list[Structure] = []
-    with tqdm(total=len(data), desc="Parsing CIFs", disable=not progress) as bar:
+    bar = progress_bar(progress, desc="Parsing CIFs", total=len(data))
+    try:
         for chunk in Parallel(n_jobs=n_jobs, return_as="generator")(jobs):
             structures.extend(chunk)
-            bar.update(len(chunk))
+            if bar is not None:
+                bar.update(len(chunk))
+    finally:
+        if bar is not None:
+            bar.close()
     return structures
 
 

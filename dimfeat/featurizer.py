@@ -1,15 +1,16 @@
 """``DeepInfoMaxFeaturizer``: the scikit-learn transformer and matminer featuriser face.
 
-It delegates: structures -> :mod:`dimfeat.inputs`; weights -> :mod:`dimfeat.weights`;
-training -> :mod:`dimfeat.training`; vectors -> :class:`dimfeat.encoder.SiteNetEncoder`.
+It delegates: structures -> vectors to :meth:`dimfeat.runtime.EncoderRuntime.vectors` (which builds
+the inputs with :mod:`dimfeat.inputs`, looks them up in the ``cache=`` and encodes the rest);
+weights -> :mod:`dimfeat.weights`; training -> :mod:`dimfeat.training`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
-import traceback
 from collections.abc import Sequence
 from numbers import Integral, Real
 from typing import Any
@@ -25,24 +26,13 @@ from sklearn.utils.validation import check_is_fitted
 
 from dimfeat.encoder import EncoderConfig
 from dimfeat.infomax import FALSE_SAMPLE_KINDS, OPTIONAL_FALSE_SAMPLE_KINDS
-from dimfeat.inputs import (
-    DISORDER_POLICIES,
-    CrystalInputs,
-    as_structure_list,
-    check_structures,
-    to_structure,
-)
+from dimfeat.inputs import DISORDER_POLICIES, CrystalInputs, check_structures
+from dimfeat.progress import progress_options
 from dimfeat.record import TrainingRecord
-from dimfeat.runtime import (
-    INFERENCE_BATCH_SIZE,
-    EncoderRuntime,
-    bar_options,
-    input_settings,
-    shared_runtime,
-)
+from dimfeat.runtime import INFERENCE_BATCH_SIZE, EncoderRuntime, input_settings, shared_runtime
 from dimfeat.training import TrainingConfig, resolve_device, train_dim
 from dimfeat.training_config import setting_bounds
-from dimfeat.vector_cache import VectorCache, cache_context, cache_folder, structure_key
+from dimfeat.vector_cache import VectorCache, cache_context, cache_folder
 from dimfeat.weights import DEFAULT_WEIGHTS
 
 __all__ = ["DeepInfoMaxFeaturizer"]
@@ -108,7 +98,9 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
     max_atoms : int or None, default=None
         Supercell size limit (the paper's 50); ``None`` takes the value the weights were trained
         with. Cells with more atoms than this in the primitive cell are featurised from a single
-        image.
+        image, and named by one :class:`dimfeat.LargeCellWarning` per call (with their count and
+        positions; a cell already named in this process for the same parameters is not named
+        again, so a grid search warns once).
     symprec : float or None, default=None
         Tolerance (Å) of the primitive-cell search; ``None`` takes the weights' value (0.01).
     disorder : {"error", "majority"}, default="error"
@@ -555,16 +547,19 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         Remembered for the current parameter values (matminer calls ``featurize`` once per
         structure, and validation costs milliseconds).
         """
-        params = self.get_params(deep=False)
-        try:
-            key = repr(sorted(params.items()))
-        except Exception:  # pragma: no cover - a value without a repr: always validate
-            key = None
+        key = self._params_key()
         if key is not None and self.__dict__.get("_validated") == key:
             return
         self._check_params()
         if key is not None:
             self.__dict__["_validated"] = key
+
+    def _params_key(self) -> str | None:
+        """The parameters as text (``None`` when one has no repr)."""
+        try:
+            return repr(sorted(self.get_params(deep=False).items()))
+        except Exception:  # pragma: no cover - a value without a repr
+            return None
 
     def _check_params(self) -> None:
         super()._validate_params()
@@ -671,79 +666,37 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
             self.__dict__["_context"] = cached
         return cached[1]
 
+    def _build_options(self) -> dict[str, Any]:
+        """Options of :meth:`EncoderRuntime.build`: processes, disorder policy, and the scope in
+        which a large cell is named once (clones with the same parameters, as in a grid search,
+        are one scope)."""
+        return {
+            "n_jobs": self.n_jobs,
+            "disorder": self.disorder,
+            "owner": "DeepInfoMaxFeaturizer",
+            "scope": (type(self).__name__, self._params_key() or id(self)),
+        }
+
+    def _inputs(
+        self, X: Any, *, ignore_errors: bool, progress: bool | dict = False
+    ) -> tuple[list[CrystalInputs | None], dict[int, str]]:
+        """Model inputs of ``X`` with this featuriser's settings (:meth:`EncoderRuntime.build`)."""
+        return self.get_runtime().build(
+            X, ignore_errors=ignore_errors, progress=progress, **self._build_options()
+        )
+
     def _vectors(
         self, X: Any, *, ignore_errors: bool, progress: bool | dict = False
     ) -> tuple[np.ndarray, dict[int, str]]:
         """float32 vectors of ``X`` (NaN rows for failures) and error texts by position."""
         runtime = self.get_runtime()
-        store = self._vector_cache(runtime)
-        if store is None:
-            inputs, errors = self._inputs(
-                X, ignore_errors=ignore_errors, progress=progress, stacklevel=5
-            )
-            return self._encode_rows(inputs, progress), errors
-        items = as_structure_list(X)
-        vectors = np.full((len(items), runtime.n_features), np.nan, dtype=np.float32)
-        errors: dict[int, str] = {}
-        structures: dict[int, Any] = {}
-        keys: dict[int, str] = {}
-        for i, item in enumerate(items):
-            try:
-                structures[i] = to_structure(item, i)
-            except Exception:
-                if not ignore_errors:
-                    raise
-                errors[i] = traceback.format_exc()
-                continue
-            keys[i] = structure_key(structures[i])
-        for i, found in zip(keys, store.get_many(list(keys.values())), strict=True):
-            if found is not None and found.shape == (runtime.n_features,):
-                vectors[i] = found
-        misses = [i for i in keys if np.isnan(vectors[i]).all()]
-        if not misses:
-            return vectors, errors
-        inputs, failed = self._inputs(
-            [structures[i] for i in misses],
-            ignore_errors=ignore_errors,
-            progress=progress,
-            stacklevel=5,
-            positions=misses,  # errors name the position in X
-        )
-        errors.update({misses[k]: text for k, text in failed.items()})
-        rows = self._encode_rows(inputs, progress)
-        done = [k for k, i in enumerate(misses) if inputs[k] is not None]
-        vectors[[misses[k] for k in done]] = rows[done]
-        store.put_many([keys[misses[k]] for k in done], rows[done])  # one shard file per call
-        return vectors, dict(sorted(errors.items()))
-
-    def _encode_rows(self, inputs: list[CrystalInputs | None], progress: bool | dict) -> np.ndarray:
-        """Vectors of inputs, NaN rows where an input is ``None``."""
-        good = [i for i, x in enumerate(inputs) if x is not None]
-        if len(good) == len(inputs):
-            return self._encode(inputs, progress=progress)
-        vectors = np.full((len(inputs), self._n_out()), np.nan, dtype=np.float32)
-        if good:
-            vectors[good] = self._encode([inputs[i] for i in good], progress=progress)
-        return vectors
-
-    def _inputs(
-        self,
-        X: Any,
-        *,
-        ignore_errors: bool,
-        progress: bool | dict = False,
-        stacklevel: int = 4,
-        positions: Sequence[int] | None = None,
-    ) -> tuple[list[CrystalInputs | None], dict[int, str]]:
-        return self.get_runtime().build(
+        return runtime.vectors(
             X,
-            n_jobs=self.n_jobs,
+            functools.partial(self._encode, progress=progress),
+            cache=self._vector_cache(runtime),
             ignore_errors=ignore_errors,
-            disorder=self.disorder,
             progress=progress,
-            owner="DeepInfoMaxFeaturizer",
-            stacklevel=stacklevel,
-            positions=positions,
+            **self._build_options(),
         )
 
     def _encode(self, inputs: list[CrystalInputs], progress: bool | dict = False) -> np.ndarray:
@@ -754,7 +707,7 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
             inputs,
             device=device,
             batch_size=self.batch_size,
-            progress=bar_options(progress, "DeepInfoMaxFeaturizer: encoding"),
+            progress=progress_options(progress, "DeepInfoMaxFeaturizer: encoding"),
         )
         if self.verbose and len(inputs):
             seconds = time.perf_counter() - start_time

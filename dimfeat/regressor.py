@@ -2,7 +2,9 @@
 
 The paper's transfer-learning experiment (Fig. 7): the Site-Net encoder, started from Deep InfoMax
 weights or from random weights, with a head ``Linear(128->64) -> Mish -> Linear(64->1)``, trained
-end to end on a property. It delegates: structures -> :mod:`dimfeat.inputs`; starting weights ->
+end to end on a property. It delegates: structures -> inputs to
+:meth:`dimfeat.runtime.EncoderRuntime.build`, inputs -> predictions to
+:func:`dimfeat.runtime.run_batches` (the featuriser's path); starting weights ->
 :mod:`dimfeat.weights`; devices -> :func:`dimfeat.training.resolve_device`.
 """
 
@@ -25,13 +27,7 @@ from torch import nn
 from dimfeat.encoder import EncoderConfig, SiteNetEncoder
 from dimfeat.inputs import CrystalInputs
 from dimfeat.record import TrainingRecord
-from dimfeat.runtime import (
-    EncoderRuntime,
-    input_settings,
-    run_batches,
-    seeded,
-    structures_to_inputs,
-)
+from dimfeat.runtime import EncoderRuntime, input_settings, run_batches, seeded
 from dimfeat.training import (
     Objective,
     TrainingLoop,
@@ -439,8 +435,10 @@ class SiteNetRegressor(RegressorMixin, BaseEstimator):
     def _inputs(self, X: Any) -> list[CrystalInputs]:
         if isinstance(X, list | tuple) and X and all(isinstance(c, CrystalInputs) for c in X):
             return list(X)
-        inputs, _ = structures_to_inputs(
-            X, self._input_settings(), n_jobs=self.n_jobs, owner="SiteNetRegressor", stacklevel=4
+        params = repr(sorted(self.get_params(deep=False).items()))
+        runtime = EncoderRuntime(self.encoder_, self._input_settings())
+        inputs, _ = runtime.build(
+            X, n_jobs=self.n_jobs, owner="SiteNetRegressor", scope=(type(self).__name__, params)
         )
         if not inputs:
             raise ValueError("no structures given")

@@ -6,10 +6,13 @@ turns structures into vectors through :class:`EncoderRuntime`:
 - one way to create it: :meth:`EncoderRuntime.create` from weights (bundled name, folder, Hub
   id) or from random weights drawn under a seed that never touches the caller's torch RNG;
 - one way to turn structures into model inputs: :meth:`EncoderRuntime.build`, with the input
-  settings (``max_atoms``, ``symprec``) the weights were trained with unless overridden;
+  settings (``max_atoms``, ``symprec``) the weights were trained with unless overridden; it
+  calls :func:`dimfeat.inputs.build_many` and gives the one warning about large cells;
 - one batched, memory-bounded inference loop: :func:`run_batches` (sort by size, batch under a
   bound on the padded bonds, collate, run the model, scatter the rows back into input order),
-  which :meth:`EncoderRuntime.encode` and the regressor's predictions use.
+  which :meth:`EncoderRuntime.encode` and the regressor's predictions use;
+- one path from structures to vectors: :meth:`EncoderRuntime.vectors` (read, look up in a
+  vector cache, build and encode the rest, store), which ``transform`` uses.
 
 Training is :mod:`dimfeat.training`; this module only runs a model forward.
 """
@@ -19,14 +22,15 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-import warnings
-from collections.abc import Callable, Iterator, Sequence
+import traceback
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from dimfeat import fingerprint
 from dimfeat.encoder import EncoderConfig, SiteNetEncoder
 from dimfeat.inputs import (
     Batch,
@@ -35,8 +39,10 @@ from dimfeat.inputs import (
     build_many,
     collate,
     equivalent_sites,
-    progress_bar,
+    to_structure,
+    warn_large_cells,
 )
+from dimfeat.progress import progress_bar, progress_options
 from dimfeat.weights import (
     CONFIG_FILE,
     MODEL_FILE,
@@ -44,21 +50,21 @@ from dimfeat.weights import (
     encoder_sha256,
     load_encoder,
     resolve_weights,
-    sha256_of,
 )
 from dimfeat.weights_folder import MAX_CONFIG_BYTES, check_model_size
+
+if TYPE_CHECKING:
+    from dimfeat.vector_cache import VectorCache
 
 __all__ = [
     "INFERENCE_BATCH_SIZE",
     "MAX_BONDS_PER_BATCH",
     "EncoderRuntime",
-    "bar_options",
     "inference_batches",
     "input_settings",
     "run_batches",
     "seeded",
     "shared_runtime",
-    "structures_to_inputs",
 ]
 
 #: Crystals per inference batch unless a caller asks otherwise.
@@ -79,25 +85,6 @@ def seeded(seed: int) -> Iterator[None]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
-
-
-def bar_options(progress: bool | dict, desc: str) -> bool | dict:
-    """``progress`` as tqdm options with a default description (falsy stays falsy).
-
-    Parameters
-    ----------
-    progress : bool or dict
-        ``False``: no bar; ``True``: a bar; a dict: tqdm keyword arguments.
-    desc : str
-        Description used unless ``progress`` gives one.
-
-    Returns
-    -------
-    bool or dict
-    """
-    if not progress:
-        return False
-    return {"desc": desc, **(progress if isinstance(progress, dict) else {})}
 
 
 def inference_batches(
@@ -196,7 +183,7 @@ def run_batches(
     if timings is not None:
         timings["site_groups"] = timings.get("site_groups", 0.0) + time.perf_counter() - start
     rows = None if sites is None else [len(r) for r, _ in sites]
-    bar = progress_bar(progress, len(inputs), "encoding")
+    bar = progress_bar(progress, desc="encoding", total=len(inputs))
     try:
         with torch.inference_mode():
             for group in inference_batches(inputs, order, batch_size, rows=rows):
@@ -344,25 +331,154 @@ class EncoderRuntime:
         }
 
     def build(
-        self, structures: Any, **options: Any
+        self,
+        structures: Any,
+        *,
+        n_jobs: int = 1,
+        ignore_errors: bool = False,
+        disorder: str = "error",
+        progress: bool | dict = False,
+        owner: str = "dimfeat",
+        positions: Sequence[int] | None = None,
+        scope: Hashable | None = None,
     ) -> tuple[list[CrystalInputs | None], dict[int, str]]:
         """Model inputs of structures, with this runtime's input settings.
 
         Parameters
         ----------
         structures : sequence
-            As for :func:`structures_to_inputs`.
-        **options
-            Keyword options of :func:`structures_to_inputs` (``n_jobs``, ``ignore_errors``,
-            ``disorder``, ``progress``, ``owner``, ``stacklevel``, ``positions``).
+            Structures in any form :func:`dimfeat.inputs.to_structure` accepts (or a
+            one-column DataFrame / Series of them).
+        n_jobs : int, default=1
+            Processes building the inputs (joblib; -1: all cores).
+        ignore_errors : bool, default=False
+            ``None`` for a structure that fails (its error in the returned dict) instead of
+            raising.
+        disorder : {"error", "majority"}, default="error"
+            Policy for partial occupancies (see :func:`dimfeat.inputs.build_many`).
+        progress : bool or dict, default=False
+            A tqdm bar (a dict: tqdm keyword arguments).
+        owner : str, default="dimfeat"
+            Named in the progress bar's description.
+        positions : sequence of int, optional
+            Positions that error messages and warnings name (see
+            :func:`dimfeat.inputs.build_many`).
+        scope : hashable, optional
+            Names each large cell once per scope in this process (see
+            :func:`dimfeat.inputs.warn_large_cells`); ``None``: on every call.
 
         Returns
         -------
         inputs : list of CrystalInputs or None
         errors : dict of int to str
+            Error text of each failed structure, by index in ``structures``.
+
+        Warns
+        -----
+        dimfeat.LargeCellWarning
+            One, for the structures with more atoms than ``max_atoms`` in the primitive cell
+            (each is used as a single cell, outside the training distribution).
         """
-        options["stacklevel"] = options.get("stacklevel", 2) + 1
-        return structures_to_inputs(structures, self.inputs, **options)
+        inputs, errors = build_many(
+            as_structure_list(structures),
+            max_atoms=self.inputs.max_atoms,
+            symprec=self.inputs.symprec,
+            n_jobs=n_jobs,
+            ignore_errors=ignore_errors,
+            disorder=disorder,
+            progress=progress_options(progress, f"{owner}: model inputs"),
+            positions=positions,
+        )
+        warn_large_cells(inputs, self.inputs.max_atoms, positions=positions, scope=scope)
+        return inputs, errors
+
+    def vectors(
+        self,
+        structures: Any,
+        encode: Callable[[list[CrystalInputs]], np.ndarray] | None = None,
+        *,
+        cache: VectorCache | None = None,
+        ignore_errors: bool = False,
+        progress: bool | dict = False,
+        owner: str = "dimfeat",
+        **build_options: Any,
+    ) -> tuple[np.ndarray, dict[int, str]]:
+        """Crystal vectors of structures: the one path from structures to vectors.
+
+        Without ``cache``: :meth:`build` (which reads each structure), then ``encode``. With
+        ``cache``: each structure is read once here, looked up by its fingerprint
+        (:func:`dimfeat.fingerprint.structure`); the rest are built and encoded as above, and
+        stored.
+
+        Parameters
+        ----------
+        structures : sequence
+            As for :meth:`build`.
+        encode : callable, optional
+            Maps a list of :class:`~dimfeat.inputs.CrystalInputs` to their vectors, shape
+            ``(n, n_features)``; default :meth:`encode` on the CPU.
+        cache : dimfeat.vector_cache.VectorCache, optional
+            Vectors already computed, by structure fingerprint (its context must describe this
+            runtime and ``build_options``); the new ones are stored in it, one ``put_many`` per
+            call.
+        ignore_errors : bool, default=False
+            NaN rows for structures that fail, their error texts returned, instead of raising.
+        progress : bool or dict, default=False
+            tqdm bars while building and (with the default ``encode``) encoding.
+        owner : str, default="dimfeat"
+            Named in the progress bars' descriptions.
+        **build_options
+            ``n_jobs``, ``disorder``, ``scope`` of :meth:`build`.
+
+        Returns
+        -------
+        vectors : ndarray of shape (n_structures, n_features), float32
+            NaN rows for the structures that failed.
+        errors : dict of int to str
+            Error text by position in ``structures``.
+        """
+        items = as_structure_list(structures)
+        vectors = np.full((len(items), self.n_features), np.nan, dtype=np.float32)
+        errors: dict[int, str] = {}
+        keys: dict[int, str] = {}
+        todo = list(range(len(items)))
+        if cache is not None:
+            for i, item in enumerate(items):
+                try:
+                    items[i] = to_structure(item, i)  # read once; the builder takes it as is
+                except Exception:
+                    if not ignore_errors:
+                        raise
+                    errors[i] = traceback.format_exc()
+                    continue
+                keys[i] = fingerprint.structure(items[i])
+            stored = cache.get_many(list(keys.values()))
+            for i, found in zip(keys, stored, strict=True):
+                if found is not None and found.shape == (self.n_features,):
+                    vectors[i] = found
+            todo = [i for i in keys if np.isnan(vectors[i]).all()]
+        if not todo:
+            return vectors, dict(sorted(errors.items()))
+        inputs, failed = self.build(
+            [items[i] for i in todo],
+            ignore_errors=ignore_errors,
+            progress=progress,
+            owner=owner,
+            positions=todo,  # errors and warnings name the position in ``structures``
+            **build_options,
+        )
+        errors.update({todo[k]: text for k, text in failed.items()})
+        done = [k for k, crystal in enumerate(inputs) if crystal is not None]
+        if done:
+            if encode is None:
+                options = progress_options(progress, f"{owner}: encoding")
+                rows = self.encode([inputs[k] for k in done], progress=options)
+            else:
+                rows = encode([inputs[k] for k in done])
+            vectors[[todo[k] for k in done]] = rows
+            if cache is not None:
+                cache.put_many([keys[todo[k]] for k in done], rows)
+        return vectors, dict(sorted(errors.items()))
 
     def encode(
         self, inputs: Sequence[CrystalInputs], *, device: torch.device | str = "cpu", **options: Any
@@ -437,7 +553,9 @@ def shared_runtime(weights: Any, *, seed: int = 0, global_dim: int | None = None
             check_model_size(folder / MODEL_FILE)
             if (folder / CONFIG_FILE).stat().st_size > MAX_CONFIG_BYTES:
                 raise OSError("config.json too large")  # read_config says why, unread
-            digests = tuple(sha256_of(folder / name) for name in (MODEL_FILE, CONFIG_FILE))
+            digests = tuple(
+                fingerprint.sha256_file(folder / name) for name in (MODEL_FILE, CONFIG_FILE)
+            )
         except OSError:  # not a readable weights folder: let create() say why
             return EncoderRuntime.create(weights, seed=seed, global_dim=global_dim)
         key = ("weights", digests, global_dim)
@@ -450,77 +568,6 @@ def shared_runtime(weights: Any, *, seed: int = 0, global_dim: int | None = None
     if weights is not None:
         runtime = dataclasses.replace(runtime, weights=str(weights))
     return runtime
-
-
-def structures_to_inputs(
-    structures: Any,
-    settings: InputSettings,
-    *,
-    n_jobs: int = 1,
-    ignore_errors: bool = False,
-    disorder: str = "error",
-    progress: bool | dict = False,
-    owner: str = "dimfeat",
-    stacklevel: int = 2,
-    positions: Sequence[int] | None = None,
-) -> tuple[list[CrystalInputs | None], dict[int, str]]:
-    """Model inputs of structures under ``settings`` (``max_atoms``, ``symprec``).
-
-    Parameters
-    ----------
-    structures : sequence
-        Structures in any form :func:`dimfeat.inputs.to_structure` accepts (or a
-        one-column DataFrame / Series of them).
-    settings : InputSettings
-        Input settings of the encoder the inputs are for.
-    n_jobs : int, default=1
-        Processes building the inputs (joblib; -1: all cores).
-    ignore_errors : bool, default=False
-        ``None`` for a structure that fails (its error in the returned dict) instead of
-        raising.
-    disorder : {"error", "majority"}, default="error"
-        Policy for partial occupancies (see :func:`dimfeat.inputs.build_many`).
-    progress : bool or dict, default=False
-        A tqdm bar (a dict: tqdm keyword arguments).
-    owner : str, default="dimfeat"
-        Named in the progress bar's description.
-    stacklevel : int, default=2
-        Of the warning about large cells (2: the caller of this function).
-    positions : sequence of int, optional
-        Positions that error messages name (see :func:`dimfeat.inputs.build_many`).
-
-    Returns
-    -------
-    inputs : list of CrystalInputs or None
-    errors : dict of int to str
-        Error text of each failed structure, by position.
-
-    Warns
-    -----
-    UserWarning
-        For structures with more atoms than ``max_atoms`` in the primitive cell (each is
-        used as a single cell, outside the training distribution).
-    """
-    inputs, errors = build_many(
-        as_structure_list(structures),
-        max_atoms=settings.max_atoms,
-        symprec=settings.symprec,
-        n_jobs=n_jobs,
-        ignore_errors=ignore_errors,
-        disorder=disorder,
-        progress=bar_options(progress, f"{owner}: model inputs"),
-        positions=positions,
-    )
-    large = [c.n_sites for c in inputs if c is not None and c.n_sites > settings.max_atoms]
-    if large:
-        warnings.warn(
-            f"{len(large)} structure(s) have more than max_atoms={settings.max_atoms} atoms "
-            f"in the primitive cell (largest {max(large)}): each is featurised from a single "
-            "cell, outside the training distribution",
-            UserWarning,
-            stacklevel=stacklevel,
-        )
-    return inputs, errors
 
 
 def input_settings(

@@ -25,6 +25,7 @@ import torch
 from dimfeat.distributed import active_context
 from dimfeat.encoder import SiteNetEncoder
 from dimfeat.inputs import Batch, CrystalInputs, collate
+from dimfeat.progress import progress_bar
 
 __all__ = [
     "CHECKPOINT_LOCK",
@@ -296,7 +297,13 @@ class TrainingLoop:
         if self.distributed is not None and self.history:
             self.distributed.reseed(self.generator, self.config.seed, len(self.history))
         start = time.perf_counter()
-        bar = _epoch_bar(self.progress, self.config.epochs, len(self.history), self.objective.name)
+        bar = progress_bar(
+            self.progress,
+            desc=self.objective.name,
+            total=self.config.epochs,
+            initial=len(self.history),
+            unit="epoch",
+        )
         try:
             for epoch in range(len(self.history), self.config.epochs):
                 if self._should_stop():
@@ -339,7 +346,13 @@ class TrainingLoop:
             module.train()
         keys = self.objective.loss_keys
         totals = dict.fromkeys(keys, 0.0)
-        bar = _progress(groups, self.progress, f"epoch {epoch + 1}/{self.config.epochs}")
+        bar = progress_bar(
+            self.progress,
+            desc=f"epoch {epoch + 1}/{self.config.epochs}",
+            iterable=groups,
+            unit="batch",
+            leave=False,
+        )
         for k, (group, batch) in enumerate(collated(train, bar, self.device), start=1):
             terms = self._train_step(batch, group)
             if not math.isfinite(terms["loss"]) or not self._parameters_finite():
@@ -547,23 +560,6 @@ def inputs_fingerprint(*parts: list[CrystalInputs]) -> str:
             for array in (crystal.species, crystal.atom_site, crystal.distances):
                 digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()
-
-
-def _epoch_bar(enabled: bool, epochs: int, done: int, name: str):
-    """A tqdm bar over epochs (on stderr), or None."""
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=epochs, initial=done, desc=name, unit="epoch")
-
-
-def _progress(items, enabled: bool, description: str):
-    if not enabled:
-        return items
-    from tqdm.auto import tqdm
-
-    return tqdm(items, desc=description, leave=False, unit="batch")
 
 
 def collated(inputs: list[CrystalInputs], groups, device: torch.device):

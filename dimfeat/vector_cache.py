@@ -16,8 +16,8 @@ A vector is stored under a key that holds, hashed with sha256:
   bytes, exactly) and, per site, its species and occupancies.
 
 Anything else (another weights file, a retrained encoder, another ``distance_cutoff``, a moved atom,
-another symprec, an edited ``dimfeat/inputs.py``) is another key, so a stored vector is only ever
-returned for the computation that produced it.
+another symprec, an edited ``dimfeat/inputs/cell.py``) is another key, so a stored vector is only
+ever returned for the computation that produced it.
 
 Layout: ``FOLDER/dimfeat-vectors/<context>/shards/<uuid>.npz``, with ``context.json`` (what the
 context holds) in each context folder. A shard holds the keys and the vectors stored by one call
@@ -49,7 +49,8 @@ __all__ = ["CODE_MODULES", "VectorCache", "cache_context", "cache_folder", "stru
 
 #: Format of the stored files; part of every key.
 CACHE_FORMAT = 2
-#: Modules whose source decides the vector of a structure; their sha256 is part of every key.
+#: Modules (a package: every module in it) whose source decides the vector of a structure; their
+#: sha256 is part of every key.
 CODE_MODULES = ("inputs", "elements", "encoder", "runtime")
 
 
@@ -57,9 +58,11 @@ CODE_MODULES = ("inputs", "elements", "encoder", "runtime")
 def code_sha256() -> str:
     """sha256 over the source of :data:`CODE_MODULES` and the element table they read."""
     here = Path(__file__).resolve().parent
-    return fingerprint.code(
-        [here / f"{name}.py" for name in CODE_MODULES] + [here / "data" / "element_features.json"]
-    )
+    files = []
+    for name in CODE_MODULES:
+        package = here / name
+        files += sorted(package.glob("*.py")) if package.is_dir() else [here / f"{name}.py"]
+    return fingerprint.code([*files, here / "data" / "element_features.json"])
 
 
 def cache_folder(cache: Any) -> Path | None:

@@ -15,15 +15,14 @@ from pymatgen.core import Lattice, Structure
 
 from dimfeat.inputs import (
     InvalidStructureError,
-    _minimum_image_distances,
-    _primitive_by_translations,
-    _spglib_cell,
     build_inputs,
     build_many,
     canonical_cell,
     structure_cell,
     supercell_repeats,
 )
+from dimfeat.inputs import structure_cell as _spglib_cell
+from dimfeat.inputs.cell import _minimum_image_distances, _primitive_by_translations
 
 
 def _relative(a: np.ndarray, b: np.ndarray) -> float:

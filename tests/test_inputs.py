@@ -14,12 +14,10 @@ from pymatgen.core import IStructure, Lattice, Molecule, Structure
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 from scipy.spatial.transform import Rotation
 
-import dimfeat.inputs as inputs_module
+import dimfeat.inputs.cell as inputs_module
 from dimfeat.inputs import (
     CrystalInputs,
     InvalidStructureError,
-    _canonical_cell,
-    _spglib_cell,
     as_structure_list,
     batches_by_site_budget,
     build_inputs,
@@ -32,6 +30,8 @@ from dimfeat.inputs import (
     supercell_repeats,
     to_structure,
 )
+from dimfeat.inputs import canonical_cell as _canonical_cell
+from dimfeat.inputs import structure_cell as _spglib_cell
 
 #: A triclinic crystal of the bundled sample (Ag2O, 9 atoms, angles 79/78/68 degrees).
 TRICLINIC_ID = "mp-38238"
@@ -708,7 +708,8 @@ def test_merged_batch_rows_stand_for_their_sites(classic):
 def test_the_anchor_screen_drops_only_candidates_the_full_match_drops(sample, monkeypatch):
     """The primitive cells of 300 sample crystals, their conventional cells and 2x1x1
     supercells, with and without the screen on the anchors: the same cells, atom for atom."""
-    from dimfeat.inputs import _primitive_by_translations, _spglib_cell
+    from dimfeat.inputs import structure_cell as _spglib_cell
+    from dimfeat.inputs.cell import _primitive_by_translations
 
     cells = []
     for s in list(sample["structure"])[:100]:

@@ -4,6 +4,10 @@
   that imports a module above its own is an upward import, even if it runs late.
 - No module imports another module's ``_private`` name (benchmarks and examples included):
   what crosses a module boundary is public API.
+
+Subpackages (``dimfeat/inputs/``) are walked too, relative imports resolved. A package's
+``__init__`` re-exports its modules' names: importing ``dimfeat.inputs.cell`` is an edge to
+that module only (not to the package that Python initialises first).
 """
 
 from __future__ import annotations
@@ -20,25 +24,43 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _dimfeat_imports(tree: ast.AST, modules: set[str]) -> set[tuple[str, tuple[str, ...]]]:
-    """``(module, names)`` of every ``import dimfeat...`` / ``from dimfeat... import``."""
+def _package_files() -> list[Path]:
+    """Every module of the package, subpackages included."""
+    return sorted(PACKAGE.rglob("*.py"))
+
+
+def _package_of(path: Path) -> str:
+    """The package a relative import in ``path`` starts from."""
+    name = _module_name(path)
+    return name if path.name == "__init__.py" else name.rpartition(".")[0]
+
+
+def _dimfeat_imports(
+    tree: ast.AST, modules: set[str], package: str = ""
+) -> set[tuple[str, tuple[str, ...]]]:
+    """``(module, names)`` of every ``import dimfeat...`` / ``from dimfeat... import``, relative
+    imports resolved from ``package``."""
     found = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            if node.module.split(".")[0] == "dimfeat":
+        if isinstance(node, ast.ImportFrom) and (node.level == 0 or package):
+            module = node.module or ""
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = ".".join([*base, module] if module else base)
+            if module.split(".")[0] == "dimfeat":
                 for alias in node.names:
-                    sub = f"{node.module}.{alias.name}"
+                    sub = f"{module}.{alias.name}"
                     if sub in modules:  # from dimfeat import datasets
                         found.add((sub, ()))
                     else:
-                        found.add((node.module, (alias.name,)))
+                        found.add((module, (alias.name,)))
         elif isinstance(node, ast.Import):
             found.update((a.name, ()) for a in node.names if a.name.split(".")[0] == "dimfeat")
     return found
 
 
 def _graph() -> dict[str, set[str]]:
-    files = sorted(PACKAGE.glob("*.py"))
+    files = _package_files()
     modules = {_module_name(p) for p in files}
     graph = {}
     for path in files:
@@ -48,7 +70,7 @@ def _graph() -> dict[str, set[str]]:
         tree = ast.parse(path.read_text(encoding="utf-8"))
         graph[name] = {
             target
-            for target, _ in _dimfeat_imports(tree, modules)
+            for target, _ in _dimfeat_imports(tree, modules, _package_of(path))
             if target in modules and target not in {name, "dimfeat"}
         }
     return graph
@@ -106,14 +128,50 @@ def test_weights_layers_import_only_downwards():
     assert "dimfeat.weights" not in graph["dimfeat.weights_folder"]
 
 
+def test_the_inputs_stages_import_only_earlier_stages():
+    """structures -> cell -> build, batch beside them; the package re-exports them."""
+    graph = _graph()
+    stages = {f"dimfeat.inputs.{n}" for n in ("structures", "cell", "batch", "build")}
+    assert stages <= set(graph)
+    assert graph["dimfeat.inputs.structures"] & stages == set()
+    assert graph["dimfeat.inputs.batch"] & stages == set()
+    assert graph["dimfeat.inputs.cell"] & stages == {
+        "dimfeat.inputs.structures",
+        "dimfeat.inputs.batch",
+    }
+    assert "dimfeat.inputs" not in set().union(*(graph[s] for s in stages))
+    assert stages <= graph["dimfeat.inputs"]
+
+
+def test_relative_imports_are_resolved():
+    tree = ast.parse("from .cell import _x\nfrom .. import fingerprint\nfrom . import batch")
+    modules = {"dimfeat.fingerprint", "dimfeat.inputs.batch", "dimfeat.inputs.cell"}
+    assert _dimfeat_imports(tree, modules, "dimfeat.inputs") == {
+        ("dimfeat.inputs.cell", ("_x",)),
+        ("dimfeat.fingerprint", ()),
+        ("dimfeat.inputs.batch", ()),
+    }
+
+
 def test_no_private_name_is_imported_across_modules():
-    modules = {_module_name(p) for p in PACKAGE.glob("*.py")}
+    modules = {_module_name(p) for p in _package_files()}
     offenders = []
     for folder in ("dimfeat", "benchmarks", "examples"):  # tests may test private helpers
         for path in sorted((ROOT / folder).rglob("*.py")):
             tree = ast.parse(path.read_text(encoding="utf-8"))
-            for module, names in _dimfeat_imports(tree, modules):
+            package = _package_of(path) if folder == "dimfeat" else ""
+            for module, names in _dimfeat_imports(tree, modules, package):
                 private = [n for n in names if n.startswith("_") and not n.startswith("__")]
                 if private:
                     offenders.append(f"{path.relative_to(ROOT)}: {module} {private}")
     assert offenders == []
+
+
+def test_every_subpackage_ships_in_the_wheel():
+    """pyproject.toml lists its packages by name: a new subpackage must be listed there too."""
+    import re
+
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    listed = re.search(r"^packages = \[(.*)\]", text, re.MULTILINE).group(1)
+    for init in PACKAGE.rglob("__init__.py"):
+        assert f'"{_module_name(init)}"' in listed, _module_name(init)

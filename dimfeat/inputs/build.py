@@ -1,0 +1,304 @@
+"""Model inputs of one structure (:func:`build_inputs`) or many in parallel (:func:`build_many`).
+
+The stages, one module each: :mod:`dimfeat.inputs.structures` (anything a user holds -> a
+checked structure's arrays), :mod:`dimfeat.inputs.cell` (canonical cell, supercell, distances ->
+:class:`~dimfeat.inputs.batch.CrystalInputs`). :func:`warn_large_cells` is the one warning about
+cells beyond ``max_atoms`` (:class:`dimfeat.LargeCellWarning`).
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+import warnings
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from dimfeat import fingerprint
+from dimfeat._warnings import LargeCellWarning, warn
+from dimfeat.inputs.batch import CrystalInputs
+from dimfeat.inputs.cell import inputs_from_cell
+from dimfeat.inputs.structures import CellArrays, read_cell
+from dimfeat.progress import progress_bar
+
+__all__ = ["build_inputs", "build_many", "warn_large_cells"]
+
+
+def build_inputs(
+    structure,
+    *,
+    max_atoms: int = 50,
+    symprec: float = 0.01,
+    index: int | None = None,
+    disorder: str = "error",
+) -> CrystalInputs:
+    """Turn one ordered, periodic structure into :class:`CrystalInputs`.
+
+    Parameters
+    ----------
+    structure : Structure, or any form :func:`to_structure` accepts
+        An ordered crystal structure (CIF text, a path, a structure dict, ASE ``Atoms``, ...).
+    max_atoms : int, default=50
+        Upper bound on the number of supercell atoms (the paper's N).
+    symprec : float, default=0.01
+        Tolerance (Å) of the primitive-cell search: a lattice translation is kept iff every atom
+        lies within ``symprec`` of a translated atom of its species (after a least-squares fit of
+        the translation), whatever the order of the sites; also passed to spglib's fallback.
+    index : int, optional
+        Position of the structure in the caller's input, used in error messages.
+    disorder : {"error", "majority"}, default="error"
+        Policy for sites with partial occupancies: raise :class:`InvalidStructureError`, or
+        keep each site's majority species (ties go to the lowest atomic number; vacancies are
+        ignored, so a partly empty site becomes a full atom of its majority species).
+
+    Returns
+    -------
+    CrystalInputs
+
+    Raises
+    ------
+    TypeError
+        If ``structure`` cannot hold a crystal (see :func:`to_structure`).
+    InvalidStructureError
+        For a value that does not read as a crystal (see :func:`to_structure`), disordered
+        structures (with ``disorder="error"``), non-finite coordinates, degenerate lattices, a
+        lattice not periodic along all three axes, overlapping atoms (closer than 0.5 Å, also to
+        an atom's own periodic image) and a lattice that cannot be Niggli-reduced.
+    dimfeat.elements.UnsupportedElementError
+        For elements beyond Lr (Z > 103) and dummy species, naming them and ``index``.
+    """
+    cell = read_cell(structure, index, disorder)
+    return inputs_from_cell(cell.lattice, cell.frac, cell.numbers, max_atoms, symprec, index)
+
+
+@dataclass(frozen=True)
+class _Unreadable:
+    """A structure that failed to read in the parent: the error and its traceback text."""
+
+    error: BaseException
+    traceback: str
+
+
+def _read_for_workers(item: Any, position: int, disorder: str) -> Any:
+    """What a worker process receives for one item of :func:`build_many`.
+
+    A pymatgen ``Structure`` becomes its arrays (a :class:`CellArrays`, or an :class:`_Unreadable`
+    holding the error): pickling a ``Structure`` there and back costs more than building its
+    inputs, its arrays next to nothing. Anything else
+    (CIF text, paths, dicts, ASE ``Atoms``) is sent as it is and read in the worker.
+    """
+    from pymatgen.core import Structure
+
+    if not isinstance(item, Structure):
+        return item
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module="pymatgen")
+            return read_cell(item, position, disorder)
+    except Exception as exc:
+        return _Unreadable(exc, traceback.format_exc())
+
+
+def _build_chunk(
+    structures: list,
+    positions: Sequence[int],
+    max_atoms: int,
+    symprec: float,
+    ignore_errors: bool,
+    disorder: str = "error",
+    bar: Any = None,
+    parent_pid: int | None = None,
+) -> tuple[list[CrystalInputs | None], dict[int, str], int]:
+    """Inputs, errors by index in ``structures`` and the number of disordered structures that
+    were ordered; messages name ``positions[k]`` for the k-th structure. Items may also be
+    what :func:`_read_for_workers` makes of them."""
+    if parent_pid is not None:  # in a joblib worker: do not outlive the parent
+        from dimfeat._workers import exit_with_parent
+
+        exit_with_parent(parent_pid)
+    inputs: list[CrystalInputs | None] = []
+    errors: dict[int, str] = {}
+    n_ordered = 0
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module="pymatgen")
+        for k, item in enumerate(structures):
+            try:
+                if isinstance(item, _Unreadable):
+                    if not ignore_errors:
+                        raise item.error
+                    inputs.append(None)
+                    errors[k] = item.traceback
+                else:  # read here unless the parent did (the site scan gives the order flag)
+                    cell = (
+                        item
+                        if isinstance(item, CellArrays)
+                        else read_cell(item, positions[k], disorder)
+                    )
+                    inputs.append(
+                        inputs_from_cell(
+                            cell.lattice, cell.frac, cell.numbers, max_atoms, symprec, positions[k]
+                        )
+                    )
+                    n_ordered += not cell.ordered
+            except Exception:
+                if not ignore_errors:
+                    raise
+                inputs.append(None)
+                errors[k] = traceback.format_exc()
+            if bar is not None:
+                bar.update(1)
+    return inputs, errors, n_ordered
+
+
+def build_many(
+    structures: Sequence,
+    *,
+    max_atoms: int = 50,
+    symprec: float = 0.01,
+    n_jobs: int = 1,
+    ignore_errors: bool = False,
+    disorder: str = "error",
+    progress: bool | dict = False,
+    positions: Sequence[int] | None = None,
+) -> tuple[list[CrystalInputs | None], dict[int, str]]:
+    """:func:`build_inputs` for many structures, in chunks on ``n_jobs`` processes (joblib).
+
+    Parameters
+    ----------
+    structures : sequence of Structure, or of any form :func:`to_structure` accepts
+        Each item is read by :func:`to_structure` (in the worker processes when ``n_jobs``
+        is not 1), so CIF text and paths are parsed in parallel too.
+    max_atoms, symprec, disorder : see :func:`build_inputs`
+        With ``disorder="majority"``, one :class:`UserWarning` gives the number of disordered
+        structures ordered by majority species.
+    n_jobs : int, default=1
+        Worker processes (-1: all cores); inputs of 64 structures or fewer stay in-process.
+        Workers exit within a second when this process dies (even by ``kill -9``).
+    ignore_errors : bool, default=False
+        Put ``None`` for a structure that fails, with its traceback in ``errors``, instead of
+        raising.
+    progress : bool or dict, default=False
+        Show a tqdm progress bar on stderr (a dict: keyword arguments for ``tqdm``).
+    positions : sequence of int, optional
+        The position of each structure that error messages name (default: its index in
+        ``structures``), e.g. its row in a caller's larger input when only some rows are built.
+
+    Returns
+    -------
+    inputs : list of CrystalInputs or None
+    errors : dict of int to str
+        Traceback text by index in ``structures``, for the structures that failed.
+    """
+    structures = list(structures)
+    positions = list(range(len(structures)) if positions is None else positions)
+    if len(positions) != len(structures):
+        raise ValueError(f"{len(positions)} positions for {len(structures)} structures")
+    bar = progress_bar(progress, desc="model inputs", total=len(structures))
+    try:
+        if n_jobs == 1 or len(structures) <= 64:
+            inputs, errors, n_ordered = _build_chunk(
+                structures, positions, max_atoms, symprec, ignore_errors, disorder, bar
+            )
+        else:
+            from joblib import Parallel, delayed
+
+            n = len(structures)
+            bounds = [b for b in np.array_split(np.arange(n), max(1, n // 256)) if len(b)]
+            # bar=None in the workers; each exits when this process dies
+            settings = (max_atoms, symprec, ignore_errors, disorder, None, os.getpid())
+            # structures are read into arrays here, chunk by chunk as joblib dispatches them
+            tasks = (
+                delayed(_build_chunk)(
+                    [_read_for_workers(structures[i], positions[i], disorder) for i in b],
+                    [positions[i] for i in b],
+                    *settings,
+                )
+                for b in bounds
+            )
+            inputs, errors, n_ordered = [], {}, 0
+            results = Parallel(n_jobs=n_jobs, return_as="generator")(tasks)
+            for b, (part, part_errors, part_ordered) in zip(bounds, results, strict=True):
+                inputs += part
+                # chunk errors are keyed within the chunk: shift them to the index in structures
+                errors.update({int(b[0]) + k: v for k, v in part_errors.items()})
+                n_ordered += part_ordered
+                if bar is not None:
+                    bar.update(len(part))
+    finally:
+        if bar is not None:
+            bar.close()
+    if n_ordered:
+        warn(
+            f"{n_ordered} disordered structure(s) were ordered by keeping each site's "
+            "majority species (disorder='majority')"
+        )
+    return inputs, errors
+
+
+#: Large cells already named by :func:`warn_large_cells` in this process: (scope, max_atoms,
+#: sha256 of the cell's inputs).
+_NAMED: set[tuple] = set()
+#: Positions a :class:`~dimfeat.LargeCellWarning` message lists (all are in ``positions``).
+SHOWN_POSITIONS = 5
+
+
+def warn_large_cells(
+    inputs: Sequence[CrystalInputs | None],
+    max_atoms: int,
+    *,
+    positions: Sequence[int] | None = None,
+    scope: Hashable | None = None,
+) -> None:
+    """One :class:`~dimfeat.LargeCellWarning` naming the cells with more than ``max_atoms`` atoms
+    in the primitive cell (each is featurised from a single cell, outside the training
+    distribution), or none.
+
+    The warning names the user's line (:func:`dimfeat._warnings.user_stacklevel`), how many
+    structures, the first few positions and the largest cell; its ``count``, ``positions``,
+    ``largest`` and ``max_atoms`` attributes say the same for a program.
+
+    Parameters
+    ----------
+    inputs : sequence of CrystalInputs or None
+        ``None`` (a structure that failed) is passed over.
+    max_atoms : int
+        The input setting the inputs were built with.
+    positions : sequence of int, optional
+        The position of each input in the caller's input (default: its index).
+    scope : hashable, optional
+        Who asks, e.g. an estimator's class and parameters: a cell already named for the same
+        scope and ``max_atoms`` in this process is not named again, so that calls repeated on
+        the same structures (a grid search, ``predict`` then ``score``) warn once. ``None``:
+        every call names every large cell.
+    """
+    found: list[tuple[int, int]] = []
+    keys = []
+    for k, crystal in enumerate(inputs):
+        if crystal is None or crystal.n_sites <= max_atoms:
+            continue
+        if scope is not None:
+            digest = fingerprint.sha256_bytes(
+                crystal.species.tobytes() + crystal.distances.tobytes()
+            )
+            key = (scope, max_atoms, digest)
+            if key in _NAMED:
+                continue
+            keys.append(key)
+        found.append((k if positions is None else int(positions[k]), crystal.n_sites))
+    if not found:
+        return
+    where = [p for p, _ in found]
+    shown = ", ".join(str(p) for p in where[:SHOWN_POSITIONS])
+    more = len(where) - SHOWN_POSITIONS
+    largest = max(n for _, n in found)
+    message = (
+        f"{len(found)} structure(s) have more than max_atoms={max_atoms} atoms in the primitive "
+        f"cell (largest {largest}; position{'s' if len(where) > 1 else ''} {shown}"
+        f"{f' and {more} more' if more > 0 else ''}): each is featurised from a single cell, "
+        "outside the training distribution"
+    )
+    warn(LargeCellWarning(message, len(found), tuple(where), largest, max_atoms))
+    _NAMED.update(keys)  # after the warning: one turned into an error is raised again next time
