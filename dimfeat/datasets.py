@@ -80,8 +80,8 @@ def load_sample(as_frame: bool = True) -> pd.DataFrame | tuple[list[Structure], 
 
     The crystals were drawn at random (``numpy.random.default_rng(0)``) from the ``test`` ids of
     the project split of the CGCNN Materials Project set (``mp36k``), among those with at most 50
-    atoms per cell; ``benchmarks/make_sample.py`` rebuilds the file. Every row is from the held-out
-    fold, so the sample may be used to score models pre-trained on the ``train`` fold.
+    atoms per cell; ``benchmarks/release/make_sample.py`` rebuilds the file. Every row is from
+    the held-out fold, so the sample may be used to score models pre-trained on the ``train`` fold.
 
     Parameters
     ----------

@@ -69,7 +69,8 @@ class EncoderConfig:
         ``"linear"``: the paper's single linear input, Linear(1 -> 64)/Mish/LayerNorm. The
         linear form is nearly blind beyond about 4 Å: the LayerNorm divides out the scale of
         ``w * d``, so in the weights bundled before this option the centred embeddings of 5.6 and
-        8.0 Å agree to a cosine of 0.96 (``distance_resolution`` in ``benchmarks/geometry.py``;
+        8.0 Å agree to a cosine of 0.96 (``distance_resolution`` in
+        ``benchmarks/paper/geometry.py``;
         see the training docs). Weights saved before this option existed use it.
     n_gaussians : int, default=32
         Size of the Gaussian basis.

@@ -176,7 +176,7 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
     -----
     Cost per structure is dominated by the primitive-cell search and the minimum-image distances
     (well under a millisecond each for cells of <= 50 atoms) and the encoder; see
-    ``benchmarks/throughput.py``. Bad input (disordered structures, non-structures, overlapping
+    ``benchmarks/perf/throughput.py``. Bad input (disordered structures, non-structures, overlapping
     atoms, NaN coordinates, unsupported elements) raises an error naming the structure's
     position; ``featurize_dataframe(..., ignore_errors=True)`` gives NaN rows instead.
 

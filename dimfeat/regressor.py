@@ -51,7 +51,7 @@ HEAD_HIDDEN = 64
 #: Share of the labels :class:`SiteNetRegressor` holds out by default to choose the epoch. Larger
 #: than the 0.05 of DIM training (:data:`dimfeat.training.VALIDATION_FRACTION`), which holds out
 #: thousands of unlabelled crystals: with 50-1,000 labels, 5% is 2-50 crystals, whose MAE is too
-#: noisy to stop on (``benchmarks/regressor_validation.py``; docs/transfer.md).
+#: noisy to stop on (``benchmarks/archive/regressor_validation.py``; docs/transfer.md).
 REGRESSION_VALIDATION_FRACTION = 0.2
 #: Most labelled crystals held out by default: past 200 the validation MAE is steady enough (its
 #: spread falls as 1/sqrt(n)) and more labels do more good in training.
@@ -113,7 +113,7 @@ class SiteNetRegressor(RegressorMixin, BaseEstimator):
         keeps the last epoch. Larger than DIM training's 0.05, which holds out thousands of
         unlabelled crystals: 5% of a few hundred labels is too few to stop on (at 500 labels,
         25 held-out crystals give a validation MAE with a standard deviation of about 20% of
-        its value, 100 about 10%; docs/transfer.md, ``benchmarks/regressor_validation.py``).
+        its value, 100 about 10%; docs/transfer.md, ``benchmarks/archive/regressor_validation.py``).
     max_validation : int or None, default=200
         Most crystals held out (``None``: no limit); with the defaults, 10 of 50 labels, 100 of
         500, 200 of 1,000 or more (:func:`validation_size`).

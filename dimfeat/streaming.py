@@ -22,7 +22,7 @@ one parquet file per chunk in an output folder with a ``manifest.json``, or rows
 CSV file with a ``.manifest.json`` beside it. An interrupted run started again with
 ``resume=True`` skips the chunks the manifest lists as finished (their CIFs are read past but not
 parsed). Peak memory depends on ``chunk_size``, not on the size of the input
-(``benchmarks/memory.py``).
+(``benchmarks/perf/memory.py``).
 
 What a resume trusts, and how it is proved: the manifest records a fingerprint of every finished
 chunk (sha256 of its ids and of the content of its entries: the bytes of each CIF, or the lattice,

@@ -13,7 +13,7 @@ to :class:`~dimfeat.inputs.batch.CrystalInputs` (:func:`inputs_from_cell`):
    order; a very skewed cell is LLL-reduced first. Site order, rotation, translation and the
    choice of primitive/conventional/supercell of the input do not change this cell, including
    for distortions close to ``symprec``. A translation search costs about 0.16 ms per structure
-   (``benchmarks/throughput.py``, stage ``cell_reduction``; the order-independent fit added
+   (``benchmarks/perf/throughput.py``, stage ``cell_reduction``; the order-independent fit added
    about 0.04 ms, measured on 400 sample structures). Large cells pair atoms through a k-d tree
    after a screen on 12 atoms (:func:`_match_tree`): about ``n log n`` for ``n`` atoms when few
    candidates are translations, ``n^2 log n`` at worst (every candidate a translation); 0.03 s
