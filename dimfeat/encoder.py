@@ -257,18 +257,17 @@ class SiteNetEncoder(nn.Module):
         d = config.embed_dim
         self.site_embedding = mlp([n_features, d])
         n_bond = 3 * d
-        if config.distance_input == "none":
-            self.distance_basis = None
-            self.distance_embedding = None
-            n_bond = 2 * d
-        elif config.distance_expansion == "gaussian":
+        if config.distance_expansion == "gaussian":
             self.distance_basis: nn.Module | None = GaussianBasis(
                 config.n_gaussians, config.distance_cutoff
             )
-            self.distance_embedding = mlp([config.n_gaussians, d])
+            self.distance_embedding: nn.Module | None = mlp([config.n_gaussians, d])
         else:
             self.distance_basis = None
             self.distance_embedding = mlp([1, d])
+        if config.distance_input == "none":  # no distance embedding (the basis has no
+            self.distance_embedding = None  # parameters: the DIM critic still reads it)
+            n_bond = 2 * d
         self.attention = mlp([n_bond, *config.attention_hidden, 1], final_activation=False)
         self.values = mlp([n_bond, *config.value_hidden])
         env_dim = config.value_hidden[-1]
@@ -291,7 +290,10 @@ class SiteNetEncoder(nn.Module):
         return self.element_features[species]
 
     def embed_distances(self, expanded: torch.Tensor) -> torch.Tensor:
-        """Distance embedding ``e`` (..., embed_dim) of :meth:`expand_distances` output."""
+        """Distance embedding ``e`` (..., embed_dim) of :meth:`expand_distances` output; a
+        zero-width tensor (..., 0) for ``distance_input="none"``, which has none."""
+        if self.distance_embedding is None:
+            return expanded.new_zeros((*expanded.shape[:-1], 0))
         return self.distance_embedding(expanded)
 
     def encode_local(
