@@ -47,6 +47,7 @@ from dimfeat.weights_folder import (
     check_model_size,
     check_safetensors,
     load_encoder,
+    read_config,
     settings_sha256,
     sha256_of,
     write_file,
@@ -60,6 +61,7 @@ __all__ = [
     "channel_slice",
     "combine_channels",
     "load_weights",
+    "read_weights_config",
 ]
 
 TWO_CHANNEL_ARCHITECTURE = "sitenet-dim-two-channel"
@@ -183,6 +185,15 @@ def _check_two_channel(config: Any, path: Path) -> dict:
         except WeightsError as exc:
             raise WeightsError(f"channel {name!r}: {exc}") from exc
     return config
+
+
+def read_weights_config(folder: str | Path) -> dict[str, Any]:
+    """The schema-checked ``config.json`` of a weights folder of either kind (no tensor read)."""
+    folder = Path(folder)
+    raw = _read_json(folder)
+    if isinstance(raw, dict) and raw.get("architecture") == TWO_CHANNEL_ARCHITECTURE:
+        return _check_two_channel(raw, folder / CONFIG_FILE)
+    return read_config(folder)
 
 
 def load_weights(folder: str | Path) -> tuple[nn.Module, dict[str, Any]]:
