@@ -479,8 +479,10 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
     def feature_labels(self) -> list[str]:
         """``dim_0`` ... ``dim_{n-1}``; for two-channel weights ``dim_ctx_0`` ...,
         ``dim_struct_0`` ... (those of ``channel`` alone when it is set)."""
-        if self.weights is None or (hasattr(self, "n_features_out_") and self._fitted()):
-            config = getattr(self.__dict__.get("encoder_"), "config", None)
+        if hasattr(self, "n_features_out_") and self._fitted():
+            config = self.encoder_.config
+        elif self.weights is None:
+            config = None
         else:
             config = self.get_runtime().encoder.config
         if config is None:
