@@ -368,6 +368,11 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
             )
         # training changes the encoder in place: a fresh one; otherwise the process's shared one
         runtime = self._initial_runtime() if self.epochs > 0 else self._shared_runtime()
+        if self.epochs > 0 and isinstance(runtime.encoder.config, TwoChannelConfig):
+            raise ValueError(
+                f"{self.weights!r} are two-channel weights, which fit does not train: train each "
+                "channel as single-channel weights and combine them (dimfeat combine-channels)"
+            )
         self.encoder_, self.weights_config_ = runtime.encoder, runtime.config
         self.__dict__.pop("_context", None)
         self.history_: list[dict] = []

@@ -279,3 +279,13 @@ def test_cli_combine_channels(two_channel, tmp_path, capsys):
         main(
             ["combine-channels", str(tmp_path / "two"), str(root / "st"), "-o", str(tmp_path / "x")]
         )
+
+
+def test_two_channel_weights_refuse_training_with_a_clear_error(two_channel, sample_structures):
+    from dimfeat import SiteNetRegressor
+
+    folder, _ = two_channel
+    with pytest.raises(ValueError, match="combine"):
+        DeepInfoMaxFeaturizer(weights=str(folder), epochs=1).fit(sample_structures[:4])
+    with pytest.raises(ValueError, match="two-channel"):
+        SiteNetRegressor(weights=str(folder), epochs=1).fit(sample_structures[:4], np.zeros(4))
