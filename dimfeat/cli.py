@@ -104,6 +104,7 @@ def _train_process(args, ddp_device) -> None:
         )
     encoder_config = EncoderConfig(
         distance_expansion=args.distance_expansion,
+        distance_input=args.distance_input,
         postpool_hidden=tuple(args.postpool_hidden or EncoderConfig.postpool_hidden),
     )
     train_weights(
@@ -312,7 +313,7 @@ DIMFEAT_DEBUG=1 shows the Python traceback); 130 interrupted.
 
 def _parser() -> argparse.ArgumentParser:
     from dimfeat._version import __version__
-    from dimfeat.encoder import DISTANCE_EXPANSIONS, EncoderConfig
+    from dimfeat.encoder import DISTANCE_EXPANSIONS, DISTANCE_INPUTS, EncoderConfig
     from dimfeat.streaming import FORMATS
     from dimfeat.training_config import add_training_flags
     from dimfeat.weights import InputSettings
@@ -420,6 +421,14 @@ def _parser() -> argparse.ArgumentParser:
         default="gaussian",
         help="distance input of a random encoder: Gaussian basis or the paper's linear input",
     )
+    recipe.add_argument(
+        "--distance-input",
+        choices=list(DISTANCE_INPUTS),
+        default="distances",
+        help="'none': a context encoder that sees no distances, whose vector is a function of "
+        "the composition alone (the context channel of a two-channel model; default: "
+        "%(default)s)",
+    )
     optimisation = train.add_argument_group("optimisation: epochs, rates, stopping, device")
     optimisation.add_argument(
         "--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ..."
@@ -489,7 +498,28 @@ def _parser() -> argparse.ArgumentParser:
     feat.add_argument("--quiet", action="store_true", help="no progress bar")
     debug_option(feat)
     feat.set_defaults(func=_featurize)
+
+    combine = sub.add_parser(
+        "combine-channels",
+        help="one two-channel weights folder from a context and a structure weights folder",
+        description="Write a two-channel weights folder whose vector is the CONTEXT weights' "
+        "vector followed by the STRUCTURE weights' vector (feature labels dim_ctx_*, "
+        "dim_struct_*); both are verified, and recorded as the sources in the model card.",
+    )
+    combine.add_argument("context", help="weights folder of the context channel")
+    combine.add_argument("structure", help="weights folder of the structure channel")
+    combine.add_argument("-o", "--output", required=True, help="the two-channel folder to write")
+    combine.add_argument("--name", help="name in the model card (default: the folder name)")
+    debug_option(combine)
+    combine.set_defaults(func=_combine)
     return parser
+
+
+def _combine(args: argparse.Namespace) -> None:
+    from dimfeat.channels import combine_channels
+
+    folder = combine_channels(args.context, args.structure, args.output, name=args.name)
+    print(f"wrote {folder}")
 
 
 #: ``name=value (command line: --flag ...)`` in a library message: the command line shows the flag.

@@ -27,10 +27,20 @@ from dimfeat._workers import one_thread_in_forked_children
 from dimfeat.elements import SITE_FEATURES, element_table, standardisation
 from dimfeat.inputs import Batch
 
-__all__ = ["DISTANCE_EXPANSIONS", "EncoderConfig", "GaussianBasis", "SiteNetEncoder", "mlp"]
+__all__ = [
+    "DISTANCE_EXPANSIONS",
+    "DISTANCE_INPUTS",
+    "EncoderConfig",
+    "GaussianBasis",
+    "SiteNetEncoder",
+    "mlp",
+]
 
 #: Ways to present a distance to the distance embedding.
 DISTANCE_EXPANSIONS = ("gaussian", "linear")
+#: Whether the bonds see distances: ``"distances"`` (Site-Net) or ``"none"`` (a context
+#: encoder whose vector is a function of the composition alone).
+DISTANCE_INPUTS = ("distances", "none")
 
 #: (site, atom) pairs per chunk of :meth:`SiteNetEncoder.forward`: each site's local environment
 #: depends on its own row only, so a batch with more pairs is encoded a few sites at a time, which
@@ -38,6 +48,9 @@ DISTANCE_EXPANSIONS = ("gaussian", "linear")
 #: activation at 4 MB, in cache; 65,536 (16 MB) made every element-wise pass run at memory speed
 #: (docs/reliability.md).
 CHUNK_PAIRS = 16_384
+#: Compositions per block of a context encoder (``distance_input="none"``): every block has
+#: this many rows (padded), so a composition's vector does not depend on the rest of the call.
+COMPOSITION_BLOCK = 32
 
 
 @dataclass(frozen=True)
@@ -76,6 +89,15 @@ class EncoderConfig:
         Size of the Gaussian basis.
     distance_cutoff : float, default=8.0
         Last Gaussian centre (Å); farther atoms all look "far".
+    distance_input : {"distances", "none"}, default="distances"
+        ``"none"``: the bonds are ``[x_i, x_j]`` with no distance embedding, so attention and
+        values depend only on the species of sites ``i`` and ``j``; the supercell holds the
+        species in the proportions of the composition, so the vector is a function of the
+        composition alone. :meth:`SiteNetEncoder.forward` then computes it from the
+        composition (:meth:`SiteNetEncoder.encode_composition`), once per distinct composition
+        of a call, so that equal compositions give bit-identical vectors. The distance
+        settings are then unused. Left out of :meth:`to_dict` at its default, so the configs
+        and digests of weights saved before the option are unchanged.
     """
 
     embed_dim: int = 64
@@ -89,8 +111,13 @@ class EncoderConfig:
     distance_expansion: str = "gaussian"
     n_gaussians: int = 32
     distance_cutoff: float = 8.0
+    distance_input: str = "distances"
 
     def __post_init__(self) -> None:
+        if self.distance_input not in DISTANCE_INPUTS:
+            raise ValueError(
+                f"distance_input must be one of {DISTANCE_INPUTS}, got {self.distance_input!r}"
+            )
         if self.distance_expansion not in DISTANCE_EXPANSIONS:
             raise ValueError(
                 f"distance_expansion must be one of {DISTANCE_EXPANSIONS}, "
@@ -110,8 +137,12 @@ class EncoderConfig:
                 )
 
     def to_dict(self) -> dict:
-        """JSON-ready dictionary (tuples become lists)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        """JSON-ready dictionary (tuples become lists; ``distance_input`` only when not
+        ``"distances"``)."""
+        data = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        if data["distance_input"] == "distances":
+            del data["distance_input"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> EncoderConfig:
@@ -225,16 +256,20 @@ class SiteNetEncoder(nn.Module):
 
         d = config.embed_dim
         self.site_embedding = mlp([n_features, d])
+        n_bond = 3 * d
         if config.distance_expansion == "gaussian":
             self.distance_basis: nn.Module | None = GaussianBasis(
                 config.n_gaussians, config.distance_cutoff
             )
-            self.distance_embedding = mlp([config.n_gaussians, d])
+            self.distance_embedding: nn.Module | None = mlp([config.n_gaussians, d])
         else:
             self.distance_basis = None
             self.distance_embedding = mlp([1, d])
-        self.attention = mlp([3 * d, *config.attention_hidden, 1], final_activation=False)
-        self.values = mlp([3 * d, *config.value_hidden])
+        if config.distance_input == "none":  # no distance embedding (the basis has no
+            self.distance_embedding = None  # parameters: the DIM critic still reads it)
+            n_bond = 2 * d
+        self.attention = mlp([n_bond, *config.attention_hidden, 1], final_activation=False)
+        self.values = mlp([n_bond, *config.value_hidden])
         env_dim = config.value_hidden[-1]
         self.local_mu = nn.Linear(env_dim, config.local_dim)
         self.local_logvar = nn.Linear(env_dim, config.local_dim)
@@ -255,7 +290,10 @@ class SiteNetEncoder(nn.Module):
         return self.element_features[species]
 
     def embed_distances(self, expanded: torch.Tensor) -> torch.Tensor:
-        """Distance embedding ``e`` (..., embed_dim) of :meth:`expand_distances` output."""
+        """Distance embedding ``e`` (..., embed_dim) of :meth:`expand_distances` output; a
+        zero-width tensor (..., 0) for ``distance_input="none"``, which has none."""
+        if self.distance_embedding is None:
+            return expanded.new_zeros((*expanded.shape[:-1], 0))
         return self.distance_embedding(expanded)
 
     def encode_local(
@@ -290,7 +328,9 @@ class SiteNetEncoder(nn.Module):
         # Same function and same parameters as the concatenated form, a fraction of the cost.
         elements = self.site_embedding(self.element_features)  # (Z, d)
         x_i = elements[site_species]  # (S, d)
-        if embedded_distances is None:
+        if self.distance_embedding is None:  # distance_input="none": bonds [x_i, x_j]
+            embedded_distances = None
+        elif embedded_distances is None:
             embedded_distances = self.embed_distances(self.expand_distances(distances))
         e_ij = embedded_distances  # (S, M, d)
         logits = _bond_mlp(self.attention, x_i, elements, neighbour_species, e_ij).squeeze(-1)
@@ -334,12 +374,52 @@ class SiteNetEncoder(nn.Module):
         pooled = self.postpool(total / count.clamp_min(1).unsqueeze(1))
         return self.global_mu(pooled), self.global_logvar(pooled)
 
+    def encode_composition(self, species: torch.Tensor, fractions: torch.Tensor) -> torch.Tensor:
+        """Crystal vectors of compositions, for ``distance_input="none"``.
+
+        The same function as :meth:`encode_local` then :meth:`encode_global` over a supercell
+        that holds the species in these proportions: the softmax over the supercell's atoms
+        becomes one over species with ``log(fraction)`` added to the logits, and the pooling a
+        mean weighted by the fractions.
+
+        Parameters
+        ----------
+        species : LongTensor (U, K)
+            Atomic numbers of each composition's species, padded with 0.
+        fractions : FloatTensor (U, K)
+            Atom fraction of each species (0 for padding); each row sums to 1.
+
+        Returns
+        -------
+        mu_global : FloatTensor (U, global_dim)
+        """
+        if self.distance_embedding is not None:
+            raise ValueError("encode_composition needs an encoder with distance_input='none'")
+        elements = self.site_embedding(self.element_features)  # (Z, d)
+        u, k = species.shape
+        flat = species.reshape(-1)  # (U K,)
+        partners = species.repeat_interleave(k, dim=0)  # (U K, K): the species j of each i
+        logits = _bond_mlp(self.attention, elements[flat], elements, partners, None).squeeze(-1)
+        weight_j = fractions.repeat_interleave(k, dim=0)
+        logits = logits + torch.log(weight_j.clamp_min(1e-30))
+        logits = logits.masked_fill(weight_j <= 0, torch.finfo(logits.dtype).min)
+        attention = torch.softmax(logits, dim=-1)
+        values = _bond_mlp(self.values, elements[flat], elements, partners, None)
+        environment = torch.einsum("sm,smd->sd", attention, values)
+        h = self.prepool(self.local_mu(environment)).float().reshape(u, k, -1)
+        pooled = self.postpool(torch.einsum("uk,ukd->ud", fractions.float(), h))
+        return self.global_mu(pooled)
+
     def forward(self, batch: Batch) -> torch.Tensor:
         """Crystal vectors ``mu_global`` (B, global_dim) of a batch (deterministic, no noise).
 
-        Sites are encoded in chunks of at most :data:`CHUNK_PAIRS` (site, atom) pairs (at least
+        With ``distance_input="none"``, :meth:`encode_composition` of each distinct composition
+        of the batch, computed once and copied to its crystals. Otherwise sites are encoded in
+        chunks of at most :data:`CHUNK_PAIRS` (site, atom) pairs (at least
         one site each); the rows are independent, so the result does not depend on the chunking.
         """
+        if self.distance_embedding is None:
+            return self._forward_compositions(batch)
         n_rows, width = batch.neighbour_species.shape
         step = max(1, CHUNK_PAIRS // max(width, 1))
         chunks = [
@@ -357,18 +437,71 @@ class SiteNetEncoder(nn.Module):
         )
         return mu_global
 
+    def _forward_compositions(self, batch: Batch) -> torch.Tensor:
+        """:meth:`encode_composition` of each crystal's composition, once per distinct one.
+
+        The composition of a crystal is read from its unique sites and their counts
+        (``site_weight``), reduced by the greatest common divisor; fractions are ``n / N``
+        rounded once, so equal compositions give equal inputs, and equal outputs.
+        """
+        species = batch.site_species.cpu().numpy()
+        crystal = batch.crystal_index.cpu().numpy()
+        if batch.site_weight is None:
+            weight = np.ones(len(species), dtype=np.int64)
+        else:
+            weight = np.rint(batch.site_weight.cpu().numpy()).astype(np.int64)
+        keys: dict[tuple, int] = {}
+        which = np.empty(batch.n_crystals, dtype=np.int64)
+        for c in range(batch.n_crystals):
+            rows = crystal == c
+            zs, inverse = np.unique(species[rows], return_inverse=True)
+            counts = np.bincount(inverse, weights=weight[rows]).astype(np.int64)
+            counts //= np.gcd.reduce(counts)
+            key = tuple(zip(zs.tolist(), counts.tolist(), strict=True))
+            which[c] = keys.setdefault(key, len(keys))
+        # Fixed shapes (blocks of COMPOSITION_BLOCK rows, species padded to a multiple of 8):
+        # a composition's vector must not depend on what else is in the call, and floating
+        # point sums do depend on the shapes they run over.
+        width = -(-max(len(key) for key in keys) // 8) * 8
+        rows = -(-len(keys) // COMPOSITION_BLOCK) * COMPOSITION_BLOCK
+        z = np.ones((rows, width), dtype=np.int64)  # padding rows: pure hydrogen
+        f = np.zeros((rows, width), dtype=np.float64)
+        f[:, 0] = 1.0
+        for key, u in keys.items():
+            total = sum(n for _, n in key)
+            z[u] = 0
+            f[u] = 0.0
+            for j, (zj, n) in enumerate(key):
+                z[u, j], f[u, j] = zj, n / total
+        device = batch.site_species.device
+        z_t, f_t = torch.from_numpy(z).to(device), torch.from_numpy(f).float().to(device)
+        vectors = torch.cat(
+            [
+                self.encode_composition(
+                    z_t[start : start + COMPOSITION_BLOCK], f_t[start : start + COMPOSITION_BLOCK]
+                )
+                for start in range(0, rows, COMPOSITION_BLOCK)
+            ]
+        )
+        return vectors[torch.from_numpy(which).to(device)]
+
 
 def _bond_mlp(
     net: nn.Sequential,
     x_i: torch.Tensor,
     elements: torch.Tensor,
     neighbour_species: torch.Tensor,
-    e_ij: torch.Tensor,
+    e_ij: torch.Tensor | None,
 ) -> torch.Tensor:
-    """``net([x_i, x_j, e_ij])`` without materialising the (S, M, 3d) bond tensor."""
+    """``net([x_i, x_j, e_ij])`` without materialising the (S, M, 3d) bond tensor;
+    ``net([x_i, x_j])`` when ``e_ij`` is ``None`` (no distance input)."""
     first: nn.Linear = net[0]
-    w_i, w_j, w_e = first.weight.split(x_i.shape[-1], dim=1)
-    h = e_ij @ w_e.T  # (S, M, hidden): the one new pair-sized tensor, then sums in place
-    h += (elements @ w_j.T)[neighbour_species]
+    blocks = first.weight.split(x_i.shape[-1], dim=1)
+    w_i, w_j = blocks[0], blocks[1]
+    if e_ij is None:
+        h = (elements @ w_j.T)[neighbour_species]  # (S, M, hidden), new
+    else:
+        h = e_ij @ blocks[2].T  # (S, M, hidden): the one new pair-sized tensor, then in place
+        h += (elements @ w_j.T)[neighbour_species]
     h += (x_i @ w_i.T + first.bias).unsqueeze(1)
     return net[1:](h)

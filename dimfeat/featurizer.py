@@ -24,6 +24,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from dimfeat.channels import CHANNELS, TwoChannelConfig, channel_slice
 from dimfeat.encoder import EncoderConfig
 from dimfeat.infomax import FALSE_SAMPLE_KINDS, OPTIONAL_FALSE_SAMPLE_KINDS
 from dimfeat.inputs import DISORDER_POLICIES, CrystalInputs, check_structures
@@ -110,6 +111,9 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
     global_dim : int or None, default=None
         Length of the vector when ``weights=None`` (default 128); must match the weights
         otherwise.
+    channel : {"context", "structure"} or None, default=None
+        For two-channel weights (:mod:`dimfeat.channels`): one channel alone (its columns
+        ``dim_ctx_*`` or ``dim_struct_*``); ``None``: both. Single-channel weights refuse it.
     lr : float, default=8.12e-4
         AdamW learning rate for training.
     site_budget : int, default=1200
@@ -213,6 +217,7 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         "symprec": [Interval(Real, 0, None, closed="neither"), None],
         "disorder": [StrOptions(set(DISORDER_POLICIES))],
         "global_dim": [Interval(Integral, 1, None, closed="left"), None],
+        "channel": [StrOptions(set(CHANNELS)), None],
         **{name: _constraints(setting_bounds(name)) for name in _TRAINING_PARAMS},
         "checkpoint_dir": [str, os.PathLike, None],
         "n_jobs": [
@@ -235,6 +240,7 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         symprec: float | None = None,
         disorder: str = "error",
         global_dim: int | None = None,
+        channel: str | None = None,
         lr: float = TrainingConfig.lr,
         site_budget: int = TrainingConfig.site_budget,
         validation_fraction: float = TrainingConfig.validation_fraction,
@@ -257,6 +263,7 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         self.symprec = symprec
         self.disorder = disorder
         self.global_dim = global_dim
+        self.channel = channel
         self.lr = lr
         self.site_budget = site_budget
         self.validation_fraction = validation_fraction
@@ -361,6 +368,11 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
             )
         # training changes the encoder in place: a fresh one; otherwise the process's shared one
         runtime = self._initial_runtime() if self.epochs > 0 else self._shared_runtime()
+        if self.epochs > 0 and isinstance(runtime.encoder.config, TwoChannelConfig):
+            raise ValueError(
+                f"{self.weights!r} are two-channel weights, which fit does not train: train each "
+                "channel as single-channel weights and combine them (dimfeat combine-channels)"
+            )
         self.encoder_, self.weights_config_ = runtime.encoder, runtime.config
         self.__dict__.pop("_context", None)
         self.history_: list[dict] = []
@@ -372,7 +384,7 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
                 for name in ("encoder_", "weights_config_", "history_", "n_features_out_"):
                     self.__dict__.pop(name, None)
                 raise
-        self.n_features_out_ = self.encoder_.config.global_dim
+        self.n_features_out_ = len(self._labels(self.encoder_.config))
         self._fit_params = self._model_params()
         return self
 
@@ -470,8 +482,33 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         self.set_params(n_jobs=n_jobs)
 
     def feature_labels(self) -> list[str]:
-        """``dim_0`` ... ``dim_{n-1}``."""
-        return [f"dim_{i}" for i in range(self._n_out())]
+        """``dim_0`` ... ``dim_{n-1}``; for two-channel weights ``dim_ctx_0`` ...,
+        ``dim_struct_0`` ... (those of ``channel`` alone when it is set)."""
+        if hasattr(self, "n_features_out_") and self._fitted():
+            config = self.encoder_.config
+        elif self.weights is None:
+            config = None
+        else:
+            config = self.get_runtime().encoder.config
+        if config is None:
+            return [f"dim_{i}" for i in range(self._n_out())]
+        return self._labels(config)
+
+    def _labels(self, config: Any) -> list[str]:
+        """Feature labels of an encoder ``config`` under this featuriser's ``channel``."""
+        if not isinstance(config, TwoChannelConfig):
+            if self.channel is not None:
+                raise ValueError(
+                    f"channel={self.channel!r} needs two-channel weights; {self.weights!r} has "
+                    "one channel (leave channel=None)"
+                )
+            return [f"dim_{i}" for i in range(config.global_dim)]
+        labels = [
+            f"{prefix}_{i}"
+            for name, prefix in CHANNELS.items()
+            for i in range(getattr(config, name).global_dim)
+        ]
+        return labels if self.channel is None else labels[channel_slice(config, self.channel)]
 
     def citations(self) -> list[str]:
         """BibTeX of the DIM paper, Site-Net and Deep InfoMax, then of the data the weights were
@@ -690,7 +727,8 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
     ) -> tuple[np.ndarray, dict[int, str]]:
         """float32 vectors of ``X`` (NaN rows for failures) and error texts by position."""
         runtime = self.get_runtime()
-        return runtime.vectors(
+        self._labels(runtime.encoder.config)  # a channel= that the weights lack raises here
+        vectors, errors = runtime.vectors(
             X,
             functools.partial(self._encode, progress=progress),
             cache=self._vector_cache(runtime),
@@ -698,6 +736,9 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
             progress=progress,
             **self._build_options(),
         )
+        if self.channel is not None:
+            vectors = vectors[:, channel_slice(runtime.encoder.config, self.channel)]
+        return vectors, errors
 
     def _encode(self, inputs: list[CrystalInputs], progress: bool | dict = False) -> np.ndarray:
         runtime = self.get_runtime()

@@ -24,6 +24,7 @@ from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
+from dimfeat.channels import TwoChannelEncoder
 from dimfeat.encoder import EncoderConfig, SiteNetEncoder
 from dimfeat.inputs import CrystalInputs
 from dimfeat.record import TrainingRecord
@@ -369,6 +370,11 @@ class SiteNetRegressor(RegressorMixin, BaseEstimator):
     def _initialize(self) -> None:
         """Starting encoder and a fresh head, seeded by ``random_state``."""
         runtime = EncoderRuntime.create(self.weights, seed=self.random_state)
+        if isinstance(runtime.encoder, TwoChannelEncoder):
+            raise ValueError(
+                f"{self.weights!r} are two-channel weights; SiteNetRegressor fine-tunes one "
+                "Site-Net encoder: pass one channel's single-channel weights"
+            )
         self.encoder_, self.weights_config_ = runtime.encoder, runtime.config
         with seeded(self.random_state):  # leave the caller's global torch RNG alone
             self.head_ = regression_head(self.encoder_.config.global_dim)

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from dimfeat import fingerprint
+from dimfeat.channels import load_weights
 from dimfeat.encoder import EncoderConfig, SiteNetEncoder
 from dimfeat.inputs import (
     Batch,
@@ -48,7 +49,6 @@ from dimfeat.weights import (
     MODEL_FILE,
     InputSettings,
     encoder_sha256,
-    load_encoder,
     resolve_weights,
 )
 from dimfeat.weights_folder import MAX_CONFIG_BYTES, check_model_size
@@ -303,7 +303,7 @@ class EncoderRuntime:
         -------
         EncoderRuntime
         """
-        encoder, config = load_encoder(resolve_weights(weights))
+        encoder, config = load_weights(resolve_weights(weights))
         inputs = input_settings(config, max_atoms=max_atoms, symprec=symprec)
         return cls(encoder, inputs, config, weights=str(weights))
 

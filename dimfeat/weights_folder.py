@@ -65,7 +65,7 @@ import torch
 
 from dimfeat._version import __version__
 from dimfeat.elements import MAX_Z
-from dimfeat.encoder import DISTANCE_EXPANSIONS, EncoderConfig, SiteNetEncoder
+from dimfeat.encoder import DISTANCE_EXPANSIONS, DISTANCE_INPUTS, EncoderConfig, SiteNetEncoder
 from dimfeat.fingerprint import sha256_file
 from dimfeat.record import TrainingRecord
 
@@ -79,7 +79,10 @@ __all__ = [
     "WEIGHTS_FILES",
     "InputSettings",
     "WeightsError",
+    "check_architecture",
+    "check_config",
     "check_model_size",
+    "check_safetensors",
     "encoder_sha256",
     "load_encoder",
     "read_config",
@@ -88,6 +91,7 @@ __all__ = [
     "sha256_of",
     "state_checksum",
     "vector_settings",
+    "write_file",
     "write_model_card",
 ]
 
@@ -303,6 +307,9 @@ def _check_encoder(encoder: Any) -> list[str]:
         elif key == "distance_expansion":
             if value not in DISTANCE_EXPANSIONS:
                 problems.append(f"encoder.distance_expansion must be one of {DISTANCE_EXPANSIONS}")
+        elif key == "distance_input":
+            if value not in DISTANCE_INPUTS:
+                problems.append(f"encoder.distance_input must be one of {DISTANCE_INPUTS}")
         elif key == "distance_cutoff":
             if not (
                 isinstance(value, int | float)
@@ -413,6 +420,11 @@ def read_config(folder: str | Path) -> dict[str, Any]:
         config = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise WeightsError(f"{path} is not valid JSON: {exc}") from exc
+    return check_config(config, path)
+
+
+def check_config(config: Any, path: Path | str) -> dict[str, Any]:
+    """Check a parsed single-channel ``config.json`` (from ``path``) against the schema."""
     if not isinstance(config, dict):
         raise WeightsError(f"{path} must hold a JSON object, not {type(config).__name__}")
     if config.get("format") != FORMAT or config.get("architecture") != ARCHITECTURE:
@@ -470,7 +482,7 @@ def _check_data_size(header: dict, available: int) -> str:
     return ""
 
 
-def _check_safetensors(path: Path) -> dict:
+def check_safetensors(path: Path) -> dict:
     """Refuse anything but a well-formed safetensors file, without executing or unpickling it.
 
     Returns the header's tensor entries (``{name: {"dtype", "shape", "data_offsets"}}``).
@@ -521,7 +533,7 @@ def _expected_tensors(config: dict) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in encoder.state_dict().items()}
 
 
-def _check_architecture(path: Path, header: dict, config: dict) -> None:
+def check_architecture(path: Path, header: dict, config: dict) -> None:
     """Refuse a header whose tensors (names, shapes, dtypes) are not the architecture's, and an
     architecture beyond the size bound: before any tensor is allocated."""
     expected = _expected_tensors(config)
@@ -597,13 +609,13 @@ def load_encoder(folder: str | Path) -> tuple[SiteNetEncoder, dict[str, Any]]:
             f"{CONFIG_FILE}; the file is corrupt or was tampered with (delete it and download "
             "again; for Hub weights, pin a revision you trust)"
         )
-    header = _check_safetensors(model_path)
+    header = check_safetensors(model_path)
     try:
         with safe_open(model_path, framework="pt"):  # validates the header; reads no tensor
             pass
     except (SafetensorError, OSError, ValueError) as exc:
         raise WeightsError(f"{model_path} is not a valid safetensors file: {exc}") from exc
-    _check_architecture(model_path, header, config)
+    check_architecture(model_path, header, config)
     try:
         state = load_file(model_path)
     except (SafetensorError, OSError, ValueError) as exc:
@@ -672,7 +684,7 @@ def save_pretrained(
     state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
     # safetensors' save_file creates owner-only (0600) files; bytes written with open() get
     # the permissions of any new file under the process umask, so the folder can be shared
-    _write_file(folder / MODEL_FILE, save(state, metadata={"format": FORMAT}))
+    write_file(folder / MODEL_FILE, save(state, metadata={"format": FORMAT}))
     settings = inputs if isinstance(inputs, dict) else inputs.__dict__
     raw = (
         encoder.element_features.cpu().double().numpy() * encoder.feature_std.cpu().double().numpy()
@@ -697,12 +709,12 @@ def save_pretrained(
     }
     config["settings_sha256"] = settings_sha256(config)
     config["settings_digests"] = _settings_digests(config)
-    _write_file(folder / CONFIG_FILE, (json.dumps(config, indent=1) + "\n").encode())
-    _write_file(folder / CARD_FILE, model_card(config).encode())
+    write_file(folder / CONFIG_FILE, (json.dumps(config, indent=1) + "\n").encode())
+    write_file(folder / CARD_FILE, model_card(config).encode())
     return folder
 
 
-def _write_file(path: Path, data: bytes) -> None:
+def write_file(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file renamed into place.
 
     The file gets the permissions of any file the process creates (``0o666`` less the umask),

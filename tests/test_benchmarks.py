@@ -543,3 +543,76 @@ def test_tradeoff_puts_runs_on_one_footing_and_finds_the_pareto_epochs(tmp_path,
     tradeoff.main([str(run), "--reference", f"{reference}:epoch-002", "--json", str(out)])
     assert json.loads(out.read_text())["pareto"] == [["run", 1], ["run", 2]]
     assert "pareto" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def channel_folders(tmp_path_factory):
+    """Two random single-channel folders (context, structure) and their two-channel folder."""
+    import torch
+
+    from dimfeat.channels import combine_channels
+    from dimfeat.encoder import EncoderConfig, SiteNetEncoder
+    from dimfeat.weights import InputSettings, save_pretrained
+
+    root = tmp_path_factory.mktemp("channels")
+    torch.manual_seed(0)
+    context = EncoderConfig(distance_input="none", global_dim=64)
+    save_pretrained(root / "ctx", SiteNetEncoder(context), inputs=InputSettings())
+    save_pretrained(
+        root / "st", SiteNetEncoder(EncoderConfig(global_dim=64)), inputs=InputSettings()
+    )
+    combine_channels(root / "ctx", root / "st", root / "two")
+    return {name: str(root / name) for name in ("ctx", "st", "two")}
+
+
+def test_features_of_a_concatenation_and_of_a_two_channel_folder(tiny, channel_folders):
+    """``A+B`` scores A's and B's vectors side by side (cached under both sha256s); a
+    two-channel folder scores its 128 values, which are its sources' vectors side by side."""
+    pool, _, _ = tiny
+    ctx, st, two = channel_folders["ctx"], channel_folders["st"], channel_folders["two"]
+    assert F.weights_parts(f"{ctx}+{st}") == [ctx, st]
+    assert F.weights_parts(two) == [two]
+    both = F.features(pool, "dim", weights=f"{ctx}+{st}", verbose=False)
+    a = F.features(pool, "dim", weights=ctx, verbose=False)
+    b = F.features(pool, "dim", weights=st, verbose=False)
+    np.testing.assert_array_equal(both, np.hstack([a, b]))
+    assert F.weights_key(f"{ctx}+{st}") == f"{F.weights_key(ctx)}+{F.weights_key(st)}"
+    assert F.cached(pool, "dim", weights=f"{ctx}+{st}")
+    X = F.features(pool, "dim", weights=two, verbose=False)
+    assert X.shape == (len(pool.ids), 128)
+    np.testing.assert_allclose(X, both, atol=1e-6)
+
+
+def test_geometry_helpers_take_a_concatenation_and_a_two_channel_folder(channel_folders):
+    from benchmarks.paper import geometry
+
+    ctx, st, two = channel_folders["ctx"], channel_folders["st"], channel_folders["two"]
+    protos = list(geometry.prototypes().values())[:3]
+    P = geometry.structure_matrix(protos, "dim", f"{st}+{ctx}")
+    assert P.shape == (3, 128)
+    np.testing.assert_allclose(geometry.structure_matrix(protos, "dim", two)[:, 64:], P[:, :64])
+    # the distance resolution is the structure channel's (the last part of A+B)
+    assert geometry.distance_resolution(two) == geometry.distance_resolution(st)
+    assert geometry.distance_resolution(f"{ctx}+{st}") == geometry.distance_resolution(st)
+
+
+def test_probe_curve_scores_weights_specs(tmp_path, monkeypatch, capsys):
+    from benchmarks.release import probe_curve
+
+    scored = []
+
+    def fake_score(spec, n_families=None):
+        scored.append(spec)
+        geometry = {"separation": 0.1, "ranking_ridge": 0.6, "ranking_mlp": 0.7}
+        return {"probe": {"a/linear/1000": 0.3}, "composition_r2": 0.9, "geometry": geometry}
+
+    monkeypatch.setattr(probe_curve, "score", fake_score)
+    monkeypatch.setattr(probe_curve.F, "weights_key", lambda spec: f"key-{spec}")
+    out = tmp_path / "scores.json"
+    probe_curve.main(["--concat", "A", "B", "--score", "TWO", "--json", str(out)])
+    assert scored == ["TWO", "A+B"]
+    record = json.loads(out.read_text())
+    assert record["scores"]["A+B"]["sha256"] == "key-A+B"
+    assert "A+B: composition R2 0.900" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        probe_curve.main([])

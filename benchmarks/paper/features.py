@@ -191,29 +191,48 @@ def baseline_key(rep: str) -> str:
     return hashlib.sha256(f"{rep}|{params}|{dimfeat.__version__}".encode()).hexdigest()[:16]
 
 
+def weights_parts(weights: str | None) -> list[str | None]:
+    """The weights a spec names: ``"A+B"`` (not an existing path) is the concatenation of the
+    vectors of ``A`` and ``B`` (each a bundled name, a weights folder of either kind or a Hub
+    id); anything else is one set of weights."""
+    if weights is None or "+" not in str(weights) or Path(weights).exists():
+        return [weights]
+    return str(weights).split("+")
+
+
 def weights_key(weights: str | None, seed: int = 0) -> str:
-    """Cache key of DIM vectors: the weights' sha256, or the untrained encoder's checksum."""
+    """Cache key of DIM vectors: the weights' sha256 (joined by ``+`` for a concatenation),
+    or the untrained encoder's checksum."""
     if weights is None:
         from dimfeat.weights import state_checksum
 
         return "untrained-" + state_checksum(dim_runtime(None, seed).encoder)[:16]
-    from dimfeat.weights import read_config, resolve_weights
+    parts = weights_parts(weights)
+    if len(parts) > 1:
+        return "+".join(weights_key(p, seed) for p in parts)
+    from dimfeat.channels import read_weights_config
+    from dimfeat.weights import resolve_weights
 
-    return read_config(resolve_weights(weights))["sha256"][:16]
+    return read_weights_config(resolve_weights(weights))["sha256"][:16]
 
 
 def dim_runtime(weights: str | None, seed: int = 0):
-    """The encoder of ``weights``, or what ``DeepInfoMaxFeaturizer(weights=None)`` builds."""
+    """The encoder of ``weights``, or what ``DeepInfoMaxFeaturizer(weights=None)`` builds
+    (for a concatenation ``A+B``: that of ``B``, the last part)."""
     from dimfeat.runtime import EncoderRuntime
 
-    return EncoderRuntime.create(weights, seed=seed)
+    return EncoderRuntime.create(weights_parts(weights)[-1], seed=seed)
 
 
 def encode(weights: str | None, crystals: list, *, seed: int = 0, batch_size: int = 128):
-    """DIM vectors of cached model inputs (CPU, one thread), in the order given."""
+    """DIM vectors of cached model inputs (CPU, one thread), in the order given; the parts of
+    a concatenation ``A+B`` side by side."""
     import torch
 
     torch.set_num_threads(1)
+    parts = weights_parts(weights)
+    if len(parts) > 1:
+        return np.hstack([encode(p, crystals, seed=seed, batch_size=batch_size) for p in parts])
     return dim_runtime(weights, seed).encode(crystals, batch_size=batch_size)
 
 

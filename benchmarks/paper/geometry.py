@@ -35,6 +35,10 @@ Usage::
     python -m benchmarks.paper.geometry --weights sitenet-dim-mp36k   # test families, all reps
     python -m benchmarks.paper.geometry --weights FOLDER --part train \
         --reps dim,dim-untrained --quick
+    python -m benchmarks.paper.geometry --weights A+B --reps dim   # A's and B's side by side
+
+``--weights`` (and ``dim@...``) takes a weights folder of either kind (a two-channel folder
+scores its 128 values) or ``A+B``, the concatenation of two weights' vectors.
 
 Results: ``benchmarks/results/paper/geometry_<part>.json`` (``--json`` to change).
 """
@@ -194,7 +198,8 @@ def distance_resolution(weights: str | None) -> dict[str, float]:
     """
     import torch
 
-    encoder = F.dim_runtime(weights, 0).encoder
+    encoder = F.dim_runtime(weights, 0).encoder  # the last part of a concatenation
+    encoder = getattr(encoder, "structure", encoder)  # the structure channel of two
     grid = torch.linspace(0, 12, 121)
     with torch.no_grad():
         e = encoder.embed_distances(encoder.expand_distances(grid))

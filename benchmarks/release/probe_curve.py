@@ -31,6 +31,11 @@ Usage::
         [--plot PNG]
     python -m benchmarks.release.probe_curve CURVE.json   # print a scored curve, score nothing
     python -m benchmarks.release.probe_curve CURVE.json --against OTHER.json:epoch-002  # by cell
+    python -m benchmarks.release.probe_curve --score A+B TWO_CHANNEL [--json OUT.json]
+
+``--score`` scores each weights spec given, beside no run: a weights folder of either kind (a
+two-channel folder scores its whole vector) or ``A+B``, the concatenation of the vectors of two
+weights (:func:`benchmarks.paper.features.weights_parts`); ``--concat A B`` is ``--score A+B``.
 """
 
 from __future__ import annotations
@@ -349,9 +354,52 @@ def _untrained_like(weights_folder: Path, n_families: int | None = None) -> dict
     return out
 
 
+def score_specs(
+    specs: list[str], json_path: Path | None = None, n_families: int | None = None
+) -> dict:
+    """:func:`score` of each weights spec (a folder of either kind or ``A+B``), with the
+    weights' sha256 (joined by ``+``), written to ``json_path`` when given."""
+    import torch
+
+    torch.set_num_threads(1)
+    record = {"protocol": __doc__.split("Usage::")[0].strip(), "machine": machine(), "scores": {}}
+    for spec in specs:
+        t0 = time.perf_counter()
+        entry = score(spec, n_families)
+        entry["sha256"] = F.weights_key(spec)
+        entry["seconds"] = time.perf_counter() - t0
+        record["scores"][spec] = entry
+        if json_path is not None:
+            write_json(json_path, record)
+    return record
+
+
+def _print_scores(record: dict) -> None:
+    for spec, v in record["scores"].items():
+        g = v["geometry"]
+        cells = "  ".join(f"{k} {m:.3f}" for k, m in v["probe"].items() if k.endswith("/1000"))
+        print(
+            f"{spec}: composition R2 {v['composition_r2']:.3f}  separation "
+            f"{g['separation']:.4f}  ranking ridge {g['ranking_ridge']:.3f} mlp "
+            f"{g['ranking_mlp']:.3f}  [{cells}]"
+        )
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run", type=Path)
+    parser.add_argument("run", type=Path, nargs="?")
+    parser.add_argument(
+        "--score",
+        nargs="+",
+        metavar="WEIGHTS",
+        default=None,
+        help="score these weights (a folder of either kind, or A+B: two weights' vectors "
+        "side by side) instead of a run",
+    )
+    parser.add_argument(
+        "--concat", nargs=2, metavar=("A", "B"), default=None, help="the same as --score A+B"
+    )
+    parser.add_argument("--n-families", type=int, default=None, help="train families drawn")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--plot", type=Path, default=None)
     parser.add_argument("--every", type=int, default=1, help="score every N-th epoch and the last")
@@ -362,6 +410,12 @@ def main(argv=None) -> None:
         help="also compare each epoch's probe cell by cell with one epoch of another scored curve",
     )
     args = parser.parse_args(argv)
+    specs = list(args.score or []) + (["+".join(args.concat)] if args.concat else [])
+    if specs:
+        _print_scores(score_specs(specs, args.json, args.n_families))
+        return
+    if args.run is None:
+        parser.error("give a RUN folder, a scored CURVE.json, or --score/--concat")
     reference = None
     if args.against:
         try:
@@ -372,7 +426,7 @@ def main(argv=None) -> None:
         record = json.loads(args.run.read_text())
         record["chosen"] = choose(record["curve"])
     else:
-        record = run(args.run, args.json, args.plot, args.every)
+        record = run(args.run, args.json, args.plot, args.every, args.n_families)
     base = record["curve"]["epoch-000"]
     for k, v in record["curve"].items():
         g = v["geometry"]

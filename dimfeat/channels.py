@@ -1,0 +1,370 @@
+"""The two-channel model: a context channel and a structure channel in one crystal vector.
+
+A two-channel vector is the concatenation of two Site-Net encoders' vectors: a *context*
+channel (an encoder with ``distance_input="none"``, whose vector is a function of the
+composition alone, bit-identical for equal compositions) and a *structure* channel (a
+Site-Net encoder that reads distances). Each is trained by DIM on its own, with its own
+recipe, and may stop at its own epoch; :func:`combine_channels` then writes one weights folder
+from two single-channel ones.
+
+The folder has the files of any weights folder (:mod:`dimfeat.weights_folder`):
+
+``model.safetensors``  both encoders' tensors, prefixed ``context.`` and ``structure.``;
+``config.json``        ``architecture`` ``"sitenet-dim-two-channel"``, the shared ``inputs``, a
+                       ``channels`` block with each channel's ``encoder``, ``normalisation`` and
+                       ``source`` (the single-channel folder it came from: its name, sha256,
+                       settings digest and training record), the sha256 of the tensors and
+                       ``settings_sha256``, a digest of every setting that shapes the vectors;
+``README.md``          a short model card naming both sources.
+
+:func:`load_weights` reads either kind; every check of a single-channel folder applies to each
+channel (schema, size, sha256, safetensors structure, the header's names, shapes and dtypes
+before anything is allocated, finite tensors, the settings digest).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from dimfeat._version import __version__
+from dimfeat.encoder import EncoderConfig, SiteNetEncoder
+from dimfeat.weights_folder import (
+    CARD_FILE,
+    CONFIG_FILE,
+    MAX_CONFIG_BYTES,
+    MODEL_FILE,
+    WeightsError,
+    check_architecture,
+    check_config,
+    check_model_size,
+    check_safetensors,
+    load_encoder,
+    read_config,
+    settings_sha256,
+    sha256_of,
+    write_file,
+)
+
+__all__ = [
+    "CHANNELS",
+    "TWO_CHANNEL_ARCHITECTURE",
+    "TwoChannelConfig",
+    "TwoChannelEncoder",
+    "channel_slice",
+    "combine_channels",
+    "load_weights",
+    "read_weights_config",
+]
+
+TWO_CHANNEL_ARCHITECTURE = "sitenet-dim-two-channel"
+#: The channels, in the order of the vector, and the prefix of their feature labels.
+CHANNELS = {"context": "dim_ctx", "structure": "dim_struct"}
+_FORMAT = "dimfeat-weights/1"
+_SINGLE = "sitenet-dim"
+_KEYS = frozenset(
+    {
+        "format",
+        "architecture",
+        "dimfeat_version",
+        "name",
+        "inputs",
+        "channels",
+        "sha256",
+        "settings_sha256",
+    }
+)
+_CHANNEL_KEYS = frozenset({"encoder", "normalisation", "source"})
+
+
+@dataclass(frozen=True)
+class TwoChannelConfig:
+    """Architecture of :class:`TwoChannelEncoder`: one :class:`EncoderConfig` per channel."""
+
+    context: EncoderConfig
+    structure: EncoderConfig
+
+    @property
+    def global_dim(self) -> int:
+        """Length of the vector: the sum of the channels' widths."""
+        return self.context.global_dim + self.structure.global_dim
+
+    def to_dict(self) -> dict:
+        """JSON-ready dictionary, one :meth:`EncoderConfig.to_dict` per channel."""
+        return {"context": self.context.to_dict(), "structure": self.structure.to_dict()}
+
+
+class TwoChannelEncoder(nn.Module):
+    """Two encoders whose vectors are concatenated: ``[context, structure]``.
+
+    Parameters
+    ----------
+    context, structure : SiteNetEncoder
+        The channels' encoders; ``context`` usually with ``distance_input="none"``.
+    """
+
+    def __init__(self, context: SiteNetEncoder, structure: SiteNetEncoder) -> None:
+        super().__init__()
+        self.context = context
+        self.structure = structure
+        self.config = TwoChannelConfig(context.config, structure.config)
+
+    def forward(self, batch: Any) -> torch.Tensor:
+        """(B, context width + structure width) crystal vectors."""
+        return torch.cat([self.context(batch), self.structure(batch)], dim=1)
+
+
+def channel_slice(config: TwoChannelConfig, channel: str) -> slice:
+    """The columns of ``channel`` (``"context"`` or ``"structure"``) in a two-channel vector."""
+    if channel not in CHANNELS:
+        raise ValueError(f"channel must be one of {sorted(CHANNELS)} or None, got {channel!r}")
+    width = config.context.global_dim
+    return slice(0, width) if channel == "context" else slice(width, config.global_dim)
+
+
+# -- reading ----------------------------------------------------------------------------------
+def _read_json(folder: Path) -> Any:
+    path = folder / CONFIG_FILE
+    if not path.is_file():
+        raise WeightsError(f"{folder} is not a dimfeat weights folder: {CONFIG_FILE} is missing")
+    with open(path, "rb") as handle:
+        raw = handle.read(MAX_CONFIG_BYTES + 1)
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise WeightsError(f"{path} is larger than {MAX_CONFIG_BYTES} bytes (not read further)")
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise WeightsError(f"{path} is not valid JSON: {exc}") from exc
+
+
+def _channel_config(config: dict, channel: str) -> dict:
+    """A single-channel config for one channel (what :func:`check_config` checks)."""
+    block = config["channels"][channel]
+    return {
+        "format": _FORMAT,
+        "architecture": _SINGLE,
+        "encoder": block.get("encoder"),
+        "normalisation": block.get("normalisation"),
+        "inputs": config.get("inputs", {}),
+        "sha256": config["sha256"],
+    }
+
+
+def _settings_digest(config: dict) -> str:
+    """sha256 over both channels' settings digests (their encoder, inputs, normalisation and
+    the sha256 of the tensors)."""
+    parts = [settings_sha256(_channel_config(config, c)) for c in CHANNELS]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+
+def _check_two_channel(config: Any, path: Path) -> dict:
+    if not isinstance(config, dict):
+        raise WeightsError(f"{path} must hold a JSON object")
+    problems = []
+    if unknown := sorted(set(config) - _KEYS):
+        problems.append(f"unknown keys {unknown}")
+    channels = config.get("channels")
+    if not isinstance(channels, dict) or sorted(channels) != sorted(CHANNELS):
+        problems.append(f"'channels' must be an object with exactly {sorted(CHANNELS)}")
+    else:
+        for name, block in channels.items():
+            if not isinstance(block, dict) or set(block) - _CHANNEL_KEYS:
+                problems.append(f"channels.{name} must be an object of {sorted(_CHANNEL_KEYS)}")
+    if problems:
+        raise WeightsError(f"{path} is not a valid two-channel config: " + "; ".join(problems))
+    for name in CHANNELS:
+        try:
+            check_config(_channel_config(config, name), path)
+        except WeightsError as exc:
+            raise WeightsError(f"channel {name!r}: {exc}") from exc
+    return config
+
+
+def read_weights_config(folder: str | Path) -> dict[str, Any]:
+    """The schema-checked ``config.json`` of a weights folder of either kind (no tensor read)."""
+    folder = Path(folder)
+    raw = _read_json(folder)
+    if isinstance(raw, dict) and raw.get("architecture") == TWO_CHANNEL_ARCHITECTURE:
+        return _check_two_channel(raw, folder / CONFIG_FILE)
+    return read_config(folder)
+
+
+def load_weights(folder: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Verify and load a weights folder of either kind.
+
+    A single-channel folder goes to :func:`dimfeat.weights_folder.load_encoder`; a two-channel
+    one is checked the same way, channel by channel, and gives a :class:`TwoChannelEncoder`.
+
+    Returns
+    -------
+    encoder : SiteNetEncoder or TwoChannelEncoder
+        In eval mode, on the CPU.
+    config : dict
+        The parsed ``config.json``.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    raw = _read_json(folder)
+    if not (isinstance(raw, dict) and raw.get("architecture") == TWO_CHANNEL_ARCHITECTURE):
+        return load_encoder(folder)
+    config = _check_two_channel(raw, folder / CONFIG_FILE)
+    model_path = folder / MODEL_FILE
+    if not model_path.is_file():
+        raise WeightsError(f"{folder}: {MODEL_FILE} is missing")
+    check_model_size(model_path)
+    actual = sha256_of(model_path)
+    if actual != config["sha256"]:
+        raise WeightsError(
+            f"{model_path}: sha256 {actual} does not match {config['sha256']} recorded in "
+            f"{CONFIG_FILE}; the file is corrupt or was tampered with"
+        )
+    header = check_safetensors(model_path)
+    unknown = sorted(k for k in header if k.split(".", 1)[0] not in CHANNELS)
+    if unknown:
+        raise WeightsError(f"{model_path}: unexpected tensors {unknown[:5]}")
+    for name in CHANNELS:  # names, shapes and dtypes, before anything is allocated
+        part = {k.split(".", 1)[1]: v for k, v in header.items() if k.startswith(name + ".")}
+        check_architecture(model_path, part, _channel_config(config, name))
+    try:
+        state = load_file(model_path)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsError(f"{model_path} is not a valid safetensors file: {exc}") from exc
+    if bad := sorted(k for k, t in state.items() if not torch.isfinite(t).all()):
+        raise WeightsError(f"{model_path}: tensor(s) {bad[:5]} hold NaN or infinite values")
+    recorded = config.get("settings_sha256")
+    if recorded is not None and recorded != _settings_digest(config):
+        raise WeightsError(
+            f"{folder / CONFIG_FILE}: settings that shape the vectors were changed after these "
+            "weights were saved (settings_sha256 does not match); fetch or combine them again"
+        )
+    encoders = {}
+    for name in CHANNELS:
+        block = config["channels"][name]
+        norm = block["normalisation"]
+        encoder = SiteNetEncoder(
+            EncoderConfig.from_dict(block["encoder"]),
+            np.asarray(norm["mean"]),
+            np.asarray(norm["std"]),
+            raw_table=np.asarray(norm["element_table"]),
+        )
+        part = {k.split(".", 1)[1]: v for k, v in state.items() if k.startswith(name + ".")}
+        encoder.load_state_dict(part, strict=True)
+        encoders[name] = encoder
+    return TwoChannelEncoder(encoders["context"], encoders["structure"]).eval(), config
+
+
+# -- writing ----------------------------------------------------------------------------------
+def combine_channels(
+    context: str | Path, structure: str | Path, folder: str | Path, *, name: str | None = None
+) -> Path:
+    """Write a two-channel weights folder from two verified single-channel folders.
+
+    Parameters
+    ----------
+    context : path
+        Weights of the context channel (usually trained with ``distance_input="none"``).
+    structure : path
+        Weights of the structure channel.
+    folder : path
+        Created if needed; its ``model.safetensors``, ``config.json`` and ``README.md`` are
+        replaced.
+    name : str, optional
+        Name in the model card (default: the folder name).
+
+    Returns
+    -------
+    Path
+        ``folder``.
+
+    Raises
+    ------
+    WeightsError
+        If either source fails verification, is itself two-channel, or the two record
+        different input settings (``max_atoms``, ``symprec``).
+    """
+    from safetensors.torch import save
+
+    sources = {"context": Path(context), "structure": Path(structure)}
+    loaded = {}
+    for channel, path in sources.items():
+        encoder, config = load_weights(path)
+        if not isinstance(encoder, SiteNetEncoder):
+            raise WeightsError(f"{path} is a two-channel folder; pass single-channel weights")
+        loaded[channel] = (encoder, config)
+    inputs = [loaded[c][1].get("inputs") or {} for c in CHANNELS]
+    if inputs[0] != inputs[1]:
+        raise WeightsError(
+            f"the channels were saved with different input settings ({inputs[0]} and "
+            f"{inputs[1]}); one vector needs one set"
+        )
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {
+        f"{c}.{k}": v.detach().cpu().contiguous()
+        for c in CHANNELS
+        for k, v in loaded[c][0].state_dict().items()
+    }
+    write_file(folder / MODEL_FILE, save(state, metadata={"format": _FORMAT}))
+    config: dict[str, Any] = {
+        "format": _FORMAT,
+        "architecture": TWO_CHANNEL_ARCHITECTURE,
+        "dimfeat_version": __version__,
+        "name": name or folder.name,
+        "inputs": inputs[0],
+        "channels": {
+            c: {
+                "encoder": loaded[c][1]["encoder"],
+                "normalisation": loaded[c][1]["normalisation"],
+                "source": {
+                    "folder": sources[c].name,
+                    "name": loaded[c][1].get("name"),
+                    "sha256": loaded[c][1]["sha256"],
+                    "settings_sha256": loaded[c][1].get("settings_sha256"),
+                    "training": loaded[c][1].get("training"),
+                },
+            }
+            for c in CHANNELS
+        },
+        "sha256": sha256_of(folder / MODEL_FILE),
+    }
+    config["settings_sha256"] = _settings_digest(config)
+    write_file(folder / CONFIG_FILE, (json.dumps(config, indent=1) + "\n").encode())
+    write_file(folder / CARD_FILE, _card(config).encode())
+    return folder
+
+
+def _card(config: dict) -> str:
+    lines = [
+        "---",
+        "library_name: dimfeat",
+        "tags: [materials-science, crystal-structure, deep-infomax, two-channel]",
+        "---",
+        f"# {config['name']}",
+        "",
+        "A two-channel dimfeat model: the crystal vector is the context channel's "
+        f"{config['channels']['context']['encoder'].get('global_dim', 128)} values "
+        "(`dim_ctx_*`, a function of the composition alone) followed by the structure "
+        f"channel's {config['channels']['structure']['encoder'].get('global_dim', 128)} "
+        "values (`dim_struct_*`). `DeepInfoMaxFeaturizer(weights=..., channel='context')` "
+        "gives one channel alone.",
+        "",
+        "| channel | source | sha256 | epochs trained |",
+        "| --- | --- | --- | ---: |",
+    ]
+    for channel in CHANNELS:
+        source = config["channels"][channel]["source"]
+        history = (source.get("training") or {}).get("history") or []
+        lines.append(
+            f"| {channel} | {source.get('name') or source['folder']} | "
+            f"`{source['sha256'][:16]}` | {len(history)} |"
+        )
+    return "\n".join(lines) + "\n"
