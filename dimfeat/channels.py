@@ -24,7 +24,6 @@ before anything is allocated, finite tensors, the settings digest).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from dimfeat import fingerprint
 from dimfeat._version import __version__
 from dimfeat.encoder import EncoderConfig, SiteNetEncoder
 from dimfeat.weights_folder import (
@@ -161,7 +161,7 @@ def _settings_digest(config: dict) -> str:
     """sha256 over both channels' settings digests (their encoder, inputs, normalisation and
     the sha256 of the tensors)."""
     parts = [settings_sha256(_channel_config(config, c)) for c in CHANNELS]
-    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+    return fingerprint.sha256_bytes(json.dumps(parts).encode())
 
 
 def _check_two_channel(config: Any, path: Path) -> dict:

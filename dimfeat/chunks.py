@@ -71,7 +71,7 @@ class Chunk:
         n = len(self.ids) if n is None else n
         digests = self.digests() if self.digests is not None else [_digest(x) for x in self.load()]
         payload = json.dumps([self.ids[:n], digests[:n]]).encode()
-        return hashlib.sha256(payload).hexdigest()
+        return fingerprint.sha256_bytes(payload)
 
 
 def _digest(item: Any) -> str:

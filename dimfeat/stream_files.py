@@ -18,6 +18,7 @@ import pandas as pd
 
 from dimfeat import fingerprint
 from dimfeat.chunks import Chunk
+from dimfeat.files import write_file
 
 __all__ = [
     "FORMAT_VERSION",
@@ -59,11 +60,9 @@ def describe_source(source: Any) -> str:
 
 
 def write_json(file: Path, content: dict) -> None:
-    tmp = file.with_name(file.name + ".tmp")
-    # compact: the C encoder (an indent falls back to pure Python, and a manifest is rewritten
-    # after every chunk, so a stream of 10,000 chunks spent minutes re-encoding it)
-    tmp.write_text(json.dumps(content, separators=(",", ":")), encoding="utf-8")
-    tmp.replace(file)
+    # compact: the C encoder (an indent falls back to the pure-Python one, and a manifest is
+    # rewritten after every chunk)
+    write_file(file, json.dumps(content, separators=(",", ":")).encode("utf-8"))
 
 
 #: Settings that describe a run without changing its rows (recorded, never compared).

@@ -33,6 +33,7 @@ Deleting the folder empties the cache. Folders of the older one-file-per-structu
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import uuid
@@ -44,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from dimfeat import fingerprint
+from dimfeat.files import write_file
 
 __all__ = ["CODE_MODULES", "VectorCache", "cache_context", "cache_folder", "structure_key"]
 
@@ -178,13 +180,9 @@ class VectorCache:
             (self.root / "context.json").write_text(json.dumps(self.context, indent=1))
         self.shards.mkdir(exist_ok=True)
         name = f"{uuid.uuid4().hex}.npz"
-        tmp = self.shards / f".{name}.tmp"
-        try:
-            with open(tmp, "wb") as handle:
-                np.savez(handle, keys=np.array(list(keys), dtype="U64"), vectors=vectors)
-            os.replace(tmp, self.shards / name)
-        finally:
-            tmp.unlink(missing_ok=True)
+        buffer = io.BytesIO()
+        np.savez(buffer, keys=np.array(list(keys), dtype="U64"), vectors=vectors)
+        write_file(self.shards / name, buffer.getvalue())
         self._seen.add(name)
         for key, vector in zip(keys, vectors, strict=True):
             self._index[key] = vector

@@ -53,9 +53,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import re
-import uuid
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -66,6 +64,7 @@ import torch
 from dimfeat._version import __version__
 from dimfeat.elements import MAX_Z
 from dimfeat.encoder import DISTANCE_EXPANSIONS, DISTANCE_INPUTS, EncoderConfig, SiteNetEncoder
+from dimfeat.files import write_file
 from dimfeat.fingerprint import sha256_file
 from dimfeat.record import TrainingRecord
 
@@ -712,21 +711,6 @@ def save_pretrained(
     write_file(folder / CONFIG_FILE, (json.dumps(config, indent=1) + "\n").encode())
     write_file(folder / CARD_FILE, model_card(config).encode())
     return folder
-
-
-def write_file(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file renamed into place.
-
-    The file gets the permissions of any file the process creates (``0o666`` less the umask),
-    and a reader never sees it half written.
-    """
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def encoder_sha256(encoder: SiteNetEncoder) -> str:
