@@ -616,3 +616,38 @@ def test_probe_curve_scores_weights_specs(tmp_path, monkeypatch, capsys):
     assert "A+B: composition R2 0.900" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         probe_curve.main([])
+
+
+def test_probe_curve_scores_a_run_beside_other_weights(tmp_path, monkeypatch):
+    """``--beside CTX`` scores every epoch (and the untrained epoch 0) as ``CTX+epoch``, and a
+    curve JSON scored beside other weights is not resumed."""
+    import torch
+
+    from benchmarks.release import probe_curve
+    from dimfeat.encoder import EncoderConfig, SiteNetEncoder
+    from dimfeat.weights import InputSettings, save_pretrained
+
+    run = tmp_path / "run"
+    for epoch in (1, 2):
+        torch.manual_seed(epoch)
+        encoder = SiteNetEncoder(EncoderConfig(global_dim=8))
+        save_pretrained(run / f"epoch-{epoch:03d}", encoder, inputs=InputSettings(max_atoms=24))
+    scored = []
+
+    def fake_score(spec, n_families=None):
+        scored.append(spec)
+        probe = {"band_gap/mlp/1000": 1.0 / len(scored)}
+        prototypes = dict.fromkeys(probe_curve.KEPT_PROTOTYPES, 1.0)
+        geometry = {"separation": 0.1, "ranking_ridge": 0.6, "ranking_mlp": 0.7}
+        geometry["prototypes"] = prototypes
+        return {"probe": probe, "composition_r2": 0.9, "geometry": geometry}
+
+    monkeypatch.setattr(probe_curve, "score", fake_score)
+    monkeypatch.setattr(probe_curve, "relative_probe", lambda scores, reference: 1.0)
+    monkeypatch.setattr(probe_curve.F, "weights_key", lambda spec: f"key-{spec}")
+    out = tmp_path / "curve.json"
+    record = probe_curve.run(run, out, beside="CTX")
+    assert scored == [f"CTX+{run / name}" for name in ("epoch-000", "epoch-001", "epoch-002")]
+    assert record["beside"] == "CTX" and record["beside_sha256"] == "key-CTX"
+    with pytest.raises(SystemExit, match="beside 'CTX', not None"):
+        probe_curve.run(run, out)

@@ -32,6 +32,7 @@ Usage::
     python -m benchmarks.release.probe_curve CURVE.json   # print a scored curve, score nothing
     python -m benchmarks.release.probe_curve CURVE.json --against OTHER.json:epoch-002  # by cell
     python -m benchmarks.release.probe_curve --score A+B TWO_CHANNEL [--json OUT.json]
+    python -m benchmarks.release.probe_curve STRUCTURE_RUN --beside CONTEXT --json OUT.json
 
 ``--score`` scores each weights spec given, beside no run: a weights folder of either kind (a
 two-channel folder scores its whole vector) or ``A+B``, the concatenation of the vectors of two
@@ -256,17 +257,31 @@ def run(
     plot_path: Path | None = None,
     every: int = 1,
     n_families: int | None = None,
+    beside: str | None = None,
 ) -> dict:
     """Score epoch 0 and the ``epoch-NNN`` folders of a run (resuming from the JSON).
 
     With ``every > 1`` only epochs ``every``, ``2 * every``, ... and the last are scored.
+    With ``beside`` (a weights folder, typically a context channel), each epoch is scored as
+    the concatenation ``beside+epoch-NNN`` and epoch 0 as ``beside`` beside the untrained
+    encoder, so that :func:`choose` picks the structure channel's epoch by what it adds to the
+    other channel (a two-channel model's vector), not by what it holds alone.
     """
     import torch
 
     torch.set_num_threads(1)
     json_path = json_path or folder / "probe_curve.json"
     record = json.loads(json_path.read_text()) if json_path.is_file() else {}
+    if record and record.get("beside") != beside:
+        raise SystemExit(
+            f"{json_path} scored the run beside {record.get('beside')!r}, not {beside!r}: "
+            "give another --json"
+        )
     curve = record.get("curve", {})
+
+    def spec(path: Path) -> str:
+        return f"{beside}+{path}" if beside else str(path)
+
     # epoch 0 is the untrained encoder of the run's own architecture and seed
     epochs = sorted(
         p for p in folder.glob("epoch-[0-9][0-9][0-9]") if p.is_dir() and p.name != "epoch-000"
@@ -281,7 +296,7 @@ def run(
     sha = {p.name: read_config(p)["sha256"] for p in epochs}
     if "epoch-000" not in curve:
         t0 = time.perf_counter()
-        curve["epoch-000"] = _untrained_like(epochs[0], n_families)
+        curve["epoch-000"] = _untrained_like(epochs[0], n_families, beside)
         print(f"epoch-000 (untrained) scored in {time.perf_counter() - t0:.0f} s", flush=True)
     for name, entry in curve.items():
         path = folder / name
@@ -292,26 +307,28 @@ def run(
         ):
             # scored before the read-out existed: add it (the features are cached)
             pool = probe_pool()
-            X = geometry.matrix(pool, "dim", str(path))
+            X = geometry.matrix(pool, "dim", spec(path))
             entry["composition_r2"] = composition_readout(X, pool.inputs)
         if "prototypes" not in entry["geometry"] and (
             name == "epoch-000"
             or (path.is_dir() and read_config(path)["sha256"] == entry["sha256"])
         ):
             # scored before the prototypes were part of the curve: add them (features cached)
-            weights = str(path) if name != "epoch-000" else None
+            weights = spec(path) if beside or name != "epoch-000" else None
             entry["geometry"]["prototypes"] = _train_prototypes(weights)
     for path in epochs:
         if path.name in curve and curve[path.name].get("sha256") == sha[path.name]:
             continue
         t0 = time.perf_counter()
-        curve[path.name] = {**score(str(path), n_families), "sha256": sha[path.name]}
+        curve[path.name] = {**score(spec(path), n_families), "sha256": sha[path.name]}
         print(f"{path.name} scored in {time.perf_counter() - t0:.0f} s", flush=True)
         for v in curve.values():
             v["relative_probe"] = relative_probe(v, curve["epoch-000"])
         record = {
             "protocol": __doc__.split("Usage::")[0].strip(),
             "run": str(folder),
+            "beside": beside,
+            "beside_sha256": F.weights_key(beside) if beside else None,
             "machine": machine(),
             "date": time.strftime("%Y-%m-%d"),
             "curve": dict(sorted(curve.items())),
@@ -337,8 +354,11 @@ def _train_prototypes(weights: str | None) -> dict[str, float]:
     return geometry.prototype_distances(X, rep, weights)[0]
 
 
-def _untrained_like(weights_folder: Path, n_families: int | None = None) -> dict:
-    """Scores of a random encoder with the architecture and seed of a run's weights."""
+def _untrained_like(
+    weights_folder: Path, n_families: int | None = None, beside: str | None = None
+) -> dict:
+    """Scores of a random encoder with the architecture and seed of a run's weights (beside
+    the weights ``beside`` when given)."""
 
     from dimfeat.encoder import EncoderConfig
     from dimfeat.runtime import EncoderRuntime
@@ -350,8 +370,8 @@ def _untrained_like(weights_folder: Path, n_families: int | None = None) -> dict
     encoder = EncoderRuntime.create(None, seed=seed, encoder_config=encoder_config).encoder
     target = weights_folder.parent / "epoch-000"
     save_pretrained(target, encoder, inputs=InputSettings(**config["inputs"]), name="epoch-000")
-    out = {**score(str(target), n_families), "sha256": read_config(target)["sha256"]}
-    return out
+    spec = f"{beside}+{target}" if beside else str(target)
+    return {**score(spec, n_families), "sha256": read_config(target)["sha256"]}
 
 
 def score_specs(
@@ -404,6 +424,13 @@ def main(argv=None) -> None:
     parser.add_argument("--plot", type=Path, default=None)
     parser.add_argument("--every", type=int, default=1, help="score every N-th epoch and the last")
     parser.add_argument(
+        "--beside",
+        metavar="WEIGHTS",
+        default=None,
+        help="score each epoch of the run beside these weights (WEIGHTS+epoch-NNN): a "
+        "structure channel's epochs by the two-channel vector they make with a context channel",
+    )
+    parser.add_argument(
         "--against",
         metavar="CURVE.json:EPOCH",
         default=None,
@@ -426,7 +453,7 @@ def main(argv=None) -> None:
         record = json.loads(args.run.read_text())
         record["chosen"] = choose(record["curve"])
     else:
-        record = run(args.run, args.json, args.plot, args.every, args.n_families)
+        record = run(args.run, args.json, args.plot, args.every, args.n_families, args.beside)
     base = record["curve"]["epoch-000"]
     for k, v in record["curve"].items():
         g = v["geometry"]
