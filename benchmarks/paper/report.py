@@ -353,6 +353,31 @@ def meta_lines(payload: dict) -> list[str]:
     return lines
 
 
+def one_chemistry_section(payload: dict | None) -> list[str]:
+    """The one-chemistry check (:mod:`benchmarks.paper.one_chemistry`), if it was run."""
+    if not payload:
+        return []
+    from benchmarks.paper import one_chemistry
+
+    data = "; ".join(f"{f}: {d}" for f, d in payload["data"].items())
+    return [
+        "## One chemistry: MLP against least squares",
+        "",
+        "`StandardScaler` + `MLPRegressor(64)` against `LinearRegression` on generated "
+        "single-composition sets (`benchmarks/paper/one_chemistry.py`): median held-out MAE "
+        '(min-max) over paired draws; the verdict is "MLP no worse than LR" when the median '
+        "paired ratio MLP/LR is at most 1.",
+        "",
+        f"- Data: {data}.",
+        "- Weights (sha256): "
+        + ", ".join(f"`{w}` {k}" for w, k in payload["weights_sha256"].items())
+        + f". Machine: {payload['machine']}.",
+        "",
+        one_chemistry.table(payload),
+        "",
+    ]
+
+
 def _public(text: str) -> str:
     """Name the data by what it is, not by where the benchmark machine keeps it."""
     return text.replace("`shared/data/mp36k/split.json`", "the mp36k `split.json`").replace(
@@ -534,6 +559,7 @@ def write() -> None:
                     f"**{by_rep['dim']['mean_mae']:.1f}** (best) |"
                 )
         doc.append("")
+    doc += one_chemistry_section(load("one_chemistry"))
     if ts:
         doc += ["## Figs 9-10: t-SNE of test vectors", ""]
         doc += [

@@ -7,7 +7,9 @@ and rerun at any time. For new DIM weights only the DIM vectors and DIM cells ar
 ``python -m benchmarks.paper.run_all [--weights NAME_OR_FOLDER] [--skip ablation,ofm-phonons]``
 
 Stages: ``fast`` (Fig. 8 without OFM, Fig. 13 without OFM, t-SNE), ``geometry`` (structure
-sensitivity on the test polymorph families, :mod:`benchmarks.paper.geometry`), ``ofm`` (OFM
+sensitivity on the test polymorph families, :mod:`benchmarks.paper.geometry`), ``one-chemistry``
+(MLP against least squares on generated all-carbon and all-SiO2 sets,
+:mod:`benchmarks.paper.one_chemistry`, about 2 min), ``ofm`` (OFM
 features of the mp36k subsets, Fig. 8 with OFM), ``ablation`` (Fig. 11, one CPU training),
 ``ofm-phonons`` (OFM of the 1,265 phonon structures, Fig. 13 with OFM), ``transfer`` (Fig. 7,
 :mod:`benchmarks.paper.transfer`: 288 fine-tuning runs of about 30 s each on one core, resumed
@@ -21,7 +23,7 @@ import argparse
 import os
 import time
 
-STAGES = ("fast", "geometry", "ofm", "ablation", "ofm-phonons", "transfer")
+STAGES = ("fast", "geometry", "one-chemistry", "ofm", "ablation", "ofm-phonons", "transfer")
 
 
 def main(argv=None) -> None:
@@ -29,7 +31,7 @@ def main(argv=None) -> None:
     import torch
 
     torch.set_num_threads(1)
-    from benchmarks.paper import ablation, phonons, report, representation, tsne
+    from benchmarks.paper import ablation, one_chemistry, phonons, report, representation, tsne
     from benchmarks.paper import features as F
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -84,6 +86,7 @@ def main(argv=None) -> None:
 
     stage("fast", run_fast)
     stage("geometry", run_geometry)
+    stage("one-chemistry", lambda: one_chemistry.main(["--weights", args.weights]))
     stage("ofm", run_ofm)
     stage("ablation", lambda: ablation.run(args.weights))
     stage("ofm-phonons", run_ofm_phonons)
