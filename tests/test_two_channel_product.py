@@ -1,0 +1,130 @@
+"""Two-channel weights everywhere single-channel ones work: fine-tuning (SiteNetRegressor),
+DIM training (DeepInfoMaxFeaturizer.fit), the model card and bundling (benchmarks/release).
+
+The two-channel folder is the screen's (benchmarks/results/archive/two-channel-screen-1/weights:
+a 64-value context channel trained with 'other' false samples, a 64-value structure channel
+trained with permutation, polymorph and strain false samples and global_trains_local). The Hub
+round trip is in tests/test_hub.py, beside its loopback server.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pymatgen.core import Lattice, Structure
+from sklearn.base import clone
+
+from dimfeat import DeepInfoMaxFeaturizer, SiteNetRegressor
+from dimfeat.card import data_citations, model_card
+from dimfeat.channels import (
+    TWO_CHANNEL_ARCHITECTURE,
+    TwoChannelEncoder,
+    combine_channels,
+    load_weights,
+    read_weights_config,
+)
+from dimfeat.weights import weights_citations
+
+ROOT = Path(__file__).resolve().parents[1]
+SCREEN = ROOT / "benchmarks/results/archive/two-channel-screen-1"
+WEIGHTS = str(SCREEN / "weights")
+FAST = {"device": "cpu", "batch_size": 8, "validation_fraction": 0}
+
+
+def _rocksalt() -> Structure:
+    return Structure.from_spacegroup(
+        "Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]
+    )
+
+
+def _cscl_type() -> Structure:  # NaCl in the CsCl structure: same composition, other geometry
+    return Structure(Lattice.cubic(3.0), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+
+
+@pytest.fixture(scope="module")
+def data(small_structures) -> tuple[list[Structure], np.ndarray]:
+    X = small_structures[:12]
+    y = np.array([s.volume / len(s) for s in X])  # a real target: volume per atom
+    return X, y
+
+
+@pytest.fixture(scope="module")
+def tuned(data) -> SiteNetRegressor:
+    X, y = data
+    return SiteNetRegressor(weights=WEIGHTS, epochs=3, lr=3e-3, **FAST).fit(X, y)
+
+
+@pytest.fixture(scope="module")
+def tuned_folder(tuned, tmp_path_factory) -> str:
+    return tuned.save_pretrained(str(tmp_path_factory.mktemp("tuned") / "tuned"))
+
+
+def _state(module) -> dict[str, np.ndarray]:
+    return {k: v.detach().cpu().numpy().copy() for k, v in module.state_dict().items()}
+
+
+def _moved(before: dict, after: dict, prefix: str) -> float:
+    return max(float(np.abs(before[k] - after[k]).max()) for k in before if k.startswith(prefix))
+
+
+# -- 1. SiteNetRegressor ----------------------------------------------------------------------
+def test_regressor_fine_tunes_both_channels_end_to_end(tuned, tuned_folder, data):
+    X, y = data
+    start, _ = load_weights(WEIGHTS)
+    assert isinstance(tuned.encoder_, TwoChannelEncoder)
+    assert tuned.head_[0].in_features == 128  # the head reads both channels
+    before, after = _state(start), _state(tuned.encoder_)
+    assert _moved(before, after, "context.") > 1e-4
+    assert _moved(before, after, "structure.") > 1e-4
+    pred = tuned.predict(X)
+    assert pred.shape == (len(X),) and pred.dtype == np.float64 and np.isfinite(pred).all()
+    once = SiteNetRegressor(weights=WEIGHTS, epochs=1, lr=3e-3, **FAST).fit(X, y)
+    assert not np.allclose(once.predict(X), pred)  # predictions change with training
+    losses = [h["train_loss"] for h in tuned.history_]
+    assert losses[-1] < losses[0]
+    # the fine-tuned context channel is still a function of the composition alone
+    context = DeepInfoMaxFeaturizer(weights=tuned_folder, channel="context")
+    vectors = context.transform([_rocksalt(), _cscl_type()])
+    assert np.array_equal(vectors[0], vectors[1])
+
+
+def test_regressor_freeze_encoder_keeps_both_channels(data):
+    X, y = data
+    start, _ = load_weights(WEIGHTS)
+    frozen = SiteNetRegressor(weights=WEIGHTS, epochs=2, freeze_encoder=True, **FAST).fit(X, y)
+    assert _moved(_state(start), _state(frozen.encoder_), "") == 0.0
+    first = SiteNetRegressor(weights=WEIGHTS, epochs=0, **FAST).fit(X, y)
+    assert not np.allclose(frozen.predict(X), first.predict(X))  # the head trained
+
+
+def test_regressor_save_reload_pickle_and_clone_round_trip(tuned, tuned_folder, data):
+    X, y = data
+    assert read_weights_config(tuned_folder)["architecture"] == TWO_CHANNEL_ARCHITECTURE
+    restored = pickle.loads(pickle.dumps(tuned))
+    assert isinstance(restored.encoder_, TwoChannelEncoder)
+    assert np.array_equal(restored.predict(X), tuned.predict(X))
+    # the saved folder is the fine-tuned encoder: a starting point with identical tensors
+    start = SiteNetRegressor(weights=tuned_folder, epochs=0, **FAST).fit(X, y)
+    for key, value in _state(tuned.encoder_).items():
+        assert np.array_equal(value, _state(start.encoder_)[key]), key
+    config = read_weights_config(tuned_folder)
+    for channel in ("context", "structure"):
+        record = config["channels"][channel]["source"]["training"]
+        assert "SiteNetRegressor" in record["note"] and WEIGHTS in record["start_weights"]
+    copy = clone(tuned)
+    assert copy.get_params() == tuned.get_params() and not hasattr(copy, "encoder_")
+
+
+def test_regressor_resumes_a_two_channel_fit_from_its_checkpoint(data, tmp_path):
+    X, y = data
+    options = {"weights": WEIGHTS, "checkpoint_dir": str(tmp_path), **FAST}
+    first = SiteNetRegressor(epochs=1, **options).fit(X, y)
+    resumed = SiteNetRegressor(epochs=2, **options).fit(X, y)
+    straight = SiteNetRegressor(weights=WEIGHTS, epochs=2, **FAST).fit(X, y)
+    assert resumed.history_[:1] == first.history_  # read back, not retrained
+    np.testing.assert_allclose(resumed.predict(X), straight.predict(X), rtol=1e-5, atol=1e-6)
