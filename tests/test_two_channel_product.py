@@ -128,3 +128,66 @@ def test_regressor_resumes_a_two_channel_fit_from_its_checkpoint(data, tmp_path)
     straight = SiteNetRegressor(weights=WEIGHTS, epochs=2, **FAST).fit(X, y)
     assert resumed.history_[:1] == first.history_  # read back, not retrained
     np.testing.assert_allclose(resumed.predict(X), straight.predict(X), rtol=1e-5, atol=1e-6)
+
+
+# -- 2. DeepInfoMaxFeaturizer.fit -------------------------------------------------------------
+@pytest.fixture(scope="module")
+def trained(small_structures) -> DeepInfoMaxFeaturizer:
+    return DeepInfoMaxFeaturizer(weights=WEIGHTS, epochs=1, device="cpu").fit(
+        small_structures[:24]
+    )
+
+
+def test_fit_trains_each_channel_with_its_recorded_recipe(trained, small_structures, tmp_path):
+    X = small_structures[:8]
+    before = DeepInfoMaxFeaturizer(weights=WEIGHTS).transform(X)
+    after = trained.transform(X)
+    assert after.shape == before.shape == (8, 128)
+    assert not np.allclose(after[:, :64], before[:, :64])  # context channel trained
+    assert not np.allclose(after[:, 64:], before[:, 64:])  # structure channel trained
+    assert [h["channel"] for h in trained.history_] == ["context", "structure"]
+    # the context channel is still exactly a function of the composition
+    pair = trained.transform([_rocksalt(), _cscl_type()])
+    assert np.array_equal(pair[0, :64], pair[1, :64])
+    assert not np.allclose(pair[0, 64:], pair[1, 64:])
+    # save_pretrained writes a two-channel folder that gives identical vectors
+    folder = trained.save_pretrained(str(tmp_path / "continued"))
+    config = read_weights_config(folder)
+    assert config["architecture"] == TWO_CHANNEL_ARCHITECTURE
+    np.testing.assert_array_equal(DeepInfoMaxFeaturizer(weights=folder).transform(X), after)
+    # each channel records the recipe it was trained with: its source's objective
+    screen = read_weights_config(WEIGHTS)["channels"]
+    for channel in ("context", "structure"):
+        settings = config["channels"][channel]["source"]["training"]["settings"]
+        recorded = screen[channel]["source"]["training"]["settings"]
+        for key in ("false_samples", "global_trains_local", "alpha", "beta", "local_pairs"):
+            assert settings[key] == recorded[key], (channel, key)
+        assert settings["epochs"] == 1
+        history = config["channels"][channel]["source"]["training"]["history"]
+        assert len(history) == 1 and "channel" not in history[0]
+    structure = config["channels"]["structure"]["source"]["training"]["settings"]
+    assert structure["false_samples"] == ["permutation", "polymorph", "strain"]
+    assert structure["global_trains_local"] is True
+    assert config["channels"]["context"]["source"]["training"]["settings"]["false_samples"] == [
+        "other"
+    ]
+
+
+def test_fit_refuses_an_objective_parameter_for_two_channel_weights(small_structures):
+    featurizer = DeepInfoMaxFeaturizer(weights=WEIGHTS, epochs=1, false_samples=("other",))
+    with pytest.raises(ValueError, match=r"own recorded recipe.*\['false_samples'\]"):
+        featurizer.fit(small_structures[:4])
+    assert not hasattr(featurizer, "encoder_")
+
+
+def test_unfitted_two_channel_save_pretrained_keeps_the_sources(small_structures, tmp_path):
+    folder = DeepInfoMaxFeaturizer(weights=WEIGHTS).save_pretrained(str(tmp_path / "w"))
+    saved, screen = read_weights_config(folder), read_weights_config(WEIGHTS)
+    assert saved["sha256"] == screen["sha256"]  # the same tensors, byte for byte
+    for channel in ("context", "structure"):
+        assert saved["channels"][channel]["source"] == screen["channels"][channel]["source"]
+    X = small_structures[:4]
+    np.testing.assert_array_equal(
+        DeepInfoMaxFeaturizer(weights=folder).transform(X),
+        DeepInfoMaxFeaturizer(weights=WEIGHTS).transform(X),
+    )
