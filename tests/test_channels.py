@@ -285,5 +285,5 @@ def test_two_channel_weights_without_a_recipe_refuse_dim_training(two_channel, s
     # fit continues each channel with its recorded recipe; these channels record none
     # (SiteNetRegressor fine-tunes two-channel weights: tests/test_two_channel_product.py)
     folder, _ = two_channel
-    with pytest.raises(ValueError, match="context channel .* records no training recipe"):
+    with pytest.raises(ValueError, match=r"context channel .* records no training recipe"):
         DeepInfoMaxFeaturizer(weights=str(folder), epochs=1).fit(sample_structures[:4])

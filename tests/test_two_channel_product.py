@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import pickle
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +30,11 @@ from dimfeat.channels import (
     read_weights_config,
 )
 from dimfeat.weights import weights_citations
+from dimfeat.weights_folder import write_model_card
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 SCREEN = ROOT / "benchmarks/results/archive/two-channel-screen-1"
 WEIGHTS = str(SCREEN / "weights")
 FAST = {"device": "cpu", "batch_size": 8, "validation_fraction": 0}
@@ -133,9 +137,7 @@ def test_regressor_resumes_a_two_channel_fit_from_its_checkpoint(data, tmp_path)
 # -- 2. DeepInfoMaxFeaturizer.fit -------------------------------------------------------------
 @pytest.fixture(scope="module")
 def trained(small_structures) -> DeepInfoMaxFeaturizer:
-    return DeepInfoMaxFeaturizer(weights=WEIGHTS, epochs=1, device="cpu").fit(
-        small_structures[:24]
-    )
+    return DeepInfoMaxFeaturizer(weights=WEIGHTS, epochs=1, device="cpu").fit(small_structures[:24])
 
 
 def test_fit_trains_each_channel_with_its_recorded_recipe(trained, small_structures, tmp_path):
@@ -191,3 +193,107 @@ def test_unfitted_two_channel_save_pretrained_keeps_the_sources(small_structures
         DeepInfoMaxFeaturizer(weights=folder).transform(X),
         DeepInfoMaxFeaturizer(weights=WEIGHTS).transform(X),
     )
+
+
+# -- 3. the model card ------------------------------------------------------------------------
+def _credited(folder: Path) -> dict:
+    """The screen folder's config, its training data credited as the bundled weights' are."""
+    config = read_weights_config(folder)
+    for block in config["channels"].values():
+        block["source"]["training"]["data"]["credit"] = (
+            "Materials Project, through the CGCNN data set"
+        )
+    return config
+
+
+def test_two_channel_card_has_both_channels_recipes_and_citations(tmp_path):
+    folder = tmp_path / "screen"
+    shutil.copytree(WEIGHTS, folder)
+    config = _credited(folder)
+    (folder / "config.json").write_text(json.dumps(config))  # training data: not a vector setting
+    load_weights(folder)  # still verifies
+    card = model_card(config)
+    front, body = card.split("\n---\n", 1)
+    for line in ("license: mit", "library_name: dimfeat", "- two-channel", "- materials-project"):
+        assert line in front.splitlines(), line
+    context = body[body.index("## Context channel") : body.index("## Structure channel")]
+    structure = body[body.index("## Structure channel") : body.index("## Inputs")]
+    assert "function of the composition alone, bit-identical" in context
+    assert "- False samples: other." in context
+    assert "- Distance input: none" in context
+    assert "same composition" in structure
+    assert (
+        "- False samples: permutation, polymorph, strain; the global loss also trains the local "
+        "encoder." in structure
+    )
+    for section in (context, structure):
+        assert "### Training data" in section and "### Recipe" in section
+        assert "| local DIM | global DIM |" in section  # validation losses of the epoch kept
+    assert "Epochs run: 3 (maximum 8)" in context and "Epochs run: 8 (maximum 8)" in structure
+    assert 'DeepInfoMaxFeaturizer(weights="weights", channel="context")' in body  # its name
+    assert "moran2025dim" in body and "jain2013mp" in body and "xie2018cgcnn" in body
+    # the citations of the folder, as the featuriser gives them, are the data's too
+    assert data_citations(config) == weights_citations(str(folder)) != []
+    assert DeepInfoMaxFeaturizer(weights=str(folder)).citations()[-2:] == data_citations(config)
+    # the card written to a folder is the card of its config
+    write_model_card(folder)
+    assert (folder / "README.md").read_text() == card
+    assert model_card(read_weights_config(WEIGHTS)) == combined_card(tmp_path)
+
+
+def combined_card(tmp_path: Path) -> str:
+    """The card ``combine_channels`` writes for the screen's two sources."""
+    out = combine_channels(
+        SCREEN / "context-epoch-003", SCREEN / "structure-epoch-008", tmp_path / "weights"
+    )
+    return (out / "README.md").read_text()
+
+
+# -- 5. bundling two runs -----------------------------------------------------------------------
+def test_bundle_weights_writes_a_two_channel_folder_with_each_selection(tmp_path, small_structures):
+    from benchmarks.release.bundle_weights import main
+
+    runs = {}
+    for channel, epoch in (("context", 3), ("structure", 8)):
+        run = tmp_path / f"{channel}_epochs"
+        shutil.copytree(SCREEN / f"{channel}-epoch-{epoch:03d}", run / f"epoch-{epoch:03d}")
+        shutil.copy(SCREEN / f"probe_curve_{channel}.json", run / "probe_curve.json")
+        runs[channel] = run
+    out = tmp_path / "sitenet-dim-two"
+    main(
+        [
+            str(runs["context"]),
+            str(out),
+            "--structure-run",
+            str(runs["structure"]),
+            "--hardware",
+            "2-core CPU",
+            "--command",
+            "dimfeat train ctx",
+            "--structure-command",
+            "dimfeat train str",
+        ]
+    )
+    config = read_weights_config(out)
+    assert config["architecture"] == TWO_CHANNEL_ARCHITECTURE and config["name"] == out.name
+    screen = read_weights_config(WEIGHTS)
+    assert config["sha256"] == screen["sha256"]  # the chosen epochs' tensors, unchanged
+    X = small_structures[:4]
+    np.testing.assert_array_equal(
+        DeepInfoMaxFeaturizer(weights=str(out)).transform(X),
+        DeepInfoMaxFeaturizer(weights=WEIGHTS).transform(X),
+    )
+    card = (out / "README.md").read_text()
+    for channel, epoch, command in (("context", 3, "ctx"), ("structure", 8, "str")):
+        source = config["channels"][channel]["source"]
+        assert source["folder"] == f"{channel}_epochs/epoch-{epoch:03d}"
+        training = source["training"]
+        assert training["selection"]["epoch"] == epoch  # the rule's choice on each curve
+        assert set(training["selection"]["curve"]) == {str(k) for k in range(9)}
+        assert training["epochs_run"] == 8 and training["command"] == f"dimfeat train {command}"
+        assert (
+            training["hardware"] == screen["channels"][channel]["source"]["training"]["hardware"]
+        )  # recorded by the run: kept
+        assert f"| {epoch} (selected) |" in card
+        assert f"selected epoch: {epoch} (train-split probe" in card
+    assert card.count("### Selection curve") == 2
