@@ -66,6 +66,7 @@ __all__ = [
     "load_weights",
     "read_weights_config",
     "save_weights",
+    "write_model_card",
 ]
 
 TWO_CHANNEL_ARCHITECTURE = "sitenet-dim-two-channel"
@@ -436,3 +437,29 @@ def save_weights(
         )
         channels[channel] = (part, config, {k: source.get(k) for k in ("folder", "name")})
     return _write(folder, channels, name)
+
+
+def write_model_card(folder: str | Path) -> Path:
+    """Rewrite the ``README.md`` of a weights folder of either kind from its ``config.json``.
+
+    The card :func:`combine_channels` or :func:`dimfeat.weights.save_pretrained` writes
+    (:func:`dimfeat.card.model_card`), for a folder whose card was written by an older version;
+    run as ``python -m dimfeat.channels FOLDER [FOLDER ...]``.
+
+    Returns
+    -------
+    Path
+        The card written.
+    """
+    from dimfeat.card import model_card
+
+    card = Path(folder) / CARD_FILE
+    write_file(card, model_card(read_weights_config(folder)).encode())
+    return card
+
+
+if __name__ == "__main__":
+    import sys
+
+    for name in sys.argv[1:]:
+        print(f"wrote {write_model_card(name)}")

@@ -772,7 +772,8 @@ def write_model_card(folder: str | Path) -> Path:
     Parameters
     ----------
     folder : path
-        A weights folder, single- or two-channel.
+        A single-channel weights folder (:func:`dimfeat.channels.write_model_card` rewrites
+        either kind).
 
     Returns
     -------
@@ -780,11 +781,10 @@ def write_model_card(folder: str | Path) -> Path:
         The card written.
     """
     from dimfeat.card import model_card
-    from dimfeat.channels import read_weights_config  # either kind (it imports this module)
 
     folder = Path(folder)
     card = folder / CARD_FILE
-    card.write_text(model_card(read_weights_config(folder)))
+    card.write_text(model_card(read_config(folder)))
     return card
 
 

@@ -28,9 +28,9 @@ from dimfeat.channels import (
     combine_channels,
     load_weights,
     read_weights_config,
+    write_model_card,
 )
 from dimfeat.weights import weights_citations
-from dimfeat.weights_folder import write_model_card
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
