@@ -195,6 +195,14 @@ def test_unfitted_two_channel_save_pretrained_keeps_the_sources(small_structures
     )
 
 
+def test_dimfeat_train_refuses_two_channel_starting_weights_saying_what_works(tmp_path):
+    from dimfeat.training_run import train_weights
+
+    with pytest.raises(ValueError, match=r"two-channel weights.*DeepInfoMaxFeaturizer"):
+        train_weights([str(tmp_path / "none.json")], tmp_path / "out", weights=WEIGHTS)
+    assert not (tmp_path / "out").exists()
+
+
 # -- 3. the model card ------------------------------------------------------------------------
 def _credited(folder: Path) -> dict:
     """The screen folder's config, its training data credited as the bundled weights' are."""
