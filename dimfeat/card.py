@@ -7,7 +7,7 @@ from typing import Any
 from dimfeat.record import TrainingRecord
 from dimfeat.training_config import recipe_lines
 
-__all__ = ["data_citations", "model_card"]
+__all__ = ["data_citations", "model_card", "two_channel_card"]
 
 #: BibTeX of the sources of training data that weights may record in their ``credit``.
 MATERIALS_PROJECT_BIBTEX = (
@@ -40,6 +40,20 @@ _CITATION = """```bibtex
 ```"""
 
 
+TWO_CHANNEL_ARCHITECTURE = "sitenet-dim-two-channel"  # dimfeat.channels, which imports this
+
+
+def _training_records(config: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The training records of a weights ``config``: its own, or each channel's (two-channel)."""
+    config = config or {}
+    if config.get("architecture") == TWO_CHANNEL_ARCHITECTURE:
+        channels = config.get("channels") or {}
+        return [
+            ((block or {}).get("source") or {}).get("training") or {} for block in channels.values()
+        ]
+    return [config.get("training") or {}]
+
+
 def _data(config: dict[str, Any] | None) -> dict[str, Any]:
     return ((config or {}).get("training") or {}).get("data") or {}
 
@@ -55,7 +69,8 @@ def data_citations(config: dict[str, Any] | None) -> list[str]:
     Parameters
     ----------
     config : dict or None
-        A weights folder's ``config.json``; ``None`` or untrained weights give ``[]``.
+        A weights folder's ``config.json`` (of either kind: a two-channel one credits the data
+        of both channels' training); ``None`` or untrained weights give ``[]``.
 
     Returns
     -------
@@ -63,9 +78,9 @@ def data_citations(config: dict[str, Any] | None) -> list[str]:
         The Materials Project (Jain et al. 2013) when the data are credited to it, and CGCNN
         (Xie and Grossman 2018) when they came through its data set.
     """
-    data = _data(config)
-    out = [MATERIALS_PROJECT_BIBTEX] if _names_materials_project(data) else []
-    if "cgcnn" in str(data.get("credit", "")).lower():
+    datas = [record.get("data") or {} for record in _training_records(config)]
+    out = [MATERIALS_PROJECT_BIBTEX] if any(map(_names_materials_project, datas)) else []
+    if any("cgcnn" in str(data.get("credit", "")).lower() for data in datas):
         out.append(CGCNN_BIBTEX)
     return out
 
@@ -137,7 +152,9 @@ def _recipe(config: dict[str, Any]) -> list[str]:
     enc = config["encoder"]
     expansion = enc.get("distance_expansion", "linear")
     distance = (
-        f"a basis of {enc.get('n_gaussians')} Gaussians on 0-{enc.get('distance_cutoff')} Å"
+        "none (the encoder reads no distances: its vector is a function of the composition)"
+        if enc.get("distance_input") == "none"
+        else f"a basis of {enc.get('n_gaussians')} Gaussians on 0-{enc.get('distance_cutoff')} Å"
         if expansion == "gaussian"
         else "a single linear input (the paper's)"
     )
@@ -145,10 +162,10 @@ def _recipe(config: dict[str, Any]) -> list[str]:
     return [f"- Distance input: {distance}.", *recipe_lines(settings)]
 
 
-def _curve_table(selection: dict[str, Any]) -> list[str]:
+def _curve_table(selection: dict[str, Any], level: str = "##") -> list[str]:
     """The train-split probe and geometry scores of each scored epoch, as a Markdown table."""
     lines = [
-        "## Selection curve",
+        f"{level} Selection curve",
         "",
         selection.get("description", ""),
         "",
@@ -177,23 +194,16 @@ def _trained_on(data: dict[str, Any], mp: bool) -> str:
     )
 
 
-def model_card(config: dict[str, Any]) -> str:
-    """Markdown model card (Hugging Face front matter + sections) for a weights ``config``."""
-    record = TrainingRecord.from_dict(config.get("training") or None)
-    training = record is not None
-    data = record.data if record else {}
-    history = record.history if record else []
-    selection = (record.selection if record else None) or {}
-    best = min(
-        (h for h in history if "valid_loss" in h), key=lambda h: h["valid_loss"], default=None
+def _dataset_id(record: dict[str, Any]) -> str | None:
+    data = record.get("data") or {}
+    return data.get("dataset_id") or (
+        "materials-project" if _names_materials_project(data) else None
     )
-    if selection.get("epoch") is not None:  # chosen by train-split criteria, not by the loss
-        best = next((h for h in history if h["epoch"] == selection["epoch"]), best)
-    enc = config["encoder"]
-    mp = _names_materials_project(data)
-    dataset_id = data.get("dataset_id") or ("materials-project" if mp else None)
-    epochs_run = (record.epochs_run or len(history)) if record else 0
-    lines = [
+
+
+def _front_matter(dataset_ids: list[str], tags: tuple[str, ...] = ()) -> list[str]:
+    """Hugging Face front matter: licence, library, pipeline, tags and data sets."""
+    return [
         "---",
         "license: mit",
         "library_name: dimfeat",
@@ -205,9 +215,138 @@ def model_card(config: dict[str, Any]) -> str:
         "- self-supervised",
         "- site-net",
         "- matminer",
-        *(["datasets:", f"- {dataset_id}"] if dataset_id else []),
+        *(f"- {tag}" for tag in tags),
+        *(["datasets:", *(f"- {d}" for d in dataset_ids)] if dataset_ids else []),
         "---",
         "",
+    ]
+
+
+def _training_sections(config: dict[str, Any], level: str = "##") -> list[str]:
+    """What one encoder was trained on and how: the sections under "Training data".
+
+    ``config`` is a single-channel config, or the ``{"encoder", "training"}`` of one channel of
+    a two-channel folder; ``level`` is the Markdown heading of the sections (``"###"`` inside a
+    channel's section). Untrained weights give a line saying so.
+    """
+    record = TrainingRecord.from_dict(config.get("training") or None)
+    lines = [f"{level} Training data", ""]
+    if record is None:
+        return [*lines, "None: random weights seeded by `random_state`.", ""]
+    history = record.history
+    selection = record.selection or {}
+    best = min(
+        (h for h in history if "valid_loss" in h), key=lambda h: h["valid_loss"], default=None
+    )
+    if selection.get("epoch") is not None:  # chosen by train-split criteria, not by the loss
+        best = next((h for h in history if h["epoch"] == selection["epoch"]), best)
+    epochs_run = record.epochs_run or len(history)
+    lines += [
+        *_data_lines(record.data),
+        "",
+        f"{level} Training",
+        "",
+        f"- Command: `{record.command or 'dimfeat train'}`",
+        f"- Epochs run: {epochs_run} (maximum "
+        f"{(record.settings or {}).get('epochs')}); "
+        + (
+            f"selected epoch: {selection['epoch']} ({selection.get('criterion', '')})"
+            if selection
+            else f"best epoch: {best['epoch'] if best else 'n/a'}"
+        ),
+        _time_line(record, epochs_run, selection.get("epoch")),
+        f"- Seed: {(record.settings or {}).get('seed')}",
+        *([f"- Note: {record.note}"] if record.note else []),
+        f"- Settings: `{record.settings}`",
+        "",
+    ]
+    recipe = _recipe(config)
+    if recipe:
+        lines += [f"{level} Recipe", "", *recipe, ""]
+    if selection.get("curve"):
+        lines += _curve_table(selection, level)
+    if best and all(f"valid_{k}" in best for k in _LOSS_COLUMNS):
+        lines += [
+            "Validation losses at the selected epoch (Jensen-Shannon DIM loss: 1.386 = chance;"
+            " KL: 0 = prior):",
+            "",
+            "| local DIM | global DIM | local KL | global KL | total |",
+            "|---|---|---|---|---|",
+            "| " + " | ".join(_fmt(best[f"valid_{k}"]) for k in _LOSS_COLUMNS) + " |",
+            "",
+        ]
+    return lines
+
+
+_LOSS_COLUMNS = ("local_dim", "global_dim", "local_kl", "global_kl", "loss")
+
+
+def _inputs_section(inputs: dict[str, Any], features: list[str]) -> list[str]:
+    return [
+        "## Inputs",
+        "",
+        f"Canonical primitive cell, roughly cubic supercell of at most {inputs.get('max_atoms')} "
+        f"atoms, symmetry tolerance {inputs.get('symprec')} Å; site features "
+        f"{', '.join(features)}, standardised with the stored "
+        "per-element mean and standard deviation.",
+        "",
+        "## Intended use",
+        "",
+        "Fixed-length features of ordered, periodic inorganic crystals for small supervised "
+        "models (linear models, small MLPs) trained on tens to thousands of labels.",
+        "",
+    ]
+
+
+def _limitations(trained_on: list[str]) -> list[str]:
+    return [
+        "## Limitations",
+        "",
+        *trained_on,
+        "- Disordered (partially occupied) structures are rejected unless the featuriser is "
+        "asked to order them.",
+        "- Element data for Z > 103 is unavailable; missing properties of some elements are "
+        "imputed (see the dimfeat documentation).",
+        "- Vectors are invariant to site order, rotation, translation and the choice of cell "
+        "up to float round-off (relative change below 1e-4).",
+        "",
+    ]
+
+
+def _citation_section(config: dict[str, Any]) -> list[str]:
+    citations = data_citations(config)
+    return [
+        "## Citation",
+        "",
+        _CITATION,
+        "",
+        *(
+            ["and for the training data:", "", "```bibtex", *citations, "```", ""]
+            if citations
+            else []
+        ),
+        f"Written by dimfeat {config.get('dimfeat_version')}; weights sha256 "
+        f"`{config.get('sha256', '')}`."
+        if config.get("sha256")
+        else "",
+        "",
+    ]
+
+
+def model_card(config: dict[str, Any]) -> str:
+    """Markdown model card (Hugging Face front matter + sections) for a weights ``config``.
+
+    A two-channel ``config`` (:mod:`dimfeat.channels`) gets :func:`two_channel_card`.
+    """
+    if config.get("architecture") == TWO_CHANNEL_ARCHITECTURE:
+        return two_channel_card(config)
+    record = config.get("training") or {}
+    training = bool(record)
+    data = record.get("data") or {}
+    dataset_id = _dataset_id(record)
+    enc = config["encoder"]
+    lines = [
+        *_front_matter([dataset_id] if dataset_id else []),
         f"# {config['name']}",
         "",
         f"Site-Net encoder (one attention block, one head) producing a {enc['global_dim']}-d "
@@ -219,95 +358,103 @@ def model_card(config: dict[str, Any]) -> str:
         ),
         "Use it through `dimfeat.DeepInfoMaxFeaturizer(weights=...)`.",
         "",
-        "## Training data",
-        "",
+        *_training_sections(config),
+        *_inputs_section(config.get("inputs", {}), config["normalisation"]["features"]),
+        *_limitations([_trained_on(data, _names_materials_project(data))] if training else []),
+        *_citation_section(config),
     ]
-    if training:
+    return "\n".join(lines)
+
+
+#: What each channel of a two-channel model is for, in its card.
+_CHANNEL_PURPOSE = {
+    "context": (
+        'An encoder that reads no distances (`distance_input="none"`): its vector is a '
+        "function of the composition alone, bit-identical for structures of equal composition "
+        "(polymorphs share it). It carries what the elements and their proportions say."
+    ),
+    "structure": (
+        "A Site-Net encoder that reads the interatomic distances of the supercell: its vector "
+        "carries the geometry, and it is trained against false samples of the same composition "
+        "(permutations, polymorphs, strained copies, where its recipe lists them) so that it "
+        "separates structures that the context channel cannot."
+    ),
+}
+
+
+def two_channel_card(config: dict[str, Any]) -> str:
+    """Markdown model card of a two-channel weights ``config`` (:mod:`dimfeat.channels`).
+
+    The same sections as :func:`model_card`, with one section per channel: what the channel is
+    for, its source, and its training data, training, recipe and selection curve as the
+    channel's recorded training gives them (the sections :func:`model_card` writes for one
+    encoder), then the combined usage, inputs, limitations and citations.
+    """
+    channels = config["channels"]
+    records = {
+        name: (block["source"] or {}).get("training") or {} for name, block in channels.items()
+    }
+    widths = {name: block["encoder"].get("global_dim", 128) for name, block in channels.items()}
+    dataset_ids = list(dict.fromkeys(d for r in records.values() if (d := _dataset_id(r))))
+    name = config["name"]
+    lines = [
+        *_front_matter(dataset_ids, ("two-channel",)),
+        f"# {name}",
+        "",
+        f"A two-channel Site-Net model producing a {sum(widths.values())}-d crystal vector: the "
+        f"context channel's {widths['context']} values (`dim_ctx_*`, a function of the "
+        f"composition alone) followed by the structure channel's {widths['structure']} values "
+        "(`dim_struct_*`). Each channel is a Site-Net encoder (one attention block, one head) "
+        "trained without labels by Deep InfoMax (Moran et al., Digital Discovery 2025) with its "
+        "own recipe, and stopped at its own epoch.",
+        "",
+        "## Usage",
+        "",
+        "```python",
+        "from dimfeat import DeepInfoMaxFeaturizer",
+        "",
+        f'both = DeepInfoMaxFeaturizer(weights="{name}")  # dim_ctx_* then dim_struct_*',
+        f'context = DeepInfoMaxFeaturizer(weights="{name}", channel="context")',
+        f'structure = DeepInfoMaxFeaturizer(weights="{name}", channel="structure")',
+        "X = both.fit_transform(structures)",
+        "```",
+        "",
+        "| channel | columns | source | source sha256 | epochs run | selected epoch |",
+        "| --- | --- | --- | --- | ---: | ---: |",
+    ]
+    for channel, block in channels.items():
+        source = block["source"] or {}
+        record = TrainingRecord.from_dict(records[channel] or None)
+        run = (record.epochs_run or len(record.history)) if record else 0
+        chosen = ((record.selection or {}).get("epoch") if record else None) or (
+            max((h["epoch"] for h in record.history if h.get("best")), default=None)
+            if record
+            else None
+        )
+        lines.append(
+            f"| {channel} | `{'dim_ctx' if channel == 'context' else 'dim_struct'}_0`-"
+            f"`_{widths[channel] - 1}` | {source.get('name') or source.get('folder')} | "
+            f"`{str(source.get('sha256'))[:16]}` | {run} | {chosen or 'n/a'} |"
+        )
+    lines.append("")
+    trained_on = []
+    for channel, block in channels.items():
         lines += [
-            *_data_lines(data),
+            f"## {channel.capitalize()} channel",
             "",
-            "## Training",
+            _CHANNEL_PURPOSE.get(channel, ""),
             "",
-            f"- Command: `{record.command or 'dimfeat train'}`",
-            f"- Epochs run: {epochs_run} (maximum "
-            f"{(record.settings or {}).get('epochs')}); "
-            + (
-                f"selected epoch: {selection['epoch']} ({selection.get('criterion', '')})"
-                if selection
-                else f"best epoch: {best['epoch'] if best else 'n/a'}"
+            *_training_sections(
+                {"encoder": block["encoder"], "training": records[channel] or None}, "###"
             ),
-            _time_line(record, epochs_run, selection.get("epoch")),
-            f"- Seed: {(record.settings or {}).get('seed')}",
-            *([f"- Note: {record.note}"] if record.note else []),
-            f"- Settings: `{record.settings}`",
-            "",
         ]
-        recipe = _recipe(config)
-        if recipe:
-            lines += ["## Recipe", "", *recipe, ""]
-        if selection.get("curve"):
-            lines += _curve_table(selection)
-        if best:
-            lines += [
-                "Validation losses at the selected epoch (Jensen-Shannon DIM loss: 1.386 = chance;"
-                " KL: 0 = prior):",
-                "",
-                "| local DIM | global DIM | local KL | global KL | total |",
-                "|---|---|---|---|---|",
-                "| "
-                + " | ".join(
-                    _fmt(best[f"valid_{k}"])
-                    for k in ("local_dim", "global_dim", "local_kl", "global_kl", "loss")
-                )
-                + " |",
-                "",
-            ]
-    else:
-        lines += ["None: random weights seeded by `random_state`.", ""]
-    inputs = config.get("inputs", {})
+        data = records[channel].get("data") or {}
+        if records[channel]:
+            trained_on.append(_trained_on(data, _names_materials_project(data)))
+    features = channels["context"]["normalisation"].get("features") or []
     lines += [
-        "## Inputs",
-        "",
-        f"Canonical primitive cell, roughly cubic supercell of at most {inputs.get('max_atoms')} "
-        f"atoms, symmetry tolerance {inputs.get('symprec')} Å; site features "
-        f"{', '.join(config['normalisation']['features'])}, standardised with the stored "
-        "per-element mean and standard deviation.",
-        "",
-        "## Intended use",
-        "",
-        "Fixed-length features of ordered, periodic inorganic crystals for small supervised "
-        "models (linear models, small MLPs) trained on tens to thousands of labels.",
-        "",
-        "## Limitations",
-        "",
-        *([_trained_on(data, mp)] if training else []),
-        "- Disordered (partially occupied) structures are rejected unless the featuriser is "
-        "asked to order them.",
-        "- Element data for Z > 103 is unavailable; missing properties of some elements are "
-        "imputed (see the dimfeat documentation).",
-        "- Vectors are invariant to site order, rotation, translation and the choice of cell "
-        "up to float round-off (relative change below 1e-4).",
-        "",
-        "## Citation",
-        "",
-        _CITATION,
-        "",
-        *(
-            [
-                "and for the training data:",
-                "",
-                "```bibtex",
-                *data_citations(config),
-                "```",
-                "",
-            ]
-            if data_citations(config)
-            else []
-        ),
-        f"Written by dimfeat {config.get('dimfeat_version')}; weights sha256 "
-        f"`{config.get('sha256', '')}`."
-        if config.get("sha256")
-        else "",
-        "",
+        *_inputs_section(config.get("inputs", {}), features),
+        *_limitations(list(dict.fromkeys(trained_on))),
+        *_citation_section(config),
     ]
     return "\n".join(lines)

@@ -15,7 +15,8 @@ The folder has the files of any weights folder (:mod:`dimfeat.weights_folder`):
                        ``source`` (the single-channel folder it came from: its name, sha256,
                        settings digest and training record), the sha256 of the tensors and
                        ``settings_sha256``, a digest of every setting that shapes the vectors;
-``README.md``          a short model card naming both sources.
+``README.md``          the model card (:func:`dimfeat.card.two_channel_card`): what each channel
+                       is for, each channel's data, recipe, training curve and selected epoch.
 
 :func:`load_weights` reads either kind; every check of a single-channel folder applies to each
 channel (schema, size, sha256, safetensors structure, the header's names, shapes and dtypes
@@ -58,10 +59,14 @@ __all__ = [
     "TWO_CHANNEL_ARCHITECTURE",
     "TwoChannelConfig",
     "TwoChannelEncoder",
+    "blank_encoder",
     "channel_slice",
     "combine_channels",
+    "config_from_dict",
     "load_weights",
     "read_weights_config",
+    "save_weights",
+    "write_model_card",
 ]
 
 TWO_CHANNEL_ARCHITECTURE = "sitenet-dim-two-channel"
@@ -100,6 +105,11 @@ class TwoChannelConfig:
         """JSON-ready dictionary, one :meth:`EncoderConfig.to_dict` per channel."""
         return {"context": self.context.to_dict(), "structure": self.structure.to_dict()}
 
+    @classmethod
+    def from_dict(cls, data: dict) -> TwoChannelConfig:
+        """Inverse of :meth:`to_dict`."""
+        return cls(*(EncoderConfig.from_dict(data[name]) for name in CHANNELS))
+
 
 class TwoChannelEncoder(nn.Module):
     """Two encoders whose vectors are concatenated: ``[context, structure]``.
@@ -119,6 +129,29 @@ class TwoChannelEncoder(nn.Module):
     def forward(self, batch: Any) -> torch.Tensor:
         """(B, context width + structure width) crystal vectors."""
         return torch.cat([self.context(batch), self.structure(batch)], dim=1)
+
+
+def blank_encoder(config: EncoderConfig | TwoChannelConfig) -> SiteNetEncoder | TwoChannelEncoder:
+    """An encoder of either kind with placeholder normalisation buffers, for
+    ``load_state_dict`` to fill (the buffers are part of the state dict)."""
+    from dimfeat.elements import MAX_Z
+
+    if isinstance(config, TwoChannelConfig):
+        return TwoChannelEncoder(blank_encoder(config.context), blank_encoder(config.structure))
+    n_features = len(config.site_features)
+    return SiteNetEncoder(
+        config,
+        np.zeros(n_features),
+        np.ones(n_features),
+        raw_table=np.zeros((MAX_Z + 1, n_features)),
+    )
+
+
+def config_from_dict(data: dict) -> EncoderConfig | TwoChannelConfig:
+    """The config of either kind from ``config.to_dict()``."""
+    if set(data) == set(CHANNELS):
+        return TwoChannelConfig.from_dict(data)
+    return EncoderConfig.from_dict(data)
 
 
 def channel_slice(config: TwoChannelConfig, channel: str) -> slice:
@@ -263,6 +296,53 @@ def load_weights(folder: str | Path) -> tuple[nn.Module, dict[str, Any]]:
 
 
 # -- writing ----------------------------------------------------------------------------------
+def _write(folder: Path, channels: dict[str, tuple[SiteNetEncoder, dict, dict]], name: str) -> Path:
+    """Write a two-channel folder from each channel's encoder, single-channel config and
+    ``source`` block (``folder`` and ``name`` of where it came from)."""
+    from safetensors.torch import save
+
+    from dimfeat.card import two_channel_card
+
+    inputs = [channels[c][1].get("inputs") or {} for c in CHANNELS]
+    if inputs[0] != inputs[1]:
+        raise WeightsError(
+            f"the channels were saved with different input settings ({inputs[0]} and "
+            f"{inputs[1]}); one vector needs one set"
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {
+        f"{c}.{k}": v.detach().cpu().contiguous()
+        for c in CHANNELS
+        for k, v in channels[c][0].state_dict().items()
+    }
+    write_file(folder / MODEL_FILE, save(state, metadata={"format": _FORMAT}))
+    config: dict[str, Any] = {
+        "format": _FORMAT,
+        "architecture": TWO_CHANNEL_ARCHITECTURE,
+        "dimfeat_version": __version__,
+        "name": name,
+        "inputs": inputs[0],
+        "channels": {
+            c: {
+                "encoder": channels[c][1]["encoder"],
+                "normalisation": channels[c][1]["normalisation"],
+                "source": {
+                    **channels[c][2],
+                    "sha256": channels[c][1]["sha256"],
+                    "settings_sha256": channels[c][1].get("settings_sha256"),
+                    "training": channels[c][1].get("training"),
+                },
+            }
+            for c in CHANNELS
+        },
+        "sha256": sha256_of(folder / MODEL_FILE),
+    }
+    config["settings_sha256"] = _settings_digest(config)
+    write_file(folder / CONFIG_FILE, (json.dumps(config, indent=1) + "\n").encode())
+    write_file(folder / CARD_FILE, two_channel_card(config).encode())
+    return folder
+
+
 def combine_channels(
     context: str | Path, structure: str | Path, folder: str | Path, *, name: str | None = None
 ) -> Path:
@@ -291,80 +371,95 @@ def combine_channels(
         If either source fails verification, is itself two-channel, or the two record
         different input settings (``max_atoms``, ``symprec``).
     """
-    from safetensors.torch import save
-
     sources = {"context": Path(context), "structure": Path(structure)}
     loaded = {}
     for channel, path in sources.items():
         encoder, config = load_weights(path)
         if not isinstance(encoder, SiteNetEncoder):
             raise WeightsError(f"{path} is a two-channel folder; pass single-channel weights")
-        loaded[channel] = (encoder, config)
-    inputs = [loaded[c][1].get("inputs") or {} for c in CHANNELS]
-    if inputs[0] != inputs[1]:
-        raise WeightsError(
-            f"the channels were saved with different input settings ({inputs[0]} and "
-            f"{inputs[1]}); one vector needs one set"
-        )
+        loaded[channel] = (encoder, config, {"folder": path.name, "name": config.get("name")})
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {
-        f"{c}.{k}": v.detach().cpu().contiguous()
-        for c in CHANNELS
-        for k, v in loaded[c][0].state_dict().items()
-    }
-    write_file(folder / MODEL_FILE, save(state, metadata={"format": _FORMAT}))
-    config: dict[str, Any] = {
-        "format": _FORMAT,
-        "architecture": TWO_CHANNEL_ARCHITECTURE,
-        "dimfeat_version": __version__,
-        "name": name or folder.name,
-        "inputs": inputs[0],
-        "channels": {
-            c: {
-                "encoder": loaded[c][1]["encoder"],
-                "normalisation": loaded[c][1]["normalisation"],
-                "source": {
-                    "folder": sources[c].name,
-                    "name": loaded[c][1].get("name"),
-                    "sha256": loaded[c][1]["sha256"],
-                    "settings_sha256": loaded[c][1].get("settings_sha256"),
-                    "training": loaded[c][1].get("training"),
-                },
-            }
-            for c in CHANNELS
-        },
-        "sha256": sha256_of(folder / MODEL_FILE),
-    }
-    config["settings_sha256"] = _settings_digest(config)
-    write_file(folder / CONFIG_FILE, (json.dumps(config, indent=1) + "\n").encode())
-    write_file(folder / CARD_FILE, _card(config).encode())
-    return folder
+    return _write(folder, loaded, name or folder.name)
 
 
-def _card(config: dict) -> str:
-    lines = [
-        "---",
-        "library_name: dimfeat",
-        "tags: [materials-science, crystal-structure, deep-infomax, two-channel]",
-        "---",
-        f"# {config['name']}",
-        "",
-        "A two-channel dimfeat model: the crystal vector is the context channel's "
-        f"{config['channels']['context']['encoder'].get('global_dim', 128)} values "
-        "(`dim_ctx_*`, a function of the composition alone) followed by the structure "
-        f"channel's {config['channels']['structure']['encoder'].get('global_dim', 128)} "
-        "values (`dim_struct_*`). `DeepInfoMaxFeaturizer(weights=..., channel='context')` "
-        "gives one channel alone.",
-        "",
-        "| channel | source | sha256 | epochs trained |",
-        "| --- | --- | --- | ---: |",
-    ]
+def save_weights(
+    folder: str | Path,
+    encoder: SiteNetEncoder | TwoChannelEncoder,
+    *,
+    inputs: Any,
+    training: Any = None,
+    name: str | None = None,
+    sources: dict[str, dict] | None = None,
+) -> Path:
+    """Write an encoder of either kind as a weights folder.
+
+    A :class:`~dimfeat.encoder.SiteNetEncoder` goes to
+    :func:`dimfeat.weights_folder.save_pretrained`; a :class:`TwoChannelEncoder` becomes a
+    two-channel folder (the one :func:`combine_channels` writes), each channel recorded as the
+    single-channel folder it would be on its own (its sha256, settings digest and training
+    record under ``channels.<name>.source``).
+
+    Parameters
+    ----------
+    folder : path
+        Created if needed; its three files are replaced.
+    encoder : SiteNetEncoder or TwoChannelEncoder
+    inputs : InputSettings or dict
+        ``max_atoms`` and ``symprec`` the encoder expects.
+    training : TrainingRecord, dict or None
+        For one encoder, its training record; for two channels, a dict of one record (or
+        ``None``) per channel name.
+    name : str, optional
+        Name in the model card (default: the folder name).
+    sources : dict, optional
+        Two channels only: per channel, the ``folder`` and ``name`` of the folder it came from
+        (default: this folder's name and the channel's).
+
+    Returns
+    -------
+    Path
+        ``folder``.
+    """
+    from dimfeat.weights_folder import encoder_files, save_pretrained
+
+    folder = Path(folder)
+    name = name or folder.name
+    if isinstance(encoder, SiteNetEncoder):
+        return save_pretrained(folder, encoder, inputs=inputs, training=training, name=name)
+    training = training or {}
+    channels = {}
     for channel in CHANNELS:
-        source = config["channels"][channel]["source"]
-        history = (source.get("training") or {}).get("history") or []
-        lines.append(
-            f"| {channel} | {source.get('name') or source['folder']} | "
-            f"`{source['sha256'][:16]}` | {len(history)} |"
+        source = {"folder": None, "name": f"{name} ({channel} channel)"}
+        source.update({k: v for k, v in ((sources or {}).get(channel) or {}).items()})
+        part = getattr(encoder, channel)
+        _, config = encoder_files(
+            part, inputs=inputs, training=training.get(channel), name=str(source["name"])
         )
-    return "\n".join(lines) + "\n"
+        channels[channel] = (part, config, {k: source.get(k) for k in ("folder", "name")})
+    return _write(folder, channels, name)
+
+
+def write_model_card(folder: str | Path) -> Path:
+    """Rewrite the ``README.md`` of a weights folder of either kind from its ``config.json``.
+
+    The card :func:`combine_channels` or :func:`dimfeat.weights.save_pretrained` writes
+    (:func:`dimfeat.card.model_card`), for a folder whose card was written by an older version;
+    run as ``python -m dimfeat.channels FOLDER [FOLDER ...]``.
+
+    Returns
+    -------
+    Path
+        The card written.
+    """
+    from dimfeat.card import model_card
+
+    card = Path(folder) / CARD_FILE
+    write_file(card, model_card(read_weights_config(folder)).encode())
+    return card
+
+
+if __name__ == "__main__":
+    import sys
+
+    for name in sys.argv[1:]:
+        print(f"wrote {write_model_card(name)}")

@@ -24,7 +24,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from dimfeat.channels import CHANNELS, TwoChannelConfig, channel_slice
+from dimfeat.channels import CHANNELS, TwoChannelConfig, TwoChannelEncoder, channel_slice
 from dimfeat.encoder import EncoderConfig
 from dimfeat.infomax import FALSE_SAMPLE_KINDS, OPTIONAL_FALSE_SAMPLE_KINDS
 from dimfeat.inputs import DISORDER_POLICIES, CrystalInputs, check_structures
@@ -32,7 +32,7 @@ from dimfeat.progress import progress_options
 from dimfeat.record import TrainingRecord
 from dimfeat.runtime import INFERENCE_BATCH_SIZE, EncoderRuntime, input_settings, shared_runtime
 from dimfeat.training import TrainingConfig, resolve_device, train_dim
-from dimfeat.training_config import setting_bounds
+from dimfeat.training_config import setting_bounds, settings_of_record
 from dimfeat.vector_cache import VectorCache, cache_context, cache_folder
 from dimfeat.weights import DEFAULT_WEIGHTS
 
@@ -88,6 +88,12 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         ``random_state`` (the paper's untrained baseline, or a start for training from scratch).
     epochs : int, default=0
         DIM training epochs run by :meth:`fit` on the structures it is given (``y`` is ignored).
+        Two-channel weights (:mod:`dimfeat.channels`) train channel by channel, each with the
+        objective its own training recorded (false samples, ``alpha``, ``beta``,
+        ``global_trains_local``, ...) and this featuriser's optimisation settings (``epochs``,
+        ``lr``, ``site_budget``, ``validation_fraction``, ``patience``, ``random_state``); the
+        objective parameters below must then keep their defaults, and a channel that records
+        no recipe is refused. ``checkpoint_dir`` then holds one folder per channel.
     device : str, default="auto"
         ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``;
         anything else (``"mps"``, ``"meta"``) is refused with a ``ValueError``.
@@ -158,7 +164,7 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
 
     Attributes
     ----------
-    encoder_ : SiteNetEncoder
+    encoder_ : SiteNetEncoder or TwoChannelEncoder
         The encoder, after :meth:`fit`. It is the fitted state of the parameters ``fit`` saw:
         after ``set_params`` of ``weights``, ``global_dim``, ``random_state``, ``epochs`` (or,
         with ``epochs > 0``, a training parameter) it is no longer used: with ``epochs=0`` the
@@ -166,7 +172,8 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         ``NotFittedError`` until ``fit`` is called again.
     history_ : list of dict
         Per-epoch training record (train/valid local and global DIM and KL losses, seconds);
-        empty when ``epochs=0``.
+        empty when ``epochs=0``. For two-channel weights, the records of the context channel's
+        epochs then the structure channel's, each with ``channel`` naming it.
     weights_config_ : dict
         ``config.json`` of the starting weights (``{}`` for ``weights=None``).
     n_features_out_ : int
@@ -368,11 +375,8 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
             )
         # training changes the encoder in place: a fresh one; otherwise the process's shared one
         runtime = self._initial_runtime() if self.epochs > 0 else self._shared_runtime()
-        if self.epochs > 0 and isinstance(runtime.encoder.config, TwoChannelConfig):
-            raise ValueError(
-                f"{self.weights!r} are two-channel weights, which fit does not train: train each "
-                "channel as single-channel weights and combine them (dimfeat combine-channels)"
-            )
+        if self.epochs > 0 and isinstance(runtime.encoder, TwoChannelEncoder):
+            self._channel_training_configs(runtime.config)  # refused here, before any work
         self.encoder_, self.weights_config_ = runtime.encoder, runtime.config
         self.__dict__.pop("_context", None)
         self.history_: list[dict] = []
@@ -542,28 +546,57 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
     def save_pretrained(self, folder: str, *, name: str | None = None) -> str:
         """Write the encoder as a weights folder (safetensors, config.json, model card).
 
-        The folder loads back with ``DeepInfoMaxFeaturizer(weights=folder)``.
+        The folder loads back with ``DeepInfoMaxFeaturizer(weights=folder)``. Two-channel
+        weights give a two-channel folder: after ``fit`` with ``epochs > 0`` each channel records
+        the training it was given (its settings and its part of ``history_``), otherwise the
+        channels keep the sources and training records of the starting weights.
         """
-        from dimfeat.weights import save_pretrained
+        from dimfeat.channels import save_weights
 
         runtime = self.get_runtime()
-        training = None
-        if self._fitted() and getattr(self, "history_", None):
+        start = None if self.weights is None else str(self.weights)
+        data = {"description": "structures passed to DeepInfoMaxFeaturizer.fit"}
+        trained = self._fitted() and bool(getattr(self, "history_", None))
+        sources = None
+        if isinstance(runtime.encoder, TwoChannelEncoder):
+            channels = runtime.config["channels"]
+            if trained:
+                configs = self._channel_training_configs(runtime.config)
+                training: Any = {
+                    c: TrainingRecord(
+                        settings=configs[c].to_dict(),
+                        history=[
+                            {k: v for k, v in h.items() if k != "channel"}
+                            for h in self.history_
+                            if h["channel"] == c
+                        ],
+                        start_weights=f"{start} ({c} channel)",
+                        data=data,
+                        note="DIM training continued by DeepInfoMaxFeaturizer.fit with the "
+                        "channel's recorded recipe",
+                    )
+                    for c in CHANNELS
+                }
+            else:
+                training = {c: (channels[c].get("source") or {}).get("training") for c in CHANNELS}
+                sources = {c: channels[c].get("source") or {} for c in CHANNELS}
+        elif trained:
             training = TrainingRecord(
                 settings=self._training_config().to_dict(),
                 history=self.history_,
-                start_weights=None if self.weights is None else str(self.weights),
-                data={"description": "structures passed to DeepInfoMaxFeaturizer.fit"},
+                start_weights=start,
+                data=data,
             )
         else:
             training = runtime.config.get("training")
         return str(
-            save_pretrained(
+            save_weights(
                 folder,
                 runtime.encoder,
                 inputs=runtime.inputs,
                 training=training,
                 name=name,
+                sources=sources,
             )
         )
 
@@ -762,16 +795,89 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
             **{name: getattr(self, name) for name in _TRAINING_PARAMS},
         )
 
+    def _channel_training_configs(self, weights_config: dict) -> dict[str, TrainingConfig]:
+        """The :class:`TrainingConfig` that continues each channel of two-channel weights.
+
+        The objective (every setting the DIM loss takes: false samples, ``alpha``, ``beta``,
+        ``global_trains_local``, ...) is the channel's own recorded recipe
+        (``channels.<name>.source.training.settings``); the optimisation settings are this
+        featuriser's (``epochs``, ``lr``, ``site_budget``, ``validation_fraction``,
+        ``patience``, ``random_state``), the rest their defaults (a constant learning rate).
+
+        Raises
+        ------
+        ValueError
+            For a channel without a recorded recipe, or an objective parameter of this
+            featuriser (``false_samples``, ``alpha``, ``beta``, ``composition_weight``) set
+            away from its default: one value cannot be both channels' recipe.
+        """
+        import inspect
+
+        defaults = inspect.signature(type(self).__init__).parameters
+        recipe = {f.name for f in dataclasses.fields(TrainingConfig) if f.metadata["loss"]}
+        if changed := [
+            name
+            for name in _TRAINING_PARAMS
+            if name in recipe
+            and tuple(np.atleast_1d(getattr(self, name)))
+            != tuple(np.atleast_1d(defaults[name].default))
+        ]:
+            raise ValueError(
+                f"{self.weights!r} are two-channel weights: fit continues each channel with its "
+                f"own recorded recipe, so the objective parameters {changed} cannot be set "
+                "(one value cannot be both channels' recipe); leave them at their defaults, or "
+                "train a channel as single-channel weights (dimfeat train) and combine the "
+                "channels (dimfeat combine-channels)"
+            )
+        mine = self._training_config()
+        configs = {}
+        for channel in CHANNELS:
+            record = (weights_config["channels"][channel].get("source") or {}).get("training")
+            settings = (record or {}).get("settings")
+            if not settings:
+                raise ValueError(
+                    f"the {channel} channel of {self.weights!r} records no training recipe "
+                    f"(channels.{channel}.source.training.settings), so fit cannot continue its "
+                    "training with it: train that channel as single-channel weights (dimfeat "
+                    "train) and combine the channels (dimfeat combine-channels)"
+                )
+            recorded = settings_of_record(settings)
+            configs[channel] = TrainingConfig(
+                **{k: v for k, v in recorded.items() if k in recipe},
+                epochs=mine.epochs,
+                seed=mine.seed,
+                **{name: getattr(mine, name) for name in _TRAINING_PARAMS if name not in recipe},
+            )
+        return configs
+
     def _train(self, inputs: list[CrystalInputs]) -> None:
-        self.history_, _ = train_dim(
-            self.encoder_,
-            inputs,
-            self._training_config(),
-            resolve_device(self.device),
-            max_primitive_sites=None,  # fit trains on every structure it is given
-            checkpoint_dir=self.checkpoint_dir,
-            progress=self.verbose,
-        )
+        device = resolve_device(self.device)
+        if not isinstance(self.encoder_, TwoChannelEncoder):
+            self.history_, _ = train_dim(
+                self.encoder_,
+                inputs,
+                self._training_config(),
+                device,
+                max_primitive_sites=None,  # fit trains on every structure it is given
+                checkpoint_dir=self.checkpoint_dir,
+                progress=self.verbose,
+            )
+            return
+        history = []
+        for channel, config in self._channel_training_configs(self.weights_config_).items():
+            records, _ = train_dim(
+                getattr(self.encoder_, channel),
+                inputs,
+                config,
+                device,
+                max_primitive_sites=None,
+                checkpoint_dir=None
+                if self.checkpoint_dir is None
+                else os.path.join(self.checkpoint_dir, channel),
+                progress=self.verbose,
+            )
+            history += [{"channel": channel, **record} for record in records]
+        self.history_ = history
 
 
 def _unwrap_entry(entry: Any) -> Any:

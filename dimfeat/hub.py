@@ -1,6 +1,7 @@
 """Hugging Face Hub I/O for weights folders: the only module that imports ``huggingface_hub``.
 
-It sits between the folder format (:mod:`dimfeat.weights_folder`, which it imports) and name
+It sits between the folder format (:mod:`dimfeat.weights_folder` and, for its verification of
+either kind of folder, :mod:`dimfeat.channels`, which it imports) and name
 resolution (:func:`dimfeat.weights.resolve_weights`, which imports it for Hub ids); it never
 imports :mod:`dimfeat.weights`.
 
@@ -19,7 +20,9 @@ into the snapshot). Every failure is raised as :class:`dimfeat.weights.WeightsEr
 repo and revision, what failed (the URL, the HTTP status, a server error, an unreachable network,
 the deadline) and what to do next; a server error is tried once more, no more, and a whole
 download has a deadline (:data:`DEADLINE_ENV`, :data:`DEFAULT_DEADLINE` seconds by default).
-Nothing downloaded is trusted here beyond that: :func:`dimfeat.weights.load_encoder` verifies it.
+Nothing downloaded is trusted here beyond that: :func:`dimfeat.channels.load_weights` verifies it
+(a single-channel folder as :func:`dimfeat.weights.load_encoder` does, a two-channel one channel
+by channel; the three files are the same for both kinds).
 
 Before the first request, the endpoint (or the proxy that applies to it) is probed with one DNS
 lookup and one TCP connection, bounded by ``HF_HUB_ETAG_TIMEOUT`` seconds: without a network, a
@@ -58,6 +61,7 @@ from huggingface_hub.utils import (
 )
 
 from dimfeat._version import __version__
+from dimfeat.channels import load_weights
 from dimfeat.weights_folder import (
     CARD_FILE,
     CONFIG_FILE,
@@ -67,7 +71,6 @@ from dimfeat.weights_folder import (
     MODEL_FILE,
     WEIGHTS_FILES,
     WeightsError,
-    load_encoder,
 )
 
 __all__ = [
@@ -594,7 +597,7 @@ def download_weights(
     -------
     folder : Path
         The snapshot folder of the resolved commit, holding the three files (verified later
-        by :func:`dimfeat.weights.load_encoder`).
+        by :func:`dimfeat.channels.load_weights`, for either kind of folder).
 
     Raises
     ------
@@ -663,13 +666,15 @@ def upload_folder(
 ) -> str:
     """Push a weights folder to a Hub model repo (created if needed); return the commit id.
 
-    The folder is verified first (:func:`dimfeat.weights.load_encoder`) and only its three
-    weights files are uploaded, in one commit to ``main``.
+    The folder is verified first (:func:`dimfeat.channels.load_weights`: a single-channel or a
+    two-channel folder) and only its three weights files are uploaded, in one commit to
+    ``main``.
 
     Parameters
     ----------
     folder : str or path
-        A folder written by :func:`dimfeat.weights.save_pretrained`.
+        A folder written by :func:`dimfeat.weights.save_pretrained`,
+        :func:`dimfeat.channels.combine_channels` or a ``save_pretrained`` method.
     repo_id : str
         ``"owner/name"`` (no revision).
     token : str, optional
@@ -691,7 +696,7 @@ def upload_folder(
     name, revision = parse_repo_spec(repo_id)
     if revision is not None:
         raise WeightsError(f"push to a repo id without a revision, not {repo_id!r}")
-    load_encoder(folder)  # never publish weights that dimfeat would refuse to load
+    load_weights(folder)  # never publish weights that dimfeat would refuse to load
     reason = unreachable_reason()
     if reason is not None:
         raise WeightsError(

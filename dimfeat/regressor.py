@@ -24,8 +24,7 @@ from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from dimfeat.channels import TwoChannelEncoder
-from dimfeat.encoder import EncoderConfig, SiteNetEncoder
+from dimfeat.channels import CHANNELS, TwoChannelEncoder, blank_encoder, config_from_dict
 from dimfeat.inputs import CrystalInputs
 from dimfeat.record import TrainingRecord
 from dimfeat.runtime import EncoderRuntime, input_settings, run_batches, seeded
@@ -92,7 +91,11 @@ class SiteNetRegressor(RegressorMixin, BaseEstimator):
     weights : str, path or None, default="sitenet-dim-mp36k"
         Starting encoder weights, resolved as for :class:`~dimfeat.DeepInfoMaxFeaturizer`: a
         bundled name, a local weights folder or a Hub id ``"owner/name@revision"``. ``None``:
-        random initialisation seeded by ``random_state``.
+        random initialisation seeded by ``random_state``. Two-channel weights
+        (:mod:`dimfeat.channels`) are fine-tuned whole: the head reads the concatenated vector
+        of both channels, and both encoders train end to end (``freeze_encoder``,
+        ``encoder_lr`` and ``head_warmup_epochs`` apply to both); the context channel reads no
+        distances, so it stays a function of the composition whatever the training.
     epochs : int, default=200
         Maximum passes over the training crystals; by default training stops earlier, after
         ``patience`` epochs without a better MAE on the held-out ``validation_fraction``.
@@ -149,8 +152,9 @@ class SiteNetRegressor(RegressorMixin, BaseEstimator):
 
     Attributes
     ----------
-    encoder_ : SiteNetEncoder
-        The fine-tuned encoder (best epoch), on the CPU.
+    encoder_ : SiteNetEncoder or TwoChannelEncoder
+        The fine-tuned encoder (best epoch), on the CPU; a
+        :class:`~dimfeat.channels.TwoChannelEncoder` for two-channel weights.
     head_ : torch.nn.Sequential
         The regression head (best epoch), on the CPU.
     y_mean_, y_scale_ : float
@@ -349,19 +353,26 @@ class SiteNetRegressor(RegressorMixin, BaseEstimator):
 
         The folder is a valid ``weights=`` source for this class and for
         :class:`~dimfeat.DeepInfoMaxFeaturizer` (e.g. to start from a model trained on another
-        property, as in the paper's Fig. 7).
+        property, as in the paper's Fig. 7). Two-channel starting weights give a two-channel
+        folder, each channel's training record naming the fine-tuning.
         """
-        from dimfeat.weights import save_pretrained
+        from dimfeat.channels import save_weights
 
         check_is_fitted(self)
-        training = TrainingRecord(
-            note=note or "supervised fine-tuning by SiteNetRegressor (labels were used)",
-            settings={k: v for k, v in self.get_params().items() if k != "weights"},
-            history=[],
-            start_weights=None if self.weights is None else str(self.weights),
-        )
+
+        def record(channel: str = "") -> TrainingRecord:
+            start = None if self.weights is None else str(self.weights)
+            return TrainingRecord(
+                note=note or "supervised fine-tuning by SiteNetRegressor (labels were used)",
+                settings={k: v for k, v in self.get_params().items() if k != "weights"},
+                history=[],
+                start_weights=f"{start} ({channel} channel)" if channel and start else start,
+            )
+
+        two = isinstance(self.encoder_, TwoChannelEncoder)
+        training = {c: record(c) for c in CHANNELS} if two else record()
         return str(
-            save_pretrained(
+            save_weights(
                 folder, self.encoder_, inputs=self._input_settings(), training=training, name=name
             )
         )
@@ -370,11 +381,6 @@ class SiteNetRegressor(RegressorMixin, BaseEstimator):
     def _initialize(self) -> None:
         """Starting encoder and a fresh head, seeded by ``random_state``."""
         runtime = EncoderRuntime.create(self.weights, seed=self.random_state)
-        if isinstance(runtime.encoder, TwoChannelEncoder):
-            raise ValueError(
-                f"{self.weights!r} are two-channel weights; SiteNetRegressor fine-tunes one "
-                "Site-Net encoder: pass one channel's single-channel weights"
-            )
         self.encoder_, self.weights_config_ = runtime.encoder, runtime.config
         with seeded(self.random_state):  # leave the caller's global torch RNG alone
             self.head_ = regression_head(self.encoder_.config.global_dim)
@@ -464,16 +470,8 @@ class SiteNetRegressor(RegressorMixin, BaseEstimator):
     def __setstate__(self, state: dict) -> None:
         encoder, head = state.get("encoder_"), state.get("head_")
         if isinstance(encoder, dict):
-            from dimfeat.elements import MAX_Z
-
-            config = EncoderConfig.from_dict(encoder["config"])
-            n_features = len(config.site_features)
-            module = SiteNetEncoder(  # buffers are overwritten by the state dict
-                config,
-                np.zeros(n_features),
-                np.ones(n_features),
-                raw_table=np.zeros((MAX_Z + 1, n_features)),
-            )
+            config = config_from_dict(encoder["config"])  # one encoder or two channels
+            module = blank_encoder(config)  # buffers are overwritten by the state dict
             module.load_state_dict(encoder["state_dict"])
             state["encoder_"] = module.eval()
             head_module = regression_head(config.global_dim)

@@ -52,6 +52,7 @@ __all__ = [
     "recipe_lines",
     "setting",
     "setting_bounds",
+    "settings_of_record",
 ]
 
 #: Share of the crystals given to training held out (at least 2) to select the best epoch: the
@@ -533,7 +534,7 @@ def recipe_lines(settings: dict) -> list[str]:
     A setting missing from an older record reads as its :attr:`TrainingConfig.ADDED_SETTINGS`
     value.
     """
-    full = {**TrainingConfig.ADDED_SETTINGS, **settings}
+    full = settings_of_record(settings)
     phrases: dict[str, list[str]] = {line: [] for line in CARD_LINES}
     for f in fields(TrainingConfig):
         phrase: Phrase | None = f.metadata["card"]
@@ -542,3 +543,16 @@ def recipe_lines(settings: dict) -> list[str]:
             if text is not None:
                 phrases[phrase.line].append(text)
     return [f"- {line}{''.join(parts)}." for line, parts in phrases.items() if parts]
+
+
+def settings_of_record(settings: dict) -> dict[str, Any]:
+    """The :class:`TrainingConfig` fields of settings recorded with trained weights.
+
+    A setting missing from an older record reads as its :attr:`TrainingConfig.ADDED_SETTINGS`
+    value (the behaviour of the versions that did not record it); keys that are not fields
+    (from a newer version) are left out. ``TrainingConfig(**settings_of_record(s))`` replays
+    the recorded recipe.
+    """
+    names = {f.name for f in fields(TrainingConfig)}
+    full = {**TrainingConfig.ADDED_SETTINGS, **settings}
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in full.items() if k in names}

@@ -217,6 +217,23 @@ def _quiet(*args: Any, **kwargs: Any) -> None:
     """``log`` on the ranks other than 0."""
 
 
+def _refuse_two_channel(weights: str) -> None:
+    """``dimfeat train`` trains one encoder with one recipe: two-channel starting weights are
+    refused (before any data is read), with the ways to train them."""
+    from dimfeat.channels import TWO_CHANNEL_ARCHITECTURE, read_weights_config
+    from dimfeat.weights import resolve_weights
+
+    if read_weights_config(resolve_weights(weights)).get("architecture") == (
+        TWO_CHANNEL_ARCHITECTURE
+    ):
+        raise ValueError(
+            f"--weights {weights!r} are two-channel weights, and dimfeat train trains one encoder "
+            "with one recipe: continue both channels, each with its recorded recipe, with "
+            "DeepInfoMaxFeaturizer(weights=..., epochs=N).fit(structures), or train a channel "
+            "from its single-channel folder and combine the channels (dimfeat combine-channels)"
+        )
+
+
 def train_weights(
     inputs: list[str],
     output: str | os.PathLike,
@@ -302,6 +319,8 @@ def train_weights(
     from dimfeat.weights import InputSettings, save_pretrained
 
     config = TrainingConfig() if config is None else config
+    if weights:
+        _refuse_two_channel(weights)
     defaults = InputSettings()
     max_atoms = defaults.max_atoms if max_atoms is None else max_atoms
     symprec = defaults.symprec if symprec is None else symprec

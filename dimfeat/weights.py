@@ -166,8 +166,9 @@ def weights_citations(weights: object) -> list[str]:
     if weights is None:
         return []
     from dimfeat.card import data_citations
+    from dimfeat.channels import read_weights_config  # either kind of folder
 
     try:
-        return data_citations(read_config(resolve_weights(weights, local_files_only=True)))
+        return data_citations(read_weights_config(resolve_weights(weights, local_files_only=True)))
     except Exception:  # not available here without a download: nothing to add
         return []

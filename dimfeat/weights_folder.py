@@ -82,6 +82,7 @@ __all__ = [
     "check_config",
     "check_model_size",
     "check_safetensors",
+    "encoder_files",
     "encoder_sha256",
     "load_encoder",
     "read_config",
@@ -644,6 +645,56 @@ def load_encoder(folder: str | Path) -> tuple[SiteNetEncoder, dict[str, Any]]:
 
 
 # -- writing ----------------------------------------------------------------------------------
+def encoder_files(
+    encoder: SiteNetEncoder,
+    *,
+    inputs: InputSettings | dict,
+    training: TrainingRecord | dict[str, Any] | None = None,
+    name: str,
+) -> tuple[bytes, dict[str, Any]]:
+    """The bytes of ``model.safetensors`` and the ``config.json`` of an encoder, in memory.
+
+    What :func:`save_pretrained` writes (and what a channel of a two-channel folder records,
+    :func:`dimfeat.channels.save_weights`); the arguments are those of :func:`save_pretrained`.
+
+    Returns
+    -------
+    model : bytes
+        The safetensors file.
+    config : dict
+        The config, with the file's ``sha256``, ``settings_sha256`` and ``settings_digests``.
+    """
+    from safetensors.torch import save
+
+    state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
+    model = save(state, metadata={"format": FORMAT})
+    settings = inputs if isinstance(inputs, dict) else inputs.__dict__
+    raw = (
+        encoder.element_features.cpu().double().numpy() * encoder.feature_std.cpu().double().numpy()
+        + encoder.feature_mean.cpu().double().numpy()
+    )
+    raw[0] = 0.0
+    config = {
+        "format": FORMAT,
+        "architecture": ARCHITECTURE,
+        "dimfeat_version": __version__,
+        "name": name,
+        "encoder": encoder.config.to_dict(),
+        "inputs": dict(settings),
+        "normalisation": {
+            "features": list(encoder.config.site_features),
+            "mean": encoder.feature_mean.cpu().tolist(),
+            "std": encoder.feature_std.cpu().tolist(),
+            "element_table": raw.tolist(),
+        },
+        "training": training.to_dict() if isinstance(training, TrainingRecord) else training,
+        "sha256": hashlib.sha256(model).hexdigest(),
+    }
+    config["settings_sha256"] = settings_sha256(config)
+    config["settings_digests"] = _settings_digests(config)
+    return model, config
+
+
 def save_pretrained(
     folder: str | Path,
     encoder: SiteNetEncoder,
@@ -661,6 +712,7 @@ def save_pretrained(
         records ``settings_sha256`` (the sha256 of :func:`vector_settings`) and a short digest
         of each setting, checked by :func:`read_config`.
     encoder : SiteNetEncoder
+        One encoder; :func:`dimfeat.channels.save_weights` writes a two-channel one too.
     inputs : InputSettings or dict
         ``max_atoms`` and ``symprec`` the encoder expects.
     training : TrainingRecord or dict, optional
@@ -674,40 +726,16 @@ def save_pretrained(
     -------
     folder : Path
     """
-    from safetensors.torch import save
-
     from dimfeat.card import model_card
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
+    model, config = encoder_files(
+        encoder, inputs=inputs, training=training, name=name or folder.name
+    )
     # safetensors' save_file creates owner-only (0600) files; bytes written with open() get
     # the permissions of any new file under the process umask, so the folder can be shared
-    write_file(folder / MODEL_FILE, save(state, metadata={"format": FORMAT}))
-    settings = inputs if isinstance(inputs, dict) else inputs.__dict__
-    raw = (
-        encoder.element_features.cpu().double().numpy() * encoder.feature_std.cpu().double().numpy()
-        + encoder.feature_mean.cpu().double().numpy()
-    )
-    raw[0] = 0.0
-    config = {
-        "format": FORMAT,
-        "architecture": ARCHITECTURE,
-        "dimfeat_version": __version__,
-        "name": name or folder.name,
-        "encoder": encoder.config.to_dict(),
-        "inputs": dict(settings),
-        "normalisation": {
-            "features": list(encoder.config.site_features),
-            "mean": encoder.feature_mean.cpu().tolist(),
-            "std": encoder.feature_std.cpu().tolist(),
-            "element_table": raw.tolist(),
-        },
-        "training": training.to_dict() if isinstance(training, TrainingRecord) else training,
-        "sha256": sha256_of(folder / MODEL_FILE),
-    }
-    config["settings_sha256"] = settings_sha256(config)
-    config["settings_digests"] = _settings_digests(config)
+    write_file(folder / MODEL_FILE, model)
     write_file(folder / CONFIG_FILE, (json.dumps(config, indent=1) + "\n").encode())
     write_file(folder / CARD_FILE, model_card(config).encode())
     return folder
@@ -744,7 +772,8 @@ def write_model_card(folder: str | Path) -> Path:
     Parameters
     ----------
     folder : path
-        A weights folder.
+        A single-channel weights folder (:func:`dimfeat.channels.write_model_card` rewrites
+        either kind).
 
     Returns
     -------

@@ -417,6 +417,41 @@ def test_push_to_hub_round_trip(fake_hub, tmp_path, structures, bundled_vectors)
     assert repo["refs"]["main"] == second
 
 
+def test_two_channel_folder_round_trip_through_the_hub(fake_hub, tmp_path, structures):
+    """A two-channel folder (the same three files, a config of another architecture) is pushed,
+    served, downloaded, verified channel by channel and gives the local folder's vectors."""
+    from dimfeat.channels import read_weights_config
+
+    local = Path(__file__).resolve().parents[1] / (
+        "benchmarks/results/archive/two-channel-screen-1/weights"
+    )
+    expected = DeepInfoMaxFeaturizer(weights=str(local), device="cpu").transform(structures)
+    commit = upload_folder(local, "acme/two-channel", token="hf_fake_write_token")
+    assert sorted(fake_hub.repos["acme/two-channel"]["commits"][commit]) == sorted(WEIGHTS_FILES)
+    spec = f"acme/two-channel@{commit}"
+    folder = download_weights(spec)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(WEIGHTS_FILES)
+    for name in WEIGHTS_FILES:  # byte for byte what was pushed
+        assert (folder / name).read_bytes() == (local / name).read_bytes(), name
+    assert read_weights_config(folder)["architecture"] == "sitenet-dim-two-channel"
+    X = DeepInfoMaxFeaturizer(weights=spec, device="cpu").transform(structures)
+    assert np.array_equal(X, expected)
+    structure = DeepInfoMaxFeaturizer(weights=spec, channel="structure", device="cpu")
+    assert np.array_equal(structure.transform(structures), expected[:, 64:])
+    # push_to_hub of a two-channel featuriser writes and pushes a two-channel folder
+    pushed = DeepInfoMaxFeaturizer(weights=spec, device="cpu").push_to_hub(
+        "acme/two-again", token="hf_fake_write_token"
+    )
+    again = DeepInfoMaxFeaturizer(weights=f"acme/two-again@{pushed}", device="cpu")
+    assert np.array_equal(again.transform(structures), expected)
+    # a tampered download is refused by the channel-by-channel checks
+    files = {name: (local / name).read_bytes() for name in WEIGHTS_FILES}
+    files["model.safetensors"] = files["model.safetensors"][:-4] + b"\x00\x00\x80\x7f"
+    bad = fake_hub.commit("acme/two-bad", files)
+    with pytest.raises(WeightsError, match="sha256"):
+        DeepInfoMaxFeaturizer(weights=f"acme/two-bad@{bad}", device="cpu").transform(structures)
+
+
 def test_upload_refuses_a_folder_that_does_not_verify(fake_hub, tmp_path):
     folder = tmp_path / "bad"
     shutil.copytree(resolve_weights(DEFAULT_WEIGHTS), folder)

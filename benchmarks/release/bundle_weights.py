@@ -9,10 +9,19 @@ card is generated from that record; nothing is edited by hand
 (``python -m dimfeat.weights_folder FOLDER`` rewrites the card of a folder from its
 ``config.json``, e.g. after the card's layout changes).
 
+With ``--structure-run`` it bundles two runs into one two-channel folder
+(:func:`bundle_two_channel`, the folder ``dimfeat combine-channels`` writes): RUN is the context
+channel's run, each channel's epoch is chosen on its own curve (``--curve``, ``--structure-curve``)
+or given (``--epoch``, ``--structure-epoch``), and each channel records its whole run and its
+selection curve, which the model card shows channel by channel.
+
 Usage::
 
     python -m benchmarks.release.bundle_weights .devcache/full/epochs weights/sitenet-dim-mp36k \
         [--epoch N] [--curve JSON] [--hardware "..."] [--data n_train=24271 ...]
+    python -m benchmarks.release.bundle_weights ctx_epochs weights/sitenet-dim-mp36k \
+        --structure-run str_epochs [--curve JSON] [--structure-curve JSON] \
+        [--epoch N] [--structure-epoch N] [--command ...] [--structure-command ...]
 """
 
 from __future__ import annotations
@@ -37,23 +46,17 @@ SELECTION = (
 )
 
 
-def bundle(
+def _chosen(
     run: Path,
-    out: Path,
-    epoch: int | None = None,
-    hardware: str | None = None,
-    data: dict | None = None,
-    command: str | None = None,
-    curve_path: Path | None = None,
-) -> Path:
-    """Write the chosen epoch of ``run`` to ``out`` (see the module docstring).
-
-    ``hardware`` and ``data`` fill in what a run started by an older ``dimfeat train`` did not
-    record in its per-epoch folders (the machine; the training and validation counts);
-    ``command`` replaces the recorded command (e.g. to drop local paths from the model card);
-    ``curve_path`` is the run's scores (default ``run/probe_curve.json``).
-    """
-    from dimfeat.weights import InputSettings, load_encoder, read_config, save_pretrained
+    epoch: int | None,
+    hardware: str | None,
+    data: dict | None,
+    command: str | None,
+    curve_path: Path | None,
+) -> tuple[Path, object, dict, dict]:
+    """The chosen epoch folder of ``run``, its encoder and config, and the training record of the
+    whole run (command, data, history up to the epoch, epochs run, the selection curve)."""
+    from dimfeat.weights import load_encoder, read_config
 
     record = json.loads((curve_path or run / "probe_curve.json").read_text())
     curve = record["curve"]
@@ -90,6 +93,28 @@ def bundle(
     if command:
         training["command"] = command
     training["data"] = {**(data or {}), **training.get("data", {})}
+    return run / name, encoder, config, training
+
+
+def bundle(
+    run: Path,
+    out: Path,
+    epoch: int | None = None,
+    hardware: str | None = None,
+    data: dict | None = None,
+    command: str | None = None,
+    curve_path: Path | None = None,
+) -> Path:
+    """Write the chosen epoch of ``run`` to ``out`` (see the module docstring).
+
+    ``hardware`` and ``data`` fill in what a run started by an older ``dimfeat train`` did not
+    record in its per-epoch folders (the machine; the training and validation counts);
+    ``command`` replaces the recorded command (e.g. to drop local paths from the model card);
+    ``curve_path`` is the run's scores (default ``run/probe_curve.json``).
+    """
+    from dimfeat.weights import InputSettings, save_pretrained
+
+    source, encoder, config, training = _chosen(run, epoch, hardware, data, command, curve_path)
     folder = save_pretrained(
         out,
         encoder,
@@ -97,13 +122,65 @@ def bundle(
         training=training,
         name=out.name,
     )
-    print(f"wrote {folder} from {run / name}")
+    print(f"wrote {folder} from {source}")
+    return folder
+
+
+def bundle_two_channel(
+    context_run: Path,
+    structure_run: Path,
+    out: Path,
+    *,
+    context_epoch: int | None = None,
+    structure_epoch: int | None = None,
+    context_curve: Path | None = None,
+    structure_curve: Path | None = None,
+    hardware: str | None = None,
+    data: dict | None = None,
+    context_command: str | None = None,
+    structure_command: str | None = None,
+) -> Path:
+    """Write a two-channel folder from the chosen epochs of a context run and a structure run.
+
+    Each channel is chosen and recorded as :func:`bundle` records a single-channel run (its
+    epoch by :func:`benchmarks.release.probe_curve.choose` on its own curve, or the one given;
+    its whole run's history, epochs run and selection curve under
+    ``channels.<name>.source.training``), and the folder is the one ``dimfeat
+    combine-channels`` writes from the two epoch folders, with the model card of both
+    channels' records. ``hardware`` and ``data`` apply to both runs.
+    """
+    from dimfeat.channels import TwoChannelEncoder, save_weights
+    from dimfeat.weights import InputSettings
+
+    chosen = {
+        "context": _chosen(
+            context_run, context_epoch, hardware, data, context_command, context_curve
+        ),
+        "structure": _chosen(
+            structure_run, structure_epoch, hardware, data, structure_command, structure_curve
+        ),
+    }
+    inputs = {c: chosen[c][2].get("inputs") or {} for c in chosen}
+    if inputs["context"] != inputs["structure"]:
+        raise SystemExit(f"the runs used different input settings: {inputs}")
+    folder = save_weights(
+        out,
+        TwoChannelEncoder(chosen["context"][1], chosen["structure"][1]),
+        inputs=InputSettings(**inputs["context"]),
+        training={c: chosen[c][3] for c in chosen},
+        name=out.name,
+        sources={
+            c: {"folder": f"{path.parent.name}/{path.name}", "name": config.get("name")}
+            for c, (path, _, config, _) in chosen.items()
+        },
+    )
+    print(f"wrote {folder} from {chosen['context'][0]} and {chosen['structure'][0]}")
     return folder
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run", type=Path)
+    parser.add_argument("run", type=Path, help="the run (with --structure-run: the context run)")
     parser.add_argument("out", type=Path)
     parser.add_argument("--epoch", type=int, default=None)
     parser.add_argument("--hardware", default=None)
@@ -112,9 +189,31 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--data", action="append", default=[], metavar="KEY=JSON", help="data facts to record"
     )
+    two = parser.add_argument_group(
+        "two channels", "bundle RUN (the context channel) with a structure channel's run"
+    )
+    two.add_argument("--structure-run", type=Path, default=None)
+    two.add_argument("--structure-epoch", type=int, default=None)
+    two.add_argument("--structure-curve", type=Path, default=None)
+    two.add_argument("--structure-command", default=None)
     args = parser.parse_args(argv)
     data = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.data)}
-    bundle(args.run, args.out, args.epoch, args.hardware, data, args.command, args.curve)
+    if args.structure_run is None:
+        bundle(args.run, args.out, args.epoch, args.hardware, data, args.command, args.curve)
+        return
+    bundle_two_channel(
+        args.run,
+        args.structure_run,
+        args.out,
+        context_epoch=args.epoch,
+        structure_epoch=args.structure_epoch,
+        context_curve=args.curve,
+        structure_curve=args.structure_curve,
+        hardware=args.hardware,
+        data=data,
+        context_command=args.command,
+        structure_command=args.structure_command,
+    )
 
 
 if __name__ == "__main__":
