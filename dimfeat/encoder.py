@@ -16,7 +16,9 @@ objective calls on a detached tensor so that the global loss never trains the lo
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -33,6 +35,7 @@ __all__ = [
     "EncoderConfig",
     "GaussianBasis",
     "SiteNetEncoder",
+    "composition_memo",
     "mlp",
 ]
 
@@ -49,8 +52,12 @@ DISTANCE_INPUTS = ("distances", "none")
 #: (docs/reliability.md).
 CHUNK_PAIRS = 16_384
 #: Compositions per block of a context encoder (``distance_input="none"``): every block has
-#: this many rows (padded), so a composition's vector does not depend on the rest of the call.
+#: this many rows (padded), and species padded to a multiple of :data:`COMPOSITION_WIDTH` set
+#: by the composition itself, so a composition's vector does not depend on the rest of the call.
 COMPOSITION_BLOCK = 32
+#: Species of a composition are padded to a multiple of this many (see
+#: :data:`COMPOSITION_BLOCK`).
+COMPOSITION_WIDTH = 8
 
 
 @dataclass(frozen=True)
@@ -277,6 +284,8 @@ class SiteNetEncoder(nn.Module):
         self.postpool = mlp([config.prepool_hidden[-1], *config.postpool_hidden])
         self.global_mu = nn.Linear(config.postpool_hidden[-1], config.global_dim)
         self.global_logvar = nn.Linear(config.postpool_hidden[-1], config.global_dim)
+        #: Within :func:`composition_memo`: what a context encoder has computed in this call.
+        self._memo: _CompositionMemo | None = None
 
     # -- local part ---------------------------------------------------------------------------
     def expand_distances(self, distances: torch.Tensor) -> torch.Tensor:
@@ -374,13 +383,42 @@ class SiteNetEncoder(nn.Module):
         pooled = self.postpool(total / count.clamp_min(1).unsqueeze(1))
         return self.global_mu(pooled), self.global_logvar(pooled)
 
-    def encode_composition(self, species: torch.Tensor, fractions: torch.Tensor) -> torch.Tensor:
+    def pair_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attention logits and values of every pair of elements, for ``distance_input="none"``.
+
+        Without distances a bond ``[x_i, x_j]`` depends on the two species alone, so the
+        attention and value MLPs need running once per pair of elements, not once per bond.
+        The tables always have the same shape, so they are a function of the weights alone.
+
+        Returns
+        -------
+        logits : FloatTensor (Z, Z)
+            Attention logit of site species ``i`` (row) for neighbour species ``j`` (column),
+            ``Z`` the rows of the element table (row 0: padding).
+        values : FloatTensor (Z, Z, env_dim)
+        """
+        if self.distance_embedding is not None:
+            raise ValueError("pair_tables needs an encoder with distance_input='none'")
+        elements = self.site_embedding(self.element_features)  # (Z, d)
+        n = elements.shape[0]
+        partners = torch.arange(n, device=elements.device).expand(n, n)  # row i: every j
+        logits = _bond_mlp(self.attention, elements, elements, partners, None).squeeze(-1)
+        values = _bond_mlp(self.values, elements, elements, partners, None)
+        return logits, values
+
+    def encode_composition(
+        self,
+        species: torch.Tensor,
+        fractions: torch.Tensor,
+        tables: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """Crystal vectors of compositions, for ``distance_input="none"``.
 
         The same function as :meth:`encode_local` then :meth:`encode_global` over a supercell
         that holds the species in these proportions: the softmax over the supercell's atoms
         becomes one over species with ``log(fraction)`` added to the logits, and the pooling a
-        mean weighted by the fractions.
+        mean weighted by the fractions. The bonds' attention logits and values are looked up in
+        :meth:`pair_tables`.
 
         Parameters
         ----------
@@ -388,6 +426,8 @@ class SiteNetEncoder(nn.Module):
             Atomic numbers of each composition's species, padded with 0.
         fractions : FloatTensor (U, K)
             Atom fraction of each species (0 for padding); each row sums to 1.
+        tables : tuple of FloatTensor, optional
+            :meth:`pair_tables` when the caller has them already (computed here otherwise).
 
         Returns
         -------
@@ -395,16 +435,16 @@ class SiteNetEncoder(nn.Module):
         """
         if self.distance_embedding is not None:
             raise ValueError("encode_composition needs an encoder with distance_input='none'")
-        elements = self.site_embedding(self.element_features)  # (Z, d)
+        logit_table, value_table = self.pair_tables() if tables is None else tables
         u, k = species.shape
-        flat = species.reshape(-1)  # (U K,)
+        flat = species.reshape(-1, 1)  # (U K, 1): the species i of each row
         partners = species.repeat_interleave(k, dim=0)  # (U K, K): the species j of each i
-        logits = _bond_mlp(self.attention, elements[flat], elements, partners, None).squeeze(-1)
+        logits = logit_table[flat, partners]
         weight_j = fractions.repeat_interleave(k, dim=0)
         logits = logits + torch.log(weight_j.clamp_min(1e-30))
         logits = logits.masked_fill(weight_j <= 0, torch.finfo(logits.dtype).min)
         attention = torch.softmax(logits, dim=-1)
-        values = _bond_mlp(self.values, elements[flat], elements, partners, None)
+        values = value_table[flat, partners]  # (U K, K, env_dim)
         environment = torch.einsum("sm,smd->sd", attention, values)
         h = self.prepool(self.local_mu(environment)).float().reshape(u, k, -1)
         pooled = self.postpool(torch.einsum("uk,ukd->ud", fractions.float(), h))
@@ -442,48 +482,121 @@ class SiteNetEncoder(nn.Module):
 
         The composition of a crystal is read from its unique sites and their counts
         (``site_weight``), reduced by the greatest common divisor; fractions are ``n / N``
-        rounded once, so equal compositions give equal inputs, and equal outputs.
+        rounded once, so equal compositions give equal inputs, and equal outputs. Within
+        :func:`composition_memo` the pair tables and the vector of each composition are
+        computed once for the whole call.
         """
-        species = batch.site_species.cpu().numpy()
-        crystal = batch.crystal_index.cpu().numpy()
-        if batch.site_weight is None:
-            weight = np.ones(len(species), dtype=np.int64)
-        else:
-            weight = np.rint(batch.site_weight.cpu().numpy()).astype(np.int64)
-        keys: dict[tuple, int] = {}
-        which = np.empty(batch.n_crystals, dtype=np.int64)
-        for c in range(batch.n_crystals):
-            rows = crystal == c
-            zs, inverse = np.unique(species[rows], return_inverse=True)
-            counts = np.bincount(inverse, weights=weight[rows]).astype(np.int64)
-            counts //= np.gcd.reduce(counts)
-            key = tuple(zip(zs.tolist(), counts.tolist(), strict=True))
-            which[c] = keys.setdefault(key, len(keys))
-        # Fixed shapes (blocks of COMPOSITION_BLOCK rows, species padded to a multiple of 8):
-        # a composition's vector must not depend on what else is in the call, and floating
-        # point sums do depend on the shapes they run over.
-        width = -(-max(len(key) for key in keys) // 8) * 8
-        rows = -(-len(keys) // COMPOSITION_BLOCK) * COMPOSITION_BLOCK
-        z = np.ones((rows, width), dtype=np.int64)  # padding rows: pure hydrogen
-        f = np.zeros((rows, width), dtype=np.float64)
-        f[:, 0] = 1.0
-        for key, u in keys.items():
-            total = sum(n for _, n in key)
-            z[u] = 0
-            f[u] = 0.0
-            for j, (zj, n) in enumerate(key):
-                z[u, j], f[u, j] = zj, n / total
-        device = batch.site_species.device
-        z_t, f_t = torch.from_numpy(z).to(device), torch.from_numpy(f).float().to(device)
-        vectors = torch.cat(
-            [
-                self.encode_composition(
-                    z_t[start : start + COMPOSITION_BLOCK], f_t[start : start + COMPOSITION_BLOCK]
-                )
-                for start in range(0, rows, COMPOSITION_BLOCK)
-            ]
-        )
-        return vectors[torch.from_numpy(which).to(device)]
+        memo = self._memo  # read once: another thread may close the scope meanwhile
+        keys = _composition_keys(batch, len(self.element_features))
+        distinct = list(dict.fromkeys(keys))
+        known = {} if memo is None else memo.vectors
+        todo = [key for key in distinct if key not in known]
+        if todo:
+            if memo is None:
+                tables = self.pair_tables()
+            else:
+                if memo.tables is None:
+                    memo.tables = self.pair_tables()
+                tables = memo.tables
+            found = self._encode_keys(todo, tables, batch.site_species.device)
+            if memo is not None:
+                memo.vectors.update(found)
+            known = {**known, **found} if memo is None else memo.vectors
+        rows = torch.stack([known[key] for key in distinct])
+        position = {key: u for u, key in enumerate(distinct)}
+        which = torch.tensor([position[key] for key in keys], device=rows.device)
+        return rows[which]
+
+    def _encode_keys(
+        self, keys: list[tuple], tables: tuple[torch.Tensor, torch.Tensor], device: torch.device
+    ) -> dict[tuple, torch.Tensor]:
+        """Vectors of reduced compositions ``((Z, n), ...)``, in fixed-shape blocks.
+
+        Each composition goes into a block of :data:`COMPOSITION_BLOCK` rows and species
+        padded to a multiple of :data:`COMPOSITION_WIDTH` set by its own species count: floating
+        point sums depend on the shapes they run over, and a composition's vector must not
+        depend on what else is in the call.
+        """
+        by_width: dict[int, list[tuple]] = {}
+        for key in keys:
+            width = -(-len(key) // COMPOSITION_WIDTH) * COMPOSITION_WIDTH
+            by_width.setdefault(width, []).append(key)
+        out: dict[tuple, torch.Tensor] = {}
+        for width, group in by_width.items():
+            rows = -(-len(group) // COMPOSITION_BLOCK) * COMPOSITION_BLOCK
+            z = np.ones((rows, width), dtype=np.int64)  # padding rows: pure hydrogen
+            f = np.zeros((rows, width), dtype=np.float64)
+            f[:, 0] = 1.0
+            for u, key in enumerate(group):
+                total = sum(n for _, n in key)
+                z[u] = 0
+                f[u] = 0.0
+                for j, (zj, n) in enumerate(key):
+                    z[u, j], f[u, j] = zj, n / total
+            z_t, f_t = torch.from_numpy(z).to(device), torch.from_numpy(f).float().to(device)
+            for start in range(0, rows, COMPOSITION_BLOCK):
+                block = slice(start, start + COMPOSITION_BLOCK)
+                vectors = self.encode_composition(z_t[block], f_t[block], tables)
+                for u, key in enumerate(group[block]):
+                    out[key] = vectors[u]
+        return out
+
+
+class _CompositionMemo:
+    """What a context encoder computed within one :func:`composition_memo` scope."""
+
+    def __init__(self) -> None:
+        self.tables: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.vectors: dict[tuple, torch.Tensor] = {}
+
+
+@contextlib.contextmanager
+def composition_memo(module: nn.Module) -> Iterator[None]:
+    """Within this block, every context encoder (``distance_input="none"``) in ``module``
+    computes its pair tables and the vector of each distinct composition once, however many
+    batches it sees: the same vectors, bit for bit, as without the block.
+
+    The encoder's weights must not change inside the block (inference only). A block inside
+    another one for the same encoder uses the outer one's memo.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        A :class:`SiteNetEncoder`, or a module holding some (a two-channel encoder).
+    """
+    opened = [
+        m
+        for m in module.modules()
+        if isinstance(m, SiteNetEncoder) and m.distance_embedding is None and m._memo is None
+    ]
+    for m in opened:
+        m._memo = _CompositionMemo()
+    try:
+        yield
+    finally:
+        for m in opened:
+            m._memo = None
+
+
+def _composition_keys(batch: Batch, n_elements: int) -> list[tuple]:
+    """Each crystal's reduced composition ``((Z, n), ...)`` (species ascending), read from its
+    unique sites and their counts (``site_weight``), divided by their greatest common divisor."""
+    species = batch.site_species.cpu().numpy().astype(np.int64)
+    crystal = batch.crystal_index.cpu().numpy().astype(np.int64)
+    if batch.site_weight is None:
+        weight = np.ones(len(species), dtype=np.int64)
+    else:
+        weight = np.rint(batch.site_weight.cpu().numpy()).astype(np.int64)
+    pairs, inverse = np.unique(crystal * n_elements + species, return_inverse=True)
+    counts = np.bincount(inverse.reshape(-1), weights=weight).astype(np.int64)
+    owner = pairs // n_elements
+    starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+    if len(starts) != batch.n_crystals:
+        raise ValueError(f"{batch.n_crystals - len(starts)} crystal(s) of the batch have no sites")
+    counts //= np.repeat(np.gcd.reduceat(counts, starts), np.diff(np.r_[starts, len(counts)]))
+    zs, ns = (pairs % n_elements).tolist(), counts.tolist()
+    bounds = [*starts.tolist(), len(zs)]
+    return [tuple(zip(zs[a:b], ns[a:b], strict=True)) for a, b in itertools.pairwise(bounds)]
 
 
 def _bond_mlp(

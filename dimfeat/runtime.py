@@ -32,7 +32,7 @@ import torch
 
 from dimfeat import fingerprint
 from dimfeat.channels import load_weights
-from dimfeat.encoder import EncoderConfig, SiteNetEncoder
+from dimfeat.encoder import EncoderConfig, SiteNetEncoder, composition_memo
 from dimfeat.inputs import (
     Batch,
     CrystalInputs,
@@ -503,7 +503,8 @@ class EncoderRuntime:
         first = next(encoder.parameters(), None)
         if encoder.training or (first is not None and first.device != _full_device(device)):
             encoder = encoder.to(device).eval()  # (moving costs milliseconds: only when needed)
-        return run_batches(inputs, encoder, self.n_features, device=device, **options)
+        with composition_memo(encoder):  # a context channel: each composition once per call
+            return run_batches(inputs, encoder, self.n_features, device=device, **options)
 
 
 def _full_device(device: torch.device) -> torch.device:

@@ -3,6 +3,14 @@
 Usage: python -m benchmarks.perf.throughput [--n 1000] [--n-ofm 100] [--sets sample mp36k-test]
 [--baseline REV] [--json PATH]
 
+Several weights side by side: python -m benchmarks.perf.throughput --weights A B ... [--sets ...]
+[--n ...] [--repeats 3] [--n-jobs 1 2] [--json PATH]; ``--quick`` is ``--sets mp36k-test --n 300``.
+Only DIM ``transform`` is timed then: each call of each weights in a fresh interpreter of its
+own (warmed up as below), the weights taking turns ``--repeats`` times so that all see the same
+load; it prints each weights' median structures/s and the median of its paired ratios to the
+first weights, and writes them to ``--json`` (default ``benchmarks/results/perf/
+throughput_weights.json``). ``A``: a bundled name, a weights folder or a Hub id.
+
 Two sets of ``--n`` structures, each measured in a fresh interpreter of its own (after the
 sample's XRD and OFM runs, one process encoded the whole-split set at half speed):
 
@@ -83,11 +91,15 @@ def load_set(name: str, n: int) -> list:
     return list(load_cgcnn(MP36K, ids=drawn)["structure"])
 
 
-def dim_rates(structures, repeats: int) -> dict[str, list[float]]:
-    """DIM ``transform`` rates with n_jobs=1 and 2, ``repeats`` calls each after warm-ups."""
+def dim_rates(
+    structures, repeats: int, weights: str | None = None, n_jobs_list: tuple[int, ...] = (1, 2)
+) -> dict[str, list[float]]:
+    """DIM ``transform`` rates with each of ``n_jobs_list``, ``repeats`` calls each after
+    warm-ups, with ``weights`` (default: the bundled weights)."""
     out = {}
-    for n_jobs in (1, 2):
-        featurizer = DeepInfoMaxFeaturizer(device="cpu", n_jobs=n_jobs)
+    options = {} if weights is None else {"weights": weights}
+    for n_jobs in n_jobs_list:
+        featurizer = DeepInfoMaxFeaturizer(device="cpu", n_jobs=n_jobs, **options)
         featurizer.transform(structures[:100])  # loads the weights
         featurizer.transform(structures[:200])  # > 64 structures: starts the joblib workers
         seconds = [time_transform(featurizer, structures) for _ in range(repeats)]
@@ -96,12 +108,22 @@ def dim_rates(structures, repeats: int) -> dict[str, list[float]]:
 
 
 def baseline_rates(
-    revision_tree: Path, name: str, n: int, vectors: Path | None = None
+    revision_tree: Path | None,
+    name: str,
+    n: int,
+    vectors: Path | None = None,
+    weights: str | None = None,
+    n_jobs_list: tuple[int, ...] = (1, 2),
 ) -> dict[str, list[float]]:
-    """One :func:`dim_rates` call each with the dimfeat of ``revision_tree``, in a fresh
-    interpreter; with ``vectors``, it also saves its ``transform`` output there (``.npy``)."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(revision_tree), str(ROOT)]))
+    """One :func:`dim_rates` call each in a fresh interpreter, with the dimfeat of
+    ``revision_tree`` (``None``: this checkout's) and ``weights``; with ``vectors``, it also
+    saves its ``transform`` output there (``.npy``)."""
+    path = [str(ROOT)] if revision_tree is None else [str(revision_tree), str(ROOT)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
     command = [sys.executable, str(Path(__file__).resolve()), "--child", name, "--n", str(n)]
+    command += ["--n-jobs", *map(str, n_jobs_list)]
+    if weights is not None:
+        command += ["--weights", weights]
     if vectors is not None:
         command += ["--vectors", str(vectors)]
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
@@ -271,6 +293,39 @@ def measure(name: str, structures: list, n_ofm: int, repeats: int, base: Path | 
     return out
 
 
+def compare_weights(
+    weights: list[str], name: str, n: int, repeats: int, n_jobs_list: tuple[int, ...]
+) -> dict:
+    """:func:`dim_rates` of each of ``weights`` on one set, each call in a fresh interpreter,
+    the weights taking turns ``repeats`` times: medians, spread and paired ratios to the first."""
+    import statistics
+
+    runs: dict[str, dict[str, list[float]]] = {w: {} for w in weights}
+    for _ in range(repeats):
+        for w in weights:
+            for key, values in baseline_rates(None, name, n, None, w, n_jobs_list).items():
+                runs[w].setdefault(key, []).extend(values)
+    first = runs[weights[0]]
+    out: dict = {}
+    for w in weights:
+        out[w] = {
+            "runs": runs[w],
+            "median": {k: statistics.median(v) for k, v in runs[w].items()},
+            "paired_ratio_to_first_median": {
+                k: statistics.median(a / b for a, b in zip(v, first[k], strict=True))
+                for k, v in runs[w].items()
+            },
+        }
+        for key, values in runs[w].items():
+            ratio = out[w]["paired_ratio_to_first_median"][key]
+            print(
+                f"{name} {key[4:]} {w}: {statistics.median(values):8.1f} structures/s "
+                f"(min {min(values):.1f}, max {max(values):.1f}, {len(values)} calls); "
+                f"{ratio:.3f}x the first"
+            )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1000, help="structures per set")
@@ -278,7 +333,10 @@ def main() -> None:
     parser.add_argument("--sets", nargs="+", default=["sample", "mp36k-test"])
     parser.add_argument("--repeats", type=int, default=3, help="DIM calls per setting (median)")
     parser.add_argument("--baseline", help="git revision to compare DIM with (e.g. main)")
-    parser.add_argument("--json", default=str(RESULTS / "perf" / "throughput.json"))
+    parser.add_argument("--json", help="result file (default: benchmarks/results/perf/...)")
+    parser.add_argument("--weights", nargs="+", help="time only DIM, with each of these weights")
+    parser.add_argument("--n-jobs", nargs="+", type=int, default=[1, 2], help="with --weights")
+    parser.add_argument("--quick", action="store_true", help="--sets mp36k-test --n 300")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--vectors", help=argparse.SUPPRESS)
     parser.add_argument("--set-child", help=argparse.SUPPRESS)
@@ -286,6 +344,8 @@ def main() -> None:
     parser.add_argument("--baseline-tree", help=argparse.SUPPRESS)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
+    if args.quick:
+        args.sets, args.n = ["mp36k-test"], 300
     if args.set_child:  # one set, measured in an interpreter of its own
         try:
             structures = load_set(args.set_child, args.n)
@@ -298,12 +358,30 @@ def main() -> None:
         return
     if args.child:  # a baseline interpreter: DIM rates only, as one JSON line
         structures = load_set(args.child, args.n)
-        rates = dim_rates(structures, 1)
+        weights = args.weights[0] if args.weights else None
+        rates = dim_rates(structures, 1, weights, tuple(args.n_jobs))
         if args.vectors:
             import numpy as np
 
             np.save(args.vectors, DeepInfoMaxFeaturizer(device="cpu").transform(structures))
         print(json.dumps(rates))
+        return
+    if args.weights:  # several weights, DIM transform only
+        info = machine(None)
+        load_start = os.getloadavg()
+        print(f"{info['cpu']}, {info['cores']} cores, torch {info['torch']}")
+        sets = {
+            name: compare_weights(args.weights, name, args.n, args.repeats, tuple(args.n_jobs))
+            for name in args.sets
+        }
+        path = args.json or str(RESULTS / "perf" / "throughput_weights.json")
+        write_json(path, {
+            "benchmark": "DIM transform throughput of several weights, structures per second",
+            "weights": args.weights, "n_structures": args.n, "repeats": args.repeats,
+            "machine": info, "load_average_start": list(load_start),
+            "load_average_end": list(os.getloadavg()), "sets": sets,
+        })  # fmt: skip
+        print(f"wrote {path}")
         return
 
     info = machine("cuda" if torch.cuda.is_available() else None)
@@ -353,8 +431,9 @@ def main() -> None:
             "of matminer."
         ),
     }
-    write_json(args.json, out)
-    print(f"wrote {args.json}")
+    path = args.json or str(RESULTS / "perf" / "throughput.json")
+    write_json(path, out)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
