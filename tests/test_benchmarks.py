@@ -651,3 +651,25 @@ def test_probe_curve_scores_a_run_beside_other_weights(tmp_path, monkeypatch):
     assert record["beside"] == "CTX" and record["beside_sha256"] == "key-CTX"
     with pytest.raises(SystemExit, match="beside 'CTX', not None"):
         probe_curve.run(run, out)
+
+
+def test_probe_curve_choice_by_geometry_floors():
+    """With floors, an epoch keeps the geometry when its separation and rankings reach them
+    (not the untrained encoder's rankings) and the prototype distances are kept; the best probe
+    among those is chosen, and without floors the rule falls back to the probe alone."""
+    from benchmarks.release.probe_curve import GEOMETRY_FLOORS, KEPT_PROTOTYPES, choose
+
+    def entry(probe, separation, ridge, mlp, prototype=10.0):
+        geometry = {"separation": separation, "ranking_ridge": ridge, "ranking_mlp": mlp}
+        geometry["prototypes"] = dict.fromkeys(KEPT_PROTOTYPES, prototype)
+        return {"relative_probe": probe, "probe": {"c": probe}, "geometry": geometry}
+
+    curve = {
+        "epoch-000": entry(1.0, 0.13, 0.80, 0.66, prototype=4.0),
+        "epoch-001": entry(0.94, 0.23, 0.56, 0.56),  # best probe, rankings below the floors
+        "epoch-002": entry(0.96, 0.28, 0.75, 0.64),  # meets every floor
+        "epoch-003": entry(0.95, 0.30, 0.80, 0.70, prototype=3.0),  # loses a prototype
+        "epoch-004": entry(0.99, 0.31, 0.82, 0.64),  # meets every floor, worse probe
+    }
+    assert choose(curve) == "epoch-001"
+    assert choose(curve, GEOMETRY_FLOORS) == "epoch-002"

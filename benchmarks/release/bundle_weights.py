@@ -44,6 +44,13 @@ SELECTION = (
     "encoder's in any cell; when no epoch passes every cell, the best probe among those that "
     "keep the geometry; when none keeps it, the best probe."
 )
+SELECTION_BESIDE = (
+    "This channel's epochs were scored as the two-channel vector each makes beside the context "
+    "channel ({beside}), epoch 0 being the untrained encoder beside it. An epoch keeps the "
+    "geometry when {floors} on the train families and the two prototype distances are not "
+    "below the untrained encoder's; among those, the best probe (every cell not above the "
+    "untrained encoder's where any epoch manages it)."
+)
 
 
 def _chosen(
@@ -60,7 +67,15 @@ def _chosen(
 
     record = json.loads((curve_path or run / "probe_curve.json").read_text())
     curve = record["curve"]
-    name = f"epoch-{epoch:03d}" if epoch is not None else probe_curve.choose(curve)
+    floors = record.get("floors")
+    name = f"epoch-{epoch:03d}" if epoch is not None else probe_curve.choose(curve, floors)
+    description = SELECTION
+    if record.get("beside"):
+        description = SELECTION_BESIDE.format(
+            beside=Path(record["beside"]).name,
+            floors=" and ".join(f"{k} >= {v}" for k, v in (floors or {}).items())
+            or "both rankings are not below the untrained encoder's",
+        )
     if curve.get(name, {}).get("sha256") != read_config(run / name)["sha256"]:
         raise SystemExit(f"{run / name} is not the folder that was scored; rescore the run")
     encoder, config = load_encoder(run / name)
@@ -75,7 +90,7 @@ def _chosen(
         selection={
             "epoch": int(name[6:]),
             "criterion": "train-split probe and polymorph scores",
-            "description": SELECTION,
+            "description": description,
             "curve": {
                 str(int(k[6:])): {
                     "relative_probe": v["relative_probe"],

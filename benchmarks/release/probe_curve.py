@@ -149,6 +149,11 @@ def geometry_kept(scores: dict, base: dict) -> bool:
     g, b = scores["geometry"], base["geometry"]
     if g["ranking_ridge"] < b["ranking_ridge"] or g["ranking_mlp"] < b["ranking_mlp"]:
         return False
+    return _prototypes_kept(scores, base)
+
+
+def _prototypes_kept(scores: dict, base: dict) -> bool:
+    g, b = scores["geometry"], base["geometry"]
     if "prototypes" in g and "prototypes" in b:
         return all(g["prototypes"][k] >= b["prototypes"][k] for k in KEPT_PROTOTYPES)
     return True
@@ -159,7 +164,17 @@ def probe_kept(scores: dict, base: dict) -> bool:
     return all(scores["probe"][k] <= base["probe"][k] for k in base["probe"])
 
 
-def choose(curve: dict) -> str:
+#: Geometry floors of :func:`choose` with ``floors=True``: separation and both polymorph
+#: rankings on the train families (the targets a two-channel vector is held to).
+GEOMETRY_FLOORS = {"separation": 0.15, "ranking_ridge": 0.62, "ranking_mlp": 0.62}
+
+
+def geometry_above(scores: dict, floors: dict[str, float]) -> bool:
+    """Every geometry score named in ``floors`` at least its floor."""
+    return all(scores["geometry"][name] >= floor for name, floor in floors.items())
+
+
+def choose(curve: dict, floors: dict[str, float] | None = None) -> str:
     """The epoch with the best relative probe among those that lose nothing to the untrained one.
 
     An epoch qualifies when its geometry is not below the untrained encoder's (both polymorph
@@ -168,10 +183,22 @@ def choose(curve: dict) -> str:
     probe is worse than the untrained encoder's (the mean probe can hide a property that got
     worse). When no epoch qualifies, the geometry alone decides; when none keeps the geometry,
     the probe alone.
+
+    With ``floors`` (e.g. :data:`GEOMETRY_FLOORS`), "keeps the geometry" means instead: every
+    named geometry score at least its floor, and the prototype distances kept. This is the rule
+    for a structure channel scored beside a context channel, where the untrained structure
+    encoder's polymorph ranking, not its separation, is the bar that no trained epoch may clear.
     """
     base = curve["epoch-000"]
     trained = [k for k in curve if k != "epoch-000"]
-    kept = [k for k in trained if geometry_kept(curve[k], base)]
+    if floors is None:
+        kept = [k for k in trained if geometry_kept(curve[k], base)]
+    else:
+        kept = [
+            k
+            for k in trained
+            if geometry_above(curve[k], floors) and _prototypes_kept(curve[k], base)
+        ]
     candidates = [k for k in kept if probe_kept(curve[k], base)] or kept or trained
     return min(candidates, key=lambda k: curve[k]["relative_probe"])
 
@@ -258,6 +285,7 @@ def run(
     every: int = 1,
     n_families: int | None = None,
     beside: str | None = None,
+    floors: dict[str, float] | None = None,
 ) -> dict:
     """Score epoch 0 and the ``epoch-NNN`` folders of a run (resuming from the JSON).
 
@@ -265,7 +293,8 @@ def run(
     With ``beside`` (a weights folder, typically a context channel), each epoch is scored as
     the concatenation ``beside+epoch-NNN`` and epoch 0 as ``beside`` beside the untrained
     encoder, so that :func:`choose` picks the structure channel's epoch by what it adds to the
-    other channel (a two-channel model's vector), not by what it holds alone.
+    other channel (a two-channel model's vector), not by what it holds alone. ``floors`` is
+    the geometry rule of :func:`choose`, recorded in the JSON.
     """
     import torch
 
@@ -329,6 +358,7 @@ def run(
             "run": str(folder),
             "beside": beside,
             "beside_sha256": F.weights_key(beside) if beside else None,
+            "floors": floors,
             "machine": machine(),
             "date": time.strftime("%Y-%m-%d"),
             "curve": dict(sorted(curve.items())),
@@ -337,7 +367,8 @@ def run(
     for v in curve.values():
         v["relative_probe"] = relative_probe(v, curve["epoch-000"])
     record["curve"] = dict(sorted(curve.items()))
-    record["chosen"] = choose(curve)
+    record["floors"] = floors
+    record["chosen"] = choose(curve, floors)
     write_json(json_path, record)
     if plot_path is not None:
         history = read_config(epochs[-1])["training"]["history"]
@@ -436,6 +467,12 @@ def main(argv=None) -> None:
         default=None,
         help="also compare each epoch's probe cell by cell with one epoch of another scored curve",
     )
+    parser.add_argument(
+        "--floors",
+        action="store_true",
+        help="keep the geometry by floors (separation >= 0.15, both rankings >= 0.62 on the "
+        "train families) instead of by the untrained encoder's rankings",
+    )
     args = parser.parse_args(argv)
     specs = list(args.score or []) + (["+".join(args.concat)] if args.concat else [])
     if specs:
@@ -451,9 +488,18 @@ def main(argv=None) -> None:
             parser.error(f"--against: {exc}")
     if args.run.suffix == ".json":
         record = json.loads(args.run.read_text())
-        record["chosen"] = choose(record["curve"])
+        floors = GEOMETRY_FLOORS if args.floors else record.get("floors")
+        record["chosen"] = choose(record["curve"], floors)
     else:
-        record = run(args.run, args.json, args.plot, args.every, args.n_families, args.beside)
+        record = run(
+            args.run,
+            args.json,
+            args.plot,
+            args.every,
+            args.n_families,
+            args.beside,
+            GEOMETRY_FLOORS if args.floors else None,
+        )
     base = record["curve"]["epoch-000"]
     for k, v in record["curve"].items():
         g = v["geometry"]
