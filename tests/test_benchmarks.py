@@ -673,3 +673,19 @@ def test_probe_curve_choice_by_geometry_floors():
     }
     assert choose(curve) == "epoch-001"
     assert choose(curve, GEOMETRY_FLOORS) == "epoch-002"
+
+
+def test_bundle_data_words_replace_the_record_and_measured_facts_cannot(tmp_path):
+    from benchmarks.release.bundle_weights import _merge_data
+
+    recorded = {"description": "mp36k.tar.gz, 'train' part of split.json", "n_train": 30}
+    given = {"description": "the mp36k train split", "credit": "Materials Project"}
+    merged = _merge_data(recorded, given, tmp_path)
+    assert merged == {
+        "description": "the mp36k train split",
+        "credit": "Materials Project",
+        "n_train": 30,
+    }
+    assert _merge_data(recorded, {"n_train": 30}, tmp_path)["n_train"] == 30
+    with pytest.raises(SystemExit, match="n_train=31 contradicts"):
+        _merge_data(recorded, {"n_train": 31}, tmp_path)

@@ -107,8 +107,25 @@ def _chosen(
         training.setdefault("hardware", hardware)
     if command:
         training["command"] = command
-    training["data"] = {**(data or {}), **training.get("data", {})}
+    training["data"] = _merge_data(training.get("data") or {}, data or {}, run / name)
     return run / name, encoder, config, training
+
+
+#: Data facts ``dimfeat train`` measured and recorded itself; ``--data`` may not change them.
+MEASURED_DATA = ("files", "split", "n_train", "n_valid", "n_left_out_large", "max_primitive_sites")
+
+
+def _merge_data(recorded: dict, given: dict, source: Path) -> dict:
+    """The recorded data facts with the ``given`` ones added: a given ``description`` or
+    ``credit`` replaces the recorded one (words for the model card), a measured fact
+    (:data:`MEASURED_DATA`) that differs from the record is refused."""
+    for key in MEASURED_DATA:
+        if key in given and key in recorded and given[key] != recorded[key]:
+            raise SystemExit(
+                f"--data {key}={given[key]!r} contradicts what {source} records "
+                f"({recorded[key]!r}); leave it out"
+            )
+    return {**recorded, **given}
 
 
 def bundle(
@@ -154,6 +171,7 @@ def bundle_two_channel(
     data: dict | None = None,
     context_command: str | None = None,
     structure_command: str | None = None,
+    structure_data: dict | None = None,
 ) -> Path:
     """Write a two-channel folder from the chosen epochs of a context run and a structure run.
 
@@ -162,7 +180,8 @@ def bundle_two_channel(
     its whole run's history, epochs run and selection curve under
     ``channels.<name>.source.training``), and the folder is the one ``dimfeat
     combine-channels`` writes from the two epoch folders, with the model card of both
-    channels' records. ``hardware`` and ``data`` apply to both runs.
+    channels' records. ``hardware`` applies to both runs; ``data`` to the context run and
+    ``structure_data`` to the structure run (default: ``data``).
     """
     from dimfeat.channels import TwoChannelEncoder, save_weights
     from dimfeat.weights import InputSettings
@@ -172,7 +191,12 @@ def bundle_two_channel(
             context_run, context_epoch, hardware, data, context_command, context_curve
         ),
         "structure": _chosen(
-            structure_run, structure_epoch, hardware, data, structure_command, structure_curve
+            structure_run,
+            structure_epoch,
+            hardware,
+            data if structure_data is None else structure_data,
+            structure_command,
+            structure_curve,
         ),
     }
     inputs = {c: chosen[c][2].get("inputs") or {} for c in chosen}
@@ -211,8 +235,15 @@ def main(argv=None) -> None:
     two.add_argument("--structure-epoch", type=int, default=None)
     two.add_argument("--structure-curve", type=Path, default=None)
     two.add_argument("--structure-command", default=None)
+    two.add_argument(
+        "--structure-data",
+        action="append",
+        default=None,
+        metavar="KEY=JSON",
+        help="data facts of the structure run (default: --data)",
+    )
     args = parser.parse_args(argv)
-    data = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.data)}
+    data = _parse_data(args.data)
     if args.structure_run is None:
         bundle(args.run, args.out, args.epoch, args.hardware, data, args.command, args.curve)
         return
@@ -228,7 +259,12 @@ def main(argv=None) -> None:
         data=data,
         context_command=args.command,
         structure_command=args.structure_command,
+        structure_data=None if args.structure_data is None else _parse_data(args.structure_data),
     )
+
+
+def _parse_data(items: list[str]) -> dict:
+    return {k: json.loads(v) for k, v in (item.split("=", 1) for item in items)}
 
 
 if __name__ == "__main__":

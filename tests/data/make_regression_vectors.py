@@ -4,9 +4,9 @@ Run from the repository root after the bundled weights change (retraining, a new
 
     .venv/bin/python tests/data/make_regression_vectors.py
 
-It records the sha256 of ``weights/sitenet-dim-mp36k/model.safetensors`` and the first
-``N_VALUES`` numbers of the vector of each classic crystal of ``tests/data/crystals.py``, computed
-on the CPU. ``tests/test_featurizer.py`` checks the sha first (so that a retrained model asks for
+It records the sha256 of ``weights/sitenet-dim-mp36k/model.safetensors`` and every
+``STRIDE``-th value of the vector of each classic crystal of ``tests/data/crystals.py`` (columns
+0, 8, ..., 120: both channels of a two-channel vector), computed on the CPU. ``tests/test_featurizer.py`` checks the sha first (so that a retrained model asks for
 this script, rather than failing as a regression) and then compares the values.
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 OUTPUT = HERE / "regression_vectors.json"
 WEIGHTS = "sitenet-dim-mp36k"
-N_VALUES = 8
+STRIDE = 8
 #: Crystals with a recorded vector (a subset of ``crystals.CRYSTALS``).
 NAMES = ("CsCl", "NaCl", "Si", "SrTiO3")
 ATOL = 1e-5
@@ -43,16 +43,17 @@ def main() -> None:
     builders = _crystals()
     featurizer = DeepInfoMaxFeaturizer(WEIGHTS, device="cpu")
     vectors = featurizer.transform([builders[name]() for name in NAMES])
+    columns = list(range(0, vectors.shape[1], STRIDE))
     payload = {
-        "description": "first values of DeepInfoMaxFeaturizer(weights) vectors on CPU; "
+        "description": "every 8th value of DeepInfoMaxFeaturizer(weights) vectors on CPU; "
         "regenerate with tests/data/make_regression_vectors.py",
         "weights": WEIGHTS,
         "sha256": sha256_of(resolve_weights(WEIGHTS) / "model.safetensors"),
         "atol": ATOL,
-        "n_values": N_VALUES,
+        "columns": columns,
         "torch_version": torch.__version__,
         "vectors": {
-            name: [round(float(x), 7) for x in row[:N_VALUES]]
+            name: [round(float(x), 7) for x in row[columns]]
             for name, row in zip(NAMES, vectors, strict=True)
         },
     }
