@@ -14,9 +14,10 @@ The weights layers, bottom up (each imports only those below it):
                                ``owner/name@<commit>`` (:mod:`dimfeat.hub`, imported on first use
                                of a Hub id).
 
-The public names of :mod:`dimfeat.weights_folder` (:func:`load_encoder`, :func:`read_config`,
+The public names of :mod:`dimfeat.weights_folder` (:func:`load_encoder`,
 :func:`save_pretrained`, :class:`InputSettings`, :class:`WeightsError`, ...) are importable from
-here too, which is how the rest of dimfeat and its users spell them.
+here too, which is how the rest of dimfeat and its users spell them; :func:`read_config` here
+reads a weights folder of either kind (single-channel, or two-channel: :mod:`dimfeat.channels`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from dimfeat.weights_folder import (
     WeightsError,
     encoder_sha256,
     load_encoder,
-    read_config,
     save_pretrained,
     settings_sha256,
     sha256_of,
@@ -65,6 +65,31 @@ __all__ = [
 DEFAULT_WEIGHTS = "sitenet-dim-mp36k"
 # Files that are not a weights folder, to name in errors (a file passed instead of its folder).
 _FILE_SUFFIXES = frozenset({".safetensors", ".json", ".md", ".pt", ".pth", ".bin", ".ckpt"})
+
+
+def read_config(folder: str | Path) -> dict:
+    """The schema-checked ``config.json`` of a weights folder of either kind.
+
+    Parameters
+    ----------
+    folder : str or Path
+        A weights folder: single-channel (``architecture`` ``"sitenet-dim"``) or two-channel
+        (``"sitenet-dim-two-channel"``, whose ``channels`` block holds each channel's encoder,
+        normalisation and training record).
+
+    Returns
+    -------
+    dict
+        The parsed config; nothing else of the folder is read.
+
+    Raises
+    ------
+    WeightsError
+        If ``config.json`` is missing, unreadable or not a valid config of either kind.
+    """
+    from dimfeat.channels import read_weights_config
+
+    return read_weights_config(folder)
 
 
 # -- locating weights -------------------------------------------------------------------------

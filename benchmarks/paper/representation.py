@@ -118,14 +118,27 @@ def _choice(X_pool, y_pool, model, n) -> dict:
 
 
 def weights_summary(weights: str) -> str:
-    """How the DIM weights were trained, from their ``config.json`` (one line)."""
+    """How the DIM weights were trained, from their ``config.json`` (one line; for two-channel
+    weights, one clause per channel)."""
     from dimfeat.weights import read_config, resolve_weights
 
-    training = read_config(resolve_weights(weights)).get("training") or {}
+    config = read_config(resolve_weights(weights))
+    if "channels" in config:
+        return "; ".join(
+            f"{name} channel {_training_summary(block['source'].get('training') or {})}"
+            for name, block in config["channels"].items()
+        )
+    return _training_summary(config.get("training") or {})
+
+
+def _training_summary(training: dict) -> str:
     history = training.get("history") or []
     settings = training.get("settings") or {}
+    epoch = (training.get("selection") or {}).get("epoch")
     return (
-        f"trained {len(history)} epoch(s) on {training.get('hardware', '?')}, false samples "
+        f"trained {len(history)} epoch(s)"
+        + (f" (epoch {epoch} selected)" if epoch else "")
+        + f" on {training.get('hardware', '?')}, false samples "
         f"{settings.get('false_samples', '?')}, local constituent "
         f"{settings.get('local_constituent', 'neighbour')}"
     )
