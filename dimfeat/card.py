@@ -257,6 +257,7 @@ def _training_sections(config: dict[str, Any], level: str = "##") -> list[str]:
         _time_line(record, epochs_run, selection.get("epoch")),
         f"- Seed: {(record.settings or {}).get('seed')}",
         *([f"- Note: {record.note}"] if record.note else []),
+        *_readout_lines(record.readout),
         f"- Settings: `{record.settings}`",
         "",
     ]
@@ -276,6 +277,17 @@ def _training_sections(config: dict[str, Any], level: str = "##") -> list[str]:
             "",
         ]
     return lines
+
+
+def _readout_lines(readout: dict[str, Any] | None) -> list[str]:
+    if not readout:
+        return []
+    return [
+        f"- Read-out: after training, the vector was restricted to its {readout['rank']} "
+        f"principal directions over {readout['n_structures']:,} unlabelled structures "
+        f"({readout.get('data', 'not recorded')}), which hold "
+        f"{readout['explained_variance']:.1%} of its variance"
+    ]
 
 
 _LOSS_COLUMNS = ("local_dim", "global_dim", "local_kl", "global_kl", "loss")

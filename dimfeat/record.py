@@ -46,6 +46,10 @@ class TrainingRecord:
         ``description``, ``curve``).
     run_history : list or None
         Records of the separate runs of a resumed training.
+    readout : dict or None
+        When the vector was restricted to its principal directions after training
+        (:func:`dimfeat.channels.principal_readout`): ``rank``, ``n_structures``,
+        ``explained_variance`` and the ``data`` they were computed on.
     extra : dict
         Any other keys (kept as they are).
     """
@@ -63,6 +67,7 @@ class TrainingRecord:
     resumed_runs: int | None = None
     selection: dict | None = None
     run_history: list | None = None
+    readout: dict | None = None
     extra: dict = field(default_factory=dict)
 
     @classmethod

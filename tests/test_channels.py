@@ -287,3 +287,32 @@ def test_two_channel_weights_without_a_recipe_refuse_dim_training(two_channel, s
     folder, _ = two_channel
     with pytest.raises(ValueError, match=r"context channel .* records no training recipe"):
         DeepInfoMaxFeaturizer(weights=str(folder), epochs=1).fit(sample_structures[:4])
+
+
+@pytest.mark.parametrize("config", [CONTEXT, EncoderConfig(global_dim=64)], ids=["ctx", "str"])
+def test_principal_readout_restricts_the_rank_and_keeps_the_context_exact(config, small_structures):
+    """The read-out keeps the vector's length, confines it to `rank` principal directions of
+    the vectors it was fitted on (the projection of those vectors onto them), and a context
+    encoder's vector stays an exact function of the composition."""
+    from dimfeat.channels import principal_readout
+
+    torch.manual_seed(5)
+    runtime = EncoderRuntime.create(None, seed=5, encoder_config=config)
+    structures = small_structures[:40]
+    before = runtime.vectors(structures)[0].astype(np.float64)
+    record = principal_readout(runtime.encoder, before, rank=6)
+    after = runtime.vectors(structures)[0].astype(np.float64)
+    assert after.shape == before.shape and record["rank"] == 6 and record["n_structures"] == 40
+    assert 0 < record["explained_variance"] < 1
+    singular = np.linalg.svd(after - after.mean(0), compute_uv=False)
+    assert singular[6] <= 1e-4 * singular[0] and singular[5] > 1e-2 * singular[0]
+    mean = before.mean(0)
+    _, _, vt = np.linalg.svd(before - mean, full_matrices=False)
+    expected = mean + (before - mean) @ vt[:6].T @ vt[:6]
+    np.testing.assert_allclose(after, expected, rtol=0, atol=1e-4 * np.abs(before).max())
+    if config.distance_input == "none":
+        v = runtime.vectors([_diamond(), _graphite(), _rocksalt(), _cscl()])[0]
+        np.testing.assert_array_equal(v[0], v[1])
+        np.testing.assert_array_equal(v[2], v[3])
+    with pytest.raises(ValueError, match="rank must be"):
+        principal_readout(runtime.encoder, before, rank=0)

@@ -30,6 +30,8 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
+
 from benchmarks.release import probe_curve
 
 SELECTION = (
@@ -158,6 +160,29 @@ def bundle(
     return folder
 
 
+#: Unlabelled mp36k train crystals whose vectors fix each channel's principal read-out.
+READOUT_CRYSTALS = 5000
+READOUT_SEED = 1
+
+
+def readout_crystals() -> tuple[list, str]:
+    """Model inputs of :data:`READOUT_CRYSTALS` mp36k train crystals (no labels are read) and
+    their description."""
+    from benchmarks.paper import features as F
+
+    subset = F.mp36k_subset(
+        "train", READOUT_CRYSTALS, seed=READOUT_SEED, name="readout", structures=False
+    )
+    return subset.inputs, subset.description
+
+
+def encoder_vectors(encoder, crystals: list) -> np.ndarray:
+    """The crystal vectors of one encoder for model inputs (CPU)."""
+    from dimfeat.runtime import EncoderRuntime
+
+    return EncoderRuntime(encoder.eval()).encode(crystals, batch_size=128)
+
+
 def bundle_two_channel(
     context_run: Path,
     structure_run: Path,
@@ -172,6 +197,7 @@ def bundle_two_channel(
     context_command: str | None = None,
     structure_command: str | None = None,
     structure_data: dict | None = None,
+    rank: int | None = None,
 ) -> Path:
     """Write a two-channel folder from the chosen epochs of a context run and a structure run.
 
@@ -181,9 +207,12 @@ def bundle_two_channel(
     ``channels.<name>.source.training``), and the folder is the one ``dimfeat
     combine-channels`` writes from the two epoch folders, with the model card of both
     channels' records. ``hardware`` applies to both runs; ``data`` to the context run and
-    ``structure_data`` to the structure run (default: ``data``).
+    ``structure_data`` to the structure run (default: ``data``). With ``rank``, each
+    channel's vector is restricted to its ``rank`` principal directions over
+    :data:`READOUT_CRYSTALS` unlabelled train crystals
+    (:func:`dimfeat.channels.principal_readout`), recorded as the channel's ``readout``.
     """
-    from dimfeat.channels import TwoChannelEncoder, save_weights
+    from dimfeat.channels import TwoChannelEncoder, principal_readout, save_weights
     from dimfeat.weights import InputSettings
 
     chosen = {
@@ -202,6 +231,11 @@ def bundle_two_channel(
     inputs = {c: chosen[c][2].get("inputs") or {} for c in chosen}
     if inputs["context"] != inputs["structure"]:
         raise SystemExit(f"the runs used different input settings: {inputs}")
+    if rank is not None:
+        crystals, description = readout_crystals()
+        for _, encoder, _, training in chosen.values():
+            vectors = encoder_vectors(encoder, crystals)
+            training["readout"] = {**principal_readout(encoder, vectors, rank), "data": description}
     folder = save_weights(
         out,
         TwoChannelEncoder(chosen["context"][1], chosen["structure"][1]),
@@ -236,6 +270,13 @@ def main(argv=None) -> None:
     two.add_argument("--structure-curve", type=Path, default=None)
     two.add_argument("--structure-command", default=None)
     two.add_argument(
+        "--rank",
+        type=int,
+        default=None,
+        help="restrict each channel's vector to this many principal directions over "
+        f"{READOUT_CRYSTALS:,} unlabelled train crystals",
+    )
+    two.add_argument(
         "--structure-data",
         action="append",
         default=None,
@@ -260,6 +301,7 @@ def main(argv=None) -> None:
         context_command=args.command,
         structure_command=args.structure_command,
         structure_data=None if args.structure_data is None else _parse_data(args.structure_data),
+        rank=args.rank,
     )
 
 
