@@ -802,3 +802,40 @@ def test_bundle_data_words_replace_the_record_and_measured_facts_cannot(tmp_path
     assert _merge_data(recorded, {"n_train": 30}, tmp_path)["n_train"] == 30
     with pytest.raises(SystemExit, match="n_train=31 contradicts"):
         _merge_data(recorded, {"n_train": 31}, tmp_path)
+
+
+def test_plot_training_draws_each_channel_of_the_bundled_weights(tmp_path):
+    """Fig. 6 of two-channel weights: each channel's whole recorded run, its kept epoch marked;
+    single-channel weights give the one curve they gave before."""
+    pytest.importorskip("matplotlib")
+    from benchmarks.paper import plot_training
+    from dimfeat.channels import read_weights_config
+    from dimfeat.weights import resolve_weights
+
+    config = read_weights_config(resolve_weights("sitenet-dim-mp36k"))
+    runs, title = plot_training.curves(config)
+    assert list(runs) == ["context", "structure"]
+    for name, history in runs.items():
+        training = config["channels"][name]["source"]["training"]
+        assert [r["epoch"] for r in history] == [r["epoch"] for r in training["run_history"]]
+        assert [r["epoch"] for r in history if r["best"]] == [training["selection"]["epoch"]]
+        kept = training["selection"]["epoch"]
+        assert f"{name}: {len(history)} epochs, epoch {kept} kept" in title
+    out = tmp_path / "curves.png"
+    plot_training.main(["--out", str(out)])
+    assert out.stat().st_size > 0
+
+    single = read_weights_config(SINGLE_CHANNEL)
+    runs, title = plot_training.curves(single)
+    assert list(runs) == [""] and len(runs[""]) == len(single["training"]["run_history"])
+    assert title.startswith(f"{single['name']} ({len(runs[''])} epochs, epoch 2 kept)")
+    plot_training.main(["--config", SINGLE_CHANNEL, "--out", str(out)])
+
+
+def test_weights_summary_describes_each_channel_of_two_channel_weights():
+    text = representation.weights_summary("sitenet-dim-mp36k")
+    assert text.startswith("two channels: context (64 values, no distances), trained 3 epoch(s)")
+    assert "; structure (64 values), trained 3 epoch(s)" in text
+    assert "false samples ['permutation', 'polymorph', 'strain']" in text
+    single = representation.weights_summary(SINGLE_CHANNEL)
+    assert single.startswith("trained 2 epoch(s)") and "channel" not in single

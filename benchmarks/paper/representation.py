@@ -118,10 +118,23 @@ def _choice(X_pool, y_pool, model, n) -> dict:
 
 
 def weights_summary(weights: str) -> str:
-    """How the DIM weights were trained, from their ``config.json`` (one line)."""
-    from dimfeat.weights import read_config, resolve_weights
+    """How the DIM weights were trained, from their ``config.json`` (one line; for two-channel
+    weights, one clause per channel)."""
+    from dimfeat.channels import read_weights_config
+    from dimfeat.weights import resolve_weights
 
-    training = read_config(resolve_weights(weights)).get("training") or {}
+    config = read_weights_config(resolve_weights(weights))
+    if "channels" not in config:
+        return _training_summary(config.get("training") or {})
+    return "two channels: " + "; ".join(
+        f"{name} ({block['encoder']['global_dim']} values"
+        + (", no distances" if block["encoder"].get("distance_input") == "none" else "")
+        + f"), {_training_summary(block['source'].get('training') or {})}"
+        for name, block in config["channels"].items()
+    )
+
+
+def _training_summary(training: dict) -> str:
     history = training.get("history") or []
     settings = training.get("settings") or {}
     return (
