@@ -839,3 +839,83 @@ def test_weights_summary_describes_each_channel_of_two_channel_weights():
     assert "false samples ['permutation', 'polymorph', 'strain']" in text
     single = representation.weights_summary(SINGLE_CHANNEL)
     assert single.startswith("trained 2 epoch(s)") and "channel" not in single
+
+
+def _archived_sha() -> str:
+    return json.loads((Path(SINGLE_CHANNEL) / "config.json").read_text())["sha256"]
+
+
+def test_results_of_other_weights_are_labelled_with_the_weights_they_are_from(
+    tmp_path, monkeypatch
+):
+    """Sections computed with the archived single-channel weights name that folder and the
+    bundled weights' sha256, in results.md and summary.md; sections of the bundled weights
+    say so, with no warning."""
+    from benchmarks.common import weights_label
+
+    old, current = _archived_sha(), F.weights_key("sitenet-dim-mp36k")
+    label = weights_label(old[:16])
+    assert label.startswith(f"`{SINGLE_CHANNEL}` (sha256 {old[:16]}...), **not the bundled")
+    assert weights_label(current) == f"the bundled `sitenet-dim-mp36k` (sha256 {current}...)"
+    assert "no folder of this repository" in weights_label("0123456789abcdef")
+
+    described = f"DIM encoder, weights sitenet-dim-mp36k (sha256 {old[:16]}...): trained"
+    mae = {"band_gap": {"linear": {"dim": {"50": [1.0]}, "magpie": {"50": [2.0]}}}}
+    rep = {"representations": {"dim": described}, "mae": mae}
+    ts = {"weights": f"sitenet-dim-mp36k (sha256 {current}...)"}
+    runs = [{"init": "dim", "start_sha256": old}, {"init": "random", "start_sha256": None}]
+    assert report.weights_sha(rep) == old[:16] and report.weights_sha(ts) == current
+    assert report.transfer_sha({"runs": runs}) == old
+    note = "\n".join(report._weights_note({"Fig. 8": old[:16], "Figs 9-10": current}))
+    assert "Not every result here was computed with the bundled" in note
+    assert f"Fig. 8: `{SINGLE_CHANNEL}`" in note and "Figs 9-10" not in note
+    assert report._weights_note({"Figs 9-10": current, "Fig. 7": None}) == []
+
+    # the whole report, from result files only (nothing computed)
+    (tmp_path / "transfer.json").write_text(json.dumps({"runs": runs}))
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    monkeypatch.setattr(report, "FIGURES", tmp_path)
+    monkeypatch.setattr(report, "DOC", tmp_path / "results.md")
+    monkeypatch.setattr(report, "SUMMARY", tmp_path / "summary.md")
+    report.write()
+    text = (tmp_path / "results.md").read_text()
+    assert "Fig. 7" in text and f"- Trained DIM weights: {label}." in text
+    assert "Not every result here was computed with the bundled" in text
+
+
+def test_transfer_stage_keeps_and_labels_the_runs_of_other_weights(tmp_path, monkeypatch):
+    """The committed transfer runs start from the archived single-channel weights: run_all
+    does not rerun them (a rerun would refuse to mix weights) but rewrites their table, which
+    names those weights; runs of the bundled weights are resumed as before."""
+    import torch
+
+    from benchmarks.paper import run_all, transfer
+
+    committed = transfer.RESULTS / "paper" / "transfer.json"
+    assert transfer.other_starts(committed) == [_archived_sha()]
+
+    doc = tmp_path / "transfer.md"
+    doc.write_text(f"{transfer.MARKERS[0]}\n{transfer.MARKERS[1]}\n")
+    runs = transfer.load_results(committed)["runs"]
+    transfer.write_table(doc, runs, "2-core CPU")
+    assert f"DIM starts (dim init and its schedules): `{SINGLE_CHANNEL}`" in doc.read_text()
+
+    calls = []
+    monkeypatch.setattr(transfer, "main", lambda argv: calls.append(argv))  # 288 runs of 30 s
+    monkeypatch.setattr(report, "write", lambda: None)  # tested above
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # run_all's, for the process
+    others = "fast,geometry,one-chemistry,ofm,ablation,ofm-phonons"
+    run_all.main(["--skip", others])
+    assert calls == [["plot"]]
+
+    current = json.loads(
+        (transfer.ROOT / "weights" / "sitenet-dim-mp36k" / "config.json").read_text()
+    )["sha256"]
+    (tmp_path / "paper").mkdir()
+    bundled = [{**r, "start_sha256": current} if r["init"].startswith("dim") else r for r in runs]
+    (tmp_path / "paper" / "transfer.json").write_text(json.dumps({"runs": bundled}))
+    monkeypatch.setattr(transfer, "RESULTS", tmp_path)
+    calls.clear()
+    run_all.main(["--skip", others])
+    assert calls == [["run"], ["plot"]]
