@@ -12,6 +12,8 @@ and result files.
 - :func:`machine` / :func:`machine_line`: the machine a result was measured on
   (:func:`dimfeat.fingerprint.machine`), as a record or as one line.
 - :func:`write_json`: a result file written whole or not at all.
+- :func:`weights_label`: which weights a result's recorded sha256 names (the bundled weights, a
+  folder archived under ``benchmarks/results/archive``, or neither), as one line of Markdown.
 
 Writes ``.devcache/mp36k_<part>.npz`` (see :func:`dimfeat.inputs.save_inputs`) with, per crystal,
 ``material_id``, ``formula`` (pymatgen reduced formula), ``formation_energy_per_atom`` and
@@ -70,6 +72,62 @@ def write_json(path: str | os.PathLike, payload: Any, indent: int = 1) -> Path:
     tmp.write_text(json.dumps(payload, indent=indent) + "\n")
     tmp.replace(path)
     return path
+
+
+# -- which weights a result was computed with ------------------------------------------------
+#: The bundled weights the paper benchmarks use unless told otherwise.
+BUNDLED = "sitenet-dim-mp36k"
+ARCHIVE = RESULTS / "archive"
+
+
+def weights_folders() -> dict[str, Path]:
+    """sha256 of the tensors -> the weights folder of this repository holding them: the
+    bundled weights first, then every weights folder under ``benchmarks/results/archive``
+    (the ``sha256`` of its ``config.json``, of either kind; read as data, never loaded)."""
+    folders: dict[str, Path] = {}
+    bundled = sorted((ROOT / "weights").glob("*/config.json"))
+    for config in [*bundled, *sorted(ARCHIVE.rglob("config.json"))]:
+        try:
+            sha = json.loads(config.read_text()).get("sha256")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(sha, str):
+            folders.setdefault(sha, config.parent)
+    return folders
+
+
+def weights_label(sha: str | None, bundled: str = BUNDLED) -> str:
+    """Markdown naming the weights whose sha256 is (or starts with) ``sha``.
+
+    The bundled ``bundled`` weights are named as such; other weights by the folder that holds
+    them, with the bundled weights' sha256 beside it, so a result of earlier weights is not
+    read as the bundled weights'.
+    """
+    current = _sha_of(bundled)
+    if not sha:
+        return "weights not recorded"
+    if is_bundled(sha, bundled):
+        return f"the bundled `{bundled}` (sha256 {current[:16]}...)"
+    held = [f for s, f in weights_folders().items() if s.startswith(sha) or sha.startswith(s)]
+    where = (
+        f"`{held[0].relative_to(ROOT).as_posix()}`"
+        if held
+        else "weights no folder of this repository holds"
+    )
+    return (
+        f"{where} (sha256 {sha[:16]}...), **not the bundled `{bundled}`** "
+        f"(sha256 {current[:16]}...)"
+    )
+
+
+def is_bundled(sha: str | None, bundled: str = BUNDLED) -> bool:
+    """Whether ``sha`` (a sha256 or its prefix) is that of the bundled weights' tensors."""
+    current = _sha_of(bundled)
+    return bool(sha) and (current.startswith(sha) or sha.startswith(current))
+
+
+def _sha_of(bundled: str) -> str:
+    return json.loads((ROOT / "weights" / bundled / "config.json").read_text())["sha256"]
 
 
 # -- the mp36k input cache --------------------------------------------------------------------

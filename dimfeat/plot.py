@@ -37,7 +37,9 @@ def plot_training_curves(
     Panels (a) and (c) show the local and global Jensen-Shannon DIM losses with the chance level
     ``2 ln 2`` as a dashed red line (a classifier that always scores 0); panels (b) and (d) show
     the local and global KL terms. The epoch selected by the validation loss (``best``) is
-    marked in every panel.
+    marked in every panel. Several histories (the channels of a two-channel model, each
+    trained on its own) are drawn as one line set each, in their own colour, each with its
+    selected epoch.
 
     Parameters
     ----------
@@ -45,7 +47,10 @@ def plot_training_curves(
         Per-epoch records as in :attr:`dimfeat.training.DIMTrainer.history` or
         ``DeepInfoMaxFeaturizer.history_`` (keys ``epoch``, ``valid_local_dim``,
         ``valid_global_dim``, ``valid_local_kl``, ``valid_global_kl`` and optionally ``best``).
-        A weights folder's parsed ``config.json`` or its ``training`` block is accepted too.
+        A weights folder's parsed ``config.json`` or its ``training`` block is accepted too; a
+        two-channel ``config.json`` (:mod:`dimfeat.channels`) gives one line set per channel,
+        from each channel's training record. A dict of name -> records (or training block)
+        draws each under its name.
     path : str or path, optional
         Save the figure there (format from the suffix, e.g. ``.png`` or ``.pdf``).
     split : {"valid", "train"}, default="valid"
@@ -62,7 +67,7 @@ def plot_training_curves(
     ImportError
         If matplotlib is not installed.
     ValueError
-        If the history is empty or lacks the ``{split}_*`` losses.
+        If a history is empty or lacks the ``{split}_*`` losses.
 
     Examples
     --------
@@ -71,19 +76,20 @@ def plot_training_curves(
     >>> config = json.load(open("weights/sitenet-dim-mp36k/config.json"))  # doctest: +SKIP
     >>> fig = plot_training_curves(config, "curves.png")  # doctest: +SKIP
     """
-    records = _records(history)
+    curves = _curves(history)
     if split not in ("valid", "train"):
         raise ValueError(f"split must be 'valid' or 'train', got {split!r}")
-    missing = [f"{split}_{key}" for key, _ in _PANELS if f"{split}_{key}" not in records[0]]
-    if missing:
-        raise ValueError(
-            f"the history has no {', '.join(missing)}; "
-            + (
-                "it was trained without a validation slice: use split='train'"
-                if split == "valid"
-                else "is it a DIM training history?"
+    for name, records in curves.items():
+        missing = [f"{split}_{key}" for key, _ in _PANELS if f"{split}_{key}" not in records[0]]
+        if missing:
+            raise ValueError(
+                f"the history{f' of {name}' if name else ''} has no {', '.join(missing)}; "
+                + (
+                    "it was trained without a validation slice: use split='train'"
+                    if split == "valid"
+                    else "is it a DIM training history?"
+                )
             )
-        )
     try:
         from matplotlib.figure import Figure
     except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -91,18 +97,22 @@ def plot_training_curves(
             "plot_training_curves needs matplotlib: pip install 'dimfeat[plot]'"
         ) from exc
 
-    epochs = [r.get("epoch", k + 1) for k, r in enumerate(records)]
-    best = [e for e, r in zip(epochs, records, strict=True) if r.get("best")]
-    chosen = best[-1] if best else None
     fig = Figure(figsize=(9, 6.5), layout="constrained")
     axes = fig.subplots(2, 2, sharex=True)
     for ax, (key, label) in zip(axes.ravel(), _PANELS, strict=True):
-        values = [r[f"{split}_{key}"] for r in records]
-        ax.plot(epochs, values, color="C0", lw=1.5, label=f"{split} loss")
+        marks = []
+        for k, (name, records) in enumerate(curves.items()):
+            epochs = [r.get("epoch", j + 1) for j, r in enumerate(records)]
+            values = [r[f"{split}_{key}"] for r in records]
+            prefix = f"{name}: " if name else ""
+            ax.plot(epochs, values, color=f"C{k}", lw=1.5, label=f"{prefix}{split} loss")
+            best = [e for e, r in zip(epochs, records, strict=True) if r.get("best")]
+            if best:
+                marks.append((best[-1], "0.5" if len(curves) == 1 else f"C{k}", prefix))
         if key.endswith("_dim"):
             ax.axhline(CHANCE_LOSS, color="red", ls="--", lw=1, label="chance (2 ln 2)")
-        if chosen is not None:
-            ax.axvline(chosen, color="0.5", ls=":", lw=1, label=f"selected epoch {chosen}")
+        for chosen, colour, prefix in marks:
+            ax.axvline(chosen, color=colour, ls=":", lw=1, label=f"{prefix}selected epoch {chosen}")
         ax.set_title(label, loc="left", fontsize=10)
         ax.set_ylabel("Jensen-Shannon loss" if key.endswith("_dim") else "KL")
         ax.grid(alpha=0.3)
@@ -114,6 +124,22 @@ def plot_training_curves(
     if path is not None:
         fig.savefig(path, dpi=150)
     return fig
+
+
+def _curves(history: Any) -> dict[str, list[Mapping[str, Any]]]:
+    """The records of each history to draw, by name (``""`` for a single history)."""
+    if isinstance(history, Mapping) and isinstance(history.get("channels"), Mapping):
+        return {
+            name: _records((block.get("source") or {}).get("training") or {})
+            for name, block in history["channels"].items()
+        }
+    if isinstance(history, Mapping) and history and not {"history", "training"} & set(history):
+        if all(
+            isinstance(v, Mapping) or (isinstance(v, Sequence) and not isinstance(v, str))
+            for v in history.values()
+        ):
+            return {str(name): _records(part) for name, part in history.items()}
+    return {"": _records(history)}
 
 
 def _records(history: Any) -> list[Mapping[str, Any]]:

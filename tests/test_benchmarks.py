@@ -319,29 +319,54 @@ def test_bundle_writes_the_chosen_epoch_with_the_whole_run_and_refuses_another_f
         bundle(run, tmp_path / "refused")
 
 
-def test_ablation_trains_the_bundled_recipe_with_only_the_other_false_samples(tmp_path):
+SINGLE_CHANNEL = "benchmarks/results/archive/sitenet-dim-mp36k-single-channel-epoch-2"
+
+
+def _ablated_record(weights: str) -> tuple[dict, dict, dict]:
+    """The config, training record and encoder of the encoder the ablation retrains: the
+    weights' own, or the structure channel's of two-channel weights."""
+    from dimfeat.channels import read_weights_config
+    from dimfeat.weights import resolve_weights
+
+    config = read_weights_config(resolve_weights(weights))
+    if "channels" in config:
+        block = config["channels"]["structure"]
+        return config, block["source"]["training"], block["encoder"]
+    return config, config["training"], config["encoder"]
+
+
+@pytest.mark.parametrize("weights", [SINGLE_CHANNEL, "sitenet-dim-mp36k"])
+def test_ablation_trains_the_bundled_recipe_with_only_the_other_false_samples(tmp_path, weights):
     """The ablation's dimfeat train command reproduces every recorded setting of the bundled
-    weights but the false samples, and their architecture and input settings; it stops at the
-    bundled weights' epoch."""
+    weights (of their structure channel, for two-channel weights) but the false samples, and
+    their architecture and input settings; it stops at the bundled weights' epoch."""
     from benchmarks.paper import ablation
     from dimfeat import cli
     from dimfeat.training import TrainingConfig
-    from dimfeat.weights import read_config, resolve_weights
 
-    settings, reference = ablation.recipe()
-    bundled = read_config(resolve_weights("sitenet-dim-mp36k"))
-    assert settings["epochs"] == bundled["training"]["selection"]["epoch"]
+    settings, reference = ablation.recipe(weights)
+    bundled, training, encoder = _ablated_record(weights)
+    assert settings["epochs"] == training["selection"]["epoch"]
     assert settings["false_samples"] == ["other"] and settings["local_false_samples"] is None
     argv = ablation.command(settings, reference, tmp_path / "x")
     args = cli._parser().parse_args(["train", *argv])
     trained = json.loads(json.dumps(cli._training_config(args).to_dict()))
     assert trained == settings
-    recorded = {**TrainingConfig.ADDED_SETTINGS, **bundled["training"]["settings"]}
+    recorded = {**TrainingConfig.ADDED_SETTINGS, **training["settings"]}
     assert {k for k in recorded if recorded[k] != trained[k]} == {"false_samples", "epochs"}
     assert args.max_primitive_sites == reference["data"]["max_primitive_sites"]
     assert (args.max_atoms, args.symprec) == (bundled["inputs"]["max_atoms"], 0.01)
-    assert args.distance_expansion == bundled["encoder"]["distance_expansion"]
-    assert args.global_dim == bundled["encoder"]["global_dim"] and args.part == "train"
+    assert args.distance_expansion == encoder["distance_expansion"]
+    assert args.global_dim == encoder["global_dim"] and args.part == "train"
+    assert args.split.endswith("split.json") and args.inputs[0].endswith("mp36k.tar.gz")
+    if "channels" in bundled:  # the structure channel: 64 values, the global loss trains local
+        assert args.global_dim == 64 and trained["global_trains_local"] is True
+        assert "--global-trains-local" in argv and args.distance_input == "distances"
+        context = bundled["channels"]["context"]["source"]["sha256"]
+        assert reference["channel"] == "structure" and reference["beside"]["sha256"] == context
+    else:  # the command of the earlier single-channel weights, as it was: no later option
+        later = {*ablation.IF_NOT_DEFAULT.values(), "--distance-input", "--postpool-hidden"}
+        assert not later & set(argv) and "channel" not in reference
     # settings recorded as None: "all pairs" and "all sites" are 0 on the command line ...
     loose = {**settings, "local_pairs": None, "global_sites": None}
     args = cli._parser().parse_args(["train", *ablation.command(loose, reference, tmp_path)])
@@ -351,6 +376,94 @@ def test_ablation_trains_the_bundled_recipe_with_only_the_other_false_samples(tm
     for bad in ({"patience": None}, {"weight_decay": 0.1}):
         with pytest.raises(SystemExit, match="cannot be"):
             ablation.command({**settings, **bad}, reference, tmp_path)
+    # an architecture dimfeat train cannot build is refused before any training
+    odd = {**reference, "encoder": {**reference["encoder"], "embed_dim": 32}}
+    with pytest.raises(SystemExit, match=r"encoder\.embed_dim"):
+        ablation.command(settings, odd, tmp_path)
+
+
+def _stand_in(folder: Path, settings: dict, reference: dict, seed: int = 1, **changes) -> Path:
+    """A single-channel folder recording what ``dimfeat train`` records for the ablation's
+    command (its own description of the data), with random weights: the trained encoder's
+    stand-in."""
+    import torch
+
+    from dimfeat.channels import blank_encoder
+    from dimfeat.encoder import EncoderConfig
+    from dimfeat.weights import save_pretrained
+
+    torch.manual_seed(seed)
+    encoder = blank_encoder(EncoderConfig.from_dict(reference["encoder"]))
+    history = [{"epoch": e, "seconds": 1.0, "valid_loss": 1.0} for e in range(1, 4)]
+    data = {**reference["data"], "description": "mp36k.tar.gz, 'train' part of split.json"}
+    record = {"settings": {**settings, **changes}, "data": data, "history": history,
+              "hardware": "2-core CPU"}  # fmt: skip
+    return save_pretrained(folder, encoder, inputs=reference["inputs"], training=record)
+
+
+def test_ablation_of_two_channel_weights_trains_the_structure_channel_only(tmp_path, monkeypatch):
+    """For two-channel weights the trained encoder (here a stand-in, saved where the training
+    saves it) replaces the structure channel; the context channel is the bundled one, bit for
+    bit; the folder is reused only while it holds exactly those two."""
+    import torch
+
+    import dimfeat.cli
+    from benchmarks.paper import ablation
+    from dimfeat.channels import TwoChannelEncoder, combine_channels, load_weights
+    from dimfeat.weights import load_encoder, resolve_weights
+
+    monkeypatch.setattr(F, "CACHE", tmp_path)
+    settings, reference = ablation.recipe("sitenet-dim-mp36k")
+    key = F.weights_key("sitenet-dim-mp36k")[:12]
+    work = tmp_path / "ablation" / f"{ablation.VARIANT}-of-{key}"
+    trained = ablation.encoder_folder(work, settings)
+    assert trained == work / "epochs" / "epoch-003"
+    _stand_in(trained, settings, reference)
+
+    def no_training(argv):
+        raise AssertionError(f"trained again: {argv}")
+
+    monkeypatch.setattr(dimfeat.cli, "main", no_training)
+    folder = ablation.train("sitenet-dim-mp36k")
+    assert folder == ablation.encoder_folder(work, settings, reference) == work / "two-channel"
+    combined, config = load_weights(folder)
+    bundled, _ = load_weights(resolve_weights("sitenet-dim-mp36k"))
+    alone, _ = load_encoder(trained)
+    assert isinstance(combined, TwoChannelEncoder)
+    for mine, theirs in ((combined.context, bundled.context), (combined.structure, alone)):
+        for a, b in zip(mine.state_dict().values(), theirs.state_dict().values(), strict=True):
+            assert torch.equal(a, b)
+    assert config["channels"]["context"]["source"]["sha256"] == reference["beside"]["sha256"]
+    assert ablation.train("sitenet-dim-mp36k") == folder  # reused: nothing trained or written
+
+    record = ablation.pretraining_record(str(folder))
+    assert record["channel"] == "structure" and record["settings"]["false_samples"] == ["other"]
+    assert record["epochs"] == 3 and record["beside"]["channel"] == "context"
+    assert ablation.pretraining_record("sitenet-dim-mp36k")["settings"]["false_samples"] != [
+        "other"
+    ]
+
+    # another context channel beside the trained encoder: refused
+    context = {**reference, "encoder": reference["beside"]["encoder"]}
+    other = _stand_in(tmp_path / "ctx", settings, context)
+    combine_channels(other, trained, tmp_path / "wrong-context")
+    with pytest.raises(SystemExit, match=r"context\.sha256"):
+        ablation.check(tmp_path / "wrong-context", settings, reference)
+    # a structure channel trained otherwise: refused, in the encoder folder and in the pair
+    beta = _stand_in(tmp_path / "beta", settings, reference, beta=0.1)
+    combine_channels(work / "context", beta, tmp_path / "wrong-beta")
+    for refused in (beta, tmp_path / "wrong-beta"):
+        with pytest.raises(SystemExit, match=r"'beta': \(0.1, 0.01\)"):
+            ablation.check(refused, settings, reference)
+    # data of another split (by sha256, whatever the words say): refused
+    split = {**reference["data"]["split"], "sha256": "0" * 64}
+    elsewhere = {**reference, "data": {**reference["data"], "split": split}}
+    with pytest.raises(SystemExit, match=r"data\.split"):
+        ablation.check(folder, settings, elsewhere)
+    # a two-channel folder is not the ablation of single-channel weights
+    single = {k: v for k, v in reference.items() if k not in ("channel", "beside")}
+    with pytest.raises(SystemExit, match="holds two channels"):
+        ablation.check(folder, settings, single)
 
 
 def test_ablation_refuses_an_encoder_trained_otherwise(tmp_path):
@@ -689,3 +802,120 @@ def test_bundle_data_words_replace_the_record_and_measured_facts_cannot(tmp_path
     assert _merge_data(recorded, {"n_train": 30}, tmp_path)["n_train"] == 30
     with pytest.raises(SystemExit, match="n_train=31 contradicts"):
         _merge_data(recorded, {"n_train": 31}, tmp_path)
+
+
+def test_plot_training_draws_each_channel_of_the_bundled_weights(tmp_path):
+    """Fig. 6 of two-channel weights: each channel's whole recorded run, its kept epoch marked;
+    single-channel weights give the one curve they gave before."""
+    pytest.importorskip("matplotlib")
+    from benchmarks.paper import plot_training
+    from dimfeat.channels import read_weights_config
+    from dimfeat.weights import resolve_weights
+
+    config = read_weights_config(resolve_weights("sitenet-dim-mp36k"))
+    runs, title = plot_training.curves(config)
+    assert list(runs) == ["context", "structure"]
+    for name, history in runs.items():
+        training = config["channels"][name]["source"]["training"]
+        assert [r["epoch"] for r in history] == [r["epoch"] for r in training["run_history"]]
+        assert [r["epoch"] for r in history if r["best"]] == [training["selection"]["epoch"]]
+        kept = training["selection"]["epoch"]
+        assert f"{name}: {len(history)} epochs, epoch {kept} kept" in title
+    out = tmp_path / "curves.png"
+    plot_training.main(["--out", str(out)])
+    assert out.stat().st_size > 0
+
+    single = read_weights_config(SINGLE_CHANNEL)
+    runs, title = plot_training.curves(single)
+    assert list(runs) == [""] and len(runs[""]) == len(single["training"]["run_history"])
+    assert title.startswith(f"{single['name']} ({len(runs[''])} epochs, epoch 2 kept)")
+    plot_training.main(["--config", SINGLE_CHANNEL, "--out", str(out)])
+
+
+def test_weights_summary_describes_each_channel_of_two_channel_weights():
+    text = representation.weights_summary("sitenet-dim-mp36k")
+    assert text.startswith("two channels: context (64 values, no distances), trained 3 epoch(s)")
+    assert "; structure (64 values), trained 3 epoch(s)" in text
+    assert "false samples ['permutation', 'polymorph', 'strain']" in text
+    single = representation.weights_summary(SINGLE_CHANNEL)
+    assert single.startswith("trained 2 epoch(s)") and "channel" not in single
+
+
+def _archived_sha() -> str:
+    return json.loads((Path(SINGLE_CHANNEL) / "config.json").read_text())["sha256"]
+
+
+def test_results_of_other_weights_are_labelled_with_the_weights_they_are_from(
+    tmp_path, monkeypatch
+):
+    """Sections computed with the archived single-channel weights name that folder and the
+    bundled weights' sha256, in results.md and summary.md; sections of the bundled weights
+    say so, with no warning."""
+    from benchmarks.common import weights_label
+
+    old, current = _archived_sha(), F.weights_key("sitenet-dim-mp36k")
+    label = weights_label(old[:16])
+    assert label.startswith(f"`{SINGLE_CHANNEL}` (sha256 {old[:16]}...), **not the bundled")
+    assert weights_label(current) == f"the bundled `sitenet-dim-mp36k` (sha256 {current}...)"
+    assert "no folder of this repository" in weights_label("0123456789abcdef")
+
+    described = f"DIM encoder, weights sitenet-dim-mp36k (sha256 {old[:16]}...): trained"
+    mae = {"band_gap": {"linear": {"dim": {"50": [1.0]}, "magpie": {"50": [2.0]}}}}
+    rep = {"representations": {"dim": described}, "mae": mae}
+    ts = {"weights": f"sitenet-dim-mp36k (sha256 {current}...)"}
+    runs = [{"init": "dim", "start_sha256": old}, {"init": "random", "start_sha256": None}]
+    assert report.weights_sha(rep) == old[:16] and report.weights_sha(ts) == current
+    assert report.transfer_sha({"runs": runs}) == old
+    note = "\n".join(report._weights_note({"Fig. 8": old[:16], "Figs 9-10": current}))
+    assert "Not every result here was computed with the bundled" in note
+    assert f"Fig. 8: `{SINGLE_CHANNEL}`" in note and "Figs 9-10" not in note
+    assert report._weights_note({"Figs 9-10": current, "Fig. 7": None}) == []
+
+    # the whole report, from result files only (nothing computed)
+    (tmp_path / "transfer.json").write_text(json.dumps({"runs": runs}))
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    monkeypatch.setattr(report, "FIGURES", tmp_path)
+    monkeypatch.setattr(report, "DOC", tmp_path / "results.md")
+    monkeypatch.setattr(report, "SUMMARY", tmp_path / "summary.md")
+    report.write()
+    text = (tmp_path / "results.md").read_text()
+    assert "Fig. 7" in text and f"- Trained DIM weights: {label}." in text
+    assert "Not every result here was computed with the bundled" in text
+
+
+def test_transfer_stage_keeps_and_labels_the_runs_of_other_weights(tmp_path, monkeypatch):
+    """The committed transfer runs start from the archived single-channel weights: run_all
+    does not rerun them (a rerun would refuse to mix weights) but rewrites their table, which
+    names those weights; runs of the bundled weights are resumed as before."""
+    import torch
+
+    from benchmarks.paper import run_all, transfer
+
+    committed = transfer.RESULTS / "paper" / "transfer.json"
+    assert transfer.other_starts(committed) == [_archived_sha()]
+
+    doc = tmp_path / "transfer.md"
+    doc.write_text(f"{transfer.MARKERS[0]}\n{transfer.MARKERS[1]}\n")
+    runs = transfer.load_results(committed)["runs"]
+    transfer.write_table(doc, runs, "2-core CPU")
+    assert f"DIM starts (dim init and its schedules): `{SINGLE_CHANNEL}`" in doc.read_text()
+
+    calls = []
+    monkeypatch.setattr(transfer, "main", lambda argv: calls.append(argv))  # 288 runs of 30 s
+    monkeypatch.setattr(report, "write", lambda: None)  # tested above
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # run_all's, for the process
+    others = "fast,geometry,one-chemistry,ofm,ablation,ofm-phonons"
+    run_all.main(["--skip", others])
+    assert calls == [["plot"]]
+
+    current = json.loads(
+        (transfer.ROOT / "weights" / "sitenet-dim-mp36k" / "config.json").read_text()
+    )["sha256"]
+    (tmp_path / "paper").mkdir()
+    bundled = [{**r, "start_sha256": current} if r["init"].startswith("dim") else r for r in runs]
+    (tmp_path / "paper" / "transfer.json").write_text(json.dumps({"runs": bundled}))
+    monkeypatch.setattr(transfer, "RESULTS", tmp_path)
+    calls.clear()
+    run_all.main(["--skip", others])
+    assert calls == [["run"], ["plot"]]

@@ -12,7 +12,11 @@ pytest.importorskip("matplotlib")
 
 from dimfeat.plot import CHANCE_LOSS, plot_training_curves
 
-BUNDLED = Path(__file__).resolve().parent.parent / "weights" / "sitenet-dim-mp36k" / "config.json"
+ROOT = Path(__file__).resolve().parent.parent
+BUNDLED = ROOT / "weights" / "sitenet-dim-mp36k" / "config.json"
+SINGLE_CHANNEL = (
+    ROOT / "benchmarks/results/archive/sitenet-dim-mp36k-single-channel-epoch-2/config.json"
+)
 KEYS = ("local_dim", "global_dim", "local_kl", "global_kl")
 
 
@@ -70,10 +74,35 @@ def test_empty_history_raises():
         plot_training_curves([])
 
 
-def test_accepts_the_bundled_weights_config():
-    config = json.loads(BUNDLED.read_text())
+def test_accepts_a_single_channel_weights_config():
+    config = json.loads(SINGLE_CHANNEL.read_text())
     fig = plot_training_curves(config)
     n = len(config["training"]["history"])
     assert len(fig.get_axes()[2].get_lines()[0].get_xdata()) == n
     fig_training = plot_training_curves(config["training"])
     assert len(fig_training.get_axes()) == 4
+
+
+def test_a_two_channel_config_draws_one_line_set_per_channel():
+    """The bundled two-channel weights: each channel's own history, in its own colour, with its
+    own selected epoch marked."""
+    config = json.loads(BUNDLED.read_text())
+    fig = plot_training_curves(config)
+    channels = config["channels"]
+    for ax in fig.get_axes():
+        lines = {line.get_label(): line for line in ax.get_lines()}
+        for k, name in enumerate(channels):
+            history = channels[name]["source"]["training"]["history"]
+            curve = lines[f"{name}: valid loss"]
+            assert list(curve.get_xdata()) == [r["epoch"] for r in history]
+            assert curve.get_color() == f"C{k}"
+            chosen = max(r["epoch"] for r in history if r.get("best"))
+            assert tuple(lines[f"{name}: selected epoch {chosen}"].get_xdata()) == (chosen,) * 2
+    # the same from a dict of name -> records, as benchmarks/paper/plot_training passes them
+    history = _history()
+    fig = plot_training_curves({"a": history, "b": _history(6)})
+    labels = [line.get_label() for line in fig.get_axes()[0].get_lines()]
+    assert labels[:2] == ["a: valid loss", "b: valid loss"]
+    assert "a: selected epoch 3" in labels and "b: selected epoch 5" in labels
+    with pytest.raises(ValueError, match="history of b has no valid_local_dim"):
+        plot_training_curves({"a": history, "b": _history(prefixes=("train",))})

@@ -13,8 +13,10 @@ sensitivity on the test polymorph families, :mod:`benchmarks.paper.geometry`), `
 features of the mp36k subsets, Fig. 8 with OFM), ``ablation`` (Fig. 11, one CPU training),
 ``ofm-phonons`` (OFM of the 1,265 phonon structures, Fig. 13 with OFM), ``transfer`` (Fig. 7,
 :mod:`benchmarks.paper.transfer`: 288 fine-tuning runs of about 30 s each on one core, resumed
-from ``benchmarks/results/paper/transfer.json``; the bundled weights only). The ``fast`` stage
-also redraws the training curves (Fig. 6) from the weights' recorded history.
+from ``benchmarks/results/paper/transfer.json``; the bundled weights only, and only when that
+file holds no runs of other DIM weights: it then rewrites the table naming the weights the
+runs are from). The ``fast`` stage also redraws the training curves (Fig. 6) from the weights'
+recorded history, one line set per channel of two-channel weights.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ def main(argv=None) -> None:
     import torch
 
     torch.set_num_threads(1)
+    from benchmarks.common import weights_label
     from benchmarks.paper import ablation, one_chemistry, phonons, report, representation, tsne
     from benchmarks.paper import features as F
 
@@ -64,7 +67,17 @@ def main(argv=None) -> None:
         if args.weights != representation.DEFAULT_WEIGHTS:
             print("== transfer: runs only with the bundled weights; skipped")
             return
-        transfer.main(["run"])
+        results = transfer.RESULTS / "paper" / "transfer.json"
+        other = transfer.other_starts(results, representation.DEFAULT_WEIGHTS)
+        if other:  # rerunning would mix weights (refused); the results stay, labelled
+            names = " and ".join(weights_label(sha) for sha in other)
+            print(
+                f"== transfer: {results} holds the runs of {names}; not rerun (288 runs of "
+                "about 30 s): `python -m benchmarks.paper.transfer run --out FILE` computes "
+                "them for the bundled weights. Its table is rewritten naming those weights."
+            )
+        else:
+            transfer.main(["run"])
         transfer.main(["plot"])
 
     def run_ofm() -> None:

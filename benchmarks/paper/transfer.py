@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import DEVCACHE, MP36K, RESULTS, ROOT, machine_line
+from benchmarks.common import DEVCACHE, MP36K, RESULTS, ROOT, machine_line, weights_label
 
 CACHE = DEVCACHE
 FIGURES = ROOT / "docs" / "figures"
@@ -157,6 +157,23 @@ def is_done(runs: list[dict], key: str, start_sha: str | None) -> bool:
     return True
 
 
+def start_shas(runs: list[dict]) -> list[str]:
+    """The sha256 of the weights the recorded DIM-started runs (``dim`` and its schedules)
+    started from, sorted."""
+    dim = [r for r in runs if r["init"].startswith("dim")]
+    return sorted({r["start_sha256"] for r in dim if r.get("start_sha256")})
+
+
+def other_starts(path: Path, weights: str = "sitenet-dim-mp36k") -> list[str]:
+    """The DIM start weights recorded in the results file ``path`` that are not ``weights``
+    (sha256s): runs a rerun for ``weights`` would refuse to mix with (:func:`is_done`)."""
+    from dimfeat.channels import read_weights_config
+    from dimfeat.weights import resolve_weights
+
+    current = read_weights_config(resolve_weights(weights))["sha256"]
+    return [sha for sha in start_shas(load_results(path)["runs"]) if sha != current]
+
+
 # -- runs -------------------------------------------------------------------------------------
 def epochs_for(
     n_labels: int, max_steps: int, validation_fraction: float = VALIDATION_FRACTION
@@ -221,7 +238,8 @@ def run(args: argparse.Namespace) -> None:
     if results.get("protocol", protocol) != protocol:
         raise SystemExit(f"{args.out} was written with another protocol; use another --out")
     results["protocol"] = protocol
-    from dimfeat.weights import read_config, resolve_weights
+    from dimfeat.channels import read_weights_config
+    from dimfeat.weights import resolve_weights
 
     shas: dict[str | None, str | None] = {}
 
@@ -234,7 +252,9 @@ def run(args: argparse.Namespace) -> None:
                     weights = start_weights(init, prop, train, train_y, args)
                     if weights not in shas:  # read each start's config once
                         shas[weights] = (
-                            read_config(resolve_weights(weights))["sha256"] if weights else None
+                            read_weights_config(resolve_weights(weights))["sha256"]
+                            if weights
+                            else None
                         )
                     sha = shas[weights]
                     if is_done(results["runs"], run_key(prop, n, init, seed), sha):
@@ -399,11 +419,17 @@ def write_table(doc: Path, runs: list[dict], machine: str) -> None:
     if start < 0 or end < start:
         raise SystemExit(f"{doc} has no {MARKERS[0]} ... {MARKERS[1]} block to regenerate")
     seeds = sorted({r["seed"] for r in runs})
+    starts = " and ".join(weights_label(sha) for sha in start_shas(runs))
     block = (
         f"{MARKERS[0]}\n"
         "<!-- written by `python -m benchmarks.paper.transfer plot`; do not edit -->\n\n"
         f"{len(runs)} runs, seeds {seeds[0]}-{seeds[-1]} (not every cell has every seed: see the "
-        f"run counts); machine: {machine}.\n" + table(runs) + schedule_table(runs) + "\n\n"
+        f"run counts); machine: {machine}."
+        + (f" DIM starts (dim init and its schedules): {starts}." if starts else "")
+        + "\n"
+        + table(runs)
+        + schedule_table(runs)
+        + "\n\n"
     )
     doc.write_text(text[:start] + block + text[end:])
 
