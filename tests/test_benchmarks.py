@@ -319,7 +319,7 @@ def test_bundle_writes_the_chosen_epoch_with_the_whole_run_and_refuses_another_f
         bundle(run, tmp_path / "refused")
 
 
-SINGLE_CHANNEL = "benchmarks/results/archive/sitenet-dim-mp36k-single-channel-epoch-2"
+SINGLE_CHANNEL = "weights/sitenet-dim-mp36k-single-channel"
 
 
 def _ablated_record(weights: str) -> tuple[dict, dict, dict]:
@@ -401,14 +401,22 @@ def _stand_in(folder: Path, settings: dict, reference: dict, seed: int = 1, **ch
     return save_pretrained(folder, encoder, inputs=reference["inputs"], training=record)
 
 
-def test_ablation_of_two_channel_weights_trains_the_structure_channel_only(tmp_path, monkeypatch):
+def test_ablation_of_two_channel_weights_trains_the_structure_channel_only(
+    tmp_path, monkeypatch, small_structures
+):
     """For two-channel weights the trained encoder (here a stand-in, saved where the training
-    saves it) replaces the structure channel; the context channel is the bundled one, bit for
-    bit; the folder is reused only while it holds exactly those two."""
+    saves it), given the bundled structure channel's principal read-out, replaces the
+    structure channel; the context channel is the bundled one, bit for bit; the folder is
+    reused only while it holds exactly those two."""
     import torch
 
     import dimfeat.cli
     from benchmarks.paper import ablation
+    from benchmarks.release import bundle_weights
+    from dimfeat.inputs import build_many
+
+    crystals, _ = build_many(small_structures[:40], max_atoms=50)
+    monkeypatch.setattr(bundle_weights, "readout_crystals", lambda: (crystals, "40 structures"))
     from dimfeat.channels import TwoChannelEncoder, combine_channels, load_weights
     from dimfeat.weights import load_encoder, resolve_weights
 
@@ -429,10 +437,15 @@ def test_ablation_of_two_channel_weights_trains_the_structure_channel_only(tmp_p
     combined, config = load_weights(folder)
     bundled, _ = load_weights(resolve_weights("sitenet-dim-mp36k"))
     alone, _ = load_encoder(trained)
+    read_out, read_out_config = load_encoder(work / "ablated-readout")
+    rank = config["channels"]["structure"]["source"]["training"]["readout"]["rank"]
+    assert read_out_config["training"]["readout"]["rank"] == rank == 32
     assert isinstance(combined, TwoChannelEncoder)
-    for mine, theirs in ((combined.context, bundled.context), (combined.structure, alone)):
+    for mine, theirs in ((combined.context, bundled.context), (combined.structure, read_out)):
         for a, b in zip(mine.state_dict().values(), theirs.state_dict().values(), strict=True):
             assert torch.equal(a, b)
+    for name, a in alone.state_dict().items():  # the read-out changes global_mu alone
+        assert torch.equal(a, read_out.state_dict()[name]) != name.startswith("global_mu")
     assert config["channels"]["context"]["source"]["sha256"] == reference["beside"]["sha256"]
     assert ablation.train("sitenet-dim-mp36k") == folder  # reused: nothing trained or written
 

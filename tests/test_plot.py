@@ -15,7 +15,7 @@ from dimfeat.plot import CHANCE_LOSS, plot_training_curves
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLED = ROOT / "weights" / "sitenet-dim-mp36k" / "config.json"
 SINGLE_CHANNEL = (
-    ROOT / "benchmarks/results/archive/sitenet-dim-mp36k-single-channel-epoch-2/config.json"
+    ROOT / "weights/sitenet-dim-mp36k-single-channel/config.json"
 )
 KEYS = ("local_dim", "global_dim", "local_kl", "global_kl")
 

@@ -335,9 +335,30 @@ def combine(weights: str, trained: Path, folder: Path) -> Path:
             f"the {other} channel of {weights} written alone has sha256 {written}, not the "
             f"{source['sha256']} its bundle records; it cannot be put beside the ablation"
         )
+    readout = (config["channels"][ABLATED_CHANNEL]["source"].get("training") or {}).get("readout")
+    if readout:
+        trained = _with_readout(trained, readout["rank"], folder.parent / "ablated-readout")
     channels = {other: kept, ABLATED_CHANNEL: trained}
     return combine_channels(
         channels["context"], channels["structure"], folder, name=f"ablation-{VARIANT}"
+    )
+
+
+def _with_readout(trained: Path, rank: int, out: Path) -> Path:
+    """``trained`` with the principal read-out the bundled channel got (same rank, same
+    unlabelled crystals: :func:`benchmarks.release.bundle_weights.readout_crystals`), written
+    to ``out``, so that the ablation differs from the bundled channel in its false samples
+    only."""
+    from benchmarks.release.bundle_weights import encoder_vectors, readout_crystals
+    from dimfeat.channels import principal_readout
+    from dimfeat.weights import load_encoder, save_pretrained
+
+    encoder, config = load_encoder(trained)
+    crystals, description = readout_crystals()
+    record = principal_readout(encoder, encoder_vectors(encoder, crystals), rank)
+    training = {**(config.get("training") or {}), "readout": {**record, "data": description}}
+    return save_pretrained(
+        out, encoder, inputs=config["inputs"], training=training, name=config.get("name")
     )
 
 
