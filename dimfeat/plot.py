@@ -31,6 +31,7 @@ def plot_training_curves(
     *,
     split: str = "valid",
     title: str | None = None,
+    channel: str | None = None,
 ):
     """Draw the validation DIM and KL losses per epoch in a 2x2 grid (the paper's Fig. 6).
 
@@ -45,13 +46,18 @@ def plot_training_curves(
         Per-epoch records as in :attr:`dimfeat.training.DIMTrainer.history` or
         ``DeepInfoMaxFeaturizer.history_`` (keys ``epoch``, ``valid_local_dim``,
         ``valid_global_dim``, ``valid_local_kl``, ``valid_global_kl`` and optionally ``best``).
-        A weights folder's parsed ``config.json`` or its ``training`` block is accepted too.
+        A weights folder's parsed ``config.json`` or its ``training`` block is accepted too; a
+        two-channel folder's ``config.json`` (whose channels were trained apart, each with its
+        own history) needs ``channel``.
     path : str or path, optional
         Save the figure there (format from the suffix, e.g. ``.png`` or ``.pdf``).
     split : {"valid", "train"}, default="valid"
         Which losses to draw.
     title : str, optional
         Figure title.
+    channel : {"context", "structure"}, optional
+        With a two-channel ``config.json``: whose training history to draw (the channel's
+        ``source.training``). Ignored for any other ``history``.
 
     Returns
     -------
@@ -62,16 +68,17 @@ def plot_training_curves(
     ImportError
         If matplotlib is not installed.
     ValueError
-        If the history is empty or lacks the ``{split}_*`` losses.
+        If the history is empty or lacks the ``{split}_*`` losses, or a two-channel config is
+        given without a valid ``channel``.
 
     Examples
     --------
     >>> import json
     >>> from dimfeat.plot import plot_training_curves
     >>> config = json.load(open("weights/sitenet-dim-mp36k/config.json"))  # doctest: +SKIP
-    >>> fig = plot_training_curves(config, "curves.png")  # doctest: +SKIP
+    >>> fig = plot_training_curves(config, "curves.png", channel="structure")  # doctest: +SKIP
     """
-    records = _records(history)
+    records = _records(history, channel)
     if split not in ("valid", "train"):
         raise ValueError(f"split must be 'valid' or 'train', got {split!r}")
     missing = [f"{split}_{key}" for key, _ in _PANELS if f"{split}_{key}" not in records[0]]
@@ -116,7 +123,15 @@ def plot_training_curves(
     return fig
 
 
-def _records(history: Any) -> list[Mapping[str, Any]]:
+def _records(history: Any, channel: str | None = None) -> list[Mapping[str, Any]]:
+    if isinstance(history, Mapping) and isinstance(history.get("channels"), Mapping):
+        channels = history["channels"]  # a two-channel config.json: one training per channel
+        if channel not in channels:
+            raise ValueError(
+                f"a two-channel weights config holds one training history per channel; pass "
+                f"channel= one of {sorted(channels)} (got {channel!r})"
+            )
+        history = (channels[channel].get("source") or {}).get("training") or {}
     if isinstance(history, Mapping):
         if "training" in history and isinstance(history["training"], Mapping):
             history = history["training"]

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
+from conftest import BUNDLED_WEIGHTS
 
 pytest.importorskip("matplotlib")
 
 from dimfeat.plot import CHANCE_LOSS, plot_training_curves
+from dimfeat.weights import CONFIG_FILE, resolve_weights
 
-BUNDLED = Path(__file__).resolve().parent.parent / "weights" / "sitenet-dim-mp36k" / "config.json"
 KEYS = ("local_dim", "global_dim", "local_kl", "global_kl")
 
 
@@ -70,10 +70,19 @@ def test_empty_history_raises():
         plot_training_curves([])
 
 
-def test_accepts_the_bundled_weights_config():
-    config = json.loads(BUNDLED.read_text())
-    fig = plot_training_curves(config)
-    n = len(config["training"]["history"])
-    assert len(fig.get_axes()[2].get_lines()[0].get_xdata()) == n
-    fig_training = plot_training_curves(config["training"])
-    assert len(fig_training.get_axes()) == 4
+@pytest.mark.parametrize("weights", BUNDLED_WEIGHTS)
+def test_accepts_the_bundled_weights_config(weights):
+    config = json.loads((resolve_weights(weights) / CONFIG_FILE).read_text())
+    if "channels" not in config:  # one training history
+        trainings = {None: config["training"]}
+    else:  # one per channel, each trained apart: the channel must be named
+        trainings = {c: block["source"]["training"] for c, block in config["channels"].items()}
+        for wrong in (None, "both"):
+            with pytest.raises(ValueError, match=r"history per channel; pass channel="):
+                plot_training_curves(config, channel=wrong)
+    for channel, training in trainings.items():
+        fig = plot_training_curves(config, channel=channel)
+        curve = fig.get_axes()[2].get_lines()[0]
+        assert list(curve.get_ydata()) == [r["valid_global_dim"] for r in training["history"]]
+        fig_training = plot_training_curves(training)
+        assert len(fig_training.get_axes()) == 4

@@ -6,8 +6,9 @@ Run from the repository root after the bundled weights change (retraining, a new
 
 It records the sha256 of ``weights/sitenet-dim-mp36k/model.safetensors`` and every
 ``STRIDE``-th value of the vector of each classic crystal of ``tests/data/crystals.py`` (columns
-0, 8, ..., 120: both channels of a two-channel vector), computed on the CPU. ``tests/test_featurizer.py`` checks the sha first (so that a retrained model asks for
-this script, rather than failing as a regression) and then compares the values.
+0, 8, ..., 120: both channels of a two-channel vector), computed on the CPU.
+``tests/test_featurizer.py`` checks the sha first (so that a retrained model asks for this
+script, rather than failing as a regression) and then compares the values.
 """
 
 from __future__ import annotations
