@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import MATMINER  # the data folder: $DIMFEAT_SHARED_DATA, else ../shared/data
+from conftest import MATMINER, weights_labels  # MATMINER: $DIMFEAT_SHARED_DATA or ../shared/data
 from pymatgen.core import Lattice, Structure
 from pymatgen.io.cif import CifWriter
 
@@ -30,7 +30,7 @@ from dimfeat.weights import sha256_of
 
 N_STRUCTURES = 16
 ATOL = 2e-5  # float32; batch composition changes padding widths (docs/reliability.md)
-LABELS = [f"dim_{i}" for i in range(128)]
+LABELS = weights_labels()  # those of the default weights (dimfeat featurize)
 SCHEMA = ["index", "id", *LABELS, "error"]
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 needs_matbench = pytest.mark.skipif(
