@@ -43,6 +43,7 @@ from dimfeat.weights_folder import (
     MAX_CONFIG_BYTES,
     MODEL_FILE,
     SETTINGS_EDITED_ADVICE,
+    TWO_CHANNEL_ARCHITECTURE,
     WeightsError,
     check_architecture,
     check_config,
@@ -71,7 +72,6 @@ __all__ = [
     "write_model_card",
 ]
 
-TWO_CHANNEL_ARCHITECTURE = "sitenet-dim-two-channel"
 #: The channels, in the order of the vector, and the prefix of their feature labels.
 CHANNELS = {"context": "dim_ctx", "structure": "dim_struct"}
 _FORMAT = "dimfeat-weights/1"

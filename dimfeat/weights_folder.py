@@ -100,6 +100,8 @@ __all__ = [
 
 FORMAT = "dimfeat-weights/1"
 ARCHITECTURE = "sitenet-dim"
+# The two-channel architecture (dimfeat.channels), named here only to say where to load it.
+TWO_CHANNEL_ARCHITECTURE = "sitenet-dim-two-channel"
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 CARD_FILE = "README.md"
@@ -436,6 +438,13 @@ def check_config(config: Any, path: Path | str) -> dict[str, Any]:
     """Check a parsed single-channel ``config.json`` (from ``path``) against the schema."""
     if not isinstance(config, dict):
         raise WeightsError(f"{path} must hold a JSON object, not {type(config).__name__}")
+    if config.get("format") == FORMAT and config.get("architecture") == TWO_CHANNEL_ARCHITECTURE:
+        raise WeightsError(
+            f"{path} is a two-channel weights folder ({TWO_CHANNEL_ARCHITECTURE!r}); "
+            "load_encoder reads single-channel ones: load it with dimfeat.channels.load_weights "
+            "(either kind; dimfeat.weights.read_config reads either config) or "
+            "DeepInfoMaxFeaturizer(weights=...)"
+        )
     if config.get("format") != FORMAT or config.get("architecture") != ARCHITECTURE:
         raise WeightsError(
             f"{path}: unsupported weights format {config.get('format')!r} / architecture "

@@ -596,6 +596,10 @@ def test_version_and_help_read_as_plain_text(capsys):
             assert out.strip() == f"dimfeat {__version__}"
         if argv == ["featurize", "--help"]:
             assert "dimfeat featurize INPUT... -o OUT" in out and "Exit status" in out
+            # the columns it writes: the default weights' labels (wrapped lines joined)
+            text = " ".join(out.split())
+            assert f"{LABELS[0]} ... {LABELS[len(LABELS) // 2 - 1]}" in text
+            assert f"{LABELS[len(LABELS) // 2]} ... {LABELS[-1]}" in text
 
 
 @pytest.mark.slow

@@ -122,6 +122,15 @@ def test_bundled_weights_are_available():
     assert DeepInfoMaxFeaturizer(device="cpu").fit([]).n_features_out_ == 128
 
 
+def test_load_encoder_sends_a_two_channel_folder_to_load_weights():
+    folder = resolve_weights(DEFAULT_WEIGHTS)
+    with pytest.raises(WeightsError, match=r"two-channel weights folder.*load_weights"):
+        load_encoder(folder)
+    encoder, config = load_weights(folder)
+    assert isinstance(encoder, TwoChannelEncoder)
+    assert config["architecture"] == TWO_CHANNEL_ARCHITECTURE
+
+
 @pytest.mark.parametrize("weights", BUNDLED_WEIGHTS)
 def test_save_load_round_trip_gives_identical_vectors(tmp_path, structures, weights):
     bundled_encoder, bundled_config = load_weights(resolve_weights(weights))
