@@ -42,13 +42,15 @@ from dimfeat.weights_folder import (
     CONFIG_FILE,
     MAX_CONFIG_BYTES,
     MODEL_FILE,
+    SETTINGS_EDITED_ADVICE,
+    TWO_CHANNEL_ARCHITECTURE,
     WeightsError,
     check_architecture,
     check_config,
-    check_model_size,
-    check_safetensors,
+    check_model_file,
     load_encoder,
     read_config,
+    read_tensors,
     settings_sha256,
     sha256_of,
     write_file,
@@ -70,7 +72,6 @@ __all__ = [
     "write_model_card",
 ]
 
-TWO_CHANNEL_ARCHITECTURE = "sitenet-dim-two-channel"
 #: The channels, in the order of the vector, and the prefix of their feature labels.
 CHANNELS = {"context": "dim_ctx", "structure": "dim_struct"}
 _FORMAT = "dimfeat-weights/1"
@@ -198,12 +199,48 @@ def _settings_digest(config: dict) -> str:
     return fingerprint.sha256_bytes(json.dumps(parts).encode())
 
 
+def _check_settings(path: Path, config: dict) -> None:
+    """Refuse a config whose settings that shape the vectors are not those its
+    ``settings_sha256`` records, naming the channel(s) whose settings no longer give the digest
+    recorded for the source folder (when its ``source`` records one)."""
+    recorded = config.get("settings_sha256")
+    actual = _settings_digest(config)
+    if recorded is None or recorded == actual:  # saved before the digest existed, or intact
+        return
+    changed = []
+    for name in CHANNELS:
+        source = config["channels"][name].get("source") or {}
+        if isinstance(source.get("sha256"), str) and isinstance(source.get("settings_sha256"), str):
+            settings = {**_channel_config(config, name), "sha256": source["sha256"]}
+            if settings_sha256(settings) != source["settings_sha256"]:
+                changed.append(name)
+    what = (
+        f"edited: the {' and '.join(changed)} channel{'s' if len(changed) > 1 else ''}"
+        if changed
+        else "which channel cannot be told: its source record is missing or was edited too"
+    )
+    raise WeightsError(
+        f"{path}: settings that shape the vectors were changed after these weights were saved "
+        f"({what}); its settings_sha256 is {recorded}, its settings now give {actual}. "
+        + SETTINGS_EDITED_ADVICE
+    )
+
+
 def _check_two_channel(config: Any, path: Path) -> dict:
     if not isinstance(config, dict):
         raise WeightsError(f"{path} must hold a JSON object")
+    if config.get("format") != _FORMAT:
+        raise WeightsError(
+            f"{path}: unsupported weights format {config.get('format')!r} / architecture "
+            f"{config.get('architecture')!r}; dimfeat {__version__} reads {_FORMAT!r} / "
+            f"{TWO_CHANNEL_ARCHITECTURE!r} (a newer dimfeat may read it: pip install -U dimfeat)"
+        )
     problems = []
     if unknown := sorted(set(config) - _KEYS):
         problems.append(f"unknown keys {unknown}")
+    for key in ("name", "dimfeat_version", "settings_sha256"):
+        if not isinstance(config.get(key, ""), str):
+            problems.append(f"{key!r} must be a string")
     channels = config.get("channels")
     if not isinstance(channels, dict) or sorted(channels) != sorted(CHANNELS):
         problems.append(f"'channels' must be an object with exactly {sorted(CHANNELS)}")
@@ -211,6 +248,12 @@ def _check_two_channel(config: Any, path: Path) -> dict:
         for name, block in channels.items():
             if not isinstance(block, dict) or set(block) - _CHANNEL_KEYS:
                 problems.append(f"channels.{name} must be an object of {sorted(_CHANNEL_KEYS)}")
+                continue
+            source = block.get("source")  # read by the model card and the featuriser
+            if not isinstance(source, dict | None):
+                problems.append(f"channels.{name}.source must be an object or null")
+            elif not isinstance((source or {}).get("training"), dict | None):
+                problems.append(f"channels.{name}.source.training must be an object or null")
     if problems:
         raise WeightsError(f"{path} is not a valid two-channel config: " + "; ".join(problems))
     for name in CHANNELS:
@@ -243,43 +286,24 @@ def load_weights(folder: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     config : dict
         The parsed ``config.json``.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     folder = Path(folder)
     raw = _read_json(folder)
     if not (isinstance(raw, dict) and raw.get("architecture") == TWO_CHANNEL_ARCHITECTURE):
         return load_encoder(folder)
     config = _check_two_channel(raw, folder / CONFIG_FILE)
     model_path = folder / MODEL_FILE
-    if not model_path.is_file():
-        raise WeightsError(f"{folder}: {MODEL_FILE} is missing")
-    check_model_size(model_path)
-    actual = sha256_of(model_path)
-    if actual != config["sha256"]:
-        raise WeightsError(
-            f"{model_path}: sha256 {actual} does not match {config['sha256']} recorded in "
-            f"{CONFIG_FILE}; the file is corrupt or was tampered with"
-        )
-    header = check_safetensors(model_path)
+    header = check_model_file(folder, config["sha256"])
     unknown = sorted(k for k in header if k.split(".", 1)[0] not in CHANNELS)
     if unknown:
-        raise WeightsError(f"{model_path}: unexpected tensors {unknown[:5]}")
-    for name in CHANNELS:  # names, shapes and dtypes, before anything is allocated
-        part = {k.split(".", 1)[1]: v for k, v in header.items() if k.startswith(name + ".")}
-        check_architecture(model_path, part, _channel_config(config, name))
-    try:
-        state = load_file(model_path)
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise WeightsError(f"{model_path} is not a valid safetensors file: {exc}") from exc
-    if bad := sorted(k for k, t in state.items() if not torch.isfinite(t).all()):
-        raise WeightsError(f"{model_path}: tensor(s) {bad[:5]} hold NaN or infinite values")
-    recorded = config.get("settings_sha256")
-    if recorded is not None and recorded != _settings_digest(config):
         raise WeightsError(
-            f"{folder / CONFIG_FILE}: settings that shape the vectors were changed after these "
-            "weights were saved (settings_sha256 does not match); fetch or combine them again"
+            f"{model_path} does not fit the architecture in {CONFIG_FILE}: unexpected tensors "
+            f"{unknown[:5]} (a two-channel file's names start with 'context.' or 'structure.')"
         )
+    for name in CHANNELS:  # names, shapes and dtypes, before anything is allocated
+        part = {k: v for k, v in header.items() if k.startswith(name + ".")}
+        check_architecture(model_path, part, _channel_config(config, name), prefix=name + ".")
+    state = read_tensors(model_path)
+    _check_settings(folder / CONFIG_FILE, config)
     encoders = {}
     for name in CHANNELS:
         block = config["channels"][name]

@@ -303,7 +303,9 @@ output (-o OUT; the format follows the extension, or --format):
   OUT          (no extension) a folder of parquet parts, one per chunk, with manifest.json
 Every row is: index (position in the input), id (material id, file name without extension,
 Matbench id such as mb-phonons-0001, or the key or position in a .json file),
-dim_0 ... dim_127, error (empty, or why the structure failed, with --ignore-errors).
+the vector (the bundled two-channel weights: dim_ctx_0 ... dim_ctx_63, dim_struct_0 ...
+dim_struct_63; single-channel weights: dim_0 ... dim_127), error (empty, or why the
+structure failed, with --ignore-errors).
 
 An interrupted run resumes when started again with the same command (--no-resume starts over).
 Exit status: 0 done; 2 an error, printed as one line 'dimfeat: error: ...' (--debug or

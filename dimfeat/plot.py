@@ -31,6 +31,7 @@ def plot_training_curves(
     *,
     split: str = "valid",
     title: str | None = None,
+    channel: str | None = None,
 ):
     """Draw the validation DIM and KL losses per epoch in a 2x2 grid (the paper's Fig. 6).
 
@@ -49,14 +50,17 @@ def plot_training_curves(
         ``valid_global_dim``, ``valid_local_kl``, ``valid_global_kl`` and optionally ``best``).
         A weights folder's parsed ``config.json`` or its ``training`` block is accepted too; a
         two-channel ``config.json`` (:mod:`dimfeat.channels`) gives one line set per channel,
-        from each channel's training record. A dict of name -> records (or training block)
-        draws each under its name.
+        from each channel's training record, or ``channel``'s alone. A dict of name -> records
+        (or training block) draws each under its name.
     path : str or path, optional
         Save the figure there (format from the suffix, e.g. ``.png`` or ``.pdf``).
     split : {"valid", "train"}, default="valid"
         Which losses to draw.
     title : str, optional
         Figure title.
+    channel : {"context", "structure"}, optional
+        With a two-channel ``config.json``: whose training history to draw (the channel's
+        ``source.training``); ``None`` draws both. Ignored for any other ``history``.
 
     Returns
     -------
@@ -67,16 +71,17 @@ def plot_training_curves(
     ImportError
         If matplotlib is not installed.
     ValueError
-        If a history is empty or lacks the ``{split}_*`` losses.
+        If a history is empty or lacks the ``{split}_*`` losses, or ``channel`` names no
+        channel of a two-channel config.
 
     Examples
     --------
     >>> import json
     >>> from dimfeat.plot import plot_training_curves
     >>> config = json.load(open("weights/sitenet-dim-mp36k/config.json"))  # doctest: +SKIP
-    >>> fig = plot_training_curves(config, "curves.png")  # doctest: +SKIP
+    >>> fig = plot_training_curves(config, "curves.png", channel="structure")  # doctest: +SKIP
     """
-    curves = _curves(history)
+    curves = _curves(history, channel)
     if split not in ("valid", "train"):
         raise ValueError(f"split must be 'valid' or 'train', got {split!r}")
     for name, records in curves.items():
@@ -126,12 +131,19 @@ def plot_training_curves(
     return fig
 
 
-def _curves(history: Any) -> dict[str, list[Mapping[str, Any]]]:
+def _curves(history: Any, channel: str | None = None) -> dict[str, list[Mapping[str, Any]]]:
     """The records of each history to draw, by name (``""`` for a single history)."""
     if isinstance(history, Mapping) and isinstance(history.get("channels"), Mapping):
+        channels = history["channels"]  # a two-channel config.json: one training per channel
+        if channel is not None and channel not in channels:
+            raise ValueError(
+                f"a two-channel weights config holds one training history per channel; pass "
+                f"channel= one of {sorted(channels)} or None for all (got {channel!r})"
+            )
         return {
             name: _records((block.get("source") or {}).get("training") or {})
-            for name, block in history["channels"].items()
+            for name, block in channels.items()
+            if channel in (None, name)
         }
     if isinstance(history, Mapping) and history and not {"history", "training"} & set(history):
         if all(

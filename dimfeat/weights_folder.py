@@ -75,17 +75,20 @@ __all__ = [
     "MAX_CONFIG_BYTES",
     "MAX_MODEL_BYTES",
     "MODEL_FILE",
+    "SETTINGS_EDITED_ADVICE",
     "WEIGHTS_FILES",
     "InputSettings",
     "WeightsError",
     "check_architecture",
     "check_config",
+    "check_model_file",
     "check_model_size",
     "check_safetensors",
     "encoder_files",
     "encoder_sha256",
     "load_encoder",
     "read_config",
+    "read_tensors",
     "save_pretrained",
     "settings_sha256",
     "sha256_of",
@@ -97,6 +100,8 @@ __all__ = [
 
 FORMAT = "dimfeat-weights/1"
 ARCHITECTURE = "sitenet-dim"
+# The two-channel architecture (dimfeat.channels), named here only to say where to load it.
+TWO_CHANNEL_ARCHITECTURE = "sitenet-dim-two-channel"
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 CARD_FILE = "README.md"
@@ -218,6 +223,16 @@ def _settings_digests(config: dict[str, Any]) -> dict[str, str]:
     return {k: _sha256_json(v)[:16] for k, v in vector_settings(config).items()}
 
 
+#: What to do about a config whose ``settings_sha256`` no longer matches its settings.
+SETTINGS_EDITED_ADVICE = (
+    "Weights give the vectors they were trained for only with the settings they were saved with "
+    "(an edited distance_cutoff or max_atoms moves every vector, with no other error). Put the "
+    "recorded values back (the model card README.md lists them) or fetch the folder again; for "
+    "other input settings pass max_atoms=/symprec= to the featuriser (dimfeat featurize "
+    "--max-atoms/--symprec) instead of editing the file"
+)
+
+
 def _check_settings_digest(path: Path, config: dict[str, Any]) -> None:
     """Refuse a config whose vector settings are not those its ``settings_sha256`` records."""
     recorded = config.get("settings_sha256")
@@ -236,12 +251,8 @@ def _check_settings_digest(path: Path, config: dict[str, Any]) -> None:
     )
     raise WeightsError(
         f"{path}: settings that shape the vectors were changed after these weights were saved "
-        f"({what}); its settings_sha256 is {recorded}, its settings now give {actual}. Weights "
-        "give the vectors they were trained for only with the settings they were saved with (an "
-        "edited distance_cutoff or max_atoms moves every vector, with no other error). Put the "
-        "recorded values back (the model card README.md lists them) or fetch the folder again; "
-        "for other input settings pass max_atoms=/symprec= to the featuriser (dimfeat "
-        "featurize --max-atoms/--symprec) instead of editing the file"
+        f"({what}); its settings_sha256 is {recorded}, its settings now give {actual}. "
+        + SETTINGS_EDITED_ADVICE
     )
 
 
@@ -427,6 +438,13 @@ def check_config(config: Any, path: Path | str) -> dict[str, Any]:
     """Check a parsed single-channel ``config.json`` (from ``path``) against the schema."""
     if not isinstance(config, dict):
         raise WeightsError(f"{path} must hold a JSON object, not {type(config).__name__}")
+    if config.get("format") == FORMAT and config.get("architecture") == TWO_CHANNEL_ARCHITECTURE:
+        raise WeightsError(
+            f"{path} is a two-channel weights folder ({TWO_CHANNEL_ARCHITECTURE!r}); "
+            "load_encoder reads single-channel ones: load it with dimfeat.channels.load_weights "
+            "(either kind; dimfeat.weights.read_config reads either config) or "
+            "DeepInfoMaxFeaturizer(weights=...)"
+        )
     if config.get("format") != FORMAT or config.get("architecture") != ARCHITECTURE:
         raise WeightsError(
             f"{path}: unsupported weights format {config.get('format')!r} / architecture "
@@ -533,10 +551,14 @@ def _expected_tensors(config: dict) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in encoder.state_dict().items()}
 
 
-def check_architecture(path: Path, header: dict, config: dict) -> None:
+def check_architecture(path: Path, header: dict, config: dict, *, prefix: str = "") -> None:
     """Refuse a header whose tensors (names, shapes, dtypes) are not the architecture's, and an
-    architecture beyond the size bound: before any tensor is allocated."""
-    expected = _expected_tensors(config)
+    architecture beyond the size bound: before any tensor is allocated.
+
+    ``prefix`` is that of the encoder's tensor names in the file (``"structure."`` for a channel
+    of a two-channel file): the header's names carry it, and so do those in the message.
+    """
+    expected = {prefix + k: v for k, v in _expected_tensors(config).items()}
     n_parameters = sum(math.prod(shape) for shape in expected.values())
     if n_parameters > _MAX_PARAMETERS:
         raise WeightsError(
@@ -561,6 +583,61 @@ def check_architecture(path: Path, header: dict, config: dict) -> None:
         raise WeightsError(
             f"{path} does not fit the architecture in {CONFIG_FILE}: " + "; ".join(problems[:6])
         )
+
+
+def check_model_file(folder: Path, sha256: str) -> dict:
+    """Verify a folder's ``model.safetensors`` before any tensor is read; return its header.
+
+    Checks, in order: the file exists, its size (at most :data:`MAX_MODEL_BYTES`, on its
+    metadata), its sha256 against ``sha256`` (the one ``config.json`` records, read in blocks),
+    and its safetensors structure (the header, without executing or unpickling anything). The
+    first half of :func:`load_encoder`, shared with the two-channel loader
+    (:func:`dimfeat.channels.load_weights`).
+
+    Returns
+    -------
+    dict
+        The header's tensor entries (``{name: {"dtype", "shape", "data_offsets"}}``).
+    """
+    from safetensors import SafetensorError, safe_open
+
+    model_path = folder / MODEL_FILE
+    if not model_path.is_file():
+        raise WeightsError(f"{folder}: {MODEL_FILE} is missing")
+    check_model_size(model_path)
+    actual = sha256_of(model_path)
+    if sha256 != actual:
+        raise WeightsError(
+            f"{model_path}: sha256 {actual} does not match {sha256} recorded in "
+            f"{CONFIG_FILE}; the file is corrupt or was tampered with (delete it and download "
+            "again; for Hub weights, pin a revision you trust)"
+        )
+    header = check_safetensors(model_path)
+    try:
+        with safe_open(model_path, framework="pt"):  # validates the header; reads no tensor
+            pass
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsError(f"{model_path} is not a valid safetensors file: {exc}") from exc
+    return header
+
+
+def read_tensors(model_path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a verified ``model.safetensors`` (:func:`check_model_file`), refusing any
+    that holds NaN or infinite values (such weights give NaN vectors)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(model_path)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsError(f"{model_path} is not a valid safetensors file: {exc}") from exc
+    bad = sorted(name for name, tensor in state.items() if not torch.isfinite(tensor).all())
+    if bad:
+        raise WeightsError(
+            f"{model_path}: tensor(s) {bad[:5]} hold NaN or infinite values; such weights give "
+            "NaN vectors and are refused"
+        )
+    return state
 
 
 def load_encoder(folder: str | Path) -> tuple[SiteNetEncoder, dict[str, Any]]:
@@ -592,40 +669,12 @@ def load_encoder(folder: str | Path) -> tuple[SiteNetEncoder, dict[str, Any]]:
     WeightsError
         If any check fails; the message names the file and the problem.
     """
-    from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
-
     folder = Path(folder)
     config = read_config(folder)
     model_path = folder / MODEL_FILE
-    if not model_path.is_file():
-        raise WeightsError(f"{folder}: {MODEL_FILE} is missing")
-    check_model_size(model_path)
-    expected = config["sha256"]
-    actual = sha256_of(model_path)
-    if expected != actual:
-        raise WeightsError(
-            f"{model_path}: sha256 {actual} does not match {expected} recorded in "
-            f"{CONFIG_FILE}; the file is corrupt or was tampered with (delete it and download "
-            "again; for Hub weights, pin a revision you trust)"
-        )
-    header = check_safetensors(model_path)
-    try:
-        with safe_open(model_path, framework="pt"):  # validates the header; reads no tensor
-            pass
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise WeightsError(f"{model_path} is not a valid safetensors file: {exc}") from exc
+    header = check_model_file(folder, config["sha256"])
     check_architecture(model_path, header, config)
-    try:
-        state = load_file(model_path)
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise WeightsError(f"{model_path} is not a valid safetensors file: {exc}") from exc
-    bad = sorted(name for name, tensor in state.items() if not torch.isfinite(tensor).all())
-    if bad:
-        raise WeightsError(
-            f"{model_path}: tensor(s) {bad[:5]} hold NaN or infinite values; such weights give "
-            "NaN vectors and are refused"
-        )
+    state = read_tensors(model_path)
     _check_settings_digest(folder / CONFIG_FILE, config)
     encoder_config = EncoderConfig.from_dict(config["encoder"])
     norm = config["normalisation"]

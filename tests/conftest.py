@@ -16,7 +16,9 @@ import pytest
 import torch
 
 from dimfeat import DeepInfoMaxFeaturizer
+from dimfeat.channels import CHANNELS
 from dimfeat.datasets import load_sample
+from dimfeat.weights import DEFAULT_WEIGHTS, read_config, resolve_weights
 
 TESTS = Path(__file__).resolve().parent
 DATA = TESTS / "data"
@@ -28,6 +30,26 @@ DATA_ENV = "DIMFEAT_SHARED_DATA"  # the name the benchmarks read too
 SHARED_DATA = Path(os.environ.get(DATA_ENV) or TESTS.parents[1] / "shared" / "data").expanduser()
 MATMINER = SHARED_DATA / "matminer"
 MP36K = SHARED_DATA / "mp36k"
+#: Bundled single-channel weights (one encoder, labels ``dim_0`` ...): the folder for tests that
+#: inspect or tamper with the single-channel layout (``config["encoder"]``, unprefixed tensor
+#: names). The default, :data:`dimfeat.weights.DEFAULT_WEIGHTS`, is two-channel.
+SINGLE_CHANNEL_WEIGHTS = "sitenet-dim-mp36k-single-channel"
+#: Every bundled weights folder, the two-channel default first: for behaviour that must hold for
+#: weights of either kind.
+BUNDLED_WEIGHTS = (DEFAULT_WEIGHTS, SINGLE_CHANNEL_WEIGHTS)
+
+
+def weights_labels(weights: str = DEFAULT_WEIGHTS) -> list[str]:
+    """Feature labels of bundled (or local) weights, read from their ``config.json``: ``dim_0``
+    ... for one channel, ``dim_ctx_0`` ... then ``dim_struct_0`` ... for two."""
+    config = read_config(resolve_weights(weights))
+    if "channels" not in config:
+        return [f"dim_{i}" for i in range(config["encoder"]["global_dim"])]
+    return [
+        f"{prefix}_{i}"
+        for channel, prefix in CHANNELS.items()
+        for i in range(config["channels"][channel]["encoder"]["global_dim"])
+    ]
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import MATMINER  # the data folder: $DIMFEAT_SHARED_DATA, else ../shared/data
+from conftest import MATMINER, weights_labels  # MATMINER: $DIMFEAT_SHARED_DATA or ../shared/data
 from pymatgen.core import Lattice, Structure
 from pymatgen.io.cif import CifWriter
 
@@ -30,7 +30,7 @@ from dimfeat.weights import sha256_of
 
 N_STRUCTURES = 16
 ATOL = 2e-5  # float32; batch composition changes padding widths (docs/reliability.md)
-LABELS = [f"dim_{i}" for i in range(128)]
+LABELS = weights_labels()  # those of the default weights (dimfeat featurize)
 SCHEMA = ["index", "id", *LABELS, "error"]
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 needs_matbench = pytest.mark.skipif(
@@ -596,6 +596,10 @@ def test_version_and_help_read_as_plain_text(capsys):
             assert out.strip() == f"dimfeat {__version__}"
         if argv == ["featurize", "--help"]:
             assert "dimfeat featurize INPUT... -o OUT" in out and "Exit status" in out
+            # the columns it writes: the default weights' labels (wrapped lines joined)
+            text = " ".join(out.split())
+            assert f"{LABELS[0]} ... {LABELS[len(LABELS) // 2 - 1]}" in text
+            assert f"{LABELS[len(LABELS) // 2]} ... {LABELS[-1]}" in text
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import weights_labels
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -56,7 +57,8 @@ def test_pipeline_demo():
 
 def test_dataframe_example():
     lines = _run("dataframe.py")
-    assert _line(lines, r"^rows: 21, feature columns: 128 \(dim_0 \.\.\. dim_127\)$")
+    labels = weights_labels()  # the default weights: dim_ctx_0 ... dim_struct_63
+    assert _line(lines, rf"^rows: 21, feature columns: 128 \({labels[0]} \.\.\. {labels[-1]}\)$")
     assert _line(lines, r"^featurised rows: 20$")
     assert _line(lines, r"^NaN rows: 1 \['disordered-FeNi'\]$")
     assert _line(lines, r"^error disordered-FeNi: .*InvalidStructureError: disordered structure")

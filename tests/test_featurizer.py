@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import SINGLE_CHANNEL_WEIGHTS, weights_labels
 from pymatgen.core import IStructure, Lattice, Molecule, Structure
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 from scipy.spatial.transform import Rotation
@@ -251,7 +252,7 @@ def test_set_output_pandas_and_feature_names(featurizer, classic):
     est = clone(featurizer).set_output(transform="pandas")
     frame = est.transform(pd.Series(list(classic.values()), index=list(classic)))
     assert isinstance(frame, pd.DataFrame)
-    assert frame.columns.tolist() == [f"dim_{i}" for i in range(128)]
+    assert frame.columns.tolist() == weights_labels()  # dim_ctx_0 ... dim_struct_63
     assert frame.index.tolist() == list(classic)
     np.testing.assert_allclose(frame.to_numpy(), featurizer.transform(list(classic.values())))
     names = featurizer.get_feature_names_out()
@@ -385,7 +386,11 @@ def test_featurize_equals_the_transform_row(featurizer, classic):
 
 
 def test_labels_citations_implementors(featurizer):
-    assert featurizer.feature_labels() == [f"dim_{i}" for i in range(128)]
+    labels = weights_labels()  # read from config.json: dim_ctx_0 ..., dim_struct_0 ...
+    assert featurizer.feature_labels() == labels and len(labels) == 128
+    assert labels[0] == "dim_ctx_0" and labels[-1] == "dim_struct_63"
+    single = DeepInfoMaxFeaturizer(weights=SINGLE_CHANNEL_WEIGHTS)
+    assert single.feature_labels() == [f"dim_{i}" for i in range(128)]
     citations = featurizer.citations()
     assert citations and all(c.startswith("@") for c in citations)
     assert any("10.1039/d4dd00202d" in c for c in citations)

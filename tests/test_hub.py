@@ -27,13 +27,13 @@ import pytest
 from huggingface_hub import constants
 
 from dimfeat import DeepInfoMaxFeaturizer, __version__
+from dimfeat.channels import load_weights  # verifies a folder of either kind
 from dimfeat.datasets import load_sample
 from dimfeat.hub import download_weights, parse_repo_spec, unreachable_reason, upload_folder
 from dimfeat.weights import (
     DEFAULT_WEIGHTS,
     WEIGHTS_FILES,
     WeightsError,
-    load_encoder,
     resolve_weights,
 )
 
@@ -316,7 +316,7 @@ def test_unpinned_download_warns_with_the_commit_to_pin(fake_hub, bundled_files)
     with pytest.warns(UserWarning, match=f"{REPO}@{commit}"):
         folder = download_weights(REPO)
     assert folder.name == commit
-    load_encoder(folder)
+    load_weights(folder)
     # config.json was fetched at 'main', the other two files at the commit it resolved to
     paths = [path for _, path, _ in fake_hub.requests]
     assert f"/{REPO}/resolve/main/config.json" in paths
@@ -333,7 +333,7 @@ def test_offline_after_download_uses_the_cache(fake_hub, bundled_files, monkeypa
     with pytest.warns(UserWarning, match="pinned"):
         unpinned = resolve_weights(REPO)
     assert pinned == unpinned
-    load_encoder(pinned)
+    load_weights(pinned)
     assert fake_hub.requests == []
 
 
@@ -389,7 +389,7 @@ def test_tampered_download_is_refused_by_sha256(fake_hub, bundled_files, structu
     folder = download_weights(f"{REPO}@{commit}")
     assert (folder / "model.safetensors").read_bytes() == bytes(model)
     with pytest.raises(WeightsError, match=r"sha256 .* does not match"):
-        load_encoder(folder)
+        load_weights(folder)
     with pytest.raises(WeightsError, match="tampered"):
         DeepInfoMaxFeaturizer(weights=f"{REPO}@{commit}", device="cpu").transform(structures)
 

@@ -29,9 +29,10 @@ from test_hub import (  # the loopback fake Hub (tests/ is on sys.path under pyt
 )
 
 from dimfeat import DeepInfoMaxFeaturizer
+from dimfeat.channels import load_weights  # verifies a folder of either kind
 from dimfeat.datasets import load_cgcnn, load_structures
 from dimfeat.hub import download_weights
-from dimfeat.weights import DEFAULT_WEIGHTS, WeightsError, load_encoder, resolve_weights
+from dimfeat.weights import DEFAULT_WEIGHTS, WeightsError, resolve_weights
 from dimfeat.weights_folder import MAX_MODEL_BYTES
 
 # the fake Hub's fixtures, used here under the same names
@@ -115,7 +116,7 @@ def test_a_path_traversing_etag_writes_nothing_outside_the_cache(
     assert outside == []
     if folder is not None:  # what was downloaded is in the cache, and verifies
         assert all((folder / name).resolve().is_relative_to(cache) for name in bundled_files)
-        load_encoder(folder)
+        load_weights(folder)
 
 
 def test_a_cached_file_linking_outside_the_cache_is_refused(fake_hub, bundled_files, tmp_path):
@@ -163,7 +164,7 @@ def test_an_oversized_model_file_is_refused_before_it_is_read(tmp_path):
         with pytest.raises(WeightsError, match=rf"larger than {MAX_MODEL_BYTES} bytes"):
             DeepInfoMaxFeaturizer(weights=str(folder), device="cpu").fit([])
         with pytest.raises(WeightsError, match=rf"larger than {MAX_MODEL_BYTES} bytes"):
-            load_encoder(folder)
+            load_weights(folder)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import DATA_ENV, MATMINER
+from conftest import BUNDLED_WEIGHTS, DATA_ENV, MATMINER, weights_labels
 from pymatgen.io.cif import CifWriter
 
 from dimfeat import DeepInfoMaxFeaturizer
@@ -62,20 +63,46 @@ def test_the_card_of_own_weights_names_their_data_not_materials_project(own_weig
     assert "Trained on the crystals named under Training data only" in card
 
 
-def test_the_bundled_card_is_its_config_and_states_the_whole_run():
-    config = json.loads((BUNDLED / "config.json").read_text())
-    card = (BUNDLED / "README.md").read_text()
+def _minutes(value: str, unit: str) -> float:
+    return float(value) * (60.0 if unit == "h" else 1.0)
+
+
+@pytest.mark.parametrize("weights", BUNDLED_WEIGHTS)
+def test_the_bundled_card_is_its_config_and_states_the_whole_run(weights):
+    folder = resolve_weights(weights)
+    config = json.loads((folder / "config.json").read_text())
+    card = (folder / "README.md").read_text()
     assert card == model_card(config)  # written by the code, from the record
-    training = config["training"]
-    run = training["run_history"]  # every epoch run, not only those up to the selected one
-    assert f"Epochs run: {len(run)} (maximum {training['settings']['epochs']})" in card
-    total_h = sum(h["seconds"] for h in run) / 3600
-    assert f"training time {total_h:.1f} h (the sum of the {len(run)} epoch times" in card
-    selected = training["selection"]["epoch"]
-    upto_min = sum(h["seconds"] for h in run if h["epoch"] <= selected) / 60
-    assert f"the selected epoch {selected} was reached after {upto_min:.1f} min" in card
+    if "channels" in config:  # one training section per channel, context first
+        trainings = [config["channels"][c]["source"]["training"] for c in ("context", "structure")]
+    else:
+        trainings = [config["training"]]
+    runs = re.findall(r"- Epochs run: (\d+) \(maximum (\d+)\); selected epoch: (\d+)", card)
+    times = re.findall(
+        r"training time ([\d.]+) (min|h) \(the sum of the (?:times of the )?(\d+) epoch[^)]*\)"
+        r"; the selected epoch (\d+) was reached after ([\d.]+) (min|h)",
+        card,
+    )
+    assert len(runs) == len(times) == len(trainings)
+    for training, (n_run, maximum, chosen), time in zip(trainings, runs, times, strict=True):
+        run = training["run_history"]  # every epoch recorded, not only those up to the selected
+        epochs_run = training.get("epochs_run") or len(run)
+        selected = training["selection"]["epoch"]
+        assert (int(n_run), int(maximum), int(chosen)) == (
+            epochs_run,
+            training["settings"]["epochs"],
+            selected,
+        )
+        total, unit, n_timed, reached, upto, upto_unit = time
+        assert int(n_timed) == len(run) and int(reached) == selected
+        # rounded to 0.1 of its unit
+        assert abs(_minutes(total, unit) - sum(h["seconds"] for h in run) / 60) <= 0.05 * (
+            60 if unit == "h" else 1
+        )
+        upto_min = sum(h["seconds"] for h in run if h["epoch"] <= selected) / 60
+        assert abs(_minutes(upto, upto_unit) - upto_min) <= 0.05 * (60 if upto_unit == "h" else 1)
+        assert f"{training['data']['n_left_out_large']} with more than 50 atoms" in card
     assert "datasets:\n- materials-project" in card  # the recorded credit names it
-    assert f"{training['data']['n_left_out_large']} with more than 50 atoms" in card
 
 
 # -- citations -----------------------------------------------------------------------------------
@@ -188,7 +215,8 @@ def test_composition_features_combine_with_dim_in_a_feature_union(featurizer, sa
     np.testing.assert_array_equal(X[:, 128:], expected)
     np.testing.assert_allclose(X[:, :128], featurizer.transform(structures), atol=2e-5)
     names = union.get_feature_names_out()
-    assert names[0] == "dim__dim_0" and names[128] == f"magpie__{magpie.feature_labels()[0]}"
+    assert names[0] == f"dim__{weights_labels()[0]}"
+    assert names[128] == f"magpie__{magpie.feature_labels()[0]}"
     # a matminer MultipleFeaturizer over a structure column works too
     both = MultipleFeaturizer([CompositionFeaturizer(), clone(featurizer)])
     row = both.featurize(structures[0])

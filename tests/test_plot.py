@@ -7,16 +7,16 @@ import math
 from pathlib import Path
 
 import pytest
+from conftest import BUNDLED_WEIGHTS
 
 pytest.importorskip("matplotlib")
 
 from dimfeat.plot import CHANCE_LOSS, plot_training_curves
+from dimfeat.weights import CONFIG_FILE, resolve_weights
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLED = ROOT / "weights" / "sitenet-dim-mp36k" / "config.json"
-SINGLE_CHANNEL = (
-    ROOT / "weights/sitenet-dim-mp36k-single-channel/config.json"
-)
+SINGLE_CHANNEL = ROOT / "weights/sitenet-dim-mp36k-single-channel/config.json"
 KEYS = ("local_dim", "global_dim", "local_kl", "global_kl")
 
 
@@ -106,3 +106,20 @@ def test_a_two_channel_config_draws_one_line_set_per_channel():
     assert "a: selected epoch 3" in labels and "b: selected epoch 5" in labels
     with pytest.raises(ValueError, match="history of b has no valid_local_dim"):
         plot_training_curves({"a": history, "b": _history(prefixes=("train",))})
+
+
+@pytest.mark.parametrize("weights", BUNDLED_WEIGHTS)
+def test_accepts_the_bundled_weights_config(weights):
+    config = json.loads((resolve_weights(weights) / CONFIG_FILE).read_text())
+    if "channels" not in config:  # one training history
+        trainings = {None: config["training"]}
+    else:  # one per channel, each trained apart: the channel must be named
+        trainings = {c: block["source"]["training"] for c, block in config["channels"].items()}
+        with pytest.raises(ValueError, match=r"history per channel; pass channel="):
+            plot_training_curves(config, channel="both")
+    for channel, training in trainings.items():
+        fig = plot_training_curves(config, channel=channel)
+        curve = fig.get_axes()[2].get_lines()[0]
+        assert list(curve.get_ydata()) == [r["valid_global_dim"] for r in training["history"]]
+        fig_training = plot_training_curves(training)
+        assert len(fig_training.get_axes()) == 4

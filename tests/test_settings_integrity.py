@@ -6,6 +6,7 @@ run per ``checkpoint_dir``."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -14,9 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import BUNDLED_WEIGHTS, SINGLE_CHANNEL_WEIGHTS
 from sklearn.exceptions import NotFittedError
 
 from dimfeat import DeepInfoMaxFeaturizer
+from dimfeat.channels import TWO_CHANNEL_ARCHITECTURE, load_weights
 from dimfeat.locks import LockHeldError, exclusive, read_lock
 from dimfeat.streaming import featurize_to_file
 from dimfeat.training import CHECKPOINT_LOCK
@@ -31,19 +34,36 @@ from dimfeat.weights import (
 TINY = {"weights": None, "max_atoms": 24, "site_budget": 200, "device": "cpu", "patience": None}
 
 
-@pytest.fixture
-def bundled_copy(tmp_path) -> Path:
-    """A copy of the bundled weights folder, as a user would download or copy it."""
+@pytest.fixture(params=BUNDLED_WEIGHTS)
+def bundled_copy(request, tmp_path) -> Path:
+    """A copy of a bundled weights folder (the two-channel default, or the single-channel
+    one), as a user would download or copy it."""
     folder = tmp_path / "weights"
-    shutil.copytree(resolve_weights("sitenet-dim-mp36k"), folder)
+    shutil.copytree(resolve_weights(request.param), folder)
     return folder
 
 
+def _two_channel(folder: Path) -> bool:
+    return json.loads((folder / "config.json").read_text())["architecture"] == (
+        TWO_CHANNEL_ARCHITECTURE
+    )
+
+
 def _edit(folder: Path, block: str, key: str, value) -> None:
+    """Set ``block.key`` of ``config.json``; in a two-channel folder, an ``encoder`` setting is
+    that of the structure channel (``inputs`` are shared by both channels)."""
     path = folder / "config.json"
     config = json.loads(path.read_text())
-    config[block][key] = value
+    target = config[block] if block in config else config["channels"]["structure"][block]
+    target[key] = value
     path.write_text(json.dumps(config, indent=1))
+
+
+def _edited(folder: Path, block: str, key: str) -> str:
+    """What the refusal names as edited: the setting, or for two channels the channel(s)."""
+    if not _two_channel(folder):
+        return rf"{block}\.{key}"
+    return "the structure channel" if block == "encoder" else "the context and structure channels"
 
 
 def _without_digest(folder: Path) -> None:
@@ -57,8 +77,13 @@ def _without_digest(folder: Path) -> None:
 
 # -- item: config.json carries a digest of the settings that shape the vectors ---------------
 def test_bundled_weights_record_the_digest_of_their_settings():
-    _, config = load_encoder(resolve_weights("sitenet-dim-mp36k"))
+    _, config = load_encoder(resolve_weights(SINGLE_CHANNEL_WEIGHTS))
     assert config["settings_sha256"] == settings_sha256(config)
+    # the two-channel default: a digest over both channels, and each channel's source folder's
+    _, config = load_weights(resolve_weights(BUNDLED_WEIGHTS[0]))
+    assert re.fullmatch(r"[0-9a-f]{64}", config["settings_sha256"])
+    for block in config["channels"].values():
+        assert re.fullmatch(r"[0-9a-f]{64}", block["source"]["settings_sha256"])
 
 
 @pytest.mark.parametrize(
@@ -68,20 +93,22 @@ def test_bundled_weights_record_the_digest_of_their_settings():
 def test_an_edited_setting_that_shapes_the_vectors_is_refused(
     bundled_copy, nacl, block, key, value
 ):
+    edited = _edited(bundled_copy, block, key)
     _edit(bundled_copy, block, key, value)
-    with pytest.raises(WeightsError, match=rf"config\.json.*edited: {block}\.{key}.*Put the"):
-        load_encoder(bundled_copy)
-    with pytest.raises(WeightsError, match=rf"{block}\.{key}"):
+    with pytest.raises(WeightsError, match=rf"config\.json.*edited: {edited}.*Put the"):
+        load_weights(bundled_copy)
+    with pytest.raises(WeightsError, match=edited):
         DeepInfoMaxFeaturizer(weights=str(bundled_copy), device="cpu").transform([nacl])
     # the same value written back (8 for 8.0 too) loads again
     _edit(bundled_copy, block, key, {"distance_cutoff": 8, "max_atoms": 50}[key])
-    load_encoder(bundled_copy)
+    load_weights(bundled_copy)
 
 
-def test_a_folder_saved_before_the_digest_still_loads(bundled_copy, nacl, featurizer):
+def test_a_folder_saved_before_the_digest_still_loads(bundled_copy, nacl):
+    before = DeepInfoMaxFeaturizer(weights=str(bundled_copy), device="cpu").transform([nacl])
     _without_digest(bundled_copy)
     X = DeepInfoMaxFeaturizer(weights=str(bundled_copy), device="cpu").transform([nacl])
-    assert np.array_equal(X, featurizer.transform([nacl]))
+    assert np.array_equal(X, before)
 
 
 def test_the_vector_cache_is_not_used_after_distance_cutoff_changes(bundled_copy, nacl, tmp_path):

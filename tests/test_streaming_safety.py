@@ -15,13 +15,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import weights_labels
 
 from dimfeat.cli import main
 from dimfeat.streaming import featurize_to_file, read_features
 
 ROOT = Path(__file__).resolve().parents[1]
 ATOL = 2e-5  # float32; batch composition changes padding widths (docs/reliability.md)
-LABELS = [f"dim_{i}" for i in range(128)]
+LABELS = weights_labels()  # those of the default weights
 QUIET = ["--n-jobs", "1", "--device", "cpu", "--quiet"]
 N = 4
 

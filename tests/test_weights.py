@@ -3,20 +3,26 @@
 Every refused folder is written by ``save_pretrained`` and then damaged the way a bad download,
 a careless edit or an attacker would: a pickle in place of the safetensors file (whose
 unpickling would have a side effect), a truncated or garbage file, a sha256 mismatch, an unknown
-format or architecture, unknown or invalid config keys.
+format or architecture, unknown or invalid config keys. The single-channel folder is saved from
+the bundled single-channel weights; the checks that hold for a folder of either kind are run on a
+copy of the two-channel default weights too (``any_folder``, loaded by ``load_weights``, which
+the featuriser uses).
 """
 
 from __future__ import annotations
 
 import json
 import pickle
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import BUNDLED_WEIGHTS, SINGLE_CHANNEL_WEIGHTS
 
 from dimfeat import DeepInfoMaxFeaturizer
+from dimfeat.channels import TWO_CHANNEL_ARCHITECTURE, TwoChannelEncoder, load_weights
 from dimfeat.datasets import load_sample
 from dimfeat.weights import (
     DEFAULT_WEIGHTS,
@@ -48,20 +54,41 @@ def structures():
 
 @pytest.fixture(scope="session")
 def bundled():
-    return load_encoder(resolve_weights(DEFAULT_WEIGHTS))
-
-
-@pytest.fixture(scope="session")
-def bundled_vectors(structures) -> np.ndarray:
-    return DeepInfoMaxFeaturizer(device="cpu").transform(structures)
+    """The bundled single-channel encoder and config: what the single-channel folders hold."""
+    return load_encoder(resolve_weights(SINGLE_CHANNEL_WEIGHTS))
 
 
 @pytest.fixture
 def folder(tmp_path, bundled) -> Path:
+    """A single-channel folder written by ``save_pretrained``, to damage."""
     encoder, config = bundled
     return save_pretrained(
         tmp_path / "weights", encoder, inputs=config["inputs"], training=config["training"]
     )
+
+
+@pytest.fixture(params=["single-channel", "two-channel"])
+def any_folder(request, tmp_path) -> Path:
+    """A folder of either kind to damage: the single-channel ``folder``, or a copy of the
+    two-channel default weights as a user would download or copy it."""
+    if request.param == "single-channel":
+        return request.getfixturevalue("folder")
+    return Path(shutil.copytree(resolve_weights(DEFAULT_WEIGHTS), tmp_path / "two-channel"))
+
+
+def _prefix(folder: Path) -> str:
+    """How the file names the tensors of the encoder damaged by the tests (a two-channel file's
+    structure channel, else the encoder's own names)."""
+    config = json.loads((folder / "config.json").read_text())
+    return "structure." if config["architecture"] == TWO_CHANNEL_ARCHITECTURE else ""
+
+
+def _config_key(folder: Path, key: str) -> str:
+    """``key`` of a single-channel config (``encoder__...``, ``normalisation__...``) where the
+    folder holds it: under ``channels__structure__`` in a two-channel config."""
+    if _prefix(folder) and key.split("__", 1)[0] in ("encoder", "normalisation"):
+        return "channels__structure__" + key
+    return key
 
 
 def _edit_config(folder: Path, **changes) -> None:
@@ -69,7 +96,7 @@ def _edit_config(folder: Path, **changes) -> None:
     config = json.loads(path.read_text())
     for key, value in changes.items():
         target = config
-        *parents, last = key.split("__")
+        *parents, last = _config_key(folder, key).split("__")
         for parent in parents:
             target = target[parent]
         target[last] = value
@@ -84,27 +111,50 @@ def _replace_model(folder: Path, content: bytes, *, update_sha: bool) -> None:
 
 # -- round trip and resolution ----------------------------------------------------------------
 def test_bundled_weights_are_available():
-    assert DEFAULT_WEIGHTS in available_weights()
-    config = read_config(resolve_weights(DEFAULT_WEIGHTS))
-    assert config["encoder"]["global_dim"] == 128
+    assert set(BUNDLED_WEIGHTS) <= set(available_weights())
+    # the default: two channels of 64 values, the length of the single-channel vector (128)
+    default = read_config(resolve_weights(DEFAULT_WEIGHTS))
+    single = read_config(resolve_weights(SINGLE_CHANNEL_WEIGHTS))
+    assert default["architecture"] == TWO_CHANNEL_ARCHITECTURE
+    widths = [default["channels"][c]["encoder"]["global_dim"] for c in ("context", "structure")]
+    assert widths == [64, 64]
+    assert sum(widths) == single["encoder"]["global_dim"] == 128
+    assert DeepInfoMaxFeaturizer(device="cpu").fit([]).n_features_out_ == 128
 
 
-def test_save_load_round_trip_gives_identical_vectors(
-    tmp_path, bundled, structures, bundled_vectors
-):
+def test_load_encoder_sends_a_two_channel_folder_to_load_weights():
+    folder = resolve_weights(DEFAULT_WEIGHTS)
+    with pytest.raises(WeightsError, match=r"two-channel weights folder.*load_weights"):
+        load_encoder(folder)
+    encoder, config = load_weights(folder)
+    assert isinstance(encoder, TwoChannelEncoder)
+    assert config["architecture"] == TWO_CHANNEL_ARCHITECTURE
+
+
+@pytest.mark.parametrize("weights", BUNDLED_WEIGHTS)
+def test_save_load_round_trip_gives_identical_vectors(tmp_path, structures, weights):
+    bundled_encoder, bundled_config = load_weights(resolve_weights(weights))
     folder = tmp_path / "saved"
-    DeepInfoMaxFeaturizer(device="cpu").save_pretrained(str(folder), name="copy")
+    DeepInfoMaxFeaturizer(weights=weights, device="cpu").save_pretrained(str(folder), name="copy")
     assert sorted(p.name for p in folder.iterdir()) == [
         "README.md",
         "config.json",
         "model.safetensors",
     ]
-    encoder, config = load_encoder(folder)
-    assert state_checksum(encoder) == state_checksum(bundled[0])
+    encoder, config = load_weights(folder)
+    assert type(encoder) is type(bundled_encoder)
+    assert config["architecture"] == bundled_config["architecture"]
+    assert state_checksum(encoder) == state_checksum(bundled_encoder)
     assert config["name"] == "copy"
     assert "library_name: dimfeat" in (folder / "README.md").read_text()
     X = DeepInfoMaxFeaturizer(weights=str(folder), device="cpu").transform(structures)
+    bundled_vectors = DeepInfoMaxFeaturizer(weights=weights, device="cpu").transform(structures)
     assert np.array_equal(X, bundled_vectors)
+    if isinstance(encoder, TwoChannelEncoder):  # each channel keeps the folder it came from
+        for channel in ("context", "structure"):
+            saved, original = (c["channels"][channel]["source"] for c in (config, bundled_config))
+            assert saved["sha256"] == original["sha256"]
+            assert saved["training"] == original["training"]
 
 
 @pytest.mark.parametrize(
@@ -141,21 +191,23 @@ def test_resolve_file_instead_of_folder(folder):
 # -- unsafe or damaged model files ------------------------------------------------------------
 @pytest.mark.parametrize("update_sha", [False, True])
 @pytest.mark.parametrize("writer", ["torch.save", "pickle.dump"])
-def test_pickle_in_place_of_safetensors_is_never_unpickled(folder, tmp_path, writer, update_sha):
+def test_pickle_in_place_of_safetensors_is_never_unpickled(
+    any_folder, tmp_path, writer, update_sha
+):
     marker = tmp_path / "unpickled.marker"
     payload = {"site_embedding.0.weight": torch.zeros(2), "hook": WritesMarker(marker)}
-    path = folder / "model.safetensors"
+    path = any_folder / "model.safetensors"
     if writer == "torch.save":
         torch.save(payload, path)
     else:
         with open(path, "wb") as handle:
             pickle.dump(payload, handle)
-    _replace_model(folder, path.read_bytes(), update_sha=update_sha)
+    _replace_model(any_folder, path.read_bytes(), update_sha=update_sha)
     expected = "not a safetensors file" if update_sha else r"sha256 .* does not match"
     with pytest.raises(WeightsError, match=expected):
-        load_encoder(folder)
+        load_weights(any_folder)
     with pytest.raises(WeightsError):
-        DeepInfoMaxFeaturizer(weights=str(folder), device="cpu").fit([])
+        DeepInfoMaxFeaturizer(weights=str(any_folder), device="cpu").fit([])
     assert not marker.exists()
     # control: the payload is live, so only refusing to unpickle kept the marker away (a copy
     # named .pt, because torch.load hands a *.safetensors path to safetensors itself)
@@ -181,53 +233,49 @@ def test_pickle_in_place_of_safetensors_is_never_unpickled(folder, tmp_path, wri
         (lambda data: b"PK\x03\x04" + data[4:], "zip archive"),
     ],
 )
-def test_damaged_model_file_is_refused(folder, damage, message):
-    original = (folder / "model.safetensors").read_bytes()
-    _replace_model(folder, damage(original), update_sha=True)
+def test_damaged_model_file_is_refused(any_folder, damage, message):
+    original = (any_folder / "model.safetensors").read_bytes()
+    _replace_model(any_folder, damage(original), update_sha=True)
     with pytest.raises(WeightsError, match=message):
-        load_encoder(folder)
+        load_weights(any_folder)
 
 
-def test_inconsistent_safetensors_header_is_refused(folder):
+def test_inconsistent_safetensors_header_is_refused(any_folder):
     # sizes add up, but the one tensor it declares does not match its byte range
-    data = (folder / "model.safetensors").read_bytes()
+    data = (any_folder / "model.safetensors").read_bytes()
     n = int.from_bytes(data[:8], "little")
     available = len(data) - 8 - n
     header = {"x": {"dtype": "F32", "shape": [3], "data_offsets": [0, available]}}
     text = json.dumps(header).encode().ljust(n)
-    _replace_model(folder, data[:8] + text + data[8 + n :], update_sha=True)
+    _replace_model(any_folder, data[:8] + text + data[8 + n :], update_sha=True)
     with pytest.raises(WeightsError, match="not a valid safetensors file"):
-        load_encoder(folder)
+        load_weights(any_folder)
 
 
-def test_sha256_mismatch_is_refused(folder):
-    with open(folder / "model.safetensors", "r+b") as handle:
+def test_sha256_mismatch_is_refused(any_folder):
+    with open(any_folder / "model.safetensors", "r+b") as handle:
         handle.seek(-100, 2)
         byte = handle.read(1)
         handle.seek(-100, 2)
         handle.write(bytes([byte[0] ^ 1]))
     with pytest.raises(WeightsError, match="corrupt or was tampered with"):
-        load_encoder(folder)
+        load_weights(any_folder)
 
 
-def test_tensors_that_do_not_fit_the_architecture(folder, bundled):
-    from safetensors.torch import save_file
-
-    state = {k: v.clone() for k, v in bundled[0].state_dict().items()}
-    state["global_mu.weight"] = torch.zeros(3, 3)
-    save_file(state, folder / "model.safetensors")
-    _edit_config(folder, sha256=sha256_of(folder / "model.safetensors"))
-    with pytest.raises(WeightsError, match="does not fit the architecture"):
-        load_encoder(folder)
+def test_tensors_that_do_not_fit_the_architecture(any_folder):
+    name = _prefix(any_folder) + "global_mu.weight"
+    _rewrite_tensors(any_folder, lambda state: state.update({name: torch.zeros(3, 3)}))
+    with pytest.raises(WeightsError, match=rf"does not fit the architecture.*'{name}' has shape"):
+        load_weights(any_folder)
 
 
-def test_missing_files(folder):
-    (folder / "model.safetensors").unlink()
+def test_missing_files(any_folder):
+    (any_folder / "model.safetensors").unlink()
     with pytest.raises(WeightsError, match=r"model\.safetensors is missing"):
-        load_encoder(folder)
-    (folder / "config.json").unlink()
+        load_weights(any_folder)
+    (any_folder / "config.json").unlink()
     with pytest.raises(WeightsError, match=r"config\.json is missing"):
-        load_encoder(folder)
+        load_weights(any_folder)
 
 
 # -- bad configs ------------------------------------------------------------------------------
@@ -258,19 +306,50 @@ def test_missing_files(folder):
         ({"training": "yes"}, "'training' must be an object or null"),
     ],
 )
-def test_bad_config_is_refused(folder, changes, message):
-    _edit_config(folder, **changes)
+def test_bad_config_is_refused(any_folder, changes, message):
+    if _prefix(any_folder) and "training" in changes:
+        # a two-channel config keeps each channel's training record in its source:
+        # test_bad_two_channel_config_is_refused
+        pytest.skip("no top-level training record in a two-channel config")
+    _edit_config(any_folder, **changes)
     with pytest.raises(WeightsError, match=message):
-        load_encoder(folder)
+        load_weights(any_folder)
 
 
-def test_config_that_is_not_an_object(folder):
-    (folder / "config.json").write_text("[1, 2, 3]")
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c: c["channels"].pop("context"), r"exactly \['context', 'structure'\]"),
+        (lambda c: c["channels"].update(extra={}), r"exactly \['context', 'structure'\]"),
+        (lambda c: c["channels"]["context"].update(loader="pickle"), "channels.context must be"),
+        (lambda c: c["channels"].update(structure=[1]), "channels.structure must be an object"),
+        (lambda c: c["channels"]["context"].update(source="x"), "source must be an object"),
+        (
+            lambda c: c["channels"]["structure"]["source"].update(training="yes"),
+            "channels.structure.source.training must be an object or null",
+        ),
+        (lambda c: c.update(name=["x"]), "'name' must be a string"),
+        (lambda c: c.update(training={}), r"unknown keys \['training'\]"),
+    ],
+)
+def test_bad_two_channel_config_is_refused(tmp_path, edit, message):
+    folder = Path(shutil.copytree(resolve_weights(DEFAULT_WEIGHTS), tmp_path / "two-channel"))
+    config = json.loads((folder / "config.json").read_text())
+    edit(config)
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(WeightsError, match=message):
+        load_weights(folder)
+    with pytest.raises(WeightsError, match=message):
+        read_config(folder)
+
+
+def test_config_that_is_not_an_object(any_folder):
+    (any_folder / "config.json").write_text("[1, 2, 3]")
     with pytest.raises(WeightsError, match="must hold a JSON object"):
-        load_encoder(folder)
-    (folder / "config.json").write_bytes(b"\x80\x04garbage")
+        load_weights(any_folder)
+    (any_folder / "config.json").write_bytes(b"\x80\x04garbage")
     with pytest.raises(WeightsError, match="not valid JSON"):
-        load_encoder(folder)
+        load_weights(any_folder)
 
 
 def test_config_missing_keys(folder):
@@ -291,37 +370,42 @@ def _rewrite_tensors(folder: Path, change) -> None:
     _edit_config(folder, sha256=sha256_of(folder / "model.safetensors"))
 
 
-def test_non_finite_tensors_are_refused_naming_them(folder):
-    def poison(state):
-        state["attention.0.weight"][3, 1] = float("nan")
-        state["values.0.bias"][0] = float("inf")
+def test_non_finite_tensors_are_refused_naming_them(any_folder):
+    prefix = _prefix(any_folder)
 
-    _rewrite_tensors(folder, poison)
-    with pytest.raises(WeightsError, match=r"\['attention.0.weight', 'values.0.bias'\].*NaN"):
-        load_encoder(folder)
+    def poison(state):
+        state[prefix + "attention.0.weight"][3, 1] = float("nan")
+        state[prefix + "values.0.bias"][0] = float("inf")
+
+    _rewrite_tensors(any_folder, poison)
+    names = rf"\['{prefix}attention.0.weight', '{prefix}values.0.bias'\]"
+    with pytest.raises(WeightsError, match=rf"{names}.*NaN"):
+        load_weights(any_folder)
     with pytest.raises(WeightsError, match="NaN or infinite"):
-        DeepInfoMaxFeaturizer(weights=str(folder), device="cpu").transform([])
+        DeepInfoMaxFeaturizer(weights=str(any_folder), device="cpu").transform([])
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bool, torch.int64, torch.uint8])
-def test_tensors_that_are_not_float32_are_refused_naming_them(folder, dtype):
+def test_tensors_that_are_not_float32_are_refused_naming_them(any_folder, dtype):
+    name = _prefix(any_folder) + "site_embedding.0.weight"
+
     def cast(state):
-        state["site_embedding.0.weight"] = state["site_embedding.0.weight"].to(dtype)
+        state[name] = state[name].to(dtype)
 
-    _rewrite_tensors(folder, cast)
-    with pytest.raises(WeightsError, match=r"tensor 'site_embedding.0.weight' is \w+, not F32"):
-        load_encoder(folder)
+    _rewrite_tensors(any_folder, cast)
+    with pytest.raises(WeightsError, match=rf"tensor '{name}' is \w+, not F32"):
+        load_weights(any_folder)
 
 
-def test_an_oversized_architecture_is_refused_before_it_is_built(folder):
+def test_an_oversized_architecture_is_refused_before_it_is_built(any_folder):
     """16 layers of width 4096 pass the schema but hold 268 million parameters (1 GiB)."""
-    _edit_config(folder, encoder__value_hidden=[4096] * 16)
+    _edit_config(any_folder, encoder__value_hidden=[4096] * 16)
     with pytest.raises(WeightsError, match=r"\d+ parameters, more than the 50000000.*not built"):
-        load_encoder(folder)
+        load_weights(any_folder)
 
 
-def test_an_oversized_config_is_not_read(folder):
-    path = folder / "config.json"
+def test_an_oversized_config_is_not_read(any_folder):
+    path = any_folder / "config.json"
     path.write_text(path.read_text() + " " * (1 << 20))  # still valid JSON
     with pytest.raises(WeightsError, match="larger than 1048576 bytes"):
-        load_encoder(folder)
+        load_weights(any_folder)

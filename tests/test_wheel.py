@@ -18,15 +18,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import BUNDLED_WEIGHTS
 from pymatgen.core import Lattice, Structure
 
 from dimfeat import DeepInfoMaxFeaturizer
+from dimfeat.weights import WEIGHTS_FILES
 
 ROOT = Path(__file__).resolve().parent.parent
+# every bundled weights folder (the two-channel default and the single-channel one), whole
 EXPECTED_MEMBERS = [
-    "dimfeat/_bundled/sitenet-dim-mp36k/model.safetensors",
-    "dimfeat/_bundled/sitenet-dim-mp36k/config.json",
-    "dimfeat/_bundled/sitenet-dim-mp36k/README.md",
+    *(f"dimfeat/_bundled/{name}/{file}" for name in BUNDLED_WEIGHTS for file in WEIGHTS_FILES),
     "dimfeat/data/element_features.json",
 ]
 SCRIPT = """
