@@ -370,6 +370,7 @@ def model_card(config: dict[str, Any]) -> str:
         ),
         "Use it through `dimfeat.DeepInfoMaxFeaturizer(weights=...)`.",
         "",
+        *evaluation_section(config.get("evaluation")),
         *_training_sections(config),
         *_inputs_section(config.get("inputs", {}), config["normalisation"]["features"]),
         *_limitations([_trained_on(data, _names_materials_project(data))] if training else []),
@@ -392,6 +393,25 @@ _CHANNEL_PURPOSE = {
         "separates structures that the context channel cannot."
     ),
 }
+
+
+def evaluation_section(evaluation: Any) -> list[str]:
+    """The "Evaluation" section of a model card from a config's optional ``evaluation`` block:
+    ``description`` (what was measured, on which data, by which script), ``header`` and
+    ``rows`` of a table, and optional ``notes`` (one bullet each). Nothing when absent or not
+    of that shape (the card never fails on it)."""
+    if not isinstance(evaluation, dict):
+        return []
+    header, rows = evaluation.get("header"), evaluation.get("rows")
+    if not isinstance(header, list) or not isinstance(rows, list):
+        return []
+    lines = ["## Evaluation", "", str(evaluation.get("description", "")), ""]
+    lines += ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows if isinstance(row, list)]
+    notes = evaluation.get("notes")
+    if isinstance(notes, list) and notes:
+        lines += ["", *(f"- {note}" for note in notes)]
+    return [*lines, ""]
 
 
 def two_channel_card(config: dict[str, Any]) -> str:
@@ -449,6 +469,7 @@ def two_channel_card(config: dict[str, Any]) -> str:
             f"`{str(source.get('sha256'))[:16]}` | {run} | {chosen or 'n/a'} |"
         )
     lines.append("")
+    lines += evaluation_section(config.get("evaluation"))
     trained_on = []
     for channel, block in channels.items():
         lines += [

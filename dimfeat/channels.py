@@ -47,6 +47,7 @@ from dimfeat.weights_folder import (
     WeightsError,
     check_architecture,
     check_config,
+    check_evaluation,
     check_model_file,
     load_encoder,
     read_config,
@@ -86,6 +87,7 @@ _KEYS = frozenset(
         "channels",
         "sha256",
         "settings_sha256",
+        "evaluation",
     }
 )
 _CHANNEL_KEYS = frozenset({"encoder", "normalisation", "source"})
@@ -238,6 +240,7 @@ def _check_two_channel(config: Any, path: Path) -> dict:
     problems = []
     if unknown := sorted(set(config) - _KEYS):
         problems.append(f"unknown keys {unknown}")
+    problems += check_evaluation(config.get("evaluation"))
     for key in ("name", "dimfeat_version", "settings_sha256"):
         if not isinstance(config.get(key, ""), str):
             problems.append(f"{key!r} must be a string")

@@ -121,6 +121,7 @@ _CONFIG_KEYS = frozenset(
         "sha256",
         "settings_sha256",
         "settings_digests",
+        "evaluation",
     }
 )
 _REQUIRED_KEYS = frozenset({"format", "architecture", "encoder", "normalisation", "sha256"})
@@ -434,6 +435,27 @@ def read_config(folder: str | Path) -> dict[str, Any]:
     return check_config(config, path)
 
 
+def check_evaluation(evaluation: Any) -> list[str]:
+    """Problems of a config's optional ``evaluation`` block (measured results for the model
+    card: a ``description`` string, a ``header`` list and ``rows`` of lists, optional
+    ``notes``); ``[]`` when absent or well formed."""
+    if evaluation is None:
+        return []
+    if not (
+        isinstance(evaluation, dict)
+        and set(evaluation) <= {"description", "header", "rows", "notes", "source"}
+        and isinstance(evaluation.get("description", ""), str)
+        and isinstance(evaluation.get("header"), list)
+        and isinstance(evaluation.get("rows"), list)
+        and all(isinstance(row, list) for row in evaluation["rows"])
+        and isinstance(evaluation.get("notes", []), list)
+    ):
+        return [
+            "'evaluation' must be an object of description, header, rows (lists), notes, source"
+        ]
+    return []
+
+
 def check_config(config: Any, path: Path | str) -> dict[str, Any]:
     """Check a parsed single-channel ``config.json`` (from ``path``) against the schema."""
     if not isinstance(config, dict):
@@ -454,6 +476,7 @@ def check_config(config: Any, path: Path | str) -> dict[str, Any]:
     problems = []
     if unknown := sorted(set(config) - _CONFIG_KEYS):
         problems.append(f"unknown keys {unknown}")
+    problems += check_evaluation(config.get("evaluation"))
     if missing := sorted(_REQUIRED_KEYS - set(config)):
         problems.append(f"missing keys {missing}")
     else:

@@ -932,3 +932,60 @@ def test_transfer_stage_keeps_and_labels_the_runs_of_other_weights(tmp_path, mon
     calls.clear()
     run_all.main(["--skip", others])
     assert calls == [["run"], ["plot"]]
+
+
+def test_card_evaluation_writes_the_measured_table_into_config_and_card(tmp_path, classic):
+    """The evaluation block is built from results of exactly this folder's tensors (others are
+    refused), the folder still verifies and gives the same vectors, and the card shows it."""
+    import shutil
+
+    from benchmarks.release import card_evaluation
+    from dimfeat import DeepInfoMaxFeaturizer
+    from dimfeat.weights import read_config, resolve_weights
+
+    folder = tmp_path / "w"
+    shutil.copytree(resolve_weights("sitenet-dim-mp36k"), folder)
+    sha = read_config(folder)["sha256"]
+    rng = np.random.default_rng(0)
+
+    def payload(weights_sha):
+        cells = {
+            rep: {n: list(rng.uniform(0.1, 1.0, 5)) for n in card_evaluation.LABEL_COUNTS}
+            for rep in ("dim", "dim-untrained", "magpie")
+        }
+        mae = {p: {m: cells for m in card_evaluation.MODELS} for p in card_evaluation.UNITS}
+        description = f"DIM encoder, weights w (sha256 {weights_sha[:16]}...): trained"
+        return {"representations": {"dim": description}, "mae": mae}
+
+    evaluation = card_evaluation.summary(payload(sha), sha, payload("ab" * 32), "old")
+    assert len(evaluation["rows"]) == 12 and evaluation["header"][-2:] == [
+        "old",
+        "draws beating old",
+    ]
+    before = DeepInfoMaxFeaturizer(str(folder)).fit_transform([classic["NaCl"]])
+    card_evaluation.write(folder, evaluation)
+    assert read_config(folder)["evaluation"]["rows"] == evaluation["rows"]
+    after = DeepInfoMaxFeaturizer(str(folder)).fit_transform([classic["NaCl"]])
+    np.testing.assert_array_equal(before, after)
+    card = (folder / "README.md").read_text()
+    assert (
+        "## Evaluation" in card
+        and "| formation energy (eV/atom) | LinearRegression | 100 |" in card
+    )
+    with pytest.raises(SystemExit, match="not this folder's"):
+        card_evaluation.summary(payload("cd" * 32), sha)
+
+
+@pytest.mark.parametrize("weights", ["sitenet-dim-mp36k", "sitenet-dim-mp36k-single-channel"])
+def test_a_malformed_evaluation_block_is_refused(tmp_path, weights):
+    import shutil
+
+    from dimfeat.weights import WeightsError, read_config, resolve_weights
+
+    folder = tmp_path / "w"
+    shutil.copytree(resolve_weights(weights), folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["evaluation"] = {"header": ["a"], "rows": "not a list"}
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(WeightsError, match="'evaluation' must be an object"):
+        read_config(folder)
