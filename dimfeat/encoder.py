@@ -464,8 +464,8 @@ class SiteNetEncoder(nn.Module):
         step = max(1, CHUNK_PAIRS // max(width, 1))
         # Each chunk's rows are copied into one preallocated tensor and the chunk freed: a list
         # of small chunk outputs outliving the pair-sized activations between them fragmented
-        # the heap, so a 2,000-atom cell's peak RSS varied from 0.55 to 1.05 GB between runs
-        # (0.55 GB every time with the copies; docs/method.md, "Large cells").
+        # the heap, so a 2,000-atom cell's peak RSS varied from 0.53 to 1.04 GiB between runs
+        # (0.53-0.56 GiB with the copies; docs/method.md, "Cost against the atom count").
         mu_local: torch.Tensor | None = None
         for start in range(0, n_rows, step):
             rows = slice(start, start + step)
