@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from dimfeat.training import TrainingConfig
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
 
 _TRAIN_DESCRIPTION = """Train a Site-Net encoder with Deep InfoMax on unlabelled structures
@@ -311,6 +311,14 @@ An interrupted run resumes when started again with the same command (--no-resume
 Exit status: 0 done; 2 an error, printed as one line 'dimfeat: error: ...' (--debug or
 DIMFEAT_DEBUG=1 shows the Python traceback); 130 interrupted.
 """
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of the ``dimfeat`` command line, for tools that check what a command would
+    do before running it (e.g. the settings ``dimfeat train ARGS`` would train with:
+    ``config_from_args(build_parser().parse_args(["train", *ARGS]))`` with
+    :func:`dimfeat.training_config.config_from_args`)."""
+    return _parser()
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -187,9 +187,10 @@ def test_exported_layer_candidates_include_the_featurizer_vector():
 
     structures = list(load_sample()["structure"].iloc[:6])
     crystals, _ = build_many(structures)
-    out = layers(str(resolve_weights("sitenet-dim-mp36k")), crystals, batch_size=4)
+    single = "sitenet-dim-mp36k-single-channel"  # the layers of one Site-Net encoder
+    out = layers(str(resolve_weights(single)), crystals, batch_size=4)
     assert set(out) == {*LAYERS, "logvar_global"}
-    expected = DeepInfoMaxFeaturizer(device="cpu").transform(structures)
+    expected = DeepInfoMaxFeaturizer(single, device="cpu").transform(structures)
     np.testing.assert_allclose(out["mu_global"], expected, rtol=1e-5, atol=1e-6)
     # the exported vector is a linear map of the 64-wide post-pooling layer
     assert out["postpool"].shape == (6, 64) and out["mu_local_mean"].shape == (6, 32)
@@ -847,8 +848,8 @@ def test_plot_training_draws_each_channel_of_the_bundled_weights(tmp_path):
 
 def test_weights_summary_describes_each_channel_of_two_channel_weights():
     text = representation.weights_summary("sitenet-dim-mp36k")
-    assert text.startswith("two channels: context (64 values, no distances), trained 3 epoch(s)")
-    assert "; structure (64 values), trained 3 epoch(s)" in text
+    assert text.startswith("context channel trained 3 epoch(s) (epoch 3 selected)")
+    assert "; structure channel trained 3 epoch(s) (epoch 3 selected)" in text
     assert "false samples ['permutation', 'polymorph', 'strain']" in text
     single = representation.weights_summary(SINGLE_CHANNEL)
     assert single.startswith("trained 2 epoch(s)") and "channel" not in single

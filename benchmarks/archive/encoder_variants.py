@@ -3,7 +3,8 @@
 Usage: python -m benchmarks.archive.encoder_variants [--n 512] [--json PATH]
 
 Data: the first ``--n`` crystals of the bundled sample (:func:`dimfeat.datasets.load_sample`),
-collated into one batch; bundled weights ``sitenet-dim-mp36k``; CPU, one thread. For each
+collated into one batch; the single-channel weights ``sitenet-dim-mp36k-single-channel``;
+CPU, one thread. For each
 variant it prints the time of the local encoder (the part that scales with the bonds, three
 quarters of ``transform``) against the shipped one measured in the same run, and the largest
 difference of the crystal vectors relative to their largest element:
@@ -81,7 +82,7 @@ def main(argv=None) -> None:
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    runtime = EncoderRuntime.from_weights("sitenet-dim-mp36k")
+    runtime = EncoderRuntime.from_weights("sitenet-dim-mp36k-single-channel")
     structures, _ = load_sample(as_frame=False)
     batch = collate(runtime.build(structures[: args.n])[0])
     encoder = runtime.encoder.eval()

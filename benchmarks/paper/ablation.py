@@ -228,11 +228,12 @@ def _if_not_default(settings: dict) -> list[str]:
 def _check_command(argv: list[str], settings: dict, encoder: dict) -> None:
     """Refuse ``argv`` unless ``dimfeat train`` parses it into exactly ``settings`` and builds
     an encoder of the architecture ``encoder``."""
-    from dimfeat import cli
+    from dimfeat.cli import build_parser
     from dimfeat.encoder import EncoderConfig
+    from dimfeat.training_config import config_from_args
 
-    args = cli._parser().parse_args(["train", *argv])
-    trained = json.loads(json.dumps(cli._training_config(args).to_dict()))
+    args = build_parser().parse_args(["train", *argv])
+    trained = json.loads(json.dumps(config_from_args(args).to_dict()))
     differ = {k: (trained.get(k), v) for k, v in settings.items() if trained.get(k) != v}
     built = EncoderConfig(
         distance_expansion=args.distance_expansion,
