@@ -72,6 +72,16 @@ def test_baseline_features_resume_from_partial(tiny, monkeypatch):
     assert xrd.shape == (6, 128)
 
 
+def _write_report(folder, monkeypatch) -> str:
+    """Write the report from the result files in ``folder`` into ``folder``; its text."""
+    monkeypatch.setattr(report, "RESULTS", folder)
+    monkeypatch.setattr(report, "FIGURES", folder)
+    monkeypatch.setattr(report, "DOC", folder / "results.md")
+    monkeypatch.setattr(report, "SUMMARY", folder / "summary.md")
+    report.write()
+    return (folder / "results.md").read_text()
+
+
 def test_protocol_and_report(tiny, tmp_path, monkeypatch):
     pool, test, cache = tiny
     specs = representation.rep_specs(("dim", "dim-untrained", "magpie"))
@@ -89,12 +99,7 @@ def test_protocol_and_report(tiny, tmp_path, monkeypatch):
     payload = {"mae": results, **representation.describe(specs, pool, test)}
     payload["input_scaling"] = scaling
     (tmp_path / "representation.json").write_text(json.dumps(payload))
-    monkeypatch.setattr(report, "RESULTS", tmp_path)
-    monkeypatch.setattr(report, "FIGURES", tmp_path)
-    monkeypatch.setattr(report, "DOC", tmp_path / "results.md")
-    monkeypatch.setattr(report, "SUMMARY", tmp_path / "summary.md")
-    report.write()
-    text = (tmp_path / "results.md").read_text()
+    text = _write_report(tmp_path, monkeypatch)
     assert "DIM (trained)" in text and (tmp_path / "representation_boxplots.png").is_file()
     assert "mp36k band gap" in (tmp_path / "summary.md").read_text()
 
@@ -887,12 +892,7 @@ def test_results_of_other_weights_are_labelled_with_the_weights_they_are_from(
 
     # the whole report, from result files only (nothing computed)
     (tmp_path / "transfer.json").write_text(json.dumps({"runs": runs}))
-    monkeypatch.setattr(report, "RESULTS", tmp_path)
-    monkeypatch.setattr(report, "FIGURES", tmp_path)
-    monkeypatch.setattr(report, "DOC", tmp_path / "results.md")
-    monkeypatch.setattr(report, "SUMMARY", tmp_path / "summary.md")
-    report.write()
-    text = (tmp_path / "results.md").read_text()
+    text = _write_report(tmp_path, monkeypatch)
     assert "Fig. 7" in text and f"- Trained DIM weights: {label}." in text
     assert "Not every result here was computed with the bundled" in text
 
