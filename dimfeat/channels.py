@@ -40,6 +40,7 @@ from dimfeat.encoder import EncoderConfig, SiteNetEncoder
 from dimfeat.weights_folder import (
     CARD_FILE,
     CONFIG_FILE,
+    FORMAT,
     MAX_CONFIG_BYTES,
     MODEL_FILE,
     SETTINGS_EDITED_ADVICE,
@@ -54,6 +55,7 @@ from dimfeat.weights_folder import (
     read_tensors,
     settings_sha256,
     sha256_of,
+    unsupported_format,
     write_file,
 )
 
@@ -75,7 +77,6 @@ __all__ = [
 
 #: The channels, in the order of the vector, and the prefix of their feature labels.
 CHANNELS = {"context": "dim_ctx", "structure": "dim_struct"}
-_FORMAT = "dimfeat-weights/1"
 _SINGLE = "sitenet-dim"
 _KEYS = frozenset(
     {
@@ -185,7 +186,7 @@ def _channel_config(config: dict, channel: str) -> dict:
     """A single-channel config for one channel (what :func:`check_config` checks)."""
     block = config["channels"][channel]
     return {
-        "format": _FORMAT,
+        "format": FORMAT,
         "architecture": _SINGLE,
         "encoder": block.get("encoder"),
         "normalisation": block.get("normalisation"),
@@ -231,12 +232,8 @@ def _check_settings(path: Path, config: dict) -> None:
 def _check_two_channel(config: Any, path: Path) -> dict:
     if not isinstance(config, dict):
         raise WeightsError(f"{path} must hold a JSON object")
-    if config.get("format") != _FORMAT:
-        raise WeightsError(
-            f"{path}: unsupported weights format {config.get('format')!r} / architecture "
-            f"{config.get('architecture')!r}; dimfeat {__version__} reads {_FORMAT!r} / "
-            f"{TWO_CHANNEL_ARCHITECTURE!r} (a newer dimfeat may read it: pip install -U dimfeat)"
-        )
+    if config.get("format") != FORMAT:
+        raise unsupported_format(config, path, TWO_CHANNEL_ARCHITECTURE)
     problems = []
     if unknown := sorted(set(config) - _KEYS):
         problems.append(f"unknown keys {unknown}")
@@ -343,9 +340,9 @@ def _write(folder: Path, channels: dict[str, tuple[SiteNetEncoder, dict, dict]],
         for c in CHANNELS
         for k, v in channels[c][0].state_dict().items()
     }
-    write_file(folder / MODEL_FILE, save(state, metadata={"format": _FORMAT}))
+    write_file(folder / MODEL_FILE, save(state, metadata={"format": FORMAT}))
     config: dict[str, Any] = {
-        "format": _FORMAT,
+        "format": FORMAT,
         "architecture": TWO_CHANNEL_ARCHITECTURE,
         "dimfeat_version": __version__,
         "name": name,

@@ -496,23 +496,16 @@ class SiteNetEncoder(nn.Module):
         :func:`composition_memo` the pair tables and the vector of each composition are
         computed once for the whole call.
         """
-        memo = self._memo  # read once: another thread may close the scope meanwhile
+        # read once (another thread may close the scope meanwhile); outside a scope, this call's own
+        memo = self._memo or _CompositionMemo()
         keys = _composition_keys(batch, len(self.element_features))
         distinct = list(dict.fromkeys(keys))
-        known = {} if memo is None else memo.vectors
-        todo = [key for key in distinct if key not in known]
+        todo = [key for key in distinct if key not in memo.vectors]
         if todo:
-            if memo is None:
-                tables = self.pair_tables()
-            else:
-                if memo.tables is None:
-                    memo.tables = self.pair_tables()
-                tables = memo.tables
-            found = self._encode_keys(todo, tables, batch.site_species.device)
-            if memo is not None:
-                memo.vectors.update(found)
-            known = {**known, **found} if memo is None else memo.vectors
-        rows = torch.stack([known[key] for key in distinct])
+            if memo.tables is None:
+                memo.tables = self.pair_tables()
+            memo.vectors.update(self._encode_keys(todo, memo.tables, batch.site_species.device))
+        rows = torch.stack([memo.vectors[key] for key in distinct])
         position = {key: u for u, key in enumerate(distinct)}
         which = torch.tensor([position[key] for key in keys], device=rows.device)
         return rows[which]

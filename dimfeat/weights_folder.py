@@ -435,6 +435,16 @@ def read_config(folder: str | Path) -> dict[str, Any]:
     return check_config(config, path)
 
 
+def unsupported_format(config: dict, path: Path | str, architecture: str) -> WeightsError:
+    """The error for a ``config.json`` whose format or architecture this dimfeat does not read
+    (``architecture``: the one the caller reads)."""
+    return WeightsError(
+        f"{path}: unsupported weights format {config.get('format')!r} / architecture "
+        f"{config.get('architecture')!r}; dimfeat {__version__} reads {FORMAT!r} / "
+        f"{architecture!r} (a newer dimfeat may read it: pip install -U dimfeat)"
+    )
+
+
 def check_evaluation(evaluation: Any) -> list[str]:
     """Problems of a config's optional ``evaluation`` block (measured results for the model
     card: a ``description`` string, a ``header`` list and ``rows`` of lists, optional
@@ -468,11 +478,7 @@ def check_config(config: Any, path: Path | str) -> dict[str, Any]:
             "DeepInfoMaxFeaturizer(weights=...)"
         )
     if config.get("format") != FORMAT or config.get("architecture") != ARCHITECTURE:
-        raise WeightsError(
-            f"{path}: unsupported weights format {config.get('format')!r} / architecture "
-            f"{config.get('architecture')!r}; dimfeat {__version__} reads {FORMAT!r} / "
-            f"{ARCHITECTURE!r} (a newer dimfeat may read it: pip install -U dimfeat)"
-        )
+        raise unsupported_format(config, path, ARCHITECTURE)
     problems = []
     if unknown := sorted(set(config) - _CONFIG_KEYS):
         problems.append(f"unknown keys {unknown}")

@@ -350,14 +350,12 @@ def _with_readout(trained: Path, rank: int, out: Path) -> Path:
     unlabelled crystals: :func:`benchmarks.release.bundle_weights.readout_crystals`), written
     to ``out``, so that the ablation differs from the bundled channel in its false samples
     only."""
-    from benchmarks.release.bundle_weights import encoder_vectors, readout_crystals
-    from dimfeat.channels import principal_readout
+    from benchmarks.release import bundle_weights
     from dimfeat.weights import load_encoder, save_pretrained
 
     encoder, config = load_encoder(trained)
-    crystals, description = readout_crystals()
-    record = principal_readout(encoder, encoder_vectors(encoder, crystals), rank)
-    training = {**(config.get("training") or {}), "readout": {**record, "data": description}}
+    readout = bundle_weights.apply_readout(encoder, rank)
+    training = {**(config.get("training") or {}), "readout": readout}
     return save_pretrained(
         out, encoder, inputs=config["inputs"], training=training, name=config.get("name")
     )

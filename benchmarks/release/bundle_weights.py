@@ -183,6 +183,17 @@ def encoder_vectors(encoder, crystals: list) -> np.ndarray:
     return EncoderRuntime(encoder.eval()).encode(crystals, batch_size=128)
 
 
+def apply_readout(encoder, rank: int, crystals: tuple[list, str] | None = None) -> dict:
+    """Restrict ``encoder``'s vector to its ``rank`` principal directions over the
+    :func:`readout_crystals` (or ``crystals``, as that returns them), in place; the record of it
+    for the training record's ``readout``."""
+    from dimfeat.channels import principal_readout
+
+    inputs, description = crystals or readout_crystals()
+    record = principal_readout(encoder, encoder_vectors(encoder, inputs), rank)
+    return {**record, "data": description}
+
+
 def bundle_two_channel(
     context_run: Path,
     structure_run: Path,
@@ -212,7 +223,7 @@ def bundle_two_channel(
     :data:`READOUT_CRYSTALS` unlabelled train crystals
     (:func:`dimfeat.channels.principal_readout`), recorded as the channel's ``readout``.
     """
-    from dimfeat.channels import TwoChannelEncoder, principal_readout, save_weights
+    from dimfeat.channels import TwoChannelEncoder, save_weights
     from dimfeat.weights import InputSettings
 
     chosen = {
@@ -232,10 +243,9 @@ def bundle_two_channel(
     if inputs["context"] != inputs["structure"]:
         raise SystemExit(f"the runs used different input settings: {inputs}")
     if rank is not None:
-        crystals, description = readout_crystals()
+        crystals = readout_crystals()
         for _, encoder, _, training in chosen.values():
-            vectors = encoder_vectors(encoder, crystals)
-            training["readout"] = {**principal_readout(encoder, vectors, rank), "data": description}
+            training["readout"] = apply_readout(encoder, rank, crystals)
     folder = save_weights(
         out,
         TwoChannelEncoder(chosen["context"][1], chosen["structure"][1]),

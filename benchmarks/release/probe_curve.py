@@ -309,7 +309,7 @@ def run(
     curve = record.get("curve", {})
 
     def spec(path: Path) -> str:
-        return f"{beside}+{path}" if beside else str(path)
+        return _beside(beside, path)
 
     # epoch 0 is the untrained encoder of the run's own architecture and seed
     epochs = sorted(
@@ -385,6 +385,11 @@ def _train_prototypes(weights: str | None) -> dict[str, float]:
     return geometry.prototype_distances(X, rep, weights)[0]
 
 
+def _beside(beside: str | None, path: Path) -> str:
+    """The weights spec of ``path`` scored beside ``beside`` (``A+B``), or alone."""
+    return f"{beside}+{path}" if beside else str(path)
+
+
 def _untrained_like(
     weights_folder: Path, n_families: int | None = None, beside: str | None = None
 ) -> dict:
@@ -401,8 +406,7 @@ def _untrained_like(
     encoder = EncoderRuntime.create(None, seed=seed, encoder_config=encoder_config).encoder
     target = weights_folder.parent / "epoch-000"
     save_pretrained(target, encoder, inputs=InputSettings(**config["inputs"]), name="epoch-000")
-    spec = f"{beside}+{target}" if beside else str(target)
-    return {**score(spec, n_families), "sha256": read_config(target)["sha256"]}
+    return {**score(_beside(beside, target), n_families), "sha256": read_config(target)["sha256"]}
 
 
 def score_specs(
