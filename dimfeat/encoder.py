@@ -330,6 +330,15 @@ class SiteNetEncoder(nn.Module):
         -------
         mu_local, logvar_local : FloatTensor (S, local_dim)
         """
+        if (
+            embedded_distances is None
+            and self.distance_embedding is not None
+            and distances.device.type == "cpu"
+            and not torch.is_grad_enabled()
+        ):
+            return self._encode_local_distinct_bonds(
+                site_species, neighbour_species, distances, mask
+            )
         # The site embedding depends only on the element: embed the element table once and
         # gather. The first layers of the attention and value MLPs act on the bond
         # b_ij = [x_i, x_j, e_ij]; their weight splits into three blocks so that the x_i part
@@ -347,6 +356,62 @@ class SiteNetEncoder(nn.Module):
         weights = torch.softmax(logits, dim=-1)
         values = _bond_mlp(self.values, x_i, elements, neighbour_species, e_ij)
         environment = torch.einsum("sm,smd->sd", weights, values)
+        return self.local_mu(environment), self.local_logvar(environment)
+
+    def _encode_local_distinct_bonds(
+        self,
+        site_species: torch.Tensor,
+        neighbour_species: torch.Tensor,
+        distances: torch.Tensor,
+        mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`encode_local` computing each distinct bond once (inference on the CPU).
+
+        A bond's attention logit and value are functions of (site species, neighbour species,
+        distance) alone, and a crystal repeats these triples: equal distances to symmetric
+        neighbours, the pair ``(i, j)`` seen again from ``j``. On 1,000 crystals of the mp36k test
+        split 58 % of the (site, atom) pairs are distinct triples, and 38 % distinct distances.
+        So the distance embedding runs once per distinct distance (float32 values compared bit
+        for bit), the bond MLPs once per distinct triple, and each site's attention-weighted
+        sum is one weighted gather-and-sum (``embedding_bag``). The attention and value MLPs'
+        first layers run as one, and their terms are added in :func:`_bond_mlp`'s order: the
+        vectors differ from the pair-by-pair path only by the float rounding of a different
+        summation order.
+        """
+        n_rows = site_species.shape[0]
+        rows, cols = mask.nonzero(as_tuple=True)  # the real pairs, row by row
+        z_i = site_species.index_select(0, rows)
+        z_j = neighbour_species[mask]
+        bits = distances[mask].view(torch.int32).long()  # equal floats <=> equal bits
+        z_bits = max(1, (len(self.element_features) - 1).bit_length())
+        key = (bits << (2 * z_bits)) | (z_i << z_bits) | z_j
+        triples, pair_triple = torch.unique(key, return_inverse=True)  # sorted by distance first
+        z_mask = (1 << z_bits) - 1
+        lengths, triple_length = torch.unique_consecutive(
+            triples >> (2 * z_bits), return_inverse=True
+        )
+        embedded = self.embed_distances(self.expand_distances(lengths.int().view(torch.float32)))
+        # the first layers of both bond MLPs at once: [attention | values] columns
+        first_a, first_v = self.attention[0], self.values[0]
+        weight = torch.cat([first_a.weight, first_v.weight])
+        w_i, w_j, w_e = weight.split(embedded.shape[-1], dim=1)
+        elements = self.site_embedding(self.element_features)  # (Z, d)
+        h = (embedded @ w_e.T).index_select(0, triple_length)  # (T, ha + hv)
+        h += (elements @ w_j.T).index_select(0, triples & z_mask)
+        h += (elements @ w_i.T + torch.cat([first_a.bias, first_v.bias])).index_select(
+            0, (triples >> z_bits) & z_mask
+        )
+        h_a, h_v = self.attention[1](h).split([first_a.out_features, first_v.out_features], 1)
+        triple_logits = self.attention[2:](h_a).squeeze(-1)  # (T,)
+        triple_values = self.values[2:](h_v)  # (T, env_dim)
+        logits = torch.full(mask.shape, torch.finfo(h.dtype).min, dtype=h.dtype)
+        logits[rows, cols] = triple_logits.index_select(0, pair_triple)
+        attention = torch.softmax(logits, dim=-1)[rows, cols]
+        row_starts = torch.zeros(n_rows, dtype=torch.long)
+        torch.cumsum(mask.sum(1)[:-1], 0, out=row_starts[1:])
+        environment = nn.functional.embedding_bag(  # sum_j a_ij v(triple of ij), fused
+            pair_triple, triple_values, row_starts, mode="sum", per_sample_weights=attention
+        )
         return self.local_mu(environment), self.local_logvar(environment)
 
     # -- global part --------------------------------------------------------------------------
