@@ -51,6 +51,9 @@ DISTANCE_INPUTS = ("distances", "none")
 #: activation at 4 MB, in cache; 65,536 (16 MB) made every element-wise pass run at memory speed
 #: (docs/reliability.md).
 CHUNK_PAIRS = 16_384
+#: Smallest exponent of :class:`GaussianBasis`: ``exp(-87)`` is about 1.6e-38, the bottom of
+#: the normal float32 range (a basis value that small adds nothing to the layer's output).
+UNDERFLOW_EXPONENT = -87.0
 #: Compositions per block of a context encoder (``distance_input="none"``): every block has
 #: this many rows (padded), and species padded to a multiple of :data:`COMPOSITION_WIDTH` set
 #: by the composition itself, so a composition's vector does not depend on the rest of the call.
@@ -182,9 +185,12 @@ class GaussianBasis(nn.Module):
 
     def forward(self, distances: torch.Tensor) -> torch.Tensor:
         """(...) distances in Å -> (..., n) basis values."""
-        # in place after the first step: distances are data, never differentiated
+        # in place after the first step: distances are data, never differentiated. Exponents
+        # below UNDERFLOW_EXPONENT are raised to it: their exp is under 1e-38 either way
+        # (nothing beside the layer's bias), and the vectorised exp of float32 slows down
+        # several fold on arguments past the underflow (48 ms -> 12 ms on 1,000 crystals).
         z = (distances.unsqueeze(-1) - self.centres).div_(self.width)
-        return z.square_().mul_(-0.5).exp_()
+        return z.square_().mul_(-0.5).clamp_min_(UNDERFLOW_EXPONENT).exp_()
 
 
 def _mish_inference(x: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,6 @@ weights -> :mod:`dimfeat.weights`; training -> :mod:`dimfeat.training`.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import time
 from collections.abc import Sequence
@@ -761,12 +760,15 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         """float32 vectors of ``X`` (NaN rows for failures) and error texts by position."""
         runtime = self.get_runtime()
         self._labels(runtime.encoder.config)  # a channel= that the weights lack raises here
+        # on the CPU with worker processes, each worker encodes the chunk it builds
+        on_cpu = resolve_device(self.device).type == "cpu"
         vectors, errors = runtime.vectors(
             X,
-            functools.partial(self._encode, progress=progress),
+            None if on_cpu and self.n_jobs != 1 else self._encode,
             cache=self._vector_cache(runtime),
             ignore_errors=ignore_errors,
             progress=progress,
+            batch_size=self.batch_size,
             **self._build_options(),
         )
         if self.channel is not None:

@@ -7,12 +7,14 @@ turns structures into vectors through :class:`EncoderRuntime`:
   id) or from random weights drawn under a seed that never touches the caller's torch RNG;
 - one way to turn structures into model inputs: :meth:`EncoderRuntime.build`, with the input
   settings (``max_atoms``, ``symprec``) the weights were trained with unless overridden; it
-  calls :func:`dimfeat.inputs.build_many` and gives the one warning about large cells;
+  calls :func:`dimfeat.inputs.iter_build` and gives the one warning about large cells
+  (:meth:`EncoderRuntime.build_chunks` yields the inputs chunk by chunk);
 - one batched, memory-bounded inference loop: :func:`run_batches` (sort by size, batch under a
   bound on the padded bonds, collate, run the model, scatter the rows back into input order),
   which :meth:`EncoderRuntime.encode` and the regressor's predictions use;
 - one path from structures to vectors: :meth:`EncoderRuntime.vectors` (read, look up in a
-  vector cache, build and encode the rest, store), which ``transform`` uses.
+  vector cache, build and encode the rest, each chunk as the worker processes finish it,
+  store), which ``transform`` uses.
 
 Training is :mod:`dimfeat.training`; this module only runs a model forward.
 """
@@ -21,6 +23,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
+import itertools
 import time
 import traceback
 from collections.abc import Callable, Hashable, Iterator, Sequence
@@ -35,13 +39,16 @@ from dimfeat.channels import load_weights
 from dimfeat.encoder import EncoderConfig, SiteNetEncoder, composition_memo
 from dimfeat.inputs import (
     Batch,
+    BuiltChunk,
     CrystalInputs,
     as_structure_list,
-    build_many,
     collate,
     equivalent_sites,
+    iter_build,
     to_structure,
+    uses_workers,
     warn_large_cells,
+    warn_ordered,
 )
 from dimfeat.progress import progress_bar, progress_options
 from dimfeat.weights import (
@@ -379,7 +386,46 @@ class EncoderRuntime:
             One, for the structures with more atoms than ``max_atoms`` in the primitive cell
             (each is used as a single cell, outside the training distribution).
         """
-        inputs, errors = build_many(
+        inputs: list[CrystalInputs | None] = []
+        errors: dict[int, str] = {}
+        for chunk in self.build_chunks(
+            structures,
+            n_jobs=n_jobs,
+            ignore_errors=ignore_errors,
+            disorder=disorder,
+            progress=progress,
+            owner=owner,
+            positions=positions,
+            scope=scope,
+        ):
+            inputs += chunk.inputs
+            errors.update(chunk.errors)
+        return inputs, errors
+
+    def build_chunks(
+        self,
+        structures: Any,
+        *,
+        n_jobs: int = 1,
+        ignore_errors: bool = False,
+        disorder: str = "error",
+        progress: bool | dict = False,
+        owner: str = "dimfeat",
+        positions: Sequence[int] | None = None,
+        scope: Hashable | None = None,
+    ) -> Iterator[BuiltChunk]:
+        """:meth:`build`, one chunk at a time as the worker processes finish them
+        (:func:`dimfeat.inputs.iter_build`): a caller can encode a chunk while the next is built.
+
+        Parameters are those of :meth:`build`; each chunk's ``errors`` are keyed by index in
+        ``structures``. The warning about large cells comes once, after the last chunk.
+
+        Yields
+        ------
+        dimfeat.inputs.BuiltChunk
+        """
+        large: list[tuple[int, CrystalInputs]] = []  # (index, inputs) beyond max_atoms
+        for chunk in iter_build(
             as_structure_list(structures),
             max_atoms=self.inputs.max_atoms,
             symprec=self.inputs.symprec,
@@ -388,35 +434,46 @@ class EncoderRuntime:
             disorder=disorder,
             progress=progress_options(progress, f"{owner}: model inputs"),
             positions=positions,
-        )
-        warn_large_cells(inputs, self.inputs.max_atoms, positions=positions, scope=scope)
-        return inputs, errors
+        ):
+            large += [
+                (chunk.start + k, crystal)
+                for k, crystal in enumerate(chunk.inputs)
+                if crystal is not None and crystal.n_sites > self.inputs.max_atoms
+            ]
+            yield chunk
+        where = [k if positions is None else positions[k] for k, _ in large]
+        crystals = [crystal for _, crystal in large]
+        warn_large_cells(crystals, self.inputs.max_atoms, positions=where, scope=scope)
 
     def vectors(
         self,
         structures: Any,
-        encode: Callable[[list[CrystalInputs]], np.ndarray] | None = None,
+        encode: Callable[[list[CrystalInputs], bool | dict], np.ndarray] | None = None,
         *,
         cache: VectorCache | None = None,
         ignore_errors: bool = False,
         progress: bool | dict = False,
         owner: str = "dimfeat",
+        batch_size: int = INFERENCE_BATCH_SIZE,
         **build_options: Any,
     ) -> tuple[np.ndarray, dict[int, str]]:
         """Crystal vectors of structures: the one path from structures to vectors.
 
-        Without ``cache``: :meth:`build` (which reads each structure), then ``encode``. With
-        ``cache``: each structure is read once here, looked up by its fingerprint
-        (:func:`dimfeat.fingerprint.structure`); the rest are built and encoded as above, and
-        stored.
+        Without ``cache``: :meth:`build_chunks` (which reads each structure), each chunk passed
+        to ``encode`` as it arrives, so that with ``n_jobs`` worker processes the encoder runs
+        while they build the next chunks. With ``cache``: each structure is read once here,
+        looked up by its fingerprint (:func:`dimfeat.fingerprint.structure`); the rest are built
+        and encoded as above, and stored.
 
         Parameters
         ----------
         structures : sequence
             As for :meth:`build`.
         encode : callable, optional
-            Maps a list of :class:`~dimfeat.inputs.CrystalInputs` to their vectors, shape
-            ``(n, n_features)``; default :meth:`encode` on the CPU.
+            ``encode(inputs, progress)`` maps a list of :class:`~dimfeat.inputs.CrystalInputs`
+            to their vectors, shape ``(n, n_features)``, showing a progress bar as ``progress``
+            says (``False`` when the inputs come in several chunks: this method then shows one
+            bar over them); default :meth:`encode` on the CPU.
         cache : dimfeat.vector_cache.VectorCache, optional
             Vectors already computed, by structure fingerprint (its context must describe this
             runtime and ``build_options``); the new ones are stored in it, one ``put_many`` per
@@ -459,26 +516,128 @@ class EncoderRuntime:
             todo = [i for i in keys if np.isnan(vectors[i]).all()]
         if not todo:
             return vectors, dict(sorted(errors.items()))
-        inputs, failed = self.build(
-            [items[i] for i in todo],
+        targets = [items[i] for i in todo]
+        if encode is None and uses_workers(build_options.get("n_jobs", 1), len(todo)):
+            chunks = self._vectors_in_workers(
+                targets, todo, ignore_errors, progress, owner, batch_size, **build_options
+            )
+        else:
+            chunks = self._vectors_here(
+                targets, todo, encode, ignore_errors, progress, owner, batch_size, **build_options
+            )
+        encoded: list[int] = []
+        for start, rows, chunk_errors in chunks:
+            errors.update({todo[k]: text for k, text in chunk_errors.items()})
+            done = [k for k in range(start, start + len(rows)) if k not in chunk_errors]
+            vectors[[todo[k] for k in done]] = rows[[k - start for k in done]]
+            encoded += [todo[k] for k in done]
+        if cache is not None and encoded:
+            cache.put_many([keys[i] for i in encoded], vectors[encoded])
+        return vectors, dict(sorted(errors.items()))
+
+    def _vectors_here(
+        self,
+        structures: list,
+        positions: list[int],
+        encode: Callable[[list[CrystalInputs], bool | dict], np.ndarray] | None,
+        ignore_errors: bool,
+        progress: bool | dict,
+        owner: str,
+        batch_size: int,
+        **build_options: Any,
+    ) -> Iterator[tuple[int, np.ndarray, dict[int, str]]]:
+        """(start, rows, errors) of each chunk of :meth:`build_chunks`, encoded in this process
+        as it arrives (rows of failed structures are NaN); see :meth:`vectors`."""
+        if encode is None:
+            encode = functools.partial(self._encode_on_cpu, batch_size=batch_size)
+        built = self.build_chunks(
+            structures,
             ignore_errors=ignore_errors,
             progress=progress,
             owner=owner,
-            positions=todo,  # errors and warnings name the position in ``structures``
+            positions=positions,  # errors and warnings name the position in the caller's input
             **build_options,
         )
-        errors.update({todo[k]: text for k, text in failed.items()})
-        done = [k for k, crystal in enumerate(inputs) if crystal is not None]
-        if done:
-            if encode is None:
-                options = progress_options(progress, f"{owner}: encoding")
-                rows = self.encode([inputs[k] for k in done], progress=options)
-            else:
-                rows = encode([inputs[k] for k in done])
-            vectors[[todo[k] for k in done]] = rows
-            if cache is not None:
-                cache.put_many([keys[todo[k]] for k in done], rows)
-        return vectors, dict(sorted(errors.items()))
+        first = next(built)
+        chunked = len(first.inputs) < len(structures)  # workers build the rest meanwhile
+        # one chunk: the encoder's own progress bar; several: one bar over the chunks here
+        options = progress_options(progress, f"{owner}: encoding")
+        bar = progress_bar(options if chunked else False, desc="encoding", total=len(structures))
+        try:
+            with composition_memo(self.encoder):  # each composition once for the whole call
+                for chunk in itertools.chain([first], built):
+                    rows = np.full((len(chunk.inputs), self.n_features), np.nan, dtype=np.float32)
+                    done = [k for k, crystal in enumerate(chunk.inputs) if crystal is not None]
+                    if done:
+                        inputs = [chunk.inputs[k] for k in done]
+                        rows[done] = encode(inputs, False if chunked else options)
+                    yield chunk.start, rows, chunk.errors
+                    if bar is not None:
+                        bar.update(len(chunk.inputs))
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _vectors_in_workers(
+        self,
+        structures: list,
+        positions: list[int],
+        ignore_errors: bool,
+        progress: bool | dict,
+        owner: str,
+        batch_size: int,
+        *,
+        n_jobs: int = 1,
+        disorder: str = "error",
+        scope: Hashable | None = None,
+    ) -> Iterator[tuple[int, np.ndarray, dict[int, str]]]:
+        """(start, rows, errors) of each chunk, built and encoded by worker processes
+        (:func:`dimfeat.worker_vectors.iter_worker_vectors`); see :meth:`vectors`."""
+        from dimfeat.worker_vectors import iter_worker_vectors
+
+        bar = progress_bar(
+            progress_options(progress, f"{owner}: model inputs and encoding"),
+            desc="vectors",
+            total=len(structures),
+        )
+        large: list[tuple[int, CrystalInputs]] = []
+        n_ordered = 0
+        try:
+            for chunk in iter_worker_vectors(
+                structures,
+                self.encoder,
+                max_atoms=self.inputs.max_atoms,
+                symprec=self.inputs.symprec,
+                n_jobs=n_jobs,
+                batch_size=batch_size,
+                ignore_errors=ignore_errors,
+                disorder=disorder,
+                positions=positions,
+            ):
+                large += chunk.large
+                n_ordered += chunk.n_ordered
+                yield chunk.start, chunk.vectors, chunk.errors
+                if bar is not None:
+                    bar.update(len(chunk.vectors))
+        finally:
+            if bar is not None:
+                bar.close()
+        warn_ordered(n_ordered)
+        warn_large_cells(
+            [crystal for _, crystal in large],
+            self.inputs.max_atoms,
+            positions=[positions[k] for k, _ in large],
+            scope=scope,
+        )
+
+    def _encode_on_cpu(
+        self,
+        inputs: list[CrystalInputs],
+        progress: bool | dict = False,
+        batch_size: int = INFERENCE_BATCH_SIZE,
+    ) -> np.ndarray:
+        """:meth:`encode` on the CPU, the default ``encode`` of :meth:`vectors`."""
+        return self.encode(inputs, progress=progress, batch_size=batch_size)
 
     def encode(
         self, inputs: Sequence[CrystalInputs], *, device: torch.device | str = "cpu", **options: Any

@@ -12,7 +12,8 @@ The modules follow the data:
 - :mod:`dimfeat.inputs.batch`: :class:`CrystalInputs`, :func:`equivalent_sites`,
   :func:`collate` into a :class:`Batch`, site budgets, ``.npz`` files.
 - :mod:`dimfeat.inputs.build`: one structure (:func:`build_inputs`) or many in parallel
-  (:func:`build_many`), and the warning about cells beyond ``max_atoms``.
+  (:func:`build_many`, or chunk by chunk: :func:`iter_build`), and the warning about cells
+  beyond ``max_atoms``.
 
 The names below are imported from those modules: ``from dimfeat.inputs import build_many``
 is the spelling to use.
@@ -28,7 +29,16 @@ from dimfeat.inputs.batch import (
     load_inputs,
     save_inputs,
 )
-from dimfeat.inputs.build import build_inputs, build_many, warn_large_cells
+from dimfeat.inputs.build import (
+    CHUNK_STRUCTURES,
+    BuiltChunk,
+    build_inputs,
+    build_many,
+    iter_build,
+    uses_workers,
+    warn_large_cells,
+    warn_ordered,
+)
 from dimfeat.inputs.cell import MIN_DISTANCE, canonical_cell, supercell_repeats
 from dimfeat.inputs.structures import (
     DISORDER_POLICIES,
@@ -42,11 +52,13 @@ from dimfeat.inputs.structures import (
 )
 
 __all__ = [
+    "CHUNK_STRUCTURES",
     "DISORDER_POLICIES",
     "MIN_DISTANCE",
     "SITE_MERGE_RESOLUTION",
     "STRUCTURE_KINDS",
     "Batch",
+    "BuiltChunk",
     "CrystalInputs",
     "InvalidStructureError",
     "as_structure_list",
@@ -58,10 +70,13 @@ __all__ = [
     "check_structures",
     "collate",
     "equivalent_sites",
+    "iter_build",
     "load_inputs",
     "save_inputs",
     "structure_cell",
     "supercell_repeats",
     "to_structure",
+    "uses_workers",
     "warn_large_cells",
+    "warn_ordered",
 ]

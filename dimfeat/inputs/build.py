@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import traceback
 import warnings
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +24,16 @@ from dimfeat.inputs.cell import inputs_from_cell
 from dimfeat.inputs.structures import CellArrays, read_cell
 from dimfeat.progress import progress_bar
 
-__all__ = ["build_inputs", "build_many", "warn_large_cells"]
+__all__ = [
+    "CHUNK_STRUCTURES",
+    "BuiltChunk",
+    "build_inputs",
+    "build_many",
+    "iter_build",
+    "uses_workers",
+    "warn_large_cells",
+    "warn_ordered",
+]
 
 
 def build_inputs(
@@ -153,6 +162,111 @@ def _build_chunk(
     return inputs, errors, n_ordered
 
 
+#: Structures per task of the worker processes: small enough that the first inputs reach the
+#: encoder soon (:meth:`dimfeat.runtime.EncoderRuntime.vectors` encodes each chunk as it
+#: arrives), large enough that dispatching a task costs little beside building it.
+CHUNK_STRUCTURES = 128
+
+
+@dataclass
+class BuiltChunk:
+    """Consecutive structures' model inputs, as :func:`iter_build` yields them.
+
+    Attributes
+    ----------
+    start : int
+        Index in the caller's ``structures`` of the chunk's first structure.
+    inputs : list of CrystalInputs or None
+        ``None`` for a structure that failed (``ignore_errors=True``).
+    errors : dict of int to str
+        Traceback text by index in the caller's ``structures``.
+    """
+
+    start: int
+    inputs: list[CrystalInputs | None]
+    errors: dict[int, str]
+
+
+def iter_build(
+    structures: Sequence,
+    *,
+    max_atoms: int = 50,
+    symprec: float = 0.01,
+    n_jobs: int = 1,
+    ignore_errors: bool = False,
+    disorder: str = "error",
+    progress: bool | dict = False,
+    positions: Sequence[int] | None = None,
+) -> Iterator[BuiltChunk]:
+    """:func:`build_many` one chunk at a time, in order, as the worker processes finish them.
+
+    With ``n_jobs`` other than 1 (and more than 64 structures), chunks of
+    :data:`CHUNK_STRUCTURES` are built on ``n_jobs`` processes and each is yielded as soon as it
+    and those before it are done, so a caller can encode one chunk while the workers build the
+    next. Otherwise one chunk holds every structure. Parameters as for :func:`build_many`; the
+    warning about disordered structures comes once the last chunk is yielded.
+
+    Yields
+    ------
+    BuiltChunk
+    """
+    structures = list(structures)
+    positions = list(range(len(structures)) if positions is None else positions)
+    if len(positions) != len(structures):
+        raise ValueError(f"{len(positions)} positions for {len(structures)} structures")
+    bar = progress_bar(progress, desc="model inputs", total=len(structures))
+    n_ordered = 0
+    try:
+        if not uses_workers(n_jobs, len(structures)):
+            inputs, errors, n_ordered = _build_chunk(
+                structures, positions, max_atoms, symprec, ignore_errors, disorder, bar
+            )
+            yield BuiltChunk(0, inputs, errors)
+        else:
+            from joblib import Parallel, delayed
+
+            n = len(structures)
+            bounds = [b for b in np.array_split(np.arange(n), max(1, n // CHUNK_STRUCTURES))]
+            # bar=None in the workers; each exits when this process dies
+            settings = (max_atoms, symprec, ignore_errors, disorder, None, os.getpid())
+            # structures are read into arrays here, chunk by chunk as joblib dispatches them
+            tasks = (
+                delayed(_build_chunk)(
+                    [_read_for_workers(structures[i], positions[i], disorder) for i in b],
+                    [positions[i] for i in b],
+                    *settings,
+                )
+                for b in bounds
+            )
+            results = Parallel(n_jobs=n_jobs, return_as="generator")(tasks)
+            for b, (part, part_errors, part_ordered) in zip(bounds, results, strict=True):
+                n_ordered += part_ordered
+                if bar is not None:
+                    bar.update(len(part))
+                # chunk errors are keyed within the chunk: shift them to the index in structures
+                start = int(b[0])
+                yield BuiltChunk(start, part, {start + k: v for k, v in part_errors.items()})
+    finally:
+        if bar is not None:
+            bar.close()
+    warn_ordered(n_ordered)
+
+
+def uses_workers(n_jobs: int, n_structures: int) -> bool:
+    """Whether :func:`iter_build` (and :meth:`dimfeat.runtime.EncoderRuntime.vectors`) hands
+    ``n_structures`` to worker processes: ``n_jobs`` other than 1 and more than 64 of them."""
+    return n_jobs != 1 and n_structures > 64
+
+
+def warn_ordered(n_ordered: int) -> None:
+    """The one warning about disordered structures ordered by majority species, if any."""
+    if n_ordered:
+        warn(
+            f"{n_ordered} disordered structure(s) were ordered by keeping each site's "
+            "majority species (disorder='majority')"
+        )
+
+
 def build_many(
     structures: Sequence,
     *,
@@ -192,49 +306,20 @@ def build_many(
     errors : dict of int to str
         Traceback text by index in ``structures``, for the structures that failed.
     """
-    structures = list(structures)
-    positions = list(range(len(structures)) if positions is None else positions)
-    if len(positions) != len(structures):
-        raise ValueError(f"{len(positions)} positions for {len(structures)} structures")
-    bar = progress_bar(progress, desc="model inputs", total=len(structures))
-    try:
-        if n_jobs == 1 or len(structures) <= 64:
-            inputs, errors, n_ordered = _build_chunk(
-                structures, positions, max_atoms, symprec, ignore_errors, disorder, bar
-            )
-        else:
-            from joblib import Parallel, delayed
-
-            n = len(structures)
-            bounds = [b for b in np.array_split(np.arange(n), max(1, n // 256)) if len(b)]
-            # bar=None in the workers; each exits when this process dies
-            settings = (max_atoms, symprec, ignore_errors, disorder, None, os.getpid())
-            # structures are read into arrays here, chunk by chunk as joblib dispatches them
-            tasks = (
-                delayed(_build_chunk)(
-                    [_read_for_workers(structures[i], positions[i], disorder) for i in b],
-                    [positions[i] for i in b],
-                    *settings,
-                )
-                for b in bounds
-            )
-            inputs, errors, n_ordered = [], {}, 0
-            results = Parallel(n_jobs=n_jobs, return_as="generator")(tasks)
-            for b, (part, part_errors, part_ordered) in zip(bounds, results, strict=True):
-                inputs += part
-                # chunk errors are keyed within the chunk: shift them to the index in structures
-                errors.update({int(b[0]) + k: v for k, v in part_errors.items()})
-                n_ordered += part_ordered
-                if bar is not None:
-                    bar.update(len(part))
-    finally:
-        if bar is not None:
-            bar.close()
-    if n_ordered:
-        warn(
-            f"{n_ordered} disordered structure(s) were ordered by keeping each site's "
-            "majority species (disorder='majority')"
-        )
+    inputs: list[CrystalInputs | None] = []
+    errors: dict[int, str] = {}
+    for chunk in iter_build(
+        structures,
+        max_atoms=max_atoms,
+        symprec=symprec,
+        n_jobs=n_jobs,
+        ignore_errors=ignore_errors,
+        disorder=disorder,
+        progress=progress,
+        positions=positions,
+    ):
+        inputs += chunk.inputs
+        errors.update(chunk.errors)
     return inputs, errors
 
 

@@ -1,0 +1,209 @@
+"""Crystal vectors computed in worker processes: each builds *and* encodes its own chunk.
+
+With ``n_jobs`` worker processes on the CPU, :meth:`dimfeat.runtime.EncoderRuntime.vectors`
+sends each chunk of structures (as arrays, see :func:`dimfeat.inputs.build._read_for_workers`)
+to a worker, which builds the model inputs and runs the encoder on them with one thread, and
+sends back only the vectors. Every core then does the whole pipeline; the calling process
+only reads the structures and collects the rows. (When the workers only built the inputs, the
+calling process spent longer encoding and unpickling inputs than the workers spent building
+them, so two cores gave 1.3 times one; docs/method.md has the figures.)
+
+The encoder travels with each task as its configuration and its tensors
+(:class:`EncoderPayload`, a few hundred kilobytes), keyed by
+:func:`dimfeat.weights.encoder_sha256`; a worker rebuilds it once and keeps it for the next
+tasks with the same key, and checks that the rebuilt encoder has that key. So the workers encode
+with exactly the calling process's encoder, loaded, random or trained in memory alike.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from dimfeat.inputs import CrystalInputs
+from dimfeat.inputs.build import CHUNK_STRUCTURES, _build_chunk, _read_for_workers
+
+__all__ = ["EncoderPayload", "VectorChunk", "iter_worker_vectors"]
+
+#: Encoders a worker process keeps, by key (the most recent ones).
+_KEPT = 2
+_encoders: dict[str, torch.nn.Module] = {}
+
+
+@dataclass(frozen=True)
+class EncoderPayload:
+    """An encoder as a worker process receives it: what rebuilds it, and its identity.
+
+    Attributes
+    ----------
+    key : str
+        :func:`dimfeat.weights.encoder_sha256` of the encoder.
+    config : dict
+        ``encoder.config.to_dict()`` (either kind: one encoder or two channels).
+    state : dict of str to ndarray
+        The state dict as arrays.
+    """
+
+    key: str
+    config: dict
+    state: dict[str, np.ndarray]
+
+    @classmethod
+    def of(cls, encoder: torch.nn.Module) -> EncoderPayload:
+        """The payload of ``encoder`` (on any device; the arrays are copied to the CPU)."""
+        from dimfeat.weights import encoder_sha256
+
+        state = {k: v.detach().cpu().numpy().copy() for k, v in encoder.state_dict().items()}
+        return cls(encoder_sha256(encoder), encoder.config.to_dict(), state)
+
+    def encoder(self) -> torch.nn.Module:
+        """The encoder, in eval mode on the CPU: rebuilt once per process and key.
+
+        Raises
+        ------
+        RuntimeError
+            If the rebuilt encoder does not have the payload's key.
+        """
+        found = _encoders.get(self.key)
+        if found is not None:
+            return found
+        from dimfeat.channels import blank_encoder, config_from_dict
+        from dimfeat.weights import encoder_sha256
+
+        encoder = blank_encoder(config_from_dict(self.config))
+        encoder.load_state_dict({k: torch.from_numpy(v) for k, v in self.state.items()})
+        encoder.eval()
+        if encoder_sha256(encoder) != self.key:
+            raise RuntimeError("the encoder rebuilt in a worker process is not the one sent")
+        while len(_encoders) >= _KEPT:
+            _encoders.pop(next(iter(_encoders)))
+        _encoders[self.key] = encoder
+        return encoder
+
+
+@dataclass
+class VectorChunk:
+    """Vectors of consecutive structures, as :func:`iter_worker_vectors` yields them.
+
+    Attributes
+    ----------
+    start : int
+        Index in the caller's ``structures`` of the chunk's first structure.
+    vectors : ndarray of shape (n, n_features), float32
+        NaN rows for the structures that failed (``ignore_errors=True``).
+    errors : dict of int to str
+        Traceback text by index in the caller's ``structures``.
+    large : list of (int, CrystalInputs)
+        The chunk's cells with more than ``max_atoms`` atoms in the primitive cell, by index in
+        the caller's ``structures`` (for :func:`dimfeat.inputs.warn_large_cells`).
+    n_ordered : int
+        Disordered structures ordered by majority species.
+    """
+
+    start: int
+    vectors: np.ndarray
+    errors: dict[int, str]
+    large: list[tuple[int, CrystalInputs]]
+    n_ordered: int
+
+
+def _vectors_of_chunk(
+    items: list,
+    positions: Sequence[int],
+    settings: tuple,
+    payload: EncoderPayload,
+    batch_size: int,
+    parent_pid: int,
+) -> tuple[np.ndarray, dict[int, str], list[tuple[int, CrystalInputs]], int]:
+    """In a worker: build the inputs of ``items`` and encode them with one thread."""
+    from dimfeat.encoder import composition_memo
+    from dimfeat.runtime import run_batches
+
+    max_atoms, symprec, ignore_errors, disorder = settings
+    inputs, errors, n_ordered = _build_chunk(
+        items, positions, max_atoms, symprec, ignore_errors, disorder, None, parent_pid
+    )
+    torch.set_num_threads(1)  # one worker per core
+    encoder = payload.encoder()
+    vectors = np.full((len(items), encoder.config.global_dim), np.nan, dtype=np.float32)
+    done = [k for k, crystal in enumerate(inputs) if crystal is not None]
+    if done:
+        with composition_memo(encoder):
+            vectors[done] = run_batches(
+                [inputs[k] for k in done],
+                encoder,
+                encoder.config.global_dim,
+                device=torch.device("cpu"),
+                batch_size=batch_size,
+            )
+    large = [(k, c) for k, c in enumerate(inputs) if c is not None and c.n_sites > max_atoms]
+    return vectors, errors, large, n_ordered
+
+
+def iter_worker_vectors(
+    structures: Sequence,
+    encoder: torch.nn.Module,
+    *,
+    max_atoms: int,
+    symprec: float,
+    n_jobs: int,
+    batch_size: int,
+    ignore_errors: bool = False,
+    disorder: str = "error",
+    positions: Sequence[int] | None = None,
+) -> Iterator[VectorChunk]:
+    """Vectors of ``structures``, chunk by chunk in order, each built and encoded by a worker.
+
+    Parameters
+    ----------
+    structures : sequence
+        Structures in any form :func:`dimfeat.inputs.to_structure` accepts.
+    encoder : SiteNetEncoder or TwoChannelEncoder
+        Sent to the workers as an :class:`EncoderPayload`.
+    max_atoms, symprec, disorder : see :func:`dimfeat.inputs.build_inputs`
+    n_jobs : int
+        Worker processes (joblib; -1: all cores).
+    batch_size : int
+        Most crystals per encoder batch (see :func:`dimfeat.runtime.run_batches`).
+    ignore_errors : bool, default=False
+        NaN rows for structures that fail, their error texts returned, instead of raising.
+    positions : sequence of int, optional
+        The position of each structure that error messages name (default: its index).
+
+    Yields
+    ------
+    VectorChunk
+    """
+    from joblib import Parallel, delayed
+
+    structures = list(structures)
+    positions = list(range(len(structures)) if positions is None else positions)
+    n = len(structures)
+    bounds = [b for b in np.array_split(np.arange(n), max(1, n // CHUNK_STRUCTURES)) if len(b)]
+    payload = EncoderPayload.of(encoder)
+    settings = (max_atoms, symprec, ignore_errors, disorder)
+    tasks = (
+        delayed(_vectors_of_chunk)(
+            [_read_for_workers(structures[i], positions[i], disorder) for i in b],
+            [positions[i] for i in b],
+            settings,
+            payload,
+            batch_size,
+            os.getpid(),
+        )
+        for b in bounds
+    )
+    results = Parallel(n_jobs=n_jobs, return_as="generator")(tasks)
+    for b, (vectors, errors, large, n_ordered) in zip(bounds, results, strict=True):
+        start = int(b[0])
+        yield VectorChunk(
+            start,
+            vectors,
+            {start + k: text for k, text in errors.items()},
+            [(start + k, crystal) for k, crystal in large],
+            n_ordered,
+        )

@@ -1,0 +1,109 @@
+"""Vectors built and encoded in worker processes (:mod:`dimfeat.worker_vectors`), and chunks
+encoded as they arrive (:meth:`dimfeat.runtime.EncoderRuntime.vectors` with ``n_jobs``)."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from dimfeat import DeepInfoMaxFeaturizer
+from dimfeat.inputs import CHUNK_STRUCTURES
+from dimfeat.runtime import EncoderRuntime
+from dimfeat.worker_vectors import EncoderPayload, iter_worker_vectors
+
+
+def _relative_change(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.abs(a - b).max(axis=1) / np.abs(b).max(axis=1)
+
+
+@pytest.fixture(scope="module")
+def many(sample_structures) -> list:
+    """More structures than two worker chunks, one of them unreadable."""
+    structures = list(sample_structures[: 2 * CHUNK_STRUCTURES + 40])
+    structures[150] = "not a structure"
+    return structures
+
+
+def test_workers_give_the_serial_vectors_in_order(many):
+    serial = DeepInfoMaxFeaturizer(device="cpu")
+    parallel = DeepInfoMaxFeaturizer(device="cpu", n_jobs=2)
+    good = [s for k, s in enumerate(many) if k != 150]
+    expected = serial.transform(good)
+    got = np.array(parallel.featurize_many(many, ignore_errors=True, pbar=False), dtype=float)
+    assert np.isnan(got[150]).all()
+    kept = np.delete(got, 150, axis=0)
+    assert np.isfinite(kept).all()
+    # the same function; batches differ, so only the float summation order may
+    assert _relative_change(kept, expected).max() <= 1e-6
+
+
+def test_chunks_reach_the_caller_in_order_with_their_errors(featurizer, many):
+    runtime = featurizer.get_runtime()
+    chunks = list(
+        iter_worker_vectors(
+            many,
+            runtime.encoder,
+            max_atoms=runtime.inputs.max_atoms,
+            symprec=runtime.inputs.symprec,
+            n_jobs=2,
+            batch_size=64,
+            ignore_errors=True,
+        )
+    )
+    assert len(chunks) == len(many) // CHUNK_STRUCTURES
+    assert [c.start for c in chunks] == list(np.cumsum([0] + [len(c.vectors) for c in chunks[:-1]]))
+    assert sum(len(c.vectors) for c in chunks) == len(many)
+    errors = {k: text for c in chunks for k, text in c.errors.items()}
+    assert list(errors) == [150] and "not a structure" in errors[150]
+
+
+def test_an_encoder_trained_in_memory_is_the_one_the_workers_use(sample_structures):
+    """The workers receive the calling process's encoder (its tensors), not the weights on
+    disk: an encoder changed in memory gives its own vectors in the workers too."""
+    base = EncoderRuntime.create("sitenet-dim-mp36k")
+    changed = copy.deepcopy(base.encoder)
+    with torch.no_grad():
+        changed.structure.values[0].weight.mul_(1.5)
+    runtime = dataclasses.replace(base, encoder=changed)
+    structures = list(sample_structures[:100])
+    serial, _ = runtime.vectors(structures)
+    parallel, _ = runtime.vectors(structures, n_jobs=2)
+    original, _ = base.vectors(structures)
+    assert _relative_change(parallel, serial).max() <= 1e-6
+    assert _relative_change(parallel, original).min() > 1e-3
+
+
+def test_a_payload_that_does_not_rebuild_its_encoder_is_refused(featurizer):
+    payload = EncoderPayload.of(featurizer.get_runtime().encoder)
+    name = next(k for k in payload.state if k.endswith("values.0.weight"))
+    tampered = dataclasses.replace(payload, state={**payload.state, name: payload.state[name] * 2})
+    with pytest.raises(RuntimeError, match="not the one sent"):
+        tampered.encoder()
+    assert payload.encoder().config.to_dict() == payload.config
+
+
+def test_a_custom_encode_gets_the_chunks_as_they_are_built(featurizer, many):
+    """With another ``encode`` (a GPU, say) the workers only build, and the calling process
+    encodes each chunk as it arrives, with one progress bar over the chunks."""
+    runtime = featurizer.get_runtime()
+    good = [s for k, s in enumerate(many) if k != 150]
+    calls: list[tuple[int, object]] = []
+
+    def encode(inputs, progress):
+        calls.append((len(inputs), progress))
+        return runtime.encode(inputs)
+
+    chunked, errors = runtime.vectors(good, encode, n_jobs=2)
+    assert errors == {}
+    assert len(calls) == len(good) // CHUNK_STRUCTURES > 1
+    assert all(progress is False for _, progress in calls)
+    assert sum(n for n, _ in calls) == len(good)
+    serial, _ = runtime.vectors(good)
+    assert _relative_change(chunked, serial).max() <= 1e-6
+    calls.clear()
+    runtime.vectors(good[:10], encode, progress=True)
+    assert len(calls) == 1 and calls[0][1] is not False  # one chunk: the encoder's own bar
