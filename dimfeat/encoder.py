@@ -51,6 +51,11 @@ DISTANCE_INPUTS = ("distances", "none")
 #: activation at 4 MB, in cache; 65,536 (16 MB) made every element-wise pass run at memory speed
 #: (docs/reliability.md).
 CHUNK_PAIRS = 16_384
+#: Above this fraction of distinct bonds among the pairs, inference encodes pair by pair (see
+#: :meth:`SiteNetEncoder._encode_local_distinct_bonds`): finding the distinct bonds costs a sort,
+#: a few per cent of encoding the pairs, and encoding them costs gathers that pay only when
+#: bonds repeat (a large cell with no symmetry repeats almost none).
+DISTINCT_BONDS_FRACTION = 0.8
 #: Smallest exponent of :class:`GaussianBasis`: ``exp(-87)`` is about 1.6e-38, the bottom of
 #: the normal float32 range (a basis value that small adds nothing to the layer's output).
 UNDERFLOW_EXPONENT = -87.0
@@ -342,9 +347,11 @@ class SiteNetEncoder(nn.Module):
             and distances.device.type == "cpu"
             and not torch.is_grad_enabled()
         ):
-            return self._encode_local_distinct_bonds(
+            found = self._encode_local_distinct_bonds(
                 site_species, neighbour_species, distances, mask
             )
+            if found is not None:
+                return found
         # The site embedding depends only on the element: embed the element table once and
         # gather. The first layers of the attention and value MLPs act on the bond
         # b_ij = [x_i, x_j, e_ij]; their weight splits into three blocks so that the x_i part
@@ -370,8 +377,9 @@ class SiteNetEncoder(nn.Module):
         neighbour_species: torch.Tensor,
         distances: torch.Tensor,
         mask: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`encode_local` computing each distinct bond once (inference on the CPU).
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """:meth:`encode_local` computing each distinct bond once (inference on the CPU), or
+        ``None`` when more than :data:`DISTINCT_BONDS_FRACTION` of the pairs are distinct.
 
         A bond's attention logit and value are functions of (site species, neighbour species,
         distance) alone, and a crystal repeats these triples: equal distances to symmetric
@@ -392,6 +400,8 @@ class SiteNetEncoder(nn.Module):
         z_bits = max(1, (len(self.element_features) - 1).bit_length())
         key = (bits << (2 * z_bits)) | (z_i << z_bits) | z_j
         triples, pair_triple = torch.unique(key, return_inverse=True)  # sorted by distance first
+        if len(triples) > DISTINCT_BONDS_FRACTION * len(key):
+            return None  # too few repeats to pay for the gathers: the pair-by-pair path
         z_mask = (1 << z_bits) - 1
         lengths, triple_length = torch.unique_consecutive(
             triples >> (2 * z_bits), return_inverse=True

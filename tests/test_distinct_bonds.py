@@ -8,6 +8,8 @@ uses) on real crystals, and count the rows it evaluates against an independent c
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -104,3 +106,40 @@ def test_training_keeps_the_pair_by_pair_path(featurizer, mixed_batch):
     )
     mu.sum().backward()
     assert encoder.distance_embedding[0].weight.grad.abs().sum() > 0
+
+
+def test_a_cell_whose_bonds_do_not_repeat_is_encoded_pair_by_pair(featurizer, nacl):
+    """A perturbed 216-atom cell (no two environments alike, no repeated distance) has more
+    than DISTINCT_BONDS_FRACTION distinct bonds: the pair path runs (its activations are
+    pair-shaped), with the same environments."""
+    from dimfeat.encoder import DISTINCT_BONDS_FRACTION
+
+    cell = build_inputs((nacl * (3, 3, 3)).perturb(0.05, seed=0))
+    assert cell.n_sites == cell.n_atoms > 50
+    # 16 sites of it, as forward's chunks take them (a site and its partner rarely share one)
+    cell = dataclasses.replace(cell, distances=cell.distances[:16])
+    batch = collate([cell])
+    encoder = featurizer.get_runtime().encoder.structure
+    shapes: list[tuple] = []
+    hook = encoder.values[-1].register_forward_hook(
+        lambda module, inputs, output: shapes.append(tuple(output.shape))
+    )
+    try:
+        fast = _local(encoder, batch, distinct=True)
+    finally:
+        hook.remove()
+    pairs = int(batch.mask.sum())
+    distinct = len(
+        set(
+            zip(
+                np.repeat(batch.site_species.numpy(), cell.n_atoms).tolist(),
+                batch.neighbour_species.numpy().ravel().tolist(),
+                batch.distances.numpy().ravel().tolist(),
+                strict=True,
+            )
+        )
+    )
+    assert distinct > DISTINCT_BONDS_FRACTION * pairs
+    assert shapes == [(cell.n_sites, cell.n_atoms, 64)]  # one (sites, atoms) pass
+    exact = _local(encoder, batch, distinct=False)
+    assert _relative(fast[0], exact[0]) <= 1e-5  # (the inference Mish differs by ulps)
