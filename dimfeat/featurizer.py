@@ -142,9 +142,12 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
     checkpoint_dir : str or None, default=None
         Folder for per-epoch checkpoints; an interrupted :meth:`fit` resumes from it.
     n_jobs : int, default=1
-        Processes that build model inputs from structures (joblib); -1 means all cores.
-        matminer's ``set_n_jobs`` sets it (no matminer process pool is used: the encoder runs
-        batched in the calling process).
+        Worker processes (joblib; -1 means all cores) for calls of more than 64 structures.
+        On the CPU each worker builds the model inputs of a chunk of structures and encodes
+        them with one thread (on two cores, about twice the rate of ``n_jobs=1``; the first
+        call also starts the workers); on a GPU they build the inputs and the encoder runs in
+        the calling process on each chunk as it arrives. matminer's ``set_n_jobs`` sets it
+        (matminer's own process pool is never used).
     cache : str, path, joblib.Memory or None, default=None
         Folder where vectors are kept (a ``Memory`` gives its ``location``): a structure
         featurised before with the same encoder and settings is read back instead of encoded
@@ -471,16 +474,16 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         """matminer's way to set the parallelism: sets the ``n_jobs`` parameter.
 
         matminer's ``BaseFeaturizer.set_n_jobs`` stores ``_n_jobs`` for its multiprocessing
-        pool, which this featuriser never starts (:meth:`featurize_many` is batched in the
-        calling process). Here the one setting is ``n_jobs``, the processes that build model
-        inputs from structures, so ``set_n_jobs(1)`` (matminer's advice against running out of
+        pool, which this featuriser never starts (:meth:`featurize_many` is batched). Here the
+        one setting is ``n_jobs``, the worker processes that build (and on the CPU encode)
+        chunks of structures, so ``set_n_jobs(1)`` (matminer's advice against running out of
         memory) and ``MultipleFeaturizer.set_n_jobs`` reach it. The value is checked on the
         next call, as for ``set_params``.
 
         Parameters
         ----------
         n_jobs : int
-            Processes for input building; -1 means all cores.
+            Worker processes; -1 means all cores.
         """
         self.set_params(n_jobs=n_jobs)
 
