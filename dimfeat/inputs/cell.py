@@ -56,6 +56,12 @@ _IMAGES = np.array(list(itertools.product((-1, 0, 1), repeat=3)), dtype=np.float
 _NONZERO_IMAGES = _IMAGES[_IMAGES.any(axis=1)]
 
 
+def _norms(vectors: np.ndarray) -> np.ndarray:
+    """The lengths along the last axis, bit for bit ``np.linalg.norm(vectors, axis=-1)`` (the
+    same sum of squares and square root) without its argument checks."""
+    return np.sqrt(np.add.reduce(vectors * vectors, axis=-1))
+
+
 def _row_lengths(lattice: np.ndarray) -> list[float]:
     """The lengths of the rows of a 3x3 matrix, bit for bit ``np.linalg.norm(lattice, axis=1)``
     (the squares summed in order), without NumPy's per-call cost."""
@@ -216,7 +222,7 @@ def _fit_translations(
     ``2 * tol``.
     """
     shift = residual.mean(axis=1)  # the least-squares correction of t (Cartesian)
-    within = np.linalg.norm(residual - shift[:, None, :], axis=-1) < tol
+    within = _norms(residual - shift[:, None, :]) < tol
     ordered = np.sort(partner, axis=1)
     one_to_one = (ordered[:, 1:] != ordered[:, :-1]).all(axis=1)
     keep = paired.all(axis=1) & within.all(axis=1) & one_to_one
@@ -235,17 +241,18 @@ def _match_dense(
     n = len(numbers)
     same_species = numbers[:, None] == numbers[None, :]
     inverse = np.linalg.inv(lattice)
+    coords = np.ascontiguousarray(frac.T)
     keep = np.zeros(len(candidates), dtype=bool)
     fitted = np.empty_like(candidates)
     partners = np.empty((len(candidates), n), dtype=np.int64)
     step = max(1, 2_000_000 // (n * n))  # candidates per block: bounds memory
     for start in range(0, len(candidates), step):
         block = candidates[start : start + step]
-        moved = frac[None, :, None, :] + block[:, None, None, :] - frac[None, None, :, :]
+        moved = _offsets(coords, block.T, coords)  # (3, block, n, n), coordinate-major
         moved -= np.round(moved)
         # (block, n, n, 3): x_i + t - x_j, Cartesian; one product over all rows
-        offset = (moved.reshape(-1, 3) @ lattice).reshape(moved.shape)
-        gap = np.where(same_species[None], np.linalg.norm(offset, axis=-1), np.inf)
+        offset = (moved.reshape(3, -1).T @ lattice).reshape(*moved.shape[1:], 3)
+        gap = np.where(same_species[None], _norms(offset), np.inf)
         partner = gap.argmin(axis=2)  # (block, n)
         residual = np.take_along_axis(offset, partner[:, :, None, None], axis=2)[:, :, 0]
         paired = np.take_along_axis(gap, partner[:, :, None], axis=2)[:, :, 0] < 2 * tol
@@ -296,12 +303,12 @@ def _match_tree(
         index = np.where(found, index, 0)
         residual = (query - images[index]).reshape(len(block), len(atoms), 3)
         paired = found.reshape(len(block), len(atoms))
-        paired &= np.linalg.norm(residual, axis=-1) < 2 * tol
+        paired &= _norms(residual) < 2 * tol
         return (index % n).reshape(len(block), len(atoms)), residual, paired
 
     screen = np.arange(min(n, _SCREEN_ATOMS))
     partner, residual, paired = pair(candidates, screen)
-    spread = np.linalg.norm(residual[:, :, None, :] - residual[:, None, :, :], axis=-1)
+    spread = _norms(residual[:, :, None, :] - residual[:, None, :, :])
     ordered = np.sort(partner, axis=1)
     alive = candidates[
         paired.all(axis=1)
@@ -322,6 +329,16 @@ def _match_tree(
     return np.concatenate(translations), np.concatenate(partners)
 
 
+def _offsets(start: np.ndarray, shifts: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """``(x_i + t) - y_j`` for every shift ``t`` and atoms ``i``, ``j``, coordinate-major: shape
+    (3, shifts, i, j) from ``start`` (3, i), ``shifts`` (3, shifts) and ``end`` (3, j).
+
+    The same sums and differences as an atom-major layout, with the three coordinates outermost
+    so that NumPy works on long contiguous rows.
+    """
+    return start[:, None, :, None] + shifts[:, :, None, None] - end[:, None, None, :]
+
+
 def _pair_anchors(
     lattice: np.ndarray, anchors: np.ndarray, candidates: np.ndarray, tol: float
 ) -> np.ndarray:
@@ -333,10 +350,11 @@ def _pair_anchors(
     the ``m`` anchors alone drops only candidates the full match would drop, and in most cells
     without a translation it leaves none.
     """
-    moved = anchors[None, :, None, :] + candidates[:, None, None, :] - anchors[None, None, :, :]
+    coords = np.ascontiguousarray(anchors.T)
+    moved = _offsets(coords, candidates.T, coords)  # (3, candidates, m, m)
     moved -= np.round(moved)
-    gap = np.linalg.norm(moved.reshape(-1, 3) @ lattice, axis=-1)  # one product over all rows
-    gap = gap.reshape(moved.shape[:3]).min(axis=2)  # (candidates, anchors)
+    gap = _norms(moved.reshape(3, -1).T @ lattice)  # one product, all rows
+    gap = gap.reshape(moved.shape[1:]).min(axis=2)  # (candidates, anchors)
     return candidates[(gap < 2 * tol).all(axis=1)]
 
 
@@ -567,7 +585,7 @@ def inputs_from_cell(
     lattice, frac, numbers = canonical_cell(lattice, frac, numbers, symprec, index)
     n_sites = len(numbers)
     where = at_index(index)
-    shortest = float(np.linalg.norm(_NONZERO_IMAGES @ lattice, axis=1).min())
+    shortest = float(_norms(_NONZERO_IMAGES @ lattice).min())
     if shortest < MIN_DISTANCE:  # the cell is Niggli-reduced: its shortest vector is a row
         raise InvalidStructureError(
             f"overlapping atoms in structure{where}: every atom is {shortest:.3f} Å from its own "
@@ -579,7 +597,7 @@ def inputs_from_cell(
     distances, best = None, None
     n_images = greedy[0] * greedy[1] * greedy[2]  # the same for every candidate
     if len(candidates) > 1:
-        bound = 1.0 + float(np.linalg.norm(lattice, axis=1) @ np.asarray(greedy))  # > any distance
+        bound = 1.0 + float(_norms(lattice) @ np.asarray(greedy))  # more than any distance
         blocks = _species_blocks(numbers, n_images)
     for candidate in candidates:
         grid = _image_grid(tuple(candidate.tolist()))  # image offsets, (0, 0, 0) first
