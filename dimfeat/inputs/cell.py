@@ -525,14 +525,15 @@ def _minimum_image_distances(
     cells and each block stays in cache.
 
     The offsets are laid out coordinate-major and the image values image-major, so that every
-    elementwise step and the minimum over images run over long contiguous rows; the matrix
-    products are the same ``(rows, 3) @ (3, k)`` products, so the distances are bit for bit
-    those of an atom-major layout.
+    elementwise step and the minimum over images run over long contiguous rows. Each matrix
+    product entry is the same three-term dot product as in an atom-major layout, and
+    ``|c|^2`` is the same ``einsum``, so the distances are bit for bit those of the atom-major
+    formula (``tests/test_input_speed.py``).
     """
     n_atoms = len(super_frac)
     image_cart = _IMAGES @ super_lattice  # (27, 3)
     image_sq = np.einsum("ik,ik->i", image_cart, image_cart)[:, None]
-    twice = 2 * image_cart.T
+    twice = 2 * image_cart  # (27, 3), C-contiguous
     coords = np.ascontiguousarray(super_frac.T)  # (3, N)
     out = np.empty((n_sites, n_atoms))
     step = max(1, _DISTANCE_BLOCK // (n_atoms * len(_IMAGES)))
@@ -541,7 +542,7 @@ def _minimum_image_distances(
         delta = coords[:, None, :] - coords[:, start:stop, None]  # (3, p, N)
         delta -= np.round(delta)
         cart = delta.reshape(3, -1).T @ super_lattice  # (p N, 3)
-        squared = np.ascontiguousarray((cart @ twice).T)  # (27, p N)
+        squared = twice @ np.ascontiguousarray(cart.T)  # (27, p N): 2 c.v, image-major
         squared += image_sq
         best = squared.min(axis=0)
         best += np.einsum("nk,nk->n", cart, cart)
