@@ -64,8 +64,8 @@ def crystals(sample_structures, nacl, cscl, si) -> list[Structure]:
     conventional = Structure(
         Lattice.cubic(5.64),
         ["Na"] * 4 + ["Cl"] * 4,
-        [[0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]]
-        + [[0.5, 0.5, 0.5], [0.5, 0, 0], [0, 0.5, 0], [0, 0, 0.5]],
+        [[0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]]  # Na
+        + [[0.5, 0.5, 0.5], [0.5, 0, 0], [0, 0.5, 0], [0, 0, 0.5]],  # noqa: RUF005 (Cl)
     )
     doubled = cscl.copy()
     doubled.make_supercell([2, 1, 1])
