@@ -61,12 +61,9 @@ def _supercell(structure: Structure, repeats=None):
 def crystals(sample_structures, nacl, cscl, si) -> list[Structure]:
     """Sample crystals, primitive and not: NaCl's conventional cell (4 formula units), a
     2x1x1 supercell of CsCl, Si translated by a quarter cell, and a skewed basis of Si."""
-    conventional = Structure(
-        Lattice.cubic(5.64),
-        ["Na"] * 4 + ["Cl"] * 4,
-        [[0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]]  # Na
-        + [[0.5, 0.5, 0.5], [0.5, 0, 0], [0, 0.5, 0], [0, 0, 0.5]],  # noqa: RUF005 (Cl)
-    )
+    sodium = [[0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]]
+    chlorine = [[0.5, 0.5, 0.5], [0.5, 0, 0], [0, 0.5, 0], [0, 0, 0.5]]
+    conventional = Structure(Lattice.cubic(5.64), ["Na"] * 4 + ["Cl"] * 4, [*sodium, *chlorine])
     doubled = cscl.copy()
     doubled.make_supercell([2, 1, 1])
     shifted = si.copy()
