@@ -115,7 +115,9 @@ def main() -> None:
             line = ", ".join(f"{k} {v:.3f} s" for k, v in summary["current"].items())
             print(f"{name} ({args.n} structures, CPU s, least of {args.rounds}): {line}")
             if base is not None:
-                changed = sum(a != b for a, b in zip(digests["current"], digests["baseline"]))
+                changed = sum(
+                    a != b for a, b in zip(digests["current"], digests["baseline"], strict=True)
+                )
                 entry["inputs_differing_from_baseline"] = changed
                 old = summary["baseline"]
                 print("  baseline: " + ", ".join(f"{k} {v:.3f} s" for k, v in old.items()))
