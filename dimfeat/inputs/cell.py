@@ -516,8 +516,9 @@ def canonical_cell(
     return lattice, frac[order], numbers[order].astype(np.int64)
 
 
-#: (row, atom, image) triples per block of :func:`_minimum_image_distances` (cache-sized).
-_DISTANCE_BLOCK = 65_536
+#: (row, atom, image) triples per block of :func:`_minimum_image_distances` (2 MB of image
+#: values: large enough for few blocks, small enough to stay in cache).
+_DISTANCE_BLOCK = 262_144
 
 
 def _minimum_image_distances(
@@ -535,7 +536,10 @@ def _minimum_image_distances(
     elementwise step and the minimum over images run over long contiguous rows. Each matrix
     product entry is the same three-term dot product as in an atom-major layout, and
     ``|c|^2`` is the same ``einsum``, so the distances are bit for bit those of the atom-major
-    formula (``tests/test_input_speed.py``).
+    formula (``tests/test_input_speed.py``). The offset from atom ``j`` to ``i`` is exactly minus
+    that from ``i`` to ``j``, and the images come in pairs ``v``, ``-v``, so the distance from
+    ``i`` to ``j`` is bit for bit that from ``j`` to ``i``: a block takes the distances to the
+    sites of earlier blocks from their rows, which halves the work of a large single cell.
     """
     n_atoms = len(super_frac)
     image_cart = _IMAGES @ super_lattice  # (27, 3)
@@ -546,16 +550,19 @@ def _minimum_image_distances(
     step = max(1, _DISTANCE_BLOCK // (n_atoms * len(_IMAGES)))
     for start in range(0, n_sites, step):
         stop = min(start + step, n_sites)
-        delta = coords[:, None, :] - coords[:, start:stop, None]  # (3, p, N)
+        # Atoms before ``start`` are sites of earlier blocks: their distances to this block's
+        # sites are already known (the distance from i to j is bit for bit that from j to i).
+        delta = coords[:, None, start:] - coords[:, start:stop, None]  # (3, p, N - start)
         delta -= np.round(delta)
-        cart = delta.reshape(3, -1).T @ super_lattice  # (p N, 3)
-        squared = twice @ np.ascontiguousarray(cart.T)  # (27, p N): 2 c.v, image-major
+        cart = delta.reshape(3, -1).T @ super_lattice  # (p (N - start), 3)
+        squared = twice @ np.ascontiguousarray(cart.T)  # (27, rows): 2 c.v, image-major
         squared += image_sq
         best = squared.min(axis=0)
         best += np.einsum("nk,nk->n", cart, cart)
         np.maximum(best, 0.0, out=best)
         np.sqrt(best, out=best)
-        out[start:stop] = best.reshape(stop - start, n_atoms)
+        out[start:stop, start:] = best.reshape(stop - start, n_atoms - start)
+        out[start:stop, :start] = out[:start, start:stop].T
     return out
 
 
