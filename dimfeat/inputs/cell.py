@@ -12,9 +12,9 @@ to :class:`~dimfeat.inputs.batch.CrystalInputs` (:func:`inputs_from_cell`):
    Positions are not otherwise symmetrised. spglib's fallback gets the atoms in a canonical
    order; a very skewed cell is LLL-reduced first. Site order, rotation, translation and the
    choice of primitive/conventional/supercell of the input do not change this cell, including
-   for distortions close to ``symprec``. A translation search costs about 0.16 ms per structure
-   (``benchmarks/perf/throughput.py``, stage ``cell_reduction``; the order-independent fit added
-   about 0.04 ms, measured on 400 sample structures). Large cells pair atoms through a k-d tree
+   for distortions close to ``symprec``. The whole stage costs about 0.11 ms of CPU per sample
+   structure (``benchmarks/perf/input_stages.py``, stage ``cell_reduction``; the order-independent
+   fit added about 0.04 ms, measured on 400 sample structures). Large cells pair atoms through a k-d tree
    after a screen on 12 atoms (:func:`_match_tree`): about ``n log n`` for ``n`` atoms when few
    candidates are translations, ``n^2 log n`` at worst (every candidate a translation); 0.03 s
    for a 2,000-atom cell with no translation.
@@ -29,7 +29,8 @@ to :class:`~dimfeat.inputs.batch.CrystalInputs` (:func:`inputs_from_cell`):
 3. **Unique sites and interactions.** The first ``P`` supercell atoms are the primitive cell's
    sites. Each of them attends to every supercell atom (itself included, at distance 0) through
    the minimum-image distance within the supercell, found among the 27 nearest periodic images
-   of the Niggli-reduced supercell (``27 P N`` work for ``P`` sites and ``N`` atoms, in blocks).
+   of the Niggli-reduced supercell (``27 P N`` work for ``P`` sites and ``N`` atoms, in blocks;
+   the distances between two sites are computed once).
 """
 
 from __future__ import annotations
