@@ -13,11 +13,11 @@ to :class:`~dimfeat.inputs.batch.CrystalInputs` (:func:`inputs_from_cell`):
    order; a very skewed cell is LLL-reduced first. Site order, rotation, translation and the
    choice of primitive/conventional/supercell of the input do not change this cell, including
    for distortions close to ``symprec``. The whole stage costs about 0.11 ms of CPU per sample
-   structure (``benchmarks/perf/input_stages.py``, stage ``cell_reduction``; the order-independent
-   fit added about 0.04 ms, measured on 400 sample structures). Large cells pair atoms through a k-d tree
-   after a screen on 12 atoms (:func:`_match_tree`): about ``n log n`` for ``n`` atoms when few
-   candidates are translations, ``n^2 log n`` at worst (every candidate a translation); 0.03 s
-   for a 2,000-atom cell with no translation.
+   structure (``benchmarks/perf/input_stages.py``, stage ``cell_reduction``; the
+   order-independent fit added about 0.04 ms, measured on 400 sample structures). Large cells
+   pair atoms through a k-d tree after a screen on 12 atoms (:func:`_match_tree`): about
+   ``n log n`` for ``n`` atoms when few candidates are translations, ``n^2 log n`` at worst
+   (every candidate a translation); 0.03 s for a 2,000-atom cell with no translation.
 2. **Roughly cubic supercell of at most** ``max_atoms`` **atoms** (:func:`supercell_repeats`).
    Starting from repeats ``(1, 1, 1)`` of the Niggli-reduced cell, the axis with the shortest
    repeat length is grown by one while ``a*b*c*P <= max_atoms`` (ties go to the first axis);
