@@ -12,12 +12,12 @@ to :class:`~dimfeat.inputs.batch.CrystalInputs` (:func:`inputs_from_cell`):
    Positions are not otherwise symmetrised. spglib's fallback gets the atoms in a canonical
    order; a very skewed cell is LLL-reduced first. Site order, rotation, translation and the
    choice of primitive/conventional/supercell of the input do not change this cell, including
-   for distortions close to ``symprec``. A translation search costs about 0.16 ms per structure
-   (``benchmarks/perf/throughput.py``, stage ``cell_reduction``; the order-independent fit added
-   about 0.04 ms, measured on 400 sample structures). Large cells pair atoms through a k-d tree
-   after a screen on 12 atoms (:func:`_match_tree`): about ``n log n`` for ``n`` atoms when few
-   candidates are translations, ``n^2 log n`` at worst (every candidate a translation); 0.03 s
-   for a 2,000-atom cell with no translation.
+   for distortions close to ``symprec``. The whole stage costs about 0.11 ms of CPU per sample
+   structure (``benchmarks/perf/input_stages.py``, stage ``cell_reduction``; the
+   order-independent fit added about 0.04 ms, measured on 400 sample structures). Large cells
+   pair atoms through a k-d tree after a screen on 12 atoms (:func:`_match_tree`): about
+   ``n log n`` for ``n`` atoms when few candidates are translations, ``n^2 log n`` at worst
+   (every candidate a translation); 0.03 s for a 2,000-atom cell with no translation.
 2. **Roughly cubic supercell of at most** ``max_atoms`` **atoms** (:func:`supercell_repeats`).
    Starting from repeats ``(1, 1, 1)`` of the Niggli-reduced cell, the axis with the shortest
    repeat length is grown by one while ``a*b*c*P <= max_atoms`` (ties go to the first axis);
@@ -29,13 +29,17 @@ to :class:`~dimfeat.inputs.batch.CrystalInputs` (:func:`inputs_from_cell`):
 3. **Unique sites and interactions.** The first ``P`` supercell atoms are the primitive cell's
    sites. Each of them attends to every supercell atom (itself included, at distance 0) through
    the minimum-image distance within the supercell, found among the 27 nearest periodic images
-   of the Niggli-reduced supercell (``27 P N`` work for ``P`` sites and ``N`` atoms, in blocks).
+   of the Niggli-reduced supercell (``27 P N`` work for ``P`` sites and ``N`` atoms, in blocks;
+   the distances between two sites are computed once).
 """
 
 from __future__ import annotations
 
 import itertools
+import math
+from collections import Counter
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 
@@ -49,6 +53,20 @@ __all__ = ["MIN_DISTANCE", "canonical_cell", "inputs_from_cell", "supercell_repe
 MIN_DISTANCE = 0.5
 
 _IMAGES = np.array(list(itertools.product((-1, 0, 1), repeat=3)), dtype=np.float64)
+#: The 26 image vectors other than (0, 0, 0).
+_NONZERO_IMAGES = _IMAGES[_IMAGES.any(axis=1)]
+
+
+def _norms(vectors: np.ndarray) -> np.ndarray:
+    """The lengths along the last axis, bit for bit ``np.linalg.norm(vectors, axis=-1)`` (the
+    same sum of squares and square root) without its argument checks."""
+    return np.sqrt(np.add.reduce(vectors * vectors, axis=-1))
+
+
+def _row_lengths(lattice: np.ndarray) -> list[float]:
+    """The lengths of the rows of a 3x3 matrix, bit for bit ``np.linalg.norm(lattice, axis=1)``
+    (the squares summed in order), without NumPy's per-call cost."""
+    return [math.sqrt(x * x + y * y + z * z) for x, y, z in lattice.tolist()]
 
 
 def supercell_repeats(lattice: np.ndarray, n_sites: int, max_atoms: int) -> tuple[int, int, int]:
@@ -67,13 +85,14 @@ def supercell_repeats(lattice: np.ndarray, n_sites: int, max_atoms: int) -> tupl
     -------
     repeats : tuple of 3 int
     """
-    lengths = np.linalg.norm(lattice, axis=1)
+    lengths = _row_lengths(lattice)
     repeats = [1, 1, 1]
-    while True:
-        reach = np.asarray(repeats) * lengths
+    while True:  # Python floats: the same IEEE products as NumPy, without its per-call cost
+        reach = [r * length for r, length in zip(repeats, lengths, strict=True)]
         # Ties within 1e-6 (relative) go to the first axis: rounding noise (e.g. from a rotated
         # copy of the same cell) must not pick another supercell shape.
-        axis = int(np.flatnonzero(reach <= reach.min() * (1 + 1e-6))[0])
+        limit = min(reach) * (1 + 1e-6)
+        axis = next(k for k in range(3) if reach[k] <= limit)
         grown = list(repeats)
         grown[axis] += 1
         if grown[0] * grown[1] * grown[2] * n_sites > max_atoms:
@@ -97,6 +116,8 @@ def _equivalent_repeats(lattice: np.ndarray, repeats: Sequence[int]) -> list[np.
     by the atoms, not by the labels (see :func:`inputs_from_cell`).
     """
     first = np.asarray(repeats, dtype=np.int64)
+    if repeats[0] == repeats[1] == repeats[2]:
+        return [first]  # even repeats: no permutation changes them
     gram = lattice @ lattice.T
     tol = 1e-6 * float(np.abs(gram).max())
     lengths = np.diag(gram)
@@ -115,16 +136,28 @@ def _equivalent_repeats(lattice: np.ndarray, repeats: Sequence[int]) -> list[np.
     return candidates
 
 
-def _distance_key(distances: np.ndarray, numbers: np.ndarray, bound: float) -> np.ndarray:
+def _repeat(values: np.ndarray, times: int) -> np.ndarray:
+    """``np.tile(values, times)`` for a 1-D array, without its per-call cost."""
+    out = np.empty(times * len(values), dtype=values.dtype)
+    out.reshape(times, len(values))[:] = values
+    return out
+
+
+def _species_blocks(numbers: np.ndarray, n_images: int) -> np.ndarray:
+    """The (site, atom) species-pair block of each distance of a supercell of ``n_images``
+    images (see :func:`_distance_key`); ``numbers`` are the sites' species."""
+    rank = np.unique(numbers, return_inverse=True)[1]
+    atoms = _repeat(rank, n_images)
+    return rank[:, None] * (rank.max() + 1) + atoms[None, :]
+
+
+def _distance_key(distances: np.ndarray, blocks: np.ndarray, bound: float) -> np.ndarray:
     """What the encoder sees of a supercell's distances, free of any labelling: for each pair
     of species (site, atom), the sorted distances from the sites of the first to the atoms of
     the second, one block after the other (block ``k`` shifted by ``k * bound``, ``bound`` more
-    than any distance and the same for every supercell compared); ``numbers`` are the sites'
-    species (the atoms repeat them)."""
-    rank = np.unique(numbers, return_inverse=True)[1]
-    atoms = np.tile(rank, distances.shape[1] // len(numbers))
-    block = rank[:, None] * (rank.max() + 1) + atoms[None, :]
-    return np.sort(distances + block * bound, axis=None)
+    than any distance and the same for every supercell compared); ``blocks`` is
+    :func:`_species_blocks` of the sites' species."""
+    return np.sort(distances + blocks * bound, axis=None)
 
 
 def _precedes(key: np.ndarray, other: np.ndarray, tol: float = 1e-6) -> bool:
@@ -169,9 +202,17 @@ _SCREEN_ATOMS = 12
 
 def _min_height(lattice: np.ndarray) -> float:
     """The smallest distance (Å) between opposite faces of the cell."""
-    volume = abs(np.linalg.det(lattice))
-    faces = np.linalg.norm(np.cross(lattice[[1, 2, 0]], lattice[[2, 0, 1]]), axis=1)
-    return float(volume / faces.max())
+    volume = abs(float(np.linalg.det(lattice)))
+    a, b, c = lattice.tolist()
+    # |b x c|, |c x a|, |a x b| with np.cross's products and differences, in Python floats
+    faces = [
+        math.sqrt(x * x + y * y + z * z)
+        for x, y, z in (
+            (u[1] * v[2] - u[2] * v[1], u[2] * v[0] - u[0] * v[2], u[0] * v[1] - u[1] * v[0])
+            for u, v in ((b, c), (c, a), (a, b))
+        )
+    ]
+    return volume / max(faces)
 
 
 def _fit_translations(
@@ -189,7 +230,7 @@ def _fit_translations(
     ``2 * tol``.
     """
     shift = residual.mean(axis=1)  # the least-squares correction of t (Cartesian)
-    within = np.linalg.norm(residual - shift[:, None, :], axis=-1) < tol
+    within = _norms(residual - shift[:, None, :]) < tol
     ordered = np.sort(partner, axis=1)
     one_to_one = (ordered[:, 1:] != ordered[:, :-1]).all(axis=1)
     keep = paired.all(axis=1) & within.all(axis=1) & one_to_one
@@ -208,16 +249,18 @@ def _match_dense(
     n = len(numbers)
     same_species = numbers[:, None] == numbers[None, :]
     inverse = np.linalg.inv(lattice)
+    coords = np.ascontiguousarray(frac.T)
     keep = np.zeros(len(candidates), dtype=bool)
     fitted = np.empty_like(candidates)
     partners = np.empty((len(candidates), n), dtype=np.int64)
     step = max(1, 2_000_000 // (n * n))  # candidates per block: bounds memory
     for start in range(0, len(candidates), step):
         block = candidates[start : start + step]
-        moved = frac[None, :, None, :] + block[:, None, None, :] - frac[None, None, :, :]
+        moved = _offsets(coords, block.T, coords)  # (3, block, n, n), coordinate-major
         moved -= np.round(moved)
-        offset = moved @ lattice  # (block, n, n, 3): x_i + t - x_j, Cartesian
-        gap = np.where(same_species[None], np.linalg.norm(offset, axis=-1), np.inf)
+        # (block, n, n, 3): x_i + t - x_j, Cartesian; one product over all rows
+        offset = (moved.reshape(3, -1).T @ lattice).reshape(*moved.shape[1:], 3)
+        gap = np.where(same_species[None], _norms(offset), np.inf)
         partner = gap.argmin(axis=2)  # (block, n)
         residual = np.take_along_axis(offset, partner[:, :, None, None], axis=2)[:, :, 0]
         paired = np.take_along_axis(gap, partner[:, :, None], axis=2)[:, :, 0] < 2 * tol
@@ -268,12 +311,12 @@ def _match_tree(
         index = np.where(found, index, 0)
         residual = (query - images[index]).reshape(len(block), len(atoms), 3)
         paired = found.reshape(len(block), len(atoms))
-        paired &= np.linalg.norm(residual, axis=-1) < 2 * tol
+        paired &= _norms(residual) < 2 * tol
         return (index % n).reshape(len(block), len(atoms)), residual, paired
 
     screen = np.arange(min(n, _SCREEN_ATOMS))
     partner, residual, paired = pair(candidates, screen)
-    spread = np.linalg.norm(residual[:, :, None, :] - residual[:, None, :, :], axis=-1)
+    spread = _norms(residual[:, :, None, :] - residual[:, None, :, :])
     ordered = np.sort(partner, axis=1)
     alive = candidates[
         paired.all(axis=1)
@@ -294,6 +337,16 @@ def _match_tree(
     return np.concatenate(translations), np.concatenate(partners)
 
 
+def _offsets(start: np.ndarray, shifts: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """``(x_i + t) - y_j`` for every shift ``t`` and atoms ``i``, ``j``, coordinate-major: shape
+    (3, shifts, i, j) from ``start`` (3, i), ``shifts`` (3, shifts) and ``end`` (3, j).
+
+    The same sums and differences as an atom-major layout, with the three coordinates outermost
+    so that NumPy works on long contiguous rows.
+    """
+    return start[:, None, :, None] + shifts[:, :, None, None] - end[:, None, None, :]
+
+
 def _pair_anchors(
     lattice: np.ndarray, anchors: np.ndarray, candidates: np.ndarray, tol: float
 ) -> np.ndarray:
@@ -305,9 +358,11 @@ def _pair_anchors(
     the ``m`` anchors alone drops only candidates the full match would drop, and in most cells
     without a translation it leaves none.
     """
-    moved = anchors[None, :, None, :] + candidates[:, None, None, :] - anchors[None, None, :, :]
+    coords = np.ascontiguousarray(anchors.T)
+    moved = _offsets(coords, candidates.T, coords)  # (3, candidates, m, m)
     moved -= np.round(moved)
-    gap = np.linalg.norm(moved @ lattice, axis=-1).min(axis=2)  # (candidates, anchors)
+    gap = _norms(moved.reshape(3, -1).T @ lattice)  # one product, all rows
+    gap = gap.reshape(moved.shape[1:]).min(axis=2)  # (candidates, anchors)
     return candidates[(gap < 2 * tol).all(axis=1)]
 
 
@@ -338,8 +393,9 @@ def _primitive_by_translations(
     are not a consistent group (the caller falls back to spglib).
     """
     n = len(numbers)
-    species, counts = np.unique(numbers, return_counts=True)
-    anchors = np.flatnonzero(numbers == species[np.argmin(counts)])
+    counts = Counter(numbers.tolist())
+    rarest = min(counts, key=lambda z: (counts[z], z))  # ties: the lowest atomic number
+    anchors = np.flatnonzero(numbers == rarest)
     candidates = frac[anchors[1:]] - frac[anchors[0]]
     if len(candidates) == 0:
         return lattice, frac, numbers
@@ -461,6 +517,11 @@ def canonical_cell(
     return lattice, frac[order], numbers[order].astype(np.int64)
 
 
+#: (row, atom, image) triples per block of :func:`_minimum_image_distances` (2 MB of image
+#: values: large enough for few blocks, small enough to stay in cache).
+_DISTANCE_BLOCK = 262_144
+
+
 def _minimum_image_distances(
     super_frac: np.ndarray, n_sites: int, super_lattice: np.ndarray
 ) -> np.ndarray:
@@ -468,25 +529,50 @@ def _minimum_image_distances(
 
     Each offset is rounded to its nearest fractional image ``c`` (Cartesian), then the
     shortest of ``c + v`` over the 27 image vectors ``v`` is taken, as ``|c|^2 + min_v (2 c.v +
-    |v|^2)`` (one matrix product per block). Rows are processed in blocks of about a million
-    (row, atom, image) triples, so memory stays bounded for very large cells.
+    |v|^2)`` (one matrix product per block). Rows are processed in blocks of about
+    :data:`_DISTANCE_BLOCK` (row, atom, image) triples, so memory stays bounded for very large
+    cells and each block stays in cache.
+
+    The offsets are laid out coordinate-major and the image values image-major, so that every
+    elementwise step and the minimum over images run over long contiguous rows. Each matrix
+    product entry is the same three-term dot product as in an atom-major layout, and
+    ``|c|^2`` is the same ``einsum``, so the distances are bit for bit those of the atom-major
+    formula (``tests/test_input_speed.py``). The offset from atom ``j`` to ``i`` is exactly minus
+    that from ``i`` to ``j``, and the images come in pairs ``v``, ``-v``, so the distance from
+    ``i`` to ``j`` is bit for bit that from ``j`` to ``i``: a block takes the distances to the
+    sites of earlier blocks from their rows, which halves the work of a large single cell.
     """
     n_atoms = len(super_frac)
     image_cart = _IMAGES @ super_lattice  # (27, 3)
-    image_sq = np.einsum("ik,ik->i", image_cart, image_cart)
+    image_sq = np.einsum("ik,ik->i", image_cart, image_cart)[:, None]
+    twice = 2 * image_cart  # (27, 3), C-contiguous
+    coords = np.ascontiguousarray(super_frac.T)  # (3, N)
     out = np.empty((n_sites, n_atoms))
-    step = max(1, 1_000_000 // (n_atoms * len(_IMAGES)))
+    step = max(1, _DISTANCE_BLOCK // (n_atoms * len(_IMAGES)))
     for start in range(0, n_sites, step):
         stop = min(start + step, n_sites)
-        delta = super_frac[None, :, :] - super_frac[start:stop, None, :]  # (p, N, 3)
+        # Atoms before ``start`` are sites of earlier blocks: their distances to this block's
+        # sites are already known (the distance from i to j is bit for bit that from j to i).
+        delta = coords[:, None, start:] - coords[:, start:stop, None]  # (3, p, N - start)
         delta -= np.round(delta)
-        cart = delta @ super_lattice
-        squared = cart @ (2 * image_cart.T)  # (p, N, 27)
+        cart = delta.reshape(3, -1).T @ super_lattice  # (p (N - start), 3)
+        squared = twice @ np.ascontiguousarray(cart.T)  # (27, rows): 2 c.v, image-major
         squared += image_sq
-        best = squared.min(axis=2)
-        best += np.einsum("pnk,pnk->pn", cart, cart)
-        out[start:stop] = np.sqrt(np.maximum(best, 0.0))
+        best = squared.min(axis=0)
+        best += np.einsum("nk,nk->n", cart, cart)
+        np.maximum(best, 0.0, out=best)
+        np.sqrt(best, out=best)
+        out[start:stop, start:] = best.reshape(stop - start, n_atoms - start)
+        out[start:stop, :start] = out[:start, start:stop].T
     return out
+
+
+@lru_cache(maxsize=256)
+def _image_grid(repeats: tuple[int, int, int]) -> np.ndarray:
+    """The image offsets of a supercell of ``repeats``, (0, 0, 0) first (read-only)."""
+    grid = np.indices(repeats).reshape(3, -1).T
+    grid.flags.writeable = False
+    return grid
 
 
 def inputs_from_cell(
@@ -515,7 +601,7 @@ def inputs_from_cell(
     lattice, frac, numbers = canonical_cell(lattice, frac, numbers, symprec, index)
     n_sites = len(numbers)
     where = at_index(index)
-    shortest = float(np.linalg.norm(_IMAGES @ lattice, axis=1)[_IMAGES.any(axis=1)].min())
+    shortest = float(_norms(_NONZERO_IMAGES @ lattice).min())
     if shortest < MIN_DISTANCE:  # the cell is Niggli-reduced: its shortest vector is a row
         raise InvalidStructureError(
             f"overlapping atoms in structure{where}: every atom is {shortest:.3f} Å from its own "
@@ -524,25 +610,24 @@ def inputs_from_cell(
         )
     greedy = supercell_repeats(lattice, n_sites, max_atoms)
     candidates = _equivalent_repeats(lattice, greedy)
-    repeats, distances, best = None, None, None
-    bound = 1.0 + float(np.linalg.norm(lattice, axis=1) @ np.asarray(greedy))  # > any distance
+    distances, best = None, None
+    n_images = greedy[0] * greedy[1] * greedy[2]  # the same for every candidate
+    if len(candidates) > 1:
+        bound = 1.0 + float(_norms(lattice) @ np.asarray(greedy))  # more than any distance
+        blocks = _species_blocks(numbers, n_images)
     for candidate in candidates:
-        grid = np.indices(candidate).reshape(3, -1).T  # image offsets, (0, 0, 0) first
+        grid = _image_grid(tuple(candidate.tolist()))  # image offsets, (0, 0, 0) first
         # Image (0, 0, 0) comes first, so the first n_sites atoms are the unique sites.
         found_frac = ((frac[None, :, :] + grid[:, None, :]) / candidate).reshape(-1, 3)
         found = _minimum_image_distances(found_frac, n_sites, lattice * candidate[:, None])
         if len(candidates) == 1:
-            repeats, distances = candidate, found
+            distances = found
             break
-        key = _distance_key(found, numbers, bound)
+        key = _distance_key(found, blocks, bound)
         if best is None or _precedes(key, best):
-            repeats, distances, best = candidate, found, key
-    n_images = int(np.prod(repeats))
-    species = np.tile(numbers, n_images)
-    atom_site = np.tile(np.arange(n_sites), n_images)
-
+            distances, best = found, key
     off_diagonal = distances.copy()
-    off_diagonal[np.arange(n_sites), np.arange(n_sites)] = np.inf
+    np.fill_diagonal(off_diagonal, np.inf)  # the first n_sites atoms are the sites
     closest = float(off_diagonal.min()) if off_diagonal.size > n_sites else np.inf
     if closest < MIN_DISTANCE:
         raise InvalidStructureError(
@@ -550,7 +635,7 @@ def inputs_from_cell(
             f"(minimum {MIN_DISTANCE} Å)"
         )
     return CrystalInputs(
-        species=species.astype(np.int16),
-        atom_site=atom_site.astype(np.int16),
+        species=_repeat(numbers.astype(np.int16), n_images),
+        atom_site=_repeat(np.arange(n_sites, dtype=np.int16), n_images),
         distances=distances.astype(np.float32),
     )

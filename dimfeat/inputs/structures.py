@@ -73,17 +73,17 @@ def _site_numbers(structure) -> tuple[np.ndarray | None, bool]:
     occupancy other than 1: what pymatgen's ``is_ordered`` tests); that rare case takes the
     slower path of :func:`_majority_numbers`.
     """
-    from pymatgen.core.periodic_table import DummySpecies
+    from pymatgen.core.periodic_table import DummySpecies, Element
 
     numbers = []
     for site in structure:
-        species = site.species
-        if len(species) != 1:
+        try:
+            ((specie, occupancy),) = site.species.items()
+        except ValueError:  # more than one species on the site
             return None, False
-        ((specie, occupancy),) = species.items()
         if occupancy != 1:
             return None, False
-        if isinstance(specie, DummySpecies):
+        if type(specie) is not Element and isinstance(specie, DummySpecies):
             return None, True
         numbers.append(specie.Z)
     return np.array(numbers, dtype=np.int64), False
