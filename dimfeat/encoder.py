@@ -37,6 +37,7 @@ __all__ = [
     "SiteNetEncoder",
     "composition_memo",
     "mlp",
+    "pair_tables_of",
 ]
 
 #: Ways to present a distance to the distance embedding.
@@ -634,8 +635,36 @@ class _CompositionMemo:
         self.vectors: dict[tuple, torch.Tensor] = {}
 
 
+def _context_encoders(module: nn.Module) -> list[SiteNetEncoder]:
+    """The context encoders (``distance_input="none"``) in ``module``, in module order."""
+    return [
+        m
+        for m in module.modules()
+        if isinstance(m, SiteNetEncoder) and m.distance_embedding is None
+    ]
+
+
+def pair_tables_of(module: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """:meth:`SiteNetEncoder.pair_tables` of every context encoder in ``module``, in module
+    order (empty when it has none), for :func:`composition_memo` to start from.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        A :class:`SiteNetEncoder`, or a module holding some (a two-channel encoder).
+
+    Returns
+    -------
+    list of (logits, values)
+    """
+    with torch.inference_mode():
+        return [m.pair_tables() for m in _context_encoders(module)]
+
+
 @contextlib.contextmanager
-def composition_memo(module: nn.Module) -> Iterator[None]:
+def composition_memo(
+    module: nn.Module, tables: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+) -> Iterator[None]:
     """Within this block, every context encoder (``distance_input="none"``) in ``module``
     computes its pair tables and the vector of each distinct composition once, however many
     batches it sees: the same vectors, bit for bit, as without the block.
@@ -647,14 +676,19 @@ def composition_memo(module: nn.Module) -> Iterator[None]:
     ----------
     module : torch.nn.Module
         A :class:`SiteNetEncoder`, or a module holding some (a two-channel encoder).
+    tables : list of (logits, values), optional
+        :func:`pair_tables_of` the same module with the same weights, computed earlier (a worker
+        process that encodes many chunks with one encoder computes them once).
     """
-    opened = [
-        m
-        for m in module.modules()
-        if isinstance(m, SiteNetEncoder) and m.distance_embedding is None and m._memo is None
-    ]
-    for m in opened:
-        m._memo = _CompositionMemo()
+    encoders = _context_encoders(module)
+    if tables is not None and len(tables) != len(encoders):
+        raise ValueError(f"got pair tables of {len(tables)} context encoders, not {len(encoders)}")
+    opened = []
+    for k, m in enumerate(encoders):
+        if m._memo is None:
+            m._memo = _CompositionMemo()
+            m._memo.tables = None if tables is None else tables[k]
+            opened.append(m)
     try:
         yield
     finally:

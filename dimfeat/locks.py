@@ -89,9 +89,7 @@ def _read_fd(fd: int) -> bytes:
 
 
 def _held(path: Path, owner: dict, purpose: str, why: str) -> LockHeldError:
-    who = (
-        f"process {owner['pid']} on host {owner['host']}" if owner else "another process"
-    )
+    who = f"process {owner['pid']} on host {owner['host']}" if owner else "another process"
     return LockHeldError(
         f"{path} is held by {who} (since {owner.get('created', '?')}, for "
         f"{owner.get('purpose', purpose)}): {why}",

@@ -41,13 +41,15 @@ from dimfeat.inputs import (
     Batch,
     BuiltChunk,
     CrystalInputs,
+    LargeCell,
     as_structure_list,
     collate,
     equivalent_sites,
+    find_large_cells,
     iter_build,
     to_structure,
     uses_workers,
-    warn_large_cells,
+    warn_found_large_cells,
     warn_ordered,
 )
 from dimfeat.progress import progress_bar, progress_options
@@ -424,7 +426,7 @@ class EncoderRuntime:
         ------
         dimfeat.inputs.BuiltChunk
         """
-        large: list[tuple[int, CrystalInputs]] = []  # (index, inputs) beyond max_atoms
+        large: list[LargeCell] = []  # beyond max_atoms, by index in ``structures``
         for chunk in iter_build(
             as_structure_list(structures),
             max_atoms=self.inputs.max_atoms,
@@ -436,14 +438,13 @@ class EncoderRuntime:
             positions=positions,
         ):
             large += [
-                (chunk.start + k, crystal)
-                for k, crystal in enumerate(chunk.inputs)
-                if crystal is not None and crystal.n_sites > self.inputs.max_atoms
+                dataclasses.replace(cell, index=chunk.start + cell.index)
+                for cell in find_large_cells(chunk.inputs, self.inputs.max_atoms)
             ]
             yield chunk
-        where = [k if positions is None else positions[k] for k, _ in large]
-        crystals = [crystal for _, crystal in large]
-        warn_large_cells(crystals, self.inputs.max_atoms, positions=where, scope=scope)
+        if positions is not None:
+            large = [dataclasses.replace(cell, index=positions[cell.index]) for cell in large]
+        warn_found_large_cells(large, self.inputs.max_atoms, scope=scope)
 
     def vectors(
         self,
@@ -600,7 +601,7 @@ class EncoderRuntime:
             desc="vectors",
             total=len(structures),
         )
-        large: list[tuple[int, CrystalInputs]] = []
+        large: list[LargeCell] = []
         n_ordered = 0
         try:
             for chunk in iter_worker_vectors(
@@ -623,12 +624,8 @@ class EncoderRuntime:
             if bar is not None:
                 bar.close()
         warn_ordered(n_ordered)
-        warn_large_cells(
-            [crystal for _, crystal in large],
-            self.inputs.max_atoms,
-            positions=[positions[k] for k, _ in large],
-            scope=scope,
-        )
+        named = [dataclasses.replace(cell, index=positions[cell.index]) for cell in large]
+        warn_found_large_cells(named, self.inputs.max_atoms, scope=scope)
 
     def _encode_on_cpu(
         self,

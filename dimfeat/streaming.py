@@ -113,7 +113,6 @@ class StreamSummary:
     n_errors: int
 
 
-
 def _featurize_chunk(featurizer, chunk: Chunk, ignore_errors: bool) -> pd.DataFrame:
     loaded = chunk.load()
     errors: dict[int, str] = {}

@@ -17,6 +17,7 @@ with exactly the calling process's encoder, loaded, random or trained in memory 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -24,14 +25,20 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from dimfeat.inputs import CrystalInputs
-from dimfeat.inputs.build import CHUNK_STRUCTURES, _build_chunk, _read_for_workers
+from dimfeat.inputs.build import (
+    CHUNK_STRUCTURES,
+    LargeCell,
+    _build_chunk,
+    _read_for_workers,
+    find_large_cells,
+)
 
 __all__ = ["EncoderPayload", "VectorChunk", "iter_worker_vectors"]
 
-#: Encoders a worker process keeps, by key (the most recent ones).
+#: Encoders a worker process keeps, by key (the most recent ones), with the pair tables of
+#: their context channels (:func:`dimfeat.encoder.pair_tables_of`).
 _KEPT = 2
-_encoders: dict[str, torch.nn.Module] = {}
+_encoders: dict[str, tuple[torch.nn.Module, list]] = {}
 
 
 @dataclass(frozen=True)
@@ -68,10 +75,15 @@ class EncoderPayload:
         RuntimeError
             If the rebuilt encoder does not have the payload's key.
         """
+        return self._kept()[0]
+
+    def _kept(self) -> tuple[torch.nn.Module, list]:
+        """The encoder and the pair tables of its context channels, made once per key."""
         found = _encoders.get(self.key)
         if found is not None:
             return found
         from dimfeat.channels import blank_encoder, config_from_dict
+        from dimfeat.encoder import pair_tables_of
         from dimfeat.weights import encoder_sha256
 
         encoder = blank_encoder(config_from_dict(self.config))
@@ -81,8 +93,8 @@ class EncoderPayload:
             raise RuntimeError("the encoder rebuilt in a worker process is not the one sent")
         while len(_encoders) >= _KEPT:
             _encoders.pop(next(iter(_encoders)))
-        _encoders[self.key] = encoder
-        return encoder
+        _encoders[self.key] = encoder, pair_tables_of(encoder)
+        return _encoders[self.key]
 
 
 @dataclass
@@ -97,9 +109,9 @@ class VectorChunk:
         NaN rows for the structures that failed (``ignore_errors=True``).
     errors : dict of int to str
         Traceback text by index in the caller's ``structures``.
-    large : list of (int, CrystalInputs)
+    large : list of LargeCell
         The chunk's cells with more than ``max_atoms`` atoms in the primitive cell, by index in
-        the caller's ``structures`` (for :func:`dimfeat.inputs.warn_large_cells`).
+        the caller's ``structures`` (for :func:`dimfeat.inputs.warn_found_large_cells`).
     n_ordered : int
         Disordered structures ordered by majority species.
     """
@@ -107,7 +119,7 @@ class VectorChunk:
     start: int
     vectors: np.ndarray
     errors: dict[int, str]
-    large: list[tuple[int, CrystalInputs]]
+    large: list[LargeCell]
     n_ordered: int
 
 
@@ -118,7 +130,7 @@ def _vectors_of_chunk(
     payload: EncoderPayload,
     batch_size: int,
     parent_pid: int,
-) -> tuple[np.ndarray, dict[int, str], list[tuple[int, CrystalInputs]], int]:
+) -> tuple[np.ndarray, dict[int, str], list[LargeCell], int]:
     """In a worker: build the inputs of ``items`` and encode them with one thread."""
     from dimfeat.encoder import composition_memo
     from dimfeat.runtime import run_batches
@@ -128,11 +140,11 @@ def _vectors_of_chunk(
         items, positions, max_atoms, symprec, ignore_errors, disorder, None, parent_pid
     )
     torch.set_num_threads(1)  # one worker per core
-    encoder = payload.encoder()
+    encoder, tables = payload._kept()
     vectors = np.full((len(items), encoder.config.global_dim), np.nan, dtype=np.float32)
     done = [k for k, crystal in enumerate(inputs) if crystal is not None]
     if done:
-        with composition_memo(encoder):
+        with composition_memo(encoder, tables):  # the tables once per worker, not per chunk
             vectors[done] = run_batches(
                 [inputs[k] for k in done],
                 encoder,
@@ -140,8 +152,7 @@ def _vectors_of_chunk(
                 device=torch.device("cpu"),
                 batch_size=batch_size,
             )
-    large = [(k, c) for k, c in enumerate(inputs) if c is not None and c.n_sites > max_atoms]
-    return vectors, errors, large, n_ordered
+    return vectors, errors, find_large_cells(inputs, max_atoms), n_ordered
 
 
 def iter_worker_vectors(
@@ -204,6 +215,6 @@ def iter_worker_vectors(
             start,
             vectors,
             {start + k: text for k, text in errors.items()},
-            [(start + k, crystal) for k, crystal in large],
+            [dataclasses.replace(cell, index=start + cell.index) for cell in large],
             n_ordered,
         )

@@ -107,3 +107,36 @@ def test_a_custom_encode_gets_the_chunks_as_they_are_built(featurizer, many):
     calls.clear()
     runtime.vectors(good[:10], encode, progress=True)
     assert len(calls) == 1 and calls[0][1] is not False  # one chunk: the encoder's own bar
+
+
+def test_pair_tables_computed_once_give_the_same_bits(featurizer, sample_structures):
+    """A worker computes its context channel's pair tables once and hands them to every
+    chunk's composition memo: the vectors are bit for bit those of a memo that made its own."""
+    from dimfeat.encoder import composition_memo, pair_tables_of
+    from dimfeat.inputs import build_many
+    from dimfeat.runtime import run_batches
+
+    encoder = featurizer.get_runtime().encoder
+    inputs, _ = build_many(sample_structures[:40])
+    tables = pair_tables_of(encoder)
+    assert len(tables) == 1  # the context channel's
+    outs = []
+    for given in (None, tables):
+        with composition_memo(encoder, given):
+            outs.append(run_batches(inputs, encoder, 128, device=torch.device("cpu")))
+    np.testing.assert_array_equal(outs[0], outs[1])
+    with pytest.raises(ValueError, match="pair tables of 2 context encoders, not 1"):
+        with composition_memo(encoder, tables * 2):
+            pass
+
+
+def test_workers_name_the_large_cells_at_their_positions(many):
+    from dimfeat import LargeCellWarning
+
+    structures = [s for k, s in enumerate(many) if k != 150]
+    big = (structures[3] * (4, 4, 4)).perturb(0.05, seed=0)
+    structures[200] = big
+    with pytest.warns(LargeCellWarning) as caught:
+        DeepInfoMaxFeaturizer(device="cpu", n_jobs=2).transform(structures)
+    (warning,) = [w.message for w in caught if isinstance(w.message, LargeCellWarning)]
+    assert warning.positions == (200,) and warning.largest == len(big)

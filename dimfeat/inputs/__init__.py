@@ -32,10 +32,13 @@ from dimfeat.inputs.batch import (
 from dimfeat.inputs.build import (
     CHUNK_STRUCTURES,
     BuiltChunk,
+    LargeCell,
     build_inputs,
     build_many,
+    find_large_cells,
     iter_build,
     uses_workers,
+    warn_found_large_cells,
     warn_large_cells,
     warn_ordered,
 )
@@ -61,6 +64,7 @@ __all__ = [
     "BuiltChunk",
     "CrystalInputs",
     "InvalidStructureError",
+    "LargeCell",
     "as_structure_list",
     "batches_by_site_budget",
     "build_inputs",
@@ -70,6 +74,7 @@ __all__ = [
     "check_structures",
     "collate",
     "equivalent_sites",
+    "find_large_cells",
     "iter_build",
     "load_inputs",
     "save_inputs",
@@ -77,6 +82,7 @@ __all__ = [
     "supercell_repeats",
     "to_structure",
     "uses_workers",
+    "warn_found_large_cells",
     "warn_large_cells",
     "warn_ordered",
 ]

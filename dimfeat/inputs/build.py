@@ -8,6 +8,7 @@ cells beyond ``max_atoms`` (:class:`dimfeat.LargeCellWarning`).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import traceback
 import warnings
@@ -27,10 +28,13 @@ from dimfeat.progress import progress_bar
 __all__ = [
     "CHUNK_STRUCTURES",
     "BuiltChunk",
+    "LargeCell",
     "build_inputs",
     "build_many",
+    "find_large_cells",
     "iter_build",
     "uses_workers",
+    "warn_found_large_cells",
     "warn_large_cells",
     "warn_ordered",
 ]
@@ -359,26 +363,67 @@ def warn_large_cells(
         the same structures (a grid search, ``predict`` then ``score``) warn once. ``None``:
         every call names every large cell.
     """
-    found: list[tuple[int, int]] = []
+    found = find_large_cells(inputs, max_atoms)
+    if positions is not None:
+        found = [dataclasses.replace(cell, index=int(positions[cell.index])) for cell in found]
+    warn_found_large_cells(found, max_atoms, scope=scope)
+
+
+@dataclass(frozen=True)
+class LargeCell:
+    """A cell with more than ``max_atoms`` atoms in its primitive cell, as
+    :func:`warn_found_large_cells` names it.
+
+    Attributes
+    ----------
+    index : int
+        Its position (in the caller's input).
+    n_sites : int
+        Atoms in its primitive cell.
+    digest : str
+        sha256 of its inputs (species and distances): the same cell in another call.
+    """
+
+    index: int
+    n_sites: int
+    digest: str
+
+
+def find_large_cells(inputs: Sequence[CrystalInputs | None], max_atoms: int) -> list[LargeCell]:
+    """The inputs with more than ``max_atoms`` sites, by index in ``inputs`` (``None`` is passed
+    over): what a worker process sends back for :func:`warn_found_large_cells` instead of the
+    inputs themselves."""
+    return [
+        LargeCell(
+            k,
+            crystal.n_sites,
+            fingerprint.sha256_bytes(crystal.species.tobytes() + crystal.distances.tobytes()),
+        )
+        for k, crystal in enumerate(inputs)
+        if crystal is not None and crystal.n_sites > max_atoms
+    ]
+
+
+def warn_found_large_cells(
+    found: Sequence[LargeCell], max_atoms: int, *, scope: Hashable | None = None
+) -> None:
+    """:func:`warn_large_cells` of cells already found (:func:`find_large_cells`), their
+    ``index`` the position to name."""
     keys = []
-    for k, crystal in enumerate(inputs):
-        if crystal is None or crystal.n_sites <= max_atoms:
-            continue
-        if scope is not None:
-            digest = fingerprint.sha256_bytes(
-                crystal.species.tobytes() + crystal.distances.tobytes()
-            )
-            key = (scope, max_atoms, digest)
-            if key in _NAMED:
-                continue
-            keys.append(key)
-        found.append((k if positions is None else int(positions[k]), crystal.n_sites))
+    if scope is not None:
+        fresh = []
+        for cell in found:
+            key = (scope, max_atoms, cell.digest)
+            if key not in _NAMED:
+                fresh.append(cell)
+                keys.append(key)
+        found = fresh
     if not found:
         return
-    where = [p for p, _ in found]
+    where = [cell.index for cell in found]
     shown = ", ".join(str(p) for p in where[:SHOWN_POSITIONS])
     more = len(where) - SHOWN_POSITIONS
-    largest = max(n for _, n in found)
+    largest = max(cell.n_sites for cell in found)
     message = (
         f"{len(found)} structure(s) have more than max_atoms={max_atoms} atoms in the primitive "
         f"cell (largest {largest}; position{'s' if len(where) > 1 else ''} {shown}"
