@@ -105,8 +105,9 @@ def dim_rates(
     for n_jobs in n_jobs_list:
         featurizer = DeepInfoMaxFeaturizer(device="cpu", n_jobs=n_jobs, **options)
         featurizer.transform(structures[:100])  # loads the weights
-        # > 64 structures: starts the joblib workers; 4 chunks, so every worker has its encoder
-        featurizer.transform(structures[: 4 * inputs.CHUNK_STRUCTURES])
+        # > 64 structures: starts the joblib workers; 512 (four chunks of 128), so that each
+        # worker holds its encoder (a literal: baseline revisions run this code too)
+        featurizer.transform(structures[:512])
         seconds = [time_transform(featurizer, structures) for _ in range(repeats)]
         out[f"dim_n_jobs_{n_jobs}"] = [rate(len(structures), t) for t in seconds]
     return out
@@ -345,7 +346,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1000, help="structures per set")
     parser.add_argument("--n-ofm", type=int, default=100, help="first N sample structures for OFM")
     parser.add_argument("--sets", nargs="+", default=["sample", "mp36k-test"])
-    parser.add_argument("--repeats", type=int, default=3, help="DIM calls per setting (median)")
+    parser.add_argument("--repeats", type=int, default=5, help="DIM calls per setting (median)")
     parser.add_argument("--baseline", help="git revision to compare DIM with (e.g. main)")
     parser.add_argument("--json", help="result file (default: benchmarks/results/perf/...)")
     parser.add_argument("--weights", nargs="+", help="time only DIM, with each of these weights")
