@@ -190,7 +190,8 @@ class GaussianBasis(nn.Module):
         self.width = float(cutoff) / (n - 1)
 
     def forward(self, distances: torch.Tensor) -> torch.Tensor:
-        """(...) distances in Å -> (..., n) basis values."""
+        """(...) distances in Å -> (..., n) basis values (those under ``exp(-87)``, about
+        1.6e-38, raised to it; see :data:`UNDERFLOW_EXPONENT`)."""
         # in place after the first step: distances are data, never differentiated. Exponents
         # below UNDERFLOW_EXPONENT are raised to it: their exp is under 1e-38 either way
         # (nothing beside the layer's bias), and the vectorised exp of float32 slows down
@@ -346,6 +347,7 @@ class SiteNetEncoder(nn.Module):
             embedded_distances is None
             and self.distance_embedding is not None
             and distances.device.type == "cpu"
+            and distances.dtype == torch.float32  # the distance's bits are part of a key
             and not torch.is_grad_enabled()
         ):
             found = self._encode_local_distinct_bonds(

@@ -764,7 +764,9 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
         runtime = self.get_runtime()
         self._labels(runtime.encoder.config)  # a channel= that the weights lack raises here
         # on the CPU with worker processes, each worker encodes the chunk it builds
-        on_cpu = resolve_device(self.device).type == "cpu"
+        device = resolve_device(self.device)
+        on_cpu = device.type == "cpu"
+        start_time = time.perf_counter()
         vectors, errors = runtime.vectors(
             X,
             None if on_cpu and self.n_jobs != 1 else self._encode,
@@ -774,24 +776,21 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
             batch_size=self.batch_size,
             **self._build_options(),
         )
+        if self.verbose and len(vectors):
+            seconds = time.perf_counter() - start_time
+            workers = f", n_jobs={self.n_jobs}" if self.n_jobs != 1 else ""
+            print(f"featurised {len(vectors)} structures in {seconds:.2f} s on {device}{workers}")
         if self.channel is not None:
             vectors = vectors[:, channel_slice(runtime.encoder.config, self.channel)]
         return vectors, errors
 
     def _encode(self, inputs: list[CrystalInputs], progress: bool | dict = False) -> np.ndarray:
-        runtime = self.get_runtime()
-        device = resolve_device(self.device)
-        start_time = time.perf_counter()
-        out = runtime.encode(
+        return self.get_runtime().encode(
             inputs,
-            device=device,
+            device=resolve_device(self.device),
             batch_size=self.batch_size,
             progress=progress_options(progress, "DeepInfoMaxFeaturizer: encoding"),
         )
-        if self.verbose and len(inputs):
-            seconds = time.perf_counter() - start_time
-            print(f"encoded {len(inputs)} structures in {seconds:.2f} s on {device}")
-        return out
 
     def _training_config(self) -> TrainingConfig:
         return TrainingConfig(

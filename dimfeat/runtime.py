@@ -443,7 +443,7 @@ class EncoderRuntime:
             ]
             yield chunk
         if positions is not None:
-            large = [dataclasses.replace(cell, index=positions[cell.index]) for cell in large]
+            large = [dataclasses.replace(cell, index=int(positions[cell.index])) for cell in large]
         warn_found_large_cells(large, self.inputs.max_atoms, scope=scope)
 
     def vectors(
@@ -462,9 +462,12 @@ class EncoderRuntime:
 
         Without ``cache``: :meth:`build_chunks` (which reads each structure), each chunk passed
         to ``encode`` as it arrives, so that with ``n_jobs`` worker processes the encoder runs
-        while they build the next chunks. With ``cache``: each structure is read once here,
-        looked up by its fingerprint (:func:`dimfeat.fingerprint.structure`); the rest are built
-        and encoded as above, and stored.
+        while they build the next chunks. With the default ``encode`` and ``n_jobs`` worker
+        processes (:func:`dimfeat.inputs.uses_workers`), each worker builds *and* encodes its
+        chunk instead (:mod:`dimfeat.worker_vectors`) and one progress bar covers both. With
+        ``cache``: each structure is read once here, looked up by its fingerprint
+        (:func:`dimfeat.fingerprint.structure`); the rest are built and encoded as above, and
+        stored.
 
         Parameters
         ----------
@@ -485,6 +488,8 @@ class EncoderRuntime:
             tqdm bars while building and (with the default ``encode``) encoding.
         owner : str, default="dimfeat"
             Named in the progress bars' descriptions.
+        batch_size : int, default=INFERENCE_BATCH_SIZE
+            Most crystals per encoder batch of the default ``encode``.
         **build_options
             ``n_jobs``, ``disorder``, ``scope`` of :meth:`build`.
 
@@ -624,7 +629,7 @@ class EncoderRuntime:
             if bar is not None:
                 bar.close()
         warn_ordered(n_ordered)
-        named = [dataclasses.replace(cell, index=positions[cell.index]) for cell in large]
+        named = [dataclasses.replace(cell, index=int(positions[cell.index])) for cell in large]
         warn_found_large_cells(named, self.inputs.max_atoms, scope=scope)
 
     def _encode_on_cpu(

@@ -1,12 +1,13 @@
 """Crystal vectors computed in worker processes: each builds *and* encodes its own chunk.
 
 With ``n_jobs`` worker processes on the CPU, :meth:`dimfeat.runtime.EncoderRuntime.vectors`
-sends each chunk of structures (as arrays, see :func:`dimfeat.inputs.build._read_for_workers`)
-to a worker, which builds the model inputs and runs the encoder on them with one thread, and
-sends back only the vectors. Every core then does the whole pipeline; the calling process
-only reads the structures and collects the rows. (When the workers only built the inputs, the
-calling process spent longer encoding and unpickling inputs than the workers spent building
-them, so two cores gave 1.3 times one; docs/method.md has the figures.)
+sends each chunk of structures (at most 128: :func:`dimfeat.inputs.build.chunk_bounds`; as
+arrays: :func:`dimfeat.inputs.build._read_for_workers`) to a worker, which builds the model
+inputs and runs the encoder on them with one thread, and sends back only the vectors. Every
+core then does the whole pipeline; the calling process only reads the structures and collects
+the rows. (When the workers only built the inputs, the calling process unpickled and encoded
+them while the workers waited, and two processes gave 1.03 times the rate of one;
+docs/method.md has the figures.)
 
 The encoder travels with each task as its configuration and its tensors
 (:class:`EncoderPayload`, a few hundred kilobytes), keyed by
@@ -26,10 +27,10 @@ import numpy as np
 import torch
 
 from dimfeat.inputs.build import (
-    CHUNK_STRUCTURES,
     LargeCell,
     _build_chunk,
     _read_for_workers,
+    chunk_bounds,
     find_large_cells,
 )
 
@@ -139,7 +140,8 @@ def _vectors_of_chunk(
     inputs, errors, n_ordered = _build_chunk(
         items, positions, max_atoms, symprec, ignore_errors, disorder, None, parent_pid
     )
-    torch.set_num_threads(1)  # one worker per core
+    if os.getpid() != parent_pid:  # a worker process: one per core (never the caller's torch)
+        torch.set_num_threads(1)
     encoder, tables = payload._kept()
     vectors = np.full((len(items), encoder.config.global_dim), np.nan, dtype=np.float32)
     done = [k for k, crystal in enumerate(inputs) if crystal is not None]
@@ -193,8 +195,7 @@ def iter_worker_vectors(
 
     structures = list(structures)
     positions = list(range(len(structures)) if positions is None else positions)
-    n = len(structures)
-    bounds = [b for b in np.array_split(np.arange(n), max(1, n // CHUNK_STRUCTURES)) if len(b)]
+    bounds = chunk_bounds(len(structures), n_jobs)
     payload = EncoderPayload.of(encoder)
     settings = (max_atoms, symprec, ignore_errors, disorder)
     tasks = (
@@ -209,12 +210,15 @@ def iter_worker_vectors(
         for b in bounds
     )
     results = Parallel(n_jobs=n_jobs, return_as="generator")(tasks)
-    for b, (vectors, errors, large, n_ordered) in zip(bounds, results, strict=True):
-        start = int(b[0])
-        yield VectorChunk(
-            start,
-            vectors,
-            {start + k: text for k, text in errors.items()},
-            [dataclasses.replace(cell, index=start + cell.index) for cell in large],
-            n_ordered,
-        )
+    try:
+        for b, (vectors, errors, large, n_ordered) in zip(bounds, results, strict=True):
+            start = int(b[0])
+            yield VectorChunk(
+                start,
+                vectors,
+                {start + k: text for k, text in errors.items()},
+                [dataclasses.replace(cell, index=start + cell.index) for cell in large],
+                n_ordered,
+            )
+    finally:
+        results.close()  # abandoned early (an error, a break): the queued chunks are cancelled

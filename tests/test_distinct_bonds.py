@@ -83,12 +83,24 @@ def test_each_distinct_bond_is_evaluated_once(featurizer, mixed_batch):
     assert len(triples) < 0.8 * mask.sum()  # the crystals do repeat bonds
 
 
+def _output_shapes(module: torch.nn.Module) -> tuple[list[tuple], object]:
+    """Shapes of ``module``'s outputs, recorded until the returned hook is removed."""
+    shapes: list[tuple] = []
+    hook = module.register_forward_hook(lambda m, i, output: shapes.append(tuple(output.shape)))
+    return shapes, hook
+
+
 def test_other_widths_of_the_bond_mlps(mixed_batch):
     """The joint first layer splits by each MLP's own width, whatever the configuration."""
     torch.manual_seed(3)
     config = EncoderConfig(attention_hidden=(24, 16), value_hidden=(40, 48), local_dim=8)
     encoder = SiteNetEncoder(config).eval()
-    fast = _local(encoder, mixed_batch, distinct=True)
+    shapes, hook = _output_shapes(encoder.values[-1])
+    try:
+        fast = _local(encoder, mixed_batch, distinct=True)
+    finally:
+        hook.remove()
+    assert len(shapes) == 1 and len(shapes[0]) == 2  # (distinct bonds, 48): the distinct path
     exact = _local(encoder, mixed_batch, distinct=False)
     for a, b in zip(fast, exact, strict=True):
         assert _relative(a, b) <= 1e-5
@@ -98,12 +110,17 @@ def test_training_keeps_the_pair_by_pair_path(featurizer, mixed_batch):
     """Under autograd the pair path runs (gradients reach the distance embedding)."""
     torch.manual_seed(0)
     encoder = SiteNetEncoder().train()
-    mu, _ = encoder.encode_local(
-        mixed_batch.site_species,
-        mixed_batch.neighbour_species,
-        mixed_batch.distances,
-        mixed_batch.mask,
-    )
+    shapes, hook = _output_shapes(encoder.values[-1])
+    try:
+        mu, _ = encoder.encode_local(
+            mixed_batch.site_species,
+            mixed_batch.neighbour_species,
+            mixed_batch.distances,
+            mixed_batch.mask,
+        )
+    finally:
+        hook.remove()
+    assert shapes == [(*mixed_batch.mask.shape, 64)]  # (sites, atoms, 64): every pair
     mu.sum().backward()
     assert encoder.distance_embedding[0].weight.grad.abs().sum() > 0
 

@@ -501,7 +501,7 @@ def test_progress_bars_follow_pbar_and_verbose(featurizer, classic, capsys):
     captured = capsys.readouterr()
     assert "DeepInfoMaxFeaturizer: model inputs" in captured.err
     assert "DeepInfoMaxFeaturizer: encoding" in captured.err
-    assert "encoded 5 structures" in captured.out
+    assert "featurised 5 structures" in captured.out
     featurizer.featurize_many(structures, pbar={"desc": "my crystals", "leave": True})
     assert capsys.readouterr().err.count("my crystals") >= 2  # both stages, the given desc
 

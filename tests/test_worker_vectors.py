@@ -54,7 +54,7 @@ def test_chunks_reach_the_caller_in_order_with_their_errors(featurizer, many):
             ignore_errors=True,
         )
     )
-    assert len(chunks) == len(many) // CHUNK_STRUCTURES
+    assert len(chunks) == -(-len(many) // CHUNK_STRUCTURES)  # at most CHUNK_STRUCTURES each
     assert [c.start for c in chunks] == list(np.cumsum([0] + [len(c.vectors) for c in chunks[:-1]]))
     assert sum(len(c.vectors) for c in chunks) == len(many)
     errors = {k: text for c in chunks for k, text in c.errors.items()}
@@ -77,7 +77,10 @@ def test_an_encoder_trained_in_memory_is_the_one_the_workers_use(sample_structur
     assert _relative_change(parallel, original).min() > 1e-3
 
 
-def test_a_payload_that_does_not_rebuild_its_encoder_is_refused(featurizer):
+def test_a_payload_that_does_not_rebuild_its_encoder_is_refused(featurizer, monkeypatch):
+    import dimfeat.worker_vectors as worker_vectors
+
+    monkeypatch.setattr(worker_vectors, "_encoders", {})  # as in a fresh worker process
     payload = EncoderPayload.of(featurizer.get_runtime().encoder)
     name = next(k for k in payload.state if k.endswith("values.0.weight"))
     tampered = dataclasses.replace(payload, state={**payload.state, name: payload.state[name] * 2})
@@ -99,7 +102,7 @@ def test_a_custom_encode_gets_the_chunks_as_they_are_built(featurizer, many):
 
     chunked, errors = runtime.vectors(good, encode, n_jobs=2)
     assert errors == {}
-    assert len(calls) == len(good) // CHUNK_STRUCTURES > 1
+    assert len(calls) == -(-len(good) // CHUNK_STRUCTURES) > 1
     assert all(progress is False for _, progress in calls)
     assert sum(n for n, _ in calls) == len(good)
     serial, _ = runtime.vectors(good)
@@ -125,6 +128,11 @@ def test_pair_tables_computed_once_give_the_same_bits(featurizer, sample_structu
         with composition_memo(encoder, given):
             outs.append(run_batches(inputs, encoder, 128, device=torch.device("cpu")))
     np.testing.assert_array_equal(outs[0], outs[1])
+    doubled = [(logits * 2, values * 2) for logits, values in tables]
+    with composition_memo(encoder, doubled):  # the tables given are the ones used
+        changed = run_batches(inputs, encoder, 128, device=torch.device("cpu"))
+    assert np.abs(changed[:, :64] - outs[0][:, :64]).max() > 1e-3  # the context channel
+    np.testing.assert_array_equal(changed[:, 64:], outs[0][:, 64:])  # the structure channel
     with pytest.raises(ValueError, match="pair tables of 2 context encoders, not 1"):
         with composition_memo(encoder, tables * 2):
             pass
@@ -134,9 +142,34 @@ def test_workers_name_the_large_cells_at_their_positions(many):
     from dimfeat import LargeCellWarning
 
     structures = [s for k, s in enumerate(many) if k != 150]
-    big = (structures[3] * (4, 4, 4)).perturb(0.05, seed=0)
+    # a cell of its own (seed 2): large cells are named once per featuriser settings in a process
+    big = (structures[3] * (4, 4, 4)).perturb(0.05, seed=2)
     structures[200] = big
     with pytest.warns(LargeCellWarning) as caught:
         DeepInfoMaxFeaturizer(device="cpu", n_jobs=2).transform(structures)
     (warning,) = [w.message for w in caught if isinstance(w.message, LargeCellWarning)]
     assert warning.positions == (200,) and warning.largest == len(big)
+
+
+def test_verbose_workers_print_one_line_and_one_bar(sample_structures, capsys):
+    """With workers, verbose=True gives one timing line for the call and one progress bar over
+    the chunks (the workers build and encode, so there are no separate stages)."""
+    DeepInfoMaxFeaturizer(device="cpu", n_jobs=2, verbose=True).transform(sample_structures[:100])
+    captured = capsys.readouterr()
+    assert captured.out.count("featurised 100 structures in") == 1
+    assert "n_jobs=2" in captured.out
+    assert "DeepInfoMaxFeaturizer: model inputs and encoding: 100%" in captured.err
+
+
+def test_chunks_keep_every_worker_busy_and_stay_small():
+    from joblib import effective_n_jobs
+
+    from dimfeat.inputs.build import MIN_CHUNK_STRUCTURES, chunk_bounds
+
+    for n, n_jobs in [(100, 2), (65, 2), (1000, 2), (300, 8), (5000, -1)]:
+        bounds = chunk_bounds(n, n_jobs)
+        assert np.array_equal(np.concatenate(bounds), np.arange(n))  # in order, each once
+        assert max(len(b) for b in bounds) <= CHUNK_STRUCTURES
+        workers = min(effective_n_jobs(n_jobs), n // MIN_CHUNK_STRUCTURES)
+        assert len(bounds) >= workers
+    assert [len(b) for b in chunk_bounds(100, 2)] == [50, 50]

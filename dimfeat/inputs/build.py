@@ -204,11 +204,12 @@ def iter_build(
 ) -> Iterator[BuiltChunk]:
     """:func:`build_many` one chunk at a time, in order, as the worker processes finish them.
 
-    With ``n_jobs`` other than 1 (and more than 64 structures), chunks of
-    :data:`CHUNK_STRUCTURES` are built on ``n_jobs`` processes and each is yielded as soon as it
-    and those before it are done, so a caller can encode one chunk while the workers build the
-    next. Otherwise one chunk holds every structure. Parameters as for :func:`build_many`; the
-    warning about disordered structures comes once the last chunk is yielded.
+    With ``n_jobs`` other than 1 (and more than 64 structures), chunks of at most
+    :data:`CHUNK_STRUCTURES` (:func:`chunk_bounds`) are built on ``n_jobs`` processes and each
+    is yielded as soon as it and those before it are done, so a caller can encode one chunk
+    while the workers build the next. Otherwise one chunk holds every structure. Parameters as
+    for :func:`build_many`; the warning about disordered structures comes once the last chunk
+    is yielded.
 
     Yields
     ------
@@ -229,8 +230,7 @@ def iter_build(
         else:
             from joblib import Parallel, delayed
 
-            n = len(structures)
-            bounds = [b for b in np.array_split(np.arange(n), max(1, n // CHUNK_STRUCTURES))]
+            bounds = chunk_bounds(len(structures), n_jobs)
             # bar=None in the workers; each exits when this process dies
             settings = (max_atoms, symprec, ignore_errors, disorder, None, os.getpid())
             # structures are read into arrays here, chunk by chunk as joblib dispatches them
@@ -243,13 +243,17 @@ def iter_build(
                 for b in bounds
             )
             results = Parallel(n_jobs=n_jobs, return_as="generator")(tasks)
-            for b, (part, part_errors, part_ordered) in zip(bounds, results, strict=True):
-                n_ordered += part_ordered
-                if bar is not None:
-                    bar.update(len(part))
-                # chunk errors are keyed within the chunk: shift them to the index in structures
-                start = int(b[0])
-                yield BuiltChunk(start, part, {start + k: v for k, v in part_errors.items()})
+            try:
+                for b, (part, part_errors, part_ordered) in zip(bounds, results, strict=True):
+                    n_ordered += part_ordered
+                    if bar is not None:
+                        bar.update(len(part))
+                    # chunk errors are keyed within the chunk: shift them to the index in
+                    # structures
+                    start = int(b[0])
+                    yield BuiltChunk(start, part, {start + k: v for k, v in part_errors.items()})
+            finally:
+                results.close()  # abandoned early: the queued chunks are cancelled
     finally:
         if bar is not None:
             bar.close()
@@ -258,8 +262,29 @@ def iter_build(
 
 def uses_workers(n_jobs: int, n_structures: int) -> bool:
     """Whether :func:`iter_build` (and :meth:`dimfeat.runtime.EncoderRuntime.vectors`) hands
-    ``n_structures`` to worker processes: ``n_jobs`` other than 1 and more than 64 of them."""
-    return n_jobs != 1 and n_structures > 64
+    ``n_structures`` to worker processes: more than 64 of them, and ``n_jobs`` meaning more than
+    one process here (``joblib.effective_n_jobs``: ``-1`` on a 1-core machine means one)."""
+    if n_jobs == 1 or n_structures <= 64:
+        return False
+    from joblib import effective_n_jobs
+
+    return effective_n_jobs(n_jobs) > 1
+
+
+#: Fewest structures per chunk when a call is split so that every worker has a chunk.
+MIN_CHUNK_STRUCTURES = 16
+
+
+def chunk_bounds(n_structures: int, n_jobs: int) -> list[np.ndarray]:
+    """Indices of the chunks of a call handed to ``n_jobs`` workers: at most
+    :data:`CHUNK_STRUCTURES` each, and at least one per worker while each keeps
+    :data:`MIN_CHUNK_STRUCTURES` (100 structures on two workers: two chunks of 50)."""
+    from joblib import effective_n_jobs
+
+    by_size = -(-n_structures // CHUNK_STRUCTURES)
+    per_worker = min(effective_n_jobs(n_jobs), n_structures // MIN_CHUNK_STRUCTURES)
+    parts = max(1, by_size, per_worker)
+    return [b for b in np.array_split(np.arange(n_structures), parts) if len(b)]
 
 
 def warn_ordered(n_ordered: int) -> None:
