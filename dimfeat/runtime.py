@@ -10,7 +10,8 @@ turns structures into vectors through :class:`EncoderRuntime`:
   calls :func:`dimfeat.inputs.iter_build` and gives the one warning about large cells
   (:meth:`EncoderRuntime.build_chunks` yields the inputs chunk by chunk);
 - one batched, memory-bounded inference loop: :func:`run_batches` (sort by size, batch under a
-  bound on the padded bonds, collate, run the model, scatter the rows back into input order),
+  bound on the padded bonds, collate, run the model, scatter the rows back into input order;
+  defined in :mod:`dimfeat.inference`, which worker processes import without this module),
   which :meth:`EncoderRuntime.encode` and the regressor's predictions use;
 - one path from structures to vectors: :meth:`EncoderRuntime.vectors` (read, look up in a
   vector cache, build and encode the rest, each chunk as the worker processes finish it,
@@ -25,7 +26,6 @@ import contextlib
 import dataclasses
 import functools
 import itertools
-import time
 import traceback
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -37,14 +37,18 @@ import torch
 from dimfeat import fingerprint
 from dimfeat.channels import load_weights
 from dimfeat.encoder import EncoderConfig, SiteNetEncoder, composition_memo
+from dimfeat.inference import (
+    INFERENCE_BATCH_SIZE,
+    MAX_BONDS_PER_BATCH,
+    inference_batches,
+    run_batches,
+)
 from dimfeat.inputs import (
-    Batch,
     BuiltChunk,
     CrystalInputs,
     LargeCell,
     as_structure_list,
-    collate,
-    equivalent_sites,
+    collect_chunks,
     find_large_cells,
     iter_build,
     to_structure,
@@ -76,11 +80,6 @@ __all__ = [
     "shared_runtime",
 ]
 
-#: Crystals per inference batch unless a caller asks otherwise.
-INFERENCE_BATCH_SIZE = 256
-#: Bound on (unique sites x padded atoms) of one inference batch: bounds memory for large cells.
-MAX_BONDS_PER_BATCH = 500_000
-
 
 @contextlib.contextmanager
 def seeded(seed: int) -> Iterator[None]:
@@ -94,123 +93,6 @@ def seeded(seed: int) -> Iterator[None]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
-
-
-def inference_batches(
-    inputs: Sequence[CrystalInputs],
-    order: np.ndarray,
-    batch_size: int,
-    max_bonds: int = MAX_BONDS_PER_BATCH,
-    rows: Sequence[int] | None = None,
-) -> list[np.ndarray]:
-    """Consecutive groups of ``order`` with at most ``batch_size`` crystals and bounded bonds.
-
-    Parameters
-    ----------
-    inputs : sequence of CrystalInputs
-    order : ndarray of int
-        Visiting order, sorted by supercell atoms (the newest crystal sets the padded width).
-    batch_size : int
-        Most crystals per group.
-    max_bonds : int, default=MAX_BONDS_PER_BATCH
-        Most rows x padded atoms per group (a larger crystal gets a group of its own).
-    rows : sequence of int, optional
-        Rows each crystal takes in a batch (its number of site groups when equivalent sites
-        are merged); by default its number of unique sites.
-
-    Returns
-    -------
-    list of ndarray of int
-        Indices into ``inputs``.
-    """
-    groups: list[np.ndarray] = []
-    current: list[int] = []
-    n_rows = 0
-    for i in order:
-        width = inputs[i].n_atoms
-        size = inputs[i].n_sites if rows is None else int(rows[i])
-        if current and (len(current) >= batch_size or (n_rows + size) * width > max_bonds):
-            groups.append(np.array(current))
-            current, n_rows = [], 0
-        current.append(int(i))
-        n_rows += size
-    if current:
-        groups.append(np.array(current))
-    return groups
-
-
-def run_batches(
-    inputs: Sequence[CrystalInputs],
-    forward: Callable[[Batch], torch.Tensor],
-    width: int | None,
-    *,
-    device: torch.device,
-    batch_size: int = INFERENCE_BATCH_SIZE,
-    dtype: Any = np.float32,
-    progress: bool | dict = False,
-    timings: dict[str, float] | None = None,
-    merge_sites: bool = True,
-) -> np.ndarray:
-    """The inference loop: sort by size, batch, collate, run ``forward``, scatter back.
-
-    Parameters
-    ----------
-    inputs : sequence of CrystalInputs
-    forward : callable
-        Maps a :class:`~dimfeat.inputs.Batch` on ``device`` to one row (or one number, when
-        ``width`` is ``None``) per crystal; run under :func:`torch.inference_mode`, in float32.
-    width : int or None
-        Length of each output row; ``None`` for one number per crystal.
-    device : torch.device
-        Where batches are moved before ``forward``.
-    batch_size : int, default=256
-        Most crystals per batch (see :func:`inference_batches` for the memory bound).
-    dtype : numpy dtype, default=float32
-        Of the returned array.
-    progress : bool or dict, default=False
-        A tqdm bar over crystals (a dict: tqdm keyword arguments).
-    timings : dict, optional
-        If given, seconds spent grouping equivalent sites, collating and in ``forward`` are
-        added to its ``"site_groups"``, ``"collate"`` and ``"model"`` entries.
-    merge_sites : bool, default=True
-        Encode one site of each group of :func:`~dimfeat.inputs.equivalent_sites`, weighted by
-        the group's size: the same vectors (to the float rounding of a different summation
-        order, and distances within ``SITE_MERGE_RESOLUTION``) for a fraction of the bonds.
-
-    Returns
-    -------
-    ndarray of shape (n_inputs, width) or (n_inputs,)
-        In the order of ``inputs``.
-    """
-    shape = (len(inputs),) if width is None else (len(inputs), width)
-    out = np.empty(shape, dtype=dtype)
-    if not len(inputs):
-        return out
-    order = np.argsort([c.n_atoms for c in inputs], kind="stable")
-    start = time.perf_counter()
-    sites = [equivalent_sites(c) for c in inputs] if merge_sites else None
-    if timings is not None:
-        timings["site_groups"] = timings.get("site_groups", 0.0) + time.perf_counter() - start
-    rows = None if sites is None else [len(r) for r, _ in sites]
-    bar = progress_bar(progress, desc="encoding", total=len(inputs))
-    try:
-        with torch.inference_mode():
-            for group in inference_batches(inputs, order, batch_size, rows=rows):
-                start = time.perf_counter()
-                batch = collate(
-                    [inputs[i] for i in group], None if sites is None else [sites[i] for i in group]
-                )
-                collated = time.perf_counter()
-                out[group] = forward(batch.to(device)).float().cpu().numpy()
-                if timings is not None:
-                    timings["collate"] = timings.get("collate", 0.0) + collated - start
-                    timings["model"] = timings.get("model", 0.0) + time.perf_counter() - collated
-                if bar is not None:
-                    bar.update(len(group))
-    finally:
-        if bar is not None:
-            bar.close()
-    return out
 
 
 @dataclass
@@ -388,21 +270,18 @@ class EncoderRuntime:
             One, for the structures with more atoms than ``max_atoms`` in the primitive cell
             (each is used as a single cell, outside the training distribution).
         """
-        inputs: list[CrystalInputs | None] = []
-        errors: dict[int, str] = {}
-        for chunk in self.build_chunks(
-            structures,
-            n_jobs=n_jobs,
-            ignore_errors=ignore_errors,
-            disorder=disorder,
-            progress=progress,
-            owner=owner,
-            positions=positions,
-            scope=scope,
-        ):
-            inputs += chunk.inputs
-            errors.update(chunk.errors)
-        return inputs, errors
+        return collect_chunks(
+            self.build_chunks(
+                structures,
+                n_jobs=n_jobs,
+                ignore_errors=ignore_errors,
+                disorder=disorder,
+                progress=progress,
+                owner=owner,
+                positions=positions,
+                scope=scope,
+            )
+        )
 
     def build_chunks(
         self,

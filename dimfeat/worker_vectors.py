@@ -2,7 +2,7 @@
 
 With ``n_jobs`` worker processes on the CPU, :meth:`dimfeat.runtime.EncoderRuntime.vectors`
 sends each chunk of structures (at most 128: :func:`dimfeat.inputs.build.chunk_bounds`; as
-arrays: :func:`dimfeat.inputs.build._read_for_workers`) to a worker, which builds the model
+arrays: :func:`dimfeat.inputs.build.read_for_workers`) to a worker, which builds the model
 inputs and runs the encoder on them with one thread, and sends back only the vectors. Every
 core then does the whole pipeline; the calling process only reads the structures and collects
 the rows. (When the workers only built the inputs, the calling process unpickled and encoded
@@ -28,10 +28,10 @@ import torch
 
 from dimfeat.inputs.build import (
     LargeCell,
-    _build_chunk,
-    _read_for_workers,
+    build_chunk,
     chunk_bounds,
     find_large_cells,
+    read_for_workers,
 )
 
 __all__ = ["EncoderPayload", "VectorChunk", "iter_worker_vectors"]
@@ -134,10 +134,10 @@ def _vectors_of_chunk(
 ) -> tuple[np.ndarray, dict[int, str], list[LargeCell], int]:
     """In a worker: build the inputs of ``items`` and encode them with one thread."""
     from dimfeat.encoder import composition_memo
-    from dimfeat.runtime import run_batches
+    from dimfeat.inference import run_batches
 
     max_atoms, symprec, ignore_errors, disorder = settings
-    inputs, errors, n_ordered = _build_chunk(
+    inputs, errors, n_ordered = build_chunk(
         items, positions, max_atoms, symprec, ignore_errors, disorder, None, parent_pid
     )
     if os.getpid() != parent_pid:  # a worker process: one per core (never the caller's torch)
@@ -181,7 +181,7 @@ def iter_worker_vectors(
     n_jobs : int
         Worker processes (joblib; -1: all cores).
     batch_size : int
-        Most crystals per encoder batch (see :func:`dimfeat.runtime.run_batches`).
+        Most crystals per encoder batch (see :func:`dimfeat.inference.run_batches`).
     ignore_errors : bool, default=False
         NaN rows for structures that fail, their error texts returned, instead of raising.
     positions : sequence of int, optional
@@ -200,7 +200,7 @@ def iter_worker_vectors(
     settings = (max_atoms, symprec, ignore_errors, disorder)
     tasks = (
         delayed(_vectors_of_chunk)(
-            [_read_for_workers(structures[i], positions[i], disorder) for i in b],
+            [read_for_workers(structures[i], positions[i], disorder) for i in b],
             [positions[i] for i in b],
             settings,
             payload,

@@ -12,7 +12,7 @@ import dataclasses
 import os
 import traceback
 import warnings
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +33,7 @@ __all__ = [
     "build_many",
     "find_large_cells",
     "iter_build",
+    "read_for_workers",
     "uses_workers",
     "warn_found_large_cells",
     "warn_large_cells",
@@ -95,7 +96,7 @@ class _Unreadable:
     traceback: str
 
 
-def _read_for_workers(item: Any, position: int, disorder: str) -> Any:
+def read_for_workers(item: Any, position: int, disorder: str) -> Any:
     """What a worker process receives for one item of :func:`build_many`.
 
     A pymatgen ``Structure`` becomes its arrays (a :class:`CellArrays`, or an :class:`_Unreadable`
@@ -115,7 +116,7 @@ def _read_for_workers(item: Any, position: int, disorder: str) -> Any:
         return _Unreadable(exc, traceback.format_exc())
 
 
-def _build_chunk(
+def build_chunk(
     structures: list,
     positions: Sequence[int],
     max_atoms: int,
@@ -127,7 +128,7 @@ def _build_chunk(
 ) -> tuple[list[CrystalInputs | None], dict[int, str], int]:
     """Inputs, errors by index in ``structures`` and the number of disordered structures that
     were ordered; messages name ``positions[k]`` for the k-th structure. Items may also be
-    what :func:`_read_for_workers` makes of them."""
+    what :func:`read_for_workers` makes of them."""
     if parent_pid is not None:  # in a joblib worker: do not outlive the parent
         from dimfeat._workers import exit_with_parent
 
@@ -223,7 +224,7 @@ def iter_build(
     n_ordered = 0
     try:
         if not uses_workers(n_jobs, len(structures)):
-            inputs, errors, n_ordered = _build_chunk(
+            inputs, errors, n_ordered = build_chunk(
                 structures, positions, max_atoms, symprec, ignore_errors, disorder, bar
             )
             yield BuiltChunk(0, inputs, errors)
@@ -235,8 +236,8 @@ def iter_build(
             settings = (max_atoms, symprec, ignore_errors, disorder, None, os.getpid())
             # structures are read into arrays here, chunk by chunk as joblib dispatches them
             tasks = (
-                delayed(_build_chunk)(
-                    [_read_for_workers(structures[i], positions[i], disorder) for i in b],
+                delayed(build_chunk)(
+                    [read_for_workers(structures[i], positions[i], disorder) for i in b],
                     [positions[i] for i in b],
                     *settings,
                 )
@@ -335,18 +336,28 @@ def build_many(
     errors : dict of int to str
         Traceback text by index in ``structures``, for the structures that failed.
     """
+    return collect_chunks(
+        iter_build(
+            structures,
+            max_atoms=max_atoms,
+            symprec=symprec,
+            n_jobs=n_jobs,
+            ignore_errors=ignore_errors,
+            disorder=disorder,
+            progress=progress,
+            positions=positions,
+        )
+    )
+
+
+def collect_chunks(
+    chunks: Iterable[BuiltChunk],
+) -> tuple[list[CrystalInputs | None], dict[int, str]]:
+    """The inputs and errors of all the chunks of :func:`iter_build`, as :func:`build_many`
+    returns them."""
     inputs: list[CrystalInputs | None] = []
     errors: dict[int, str] = {}
-    for chunk in iter_build(
-        structures,
-        max_atoms=max_atoms,
-        symprec=symprec,
-        n_jobs=n_jobs,
-        ignore_errors=ignore_errors,
-        disorder=disorder,
-        progress=progress,
-        positions=positions,
-    ):
+    for chunk in chunks:
         inputs += chunk.inputs
         errors.update(chunk.errors)
     return inputs, errors
