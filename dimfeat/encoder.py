@@ -52,10 +52,11 @@ DISTANCE_INPUTS = ("distances", "none")
 #: activation at 4 MB, in cache; 65,536 (16 MB) made every element-wise pass run at memory speed
 #: (docs/reliability.md).
 CHUNK_PAIRS = 16_384
-#: Above this fraction of distinct bonds among the pairs, inference encodes pair by pair (see
+#: Above this fraction of distinct bonds among the pairs, the encoder goes pair by pair (see
 #: :meth:`SiteNetEncoder._encode_local_distinct_bonds`): finding the distinct bonds costs a sort,
 #: a few per cent of encoding the pairs, and encoding them costs gathers that pay only when
-#: bonds repeat (a large cell with no symmetry repeats almost none).
+#: bonds repeat (a large cell with no symmetry repeats almost none). 0 switches the distinct-bond
+#: path off (the benchmarks compare the two paths so).
 DISTINCT_BONDS_FRACTION = 0.8
 #: Smallest exponent of :class:`GaussianBasis`: ``exp(-87)`` is about 1.6e-38, the bottom of
 #: the normal float32 range (a basis value that small adds nothing to the layer's output).
@@ -348,7 +349,6 @@ class SiteNetEncoder(nn.Module):
             and self.distance_embedding is not None
             and distances.device.type == "cpu"
             and distances.dtype == torch.float32  # the distance's bits are part of a key
-            and not torch.is_grad_enabled()
         ):
             found = self._encode_local_distinct_bonds(
                 site_species, neighbour_species, distances, mask
@@ -381,20 +381,25 @@ class SiteNetEncoder(nn.Module):
         distances: torch.Tensor,
         mask: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """:meth:`encode_local` computing each distinct bond once (inference on the CPU), or
-        ``None`` when more than :data:`DISTINCT_BONDS_FRACTION` of the pairs are distinct.
+        """:meth:`encode_local` computing each distinct bond once (on the CPU, in inference and
+        in training alike), or ``None`` when more than :data:`DISTINCT_BONDS_FRACTION` of the
+        pairs are distinct.
 
         A bond's attention logit and value are functions of (site species, neighbour species,
         distance) alone, and a crystal repeats these triples: equal distances to symmetric
         neighbours, the pair ``(i, j)`` seen again from ``j``. On 1,000 crystals of the mp36k test
-        split 58 % of the (site, atom) pairs are distinct triples, and 38 % distinct distances.
+        split 62 % of the (site, atom) pairs are distinct triples, and 43 % distinct distances
+        (``python -m benchmarks.perf.distinct_bonds``).
         So the distance embedding runs once per distinct distance (float32 values compared bit
         for bit), the bond MLPs once per distinct triple, and each site's attention-weighted
         sum is one weighted gather-and-sum (``embedding_bag``). The attention and value MLPs'
         first layers run as one, and their terms are added in :func:`_bond_mlp`'s order: the
         vectors differ from the pair-by-pair path only by the float rounding of a different
-        summation order.
+        summation order. Under autograd the gradients are those of the pair path too: each
+        distinct bond's gradient is the sum over the pairs it stands for.
         """
+        if DISTINCT_BONDS_FRACTION <= 0:  # the distinct-bond path switched off
+            return None
         n_rows = site_species.shape[0]
         rows, cols = mask.nonzero(as_tuple=True)  # the real pairs, row by row
         z_i = site_species.index_select(0, rows)

@@ -571,7 +571,6 @@ class DeepInfoMaxLoss(nn.Module):
         uz: torch.Tensor,
         local: torch.Tensor,
         sampler: _Sampler,
-        embedded: torch.Tensor,
     ) -> torch.Tensor:
         b, n_crystals = batch, batch.n_crystals
         uc = self.heads.global_c(local)
@@ -595,9 +594,7 @@ class DeepInfoMaxLoss(nn.Module):
                     keep = sampler.subset(owner, self.global_sites)
                     owner, rows, site, neigh, d = (t[keep] for t in (owner, rows, site, neigh, d))
                 with torch.set_grad_enabled(self.global_trains_local and torch.is_grad_enabled()):
-                    # every kind but strain keeps distances of batch rows: reuse their embedding
-                    e = None if kind == "strain" else embedded[rows]
-                    mu, _ = encoder.encode_local(site, neigh, d, b.mask[rows], embedded_distances=e)
+                    mu, _ = encoder.encode_local(site, neigh, d, b.mask[rows])
                 false_uc = self.heads.global_c(mu)
             score = (uz[owner] * false_uc).sum(-1)
             term = _segment_mean(F.softplus(score), owner, n_crystals)
@@ -680,14 +677,9 @@ class DeepInfoMaxLoss(nn.Module):
         if batch.n_crystals < 2:
             raise ValueError("a Deep InfoMax batch needs at least 2 crystals to draw false samples")
         sampler = _Sampler(batch, generator)
-        expanded = encoder.expand_distances(batch.distances)
-        embedded = encoder.embed_distances(expanded)
+        expanded = encoder.expand_distances(batch.distances)  # the local critic's pair inputs
         mu_l, logvar_l = encoder.encode_local(
-            batch.site_species,
-            batch.neighbour_species,
-            batch.distances,
-            batch.mask,
-            embedded_distances=embedded,
+            batch.site_species, batch.neighbour_species, batch.distances, batch.mask
         )
         uz_local = self.heads.local_z(_noisy(mu_l, logvar_l, generator))
         local_js = self._local_js(encoder, batch, uz_local, sampler, expanded)
@@ -695,8 +687,7 @@ class DeepInfoMaxLoss(nn.Module):
         mu_g, logvar_g = encoder.encode_global(local, batch.crystal_index, batch.n_crystals)
         z_global = _noisy(mu_g, logvar_g, generator)
         uz_global = self.heads.global_z(z_global)
-        embedded_global = embedded if self.global_trains_local else embedded.detach()
-        global_js = self._global_js(encoder, batch, uz_global, local, sampler, embedded_global)
+        global_js = self._global_js(encoder, batch, uz_global, local, sampler)
         local_kl, global_kl = _kl(mu_l, logvar_l), _kl(mu_g, logvar_g)
         loss = self.alpha * (local_js + global_js) + self.beta * (local_kl + global_kl)
         if self.composition_weight > 0:
