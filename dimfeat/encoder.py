@@ -337,8 +337,9 @@ class SiteNetEncoder(nn.Module):
         distances : FloatTensor (S, M), Å
         mask : BoolTensor (S, M)
         embedded_distances : FloatTensor (S, M, embed_dim), optional
-            ``embed_distances(expand_distances(distances))`` when the caller has it already
-            (the DIM objective reuses it for false samples on the same geometry).
+            ``embed_distances(expand_distances(distances))`` when the caller has it already;
+            the bonds are then encoded pair by pair. Without it, on the CPU, each distinct bond
+            is encoded once (:meth:`_encode_local_distinct_bonds`), with or without autograd.
 
         Returns
         -------
