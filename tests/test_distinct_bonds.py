@@ -1,9 +1,10 @@
-"""Inference computes each distinct bond once (``SiteNetEncoder._encode_local_distinct_bonds``).
+"""The encoder computes each distinct bond once (``SiteNetEncoder._encode_local_distinct_bonds``).
 
-A bond's logit and value depend on (site species, neighbour species, distance) only, so the
-CPU inference path evaluates the bond MLPs once per distinct triple and the distance embedding
-once per distinct distance. These tests hold it to the pair-by-pair path (the one training
-uses) on real crystals, and count the rows it evaluates against an independent count.
+A bond's logit and value depend on (site species, neighbour species, distance) only, so on the
+CPU the encoder evaluates the bond MLPs once per distinct triple and the distance embedding
+once per distinct distance, in inference and under autograd. These tests hold it to the
+pair-by-pair path (``DISTINCT_BONDS_FRACTION = 0``) on real crystals, outputs and gradients,
+and count the rows it evaluates against an independent count.
 """
 
 from __future__ import annotations
