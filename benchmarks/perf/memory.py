@@ -107,7 +107,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             command = [
                 sys.executable,
-                __file__,
+                "-m",
+                "benchmarks.perf.memory",  # as a module: the child imports benchmarks.common too
                 "--child",
                 "--data",
                 args.data,
@@ -118,7 +119,8 @@ def main() -> None:
                 "--output",
                 str(Path(tmp) / "features"),
             ]
-            done = subprocess.run(command, capture_output=True, text=True, check=False)
+            root = Path(__file__).resolve().parents[2]
+            done = subprocess.run(command, capture_output=True, text=True, check=False, cwd=root)
         lines = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
         if done.returncode or not lines:
             raise SystemExit(f"size {size} failed:\n{done.stdout}\n{done.stderr[-3000:]}")
