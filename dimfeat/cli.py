@@ -502,7 +502,10 @@ def _parser() -> argparse.ArgumentParser:
         help="partial occupancies: fail, or keep each site's majority species",
     )
     feat.add_argument(
-        "--n-jobs", type=int, default=-1, help="processes for input building (default: all)"
+        "--n-jobs",
+        type=int,
+        default=-1,
+        help="worker processes that build, and on the CPU encode, chunks (default: all cores)",
     )
     feat.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     feat.add_argument("--quiet", action="store_true", help="no progress bar")
