@@ -29,9 +29,8 @@ import torch
 from dimfeat.inputs.build import (
     LargeCell,
     build_chunk,
-    chunk_bounds,
     find_large_cells,
-    read_for_workers,
+    map_chunks,
 )
 
 __all__ = ["EncoderPayload", "VectorChunk", "iter_worker_vectors"]
@@ -191,34 +190,19 @@ def iter_worker_vectors(
     ------
     VectorChunk
     """
-    from joblib import Parallel, delayed
-
     structures = list(structures)
     positions = list(range(len(structures)) if positions is None else positions)
-    bounds = chunk_bounds(len(structures), n_jobs)
-    payload = EncoderPayload.of(encoder)
     settings = (max_atoms, symprec, ignore_errors, disorder)
-    tasks = (
-        delayed(_vectors_of_chunk)(
-            [read_for_workers(structures[i], positions[i], disorder) for i in b],
-            [positions[i] for i in b],
-            settings,
-            payload,
-            batch_size,
-            os.getpid(),
+    payload = EncoderPayload.of(encoder)
+    chunks = map_chunks(
+        _vectors_of_chunk, structures, positions, n_jobs, disorder,
+        settings, payload, batch_size, os.getpid(),
+    )  # fmt: skip
+    for start, (vectors, errors, large, n_ordered) in chunks:
+        yield VectorChunk(
+            start,
+            vectors,
+            {start + k: text for k, text in errors.items()},
+            [dataclasses.replace(cell, index=start + cell.index) for cell in large],
+            n_ordered,
         )
-        for b in bounds
-    )
-    results = Parallel(n_jobs=n_jobs, return_as="generator")(tasks)
-    try:
-        for b, (vectors, errors, large, n_ordered) in zip(bounds, results, strict=True):
-            start = int(b[0])
-            yield VectorChunk(
-                start,
-                vectors,
-                {start + k: text for k, text in errors.items()},
-                [dataclasses.replace(cell, index=start + cell.index) for cell in large],
-                n_ordered,
-            )
-    finally:
-        results.close()  # abandoned early (an error, a break): the queued chunks are cancelled

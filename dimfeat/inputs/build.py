@@ -12,7 +12,7 @@ import dataclasses
 import os
 import traceback
 import warnings
-from collections.abc import Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +33,7 @@ __all__ = [
     "build_many",
     "find_large_cells",
     "iter_build",
+    "map_chunks",
     "read_for_workers",
     "uses_workers",
     "warn_found_large_cells",
@@ -229,36 +230,54 @@ def iter_build(
             )
             yield BuiltChunk(0, inputs, errors)
         else:
-            from joblib import Parallel, delayed
-
-            bounds = chunk_bounds(len(structures), n_jobs)
             # bar=None in the workers; each exits when this process dies
             settings = (max_atoms, symprec, ignore_errors, disorder, None, os.getpid())
-            # structures are read into arrays here, chunk by chunk as joblib dispatches them
-            tasks = (
-                delayed(build_chunk)(
-                    [read_for_workers(structures[i], positions[i], disorder) for i in b],
-                    [positions[i] for i in b],
-                    *settings,
-                )
-                for b in bounds
-            )
-            results = Parallel(n_jobs=n_jobs, return_as="generator")(tasks)
-            try:
-                for b, (part, part_errors, part_ordered) in zip(bounds, results, strict=True):
-                    n_ordered += part_ordered
-                    if bar is not None:
-                        bar.update(len(part))
-                    # chunk errors are keyed within the chunk: shift them to the index in
-                    # structures
-                    start = int(b[0])
-                    yield BuiltChunk(start, part, {start + k: v for k, v in part_errors.items()})
-            finally:
-                results.close()  # abandoned early: the queued chunks are cancelled
+            chunks = map_chunks(build_chunk, structures, positions, n_jobs, disorder, *settings)
+            for start, (part, part_errors, part_ordered) in chunks:
+                n_ordered += part_ordered
+                if bar is not None:
+                    bar.update(len(part))
+                # chunk errors are keyed within the chunk: shift them to the index in structures
+                yield BuiltChunk(start, part, {start + k: v for k, v in part_errors.items()})
     finally:
         if bar is not None:
             bar.close()
     warn_ordered(n_ordered)
+
+
+def map_chunks(
+    task: Callable[..., Any],
+    structures: Sequence,
+    positions: Sequence[int],
+    n_jobs: int,
+    disorder: str,
+    *args: Any,
+) -> Iterator[tuple[int, Any]]:
+    """``task(items, chunk_positions, *args)`` on each chunk of ``structures``
+    (:func:`chunk_bounds`) in ``n_jobs`` worker processes (joblib), yielding ``(start, result)``
+    in order as the chunks finish; ``start`` is the chunk's first index in ``structures``.
+
+    Each chunk's structures are read here as joblib dispatches it (:func:`read_for_workers`:
+    a pymatgen ``Structure`` travels as its arrays). Abandoning the iterator (an error, a
+    ``break``) cancels the chunks still queued.
+    """
+    from joblib import Parallel, delayed
+
+    bounds = chunk_bounds(len(structures), n_jobs)
+    tasks = (
+        delayed(task)(
+            [read_for_workers(structures[i], positions[i], disorder) for i in b],
+            [positions[i] for i in b],
+            *args,
+        )
+        for b in bounds
+    )
+    results = Parallel(n_jobs=n_jobs, return_as="generator")(tasks)
+    try:
+        for b, result in zip(bounds, results, strict=True):
+            yield int(b[0]), result
+    finally:
+        results.close()
 
 
 def uses_workers(n_jobs: int, n_structures: int) -> bool:
