@@ -179,3 +179,18 @@ def test_inference_and_autograd_paths_give_the_same_vectors(encoder, batch):
     exact, _ = encoder.encode_global(mu_local, batch.crystal_index, batch.n_crystals)
     assert mu_local.requires_grad  # the torch-Mish path ran
     torch.testing.assert_close(fast, exact.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_gaussian_basis_raises_underflowing_exponents_to_the_floor():
+    """Exponents below UNDERFLOW_EXPONENT (where float32 exp slows down) are raised to it; the
+    basis values above it are the formula's."""
+    from dimfeat.encoder import UNDERFLOW_EXPONENT, GaussianBasis
+
+    basis = GaussianBasis(32, 8.0)
+    distances = torch.tensor([0.0, 2.5, 7.9, 40.0, 1000.0])
+    values = basis(distances)
+    exact = torch.exp(-0.5 * ((distances.unsqueeze(-1) - basis.centres) / basis.width) ** 2)
+    floor = float(np.exp(UNDERFLOW_EXPONENT))
+    assert torch.allclose(values.clamp_min(floor), exact.clamp_min(floor), rtol=1e-6, atol=0)
+    assert float(values.min()) == pytest.approx(floor, rel=1e-6)  # far atoms: the floor, not 0
+    assert torch.equal(values[-1], torch.full((32,), values.min()))

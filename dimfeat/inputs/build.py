@@ -127,9 +127,30 @@ def build_chunk(
     bar: Any = None,
     parent_pid: int | None = None,
 ) -> tuple[list[CrystalInputs | None], dict[int, str], int]:
-    """Inputs, errors by index in ``structures`` and the number of disordered structures that
-    were ordered; messages name ``positions[k]`` for the k-th structure. Items may also be
-    what :func:`read_for_workers` makes of them."""
+    """Model inputs of one chunk of structures, in this process or a worker.
+
+    Parameters
+    ----------
+    structures : list
+        Items :func:`to_structure` accepts, or what :func:`read_for_workers` makes of them.
+    positions : sequence of int
+        The position error messages name for each item.
+    max_atoms, symprec, disorder : see :func:`build_inputs`
+    ignore_errors : bool
+        ``None`` and the traceback for an item that fails, instead of raising.
+    bar : tqdm or None, default=None
+        Advanced by one per item.
+    parent_pid : int or None, default=None
+        In a joblib worker, the process that started it: the worker exits when it is gone.
+
+    Returns
+    -------
+    inputs : list of CrystalInputs or None
+    errors : dict of int to str
+        Traceback text by index in ``structures``.
+    n_ordered : int
+        Disordered structures ordered by majority species.
+    """
     if parent_pid is not None:  # in a joblib worker: do not outlive the parent
         from dimfeat._workers import exit_with_parent
 
