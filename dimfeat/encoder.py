@@ -202,16 +202,20 @@ class GaussianBasis(nn.Module):
 
 
 def _mish_inference(x: torch.Tensor) -> torch.Tensor:
-    """``x * tanh(softplus(x))`` as ``x - 2 x / ((1 + e^x)^2 + 1)``, one new tensor.
+    """``x * tanh(softplus(x))`` as ``x (2 / (1 + u^2) - 1)`` with ``u = sigmoid(-x)``, one new
+    tensor.
 
-    From ``tanh(log(1 + e)) = 1 - 2 / ((1 + e)^2 + 1)``: one exponential instead of the
-    three transcendental functions of ``torch.nn.functional.mish``, and every later step in
-    place. An overflowing ``e^x`` gives ``x`` exactly. The absolute difference from
-    ``torch.nn.functional.mish`` is within a few float32 ulps of ``|x|`` (the form
-    cancels for very negative ``x``, where Mish is nearly 0). For tensors that need no gradient.
+    From ``tanh(log(1 + e)) = ((1 + e)^2 - 1) / ((1 + e)^2 + 1)`` and ``1 / (1 + e) = u``: one
+    sigmoid instead of the three transcendental functions of ``torch.nn.functional.mish``, and
+    every later step in place. torch's vectorised sigmoid runs about twice as fast as its
+    ``exp``, and does not slow down where ``e^x`` overflows or underflows. ``u`` is formed as
+    ``sigmoid(x) - 1`` (its sign squares away). The absolute difference from
+    ``torch.nn.functional.mish`` is within a few float32 ulps of ``|x|`` (the form cancels for
+    very negative ``x``, where Mish is nearly 0); large ``x`` gives ``x`` exactly. For tensors
+    that need no gradient.
     """
-    r = torch.exp(x).add_(1.0).square_().add_(1.0).reciprocal_()  # 1 / ((1 + e)^2 + 1)
-    return r.mul_(x).mul_(-2.0).add_(x)
+    r = torch.sigmoid(x).sub_(1.0).square_().add_(1.0).reciprocal_()  # 1 / (1 + u^2)
+    return r.mul_(2.0).sub_(1.0).mul_(x)
 
 
 class Mish(nn.Module):
@@ -421,11 +425,25 @@ class SiteNetEncoder(nn.Module):
         weight = torch.cat([first_a.weight, first_v.weight])
         w_i, w_j, w_e = weight.split(embedded.shape[-1], dim=1)
         elements = self.site_embedding(self.element_features)  # (Z, d)
-        h = (embedded @ w_e.T).index_select(0, triple_length)  # (T, ha + hv)
-        h += (elements @ w_j.T).index_select(0, triples & z_mask)
-        h += (elements @ w_i.T + torch.cat([first_a.bias, first_v.bias])).index_select(
-            0, (triples >> z_bits) & z_mask
+        # h = e-term[length] + j-term[z_j] + i-term[z_i] of each triple: one summing gather
+        # (embedding_bag) over the three terms' rows stacked in one table, added in that order
+        table = torch.cat(
+            [
+                embedded @ w_e.T,
+                elements @ w_j.T,
+                elements @ w_i.T + torch.cat([first_a.bias, first_v.bias]),
+            ]
         )
+        n_lengths, n_elements = len(lengths), len(elements)
+        rows_of_terms = torch.stack(
+            [
+                triple_length,
+                (triples & z_mask) + n_lengths,
+                ((triples >> z_bits) & z_mask) + (n_lengths + n_elements),
+            ],
+            dim=1,
+        )
+        h = nn.functional.embedding_bag(rows_of_terms, table, mode="sum")  # (T, ha + hv)
         h_a, h_v = self.attention[1](h).split([first_a.out_features, first_v.out_features], 1)
         triple_logits = self.attention[2:](h_a).squeeze(-1)  # (T,)
         triple_values = self.values[2:](h_v)  # (T, env_dim)

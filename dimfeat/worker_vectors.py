@@ -33,7 +33,7 @@ from dimfeat.inputs.build import (
     map_chunks,
 )
 
-__all__ = ["EncoderPayload", "VectorChunk", "iter_worker_vectors"]
+__all__ = ["EncoderPayload", "VectorChunk", "iter_worker_vectors", "vectors_of_chunk"]
 
 #: Encoders a worker process keeps, by key (the most recent ones), with the pair tables of
 #: their context channels (:func:`dimfeat.encoder.pair_tables_of`).
@@ -123,7 +123,7 @@ class VectorChunk:
     n_ordered: int
 
 
-def _vectors_of_chunk(
+def vectors_of_chunk(
     items: list,
     positions: Sequence[int],
     settings: tuple,
@@ -131,7 +131,35 @@ def _vectors_of_chunk(
     batch_size: int,
     parent_pid: int,
 ) -> tuple[np.ndarray, dict[int, str], list[LargeCell], int]:
-    """In a worker: build the inputs of ``items`` and encode them with one thread."""
+    """One worker task of :func:`iter_worker_vectors`: build the inputs of ``items`` and encode
+    them, with one thread in a worker process.
+
+    Parameters
+    ----------
+    items : list
+        The chunk's structures as :func:`dimfeat.inputs.build.read_for_workers` sends them.
+    positions : sequence of int
+        The position of each that error messages name.
+    settings : tuple
+        ``(max_atoms, symprec, ignore_errors, disorder)``.
+    payload : EncoderPayload
+        The encoder (rebuilt once per process and key).
+    batch_size : int
+        Most crystals per encoder batch.
+    parent_pid : int
+        The calling process: torch is set to one thread only in another process.
+
+    Returns
+    -------
+    vectors : ndarray of shape (len(items), n_features), float32
+        NaN rows for the structures that failed.
+    errors : dict of int to str
+        Traceback text by index in ``items``.
+    large : list of LargeCell
+        Cells with more than ``max_atoms`` atoms in the primitive cell, by index in ``items``.
+    n_ordered : int
+        Disordered structures ordered by majority species.
+    """
     from dimfeat.encoder import composition_memo
     from dimfeat.inference import run_batches
 
@@ -195,7 +223,7 @@ def iter_worker_vectors(
     settings = (max_atoms, symprec, ignore_errors, disorder)
     payload = EncoderPayload.of(encoder)
     chunks = map_chunks(
-        _vectors_of_chunk, structures, positions, n_jobs, disorder,
+        vectors_of_chunk, structures, positions, n_jobs, disorder,
         settings, payload, batch_size, os.getpid(),
     )  # fmt: skip
     for start, (vectors, errors, large, n_ordered) in chunks:

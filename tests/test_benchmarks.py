@@ -990,3 +990,27 @@ def test_a_malformed_evaluation_block_is_refused(tmp_path, weights):
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(WeightsError, match="'evaluation' must be an object"):
         read_config(folder)
+
+
+def test_worker_timeline_splits_a_call_into_parts_that_add_up_to_its_wall_time(
+    sample_structures,
+):
+    from benchmarks.perf import worker_timeline as W
+    from dimfeat import DeepInfoMaxFeaturizer
+    from dimfeat.inputs.build import chunk_bounds
+    from dimfeat.worker_vectors import EncoderPayload
+
+    structures = list(sample_structures[:96])
+    runtime = DeepInfoMaxFeaturizer(device="cpu").get_runtime()
+    payload = EncoderPayload.of(runtime.encoder)
+    for rule in (chunk_bounds, W.guided_bounds):
+        bounds = rule(len(structures), 2)
+        call = W.one_call(structures, runtime, payload, 2, bounds)
+        assert call["chunks"] == len(bounds) and call["workers_used"] in (1, 2)
+        parts = call["start_s"] + call["task_s"] / call["workers_used"] + call["gaps_s"]
+        assert parts + call["tail_s"] == pytest.approx(call["wall_s"], abs=1e-6)
+        assert min(call["start_s"], call["gaps_s"], call["tail_s"]) >= 0
+        assert 0 < call["task_cpu_s"] <= call["task_s"] * 1.05
+    sizes = [len(b) for b in W.guided_bounds(1000, 2)]
+    assert sizes[0] == 125 and sizes[-1] < 32 and sum(sizes) == 1000
+    assert all(a >= b for a, b in zip(sizes[:-2], sizes[1:-1], strict=True))

@@ -173,3 +173,24 @@ def test_chunks_keep_every_worker_busy_and_stay_small():
         workers = min(effective_n_jobs(n_jobs), n // MIN_CHUNK_STRUCTURES)
         assert len(bounds) >= workers
     assert [len(b) for b in chunk_bounds(100, 2)] == [50, 50]
+
+
+def _chunk_lengths(items, positions, *args):
+    return len(items), list(positions), args
+
+
+def test_map_chunks_takes_given_bounds_and_refuses_ones_that_do_not_cover_the_structures(
+    sample_structures,
+):
+    from dimfeat.inputs.build import map_chunks
+
+    structures = list(sample_structures[:40])
+    positions = list(range(100, 140))
+    bounds = [np.arange(0, 10), np.arange(10, 35), np.arange(35, 40)]
+    got = list(map_chunks(_chunk_lengths, structures, positions, 1, "error", "x", bounds=bounds))
+    assert [start for start, _ in got] == [0, 10, 35]
+    assert [n for _, (n, _, _) in got] == [10, 25, 5]
+    assert got[1][1][1] == positions[10:35] and got[1][1][2] == ("x",)
+    for wrong in ([np.arange(0, 10), np.arange(11, 40)], [np.arange(0, 39)]):
+        with pytest.raises(ValueError, match="covering the structures"):
+            list(map_chunks(_chunk_lengths, structures, positions, 1, "error", bounds=wrong))

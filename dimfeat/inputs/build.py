@@ -273,10 +273,12 @@ def map_chunks(
     n_jobs: int,
     disorder: str,
     *args: Any,
+    bounds: Sequence[np.ndarray] | None = None,
 ) -> Iterator[tuple[int, Any]]:
     """``task(items, chunk_positions, *args)`` on each chunk of ``structures``
-    (:func:`chunk_bounds`) in ``n_jobs`` worker processes (joblib), yielding ``(start, result)``
-    in order as the chunks finish; ``start`` is the chunk's first index in ``structures``.
+    (:func:`chunk_bounds`, or ``bounds``: consecutive index arrays covering ``structures``) in
+    ``n_jobs`` worker processes (joblib), yielding ``(start, result)`` in order as the chunks
+    finish; ``start`` is the chunk's first index in ``structures``.
 
     Each chunk's structures are read here as joblib dispatches it (:func:`read_for_workers`:
     a pymatgen ``Structure`` travels as its arrays). Abandoning the iterator (an error, a
@@ -284,7 +286,10 @@ def map_chunks(
     """
     from joblib import Parallel, delayed
 
-    bounds = chunk_bounds(len(structures), n_jobs)
+    if bounds is None:
+        bounds = chunk_bounds(len(structures), n_jobs)
+    elif not np.array_equal(np.concatenate(bounds), np.arange(len(structures))):
+        raise ValueError("bounds must be consecutive index arrays covering the structures")
     tasks = (
         delayed(task)(
             [read_for_workers(structures[i], positions[i], disorder) for i in b],
@@ -319,7 +324,12 @@ MIN_CHUNK_STRUCTURES = 16
 def chunk_bounds(n_structures: int, n_jobs: int) -> list[np.ndarray]:
     """Indices of the chunks of a call handed to ``n_jobs`` workers: at most
     :data:`CHUNK_STRUCTURES` each, and at least one per worker while each keeps
-    :data:`MIN_CHUNK_STRUCTURES` (100 structures on two workers: two chunks of 50)."""
+    :data:`MIN_CHUNK_STRUCTURES` (100 structures on two workers: two chunks of 50).
+
+    Chunks that shrink towards the end of a call (so that the workers finish together) were
+    measured against these and tied: what they saved at the end, the extra tasks cost
+    (``python -m benchmarks.perf.worker_timeline``).
+    """
     from joblib import effective_n_jobs
 
     by_size = -(-n_structures // CHUNK_STRUCTURES)
