@@ -397,21 +397,24 @@ class SiteNetEncoder(nn.Module):
         (``python -m benchmarks.perf.distinct_bonds``).
         So the distance embedding runs once per distinct distance (float32 values compared bit
         for bit), the bond MLPs once per distinct triple, and each site's attention-weighted
-        sum is one weighted gather-and-sum (``embedding_bag``). The attention and value MLPs'
-        first layers run as one, and their terms are added in :func:`_bond_mlp`'s order: the
-        vectors differ from the pair-by-pair path only by the float rounding of a different
-        summation order. Under autograd the gradients are those of the pair path too: each
+        sum is one weighted gather-and-sum (``embedding_bag``). The first layer of the attention
+        and of the value MLP is one summing gather each, its terms added in :func:`_bond_mlp`'s
+        order: the vectors differ from the pair-by-pair path only by the float rounding of a
+        different summation order. Under autograd the gradients are those of the pair path too: each
         distinct bond's gradient is the sum over the pairs it stands for.
         """
         if DISTINCT_BONDS_FRACTION <= 0:  # the distinct-bond path switched off
             return None
-        n_rows = site_species.shape[0]
-        rows, cols = mask.nonzero(as_tuple=True)  # the real pairs, row by row
+        n_rows, width = mask.shape
+        # the real pairs, row by row, as positions in the flattened (S, M) arrays: 1-d gathers
+        # instead of 2-d boolean and advanced indexing
+        flat = mask.reshape(-1).nonzero().squeeze(1)
+        rows = torch.div(flat, width, rounding_mode="floor")
         z_i = site_species.index_select(0, rows)
-        z_j = neighbour_species[mask]
-        bits = distances[mask].view(torch.int32).long()  # equal floats <=> equal bits
+        z_j = neighbour_species.reshape(-1).index_select(0, flat)
+        bits = distances.reshape(-1).index_select(0, flat).view(torch.int32).long()
         z_bits = max(1, (len(self.element_features) - 1).bit_length())
-        key = (bits << (2 * z_bits)) | (z_i << z_bits) | z_j
+        key = (bits << (2 * z_bits)) | (z_i << z_bits) | z_j  # equal floats <=> equal bits
         triples, pair_triple = torch.unique(key, return_inverse=True)  # sorted by distance first
         if len(triples) > DISTINCT_BONDS_FRACTION * len(key):
             return None  # too few repeats to pay for the gathers: the pair-by-pair path
@@ -420,20 +423,7 @@ class SiteNetEncoder(nn.Module):
             triples >> (2 * z_bits), return_inverse=True
         )
         embedded = self.embed_distances(self.expand_distances(lengths.int().view(torch.float32)))
-        # the first layers of both bond MLPs at once: [attention | values] columns
-        first_a, first_v = self.attention[0], self.values[0]
-        weight = torch.cat([first_a.weight, first_v.weight])
-        w_i, w_j, w_e = weight.split(embedded.shape[-1], dim=1)
         elements = self.site_embedding(self.element_features)  # (Z, d)
-        # h = e-term[length] + j-term[z_j] + i-term[z_i] of each triple: one summing gather
-        # (embedding_bag) over the three terms' rows stacked in one table, added in that order
-        table = torch.cat(
-            [
-                embedded @ w_e.T,
-                elements @ w_j.T,
-                elements @ w_i.T + torch.cat([first_a.bias, first_v.bias]),
-            ]
-        )
         n_lengths, n_elements = len(lengths), len(elements)
         rows_of_terms = torch.stack(
             [
@@ -443,13 +433,22 @@ class SiteNetEncoder(nn.Module):
             ],
             dim=1,
         )
-        h = nn.functional.embedding_bag(rows_of_terms, table, mode="sum")  # (T, ha + hv)
-        h_a, h_v = self.attention[1](h).split([first_a.out_features, first_v.out_features], 1)
-        triple_logits = self.attention[2:](h_a).squeeze(-1)  # (T,)
-        triple_values = self.values[2:](h_v)  # (T, env_dim)
-        logits = torch.full(mask.shape, torch.finfo(h.dtype).min, dtype=h.dtype)
-        logits[rows, cols] = triple_logits.index_select(0, pair_triple)
-        attention = torch.softmax(logits, dim=-1)[rows, cols]
+
+        def first_layer(net: nn.Sequential) -> torch.Tensor:
+            """``net[1](net[0](b))`` of each distinct bond ``b``: the first layer's
+            e-term[length] + j-term[z_j] + i-term[z_i], added in that order (the order of
+            :func:`_bond_mlp`) by one summing gather over the terms' rows stacked in one table,
+            then the activation. Contiguous, for the LayerNorm that follows."""
+            w_i, w_j, w_e = net[0].weight.split(embedded.shape[-1], dim=1)
+            table = torch.cat([embedded @ w_e.T, elements @ w_j.T, elements @ w_i.T + net[0].bias])
+            return net[1](nn.functional.embedding_bag(rows_of_terms, table, mode="sum"))
+
+        triple_logits = self.attention[2:](first_layer(self.attention)).squeeze(-1)  # (T,)
+        triple_values = self.values[2:](first_layer(self.values))  # (T, env_dim)
+        logits = torch.full((n_rows * width,), torch.finfo(triple_logits.dtype).min)
+        logits = logits.index_copy(0, flat, triple_logits.index_select(0, pair_triple))
+        attention = torch.softmax(logits.view(n_rows, width), dim=-1).reshape(-1)
+        attention = attention.index_select(0, flat)
         row_starts = torch.zeros(n_rows, dtype=torch.long)
         torch.cumsum(mask.sum(1)[:-1], 0, out=row_starts[1:])
         environment = nn.functional.embedding_bag(  # sum_j a_ij v(triple of ij), fused

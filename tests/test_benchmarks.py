@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -1013,4 +1014,22 @@ def test_worker_timeline_splits_a_call_into_parts_that_add_up_to_its_wall_time(
         assert 0 < call["task_cpu_s"] <= call["task_s"] * 1.05
     sizes = [len(b) for b in W.guided_bounds(1000, 2)]
     assert sizes[0] == 125 and sizes[-1] < 32 and sum(sizes) == 1000
-    assert all(a >= b for a, b in zip(sizes[:-2], sizes[1:-1], strict=True))
+    assert all(a >= b for a, b in itertools.pairwise(sizes[:-1]))  # never growing
+
+
+def test_encoder_time_saves_the_vectors_it_timed(sample_structures, tmp_path):
+    import torch
+
+    from benchmarks.perf import encoder_time
+    from dimfeat import DeepInfoMaxFeaturizer
+
+    featurizer = DeepInfoMaxFeaturizer(device="cpu")
+    inputs, _ = featurizer.get_runtime().build(sample_structures[:12])
+    threads = torch.get_num_threads()
+    try:
+        result = encoder_time.measure(inputs, tmp_path / "v.npy", passes=2)
+    finally:
+        torch.set_num_threads(threads)
+    assert result["seconds"] > 0
+    saved = np.load(tmp_path / "v.npy")
+    np.testing.assert_allclose(saved, featurizer.transform(sample_structures[:12]), rtol=1e-5)

@@ -1,0 +1,124 @@
+"""CPU time of the encoder alone, against a git revision, and how far the vectors move.
+
+Usage: python -m benchmarks.perf.encoder_time [--sets sample mp36k-test] [--n 1000]
+[--baseline REV] [--rounds 5] [--json PATH]
+
+For each set of ``benchmarks.perf.throughput``, the model inputs of ``--n`` crystals are built
+once; then :meth:`dimfeat.runtime.EncoderRuntime.encode` (bundled weights, both channels, the
+batches ``transform`` makes) runs on them in a fresh interpreter with the ``dimfeat/`` and
+``weights/`` of this checkout or, with ``--baseline REV``, of that git revision: one thread
+(``OMP_NUM_THREADS=1``), CPU seconds (``time.process_time``), the least of three passes after a
+warm-up. The two take turns ``--rounds`` times, so that both see the same load; the run prints
+the median of each, the median of the paired ratios, and the largest change of a crystal vector
+from the baseline's, relative to the vector's largest value. The JSON (default
+``benchmarks/results/perf/encoder_time.json``) keeps every round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import RESULTS, ROOT, machine_line, write_json
+
+
+def measure(inputs: list, vectors_path: Path, passes: int = 3) -> dict:
+    """Least CPU seconds of encoding ``inputs`` over ``passes`` (after a warm-up), with the
+    ``dimfeat`` this interpreter imports; the vectors are saved to ``vectors_path``."""
+    import torch
+
+    from dimfeat import DeepInfoMaxFeaturizer
+
+    torch.set_num_threads(1)
+    runtime = DeepInfoMaxFeaturizer(device="cpu").get_runtime()
+    vectors = runtime.encode(inputs, device="cpu")  # warm-up
+    best = float("inf")
+    for _ in range(passes):
+        start = time.process_time()
+        vectors = runtime.encode(inputs, device="cpu")
+        best = min(best, time.process_time() - start)
+    np.save(vectors_path, vectors)
+    return {"seconds": best}
+
+
+def run_child(tree: Path | None, inputs: Path, vectors: Path) -> float:
+    """:func:`measure` in a fresh interpreter importing the ``dimfeat`` of ``tree``."""
+    path = [str(ROOT)] if tree is None else [str(tree), str(ROOT)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path), OMP_NUM_THREADS="1")
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", str(inputs), str(vectors)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])["seconds"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sets", nargs="+", default=["sample", "mp36k-test"])
+    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--baseline", help="git revision to compare with (e.g. main)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--json", default=str(RESULTS / "perf" / "encoder_time.json"))
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    if args.child:
+        inputs = pickle.loads(Path(args.child[0]).read_bytes())
+        print(json.dumps(measure(inputs, Path(args.child[1]))))
+        return
+
+    from benchmarks.perf.large_cell import baseline_tree
+    from benchmarks.perf.throughput import load_set
+    from dimfeat import DeepInfoMaxFeaturizer
+
+    runtime = DeepInfoMaxFeaturizer(device="cpu").get_runtime()
+    out: dict = {
+        "benchmark": "encoder CPU time (EncoderRuntime.encode, one thread) against a revision",
+        "machine": machine_line(), "weights": "sitenet-dim-mp36k", "baseline": args.baseline,
+        "n": args.n, "rounds": args.rounds, "sets": {},
+    }  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        base = baseline_tree(args.baseline, Path(tmp)) if args.baseline else None
+        trees = {"current": None, **({"baseline": base} if base else {})}
+        for name in args.sets:
+            stored = Path(tmp) / f"{name}.pkl"
+            stored.write_bytes(pickle.dumps(runtime.build(load_set(name, args.n))[0]))
+            rounds: dict[str, list[float]] = {label: [] for label in trees}
+            for _ in range(args.rounds):
+                for label, tree in trees.items():  # taking turns: both see the same load
+                    vectors = Path(tmp) / f"{name}_{label}.npy"
+                    rounds[label].append(run_child(tree, stored, vectors))
+            entry: dict = {"rounds": rounds}
+            entry["median_s"] = {label: statistics.median(v) for label, v in rounds.items()}
+            line = f"{name} ({args.n} crystals): encoder {entry['median_s']['current']:.3f} s CPU"
+            if base is not None:
+                paired = statistics.median(
+                    b / c for b, c in zip(rounds["baseline"], rounds["current"], strict=True)
+                )
+                new = np.load(Path(tmp) / f"{name}_current.npy").astype(np.float64)
+                old = np.load(Path(tmp) / f"{name}_baseline.npy").astype(np.float64)
+                change = np.abs(new - old).max(axis=1) / np.abs(old).max(axis=1)
+                entry["paired_speedup_median"] = paired
+                entry["vector_change_max"] = float(change.max())
+                entry["vector_change_median"] = float(np.median(change))
+                line += (
+                    f", baseline {entry['median_s']['baseline']:.3f} s (median of {args.rounds});"
+                    f" paired speed-up {paired:.2f}x; vectors moved by at most "
+                    f"{change.max():.1e} of their largest value (median {np.median(change):.1e})"
+                )
+            print(line)
+            out["sets"][name] = entry
+    write_json(args.json, out)
+
+
+if __name__ == "__main__":
+    main()
