@@ -156,7 +156,8 @@ def vectors_of_chunk(
     errors : dict of int to str
         Traceback text by index in ``items``.
     large : list of LargeCell
-        Cells with more than ``max_atoms`` atoms in the primitive cell, by index in ``items``.
+        Cells with more than ``max_atoms`` atoms in the primitive cell, by index in ``items``
+        (they are encoded too, each from a single cell).
     n_ordered : int
         Disordered structures ordered by majority species.
     """

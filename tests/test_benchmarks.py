@@ -1007,29 +1007,35 @@ def test_worker_timeline_splits_a_call_into_parts_that_add_up_to_its_wall_time(
     for rule in (chunk_bounds, W.guided_bounds):
         bounds = rule(len(structures), 2)
         call = W.one_call(structures, runtime, payload, 2, bounds)
-        assert call["chunks"] == len(bounds) and call["workers_used"] in (1, 2)
-        parts = call["start_s"] + call["task_s"] / call["workers_used"] + call["gaps_s"]
-        assert parts + call["tail_s"] == pytest.approx(call["wall_s"], abs=1e-6)
-        assert min(call["start_s"], call["gaps_s"], call["tail_s"]) >= 0
+        spans = call["spans"]
+        assert call["chunks"] == len(bounds) == sum(len(v) for v in spans.values())
+        assert call["workers_used"] == len(spans) in (1, 2)
+        # each worker's tasks lie within the call, one after another
+        for tasks in spans.values():
+            assert 0 < tasks[0][0] and tasks[-1][1] < call["wall_s"]
+            assert all(a[1] <= b[0] for a, b in itertools.pairwise(tasks))
+            assert all(start < end for start, end in tasks)
+        parts = call["start_s"] + call["busy_s"] + call["gaps_s"] + call["tail_s"]
+        assert parts == pytest.approx(call["wall_s"], abs=1e-6)
         assert 0 < call["task_cpu_s"] <= call["task_s"] * 1.05
     sizes = [len(b) for b in W.guided_bounds(1000, 2)]
     assert sizes[0] == 125 and sizes[-1] < 32 and sum(sizes) == 1000
     assert all(a >= b for a, b in itertools.pairwise(sizes[:-1]))  # never growing
 
 
-def test_encoder_time_saves_the_vectors_it_timed(sample_structures, tmp_path):
-    import torch
+def test_encoder_time_child_saves_the_vectors_it_timed(sample_structures, tmp_path):
+    import pickle
 
     from benchmarks.perf import encoder_time
     from dimfeat import DeepInfoMaxFeaturizer
 
-    featurizer = DeepInfoMaxFeaturizer(device="cpu")
-    inputs, _ = featurizer.get_runtime().build(sample_structures[:12])
-    threads = torch.get_num_threads()
-    try:
-        result = encoder_time.measure(inputs, tmp_path / "v.npy", passes=2)
-    finally:
-        torch.set_num_threads(threads)
-    assert result["seconds"] > 0
+    stored = tmp_path / "structures.pkl"
+    stored.write_bytes(pickle.dumps(list(sample_structures[:12])))
+    seconds = encoder_time.run_child(None, stored, tmp_path / "v.npy")  # a fresh interpreter
+    assert seconds > 0
     saved = np.load(tmp_path / "v.npy")
-    np.testing.assert_allclose(saved, featurizer.transform(sample_structures[:12]), rtol=1e-5)
+    expected = DeepInfoMaxFeaturizer(device="cpu").transform(sample_structures[:12])
+    np.testing.assert_allclose(saved, expected, rtol=1e-5, atol=1e-6)
+    stored.write_bytes(pickle.dumps(["not a structure"]))
+    with pytest.raises(RuntimeError, match="child failed"):
+        encoder_time.run_child(None, stored, tmp_path / "w.npy")

@@ -176,3 +176,25 @@ def test_a_cell_whose_bonds_do_not_repeat_is_encoded_pair_by_pair(featurizer, na
     assert shapes == [(cell.n_sites, cell.n_atoms, 64)]  # one (sites, atoms) pass
     exact = _local(encoder, batch, distinct=False)
     assert _relative(fast[0], exact[0]) <= 1e-5  # (the inference Mish differs by ulps)
+
+
+def test_the_distinct_path_keeps_the_dtype_of_its_activations(featurizer, mixed_batch):
+    """Its buffers follow the activations, not torch's default dtype: a float64 default (set by
+    a user's other code) and CPU autocast both leave it on the distinct path, with the vectors
+    of the float32 pair path."""
+    encoder = featurizer.get_runtime().encoder.structure
+    exact = _local(encoder, mixed_batch, distinct=False)[0]
+    rows_seen, hook = _output_shapes(encoder.values[-1])
+    default = torch.get_default_dtype()
+    try:
+        torch.set_default_dtype(torch.float64)
+        fast = _local(encoder, mixed_batch, distinct=True)[0]
+    finally:
+        torch.set_default_dtype(default)
+        hook.remove()
+    assert len(rows_seen) == 1 and rows_seen[0][0] < mixed_batch.mask.sum()  # distinct path
+    assert fast.dtype == torch.float32 and _relative(fast, exact) <= 1e-5
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = _local(encoder, mixed_batch, distinct=True)[0]
+    assert torch.isfinite(low).all()
+    assert _relative(low.float(), exact) <= 0.1  # bfloat16 keeps about 3 significant digits

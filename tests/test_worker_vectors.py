@@ -191,6 +191,13 @@ def test_map_chunks_takes_given_bounds_and_refuses_ones_that_do_not_cover_the_st
     assert [start for start, _ in got] == [0, 10, 35]
     assert [n for _, (n, _, _) in got] == [10, 25, 5]
     assert got[1][1][1] == positions[10:35] and got[1][1][2] == ("x",)
-    for wrong in ([np.arange(0, 10), np.arange(11, 40)], [np.arange(0, 39)]):
+    wrong_bounds = (
+        [np.arange(0, 10), np.arange(11, 40)],  # a gap
+        [np.arange(0, 39)],  # one short
+        [np.arange(0, 10), np.arange(0), np.arange(10, 40)],  # an empty chunk
+        [],  # none, for 40 structures
+    )
+    for wrong in wrong_bounds:
         with pytest.raises(ValueError, match="covering the structures"):
             list(map_chunks(_chunk_lengths, structures, positions, 1, "error", bounds=wrong))
+    assert list(map_chunks(_chunk_lengths, [], [], 1, "error", bounds=[])) == []

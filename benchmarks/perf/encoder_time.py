@@ -3,10 +3,10 @@
 Usage: python -m benchmarks.perf.encoder_time [--sets sample mp36k-test] [--n 1000]
 [--baseline REV] [--rounds 5] [--json PATH]
 
-For each set of ``benchmarks.perf.throughput``, the model inputs of ``--n`` crystals are built
-once; then :meth:`dimfeat.runtime.EncoderRuntime.encode` (bundled weights, both channels, the
-batches ``transform`` makes) runs on them in a fresh interpreter with the ``dimfeat/`` and
-``weights/`` of this checkout or, with ``--baseline REV``, of that git revision: one thread
+For each set of ``benchmarks.perf.throughput``, a fresh interpreter with the ``dimfeat/`` and
+``weights/`` of this checkout or, with ``--baseline REV``, of that git revision builds the model
+inputs of ``--n`` crystals (not timed) and runs :meth:`dimfeat.runtime.EncoderRuntime.encode`
+on them (bundled weights, both channels, the batches ``transform`` makes): one thread
 (``OMP_NUM_THREADS=1``), CPU seconds (``time.process_time``), the least of three passes after a
 warm-up. The two take turns ``--rounds`` times, so that both see the same load; the run prints
 the median of each, the median of the paired ratios, and the largest change of a crystal vector
@@ -33,15 +33,17 @@ import numpy as np
 from benchmarks.common import RESULTS, ROOT, machine_line, write_json
 
 
-def measure(inputs: list, vectors_path: Path, passes: int = 3) -> dict:
-    """Least CPU seconds of encoding ``inputs`` over ``passes`` (after a warm-up), with the
-    ``dimfeat`` this interpreter imports; the vectors are saved to ``vectors_path``."""
+def measure(structures: list, vectors_path: Path, passes: int = 3) -> dict:
+    """Least CPU seconds of encoding the inputs of ``structures`` over ``passes`` (after a
+    warm-up), with the ``dimfeat`` this interpreter imports (which builds the inputs too, not
+    timed); the vectors are saved to ``vectors_path``."""
     import torch
 
     from dimfeat import DeepInfoMaxFeaturizer
 
     torch.set_num_threads(1)
     runtime = DeepInfoMaxFeaturizer(device="cpu").get_runtime()
+    inputs, _ = runtime.build(structures)
     vectors = runtime.encode(inputs, device="cpu")  # warm-up
     best = float("inf")
     for _ in range(passes):
@@ -52,12 +54,17 @@ def measure(inputs: list, vectors_path: Path, passes: int = 3) -> dict:
     return {"seconds": best}
 
 
-def run_child(tree: Path | None, inputs: Path, vectors: Path) -> float:
-    """:func:`measure` in a fresh interpreter importing the ``dimfeat`` of ``tree``."""
+def run_child(tree: Path | None, structures: Path, vectors: Path) -> float:
+    """:func:`measure` in a fresh interpreter importing the ``dimfeat`` of ``tree`` (``None``:
+    this checkout's), on the pickled structures; its error output is raised if it fails."""
     path = [str(ROOT)] if tree is None else [str(tree), str(ROOT)]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(path), OMP_NUM_THREADS="1")
-    command = [sys.executable, str(Path(__file__).resolve()), "--child", str(inputs), str(vectors)]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", str(structures)]
+    done = subprocess.run(
+        [*command, str(vectors)], env=env, capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"the encoder_time child failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])["seconds"]
 
 
@@ -72,15 +79,13 @@ def main() -> None:
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     if args.child:
-        inputs = pickle.loads(Path(args.child[0]).read_bytes())
-        print(json.dumps(measure(inputs, Path(args.child[1]))))
+        structures = pickle.loads(Path(args.child[0]).read_bytes())
+        print(json.dumps(measure(structures, Path(args.child[1]))))
         return
 
     from benchmarks.perf.large_cell import baseline_tree
     from benchmarks.perf.throughput import load_set
-    from dimfeat import DeepInfoMaxFeaturizer
 
-    runtime = DeepInfoMaxFeaturizer(device="cpu").get_runtime()
     out: dict = {
         "benchmark": "encoder CPU time (EncoderRuntime.encode, one thread) against a revision",
         "machine": machine_line(), "weights": "sitenet-dim-mp36k", "baseline": args.baseline,
@@ -91,7 +96,7 @@ def main() -> None:
         trees = {"current": None, **({"baseline": base} if base else {})}
         for name in args.sets:
             stored = Path(tmp) / f"{name}.pkl"
-            stored.write_bytes(pickle.dumps(runtime.build(load_set(name, args.n))[0]))
+            stored.write_bytes(pickle.dumps(load_set(name, args.n)))
             rounds: dict[str, list[float]] = {label: [] for label in trees}
             for _ in range(args.rounds):
                 for label, tree in trees.items():  # taking turns: both see the same load

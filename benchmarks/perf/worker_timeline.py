@@ -14,8 +14,8 @@ time into
   encoded chunk by chunk as a worker does; the median of ``--rounds`` after a warm-up),
   divided by the number of workers: the wall time of perfectly shared work;
 * ``start``: from the call to a worker's first task (reading the first chunks, dispatch);
-* ``slower tasks``: the workers' task time beyond the serial CPU time, over the workers
-  (contention with the calling process, which reads the structures and collects the vectors);
+* ``slower tasks``: a worker's task time (``busy``) beyond ``floor`` (contention with the
+  calling process, which reads the structures and collects the vectors);
 * ``gaps``: time between a worker's tasks (receiving the next task, sending the last result);
 * ``tail``: from a worker's last task end to the call's end (waiting for the other workers'
   last chunks, and collecting them);
@@ -30,9 +30,11 @@ for two ways to cut a call into chunks, taking turns ``--rounds`` times after a 
   ``CHUNK_STRUCTURES`` (128) each and at least one chunk per worker, all of nearly equal size;
 * ``guided``: full chunks while much is left, then each at most ``1 / (4 * workers)`` of what
   is left, down to ``MIN_CHUNK_STRUCTURES`` (16), so that the workers finish together (1,000
-  structures on two workers: 23 chunks, from 125 down to 16).
+  structures on two workers: 23 chunks, from 125 down to 16, and a last one of 20).
 
-It prints the medians over the rounds and writes them, with every round, to ``--json``.
+It prints the means over the rounds (so that the parts add up to the wall time), the median of
+the paired ratios of the two rules' wall times and how many rounds each won, and writes them,
+with every call's task spans, to ``--json``.
 """
 
 from __future__ import annotations
@@ -85,10 +87,10 @@ def guided_bounds(n_structures: int, n_jobs: int) -> list[np.ndarray]:
 
 def timed_task(*args):
     """:func:`vectors_of_chunk` in a worker, with its start and end (wall clock), its thread's CPU
-    time and the worker's process id."""
+    time and the worker's process id; its result goes back too, as in ``transform``."""
     start, cpu = time.time(), time.thread_time()
-    vectors_of_chunk(*args)
-    return start, time.time(), time.thread_time() - cpu, os.getpid()
+    result = vectors_of_chunk(*args)
+    return start, time.time(), time.thread_time() - cpu, os.getpid(), result
 
 
 def serial_seconds(structures: list, runtime, bounds: list[np.ndarray]) -> float:
@@ -117,27 +119,29 @@ def one_call(structures: list, runtime, payload, n_jobs: int, bounds) -> dict:
         timed_task, structures, positions, n_jobs, "error",
         settings, payload, 256, os.getpid(), bounds=bounds,
     )  # fmt: skip
-    tasks = [result for _, result in chunks]
+    tasks = [result[:4] for _, result in chunks]
     ended = time.time()
     workers: dict[int, list[tuple[float, float]]] = {}
     for start, end, _, pid in tasks:
-        workers.setdefault(pid, []).append((start, end))
+        workers.setdefault(pid, []).append((start - began, end - began))
     firsts, gaps, lasts = [], [], []
     for spans in workers.values():
         spans.sort()
-        firsts.append(spans[0][0] - began)
+        firsts.append(spans[0][0])
         gaps.append(sum(b[0] - a[1] for a, b in itertools.pairwise(spans)))
-        lasts.append(ended - spans[-1][1])
-    # per worker, averaged: wall = start + tasks + gaps + tail, exactly
+        lasts.append(ended - began - spans[-1][1])
+    # each averaged over the workers: wall = start + busy + gaps + tail
     return {
         "wall_s": ended - began,
         "chunks": len(bounds),
         "workers_used": len(workers),
         "task_s": sum(end - start for start, end, _, _ in tasks),
         "task_cpu_s": sum(cpu for _, _, cpu, _ in tasks),
+        "busy_s": sum(end - start for start, end, _, _ in tasks) / len(workers),
         "start_s": statistics.mean(firsts),
         "gaps_s": statistics.mean(gaps),
         "tail_s": statistics.mean(lasts),
+        "spans": {str(pid): spans for pid, spans in workers.items()},
     }
 
 
@@ -177,27 +181,28 @@ def main() -> None:
 
     summary = {}
     print(
-        f"{args.set}: {len(structures)} structures, {workers} workers, median of {args.rounds} "
-        "calls (seconds; rate in structures/s)"
+        f"{args.set}: {len(structures)} structures, {workers} workers, mean of {args.rounds} "
+        "calls (seconds; wall = floor + start + slower + gaps + tail; rate in structures/s)"
     )
     print(f"{'chunks':>8} {'n':>4} {'wall':>6} {'rate':>6} {'floor':>6} {'start':>6} "
           f"{'slower':>7} {'gaps':>6} {'tail':>6} {'busy':>5}")  # fmt: skip
     for name, calls in rounds.items():
-        med = {k: statistics.median(c[k] for c in calls) for k in calls[0]}
+        # means, so that the parts add up to the wall time
+        mean = {k: statistics.mean(c[k] for c in calls) for k in calls[0] if k != "spans"}
         floor = serial[name] / workers
         row = {
-            **med,
-            "rate": len(structures) / med["wall_s"],
+            **mean,
+            "rate": len(structures) / mean["wall_s"],
             "serial_cpu_s": serial[name],
             "floor_s": floor,
-            "slower_tasks_s": (med["task_s"] - serial[name]) / workers,
-            "busy_fraction": med["task_s"] / (workers * med["wall_s"]),
+            "slower_tasks_s": mean["busy_s"] - floor,
+            "busy_fraction": mean["busy_s"] / mean["wall_s"],
         }
         summary[name] = row
         print(
-            f"{name:>8} {med['chunks']:4.0f} {med['wall_s']:6.3f} {row['rate']:6.0f} "
-            f"{floor:6.3f} {med['start_s']:6.3f} {row['slower_tasks_s']:7.3f} "
-            f"{med['gaps_s']:6.3f} {med['tail_s']:6.3f} {row['busy_fraction']:5.2f}"
+            f"{name:>8} {mean['chunks']:4.0f} {mean['wall_s']:6.3f} {row['rate']:6.0f} "
+            f"{floor:6.3f} {mean['start_s']:6.3f} {row['slower_tasks_s']:7.3f} "
+            f"{mean['gaps_s']:6.3f} {mean['tail_s']:6.3f} {row['busy_fraction']:5.2f}"
         )
     ratio = summary["guided"]["rate"] / summary["equal"]["rate"]
     paired = statistics.median(
