@@ -144,8 +144,8 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
     n_jobs : int, default=1
         Worker processes (joblib; -1 means all cores) for calls of more than 64 structures.
         On the CPU each worker builds the model inputs of a chunk of structures and encodes
-        them with one thread (on two cores, about twice the rate of ``n_jobs=1``; the first
-        call also starts the workers); on a GPU they build the inputs and the encoder runs in
+        them with one thread (on two cores, 1.3-1.4 times the rate of ``n_jobs=1``; the
+        first call also starts the workers); on a GPU they build the inputs and the encoder runs in
         the calling process on each chunk as it arrives. matminer's ``set_n_jobs`` sets it
         (matminer's own process pool is never used).
     cache : str, path, joblib.Memory or None, default=None

@@ -11,8 +11,9 @@ set of ``benchmarks.perf.throughput`` (bundled weights), with each task timed in
 time into
 
 * ``floor``: the CPU time of the same work in one process with one thread (inputs built, then
-  encoded chunk by chunk as a worker does; the median of ``--rounds`` after a warm-up),
-  divided by the number of workers: the wall time of perfectly shared work;
+  encoded chunk by chunk as a worker does; measured just before each call, so that both see
+  the same phase of a machine whose speed drifts), divided by the number of workers: the wall
+  time of perfectly shared work;
 * ``start``: from the call to a worker's first task (reading the first chunks, dispatch);
 * ``slower tasks``: a worker's task time (``busy``) beyond ``floor`` (contention with the
   calling process, which reads the structures and collects the vectors);
@@ -163,21 +164,25 @@ def main() -> None:
     rules = {"equal": chunk_bounds, "guided": guided_bounds}
     bounds = {name: rule(len(structures), args.n_jobs) for name, rule in rules.items()}
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    serial_rounds: dict[str, list[float]] = {name: [] for name in rules}
-    serial_seconds(structures, runtime, bounds["equal"])  # warm-up
-    for _ in range(args.rounds):
-        for name, b in bounds.items():
-            serial_rounds[name].append(serial_seconds(structures, runtime, b))
-    serial = {name: statistics.median(v) for name, v in serial_rounds.items()}
-    torch.set_num_threads(threads)
+    def serial(b: list[np.ndarray]) -> float:
+        """:func:`serial_seconds` with one torch thread, then the caller's threads back."""
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return serial_seconds(structures, runtime, b)
+        finally:
+            torch.set_num_threads(threads)
+
+    serial(bounds["equal"])  # warm-up
     for b in bounds.values():  # warm-up: start the workers, rebuild the encoder in each
         one_call(structures, runtime, payload, args.n_jobs, b)
     rounds: dict[str, list[dict]] = {name: [] for name in rules}
-    for _ in range(args.rounds):
+    serial_rounds: dict[str, list[float]] = {name: [] for name in rules}
+    for _ in range(args.rounds):  # each rule's serial work and worker call side by side
         for name, b in bounds.items():
+            serial_rounds[name].append(serial(b))
             rounds[name].append(one_call(structures, runtime, payload, args.n_jobs, b))
+    serial_cpu = {name: statistics.mean(v) for name, v in serial_rounds.items()}
 
     summary = {}
     print(
@@ -189,11 +194,11 @@ def main() -> None:
     for name, calls in rounds.items():
         # means, so that the parts add up to the wall time
         mean = {k: statistics.mean(c[k] for c in calls) for k in calls[0] if k != "spans"}
-        floor = serial[name] / workers
+        floor = serial_cpu[name] / workers
         row = {
             **mean,
             "rate": len(structures) / mean["wall_s"],
-            "serial_cpu_s": serial[name],
+            "serial_cpu_s": serial_cpu[name],
             "floor_s": floor,
             "slower_tasks_s": mean["busy_s"] - floor,
             "busy_fraction": mean["busy_s"] / mean["wall_s"],
