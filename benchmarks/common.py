@@ -12,6 +12,9 @@ and result files.
 - :func:`machine` / :func:`machine_line`: the machine a result was measured on
   (:func:`dimfeat.fingerprint.machine`), as a record or as one line.
 - :func:`write_json`: a result file written whole or not at all.
+- :func:`baseline_tree`, :func:`revision_env` and :func:`revision_arguments`: what the benchmarks
+  that compare this checkout with a git revision share (the revision's code unpacked, the
+  environment of a fresh interpreter that imports it, the command-line options).
 - :func:`weights_label`: which weights a result's recorded sha256 names (the bundled weights, a
   folder archived under ``benchmarks/results/archive``, or neither), as one line of Markdown.
 
@@ -32,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +76,40 @@ def write_json(path: str | os.PathLike, payload: Any, indent: int = 1) -> Path:
     tmp.write_text(json.dumps(payload, indent=indent) + "\n")
     tmp.replace(path)
     return path
+
+
+# -- comparing with a git revision -----------------------------------------------------------
+def baseline_tree(revision: str, folder: Path) -> Path:
+    """``dimfeat/`` and ``weights/`` of a git revision, unpacked into ``folder``."""
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", revision, "dimfeat", "weights"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return folder
+
+
+def revision_env(tree: str | os.PathLike | None, **variables: str) -> dict[str, str]:
+    """The environment of a fresh interpreter that imports the ``dimfeat`` of ``tree`` (a
+    :func:`baseline_tree`; ``None``: this checkout's) and ``benchmarks`` of this checkout, with
+    ``variables`` set (e.g. ``OMP_NUM_THREADS="1"``)."""
+    path = [str(ROOT)] if tree is None else [str(tree), str(ROOT)]
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(path), **variables)
+
+
+def revision_arguments(
+    parser: argparse.ArgumentParser, *, json_name: str, rounds: int
+) -> argparse.ArgumentParser:
+    """The options of a benchmark that compares this checkout with a revision on the sets of
+    ``benchmarks.perf.throughput``: ``--sets``, ``--n``, ``--baseline``, ``--rounds`` and
+    ``--json`` (default ``benchmarks/results/perf/<json_name>``)."""
+    parser.add_argument("--sets", nargs="+", default=["sample", "mp36k-test"])
+    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--baseline", help="git revision to compare with (e.g. main)")
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--json", default=str(RESULTS / "perf" / json_name))
+    return parser
 
 
 # -- which weights a result was computed with ------------------------------------------------

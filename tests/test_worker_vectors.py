@@ -201,3 +201,25 @@ def test_map_chunks_takes_given_bounds_and_refuses_ones_that_do_not_cover_the_st
         with pytest.raises(ValueError, match="covering the structures"):
             list(map_chunks(_chunk_lengths, structures, positions, 1, "error", bounds=wrong))
     assert list(map_chunks(_chunk_lengths, [], [], 1, "error", bounds=[])) == []
+
+
+def _fail_late_first(items, positions, *args):
+    """Chunk 0 fails after the others have failed."""
+    import time
+
+    if positions[0] == 0:
+        time.sleep(1.0)
+        raise ValueError(f"first chunk, position {positions[0]}")
+    raise ValueError(f"a later chunk, position {positions[0]}")
+
+
+def test_map_chunks_raises_the_error_of_the_first_chunk_in_order_not_in_time(sample_structures):
+    """joblib raises whichever task fails first in time; a call must raise what a serial call
+    would, the first failing chunk's error, with the worker's traceback as a note."""
+    from dimfeat.inputs.build import map_chunks
+
+    structures = list(sample_structures[:64])
+    bounds = [np.arange(0, 32), np.arange(32, 64)]
+    with pytest.raises(ValueError, match="first chunk, position 0") as raised:
+        list(map_chunks(_fail_late_first, structures, list(range(64)), 2, "error", bounds=bounds))
+    assert any("_fail_late_first" in note for note in raised.value.__notes__)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import pickle
 import statistics
 import subprocess
@@ -30,7 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import RESULTS, ROOT, machine_line, write_json
+from benchmarks.common import (
+    baseline_tree,
+    machine_line,
+    revision_arguments,
+    revision_env,
+    write_json,
+)
 
 
 def measure(structures: list, vectors_path: Path, passes: int = 3) -> dict:
@@ -57,8 +62,7 @@ def measure(structures: list, vectors_path: Path, passes: int = 3) -> dict:
 def run_child(tree: Path | None, structures: Path, vectors: Path) -> float:
     """:func:`measure` in a fresh interpreter importing the ``dimfeat`` of ``tree`` (``None``:
     this checkout's), on the pickled structures; its error output is raised if it fails."""
-    path = [str(ROOT)] if tree is None else [str(tree), str(ROOT)]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path), OMP_NUM_THREADS="1")
+    env = revision_env(tree, OMP_NUM_THREADS="1")
     command = [sys.executable, str(Path(__file__).resolve()), "--child", str(structures)]
     done = subprocess.run(
         [*command, str(vectors)], env=env, capture_output=True, text=True, check=False
@@ -70,11 +74,7 @@ def run_child(tree: Path | None, structures: Path, vectors: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sets", nargs="+", default=["sample", "mp36k-test"])
-    parser.add_argument("--n", type=int, default=1000)
-    parser.add_argument("--baseline", help="git revision to compare with (e.g. main)")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--json", default=str(RESULTS / "perf" / "encoder_time.json"))
+    revision_arguments(parser, json_name="encoder_time.json", rounds=5)
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
@@ -83,7 +83,6 @@ def main() -> None:
         print(json.dumps(measure(structures, Path(args.child[1]))))
         return
 
-    from benchmarks.perf.large_cell import baseline_tree
     from benchmarks.perf.throughput import load_set
 
     out: dict = {

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import pickle
 import subprocess
 import sys
@@ -30,7 +29,13 @@ import time
 import warnings
 from pathlib import Path
 
-from benchmarks.common import RESULTS, ROOT, machine_line, write_json
+from benchmarks.common import (
+    baseline_tree,
+    machine_line,
+    revision_arguments,
+    revision_env,
+    write_json,
+)
 
 STAGES = ("extract", "cell_reduction", "supercell_distances")
 
@@ -68,8 +73,7 @@ def measure(structures: list, passes: int = 3) -> dict:
 
 def run_child(tree: Path | None, structures: Path) -> dict:
     """:func:`measure` in a fresh interpreter importing the ``dimfeat`` of ``tree``."""
-    path = [str(ROOT)] if tree is None else [str(tree), str(ROOT)]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path), OMP_NUM_THREADS="1")
+    env = revision_env(tree, OMP_NUM_THREADS="1")
     command = [sys.executable, str(Path(__file__).resolve()), "--child", str(structures)]
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -77,11 +81,7 @@ def run_child(tree: Path | None, structures: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sets", nargs="+", default=["sample", "mp36k-test"])
-    parser.add_argument("--n", type=int, default=1000)
-    parser.add_argument("--baseline", help="git revision to compare with (e.g. main)")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--json", default=str(RESULTS / "perf" / "input_stages.json"))
+    revision_arguments(parser, json_name="input_stages.json", rounds=3)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -90,7 +90,6 @@ def main() -> None:
         print(json.dumps(measure(structures)))
         return
 
-    from benchmarks.perf.large_cell import baseline_tree
     from benchmarks.perf.throughput import load_set
 
     out: dict = {"machine": machine_line(), "baseline": args.baseline, "n": args.n, "sets": {}}

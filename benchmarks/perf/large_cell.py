@@ -36,7 +36,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import RESULTS, ROOT, machine_line, write_json
+from benchmarks.common import RESULTS, ROOT, baseline_tree, machine_line, revision_env, write_json
 
 
 def repeats_for(n_atoms: int) -> tuple[int, int, int]:
@@ -173,7 +173,7 @@ def fit_cost_model(rows: list[dict], min_atoms: int = 2000) -> dict:
 
 def run_child(n_atoms: int, pythonpath: Path, timeout: float | None) -> dict:
     """:func:`measure_one` in a fresh interpreter importing dimfeat from ``pythonpath``."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(pythonpath), str(ROOT)]))
+    env = revision_env(pythonpath)
     command = [sys.executable, str(Path(__file__).resolve()), "--one", str(n_atoms)]
     try:
         done = subprocess.run(
@@ -182,17 +182,6 @@ def run_child(n_atoms: int, pythonpath: Path, timeout: float | None) -> dict:
     except subprocess.TimeoutExpired:
         return {"finished": False, "timeout_s": timeout}
     return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def baseline_tree(revision: str, folder: Path) -> Path:
-    """``dimfeat/`` and ``weights/`` of a git revision, unpacked into ``folder``."""
-    archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", revision, "dimfeat", "weights"],
-        capture_output=True,
-        check=True,
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
-    return folder
 
 
 def main() -> None:

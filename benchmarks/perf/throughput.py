@@ -62,7 +62,16 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import MP36K, RESULTS, ROOT, SPLIT, machine, write_json
+from benchmarks.common import (
+    MP36K,
+    RESULTS,
+    ROOT,
+    SPLIT,
+    baseline_tree,
+    machine,
+    revision_env,
+    write_json,
+)
 from dimfeat import DeepInfoMaxFeaturizer, inputs
 from dimfeat.baselines import OrbitalFieldMatrixFeaturizer, XRDPatternFeaturizer
 from dimfeat.datasets import load_sample
@@ -124,8 +133,7 @@ def baseline_rates(
     """One :func:`dim_rates` call each in a fresh interpreter, with the dimfeat of
     ``revision_tree`` (``None``: this checkout's) and ``weights``; with ``vectors``, it also
     saves its ``transform`` output there (``.npy``)."""
-    path = [str(ROOT)] if revision_tree is None else [str(revision_tree), str(ROOT)]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
+    env = revision_env(revision_tree)
     command = [sys.executable, str(Path(__file__).resolve()), "--child", name, "--n", str(n)]
     command += ["--n-jobs", *map(str, n_jobs_list)]
     if weights is not None:
@@ -407,8 +415,6 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         base = None
         if args.baseline:
-            from benchmarks.perf.large_cell import baseline_tree
-
             base = baseline_tree(args.baseline, Path(tmp))
         for name in args.sets:
             # each set in a fresh interpreter: after the sample's XRD and OFM runs the same

@@ -281,8 +281,10 @@ def map_chunks(
     finish; ``start`` is the chunk's first index in ``structures``.
 
     Each chunk's structures are read here as joblib dispatches it (:func:`read_for_workers`:
-    a pymatgen ``Structure`` travels as its arrays). Abandoning the iterator (an error, a
-    ``break``) cancels the chunks still queued.
+    a pymatgen ``Structure`` travels as its arrays). An error in a task is raised here when its
+    chunk's turn comes, so the error of the first failing chunk in input order is the one raised,
+    whichever worker fails first (as a serial call would); the worker's traceback is attached as
+    a note. Abandoning the iterator (an error, a ``break``) cancels the chunks still queued.
     """
     from joblib import Parallel, delayed
 
@@ -295,7 +297,8 @@ def map_chunks(
             "bounds must be non-empty consecutive index arrays covering the structures"
         )
     tasks = (
-        delayed(task)(
+        delayed(_error_as_value)(
+            task,
             [read_for_workers(structures[i], positions[i], disorder) for i in b],
             [positions[i] for i in b],
             *args,
@@ -304,10 +307,24 @@ def map_chunks(
     )
     results = Parallel(n_jobs=n_jobs, return_as="generator")(tasks)
     try:
-        for b, result in zip(bounds, results, strict=True):
+        for b, (error, result) in zip(bounds, results, strict=True):
+            if error is not None:
+                raise error
             yield int(b[0]), result
     finally:
-        results.close()
+        with warnings.catch_warnings():  # joblib's note that it cancelled the chunks in flight
+            warnings.filterwarnings("ignore", message=".*tasks which were still being processed")
+            results.close()
+
+
+def _error_as_value(task: Callable[..., Any], *args: Any) -> tuple[Exception | None, Any]:
+    """``(None, task(*args))``, or ``(error, None)`` with the traceback as a note: joblib raises
+    the error of whichever task fails first in time, :func:`map_chunks` the first in order."""
+    try:
+        return None, task(*args)
+    except Exception as error:
+        error.add_note(f"In the worker process:\n{traceback.format_exc()}")
+        return error, None
 
 
 def uses_workers(n_jobs: int, n_structures: int) -> bool:
