@@ -13,6 +13,11 @@ is how matminer's process pool (``multiprocessing`` with ``fork``) hung after an
 dimfeat in the parent. :func:`one_thread_in_forked_children`, registered when dimfeat creates
 an encoder, gives every child forked afterwards one torch thread, so that its kernels run inline
 and never enter the OpenMP runtime (as PyTorch's own ``DataLoader`` workers do).
+
+joblib raises the error of whichever task fails first *in time*, so with several workers the
+same call could name a different bad structure each run. Tasks run through
+:func:`error_as_value`, and :func:`raise_in_order` raises the first failing task's error *in
+order*, as a serial call would.
 """
 
 from __future__ import annotations
@@ -20,6 +25,10 @@ from __future__ import annotations
 import os
 import threading
 import time
+import traceback
+import warnings
+from collections.abc import Callable, Generator, Iterator
+from typing import Any
 
 #: Seconds between two checks of the parent process.
 POLL_SECONDS = 0.5
@@ -74,3 +83,28 @@ def _one_torch_thread() -> None:
     import torch  # already imported: the handler is registered by torch code
 
     torch.set_num_threads(1)
+
+
+def error_as_value(task: Callable[..., Any], *args: Any) -> tuple[Exception | None, Any]:
+    """In a worker: ``(None, task(*args))``, or ``(error, None)`` with the worker's traceback
+    attached to the error as a note."""
+    try:
+        return None, task(*args)
+    except Exception as error:
+        error.add_note(f"In the worker process:\n{traceback.format_exc()}")
+        return error, None
+
+
+def raise_in_order(results: Generator[tuple[Exception | None, Any], None, None]) -> Iterator[Any]:
+    """The results of joblib's ordered generator over :func:`error_as_value` tasks, raising a
+    task's error when its turn comes; the generator is closed (its queued tasks cancelled) when
+    this one ends or is abandoned, without joblib's warning about the tasks it cancels."""
+    try:
+        for error, result in results:
+            if error is not None:
+                raise error
+            yield result
+    finally:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*tasks which were still being processed")
+            results.close()

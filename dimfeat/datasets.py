@@ -350,6 +350,8 @@ def _parse_files(
 ) -> list[Structure]:
     from joblib import Parallel, cpu_count, delayed
 
+    from dimfeat._workers import error_as_value, raise_in_order
+
     if n_jobs is None:
         # Below 4 cores, unpickling the workers' structures costs more than parsing saves.
         parallel = len(data) >= PARALLEL_MIN_CIFS and cpu_count() >= 4
@@ -357,17 +359,21 @@ def _parse_files(
     starts = range(0, len(data), _CHUNK_SIZE)
     parent = os.getpid()
     jobs = (
-        delayed(_parse_chunk)(data[s : s + _CHUNK_SIZE], names[s : s + _CHUNK_SIZE], parent)
+        delayed(error_as_value)(
+            _parse_chunk, data[s : s + _CHUNK_SIZE], names[s : s + _CHUNK_SIZE], parent
+        )
         for s in starts
     )
     structures: list[Structure] = []
     bar = progress_bar(progress, desc="Parsing CIFs", total=len(data))
+    chunks = raise_in_order(Parallel(n_jobs=n_jobs, return_as="generator")(jobs))
     try:
-        for chunk in Parallel(n_jobs=n_jobs, return_as="generator")(jobs):
+        for chunk in chunks:  # a bad file's error in file order, whichever worker fails first
             structures.extend(chunk)
             if bar is not None:
                 bar.update(len(chunk))
     finally:
+        chunks.close()
         if bar is not None:
             bar.close()
     return structures

@@ -339,3 +339,21 @@ def test_load_structures_reads_every_layout_with_the_ids_of_the_stream(tmp_path,
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match=r"neither id_prop\.csv nor structure files"):
         load_structures(tmp_path / "empty")
+
+
+def test_parallel_cif_parsing_raises_the_first_bad_file_in_order(monkeypatch):
+    """With several workers the error is the first bad file's in file order (as serially),
+    whichever worker fails first."""
+    from pymatgen.core import Lattice
+
+    from dimfeat import datasets
+
+    rocksalt = Structure(Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    good = rocksalt.to(fmt="cif").encode()
+    data = [good, good, b"not a cif", good, good, b"also not a cif", good]
+    names = [f"file{k}.cif" for k in range(len(data))]
+    monkeypatch.setattr(datasets, "_CHUNK_SIZE", 2)  # four chunks over two workers
+    with pytest.raises(Exception, match=r"file2\.cif"):
+        datasets._parse_files(data, names, False, 2)
+    parsed = datasets._parse_files([good] * 5, names[:5], False, 2)
+    assert [len(s) for s in parsed] == [2] * 5

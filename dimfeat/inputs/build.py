@@ -296,8 +296,10 @@ def map_chunks(
         raise ValueError(
             "bounds must be non-empty consecutive index arrays covering the structures"
         )
+    from dimfeat._workers import error_as_value, raise_in_order
+
     tasks = (
-        delayed(_error_as_value)(
+        delayed(error_as_value)(
             task,
             [read_for_workers(structures[i], positions[i], disorder) for i in b],
             [positions[i] for i in b],
@@ -305,26 +307,12 @@ def map_chunks(
         )
         for b in bounds
     )
-    results = Parallel(n_jobs=n_jobs, return_as="generator")(tasks)
+    results = raise_in_order(Parallel(n_jobs=n_jobs, return_as="generator")(tasks))
     try:
-        for b, (error, result) in zip(bounds, results, strict=True):
-            if error is not None:
-                raise error
+        for b, result in zip(bounds, results, strict=True):
             yield int(b[0]), result
     finally:
-        with warnings.catch_warnings():  # joblib's note that it cancelled the chunks in flight
-            warnings.filterwarnings("ignore", message=".*tasks which were still being processed")
-            results.close()
-
-
-def _error_as_value(task: Callable[..., Any], *args: Any) -> tuple[Exception | None, Any]:
-    """``(None, task(*args))``, or ``(error, None)`` with the traceback as a note: joblib raises
-    the error of whichever task fails first in time, :func:`map_chunks` the first in order."""
-    try:
-        return None, task(*args)
-    except Exception as error:
-        error.add_note(f"In the worker process:\n{traceback.format_exc()}")
-        return error, None
+        results.close()
 
 
 def uses_workers(n_jobs: int, n_structures: int) -> bool:
