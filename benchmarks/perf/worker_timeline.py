@@ -15,8 +15,10 @@ time into
   the same phase of a machine whose speed drifts), divided by the number of workers: the wall
   time of perfectly shared work;
 * ``start``: from the call to a worker's first task (reading the first chunks, dispatch);
-* ``slower tasks``: a worker's task time (``busy``) beyond ``floor`` (contention with the
-  calling process, which reads the structures and collects the vectors);
+* ``slower tasks``: a worker's task time (``busy``) beyond ``floor``, split into the time its
+  tasks waited for a core (their wall time beyond their thread's CPU time: the calling process,
+  which reads the structures and collects the vectors, shares the cores) and the CPU time they
+  took beyond the serial work;
 * ``gaps``: time between a worker's tasks (receiving the next task, sending the last result);
 * ``tail``: from a worker's last task end to the call's end (waiting for the other workers'
   last chunks, and collecting them);
@@ -201,6 +203,10 @@ def main() -> None:
             "serial_cpu_s": serial_cpu[name],
             "floor_s": floor,
             "slower_tasks_s": mean["busy_s"] - floor,
+            # split per worker: waiting for a core (task wall time over its thread's CPU time)
+            # and CPU time beyond the serial work
+            "slower_waiting_s": (mean["task_s"] - mean["task_cpu_s"]) / workers,
+            "slower_extra_cpu_s": (mean["task_cpu_s"] - serial_cpu[name]) / workers,
             "busy_fraction": mean["busy_s"] / mean["wall_s"],
         }
         summary[name] = row
@@ -208,6 +214,11 @@ def main() -> None:
             f"{name:>8} {mean['chunks']:4.0f} {mean['wall_s']:6.3f} {row['rate']:6.0f} "
             f"{floor:6.3f} {mean['start_s']:6.3f} {row['slower_tasks_s']:7.3f} "
             f"{mean['gaps_s']:6.3f} {mean['tail_s']:6.3f} {row['busy_fraction']:5.2f}"
+        )
+    for name, row in summary.items():
+        print(
+            f"{name}: slower tasks = {row['slower_waiting_s']:.3f} s waiting for a core + "
+            f"{row['slower_extra_cpu_s']:.3f} s of CPU beyond the serial work (per worker)"
         )
     ratio = summary["guided"]["rate"] / summary["equal"]["rate"]
     paired = statistics.median(

@@ -336,9 +336,9 @@ def chunk_bounds(n_structures: int, n_jobs: int) -> list[np.ndarray]:
     :data:`MIN_CHUNK_STRUCTURES` (100 structures on two workers: two chunks of 50).
 
     Chunks that shrink towards the end of a call (so that the workers finish together) tied
-    with these on two cores: faster in 20 of 45 paired calls of 1,000 structures (median ratio
-    1.00; ``python -m benchmarks.perf.worker_timeline``), the shorter wait at the end paid for by
-    the extra tasks.
+    with these on two cores: faster in 25 of 45 paired calls of 1,000 structures (median ratio
+    1.02; ``python -m benchmarks.perf.worker_timeline``), the shorter wait at the end paid
+    for by the extra tasks.
     """
     from joblib import effective_n_jobs
 
