@@ -18,7 +18,13 @@ import torch
 from dimfeat.inputs import Batch, CrystalInputs, collate, equivalent_sites
 from dimfeat.progress import progress_bar
 
-__all__ = ["INFERENCE_BATCH_SIZE", "MAX_BONDS_PER_BATCH", "inference_batches", "run_batches"]
+__all__ = [
+    "INFERENCE_BATCH_SIZE",
+    "MAX_BONDS_PER_BATCH",
+    "inference_batches",
+    "rows_of_built",
+    "run_batches",
+]
 
 #: Crystals per inference batch unless a caller asks otherwise.
 INFERENCE_BATCH_SIZE = 256
@@ -141,3 +147,31 @@ def run_batches(
         if bar is not None:
             bar.close()
     return out
+
+
+def rows_of_built(
+    inputs: Sequence[CrystalInputs | None],
+    width: int,
+    encode: Callable[[list[CrystalInputs]], np.ndarray],
+) -> np.ndarray:
+    """Float32 rows of a chunk whose failed structures are ``None``: ``encode`` of the built
+    ones, NaN rows for the others (``encode`` is not called when none was built).
+
+    Parameters
+    ----------
+    inputs : sequence of CrystalInputs or None
+    width : int
+        Length of each row.
+    encode : callable
+        Maps a list of :class:`~dimfeat.inputs.CrystalInputs` to an array of shape
+        ``(n, width)``.
+
+    Returns
+    -------
+    ndarray of shape (len(inputs), width), float32
+    """
+    rows = np.full((len(inputs), width), np.nan, dtype=np.float32)
+    built = [k for k, crystal in enumerate(inputs) if crystal is not None]
+    if built:
+        rows[built] = encode([inputs[k] for k in built])
+    return rows

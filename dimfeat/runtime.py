@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import itertools
 import traceback
 from collections.abc import Callable, Hashable, Iterator, Sequence
@@ -41,6 +40,7 @@ from dimfeat.inference import (
     INFERENCE_BATCH_SIZE,
     MAX_BONDS_PER_BATCH,
     inference_batches,
+    rows_of_built,
     run_batches,
 )
 from dimfeat.inputs import (
@@ -434,7 +434,10 @@ class EncoderRuntime:
         """(start, rows, errors) of each chunk of :meth:`build_chunks`, encoded in this process
         as it arrives (rows of failed structures are NaN); see :meth:`vectors`."""
         if encode is None:
-            encode = functools.partial(self._encode_on_cpu, batch_size=batch_size)
+
+            def encode(inputs: list[CrystalInputs], progress: bool | dict) -> np.ndarray:
+                return self.encode(inputs, progress=progress, batch_size=batch_size)
+
         built = self.build_chunks(
             structures,
             ignore_errors=ignore_errors,
@@ -451,11 +454,11 @@ class EncoderRuntime:
         try:
             with composition_memo(self.encoder):  # each composition once for the whole call
                 for chunk in itertools.chain([first], built):
-                    rows = np.full((len(chunk.inputs), self.n_features), np.nan, dtype=np.float32)
-                    done = [k for k, crystal in enumerate(chunk.inputs) if crystal is not None]
-                    if done:
-                        inputs = [chunk.inputs[k] for k in done]
-                        rows[done] = encode(inputs, False if chunked else options)
+                    rows = rows_of_built(
+                        chunk.inputs,
+                        self.n_features,
+                        lambda inputs: encode(inputs, False if chunked else options),
+                    )
                     yield chunk.start, rows, chunk.errors
                     if bar is not None:
                         bar.update(len(chunk.inputs))
@@ -510,15 +513,6 @@ class EncoderRuntime:
         warn_ordered(n_ordered)
         named = [dataclasses.replace(cell, index=int(positions[cell.index])) for cell in large]
         warn_found_large_cells(named, self.inputs.max_atoms, scope=scope)
-
-    def _encode_on_cpu(
-        self,
-        inputs: list[CrystalInputs],
-        progress: bool | dict = False,
-        batch_size: int = INFERENCE_BATCH_SIZE,
-    ) -> np.ndarray:
-        """:meth:`encode` on the CPU, the default ``encode`` of :meth:`vectors`."""
-        return self.encode(inputs, progress=progress, batch_size=batch_size)
 
     def encode(
         self, inputs: Sequence[CrystalInputs], *, device: torch.device | str = "cpu", **options: Any

@@ -162,7 +162,7 @@ def vectors_of_chunk(
         Disordered structures ordered by majority species.
     """
     from dimfeat.encoder import composition_memo
-    from dimfeat.inference import run_batches
+    from dimfeat.inference import rows_of_built, run_batches
 
     max_atoms, symprec, ignore_errors, disorder = settings
     inputs, errors, n_ordered = build_chunk(
@@ -171,17 +171,15 @@ def vectors_of_chunk(
     if os.getpid() != parent_pid:  # a worker process: one per core (never the caller's torch)
         torch.set_num_threads(1)
     encoder, tables = payload._kept()
-    vectors = np.full((len(items), encoder.config.global_dim), np.nan, dtype=np.float32)
-    done = [k for k, crystal in enumerate(inputs) if crystal is not None]
-    if done:
+    width = encoder.config.global_dim
+
+    def encode(built: list) -> np.ndarray:
         with composition_memo(encoder, tables):  # the tables once per worker, not per chunk
-            vectors[done] = run_batches(
-                [inputs[k] for k in done],
-                encoder,
-                encoder.config.global_dim,
-                device=torch.device("cpu"),
-                batch_size=batch_size,
+            return run_batches(
+                built, encoder, width, device=torch.device("cpu"), batch_size=batch_size
             )
+
+    vectors = rows_of_built(inputs, width, encode)
     return vectors, errors, find_large_cells(inputs, max_atoms), n_ordered
 
 

@@ -223,3 +223,24 @@ def test_map_chunks_raises_the_error_of_the_first_chunk_in_order_not_in_time(sam
     with pytest.raises(ValueError, match="first chunk, position 0") as raised:
         list(map_chunks(_fail_late_first, structures, list(range(64)), 2, "error", bounds=bounds))
     assert any("_fail_late_first" in note for note in raised.value.__notes__)
+
+
+def test_rows_of_built_encode_the_built_structures_and_leave_nan_rows_for_the_failed(
+    featurizer, sample_structures
+):
+    from dimfeat.inference import rows_of_built
+
+    runtime = featurizer.get_runtime()
+    built, _ = runtime.build(sample_structures[:4])
+    calls: list[int] = []
+
+    def encode(inputs):
+        calls.append(len(inputs))
+        return runtime.encode(inputs)
+
+    rows = rows_of_built([built[0], None, built[2], built[3]], runtime.n_features, encode)
+    assert calls == [3] and rows.dtype == np.float32 and rows.shape == (4, runtime.n_features)
+    assert np.isnan(rows[1]).all() and np.isfinite(rows[[0, 2, 3]]).all()
+    np.testing.assert_array_equal(rows[[0, 2, 3]], runtime.encode([built[0], built[2], built[3]]))
+    nothing = rows_of_built([None, None], 8, encode)
+    assert calls == [3] and nothing.shape == (2, 8) and np.isnan(nothing).all()
