@@ -187,7 +187,11 @@ class GaussianBasis(nn.Module):
         super().__init__()
         if n < 2 or not cutoff > 0:
             raise ValueError(f"need n >= 2 Gaussians and cutoff > 0, got {n} and {cutoff}")
-        self.register_buffer("centres", torch.linspace(0.0, float(cutoff), n), persistent=False)
+        # computed on the CPU, then moved to the default device: on the meta device (the weights
+        # check builds the encoder there, allocating nothing) torch's linspace runs a Python
+        # shape check that imports sympy, 0.5-0.8 s of a fresh process's first transform
+        centres = torch.linspace(0.0, float(cutoff), n, device="cpu")
+        self.register_buffer("centres", centres.to(torch.empty(0).device), persistent=False)
         self.width = float(cutoff) / (n - 1)
 
     def forward(self, distances: torch.Tensor) -> torch.Tensor:

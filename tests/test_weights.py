@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import pickle
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -409,3 +411,36 @@ def test_an_oversized_config_is_not_read(any_folder):
     path.write_text(path.read_text() + " " * (1 << 20))  # still valid JSON
     with pytest.raises(WeightsError, match="larger than 1048576 bytes"):
         load_weights(any_folder)
+
+
+_FIRST_TRANSFORM = """
+import sys
+from pymatgen.core import Lattice, Structure
+from dimfeat import DeepInfoMaxFeaturizer
+
+salt = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5] * 3])
+vector = DeepInfoMaxFeaturizer().transform([salt])
+print(vector.shape, "sympy" in sys.modules)
+"""
+
+
+def test_the_first_transform_of_a_fresh_process_does_not_import_sympy():
+    """The weights check builds the encoder on the meta device: a Python shape check there
+    (torch's linspace) imported sympy, 0.5-0.8 s of a fresh process's first vector."""
+    done = subprocess.run(
+        [sys.executable, "-c", _FIRST_TRANSFORM], capture_output=True, text=True, timeout=300,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["(1,", "128)", "False"]
+
+
+def test_the_gaussian_centres_are_on_the_default_device_and_torch_linspace():
+    from dimfeat.encoder import GaussianBasis
+
+    reference = torch.linspace(0.0, 8.0, 32)
+    assert torch.equal(GaussianBasis(32, 8.0).centres, reference)
+    with torch.device("meta"):
+        on_meta = GaussianBasis(32, 8.0)
+    assert on_meta.centres.device.type == "meta"
+    assert on_meta.centres.shape == reference.shape
