@@ -33,7 +33,9 @@ For each set, in this order:
   read first (pymatgen imported, not timed), then ``import dimfeat``,
   ``DeepInfoMaxFeaturizer()`` (default settings) and ``transform`` of the first 100 (time to
   first vector); in a second fresh process the same for the first 1,000 in one call (the first
-  call's rate, import included and excluded), compared with the warm rate.
+  call's rate, import included and excluded), compared with the warm rate. With
+  ``--baseline``, the time to first vector of this code and of the revision's, taking turns
+  five times (medians, and the median of the paired ratios).
 * Where DIM's time goes (``n_jobs=1``): structure extraction (``inputs.structure_cell``), cell
   reduction (``inputs.canonical_cell``), supercell + distances (the rest of
   ``inputs.build_inputs``), site grouping, ``inputs.collate`` and the encoder, each timed with
@@ -192,22 +194,36 @@ imported = time.perf_counter()
 featurizer = DeepInfoMaxFeaturizer()
 featurizer.transform(structures[:n])
 end = time.perf_counter()
-print(json.dumps({"import_s": imported - start, "transform_s": end - imported, "n": n}))
+import dimfeat
+print(json.dumps({"import_s": imported - start, "transform_s": end - imported, "n": n,
+                  "dimfeat": dimfeat.__file__}))
 """
 
 
-def first_call(structures: list, warm_rate: float) -> dict:
-    """Time to first vector and the first call's rate, each in a fresh interpreter."""
+def first_call(
+    structures: list, warm_rate: float, base: Path | None = None, repeats: int = 5
+) -> dict:
+    """Time to first vector and the first call's rate, each in a fresh interpreter; with
+    ``base`` (a :func:`~benchmarks.common.baseline_tree`), the time to first vector of this
+    code and of the baseline, taking turns ``repeats`` times: medians and paired ratio."""
+    import statistics
+
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "structures.json"
         path.write_text(json.dumps([s.as_dict() for s in structures[:1000]]))
-        runs = {}
-        for n in (100, min(1000, len(structures))):
+
+        def run(n: int, tree: Path | None = None) -> dict:
             done = subprocess.run(
                 [sys.executable, "-c", FIRST_CALL, str(path), str(n)],
-                capture_output=True, text=True, check=True, env=dict(os.environ),
+                capture_output=True, text=True, check=True, env=revision_env(tree), cwd=tmp,
             )  # fmt: skip
-            runs[n] = json.loads(done.stdout.strip().splitlines()[-1])
+            out = json.loads(done.stdout.strip().splitlines()[-1])
+            if Path(out["dimfeat"]).parents[1] != Path(tree or ROOT).resolve():
+                raise RuntimeError(f"imported {out['dimfeat']}, not the dimfeat of {tree or ROOT}")
+            return out
+
+        runs = {n: run(n) for n in (100, min(1000, len(structures)))}
+        turns = [(run(100), run(100, base)) for _ in range(repeats)] if base is not None else []
     first, many = runs[100], runs[max(runs)]
     out = {
         "time_to_first_vector_s": first["import_s"] + first["transform_s"],
@@ -217,6 +233,23 @@ def first_call(structures: list, warm_rate: float) -> dict:
         "first_call_rate_with_import": many["n"] / (many["import_s"] + many["transform_s"]),
         "warm_rate": warm_rate,
     }
+    if turns:
+        total = [[r["import_s"] + r["transform_s"] for r in pair] for pair in turns]
+        out["turns"] = turns
+        out["turns_time_to_first_vector_median_s"] = statistics.median(t for t, _ in total)
+        out["baseline_time_to_first_vector_median_s"] = statistics.median(b for _, b in total)
+        out["paired_first_vector_speedup_median"] = statistics.median(b / t for t, b in total)
+        after = {k: statistics.median(p[i]["transform_s"] for p in turns) for i, k in enumerate(
+            ("after_import_median_s", "baseline_after_import_median_s"))}  # fmt: skip
+        out.update(after)
+        print(
+            f"fresh process, {repeats} turns against the baseline: first vector after "
+            f"{out['turns_time_to_first_vector_median_s']:.2f} s against "
+            f"{out['baseline_time_to_first_vector_median_s']:.2f} s (medians; paired speed-up "
+            f"{out['paired_first_vector_speedup_median']:.2f}x); after the import "
+            f"{after['after_import_median_s']:.2f} s against "
+            f"{after['baseline_after_import_median_s']:.2f} s"
+        )
     out["first_call_over_warm"] = out["first_call_rate"] / warm_rate
     print(
         f"fresh process: first vector after {out['time_to_first_vector_s']:.2f} s (import "
@@ -278,7 +311,7 @@ def measure(name: str, structures: list, n_ofm: int, repeats: int, base: Path | 
             f"vectors vs baseline: largest change {change['max']:.2e} of a vector's largest value"
             f" (median {change['median']:.2e})"
         )
-    out["first_call"] = first_call(structures, results["dim_n_jobs_1"])
+    out["first_call"] = first_call(structures, results["dim_n_jobs_1"], base)
     stages = breakdown(DeepInfoMaxFeaturizer(device="cpu", n_jobs=1), structures)
     total = sum(stages.values())
     print(f"DIM time per stage (n_jobs=1, {total:.2f} s in all):")
