@@ -505,7 +505,7 @@ def _parser() -> argparse.ArgumentParser:
         "--n-jobs",
         type=int,
         default=-1,
-        help="worker processes that build, and on the CPU encode, chunks (default: all cores)",
+        help="processes that build, and on the CPU encode, chunks (default: all cores)",
     )
     feat.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     feat.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -142,12 +142,13 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
     checkpoint_dir : str or None, default=None
         Folder for per-epoch checkpoints; an interrupted :meth:`fit` resumes from it.
     n_jobs : int, default=1
-        Worker processes (joblib; -1 means all cores) for calls of more than 64 structures.
-        On the CPU each worker builds the model inputs of a chunk of structures and encodes
-        them with one thread (on two cores, 1.3-1.4 times the rate of ``n_jobs=1``; the
-        first call also starts the workers); on a GPU they build the inputs and the encoder runs in
-        the calling process on each chunk as it arrives. matminer's ``set_n_jobs`` sets it
-        (matminer's own process pool is never used).
+        Processes (-1 means all cores) for calls of more than 64 structures. On the CPU, each
+        builds the model inputs of a chunk of structures at a time and encodes them with one
+        thread: with two, one worker process and the calling process (on two cores 1.18 times
+        as fast as two workers alone); with more, ``n_jobs`` worker processes (joblib). The
+        first call also starts the workers. On a GPU, ``n_jobs`` worker processes build the
+        inputs and the encoder runs in the calling process on each chunk as it arrives.
+        matminer's ``set_n_jobs`` sets it (matminer's own process pool is never used).
     cache : str, path, joblib.Memory or None, default=None
         Folder where vectors are kept (a ``Memory`` gives its ``location``): a structure
         featurised before with the same encoder and settings is read back instead of encoded
@@ -475,15 +476,15 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
 
         matminer's ``BaseFeaturizer.set_n_jobs`` stores ``_n_jobs`` for its multiprocessing
         pool, which this featuriser never starts (:meth:`featurize_many` is batched). Here the
-        one setting is ``n_jobs``, the worker processes that build (and on the CPU encode)
-        chunks of structures, so ``set_n_jobs(1)`` (matminer's advice against running out of
+        one setting is ``n_jobs``, the processes that build (and on the CPU encode) chunks of
+        structures, so ``set_n_jobs(1)`` (matminer's advice against running out of
         memory) and ``MultipleFeaturizer.set_n_jobs`` reach it. The value is checked on the
         next call, as for ``set_params``.
 
         Parameters
         ----------
         n_jobs : int
-            Worker processes; -1 means all cores.
+            Processes; -1 means all cores.
         """
         self.set_params(n_jobs=n_jobs)
 

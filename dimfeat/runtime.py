@@ -341,9 +341,10 @@ class EncoderRuntime:
 
         Without ``cache``: :meth:`build_chunks` (which reads each structure), each chunk passed
         to ``encode`` as it arrives, so that with ``n_jobs`` worker processes the encoder runs
-        while they build the next chunks. With the default ``encode`` and ``n_jobs`` worker
-        processes (:func:`dimfeat.inputs.uses_workers`), each worker builds *and* encodes its
-        chunk instead (:mod:`dimfeat.worker_vectors`) and one progress bar covers both. With
+        while they build the next chunks. With the default ``encode`` and ``n_jobs`` processes
+        (:func:`dimfeat.inputs.uses_workers`), worker processes (with two, one worker and this
+        process) build *and* encode chunks instead (:mod:`dimfeat.worker_vectors`) and one
+        progress bar covers both. With
         ``cache``: each structure is read once here, looked up by its fingerprint
         (:func:`dimfeat.fingerprint.structure`); the rest are built and encoded as above, and
         stored.

@@ -1,11 +1,15 @@
 """Crystal vectors computed in worker processes: each builds *and* encodes its own chunk.
 
-With ``n_jobs`` worker processes on the CPU, :meth:`dimfeat.runtime.EncoderRuntime.vectors`
-sends each chunk of structures (at most 128: :func:`dimfeat.inputs.build.chunk_bounds`; as
-arrays: :func:`dimfeat.inputs.build.read_for_workers`) to a worker, which builds the model
-inputs and runs the encoder on them with one thread, and sends back only the vectors. Every
-core then does the whole pipeline; the calling process only reads the structures and collects
-the rows. (When the workers only built the inputs, the calling process unpickled and encoded
+With ``n_jobs`` processes on the CPU, :meth:`dimfeat.runtime.EncoderRuntime.vectors` sends
+each chunk of structures (at most 128: :func:`dimfeat.inputs.build.chunk_bounds`; as arrays:
+:func:`dimfeat.inputs.build.read_for_workers`) to a worker process, which builds the model
+inputs and runs the encoder on them with one thread and sends back only the vectors. With two
+processes, one worker and the calling process share the chunks: the caller builds and encodes
+a chunk itself, with one thread, whenever the worker has two queued
+(:func:`dimfeat._workers.shared_with_caller`; on two cores 1.18 times as fast as two workers
+alone); with more, ``n_jobs`` joblib workers take them all. Every core then does the whole
+pipeline; the calling process also reads the structures and collects the rows. (When the
+workers only built the inputs, the calling process unpickled and encoded
 them while the workers waited, and two processes gave 1.03 times the rate of one;
 docs/method.md has the figures.)
 
@@ -147,7 +151,8 @@ def vectors_of_chunk(
     batch_size : int
         Most crystals per encoder batch.
     parent_pid : int
-        The calling process: torch is set to one thread only in another process.
+        The calling process: torch is set to one thread only in another process (the
+        caller's share runs on one thread too: :func:`dimfeat._workers.shared_with_caller`).
 
     Returns
     -------
@@ -205,7 +210,8 @@ def iter_worker_vectors(
         Sent to the workers as an :class:`EncoderPayload`.
     max_atoms, symprec, disorder : see :func:`dimfeat.inputs.build_inputs`
     n_jobs : int
-        Worker processes (joblib; -1: all cores).
+        Processes (-1: all cores); with two, one worker and this one
+        (:func:`dimfeat._workers.shared_with_caller`).
     batch_size : int
         Most crystals per encoder batch (see :func:`dimfeat.inference.run_batches`).
     ignore_errors : bool, default=False
@@ -223,7 +229,7 @@ def iter_worker_vectors(
     payload = EncoderPayload.of(encoder)
     chunks = map_chunks(
         vectors_of_chunk, structures, positions, n_jobs, disorder,
-        settings, payload, batch_size, os.getpid(),
+        settings, payload, batch_size, os.getpid(), caller_shares=True,
     )  # fmt: skip
     for start, (vectors, errors, large, n_ordered) in chunks:
         yield VectorChunk(

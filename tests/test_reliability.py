@@ -212,7 +212,9 @@ def test_same_vectors_whatever_thread_count(featurizer, sample):
 
 # -- processes --------------------------------------------------------------------------------
 
-_WORKERS_SCRIPT = """
+_WORKERS_SCRIPTS = {
+    # joblib's workers build the inputs
+    "build": """
 import warnings
 warnings.filterwarnings("ignore")
 from dimfeat.datasets import load_sample
@@ -221,11 +223,25 @@ structures = load_sample()["structure"].tolist()
 build_many(structures[:1024], n_jobs=2)  # both workers have run a task
 print("warm", flush=True)
 build_many(structures * 50, n_jobs=2)  # minutes of work
-"""
+""",
+    # a worker of dimfeat's own pool builds and encodes beside the calling process
+    "transform": """
+import warnings
+warnings.filterwarnings("ignore")
+from dimfeat import DeepInfoMaxFeaturizer
+from dimfeat.datasets import load_sample
+structures = load_sample()["structure"].tolist()
+featurizer = DeepInfoMaxFeaturizer(n_jobs=2)
+featurizer.transform(structures)  # the worker has run tasks
+print("warm", flush=True)
+featurizer.transform(structures * 100)  # minutes of work
+""",
+}
 
 
 @pytest.mark.slow
-def test_workers_exit_when_the_parent_is_killed(tmp_path):
+@pytest.mark.parametrize("path", list(_WORKERS_SCRIPTS))
+def test_workers_exit_when_the_parent_is_killed(tmp_path, path):
     """``kill -9`` of a process featurising with n_jobs > 1 leaves no worker behind."""
     import os
     import signal
@@ -239,14 +255,17 @@ def test_workers_exit_when_the_parent_is_killed(tmp_path):
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
     parent = subprocess.Popen(
-        [sys.executable, "-c", _WORKERS_SCRIPT], stdout=subprocess.PIPE, env=env, cwd=tmp_path
+        [sys.executable, "-c", _WORKERS_SCRIPTS[path]],
+        stdout=subprocess.PIPE,
+        env=env,
+        cwd=tmp_path,
     )
     workers = []
     try:
         assert parent.stdout.readline().strip() == b"warm"
         time.sleep(1.0)
         workers = psutil.Process(parent.pid).children(recursive=True)
-        assert len(workers) >= 2
+        assert len(workers) >= 2  # the workers and loky's resource tracker
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait(timeout=10)
         _, alive = psutil.wait_procs(workers, timeout=10)

@@ -244,3 +244,158 @@ def test_rows_of_built_encode_the_built_structures_and_leave_nan_rows_for_the_fa
     np.testing.assert_array_equal(rows[[0, 2, 3]], runtime.encode([built[0], built[2], built[3]]))
     nothing = rows_of_built([None, None], 8, encode)
     assert calls == [3] and nothing.shape == (2, 8) and np.isnan(nothing).all()
+
+
+def _where(items, positions, parent_pid=None):
+    """The process that ran the chunk, its torch threads, and the chunk's positions; 50 ms in
+    a worker, so that a worker is never idle when the next chunk comes."""
+    import os
+    import time
+
+    if os.getpid() != parent_pid:
+        time.sleep(0.05)
+    return os.getpid(), torch.get_num_threads(), list(positions)
+
+
+def _die_in_a_worker(items, positions, parent_pid):
+    """Kills the worker process running chunk 0 (as the out-of-memory killer would)."""
+    import os
+
+    if positions[0] == 0 and os.getpid() != parent_pid:
+        os._exit(1)
+    return len(items)
+
+
+def test_the_caller_takes_chunks_beside_the_workers_in_order_on_one_thread(sample_structures):
+    """With caller_shares, n_jobs=2 is one worker process and the calling process: both run
+    chunks, the results come in input order, and the caller runs its share on one torch
+    thread (two would compete with the worker for the cores) and has its own number back."""
+    import os
+
+    from dimfeat.inputs.build import map_chunks
+
+    structures = list(sample_structures[:200])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # the tests may run on one
+    try:
+        for n_chunks in (2, 10):
+            bounds = np.array_split(np.arange(200), n_chunks)
+            got = list(map_chunks(_where, structures, list(range(200)), 2, "error", os.getpid(),
+                                  bounds=bounds, caller_shares=True))  # fmt: skip
+            assert torch.get_num_threads() == 2
+            assert [start for start, _ in got] == [int(b[0]) for b in bounds]
+            assert [positions for _, (_, _, positions) in got] == [b.tolist() for b in bounds]
+            here = [n for _, (pid, n, _) in got if pid == os.getpid()]
+            # its share: one of two chunks, at least a third of ten (the worker sleeps)
+            assert len(here) == 1 if n_chunks == 2 else len(here) >= 3
+            assert all(n == 1 for n in here)
+            assert len({pid for _, (pid, _, _) in got}) == 2
+        # abandoned after the first chunk: the worker's chunks cancelled or its pool
+        # replaced, the threads back, and the next call whole
+        chunks = map_chunks(_where, structures, list(range(200)), 2, "error", os.getpid(),
+                            bounds=bounds, caller_shares=True)  # fmt: skip
+        next(chunks)
+        chunks.close()
+        assert torch.get_num_threads() == 2
+        again = list(map_chunks(_where, structures, list(range(200)), 2, "error", os.getpid(),
+                                bounds=bounds, caller_shares=True))  # fmt: skip
+        assert [positions for _, (_, _, positions) in again] == [b.tolist() for b in bounds]
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fail_in_the_caller(items, positions, parent_pid):
+    """Fails in the calling process only, after a pause in a worker."""
+    import os
+    import time
+
+    if os.getpid() == parent_pid:
+        raise ValueError(f"in the caller, position {positions[0]}")
+    time.sleep(0.2)
+    return len(items)
+
+
+def test_the_caller_share_raises_the_first_failing_chunk_in_order(sample_structures):
+    """Whether the first failing chunk ran in a worker (chunk 0, failing last in time) or in
+    the calling process (chunk 1 of two, the worker's chunk 0 fine), its error is raised."""
+    import os
+
+    from dimfeat.inputs.build import map_chunks
+
+    structures = list(sample_structures[:96])
+    bounds = [np.arange(0, 32), np.arange(32, 64), np.arange(64, 96)]
+    with pytest.raises(ValueError, match="first chunk, position 0"):
+        list(map_chunks(_fail_late_first, structures, list(range(96)), 2, "error",
+                        bounds=bounds, caller_shares=True))  # fmt: skip
+    with pytest.raises(ValueError, match="in the caller, position 32"):
+        list(map_chunks(_fail_in_the_caller, structures[:64], list(range(64)), 2, "error",
+                        os.getpid(), bounds=bounds[:2], caller_shares=True))  # fmt: skip
+
+
+def test_a_worker_that_dies_is_an_error_and_the_next_call_gets_new_workers(sample_structures):
+    import os
+    from concurrent.futures.process import BrokenProcessPool
+
+    from dimfeat.inputs.build import map_chunks
+
+    structures = list(sample_structures[:64])
+    bounds = [np.arange(0, 32), np.arange(32, 64)]
+    with pytest.raises(BrokenProcessPool):
+        list(map_chunks(_die_in_a_worker, structures, list(range(64)), 2, "error",
+                        os.getpid(), bounds=bounds, caller_shares=True))  # fmt: skip
+    got = list(map_chunks(_where, structures, list(range(64)), 2, "error", os.getpid(),
+                          bounds=bounds, caller_shares=True))  # fmt: skip
+    assert [positions for _, (_, _, positions) in got] == [b.tolist() for b in bounds]
+    assert got[0][1][0] != os.getpid()  # chunk 0 in a new worker
+
+
+def test_transform_with_workers_keeps_the_callers_torch_threads(many):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        DeepInfoMaxFeaturizer(device="cpu", n_jobs=2).featurize_many(
+            many, ignore_errors=True, pbar=False
+        )
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_the_caller_takes_what_would_wait_for_a_busy_worker():
+    from dimfeat._workers import _to_workers
+
+    assert _to_workers(0, 1, 2, 0)  # an idle worker
+    assert not _to_workers(1, 1, 1, 0)  # the last chunk, none here yet: here
+    assert _to_workers(1, 1, 1, 1)  # the last chunk, some here already: queued
+    assert not _to_workers(2, 1, 5, 1)  # two queued: here
+    assert _to_workers(2, 3, 1, 0)  # an idle worker of three
+
+
+def test_the_caller_shares_only_as_one_of_two_processes_on_joblibs_default_backend(
+    sample_structures,
+):
+    """Measured on two cores only: with more processes, or a backend a user chose with
+    joblib.parallel_config, the chunks go to joblib as before."""
+    import os
+
+    from joblib import parallel_config
+
+    from dimfeat.inputs.build import map_chunks
+
+    structures = list(sample_structures[:64])
+    bounds = [np.arange(0, 32), np.arange(32, 64)]
+
+    def where(n_jobs: int) -> set[tuple[int, int]]:
+        chunks = map_chunks(_where, structures, list(range(64)), n_jobs, "error", os.getpid(),
+                            bounds=bounds, caller_shares=True)  # fmt: skip
+        return {(pid, threads) for _, (pid, threads, _) in chunks}
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert (os.getpid(), 1) in where(2)  # shared: a chunk here, on one thread
+        assert os.getpid() not in {pid for pid, _ in where(3)}
+        with parallel_config(backend="threading"):  # joblib's threads, the caller's 2 threads
+            assert where(2) == {(os.getpid(), 2)}
+    finally:
+        torch.set_num_threads(threads)

@@ -5,7 +5,9 @@ Usage: python -m benchmarks.perf.worker_timeline [--set mp36k-test] [--n 1000] [
 
 With ``n_jobs`` worker processes on the CPU, each worker builds and encodes a chunk of
 structures (:func:`dimfeat.worker_vectors.vectors_of_chunk`, dispatched by
-:func:`dimfeat.inputs.build.map_chunks`). This script runs that path on ``--n`` structures of a
+:func:`dimfeat.inputs.build.map_chunks` to joblib's workers alone: ``transform``'s path until
+the calling process took chunks too, ``benchmarks.perf.caller_share``, after this timeline).
+This script runs that path on ``--n`` structures of a
 set of ``benchmarks.perf.throughput`` (bundled weights), with each task timed inside its worker
 (wall clock at its start and end, and the worker thread's CPU time), and splits the call's wall
 time into

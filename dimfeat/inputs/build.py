@@ -141,7 +141,8 @@ def build_chunk(
     bar : tqdm or None, default=None
         Advanced by one per item.
     parent_pid : int or None, default=None
-        In a joblib worker, the process that started it: the worker exits when it is gone.
+        The process that started the chunks: in a worker process, the worker exits when it is
+        gone.
 
     Returns
     -------
@@ -274,19 +275,24 @@ def map_chunks(
     disorder: str,
     *args: Any,
     bounds: Sequence[np.ndarray] | None = None,
+    caller_shares: bool = False,
 ) -> Iterator[tuple[int, Any]]:
     """``task(items, chunk_positions, *args)`` on each chunk of ``structures``
     (:func:`chunk_bounds`, or ``bounds``: consecutive index arrays covering ``structures``) in
     ``n_jobs`` worker processes (joblib), yielding ``(start, result)`` in order as the chunks
-    finish; ``start`` is the chunk's first index in ``structures``.
+    finish; ``start`` is the chunk's first index in ``structures``. With ``caller_shares`` (for
+    a caller that has nothing else to do meanwhile) and ``n_jobs`` meaning two processes, in
+    one worker process and this one (:func:`dimfeat._workers.shared_with_caller`; measured
+    faster on two cores; with more, joblib's workers, as without it), unless a
+    ``joblib.parallel_config`` chose another backend than joblib's default.
 
-    Each chunk's structures are read here as joblib dispatches it (:func:`read_for_workers`:
+    Each chunk's structures are read here as it is dispatched (:func:`read_for_workers`:
     a pymatgen ``Structure`` travels as its arrays). An error in a task is raised here when its
     chunk's turn comes, so the error of the first failing chunk in input order is the one raised,
     whichever worker fails first (as a serial call would); the worker's traceback is attached as
     a note. Abandoning the iterator (an error, a ``break``) cancels the chunks still queued.
     """
-    from joblib import Parallel, delayed
+    from joblib import Parallel, delayed, effective_n_jobs
 
     if bounds is None:
         bounds = chunk_bounds(len(structures), n_jobs)
@@ -296,23 +302,36 @@ def map_chunks(
         raise ValueError(
             "bounds must be non-empty consecutive index arrays covering the structures"
         )
-    from dimfeat._workers import error_as_value, raise_in_order
+    from dimfeat._workers import error_as_value, raise_in_order, shared_with_caller
 
-    tasks = (
-        delayed(error_as_value)(
-            task,
+    chunks = (
+        (
             [read_for_workers(structures[i], positions[i], disorder) for i in b],
             [positions[i] for i in b],
             *args,
         )
         for b in bounds
     )
-    results = raise_in_order(Parallel(n_jobs=n_jobs, return_as="generator")(tasks))
+    workers = effective_n_jobs(n_jobs) - 1
+    if caller_shares and workers == 1 and _default_backend():
+        results = shared_with_caller(task, chunks, len(bounds), workers)
+    else:
+        tasks = (delayed(error_as_value)(task, *arguments) for arguments in chunks)
+        results = raise_in_order(Parallel(n_jobs=n_jobs, return_as="generator")(tasks))
     try:
         for b, result in zip(bounds, results, strict=True):
             yield int(b[0]), result
     finally:
         results.close()
+
+
+def _default_backend() -> bool:
+    """Whether joblib runs tasks on its default process backend (loky), not on one a user
+    chose with ``joblib.parallel_config`` (Dask, threads), which :func:`map_chunks` honours."""
+    from joblib._parallel_backends import LokyBackend
+    from joblib.parallel import get_active_backend
+
+    return type(get_active_backend()[0]) is LokyBackend
 
 
 def uses_workers(n_jobs: int, n_structures: int) -> bool:
