@@ -61,9 +61,8 @@ _ONE_THREAD_ENV = {
     name: "1" for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 }
 
-_pools: dict[int, tuple[int, Any]] = {}  # size -> (the process that started it, the pool)
-_sharing = 0  # calls of shared_with_caller running in this process
-_threads_before = 1
+#: (size, calling thread) -> (the process that started the pool, the pool)
+_pools: dict[tuple[int, int], tuple[int, Any]] = {}
 
 
 def exit_with_parent(parent_pid: int) -> None:
@@ -141,19 +140,21 @@ def raise_in_order(results: Generator[tuple[Exception | None, Any], None, None])
 def worker_pool(workers: int) -> Any:
     """dimfeat's own pool of ``workers`` worker processes (loky's ``ProcessPoolExecutor``),
     kept between calls so that its workers keep what they rebuilt (the encoder). One pool per
-    size, none shut down while another call may use it (idle workers exit after
+    size and calling thread, so that a call abandoned in one thread (which kills its pool's
+    running chunks) never touches another thread's (idle workers exit after
     :data:`IDLE_WORKER_SECONDS`); a new one after a fork or once it broke (:func:`_forget_pool`).
-    Each worker gets one thread for OpenMP and BLAS (as joblib's workers do), one per core."""
+    Each worker gets one thread for OpenMP and BLAS, one process per core."""
     from joblib.externals.loky import ProcessPoolExecutor
 
+    key = workers, threading.get_ident()
     with _lock:
-        found = _pools.get(workers)
+        found = _pools.get(key)
         if found is not None and found[0] == os.getpid():
             return found[1]
         pool = ProcessPoolExecutor(
             max_workers=workers, timeout=IDLE_WORKER_SECONDS, env=_ONE_THREAD_ENV
         )
-        _pools[workers] = os.getpid(), pool  # a forked child starts its own
+        _pools[key] = os.getpid(), pool  # a forked child starts its own
         return pool
 
 
@@ -161,34 +162,28 @@ def _forget_pool(pool: Any) -> None:
     """Stop using ``pool`` (broken, or abandoned with chunks running) and kill its workers, so
     that the next call starts a new one."""
     with _lock:
-        for size, (_, kept) in list(_pools.items()):
+        for key, (_, kept) in list(_pools.items()):
             if kept is pool:
-                del _pools[size]
+                del _pools[key]
     pool.shutdown(wait=False, kill_workers=True)
 
 
 @contextmanager
 def _one_torch_thread_while_sharing() -> Iterator[None]:
-    """torch (if imported) on one thread while this process shares a call's chunks with the
-    workers; the thread count from before the first of overlapping calls (from several
-    threads) comes back when the last ends."""
-    global _sharing, _threads_before
+    """torch (if imported) on one thread while this thread shares a call's chunks with the
+    workers, its own count back after (torch's OpenMP thread count is per calling thread)."""
     torch = sys.modules.get("torch")  # imported by the task's module if it uses torch
     if torch is None:
         yield
         return
-    with _lock:
-        if _sharing == 0:
-            _threads_before = torch.get_num_threads()
-            torch.set_num_threads(1)
-        _sharing += 1
+    owner = threading.get_ident()
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
     try:
         yield
     finally:
-        with _lock:
-            _sharing -= 1
-            if _sharing == 0:
-                torch.set_num_threads(_threads_before)
+        if threading.get_ident() == owner:  # not a generator closed from another thread
+            torch.set_num_threads(before)
 
 
 def _here(task: Callable[..., Any], arguments: tuple) -> tuple[Exception | None, Any]:
@@ -271,7 +266,9 @@ def shared_with_caller(
                 yield from ready()
         done = True
     finally:
-        for future in pending.values():
-            future.cancel()
-        if not done and any(not f.done() for f in pending.values()):
-            _forget_pool(pool)
+        if not done and any(f.running() for f in pending.values()):
+            _forget_pool(pool)  # fails the queued chunks too (cancelling them first would
+            # crash loky's manager thread, and the kill with it)
+        else:
+            for future in pending.values():
+                future.cancel()

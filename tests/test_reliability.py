@@ -231,7 +231,7 @@ warnings.filterwarnings("ignore")
 from dimfeat import DeepInfoMaxFeaturizer
 from dimfeat.datasets import load_sample
 structures = load_sample()["structure"].tolist()
-featurizer = DeepInfoMaxFeaturizer(n_jobs=2)
+featurizer = DeepInfoMaxFeaturizer(device="cpu", n_jobs=2)
 featurizer.transform(structures)  # the worker has run tasks
 print("warm", flush=True)
 featurizer.transform(structures * 100)  # minutes of work

@@ -12,6 +12,7 @@ import torch
 
 from dimfeat import DeepInfoMaxFeaturizer
 from dimfeat.inputs import CHUNK_STRUCTURES
+from dimfeat.inputs.build import MIN_SHARED_CHUNKS
 from dimfeat.runtime import EncoderRuntime
 from dimfeat.worker_vectors import EncoderPayload, iter_worker_vectors
 
@@ -247,13 +248,13 @@ def test_rows_of_built_encode_the_built_structures_and_leave_nan_rows_for_the_fa
 
 
 def _where(items, positions, parent_pid=None):
-    """The process that ran the chunk, its torch threads, and the chunk's positions; 50 ms in
-    a worker, so that a worker is never idle when the next chunk comes."""
+    """The process that ran the chunk, its torch threads, and the chunk's positions; half a
+    second in a worker, so that a worker is never idle when the next chunk comes."""
     import os
     import time
 
     if os.getpid() != parent_pid:
-        time.sleep(0.05)
+        time.sleep(0.5)
     return os.getpid(), torch.get_num_threads(), list(positions)
 
 
@@ -278,7 +279,7 @@ def test_the_caller_takes_chunks_beside_the_workers_in_order_on_one_thread(sampl
     threads = torch.get_num_threads()
     torch.set_num_threads(2)  # the tests may run on one
     try:
-        for n_chunks in (2, 10):
+        for n_chunks in (4, 10):
             bounds = np.array_split(np.arange(200), n_chunks)
             got = list(map_chunks(_where, structures, list(range(200)), 2, "error", os.getpid(),
                                   bounds=bounds, caller_shares=True))  # fmt: skip
@@ -286,9 +287,10 @@ def test_the_caller_takes_chunks_beside_the_workers_in_order_on_one_thread(sampl
             assert [start for start, _ in got] == [int(b[0]) for b in bounds]
             assert [positions for _, (_, _, positions) in got] == [b.tolist() for b in bounds]
             here = [n for _, (pid, n, _) in got if pid == os.getpid()]
-            # its share: one of two chunks, at least a third of ten (the worker sleeps)
-            assert len(here) == 1 if n_chunks == 2 else len(here) >= 3
-            assert all(n == 1 for n in here)
+            if n_chunks < MIN_SHARED_CHUNKS:  # joblib's two workers, as before
+                assert not here and len({pid for _, (pid, _, _) in got}) == 2
+                continue
+            assert len(here) >= 3 and all(n == 1 for n in here)  # the worker sleeps
             assert len({pid for _, (pid, _, _) in got}) == 2
         # abandoned after the first chunk: the worker's chunks cancelled or its pool
         # replaced, the threads back, and the next call whole
@@ -323,13 +325,13 @@ def test_the_caller_share_raises_the_first_failing_chunk_in_order(sample_structu
     from dimfeat.inputs.build import map_chunks
 
     structures = list(sample_structures[:96])
-    bounds = [np.arange(0, 32), np.arange(32, 64), np.arange(64, 96)]
+    bounds = np.array_split(np.arange(96), MIN_SHARED_CHUNKS)  # 12 each
     with pytest.raises(ValueError, match="first chunk, position 0"):
         list(map_chunks(_fail_late_first, structures, list(range(96)), 2, "error",
                         bounds=bounds, caller_shares=True))  # fmt: skip
-    with pytest.raises(ValueError, match="in the caller, position 32"):
-        list(map_chunks(_fail_in_the_caller, structures[:64], list(range(64)), 2, "error",
-                        os.getpid(), bounds=bounds[:2], caller_shares=True))  # fmt: skip
+    with pytest.raises(ValueError, match="in the caller, position 24"):  # chunks 0, 1: worker
+        list(map_chunks(_fail_in_the_caller, structures, list(range(96)), 2, "error",
+                        os.getpid(), bounds=bounds, caller_shares=True))  # fmt: skip
 
 
 def test_a_worker_that_dies_is_an_error_and_the_next_call_gets_new_workers(sample_structures):
@@ -339,7 +341,7 @@ def test_a_worker_that_dies_is_an_error_and_the_next_call_gets_new_workers(sampl
     from dimfeat.inputs.build import map_chunks
 
     structures = list(sample_structures[:64])
-    bounds = [np.arange(0, 32), np.arange(32, 64)]
+    bounds = np.array_split(np.arange(64), MIN_SHARED_CHUNKS)
     with pytest.raises(BrokenProcessPool):
         list(map_chunks(_die_in_a_worker, structures, list(range(64)), 2, "error",
                         os.getpid(), bounds=bounds, caller_shares=True))  # fmt: skip
@@ -374,8 +376,9 @@ def test_the_caller_takes_what_would_wait_for_a_busy_worker():
 def test_the_caller_shares_only_as_one_of_two_processes_on_joblibs_default_backend(
     sample_structures,
 ):
-    """Measured on two cores only: with more processes, or a backend a user chose with
-    joblib.parallel_config, the chunks go to joblib as before."""
+    """Measured on two cores only: with more processes, fewer than MIN_SHARED_CHUNKS chunks
+    (the first test) or a backend a user chose with joblib.parallel_config, the chunks go to
+    joblib as before."""
     import os
 
     from joblib import parallel_config
@@ -383,7 +386,7 @@ def test_the_caller_shares_only_as_one_of_two_processes_on_joblibs_default_backe
     from dimfeat.inputs.build import map_chunks
 
     structures = list(sample_structures[:64])
-    bounds = [np.arange(0, 32), np.arange(32, 64)]
+    bounds = np.array_split(np.arange(64), MIN_SHARED_CHUNKS)
 
     def where(n_jobs: int) -> set[tuple[int, int]]:
         chunks = map_chunks(_where, structures, list(range(64)), n_jobs, "error", os.getpid(),

@@ -281,10 +281,10 @@ def map_chunks(
     (:func:`chunk_bounds`, or ``bounds``: consecutive index arrays covering ``structures``) in
     ``n_jobs`` worker processes (joblib), yielding ``(start, result)`` in order as the chunks
     finish; ``start`` is the chunk's first index in ``structures``. With ``caller_shares`` (for
-    a caller that has nothing else to do meanwhile) and ``n_jobs`` meaning two processes, in
-    one worker process and this one (:func:`dimfeat._workers.shared_with_caller`; measured
-    faster on two cores; with more, joblib's workers, as without it), unless a
-    ``joblib.parallel_config`` chose another backend than joblib's default.
+    a caller that has nothing else to do meanwhile), ``n_jobs`` meaning two processes and at
+    least :data:`MIN_SHARED_CHUNKS` chunks, in one worker process and this one
+    (:func:`dimfeat._workers.shared_with_caller`; otherwise joblib's workers, as without it),
+    unless a ``joblib.parallel_config`` chose another backend than joblib's default.
 
     Each chunk's structures are read here as it is dispatched (:func:`read_for_workers`:
     a pymatgen ``Structure`` travels as its arrays). An error in a task is raised here when its
@@ -313,7 +313,8 @@ def map_chunks(
         for b in bounds
     )
     workers = effective_n_jobs(n_jobs) - 1
-    if caller_shares and workers == 1 and _default_backend():
+    shared = caller_shares and workers == 1 and len(bounds) >= MIN_SHARED_CHUNKS
+    if shared and _default_backend():
         results = shared_with_caller(task, chunks, len(bounds), workers)
     else:
         tasks = (delayed(error_as_value)(task, *arguments) for arguments in chunks)
@@ -323,6 +324,14 @@ def map_chunks(
             yield int(b[0]), result
     finally:
         results.close()
+
+
+#: Fewest chunks for which the calling process takes chunks beside one worker
+#: (:func:`map_chunks`): on two cores the shared schedule was 1.18 times as fast as two joblib
+#: workers with 8 chunks (1,000 crystals) but 0.90 times with 4 (512;
+#: ``benchmarks/perf/caller_share.py``, ``caller_share_512.json`` measured before this bound),
+#: where the worker ends with three of the four; 1.11 times with 16 (2,000).
+MIN_SHARED_CHUNKS = 8
 
 
 def _default_backend() -> bool:
