@@ -2,7 +2,7 @@
 ``transform``: joblib's workers alone, and the caller beside one worker fewer.
 
 Usage: python -m benchmarks.perf.caller_share [--set mp36k-test] [--n 1000] [--n-jobs 2]
-[--rounds 45] [--json benchmarks/results/perf/caller_share.json]
+[--rounds 45] [--any-size] [--json benchmarks/results/perf/caller_share.json]
 
 With ``n_jobs`` processes on the CPU, each chunk of structures is built and encoded by
 :func:`dimfeat.worker_vectors.vectors_of_chunk`, dispatched by
@@ -15,7 +15,9 @@ With ``n_jobs`` processes on the CPU, each chunk of structures is built and enco
 * ``shared`` (``caller_shares=True``): ``n_jobs - 1`` worker processes of dimfeat's own pool
   keep two chunks queued each, and the caller builds and encodes the next chunk itself (one
   torch thread for the whole call) whenever their queues are full
-  (:func:`dimfeat._workers.shared_with_caller`).
+  (:func:`dimfeat._workers.shared_with_caller`), in calls of at least
+  :data:`~dimfeat.inputs.build.MIN_SHARED_CHUNKS` chunks; ``--any-size`` lifts that bound, to
+  measure the shared schedule on smaller calls (how the bound was chosen: 512 crystals).
 
 Both use the same chunks (:func:`~dimfeat.inputs.build.chunk_bounds`) and the bundled weights,
 and their vectors are compared. The two take turns ``--rounds`` times (the order alternating)
@@ -36,6 +38,7 @@ import numpy as np
 from benchmarks.common import RESULTS, machine, write_json
 from benchmarks.perf.throughput import load_set
 from dimfeat import DeepInfoMaxFeaturizer
+from dimfeat.inputs import build
 from dimfeat.inputs.build import map_chunks
 from dimfeat.runtime import INFERENCE_BATCH_SIZE
 from dimfeat.weights import DEFAULT_WEIGHTS
@@ -48,8 +51,11 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--n-jobs", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=45)
+    parser.add_argument("--any-size", action="store_true", help="share calls of any size")
     parser.add_argument("--json", default=str(RESULTS / "perf" / "caller_share.json"))
     args = parser.parse_args()
+    if args.any_size:
+        build.MIN_SHARED_CHUNKS = 1
     warnings.filterwarnings("ignore")
     from joblib import effective_n_jobs
 
@@ -90,7 +96,8 @@ def main() -> None:
     write_json(args.json, {
         "benchmark": "the worker path's schedules: joblib's workers alone, the caller sharing",
         "weights": DEFAULT_WEIGHTS, "set": args.set, "n_structures": len(structures),
-        "n_jobs": args.n_jobs, "rounds": args.rounds, "machine": machine(None),
+        "n_jobs": args.n_jobs, "rounds": args.rounds, "any_size": args.any_size,
+        "min_shared_chunks": build.MIN_SHARED_CHUNKS, "machine": machine(None),
         "max_abs_difference": change, "rates_median": rates,
         "paired_speedup_median": paired, "shared_faster_rounds": wins, "seconds": seconds,
     })  # fmt: skip

@@ -328,9 +328,9 @@ def map_chunks(
 
 #: Fewest chunks for which the calling process takes chunks beside one worker
 #: (:func:`map_chunks`): on two cores the shared schedule was 1.18 times as fast as two joblib
-#: workers with 8 chunks (1,000 crystals) but 0.90 times with 4 (512;
-#: ``benchmarks/perf/caller_share.py``, ``caller_share_512.json`` measured before this bound),
-#: where the worker ends with three of the four; 1.11 times with 16 (2,000).
+#: workers with 8 chunks (1,000 crystals) but 0.86 times with 4 (512, ``--any-size``;
+#: ``benchmarks/perf/caller_share.py``), where the worker ends with three of the four; 1.11
+#: times with 16 (2,000).
 MIN_SHARED_CHUNKS = 8
 
 
