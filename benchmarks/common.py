@@ -35,7 +35,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +98,34 @@ def revision_env(tree: str | os.PathLike | None, **variables: str) -> dict[str, 
     ``variables`` set (e.g. ``OMP_NUM_THREADS="1"``)."""
     path = [str(ROOT)] if tree is None else [str(tree), str(ROOT)]
     return dict(os.environ, PYTHONPATH=os.pathsep.join(path), **variables)
+
+
+def sets_taking_turns(
+    sets: list[str],
+    n: int,
+    folder: Path,
+    baseline: str | None,
+    rounds: int,
+    run: Callable[[str, str, Path | None, Path], Any],
+) -> Iterator[tuple[str, dict[str, list]]]:
+    """For each of the ``sets`` of ``benchmarks.perf.throughput`` (``n`` structures, pickled into
+    ``folder``): ``run(set, label, tree, pickled)`` for this checkout (label ``"current"``, tree
+    ``None``) and, with ``baseline``, that revision (``"baseline"``, its
+    :func:`baseline_tree`), taking turns ``rounds`` times so that both see the same load;
+    yields ``(set, {label: [results]})``."""
+    from benchmarks.perf.throughput import load_set
+
+    trees = {"current": None}
+    if baseline:
+        trees["baseline"] = baseline_tree(baseline, folder)
+    for name in sets:
+        stored = folder / f"{name}.pkl"
+        stored.write_bytes(pickle.dumps(load_set(name, n)))
+        results: dict[str, list] = {label: [] for label in trees}
+        for _ in range(rounds):
+            for label, tree in trees.items():
+                results[label].append(run(name, label, tree, stored))
+        yield name, results
 
 
 def revision_arguments(

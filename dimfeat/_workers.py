@@ -198,9 +198,9 @@ def _to_workers(queued: int, workers: int, left: int, taken_here: int) -> bool:
     """Whether the next chunk goes to the workers (``queued`` of their chunks unfinished,
     ``left`` chunks to place, this one included, ``taken_here`` run here so far): while one of
     them is idle or they hold fewer than :data:`QUEUED_PER_WORKER` each, except that the last
-    chunk stays here if none did (two chunks on two cores: one each). The calling process,
-    which also reads every chunk's structures, so takes fewer chunks than a worker (on two
-    cores 3 of 8 in a call of 1,000 crystals, the split measured fastest)."""
+    chunk stays here if none did. The calling process, which also reads every chunk's
+    structures, so takes fewer chunks than a worker in a long call (schedules that gave it an
+    equal share were not faster in trials)."""
     if queued < workers:
         return True
     return queued < QUEUED_PER_WORKER * workers and (left > 1 or taken_here > 0)
@@ -228,7 +228,6 @@ def shared_with_caller(
     pending: dict[int, Any] = {}  # futures of the chunks sent, by chunk number
     finished: dict[int, tuple[Exception | None, Any]] = {}  # chunks run here
     turn = taken_here = 0
-    done = False
 
     def outcome(k: int) -> tuple[Exception | None, Any]:
         try:
@@ -264,9 +263,8 @@ def shared_with_caller(
                 if turn in pending:
                     pending[turn].exception()  # wait for the next in order
                 yield from ready()
-        done = True
-    finally:
-        if not done and any(f.running() for f in pending.values()):
+    finally:  # a whole call leaves nothing pending: only an abandoned one gets here with some
+        if any(f.running() for f in pending.values()):
             _forget_pool(pool)  # fails the queued chunks too (cancelling them first would
             # crash loky's manager thread, and the kill with it)
         else:

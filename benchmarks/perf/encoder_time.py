@@ -30,10 +30,10 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import (
-    baseline_tree,
     machine_line,
     revision_arguments,
     revision_env,
+    sets_taking_turns,
     write_json,
 )
 
@@ -83,24 +83,19 @@ def main() -> None:
         print(json.dumps(measure(structures, Path(args.child[1]))))
         return
 
-    from benchmarks.perf.throughput import load_set
-
     out: dict = {
         "benchmark": "encoder CPU time (EncoderRuntime.encode, one thread) against a revision",
         "machine": machine_line(), "weights": "sitenet-dim-mp36k", "baseline": args.baseline,
         "n": args.n, "rounds": args.rounds, "sets": {},
     }  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
-        base = baseline_tree(args.baseline, Path(tmp)) if args.baseline else None
-        trees = {"current": None, **({"baseline": base} if base else {})}
-        for name in args.sets:
-            stored = Path(tmp) / f"{name}.pkl"
-            stored.write_bytes(pickle.dumps(load_set(name, args.n)))
-            rounds: dict[str, list[float]] = {label: [] for label in trees}
-            for _ in range(args.rounds):
-                for label, tree in trees.items():  # taking turns: both see the same load
-                    vectors = Path(tmp) / f"{name}_{label}.npy"
-                    rounds[label].append(run_child(tree, stored, vectors))
+        base = args.baseline
+
+        def run(name: str, label: str, tree: Path | None, stored: Path) -> float:
+            return run_child(tree, stored, Path(tmp) / f"{name}_{label}.npy")
+
+        turns = sets_taking_turns(args.sets, args.n, Path(tmp), base, args.rounds, run)
+        for name, rounds in turns:
             entry: dict = {"rounds": rounds}
             entry["median_s"] = {label: statistics.median(v) for label, v in rounds.items()}
             line = f"{name} ({args.n} crystals): encoder {entry['median_s']['current']:.3f} s CPU"

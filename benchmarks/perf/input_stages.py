@@ -30,10 +30,10 @@ import warnings
 from pathlib import Path
 
 from benchmarks.common import (
-    baseline_tree,
     machine_line,
     revision_arguments,
     revision_env,
+    sets_taking_turns,
     write_json,
 )
 
@@ -90,22 +90,17 @@ def main() -> None:
         print(json.dumps(measure(structures)))
         return
 
-    from benchmarks.perf.throughput import load_set
-
     out: dict = {"machine": machine_line(), "baseline": args.baseline, "n": args.n, "sets": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        base = baseline_tree(args.baseline, Path(tmp)) if args.baseline else None
-        trees = {"current": None, **({"baseline": base} if base else {})}
-        for name in args.sets:
-            stored = Path(tmp) / f"{name}.pkl"
-            stored.write_bytes(pickle.dumps(load_set(name, args.n)))
-            rounds: dict[str, list] = {label: [] for label in trees}
-            digests = {}
-            for _ in range(args.rounds):
-                for label, tree in trees.items():  # taking turns: both see the same load
-                    result = run_child(tree, stored)
-                    rounds[label].append(result["seconds"])
-                    digests[label] = result["digests"]
+        base = args.baseline
+
+        def run(name: str, label: str, tree: Path | None, stored: Path) -> dict:
+            return run_child(tree, stored)
+
+        turns = sets_taking_turns(args.sets, args.n, Path(tmp), base, args.rounds, run)
+        for name, results in turns:
+            rounds = {label: [r["seconds"] for r in runs] for label, runs in results.items()}
+            digests = {label: runs[-1]["digests"] for label, runs in results.items()}
             summary = {
                 label: {key: min(r[key] for r in runs) for key in STAGES}
                 for label, runs in rounds.items()
