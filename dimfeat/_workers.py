@@ -23,9 +23,11 @@ order*, as a serial call would.
 process, which would otherwise only wait: with ``n`` processes asked for, ``n - 1`` workers of
 a pool dimfeat keeps (:func:`worker_pool`, loky's ``ProcessPoolExecutor``: joblib runs a single
 worker in the calling process) each keep :data:`QUEUED_PER_WORKER` chunks queued, and the caller
-takes the next chunk itself whenever their queues are full (:func:`_to_workers`). With two
-processes on two cores and 1,000 crystals, 1.18 times as fast as two joblib workers (median of
-45 paired ratios, faster in 39; ``benchmarks/perf/caller_share.py``), with the same vectors.
+takes the next chunk itself whenever their queues are full (:func:`_to_workers`, counting
+structures, so that the small last chunks of :func:`dimfeat.inputs.build.tapered_bounds` stay
+here while a worker is busy with full ones). With two processes on two cores and 1,000
+crystals, 1.17 times as fast as two joblib workers (median of 45 paired ratios, faster in 41;
+``benchmarks/perf/caller_share.py``).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import threading
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from typing import Any
@@ -194,24 +196,33 @@ def _here(task: Callable[..., Any], arguments: tuple) -> tuple[Exception | None,
         return error, None
 
 
-def _to_workers(queued: int, workers: int, left: int, taken_here: int) -> bool:
-    """Whether the next chunk goes to the workers (``queued`` of their chunks unfinished,
-    ``left`` chunks to place, this one included, ``taken_here`` run here so far): while one of
-    them is idle or they hold fewer than :data:`QUEUED_PER_WORKER` each, except that the last
-    chunk stays here if none did. The calling process, which also reads every chunk's
-    structures, so takes fewer chunks than a worker in a long call (schedules that gave it an
-    equal share were not faster in trials)."""
-    if queued < workers:
+def _to_workers(
+    unfinished: int, queued: int, workers: int, left: int, taken_here: int, size: int
+) -> bool:
+    """Whether the next chunk (of ``size`` structures) goes to the workers: ``unfinished`` of
+    their chunks, holding ``queued`` structures, are not done; ``left`` chunks to place, this one
+    included; ``taken_here`` run here so far.
+
+    To the workers while one of them has nothing left to run, or while they hold less than
+    :data:`QUEUED_PER_WORKER` chunks of this size each (less than one and a half of them: chunks
+    of an equal size give the rule by count, and a worker still busy with large chunks keeps
+    them while the small last ones of a call are run here), except that the last chunk stays
+    here if none did. The calling process, which also reads every chunk's structures, so
+    takes fewer chunks than a worker in a long call (schedules that gave it an equal share were
+    not faster in trials).
+    """
+    if unfinished < workers:
         return True
-    return queued < QUEUED_PER_WORKER * workers and (left > 1 or taken_here > 0)
+    under = queued < (QUEUED_PER_WORKER - 0.5) * workers * size
+    return under and (left > 1 or taken_here > 0)
 
 
 def shared_with_caller(
-    task: Callable[..., Any], chunks: Iterable[tuple], n_chunks: int, workers: int
+    task: Callable[..., Any], chunks: Iterable[tuple], sizes: Sequence[int], workers: int
 ) -> Iterator[Any]:
-    """``task(*arguments)`` for each ``arguments`` of ``chunks`` (``n_chunks`` of them, made one
-    at a time, in order), on ``workers`` (at least one) processes of :func:`worker_pool` and in
-    this process; the results in order.
+    """``task(*arguments)`` for each ``arguments`` of ``chunks`` (made one at a time, in order,
+    one for each of ``sizes``, the structures of each chunk), on ``workers`` (at least one)
+    processes of :func:`worker_pool` and in this process; the results in order.
 
     A chunk goes to the workers or is run here as :func:`_to_workers` says, so the calling
     process works instead of waiting, with one torch thread for the whole call
@@ -248,8 +259,10 @@ def shared_with_caller(
     try:
         with _one_torch_thread_while_sharing():
             for k, arguments in enumerate(chunks):
-                queued = sum(not f.done() for f in pending.values())
-                if _to_workers(queued, workers, n_chunks - k, taken_here):
+                unfinished = [j for j, future in pending.items() if not future.done()]
+                queued = sum(sizes[j] for j in unfinished)
+                left = len(sizes) - k
+                if _to_workers(len(unfinished), queued, workers, left, taken_here, sizes[k]):
                     try:
                         pending[k] = pool.submit(error_as_value, task, *arguments)
                     except BrokenProcessPool:

@@ -144,9 +144,9 @@ class DeepInfoMaxFeaturizer(BaseFeaturizer):
     n_jobs : int, default=1
         Processes (-1 means all cores) for calls of more than 64 structures. On the CPU, each
         builds the model inputs of a chunk of structures at a time and encodes them with one
-        thread: with two, in calls of more than 896 structures (eight chunks), one worker
-        process and the calling process (on two cores 1.11-1.18 times as fast as two workers
-        alone); otherwise ``n_jobs`` worker processes (joblib). The
+        thread: with two, one worker process and the calling process, the last chunks cut
+        smaller so that both finish together (on two cores faster than two workers alone:
+        docs/method.md); with more, ``n_jobs`` worker processes (joblib). The
         first call also starts the workers. On a GPU, ``n_jobs`` worker processes build the
         inputs and the encoder runs in the calling process on each chunk as it arrives.
         matminer's ``set_n_jobs`` sets it (matminer's own process pool is never used).

@@ -4,10 +4,11 @@ With ``n_jobs`` processes on the CPU, :meth:`dimfeat.runtime.EncoderRuntime.vect
 each chunk of structures (at most 128: :func:`dimfeat.inputs.build.chunk_bounds`; as arrays:
 :func:`dimfeat.inputs.build.read_for_workers`) to a worker process, which builds the model
 inputs and runs the encoder on them with one thread and sends back only the vectors. With two
-processes and at least eight chunks, one worker and the calling process share the chunks: the
-caller builds and encodes a chunk itself, with one thread, whenever the worker has two queued
-(:func:`dimfeat._workers.shared_with_caller`; on two cores 1.11-1.18 times as fast as two
-workers alone); otherwise ``n_jobs`` joblib workers take them all. Every core then does the whole
+processes and at least two chunks, one worker and the calling process share the chunks: the
+caller builds and encodes a chunk itself, with one thread, whenever the worker holds enough
+queued (:func:`dimfeat._workers.shared_with_caller`), and the last two chunks are cut into smaller
+pieces so that both finish together (:func:`dimfeat.inputs.build.tapered_bounds`); otherwise
+``n_jobs`` joblib workers take them all. Every core then does the whole
 pipeline; the calling process also reads the structures and collects the rows. (When the
 workers only built the inputs, the calling process unpickled and encoded
 them while the workers waited, and two processes gave 1.03 times the rate of one;

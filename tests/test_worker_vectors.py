@@ -55,7 +55,12 @@ def test_chunks_reach_the_caller_in_order_with_their_errors(featurizer, many):
             ignore_errors=True,
         )
     )
-    assert len(chunks) == -(-len(many) // CHUNK_STRUCTURES)  # at most CHUNK_STRUCTURES each
+    from dimfeat.inputs.build import chunk_bounds, tapered_bounds
+
+    # shared with the caller: chunk_bounds' chunks (at most CHUNK_STRUCTURES), the last two cut
+    equal = chunk_bounds(len(many), 2)
+    assert len(equal) == -(-len(many) // CHUNK_STRUCTURES)
+    assert [len(c.vectors) for c in chunks] == [len(b) for b in tapered_bounds(equal)]
     assert [c.start for c in chunks] == list(np.cumsum([0] + [len(c.vectors) for c in chunks[:-1]]))
     assert sum(len(c.vectors) for c in chunks) == len(many)
     errors = {k: text for c in chunks for k, text in c.errors.items()}
@@ -279,7 +284,7 @@ def test_the_caller_takes_chunks_beside_the_workers_in_order_on_one_thread(sampl
     threads = torch.get_num_threads()
     torch.set_num_threads(2)  # the tests may run on one
     try:
-        for n_chunks in (4, 10):
+        for n_chunks in (1, 10):
             bounds = np.array_split(np.arange(200), n_chunks)
             got = list(map_chunks(_where, structures, list(range(200)), 2, "error", os.getpid(),
                                   bounds=bounds, caller_shares=True))  # fmt: skip
@@ -287,8 +292,8 @@ def test_the_caller_takes_chunks_beside_the_workers_in_order_on_one_thread(sampl
             assert [start for start, _ in got] == [int(b[0]) for b in bounds]
             assert [positions for _, (_, _, positions) in got] == [b.tolist() for b in bounds]
             here = [n for _, (pid, n, _) in got if pid == os.getpid()]
-            if n_chunks < MIN_SHARED_CHUNKS:  # joblib's two workers, as before
-                assert not here and len({pid for _, (pid, _, _) in got}) == 2
+            if n_chunks < MIN_SHARED_CHUNKS:  # joblib's workers, as before
+                assert not here
                 continue
             assert len(here) >= 3 and all(n == 1 for n in here)  # the worker sleeps
             assert len({pid for _, (pid, _, _) in got}) == 2
@@ -325,7 +330,7 @@ def test_the_caller_share_raises_the_first_failing_chunk_in_order(sample_structu
     from dimfeat.inputs.build import map_chunks
 
     structures = list(sample_structures[:96])
-    bounds = np.array_split(np.arange(96), MIN_SHARED_CHUNKS)  # 12 each
+    bounds = np.array_split(np.arange(96), 8)  # 12 each
     with pytest.raises(ValueError, match="first chunk, position 0"):
         list(map_chunks(_fail_late_first, structures, list(range(96)), 2, "error",
                         bounds=bounds, caller_shares=True))  # fmt: skip
@@ -341,7 +346,7 @@ def test_a_worker_that_dies_is_an_error_and_the_next_call_gets_new_workers(sampl
     from dimfeat.inputs.build import map_chunks
 
     structures = list(sample_structures[:64])
-    bounds = np.array_split(np.arange(64), MIN_SHARED_CHUNKS)
+    bounds = np.array_split(np.arange(64), 8)
     with pytest.raises(BrokenProcessPool):
         list(map_chunks(_die_in_a_worker, structures, list(range(64)), 2, "error",
                         os.getpid(), bounds=bounds, caller_shares=True))  # fmt: skip
@@ -366,11 +371,55 @@ def test_transform_with_workers_keeps_the_callers_torch_threads(many):
 def test_the_caller_takes_what_would_wait_for_a_busy_worker():
     from dimfeat._workers import _to_workers
 
-    assert _to_workers(0, 1, 2, 0)  # an idle worker
-    assert not _to_workers(1, 1, 1, 0)  # the last chunk, none here yet: here
-    assert _to_workers(1, 1, 1, 1)  # the last chunk, some here already: queued
-    assert not _to_workers(2, 1, 5, 1)  # two queued: here
-    assert _to_workers(2, 3, 1, 0)  # an idle worker of three
+    # (unfinished chunks, their structures, workers, chunks left, taken here, next size)
+    assert _to_workers(0, 0, 1, 2, 0, 128)  # an idle worker
+    assert not _to_workers(1, 128, 1, 1, 0, 128)  # the last chunk, none here yet: here
+    assert _to_workers(1, 128, 1, 1, 1, 128)  # the last chunk, some here already: queued
+    assert _to_workers(1, 125, 1, 5, 1, 126)  # one queued of an equal size: queued
+    assert not _to_workers(2, 250, 1, 5, 1, 126)  # two queued: here, whatever the rounding
+    assert not _to_workers(2, 252, 1, 5, 1, 125)
+    assert _to_workers(2, 256, 3, 1, 0, 128)  # an idle worker of three
+    # a worker busy with a large chunk keeps it while the small last ones are run here
+    assert not _to_workers(1, 125, 1, 6, 3, 62)
+    assert not _to_workers(1, 62, 1, 4, 3, 31)
+    assert _to_workers(1, 31, 1, 3, 3, 31)
+
+
+def test_the_last_two_chunks_of_a_shared_call_shrink():
+    from dimfeat.inputs.build import TAIL_PIECES, chunk_bounds, tapered_bounds
+
+    assert sum(TAIL_PIECES) == 1
+    for n in (897, 1000, 2000, 12345):
+        equal = chunk_bounds(n, 2)
+        tapered = tapered_bounds(equal)
+        np.testing.assert_array_equal(np.concatenate(tapered), np.arange(n))
+        assert [len(b) for b in tapered[: len(equal) - 2]] == [len(b) for b in equal[:-2]]
+        tail = [len(b) for b in tapered[len(equal) - 2 :]]
+        assert len(tail) == len(TAIL_PIECES) and sum(tail) == len(equal[-1]) + len(equal[-2])
+        assert tail == sorted(tail, reverse=True) and tail[-1] <= tail[0] // 4 + 1
+    two = [np.arange(64), np.arange(64, 128)]  # one each is even: kept
+    assert [b.tolist() for b in tapered_bounds(two)] == [b.tolist() for b in two]
+    short = tapered_bounds([np.arange(1), np.arange(1, 3), np.arange(3, 6)])  # < 8 to cut
+    assert [b.tolist() for b in short] == [[0], [1], [2], [3], [4], [5]]
+
+
+def test_a_shared_call_without_bounds_runs_the_tapered_chunks_in_order(sample_structures):
+    """The default chunks of a shared call: chunk_bounds' with its last two cut smaller, every
+    position once and in order; joblib's path keeps chunk_bounds' own."""
+    import os
+
+    from dimfeat.inputs.build import chunk_bounds, map_chunks, tapered_bounds
+
+    structures = list(sample_structures[:1000])
+    positions = list(range(1000))
+    expected = tapered_bounds(chunk_bounds(1000, 2))
+    got = list(map_chunks(_where, structures, positions, 2, "error", os.getpid(),
+                          caller_shares=True))  # fmt: skip
+    assert [start for start, _ in got] == [int(b[0]) for b in expected]
+    assert [p for _, (_, _, p) in got] == [b.tolist() for b in expected]
+    assert len({pid for _, (pid, _, _) in got}) == 2
+    plain = list(map_chunks(_chunk_lengths, structures, positions, 2, "error"))
+    assert [n for _, (n, _, _) in plain] == [len(b) for b in chunk_bounds(1000, 2)]
 
 
 def test_the_caller_shares_only_as_one_of_two_processes_on_joblibs_default_backend(

@@ -1,12 +1,13 @@
-"""Should the calling process take chunks too? The two schedules of the worker path of
-``transform``: joblib's workers alone, and the caller beside one worker fewer.
+"""Should the calling process take chunks too, and in which chunks? The schedules of the
+worker path of ``transform``: joblib's workers alone, and the caller beside one worker fewer,
+with equal chunks or with the last ones cut smaller.
 
 Usage: python -m benchmarks.perf.caller_share [--set mp36k-test] [--n 1000] [--n-jobs 2]
 [--rounds 45] [--any-size] [--json benchmarks/results/perf/caller_share.json]
 
 With ``n_jobs`` processes on the CPU, each chunk of structures is built and encoded by
 :func:`dimfeat.worker_vectors.vectors_of_chunk`, dispatched by
-:func:`dimfeat.inputs.build.map_chunks` in one of two ways:
+:func:`dimfeat.inputs.build.map_chunks` in one of three ways:
 
 * ``joblib`` (``caller_shares=False``): every chunk goes to ``n_jobs`` joblib worker processes;
   the calling process only reads the structures into arrays and collects the vectors, so on
@@ -16,13 +17,16 @@ With ``n_jobs`` processes on the CPU, each chunk of structures is built and enco
   keep two chunks queued each, and the caller builds and encodes the next chunk itself (one
   torch thread for the whole call) whenever their queues are full
   (:func:`dimfeat._workers.shared_with_caller`), in calls of at least
-  :data:`~dimfeat.inputs.build.MIN_SHARED_CHUNKS` chunks; ``--any-size`` lifts that bound, to
-  measure the shared schedule on smaller calls (how the bound was chosen: 512 crystals).
+  :data:`~dimfeat.inputs.build.MIN_SHARED_CHUNKS` chunks (``--any-size`` lifts that bound). Its
+  chunks are :func:`~dimfeat.inputs.build.chunk_bounds`' with the last two cut into pieces
+  that shrink (:func:`~dimfeat.inputs.build.tapered_bounds`), as ``transform`` runs it;
+* ``shared_equal``: the same with :func:`~dimfeat.inputs.build.chunk_bounds`' equal chunks of
+  at most 128 (the schedule before the tapered chunks).
 
-Both use the same chunks (:func:`~dimfeat.inputs.build.chunk_bounds`) and the bundled weights,
-and their vectors are compared. The two take turns ``--rounds`` times (the order alternating)
-after a warm-up; the script prints the median rates, the median of the paired ratios and how
-many rounds each won, and writes every call's seconds to ``--json``.
+All use the bundled weights, and their vectors are compared. The three take turns ``--rounds``
+times (the order reversed every other round) after a warm-up; the script prints the median
+rates, the medians of the paired ratios (``shared`` over the two others, ``shared_equal`` over
+``joblib``) and how many rounds the faster won, and writes every call's seconds to ``--json``.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from benchmarks.common import RESULTS, machine, write_json
 from benchmarks.perf.throughput import load_set
 from dimfeat import DeepInfoMaxFeaturizer
 from dimfeat.inputs import build
-from dimfeat.inputs.build import map_chunks
+from dimfeat.inputs.build import chunk_bounds, map_chunks
 from dimfeat.runtime import INFERENCE_BATCH_SIZE
 from dimfeat.weights import DEFAULT_WEIGHTS
 from dimfeat.worker_vectors import EncoderPayload, vectors_of_chunk
@@ -67,39 +71,51 @@ def main() -> None:
     payload = EncoderPayload.of(runtime.encoder)
     positions = list(range(len(structures)))
 
-    def call(caller_shares: bool) -> np.ndarray:
-        chunks = map_chunks(
-            vectors_of_chunk, structures, positions, args.n_jobs, "error",
-            settings, payload, INFERENCE_BATCH_SIZE, os.getpid(), caller_shares=caller_shares,
-        )  # fmt: skip
-        return np.concatenate([vectors for _, (vectors, *_) in chunks])
+    equal = chunk_bounds(len(structures), args.n_jobs)
+    schedules = {"joblib": (False, None), "shared": (True, None), "shared_equal": (True, equal)}
 
-    schedules = {"joblib": False, "shared": True}
-    first = {name: call(shares) for name, shares in schedules.items()}  # warm-up: the workers
-    change = float(np.abs(first["shared"] - first["joblib"]).max())
+    def call(name: str) -> tuple[np.ndarray, list[int]]:
+        """The vectors, and the size of each chunk run."""
+        caller_shares, bounds = schedules[name]
+        chunks = list(map_chunks(
+            vectors_of_chunk, structures, positions, args.n_jobs, "error", settings, payload,
+            INFERENCE_BATCH_SIZE, os.getpid(), bounds=bounds, caller_shares=caller_shares,
+        ))  # fmt: skip
+        starts = [start for start, _ in chunks] + [len(structures)]
+        vectors = np.concatenate([vectors for _, (vectors, *_) in chunks])
+        return vectors, np.diff(starts).tolist()
+
+    first = {name: call(name) for name in schedules}  # warm-up: the workers
+    sizes = {name: chunk_sizes for name, (_, chunk_sizes) in first.items()}
+    change = max(float(np.abs(v - first["joblib"][0]).max()) for v, _ in first.values())
     print(f"{args.set}: {len(structures)} structures, n_jobs={args.n_jobs}; largest difference "
           f"of a vector element between the schedules: {change:.2e}")  # fmt: skip
     seconds: dict[str, list[float]] = {name: [] for name in schedules}
     for r in range(args.rounds):
         for name in list(schedules)[:: 1 if r % 2 == 0 else -1]:
             start = time.perf_counter()
-            call(schedules[name])
+            call(name)
             seconds[name].append(time.perf_counter() - start)
-    ratios = [a / b for a, b in zip(seconds["joblib"], seconds["shared"], strict=True)]
     rates = {name: len(structures) / statistics.median(s) for name, s in seconds.items()}
-    paired, wins = statistics.median(ratios), sum(r > 1 for r in ratios)
-    print(
-        f"joblib {rates['joblib']:.0f} structures/s, shared {rates['shared']:.0f} (medians of "
-        f"{args.rounds}); shared over joblib: median of the paired ratios {paired:.3f}x, "
-        f"faster in {wins} of {args.rounds} rounds"
-    )
+    print(", ".join(f"{name} {rate:.0f}" for name, rate in rates.items()),
+          f"structures/s (medians of {args.rounds})")  # fmt: skip
+    paired, wins = {}, {}
+    for faster, slower in (("shared", "joblib"), ("shared", "shared_equal"),
+                           ("shared_equal", "joblib")):  # fmt: skip
+        ratios = [a / b for a, b in zip(seconds[slower], seconds[faster], strict=True)]
+        key = f"{faster}_over_{slower}"
+        paired[key], wins[key] = statistics.median(ratios), sum(r > 1 for r in ratios)
+        print(f"{faster} over {slower}: median of the paired ratios {paired[key]:.3f}x, faster "
+              f"in {wins[key]} of {args.rounds} rounds")  # fmt: skip
     write_json(args.json, {
-        "benchmark": "the worker path's schedules: joblib's workers alone, the caller sharing",
+        "benchmark": "the worker path's schedules: joblib's workers alone, the caller sharing "
+        "with tapered or equal chunks",
         "weights": DEFAULT_WEIGHTS, "set": args.set, "n_structures": len(structures),
         "n_jobs": args.n_jobs, "rounds": args.rounds, "any_size": args.any_size,
         "min_shared_chunks": build.MIN_SHARED_CHUNKS, "machine": machine(None),
+        "chunk_sizes": sizes,
         "max_abs_difference": change, "rates_median": rates,
-        "paired_speedup_median": paired, "shared_faster_rounds": wins, "seconds": seconds,
+        "paired_speedup_median": paired, "faster_rounds": wins, "seconds": seconds,
     })  # fmt: skip
 
 

@@ -284,7 +284,8 @@ def map_chunks(
     a caller that has nothing else to do meanwhile), ``n_jobs`` meaning two processes and at
     least :data:`MIN_SHARED_CHUNKS` chunks, in one worker process and this one
     (:func:`dimfeat._workers.shared_with_caller`; otherwise joblib's workers, as without it),
-    unless a ``joblib.parallel_config`` chose another backend than joblib's default.
+    unless a ``joblib.parallel_config`` chose another backend than joblib's default; the last
+    two of :func:`chunk_bounds`' chunks are then cut smaller (:func:`tapered_bounds`).
 
     Each chunk's structures are read here as it is dispatched (:func:`read_for_workers`:
     a pymatgen ``Structure`` travels as its arrays). An error in a task is raised here when its
@@ -294,6 +295,9 @@ def map_chunks(
     """
     from joblib import Parallel, delayed, effective_n_jobs
 
+    from dimfeat._workers import error_as_value, raise_in_order, shared_with_caller
+
+    chosen = bounds is not None
     if bounds is None:
         bounds = chunk_bounds(len(structures), n_jobs)
     elif any(len(b) == 0 for b in bounds) or not np.array_equal(
@@ -302,8 +306,11 @@ def map_chunks(
         raise ValueError(
             "bounds must be non-empty consecutive index arrays covering the structures"
         )
-    from dimfeat._workers import error_as_value, raise_in_order, shared_with_caller
-
+    workers = effective_n_jobs(n_jobs) - 1
+    shared = caller_shares and workers == 1 and len(bounds) >= MIN_SHARED_CHUNKS
+    shared = shared and _default_backend()
+    if shared and not chosen:
+        bounds = tapered_bounds(bounds)
     chunks = (
         (
             [read_for_workers(structures[i], positions[i], disorder) for i in b],
@@ -312,10 +319,8 @@ def map_chunks(
         )
         for b in bounds
     )
-    workers = effective_n_jobs(n_jobs) - 1
-    shared = caller_shares and workers == 1 and len(bounds) >= MIN_SHARED_CHUNKS
-    if shared and _default_backend():
-        results = shared_with_caller(task, chunks, len(bounds), workers)
+    if shared:
+        results = shared_with_caller(task, chunks, [len(b) for b in bounds], workers)
     else:
         tasks = (delayed(error_as_value)(task, *arguments) for arguments in chunks)
         results = raise_in_order(Parallel(n_jobs=n_jobs, return_as="generator")(tasks))
@@ -327,11 +332,39 @@ def map_chunks(
 
 
 #: Fewest chunks for which the calling process takes chunks beside one worker
-#: (:func:`map_chunks`): on two cores the shared schedule was 1.18 times as fast as two joblib
-#: workers with 8 chunks (1,000 crystals) but 0.86 times with 4 (512, ``--any-size``;
-#: ``benchmarks/perf/caller_share.py``), where the worker ends with three of the four; 1.11
-#: times with 16 (2,000).
-MIN_SHARED_CHUNKS = 8
+#: (:func:`map_chunks`). With equal chunks sharing was 0.86-0.87 times as fast as two joblib
+#: workers with three and four chunks (384 and 512 crystals), so only calls of eight shared;
+#: with the last two of three or more cut smaller (:func:`tapered_bounds`) it was faster with
+#: 2, 3, 4, 8 and 16 chunks (1.07-1.35 times; ``benchmarks/perf/caller_share.py``).
+MIN_SHARED_CHUNKS = 2
+
+
+#: The structures of the last two chunks of a shared call (:func:`tapered_bounds`) go in pieces
+#: of these fractions of them: two quarters, two eighths, four sixteenths.
+TAIL_PIECES = (1 / 4, 1 / 4, 1 / 8, 1 / 8, 1 / 16, 1 / 16, 1 / 16, 1 / 16)
+
+#: Fewest chunks that :func:`tapered_bounds` cuts: two chunks already split evenly (one each),
+#: and cutting them cost more than it saved (128 crystals: 0.77 times as fast).
+MIN_TAPERED_CHUNKS = 3
+
+
+def tapered_bounds(bounds: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """``bounds`` with the structures of its last two chunks cut into pieces that shrink
+    (:data:`TAIL_PIECES`), so that the calling process and the worker of a shared call
+    (:func:`map_chunks`) finish together: with equal chunks the caller often waited for the
+    worker's last one or two.
+
+    On two cores (``benchmarks/perf/caller_share.py``, the whole mp36k test split, medians of
+    45 paired ratios): with 384 and 512 crystals (three and four chunks) 1.24 and 1.29 times as
+    fast as equal chunks; with 1,000 and 2,000 (eight and sixteen, which split evenly) a tie
+    (0.99 both). Fewer than :data:`MIN_TAPERED_CHUNKS` chunks are returned as they are.
+    """
+    if len(bounds) < MIN_TAPERED_CHUNKS:
+        return list(bounds)
+    tail = np.concatenate(bounds[-2:])
+    cuts = np.cumsum([round(f * len(tail)) for f in TAIL_PIECES[:-1]])
+    pieces = [p for p in np.split(tail, np.minimum(cuts, len(tail))) if len(p)]
+    return [*bounds[:-2], *pieces]
 
 
 def _default_backend() -> bool:
@@ -366,7 +399,8 @@ def chunk_bounds(n_structures: int, n_jobs: int) -> list[np.ndarray]:
     Chunks that shrink towards the end of a call (so that the workers finish together) tied
     with these on two cores: faster in 25 of 45 paired calls of 1,000 structures (median ratio
     1.02; ``python -m benchmarks.perf.worker_timeline``), the shorter wait at the end paid
-    for by the extra tasks.
+    for by the extra tasks; that was joblib's workers alone. A call that the calling process
+    shares cuts its last two chunks smaller (:func:`tapered_bounds`).
     """
     from joblib import effective_n_jobs
 
