@@ -170,22 +170,35 @@ def _forget_pool(pool: Any) -> None:
     pool.shutdown(wait=False, kill_workers=True)
 
 
+#: Shared calls running in this process, and torch's thread count from before the first.
+_sharing = {"calls": 0, "threads": 0}
+
+
 @contextmanager
 def _one_torch_thread_while_sharing() -> Iterator[None]:
-    """torch (if imported) on one thread while this thread shares a call's chunks with the
-    workers, its own count back after (torch's OpenMP thread count is per calling thread)."""
+    """torch (if imported) on one thread while shared calls run in this process, its count
+    from before the first of them back when the last ends.
+
+    torch's CPU thread count is one for the whole process (setting it in one thread sets it for
+    all), so concurrent calls from several threads count themselves: the first sets one thread,
+    the last puts back what the first found.
+    """
     torch = sys.modules.get("torch")  # imported by the task's module if it uses torch
     if torch is None:
         yield
         return
-    owner = threading.get_ident()
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    with _lock:
+        if _sharing["calls"] == 0:
+            _sharing["threads"] = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _sharing["calls"] += 1
     try:
         yield
     finally:
-        if threading.get_ident() == owner:  # not a generator closed from another thread
-            torch.set_num_threads(before)
+        with _lock:
+            _sharing["calls"] -= 1
+            if _sharing["calls"] == 0:
+                torch.set_num_threads(_sharing["threads"])
 
 
 def _here(task: Callable[..., Any], arguments: tuple) -> tuple[Exception | None, Any]:

@@ -451,3 +451,66 @@ def test_the_caller_shares_only_as_one_of_two_processes_on_joblibs_default_backe
             assert where(2) == {(os.getpid(), 2)}
     finally:
         torch.set_num_threads(threads)
+
+
+def test_two_threads_sharing_calls_at_once_get_the_vectors_of_a_call_alone(sample_structures):
+    """Two threads call transform with n_jobs=2 at the same time: each shares its chunks with
+    a pool of its own and gets the vectors a call alone gets (to float rounding: batches
+    differ), and torch's thread count, one for the whole process, is back after both."""
+    import threading
+
+    from dimfeat import _workers
+
+    structures = list(sample_structures[:400])
+    featurizer = DeepInfoMaxFeaturizer(device="cpu", n_jobs=2)
+    alone = featurizer.transform(structures)
+    barrier = threading.Barrier(2)
+    got: dict[int, tuple] = {}
+    errors: list[BaseException] = []
+
+    def call(k: int) -> None:
+        try:
+            barrier.wait()
+            vectors = featurizer.transform(structures[k:] + structures[:k])
+            got[k] = vectors, threading.get_ident()
+        except BaseException as error:  # reported below, not lost in the thread
+            errors.append(error)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        calls = [threading.Thread(target=call, args=(k,)) for k in (0, 7)]
+        for thread in calls:
+            thread.start()
+        for thread in calls:
+            thread.join(timeout=300)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+    assert not errors, errors
+    assert sorted(got) == [0, 7]
+    for k, (vectors, ident) in got.items():
+        back = np.roll(vectors, k, axis=0)  # undo the rotation of the input
+        assert _relative_change(back, alone).max() <= 1e-6
+        assert any(key[1] == ident for key in _workers._pools)  # a pool of its own
+
+
+def test_overlapping_shared_calls_put_torch_threads_back_when_the_last_ends():
+    """torch's thread count is one for the whole process: a call that ends while another still
+    shares keeps it at one, and the last puts back what the first found (each call saving and
+    restoring it alone left the process on one thread when the second to start ended last)."""
+    from dimfeat._workers import _one_torch_thread_while_sharing
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        first, second = _one_torch_thread_while_sharing(), _one_torch_thread_while_sharing()
+        first.__enter__()
+        assert torch.get_num_threads() == 1
+        second.__enter__()
+        first.__exit__(None, None, None)
+        assert torch.get_num_threads() == 1  # the second still shares
+        second.__exit__(None, None, None)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
