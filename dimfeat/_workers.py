@@ -170,35 +170,40 @@ def _forget_pool(pool: Any) -> None:
     pool.shutdown(wait=False, kill_workers=True)
 
 
-#: Shared calls running in this process, and torch's thread count from before the first.
-_sharing = {"calls": 0, "threads": 0}
+#: Per calling thread: its shared calls running, and its torch thread count from before them.
+_sharing = threading.local()
 
 
 @contextmanager
 def _one_torch_thread_while_sharing() -> Iterator[None]:
-    """torch (if imported) on one thread while shared calls run in this process, its count
-    from before the first of them back when the last ends.
+    """torch (if imported) on one thread in this thread while it shares calls' chunks with the
+    workers, its count from before them back when its last overlapping call ends.
 
-    torch's CPU thread count is one for the whole process (setting it in one thread sets it for
-    all), so concurrent calls from several threads count themselves: the first sets one thread,
-    the last puts back what the first found.
+    torch's CPU thread count is per thread once a thread has used torch (a thread that has not
+    starts from the last value set anywhere), so each calling thread keeps its own: a thread
+    interleaving two shared calls (two generators) stays on one thread until both end. A call
+    closed from another thread (by the garbage collector) cannot set its owner's count; the
+    owner's next shared call puts it back when that call ends.
     """
     torch = sys.modules.get("torch")  # imported by the task's module if it uses torch
     if torch is None:
         yield
         return
-    with _lock:
-        if _sharing["calls"] == 0:
-            _sharing["threads"] = torch.get_num_threads()
-            torch.set_num_threads(1)
-        _sharing["calls"] += 1
+    state = _sharing.__dict__  # this thread's
+    if state.get("calls", 0) == 0:
+        state["threads"] = state.pop("owed", None) or torch.get_num_threads()
+        torch.set_num_threads(1)
+    state["calls"] = state.get("calls", 0) + 1
+    owner = threading.get_ident()
     try:
         yield
     finally:
-        with _lock:
-            _sharing["calls"] -= 1
-            if _sharing["calls"] == 0:
-                torch.set_num_threads(_sharing["threads"])
+        state["calls"] -= 1
+        if state["calls"] == 0:
+            if threading.get_ident() == owner:
+                torch.set_num_threads(state["threads"])
+            else:  # closed from another thread: its count is not the owner's to set
+                state["owed"] = state["threads"]
 
 
 def _here(task: Callable[..., Any], arguments: tuple) -> tuple[Exception | None, Any]:

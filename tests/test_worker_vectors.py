@@ -456,7 +456,7 @@ def test_the_caller_shares_only_as_one_of_two_processes_on_joblibs_default_backe
 def test_two_threads_sharing_calls_at_once_get_the_vectors_of_a_call_alone(sample_structures):
     """Two threads call transform with n_jobs=2 at the same time: each shares its chunks with
     a pool of its own and gets the vectors a call alone gets (to float rounding: batches
-    differ), and torch's thread count, one for the whole process, is back after both."""
+    differ)."""
     import threading
 
     from dimfeat import _workers
@@ -476,29 +476,62 @@ def test_two_threads_sharing_calls_at_once_get_the_vectors_of_a_call_alone(sampl
         except BaseException as error:  # reported below, not lost in the thread
             errors.append(error)
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        calls = [threading.Thread(target=call, args=(k,)) for k in (0, 7)]
-        for thread in calls:
-            thread.start()
-        for thread in calls:
-            thread.join(timeout=300)
-        assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(threads)
+    calls = [threading.Thread(target=call, args=(k,), daemon=True) for k in (0, 7)]
+    for thread in calls:
+        thread.start()
+    for thread in calls:
+        thread.join(timeout=300)
+    assert not any(thread.is_alive() for thread in calls)
     assert not errors, errors
     assert sorted(got) == [0, 7]
     for k, (vectors, ident) in got.items():
         back = np.roll(vectors, k, axis=0)  # undo the rotation of the input
         assert _relative_change(back, alone).max() <= 1e-6
-        assert any(key[1] == ident for key in _workers._pools)  # a pool of its own
+        pools = [pool for key, (_, pool) in _workers._pools.items() if key[1] == ident]
+        assert len(pools) == 1  # a pool of its own
+        _workers._forget_pool(pools[0])  # its thread is gone: its worker need not idle on
 
 
-def test_overlapping_shared_calls_put_torch_threads_back_when_the_last_ends():
-    """torch's thread count is one for the whole process: a call that ends while another still
-    shares keeps it at one, and the last puts back what the first found (each call saving and
-    restoring it alone left the process on one thread when the second to start ended last)."""
+def test_threads_sharing_at_once_each_run_on_one_torch_thread_and_get_their_own_count_back():
+    """torch's thread count is per thread once a thread has used torch: two threads on 2 and 3
+    threads, their shared calls overlapping (the first to start ends first), each run their
+    share on one thread and get their own count back."""
+    import threading
+
+    from dimfeat._workers import _one_torch_thread_while_sharing
+
+    entered, left = threading.Event(), threading.Event()
+    seen: dict[int, tuple[int, int, int]] = {}
+
+    def share(own: int, first: bool) -> None:
+        torch.set_num_threads(own)
+        before = torch.get_num_threads()  # this thread has used torch
+        if not first:
+            entered.wait(30)
+        with _one_torch_thread_while_sharing():
+            inside = torch.get_num_threads()
+            if first:
+                entered.set()
+                left.wait(30)  # the second is inside too
+            else:
+                left.set()
+        seen[own] = before, inside, torch.get_num_threads()
+
+    threads = [
+        threading.Thread(target=share, args=(2, True), daemon=True),
+        threading.Thread(target=share, args=(3, False), daemon=True),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert seen == {2: (2, 1, 2), 3: (3, 1, 3)}
+
+
+def test_one_thread_interleaving_shared_calls_gets_its_count_back_when_the_last_ends():
+    """A thread that interleaves two shared calls (two generators) stays on one torch thread
+    until both end, then gets its count back (restoring per call put it back to two while the
+    second still shared, and left it on one after)."""
     from dimfeat._workers import _one_torch_thread_while_sharing
 
     threads = torch.get_num_threads()
