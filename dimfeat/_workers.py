@@ -172,6 +172,9 @@ def _forget_pool(pool: Any) -> None:
 
 #: Per calling thread: its shared calls running, and its torch thread count from before them.
 _sharing = threading.local()
+#: Guards the updates of a thread's ``_sharing`` (a generator may be closed from another
+#: thread); re-entrant, since the garbage collector may close one in the thread holding it.
+_sharing_lock = threading.RLock()
 
 
 @contextmanager
@@ -179,31 +182,34 @@ def _one_torch_thread_while_sharing() -> Iterator[None]:
     """torch (if imported) on one thread in this thread while it shares calls' chunks with the
     workers, its count from before them back when its last overlapping call ends.
 
-    torch's CPU thread count is per thread once a thread has used torch (a thread that has not
-    starts from the last value set anywhere), so each calling thread keeps its own: a thread
-    interleaving two shared calls (two generators) stays on one thread until both end. A call
-    closed from another thread (by the garbage collector) cannot set its owner's count; the
-    owner's next shared call puts it back when that call ends.
+    torch's CPU thread count is per thread once a thread has used torch; a thread that has not
+    starts from the last value set anywhere, which is one while another thread shares, so such a
+    thread finds one and keeps it. Each calling thread (the one that first advances the shared
+    call's generator) keeps its own count: a thread interleaving two shared calls (two
+    generators) stays on one thread until both end. A call closed by another thread (the
+    garbage collector, or code holding the generator) cannot set its owner's count: the owner
+    stays on one thread until its next shared call ends, which puts the count back.
     """
     torch = sys.modules.get("torch")  # imported by the task's module if it uses torch
     if torch is None:
         yield
         return
     state = _sharing.__dict__  # this thread's
-    if state.get("calls", 0) == 0:
-        state["threads"] = state.pop("owed", None) or torch.get_num_threads()
-        torch.set_num_threads(1)
-    state["calls"] = state.get("calls", 0) + 1
-    owner = threading.get_ident()
+    with _sharing_lock:
+        if state.get("calls", 0) == 0:
+            state["threads"] = state.pop("owed", None) or torch.get_num_threads()
+            torch.set_num_threads(1)
+        state["calls"] = state.get("calls", 0) + 1
     try:
         yield
     finally:
-        state["calls"] -= 1
-        if state["calls"] == 0:
-            if threading.get_ident() == owner:
-                torch.set_num_threads(state["threads"])
-            else:  # closed from another thread: its count is not the owner's to set
-                state["owed"] = state["threads"]
+        with _sharing_lock:
+            state["calls"] -= 1
+            if state["calls"] == 0:
+                if _sharing.__dict__ is state:  # in the owner (thread ids are reused)
+                    torch.set_num_threads(state["threads"])
+                else:  # closed by another thread: its count is not the owner's to set
+                    state["owed"] = state["threads"]
 
 
 def _here(task: Callable[..., Any], arguments: tuple) -> tuple[Exception | None, Any]:

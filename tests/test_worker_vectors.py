@@ -453,11 +453,18 @@ def test_the_caller_shares_only_as_one_of_two_processes_on_joblibs_default_backe
         torch.set_num_threads(threads)
 
 
+def _keep_torch_threads_for_new_threads() -> None:
+    """Set the count that threads yet to use torch start from back to this thread's (the tests
+    below set other counts in threads of their own)."""
+    torch.set_num_threads(torch.get_num_threads())
+
+
 def test_two_threads_sharing_calls_at_once_get_the_vectors_of_a_call_alone(sample_structures):
     """Two threads call transform with n_jobs=2 at the same time: each shares its chunks with
     a pool of its own and gets the vectors a call alone gets (to float rounding: batches
     differ)."""
     import threading
+    import time
 
     from dimfeat import _workers
 
@@ -477,19 +484,25 @@ def test_two_threads_sharing_calls_at_once_get_the_vectors_of_a_call_alone(sampl
             errors.append(error)
 
     calls = [threading.Thread(target=call, args=(k,), daemon=True) for k in (0, 7)]
-    for thread in calls:
-        thread.start()
-    for thread in calls:
-        thread.join(timeout=300)
-    assert not any(thread.is_alive() for thread in calls)
-    assert not errors, errors
-    assert sorted(got) == [0, 7]
-    for k, (vectors, ident) in got.items():
-        back = np.roll(vectors, k, axis=0)  # undo the rotation of the input
-        assert _relative_change(back, alone).max() <= 1e-6
-        pools = [pool for key, (_, pool) in _workers._pools.items() if key[1] == ident]
-        assert len(pools) == 1  # a pool of its own
-        _workers._forget_pool(pools[0])  # its thread is gone: its worker need not idle on
+    try:
+        for thread in calls:
+            thread.start()
+        deadline = time.monotonic() + 300
+        for thread in calls:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        assert not any(thread.is_alive() for thread in calls)
+        assert not errors, errors
+        assert sorted(got) == [0, 7]
+        for k, (vectors, ident) in got.items():
+            back = np.roll(vectors, k, axis=0)  # undo the rotation of the input
+            assert _relative_change(back, alone).max() <= 1e-6
+            assert sum(key[1] == ident for key in _workers._pools) == 1  # a pool of its own
+    finally:  # the threads are gone: their workers need not idle on
+        idents = {thread.ident for thread in calls}
+        for key, (_, pool) in list(_workers._pools.items()):
+            if key[1] in idents:
+                _workers._forget_pool(pool)
+        _keep_torch_threads_for_new_threads()
 
 
 def test_threads_sharing_at_once_each_run_on_one_torch_thread_and_get_their_own_count_back():
@@ -504,8 +517,9 @@ def test_threads_sharing_at_once_each_run_on_one_torch_thread_and_get_their_own_
     seen: dict[int, tuple[int, int, int]] = {}
 
     def share(own: int, first: bool) -> None:
+        torch.get_num_threads()  # uses torch: from now on this thread's count is its own
         torch.set_num_threads(own)
-        before = torch.get_num_threads()  # this thread has used torch
+        before = torch.get_num_threads()
         if not first:
             entered.wait(30)
         with _one_torch_thread_while_sharing():
@@ -521,23 +535,27 @@ def test_threads_sharing_at_once_each_run_on_one_torch_thread_and_get_their_own_
         threading.Thread(target=share, args=(2, True), daemon=True),
         threading.Thread(target=share, args=(3, False), daemon=True),
     ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert seen == {2: (2, 1, 2), 3: (3, 1, 3)}
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert seen == {2: (2, 1, 2), 3: (3, 1, 3)}
+    finally:
+        _keep_torch_threads_for_new_threads()
 
 
 def test_one_thread_interleaving_shared_calls_gets_its_count_back_when_the_last_ends():
     """A thread that interleaves two shared calls (two generators) stays on one torch thread
     until both end, then gets its count back (restoring per call put it back to two while the
     second still shared, and left it on one after)."""
-    from dimfeat._workers import _one_torch_thread_while_sharing
+    from dimfeat import _workers
 
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        first, second = _one_torch_thread_while_sharing(), _one_torch_thread_while_sharing()
+        first = _workers._one_torch_thread_while_sharing()
+        second = _workers._one_torch_thread_while_sharing()
         first.__enter__()
         assert torch.get_num_threads() == 1
         second.__enter__()
@@ -546,4 +564,46 @@ def test_one_thread_interleaving_shared_calls_gets_its_count_back_when_the_last_
         second.__exit__(None, None, None)
         assert torch.get_num_threads() == 2
     finally:
+        _workers._sharing.__dict__.clear()  # whatever failed, later calls start afresh
         torch.set_num_threads(threads)
+
+
+def test_a_shared_call_closed_by_another_thread_leaves_the_owner_its_count_for_later():
+    """Another thread closing a thread's shared call cannot set the owner's torch count: the
+    owner stays on one thread until its next shared call, which puts its count back."""
+    import threading
+
+    from dimfeat import _workers
+
+    def sharing():
+        with _workers._one_torch_thread_while_sharing():
+            yield
+
+    done = threading.Event()
+    seen: dict[str, object] = {}
+
+    def owner() -> None:
+        torch.get_num_threads()  # uses torch: from now on this thread's count is its own
+        torch.set_num_threads(2)
+        call = sharing()
+        next(call)  # this thread owns the call, on one thread
+        closer = threading.Thread(target=call.close, daemon=True)
+        closer.start()
+        closer.join(timeout=30)
+        seen["after close"] = torch.get_num_threads()
+        seen["owed"] = _workers._sharing.__dict__.get("owed")
+        with _workers._one_torch_thread_while_sharing():
+            seen["inside next"] = torch.get_num_threads()
+        seen["after next"] = torch.get_num_threads()
+        seen["left"] = dict(_workers._sharing.__dict__)
+        done.set()
+
+    thread = threading.Thread(target=owner, daemon=True)
+    try:
+        thread.start()
+        assert done.wait(60)
+        assert seen["after close"] == 1 and seen["owed"] == 2
+        assert seen["inside next"] == 1 and seen["after next"] == 2
+        assert "owed" not in seen["left"] and seen["left"]["calls"] == 0
+    finally:
+        _keep_torch_threads_for_new_threads()
