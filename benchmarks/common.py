@@ -12,6 +12,7 @@ and result files.
 - :func:`machine` / :func:`machine_line`: the machine a result was measured on
   (:func:`dimfeat.fingerprint.machine`), as a record or as one line.
 - :func:`write_json`: a result file written whole or not at all.
+- :func:`worker_path_arguments`: the options of the benchmarks of the worker path.
 - :func:`baseline_tree`, :func:`revision_env` and :func:`revision_arguments`: what the benchmarks
   that compare this checkout with a git revision share (the revision's code unpacked, the
   environment of a fresh interpreter that imports it, the command-line options).
@@ -137,6 +138,20 @@ def revision_arguments(
     parser.add_argument("--sets", nargs="+", default=["sample", "mp36k-test"])
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--baseline", help="git revision to compare with (e.g. main)")
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--json", default=str(RESULTS / "perf" / json_name))
+    return parser
+
+
+def worker_path_arguments(
+    parser: argparse.ArgumentParser, *, json_name: str, rounds: int
+) -> argparse.ArgumentParser:
+    """The options of a benchmark of the worker path of ``transform`` on one set of
+    ``benchmarks.perf.throughput``: ``--set``, ``--n``, ``--n-jobs``, ``--rounds`` and ``--json``
+    (default ``benchmarks/results/perf/<json_name>``)."""
+    parser.add_argument("--set", default="mp36k-test", choices=["sample", "mp36k-test"])
+    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--n-jobs", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=rounds)
     parser.add_argument("--json", default=str(RESULTS / "perf" / json_name))
     return parser

@@ -196,10 +196,11 @@ def _one_torch_thread_while_sharing() -> Iterator[None]:
         return
     state = _sharing.__dict__  # this thread's
     with _sharing_lock:
-        if state.get("calls", 0) == 0:
+        calls = state.get("calls", 0)
+        if calls == 0:
             state["threads"] = state.pop("owed", None) or torch.get_num_threads()
             torch.set_num_threads(1)
-        state["calls"] = state.get("calls", 0) + 1
+        state["calls"] = calls + 1
     try:
         yield
     finally:

@@ -39,7 +39,7 @@ import warnings
 
 import numpy as np
 
-from benchmarks.common import RESULTS, machine, write_json
+from benchmarks.common import machine, worker_path_arguments, write_json
 from benchmarks.perf.throughput import load_set
 from dimfeat import DeepInfoMaxFeaturizer
 from dimfeat.inputs import build
@@ -51,12 +51,8 @@ from dimfeat.worker_vectors import EncoderPayload, vectors_of_chunk
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--set", default="mp36k-test", choices=["sample", "mp36k-test"])
-    parser.add_argument("--n", type=int, default=1000)
-    parser.add_argument("--n-jobs", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=45)
+    worker_path_arguments(parser, json_name="caller_share.json", rounds=45)
     parser.add_argument("--any-size", action="store_true", help="share calls of any size")
-    parser.add_argument("--json", default=str(RESULTS / "perf" / "caller_share.json"))
     args = parser.parse_args()
     if args.any_size:
         build.MIN_SHARED_CHUNKS = 1

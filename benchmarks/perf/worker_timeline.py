@@ -54,7 +54,7 @@ import warnings
 import numpy as np
 import torch
 
-from benchmarks.common import RESULTS, machine, write_json
+from benchmarks.common import machine, worker_path_arguments, write_json
 from benchmarks.perf.throughput import load_set
 from dimfeat import DeepInfoMaxFeaturizer
 from dimfeat.encoder import composition_memo, pair_tables_of
@@ -152,11 +152,7 @@ def one_call(structures: list, runtime, payload, n_jobs: int, bounds) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--set", default="mp36k-test", choices=["sample", "mp36k-test"])
-    parser.add_argument("--n", type=int, default=1000)
-    parser.add_argument("--n-jobs", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--json", default=str(RESULTS / "perf" / "worker_timeline.json"))
+    worker_path_arguments(parser, json_name="worker_timeline.json", rounds=5)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     from joblib import effective_n_jobs
