@@ -1039,3 +1039,25 @@ def test_encoder_time_child_saves_the_vectors_it_timed(sample_structures, tmp_pa
     stored.write_bytes(pickle.dumps(["not a structure"]))
     with pytest.raises(RuntimeError, match="child failed"):
         encoder_time.run_child(None, stored, tmp_path / "w.npy")
+
+
+def test_the_gpu_benchmark_checks_itself_on_the_cpu_and_otherwise_wants_a_gpu(tmp_path):
+    import torch
+
+    from benchmarks.perf import gpu
+
+    path = tmp_path / "gpu.json"
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="no CUDA device"):
+            gpu.main(["--steps", "vectors", "--json", str(path)])
+        assert not path.exists()
+    gpu.main(["--allow-cpu", "--steps", "vectors", "--n-jobs", "1", "--json", str(path)])
+    result = json.loads(path.read_text())
+    assert result["device"] in ("cpu", "cuda") and result["machine"]["cores"] > 0
+    checked = result["vectors"]
+    assert checked["n"] == 1000 and checked["n_jobs_1"]["same"]
+    assert checked["n_jobs_1"]["max"] <= gpu.TOLERANCE
+    # the measure tells crystals apart: a crystal's vector against another's is far off
+    vectors = np.arange(12, dtype=float).reshape(3, 4) + 1
+    assert gpu.relative_change(vectors[::-1], vectors).max() > 0.5
+    assert gpu.relative_change(vectors, vectors).max() == 0
