@@ -38,6 +38,7 @@ import json
 import os
 import pickle
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,19 @@ def machine_line(device: Any = None, note: str = "") -> str:
     info = machine(device)
     line = f"{info['description']}; Python {info['python']}, torch {info['torch']}"
     return f"{line}; {note}" if note else line
+
+
+# -- timing ---------------------------------------------------------------------------------
+def rate(n: int, seconds: float) -> float:
+    """``n`` items in ``seconds``, per second (NaN for no time)."""
+    return n / seconds if seconds > 0 else float("nan")
+
+
+def time_transform(featurizer: Any, structures: Any) -> float:
+    """Wall seconds of one ``featurizer.transform(structures)``."""
+    start = time.perf_counter()
+    featurizer.transform(structures)
+    return time.perf_counter() - start
 
 
 # -- result files -----------------------------------------------------------------------------

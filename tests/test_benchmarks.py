@@ -1042,6 +1042,9 @@ def test_encoder_time_child_saves_the_vectors_it_timed(sample_structures, tmp_pa
 
 
 def test_the_gpu_benchmark_checks_itself_on_the_cpu_and_otherwise_wants_a_gpu(tmp_path):
+    """A smoke test of the script where there is no GPU: with --allow-cpu it compares CPU
+    vectors with CPU vectors (equal by construction); what a GPU changes is checked on a GPU
+    (tests/test_cuda.py). Its measure of change does tell crystals apart."""
     import torch
 
     from benchmarks.perf import gpu

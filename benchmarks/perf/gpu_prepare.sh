@@ -21,6 +21,13 @@ rm -rf .whl && mkdir -p .whl
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
   --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
   --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl $pins
-mkdir -p .devdata/mp36k
+for wheel in .whl/*.whl; do  # what gpu_run.sh accepts: CPython 3.12 or pure Python
+  case "$wheel" in
+    *-py3-none-any.whl | *-py2.py3-none-any.whl | *-cp312-*.whl) ;;
+    *) echo "unexpected wheel $wheel" >&2; exit 1 ;;
+  esac
+done
+rm -rf .devdata && mkdir -p .devdata/mp36k
 cp "$DATA/mp36k/mp36k.tar.gz" "$DATA/mp36k/split.json" .devdata/mp36k/
+chmod -R u+w .devdata
 du -sh .whl .devdata

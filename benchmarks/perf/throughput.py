@@ -73,7 +73,9 @@ from benchmarks.common import (
     SPLIT,
     baseline_tree,
     machine,
+    rate,
     revision_env,
+    time_transform,
     write_json,
 )
 from dimfeat import DeepInfoMaxFeaturizer, inputs
@@ -83,16 +85,6 @@ from dimfeat.elements import check_atomic_numbers
 
 #: DIM ``transform`` over matminer's XRD, each with the same number of processes.
 TARGET_OVER_XRD = 60.0
-
-
-def rate(n: int, seconds: float) -> float:
-    return n / seconds if seconds > 0 else float("nan")
-
-
-def time_transform(featurizer, structures) -> float:
-    start = time.perf_counter()
-    featurizer.transform(structures)
-    return time.perf_counter() - start
 
 
 def load_set(name: str, n: int) -> list:
