@@ -33,9 +33,9 @@ For each set, in this order:
   read first (pymatgen imported, not timed), then ``import dimfeat``,
   ``DeepInfoMaxFeaturizer()`` (default settings) and ``transform`` of the first 100 (time to
   first vector); in three more fresh processes the same for the first 1,000 in one call (the
-  first call's rate, import included and excluded: the median of the three), compared with the
-  warm rate and with the same call run again at once in its own process (the steadier of the
-  two: the machine's speed drifts over the minutes between the warm calls and these processes). With
+  first call's rate, import included and excluded, each the median of the three), compared with
+  the warm rate and with the same call run again at once in its own process (minutes pass
+  between the warm calls and these processes, and the machine's speed drifts). With
   ``--baseline``, the time to first vector of this code and of the revision's, taking turns
   five times (medians, and the median of the paired ratios).
 * Where DIM's time goes (``n_jobs=1``): structure extraction (``inputs.structure_cell``), cell
@@ -234,7 +234,9 @@ def first_call(
         "first_call_n": many["n"],
         "first_calls": calls,
         "first_call_rate": many["n"] / many["transform_s"],
-        "first_call_rate_with_import": many["n"] / (many["import_s"] + many["transform_s"]),
+        "first_call_rate_with_import": statistics.median(
+            c["n"] / (c["import_s"] + c["transform_s"]) for c in calls
+        ),
         "warm_rate": warm_rate,
         "first_call_over_second_call": statistics.median(over_again),
     }
