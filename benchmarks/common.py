@@ -6,6 +6,8 @@ and result files.
   ``split.json``), :data:`MATMINER` (the Matbench data home).
 - :data:`RESULTS`: ``benchmarks/results/``, one folder per purpose (``paper``, ``perf``,
   ``release``, ``archive``), as the scripts are.
+- :func:`load_set`: the structures of the speed benchmarks' sets (the bundled sample, or crystals
+  drawn from the whole mp36k test split).
 - :func:`mp36k_inputs`: model inputs of a whole mp36k split part, built once into
   ``.devcache/mp36k_<part>.npz`` and shared by training, the paper subsets, the geometry and
   transfer benchmarks (``python -m benchmarks.common train test`` builds them ahead).
@@ -71,6 +73,21 @@ def machine_line(device: Any = None, note: str = "") -> str:
     return f"{line}; {note}" if note else line
 
 
+# -- the sets of the speed benchmarks ------------------------------------------------------
+def load_set(name: str, n: int | None, n_jobs: int | None = None) -> list:
+    """The structures of a set of ``benchmarks.perf.throughput``: ``"sample"``, the bundled
+    sample (:func:`dimfeat.datasets.load_sample`), or ``"mp36k-test"``, crystals drawn at random
+    (``default_rng(0)``) from the whole mp36k ``test`` split; the first ``n`` (``None``: all),
+    the CIF files read on ``n_jobs`` processes."""
+    from dimfeat.datasets import load_cgcnn, load_sample, load_split
+
+    if name == "sample":
+        return list(load_sample()["structure"])[:n]
+    ids = load_split(SPLIT)["test"]
+    drawn = [ids[i] for i in np.random.default_rng(0).permutation(len(ids))[:n]]
+    return list(load_cgcnn(MP36K, ids=drawn, n_jobs=n_jobs)["structure"])
+
+
 # -- timing ---------------------------------------------------------------------------------
 def rate(n: int, seconds: float) -> float:
     """``n`` items in ``seconds``, per second (NaN for no time)."""
@@ -128,8 +145,6 @@ def sets_taking_turns(
     ``None``) and, with ``baseline``, that revision (``"baseline"``, its
     :func:`baseline_tree`), taking turns ``rounds`` times so that both see the same load;
     yields ``(set, {label: [results]})``."""
-    from benchmarks.perf.throughput import load_set
-
     trees = {"current": None}
     if baseline:
         trees["baseline"] = baseline_tree(baseline, folder)

@@ -114,13 +114,17 @@ def _one_torch_thread() -> None:
     torch.set_num_threads(1)
 
 
-def error_as_value(task: Callable[..., Any], *args: Any) -> tuple[Exception | None, Any]:
-    """In a worker: ``(None, task(*args))``, or ``(error, None)`` with the worker's traceback
-    attached to the error as a note."""
+def error_as_value(
+    task: Callable[..., Any], *args: Any, in_worker: bool = True
+) -> tuple[Exception | None, Any]:
+    """``(None, task(*args))``, or ``(error, None)``: an error kept as a value for its turn. In
+    a worker (``in_worker``) the worker's traceback is attached to the error as a note; one
+    raised in the calling process carries its own."""
     try:
         return None, task(*args)
     except Exception as error:
-        error.add_note(f"In the worker process:\n{traceback.format_exc()}")
+        if in_worker:
+            error.add_note(f"In the worker process:\n{traceback.format_exc()}")
         return error, None
 
 
@@ -213,14 +217,6 @@ def _one_torch_thread_while_sharing() -> Iterator[None]:
                     state["owed"] = state["threads"]
 
 
-def _here(task: Callable[..., Any], arguments: tuple) -> tuple[Exception | None, Any]:
-    """``task(*arguments)`` in this process, an error kept as a value for its turn."""
-    try:
-        return None, task(*arguments)
-    except Exception as error:
-        return error, None
-
-
 def _to_workers(
     unfinished: int, queued: int, workers: int, left: int, taken_here: int, size: int
 ) -> bool:
@@ -294,7 +290,7 @@ def shared_with_caller(
                         _forget_pool(pool)
                         raise
                 else:
-                    finished[k] = _here(task, arguments)
+                    finished[k] = error_as_value(task, *arguments, in_worker=False)
                     taken_here += 1
                 yield from ready()
             while pending or finished:

@@ -39,8 +39,7 @@ import warnings
 
 import numpy as np
 
-from benchmarks.common import machine, worker_path_arguments, write_json
-from benchmarks.perf.throughput import load_set
+from benchmarks.common import load_set, machine, worker_path_arguments, write_json
 from dimfeat import DeepInfoMaxFeaturizer
 from dimfeat.inputs import build
 from dimfeat.inputs.build import chunk_bounds, map_chunks

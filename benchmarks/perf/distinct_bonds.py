@@ -29,8 +29,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np
 import torch
 
-from benchmarks.common import RESULTS, machine, write_json
-from benchmarks.perf.throughput import load_set
+from benchmarks.common import RESULTS, load_set, machine, write_json
 from dimfeat import DeepInfoMaxFeaturizer
 from dimfeat import encoder as encoder_module
 from dimfeat.inputs import collate, equivalent_sites

@@ -92,12 +92,11 @@ def main() -> None:
 
     out: dict = {"machine": machine_line(), "baseline": args.baseline, "n": args.n, "sets": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        base = args.baseline
 
         def run(name: str, label: str, tree: Path | None, stored: Path) -> dict:
             return run_child(tree, stored)
 
-        turns = sets_taking_turns(args.sets, args.n, Path(tmp), base, args.rounds, run)
+        turns = sets_taking_turns(args.sets, args.n, Path(tmp), args.baseline, args.rounds, run)
         for name, results in turns:
             rounds = {label: [r["seconds"] for r in runs] for label, runs in results.items()}
             digests = {label: runs[-1]["digests"] for label, runs in results.items()}
@@ -108,7 +107,7 @@ def main() -> None:
             entry = {"rounds": rounds, "least": summary}
             line = ", ".join(f"{k} {v:.3f} s" for k, v in summary["current"].items())
             print(f"{name} ({args.n} structures, CPU s, least of {args.rounds}): {line}")
-            if base is not None:
+            if args.baseline is not None:
                 changed = sum(
                     a != b for a, b in zip(digests["current"], digests["baseline"], strict=True)
                 )

@@ -67,11 +67,10 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import (
-    MP36K,
     RESULTS,
     ROOT,
-    SPLIT,
     baseline_tree,
+    load_set,
     machine,
     rate,
     revision_env,
@@ -80,24 +79,10 @@ from benchmarks.common import (
 )
 from dimfeat import DeepInfoMaxFeaturizer, inputs
 from dimfeat.baselines import OrbitalFieldMatrixFeaturizer, XRDPatternFeaturizer
-from dimfeat.datasets import load_sample
 from dimfeat.elements import check_atomic_numbers
 
 #: DIM ``transform`` over matminer's XRD, each with the same number of processes.
 TARGET_OVER_XRD = 60.0
-
-
-def load_set(name: str, n: int) -> list:
-    """The structures of a named set (see the module docstring)."""
-    if name == "sample":
-        return list(load_sample()["structure"])[:n]
-    import numpy as np
-
-    from dimfeat.datasets import load_cgcnn, load_split
-
-    ids = load_split(SPLIT)["test"]
-    drawn = [ids[i] for i in np.random.default_rng(0).permutation(len(ids))[:n]]
-    return list(load_cgcnn(MP36K, ids=drawn)["structure"])
 
 
 def dim_rates(

@@ -54,8 +54,7 @@ import warnings
 import numpy as np
 import torch
 
-from benchmarks.common import machine, worker_path_arguments, write_json
-from benchmarks.perf.throughput import load_set
+from benchmarks.common import load_set, machine, worker_path_arguments, write_json
 from dimfeat import DeepInfoMaxFeaturizer
 from dimfeat.encoder import composition_memo, pair_tables_of
 from dimfeat.inference import run_batches
