@@ -607,3 +607,18 @@ def test_a_shared_call_closed_by_another_thread_leaves_the_owner_its_count_for_l
         assert "owed" not in seen["left"] and seen["left"]["calls"] == 0
     finally:
         _keep_torch_threads_for_new_threads()
+
+
+def test_an_error_is_kept_as_a_value_with_the_worker_traceback_only_from_a_worker():
+    from dimfeat._workers import error_as_value
+
+    def fails(value):
+        raise KeyError(value)
+
+    assert error_as_value(abs, -3) == (None, 3)
+    in_worker, result = error_as_value(fails, "w")
+    assert result is None and isinstance(in_worker, KeyError)
+    assert any("In the worker process" in note for note in in_worker.__notes__)
+    here, result = error_as_value(fails, "h", in_worker=False)
+    assert result is None and isinstance(here, KeyError) and here.args == ("h",)
+    assert not getattr(here, "__notes__", [])
